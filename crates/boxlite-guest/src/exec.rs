@@ -1,0 +1,435 @@
+//! Executions: spawning processes in the container root, their pipes, and reaping.
+//!
+//! As PID 1 the agent inherits every orphan, so it reaps with `waitpid(-1, WNOHANG)`.
+//! That would steal exit statuses from a per-child waiter, so this module owns all
+//! waiting: [`Processes::reap`] and [`Processes::spawn`] share one lock. A child cannot
+//! be reaped before its status slot is registered, and a pid cannot be reused while a
+//! signal is being sent to it (a zombie keeps its pid until reaped, and reaping needs the
+//! lock the sender holds).
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, watch};
+
+use crate::sys;
+
+/// The `PATH` a process gets when the request does not set one (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Finished executions kept for late `Wait` and `ReadOutput` calls.
+const KEEP_FINISHED: usize = 1024;
+
+/// Output chunks buffered per pipe before the reader stops draining it, which then
+/// blocks the writer in the guest: flow control end to end.
+const PIPE_QUEUE: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal { signal: i32, core_dumped: bool },
+}
+
+impl Exit {
+    fn from_wait_status(st: libc::c_int) -> Option<Exit> {
+        if libc::WIFEXITED(st) {
+            Some(Exit::Code(libc::WEXITSTATUS(st)))
+        } else if libc::WIFSIGNALED(st) {
+            Some(Exit::Signal {
+                signal: libc::WTERMSIG(st),
+                core_dumped: libc::WCOREDUMP(st),
+            })
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("executable {program:?} not found in the container (PATH={path})")]
+    NotFound { program: String, path: String },
+    #[error("{program:?} is not an executable file")]
+    NotExecutable { program: String },
+    #[error("working directory {0:?} does not exist in the container")]
+    NoWorkdir(String),
+    #[error("working directory {0:?} is not a directory")]
+    WorkdirNotDir(String),
+    #[error("container root is not mounted")]
+    NoRoot(#[source] io::Error),
+    #[error("spawning {program:?}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+/// What to run. Mirrors the protocol's `ExecRequest`.
+#[derive(Debug, Clone, Default)]
+pub struct Spec {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: String,
+    pub stdin: bool,
+}
+
+pub type Chunk = Vec<u8>;
+
+/// A pipe's receiving end, parked here while no client is reading it.
+pub type OutputSlot = Arc<Mutex<Option<mpsc::Receiver<Chunk>>>>;
+
+#[derive(Debug)]
+pub struct Execution {
+    pub id: String,
+    pub pid: i32,
+    pub stdout: OutputSlot,
+    pub stderr: OutputSlot,
+    pub stdin: Arc<tokio::sync::Mutex<Option<pipe::Sender>>>,
+    pub exit: watch::Receiver<Option<Exit>>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    /// Live children by pid, with the sender for their exit status.
+    live: HashMap<i32, watch::Sender<Option<Exit>>>,
+}
+
+/// The agent's process table.
+#[derive(Debug)]
+pub struct Processes {
+    root: PathBuf,
+    table: Mutex<Table>,
+    execs: Mutex<HashMap<String, Arc<Execution>>>,
+    finished: Mutex<VecDeque<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Processes {
+    pub fn new(root: impl Into<PathBuf>) -> Arc<Self> {
+        Arc::new(Processes {
+            root: root.into(),
+            table: Mutex::new(Table::default()),
+            execs: Mutex::new(HashMap::new()),
+            finished: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Execution>> {
+        lock(&self.execs).get(id).cloned()
+    }
+
+    /// Reap every child that has exited, ours or inherited.
+    pub fn reap(&self) {
+        let mut table = lock(&self.table);
+        loop {
+            let mut st: libc::c_int = 0;
+            // SAFETY: st is a valid out pointer; WNOHANG makes the call non-blocking.
+            let pid = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            if pid <= 0 {
+                break;
+            }
+            let Some(exit) = Exit::from_wait_status(st) else {
+                continue;
+            };
+            if let Some(tx) = table.live.remove(&pid) {
+                let _ = tx.send(Some(exit));
+            }
+        }
+    }
+
+    /// Deliver `signal` to the execution's process, or to its whole process group.
+    /// A process that has already exited is left alone.
+    pub fn signal(&self, exec: &Execution, signal: i32, group: bool) -> io::Result<()> {
+        let table = lock(&self.table);
+        if !table.live.contains_key(&exec.pid) {
+            return Ok(());
+        }
+        let target = if group { -exec.pid } else { exec.pid };
+        match sys::kill(target, signal) {
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Resolve the working directory and the program inside the container root, then spawn.
+    pub fn spawn(self: &Arc<Self>, spec: Spec) -> Result<Arc<Execution>, ExecError> {
+        if spec.program.is_empty() {
+            return Err(ExecError::Invalid("program is empty".into()));
+        }
+        let workdir = if spec.working_dir.is_empty() {
+            "/".to_string()
+        } else if spec.working_dir.starts_with('/') {
+            spec.working_dir.clone()
+        } else {
+            return Err(ExecError::Invalid(format!(
+                "working directory {:?} must be absolute",
+                spec.working_dir
+            )));
+        };
+        let root_fd = sys::open_dir(&self.root).map_err(ExecError::NoRoot)?;
+        check_workdir(&root_fd, &workdir)?;
+        let mut env = spec.env.clone();
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.push(("PATH".into(), DEFAULT_PATH.into()));
+        }
+        let path_var = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let resolved = resolve_program(&root_fd, &spec.program, &workdir, &path_var)?;
+        drop(root_fd);
+
+        let root_c = sys::cstr(&self.root).map_err(|e| ExecError::Invalid(e.to_string()))?;
+        let workdir_c = sys::cstr(&workdir).map_err(|e| ExecError::Invalid(e.to_string()))?;
+        let mut cmd = Command::new(&resolved);
+        cmd.arg0(&spec.program)
+            .args(&spec.args)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(if spec.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+        // syscalls on data prepared before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setsid() < 0
+                    || libc::chroot(root_c.as_ptr()) < 0
+                    || libc::chdir(workdir_c.as_ptr()) < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let mut child = {
+            let mut table = lock(&self.table);
+            let child = cmd.spawn().map_err(|source| ExecError::Spawn {
+                program: spec.program.clone(),
+                source,
+            })?;
+            table.live.insert(child.id() as i32, exit_tx);
+            child
+        };
+        let pid = child.id() as i32;
+        let stdin = child
+            .stdin
+            .take()
+            .and_then(|s| pipe::Sender::from_owned_fd(OwnedFd::from(s)).ok());
+        let stdout = spawn_pump(child.stdout.take().map(OwnedFd::from));
+        let stderr = spawn_pump(child.stderr.take().map(OwnedFd::from));
+        // The std handle is not waited on: the reaper owns waiting.
+        drop(child);
+
+        let exec = Arc::new(Execution {
+            id: new_exec_id(),
+            pid,
+            stdout,
+            stderr,
+            stdin: Arc::new(tokio::sync::Mutex::new(stdin)),
+            exit: exit_rx,
+        });
+        lock(&self.execs).insert(exec.id.clone(), exec.clone());
+        self.retire_when_done(exec.clone());
+        Ok(exec)
+    }
+
+    /// Once the process exits, remember it as finished, and forget the oldest finished
+    /// executions beyond [`KEEP_FINISHED`].
+    fn retire_when_done(self: &Arc<Self>, exec: Arc<Execution>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut rx = exec.exit.clone();
+            let _ = rx.wait_for(|e| e.is_some()).await;
+            let mut finished = lock(&this.finished);
+            finished.push_back(exec.id.clone());
+            while finished.len() > KEEP_FINISHED {
+                if let Some(old) = finished.pop_front() {
+                    lock(&this.execs).remove(&old);
+                }
+            }
+        });
+    }
+}
+
+fn new_exec_id() -> String {
+    let bytes: [u8; 8] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Read a pipe in chunks into a bounded queue, so a slow reader slows the writer instead
+/// of growing memory.
+fn spawn_pump(fd: Option<OwnedFd>) -> OutputSlot {
+    let (tx, rx) = mpsc::channel::<Chunk>(PIPE_QUEUE);
+    let slot = Arc::new(Mutex::new(Some(rx)));
+    let Some(fd) = fd else {
+        return slot;
+    };
+    tokio::spawn(async move {
+        let Ok(mut pipe) = pipe::Receiver::from_owned_fd(fd) else {
+            return;
+        };
+        let mut buf = vec![0u8; boxlite_protocol::MAX_CHUNK];
+        loop {
+            match pipe.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(buf[..n].to_vec()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    slot
+}
+
+fn check_workdir(root: &OwnedFd, workdir: &str) -> Result<(), ExecError> {
+    let fd = sys::open_in_root(root, workdir, libc::O_PATH).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ENOENT) {
+            ExecError::NoWorkdir(workdir.into())
+        } else {
+            ExecError::WorkdirNotDir(workdir.into())
+        }
+    })?;
+    let st = sys::fstat(&fd).map_err(|_| ExecError::NoWorkdir(workdir.into()))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Err(ExecError::WorkdirNotDir(workdir.into()));
+    }
+    Ok(())
+}
+
+fn is_executable_file(root: &OwnedFd, path: &str) -> Option<bool> {
+    let fd = sys::open_in_root(root, path, libc::O_PATH).ok()?;
+    let st = sys::fstat(&fd).ok()?;
+    Some(st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_mode & 0o111 != 0)
+}
+
+/// Find the program the way `execvp` would inside the container, but with symlinks
+/// resolved inside the container root, and with an error that names what was searched.
+/// Returns a path valid after `chroot`.
+fn resolve_program(
+    root: &OwnedFd,
+    program: &str,
+    workdir: &str,
+    path_var: &str,
+) -> Result<String, ExecError> {
+    if program.contains('/') {
+        let full = if program.starts_with('/') {
+            program.to_string()
+        } else {
+            Path::new(workdir).join(program).to_string_lossy().into_owned()
+        };
+        return match is_executable_file(root, &full) {
+            Some(true) => Ok(full),
+            Some(false) => Err(ExecError::NotExecutable {
+                program: program.into(),
+            }),
+            None => Err(ExecError::NotFound {
+                program: program.into(),
+                path: path_var.into(),
+            }),
+        };
+    }
+    let mut non_exec = false;
+    for dir in path_var.split(':').filter(|d| !d.is_empty()) {
+        let dir = if dir.starts_with('/') {
+            dir.to_string()
+        } else {
+            Path::new(workdir).join(dir).to_string_lossy().into_owned()
+        };
+        let candidate = format!("{}/{program}", dir.trim_end_matches('/'));
+        match is_executable_file(root, &candidate) {
+            Some(true) => return Ok(candidate),
+            Some(false) => non_exec = true,
+            None => {}
+        }
+    }
+    if non_exec {
+        Err(ExecError::NotExecutable {
+            program: program.into(),
+        })
+    } else {
+        Err(ExecError::NotFound {
+            program: program.into(),
+            path: path_var.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_status_distinguishes_exit_code_from_signal() {
+        assert_eq!(Exit::from_wait_status(7 << 8), Some(Exit::Code(7)));
+        assert_eq!(
+            Exit::from_wait_status(9),
+            Some(Exit::Signal {
+                signal: 9,
+                core_dumped: false
+            })
+        );
+    }
+
+    #[test]
+    fn program_resolution_stays_inside_root_through_absolute_symlinks() {
+        let dir = std::env::temp_dir().join(format!("bxg-{}", new_exec_id()));
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::create_dir_all(dir.join("real")).unwrap();
+        let target = dir.join("real/tool");
+        std::fs::write(&target, b"#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // An absolute link, valid only when resolved inside the root.
+        std::os::unix::fs::symlink("/real/tool", dir.join("bin/tool")).unwrap();
+        // A link pointing at a host path that must not be followed out of the root.
+        std::os::unix::fs::symlink("/usr/bin/env", dir.join("bin/escape")).unwrap();
+        let root = sys::open_dir(&dir).unwrap();
+
+        let found = resolve_program(&root, "tool", "/", "/bin").unwrap();
+        let escaped = resolve_program(&root, "escape", "/", "/bin");
+
+        assert_eq!(found, "/bin/tool");
+        assert!(matches!(escaped, Err(ExecError::NotFound { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_workdir_is_reported_by_name() {
+        let dir = std::env::temp_dir().join(format!("bxg-{}", new_exec_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let root = sys::open_dir(&dir).unwrap();
+
+        let err = check_workdir(&root, "/nope").unwrap_err();
+
+        assert_eq!(
+            err.to_string(),
+            "working directory \"/nope\" does not exist in the container"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

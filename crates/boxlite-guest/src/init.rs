@@ -1,0 +1,287 @@
+//! PID-1 duties: early mounts, kernel modules, the rootfs disk and the container root.
+//!
+//! The order matters. `/proc`, `/sys` and `/dev` come first because module loading and
+//! device discovery need them. Modules are loaded in the order the asset build resolved
+//! from the kernel's own `modules.dep`, written to [`MODULE_LIST`]. Module parameters on
+//! the kernel command line (`virtio_mmio.device=...`) are passed to the module as
+//! `modprobe` would, because the kernel only applies them itself for built-in drivers.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::sys;
+
+/// File in the initramfs listing the modules to load, one file name per line, in order.
+pub const MODULE_LIST: &str = "/lib/modules/boxlite.load";
+/// Directory in the initramfs holding the module files.
+pub const MODULE_DIR: &str = "/lib/modules";
+/// The rootfs block device (the first virtio-blk disk).
+pub const ROOT_DEVICE: &str = "/dev/vda";
+/// Where the container root is mounted in the agent's namespace.
+pub const CONTAINER_ROOT: &str = "/rootfs";
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("mounting {fstype} on {target}")]
+    Mount {
+        fstype: String,
+        target: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("loading kernel module {name}")]
+    Module {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading module list {MODULE_LIST}")]
+    ModuleList(#[source] io::Error),
+    #[error("root disk {ROOT_DEVICE} did not appear within {0:?}")]
+    NoRootDisk(Duration),
+    #[error("preparing container root at {path}")]
+    Prepare {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Settings the host passes on the kernel command line. Nothing secret ever goes there.
+#[derive(Debug, Clone)]
+pub struct BootConfig {
+    pub ready_port: u32,
+    pub hostname: Option<String>,
+    /// `module.param=value` pairs, grouped by module name (dashes folded to underscores).
+    pub module_params: HashMap<String, Vec<String>>,
+}
+
+impl BootConfig {
+    pub fn parse(cmdline: &str) -> Self {
+        let mut cfg = BootConfig {
+            ready_port: boxlite_protocol::DEFAULT_READY_PORT,
+            hostname: None,
+            module_params: HashMap::new(),
+        };
+        for word in cmdline.split_ascii_whitespace() {
+            let Some((key, value)) = word.split_once('=') else {
+                continue;
+            };
+            match key {
+                k if k == boxlite_protocol::CMDLINE_READY_PORT => {
+                    if let Ok(p) = value.parse() {
+                        cfg.ready_port = p;
+                    }
+                }
+                "boxlite.hostname" => cfg.hostname = Some(value.to_string()),
+                _ => {
+                    if let Some((module, param)) = key.split_once('.') {
+                        cfg.module_params
+                            .entry(module.replace('-', "_"))
+                            .or_default()
+                            .push(format!("{param}={value}"));
+                    }
+                }
+            }
+        }
+        cfg
+    }
+}
+
+fn mount_at(
+    source: &str,
+    target: &Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<(), InitError> {
+    fs::create_dir_all(target).map_err(|source| InitError::Mount {
+        fstype: fstype.into(),
+        target: target.into(),
+        source,
+    })?;
+    match sys::mount(source, target, fstype, flags, data) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+        Err(source) => Err(InitError::Mount {
+            fstype: fstype.into(),
+            target: target.into(),
+            source,
+        }),
+    }
+}
+
+const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+
+/// Mount the agent's own `/proc`, `/sys`, `/dev` and `/run`.
+pub fn early_mounts() -> Result<(), InitError> {
+    mount_at("proc", Path::new("/proc"), "proc", NOSUID_NODEV_NOEXEC, None)?;
+    mount_at("sysfs", Path::new("/sys"), "sysfs", NOSUID_NODEV_NOEXEC, None)?;
+    mount_at("devtmpfs", Path::new("/dev"), "devtmpfs", libc::MS_NOSUID, Some("mode=0755"))?;
+    mount_at("tmpfs", Path::new("/run"), "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, Some("mode=0755"))?;
+    Ok(())
+}
+
+/// Load the modules named in [`MODULE_LIST`], in order. Already-present modules (built in,
+/// or loaded before) are fine.
+pub fn load_modules(cfg: &BootConfig) -> Result<usize, InitError> {
+    let list = match fs::read_to_string(MODULE_LIST) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(InitError::ModuleList(e)),
+    };
+    let mut loaded = 0;
+    for file in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let name = file
+            .trim_end_matches(".ko")
+            .rsplit('/')
+            .next()
+            .unwrap_or(file)
+            .replace('-', "_");
+        let params = cfg
+            .module_params
+            .get(&name)
+            .map(|p| p.join(" "))
+            .unwrap_or_default();
+        let path = Path::new(MODULE_DIR).join(file);
+        let f = fs::File::open(&path).map_err(|source| InitError::Module {
+            name: name.clone(),
+            source,
+        })?;
+        match sys::finit_module(&f, &params) {
+            Ok(()) => loaded += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(source) => return Err(InitError::Module { name, source }),
+        }
+    }
+    Ok(loaded)
+}
+
+/// Wait for the root disk to show up in devtmpfs, then mount it at [`CONTAINER_ROOT`].
+pub fn mount_rootfs() -> Result<(), InitError> {
+    let limit = Duration::from_secs(10);
+    let start = Instant::now();
+    while !Path::new(ROOT_DEVICE).exists() {
+        if start.elapsed() > limit {
+            return Err(InitError::NoRootDisk(limit));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    mount_at(ROOT_DEVICE, Path::new(CONTAINER_ROOT), "ext4", 0, None)
+}
+
+/// Give the container root its own `/proc`, `/sys`, a minimal `/dev`, and a `/tmp`.
+pub fn prepare_container_root(root: &Path) -> Result<(), InitError> {
+    let prep = |path: &Path, r: io::Result<()>| {
+        r.map_err(|source| InitError::Prepare {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    mount_at("proc", &root.join("proc"), "proc", NOSUID_NODEV_NOEXEC, None)?;
+    mount_at("sysfs", &root.join("sys"), "sysfs", NOSUID_NODEV_NOEXEC, None)?;
+    let dev = root.join("dev");
+    mount_at("tmpfs", &dev, "tmpfs", libc::MS_NOSUID | libc::MS_NOEXEC, Some("mode=0755"))?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let p = dev.join(name);
+        match sys::mknod_char(&p, 0o666, major, minor) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => prep(&p, Err(e))?,
+            _ => prep(&p, sys::chmod(&p, 0o666))?,
+        }
+    }
+    mount_at(
+        "devpts",
+        &dev.join("pts"),
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    )?;
+    mount_at(
+        "shm",
+        &dev.join("shm"),
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=1777"),
+    )?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let p = dev.join(link);
+        match std::os::unix::fs::symlink(target, &p) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => prep(&p, Err(e))?,
+            _ => {}
+        }
+    }
+    let tmp = root.join("tmp");
+    if !tmp.exists() {
+        prep(&tmp, fs::create_dir(&tmp))?;
+        prep(&tmp, sys::chmod(&tmp, 0o1777))?;
+    }
+    Ok(())
+}
+
+/// Everything PID 1 does before it serves the agent protocol.
+pub fn boot(cfg: &BootConfig) -> Result<(), InitError> {
+    let t = Instant::now();
+    // PR_SET_CHILD_SUBREAPER is implied for PID 1; set it anyway so the agent behaves the
+    // same when run as a child (tests, debugging).
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer argument only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
+    early_mounts()?;
+    let n = load_modules(cfg)?;
+    let t_modules = t.elapsed();
+    if let Err(e) = sys::loopback_up() {
+        eprintln!("boxlite-guest: loopback not configured: {e}");
+    }
+    if let Some(h) = &cfg.hostname
+        && let Err(e) = sys::sethostname(h)
+    {
+        eprintln!("boxlite-guest: hostname not set: {e}");
+    }
+    mount_rootfs()?;
+    prepare_container_root(Path::new(CONTAINER_ROOT))?;
+    eprintln!(
+        "boxlite-guest: {n} modules in {} ms, rootfs ready in {} ms",
+        t_modules.as_millis(),
+        t.elapsed().as_millis()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_module_params_are_grouped_by_module() {
+        let c = BootConfig::parse(
+            "console=ttyS0 virtio_mmio.device=512@0xfeb00e00:12 virtio-mmio.device=512@0xfeb00c00:11 boxlite.ready_port=7000 quiet",
+        );
+        assert_eq!(c.ready_port, 7000);
+        assert_eq!(
+            c.module_params["virtio_mmio"],
+            vec!["device=512@0xfeb00e00:12", "device=512@0xfeb00c00:11"]
+        );
+        assert!(!c.module_params.contains_key("console"));
+    }
+
+    #[test]
+    fn cmdline_bad_ready_port_keeps_default() {
+        let c = BootConfig::parse("boxlite.ready_port=notanumber");
+        assert_eq!(c.ready_port, boxlite_protocol::DEFAULT_READY_PORT);
+    }
+}

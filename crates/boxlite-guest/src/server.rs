@@ -1,0 +1,258 @@
+//! The gRPC service the host talks to.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use boxlite_protocol::v1::{self, agent_server::Agent};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::exec::{Chunk, ExecError, Execution, Exit, OutputSlot, Processes, Spec};
+
+#[derive(Debug)]
+pub struct AgentService {
+    pub procs: Arc<Processes>,
+}
+
+impl From<ExecError> for Status {
+    fn from(e: ExecError) -> Self {
+        let msg = error_chain(&e);
+        match e {
+            ExecError::NotFound { .. } | ExecError::NoWorkdir(_) => Status::not_found(msg),
+            ExecError::NotExecutable { .. } => Status::permission_denied(msg),
+            ExecError::WorkdirNotDir(_) | ExecError::Invalid(_) => Status::invalid_argument(msg),
+            ExecError::NoRoot(_) | ExecError::Spawn { .. } => Status::internal(msg),
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+impl AgentService {
+    fn exec(&self, id: &str) -> Result<Arc<Execution>, Status> {
+        self.procs
+            .get(id)
+            .ok_or_else(|| Status::not_found(format!("no execution with id {id:?}")))
+    }
+}
+
+/// A reader's hold on one output pipe. Dropping it, for example because the client went
+/// away, parks the receiver again so that another client can continue reading.
+struct OutputStream {
+    rx: Option<mpsc::Receiver<Chunk>>,
+    slot: OutputSlot,
+}
+
+impl Stream for OutputStream {
+    type Item = Result<v1::OutputChunk, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.rx.as_mut() {
+            None => Poll::Ready(None),
+            Some(rx) => rx
+                .poll_recv(cx)
+                .map(|c| c.map(|data| Ok(v1::OutputChunk { data }))),
+        }
+    }
+}
+
+impl Drop for OutputStream {
+    fn drop(&mut self) {
+        if let Some(rx) = self.rx.take() {
+            *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(rx);
+        }
+    }
+}
+
+fn to_proto_exit(e: Exit) -> v1::ExitStatus {
+    match e {
+        Exit::Code(c) => v1::ExitStatus {
+            kind: Some(v1::exit_status::Kind::Code(c)),
+            core_dumped: false,
+        },
+        Exit::Signal {
+            signal,
+            core_dumped,
+        } => v1::ExitStatus {
+            kind: Some(v1::exit_status::Kind::Signal(signal)),
+            core_dumped,
+        },
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn ping(
+        &self,
+        _req: Request<v1::PingRequest>,
+    ) -> Result<Response<v1::PingResponse>, Status> {
+        let uptime_secs = std::fs::read_to_string("/proc/uptime")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
+        Ok(Response::new(v1::PingResponse {
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            uptime_secs,
+        }))
+    }
+
+    async fn exec(
+        &self,
+        req: Request<v1::ExecRequest>,
+    ) -> Result<Response<v1::ExecResponse>, Status> {
+        let r = req.into_inner();
+        let spec = Spec {
+            program: r.program,
+            args: r.args,
+            env: r.env.into_iter().map(|e| (e.key, e.value)).collect(),
+            working_dir: r.working_dir,
+            stdin: r.stdin,
+        };
+        let procs = self.procs.clone();
+        // fork+exec can block; keep it off the async workers.
+        let exec = tokio::task::spawn_blocking(move || {
+            let _guard = tokio::runtime::Handle::current().enter();
+            procs.spawn(spec)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("spawn task failed: {e}")))??;
+        Ok(Response::new(v1::ExecResponse {
+            exec_id: exec.id.clone(),
+            pid: exec.pid,
+        }))
+    }
+
+    type ReadOutputStream = BoxStream<v1::OutputChunk>;
+
+    async fn read_output(
+        &self,
+        req: Request<v1::ReadOutputRequest>,
+    ) -> Result<Response<Self::ReadOutputStream>, Status> {
+        let r = req.into_inner();
+        let exec = self.exec(&r.exec_id)?;
+        let (slot, name) = match v1::OutputStream::try_from(r.stream) {
+            Ok(v1::OutputStream::Stdout) => (exec.stdout.clone(), "stdout"),
+            Ok(v1::OutputStream::Stderr) => (exec.stderr.clone(), "stderr"),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown output stream {}",
+                    r.stream
+                )));
+            }
+        };
+        let rx = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(rx) = rx else {
+            return Err(Status::failed_precondition(format!(
+                "{name} of execution {} already has a reader",
+                exec.id
+            )));
+        };
+        Ok(Response::new(Box::pin(OutputStream { rx: Some(rx), slot })))
+    }
+
+    async fn write_stdin(
+        &self,
+        req: Request<Streaming<v1::StdinChunk>>,
+    ) -> Result<Response<v1::WriteStdinResponse>, Status> {
+        let mut stream = req.into_inner();
+        let Some(first) = stream.next().await.transpose()? else {
+            return Ok(Response::new(v1::WriteStdinResponse { bytes_written: 0 }));
+        };
+        let exec = self.exec(&first.exec_id)?;
+        let mut guard = exec.stdin.clone().try_lock_owned().map_err(|_| {
+            Status::failed_precondition(format!(
+                "stdin of execution {} already has a writer",
+                exec.id
+            ))
+        })?;
+        let mut written = 0u64;
+        let mut msg = Some(first);
+        while let Some(m) = msg {
+            let Some(pipe) = guard.as_mut() else {
+                return Err(Status::failed_precondition(format!(
+                    "stdin of execution {} is closed",
+                    exec.id
+                )));
+            };
+            if !m.data.is_empty() {
+                if let Err(e) = pipe.write_all(&m.data).await {
+                    // The process closed its stdin or exited: stop feeding it.
+                    *guard = None;
+                    return Err(Status::aborted(format!(
+                        "stdin of execution {} is broken: {e}",
+                        exec.id
+                    )));
+                }
+                written += m.data.len() as u64;
+            }
+            if m.eof {
+                *guard = None;
+                break;
+            }
+            msg = stream.next().await.transpose()?;
+        }
+        Ok(Response::new(v1::WriteStdinResponse {
+            bytes_written: written,
+        }))
+    }
+
+    async fn wait(
+        &self,
+        req: Request<v1::WaitRequest>,
+    ) -> Result<Response<v1::WaitResponse>, Status> {
+        let exec = self.exec(&req.into_inner().exec_id)?;
+        let mut rx = exec.exit.clone();
+        let exit = rx
+            .wait_for(|e| e.is_some())
+            .await
+            .map_err(|_| Status::internal("exit status lost"))?
+            .expect("wait_for guarantees Some");
+        Ok(Response::new(v1::WaitResponse {
+            status: Some(to_proto_exit(exit)),
+        }))
+    }
+
+    async fn signal(
+        &self,
+        req: Request<v1::SignalRequest>,
+    ) -> Result<Response<v1::SignalResponse>, Status> {
+        let r = req.into_inner();
+        if !(1..=64).contains(&r.signal) {
+            return Err(Status::invalid_argument(format!(
+                "signal {} is out of range (1-64)",
+                r.signal
+            )));
+        }
+        let exec = self.exec(&r.exec_id)?;
+        self.procs
+            .signal(&exec, r.signal, r.process_group)
+            .map_err(|e| Status::internal(format!("signal {}: {e}", r.signal)))?;
+        Ok(Response::new(v1::SignalResponse {}))
+    }
+
+    async fn shutdown(
+        &self,
+        _req: Request<v1::ShutdownRequest>,
+    ) -> Result<Response<v1::ShutdownResponse>, Status> {
+        tokio::spawn(async {
+            // Let the response reach the host before the VM goes away.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            crate::shutdown();
+        });
+        Ok(Response::new(v1::ShutdownResponse {}))
+    }
+}

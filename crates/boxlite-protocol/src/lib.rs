@@ -1,0 +1,33 @@
+//! The host-guest agent protocol.
+//!
+//! One crate owns the schema so that the host library and the guest agent cannot drift.
+//! Generated types stay behind this crate and the host's `portal` module; they never
+//! appear in the public `boxlite` API.
+
+#![allow(missing_debug_implementations)]
+
+/// Generated gRPC types and stubs for `boxlite.agent.v1`.
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("boxlite.agent.v1");
+}
+
+/// vsock port the agent serves gRPC on.
+pub const AGENT_PORT: u32 = 1024;
+
+/// Default vsock port on the host that the agent connects to once it is serving, as its
+/// readiness signal. The host may choose another and pass it as `boxlite.ready_port=`
+/// on the kernel command line.
+pub const DEFAULT_READY_PORT: u32 = 1025;
+
+/// The line the agent writes on the readiness connection.
+pub const READY_LINE: &[u8] = b"BOXLITE-READY 1\n";
+
+/// Kernel command line key for the readiness port.
+pub const CMDLINE_READY_PORT: &str = "boxlite.ready_port";
+
+/// Largest output chunk the agent sends in one message.
+pub const MAX_CHUNK: usize = 64 * 1024;
+
+/// Largest gRPC message either side accepts.
+pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;

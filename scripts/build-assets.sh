@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# Build the guest assets boxlite boots: an uncompressed kernel for direct PVH boot, the
+# initramfs (the static guest agent as /init plus kernel modules), the built-in images
+# and the vhost-user vsock device. Output goes to $BOXLITE_ASSETS_OUT (default:
+# build/assets), with manifest.json recording every file's size and sha256.
+#
+# Re-running is cheap: the kernel package, the tools and the built-in images are cached
+# under build/cache and rebuilt only when their inputs change.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${BOXLITE_ASSETS_OUT:-$REPO/build/assets}
+CACHE=${BOXLITE_BUILD_CACHE:-$REPO/build/cache}
+
+# The pinned guest kernel. If this version has left the archive, the newest
+# linux-image-*-cloud-amd64-unsigned is used instead, with a loud warning.
+KERNEL_PKG=linux-image-6.1.0-56-cloud-amd64-unsigned
+KERNEL_VERSION=6.1.192-2
+KERNEL_SHA256=7ff7fc8da85d313242c20698c6b34542aea447673c7c1975b0d38bd6005100b5
+
+VHOST_VSOCK_VERSION=0.3.0
+
+# Modules the guest needs; their dependencies are resolved from the kernel's own
+# modules.dep, so load order follows the kernel, not this list.
+MODULES=(virtio_mmio virtio_blk virtio_net overlay virtiofs vmw_vsock_virtio_transport)
+
+log() { printf '\033[1m[build-assets]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[build-assets] error:\033[0m %s\n' "$*" >&2; exit 1; }
+
+for tool in apt-get dpkg-deb depmod modprobe cpio lz4 mkfs.ext4 sha256sum readelf; do
+  command -v "$tool" >/dev/null || die "missing '$tool'; run scripts/setup.sh (it installs the build dependencies)"
+done
+
+mkdir -p "$OUT" "$CACHE"
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# ---------------------------------------------------------------- kernel package
+fetch_kernel() {
+  local dir=$CACHE/kernel deb
+  mkdir -p "$dir"
+  deb=$(ls "$dir"/"${KERNEL_PKG}"_"${KERNEL_VERSION}"_amd64.deb 2>/dev/null || true)
+  if [[ -n $deb && $(sha "$deb") == "$KERNEL_SHA256" ]]; then
+    echo "$deb"; return
+  fi
+  rm -f "$dir"/*.deb
+  if (cd "$dir" && apt-get download "${KERNEL_PKG}=${KERNEL_VERSION}" >&2 2>/dev/null); then
+    deb=$(ls "$dir"/"${KERNEL_PKG}"_*_amd64.deb)
+    [[ $(sha "$deb") == "$KERNEL_SHA256" ]] || die "kernel package $deb has sha256 $(sha "$deb"), expected $KERNEL_SHA256"
+    echo "$deb"; return
+  fi
+  local newest ver expected
+  newest=$(apt-cache search --names-only '^linux-image-.*-cloud-amd64-unsigned$' | cut -d' ' -f1 | sort -V | tail -n1)
+  [[ -n $newest ]] || die "pinned kernel $KERNEL_PKG=$KERNEL_VERSION is not downloadable and no linux-image-*-cloud-amd64-unsigned exists (did you run 'apt-get update'?)"
+  ver=$(apt-cache show "$newest" | awk '/^Version:/{print $2; exit}')
+  expected=$(apt-cache show "$newest" | awk '/^SHA256:/{print $2; exit}')
+  printf '\n\033[1;33m' >&2
+  printf '############################################################################\n' >&2
+  printf '# WARNING: pinned kernel %s=%s is gone from the archive.\n' "$KERNEL_PKG" "$KERNEL_VERSION" >&2
+  printf '# Falling back to the newest one: %s=%s\n' "$newest" "$ver" >&2
+  printf '# Update KERNEL_PKG, KERNEL_VERSION and KERNEL_SHA256 in scripts/build-assets.sh.\n' >&2
+  printf '############################################################################\033[0m\n\n' >&2
+  (cd "$dir" && apt-get download "${newest}=${ver}" >&2) || die "downloading $newest=$ver failed"
+  deb=$(ls "$dir"/"${newest}"_*_amd64.deb)
+  [[ $(sha "$deb") == "$expected" ]] || die "kernel package $deb does not match the archive's sha256 $expected"
+  echo "$deb"
+}
+
+# Cut the compressed payload out of a bzImage and decompress it into an ELF vmlinux.
+extract_vmlinux() {
+  local vmlinuz=$1 out=$2 magic tool off
+  for pair in '\x02\x21\x4c\x18:lz4 -dc' '\x28\xb5\x2f\xfd:zstd -dcq' '\xfd\x37\x7a\x58\x5a\x00:xz -dcq' '\x1f\x8b\x08:gzip -dcq'; do
+    magic=${pair%%:*}; tool=${pair#*:}
+    command -v "${tool%% *}" >/dev/null || continue
+    for off in $(LC_ALL=C grep -obUaP "$magic" "$vmlinuz" | cut -d: -f1 | head -n 5); do
+      # The decompressor stops at the end of the stream and may complain about what
+      # follows it; the ELF check below is what decides.
+      tail -c "+$((off + 1))" "$vmlinuz" | $tool > "$out" 2>/dev/null || true
+      if [[ $(head -c 4 "$out" | od -An -tx1 | tr -d ' \n') == 7f454c46 ]]; then
+        return 0
+      fi
+    done
+  done
+  die "could not find a decompressible ELF kernel inside $vmlinuz"
+}
+
+build_kernel_and_modules() {
+  local deb=$1 x=$CACHE/kernel/extract kver
+  local stamp=$CACHE/kernel/extract.stamp
+  if [[ ! -f $stamp || $(cat "$stamp") != "$(sha "$deb")" ]]; then
+    rm -rf "$x"; mkdir -p "$x"
+    dpkg-deb -x "$deb" "$x"
+    sha "$deb" > "$stamp"
+  fi
+  kver=$(ls "$x/lib/modules" | head -n1)
+  [[ -n $kver ]] || die "no modules directory in $deb"
+  log "kernel $kver from $(basename "$deb")"
+  if [[ ! -f $CACHE/kernel/vmlinux || $CACHE/kernel/vmlinux -ot $stamp ]]; then
+    extract_vmlinux "$x/boot/vmlinuz-$kver" "$CACHE/kernel/vmlinux"
+  fi
+  cp "$CACHE/kernel/vmlinux" "$OUT/vmlinux"
+  echo "$kver" > "$OUT/kernel.release"
+
+  # Dependencies from the kernel's own metadata.
+  depmod -b "$x" "$kver"
+  local stage=$CACHE/initramfs
+  rm -rf "$stage"; mkdir -p "$stage/lib/modules"
+  : > "$stage/lib/modules/boxlite.load"
+  declare -A seen=()
+  local m line ko base
+  for m in "${MODULES[@]}"; do
+    while read -r line; do
+      [[ $line == insmod* ]] || continue
+      ko=$(awk '{print $2}' <<<"$line")
+      base=$(basename "$ko")
+      base=${base%.xz}; base=${base%.zst}
+      [[ -n ${seen[$base]:-} ]] && continue
+      seen[$base]=1
+      case $ko in
+        *.xz) xz -dc "$ko" > "$stage/lib/modules/$base" ;;
+        *.zst) zstd -dcq "$ko" > "$stage/lib/modules/$base" ;;
+        *) cp "$ko" "$stage/lib/modules/$base" ;;
+      esac
+      echo "$base" >> "$stage/lib/modules/boxlite.load"
+    done < <(modprobe -d "$x" -S "$kver" --show-depends "$m" 2>/dev/null || die "module $m not found in kernel $kver")
+  done
+  log "modules: $(tr '\n' ' ' < "$stage/lib/modules/boxlite.load")"
+}
+
+# ---------------------------------------------------------------- guest agent
+build_agent() {
+  log "building the static guest agent"
+  (cd "$REPO" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
+      -p boxlite-guest --target x86_64-unknown-linux-gnu --target-dir "$REPO/target/guest" >&2)
+  local bin=$REPO/target/guest/x86_64-unknown-linux-gnu/release/boxlite-guest
+  if readelf -d "$bin" | grep -q NEEDED; then die "$bin is dynamically linked; it must be static to run as /init"; fi
+  echo "$bin"
+}
+
+pack_initramfs() {
+  local agent=$1 stage=$CACHE/initramfs
+  mkdir -p "$stage"/{proc,sys,dev,run,rootfs,tmp}
+  cp "$agent" "$stage/init"
+  strip "$stage/init" 2>/dev/null || true
+  chmod 0755 "$stage/init"
+  # Uncompressed: under TCG, decompressing costs more boot time than reading a few more MB.
+  (cd "$stage" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 --reproducible) > "$OUT/initramfs.cpio"
+  log "initramfs: $(du -h "$OUT/initramfs.cpio" | cut -f1)"
+}
+
+# ---------------------------------------------------------------- tools
+build_vhost_vsock() {
+  local root=$CACHE/tools bin
+  bin=$root/bin/vhost-device-vsock
+  if [[ ! -x $bin || $(cat "$root/vhost-device-vsock.version" 2>/dev/null) != "$VHOST_VSOCK_VERSION" ]]; then
+    log "installing vhost-device-vsock $VHOST_VSOCK_VERSION from crates.io"
+    cargo install --locked --quiet --version "$VHOST_VSOCK_VERSION" vhost-device-vsock --root "$root" >&2
+    echo "$VHOST_VSOCK_VERSION" > "$root/vhost-device-vsock.version"
+  fi
+  mkdir -p "$OUT/bin"
+  cp "$bin" "$OUT/bin/vhost-device-vsock"
+}
+
+# ---------------------------------------------------------------- built-in images
+build_busybox_image() {
+  [[ $(id -u) == 0 ]] || die "building boxlite/busybox needs root: mkfs.ext4 -d copies the builder's uid into the image"
+  local bb=/bin/busybox stamp img=$CACHE/images/busybox.ext4
+  [[ -x $bb ]] || die "missing /bin/busybox; install the busybox-static package"
+  if readelf -d "$bb" | grep -q NEEDED; then die "/bin/busybox is not static; install busybox-static"; fi
+  stamp="busybox:$(sha "$bb"):v1"
+  mkdir -p "$CACHE/images"
+  if [[ ! -f $img || $(cat "$img.stamp" 2>/dev/null) != "$stamp" ]]; then
+    log "building boxlite/busybox"
+    local r=$CACHE/images/busybox-root
+    rm -rf "$r"; mkdir -p "$r"/{bin,sbin,usr/bin,usr/sbin,etc,root,home,proc,sys,dev,run,var/tmp,tmp}
+    cp "$bb" "$r/bin/busybox"
+    local applet
+    for applet in $("$bb" --list-full); do
+      [[ $applet == bin/busybox ]] && continue
+      mkdir -p "$r/$(dirname "$applet")"
+      ln -sf /bin/busybox "$r/$applet"
+    done
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' > "$r/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' > "$r/etc/group"
+    printf 'root:*:19000:0:99999:7:::\nnobody:*:19000:0:99999:7:::\n' > "$r/etc/shadow"
+    chmod 0640 "$r/etc/shadow"
+    printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$r/etc/hosts"
+    chmod 1777 "$r/tmp" "$r/var/tmp"
+    chmod 0700 "$r/root"
+    rm -f "$img"
+    # Room for what boxes write; the file is sparse, and each box's qcow2 overlay only
+    # grows by what is written.
+    mkfs.ext4 -q -F -L boxlite-root -E root_owner=0:0 -O ^has_journal -d "$r" "$img" 256M
+    echo "$stamp" > "$img.stamp"
+  fi
+  mkdir -p "$OUT/images"
+  cp --sparse=always "$img" "$OUT/images/busybox.ext4"
+}
+
+# ---------------------------------------------------------------- manifest
+write_manifest() {
+  local f entries=() kver
+  kver=$(cat "$OUT/kernel.release")
+  for f in vmlinux initramfs.cpio bin/vhost-device-vsock images/busybox.ext4; do
+    entries+=("$(printf '    "%s": {"size": %s, "sha256": "%s"}' "$f" "$(stat -c %s "$OUT/$f")" "$(sha "$OUT/$f")")")
+  done
+  {
+    printf '{\n  "format": 1,\n  "kernel_release": "%s",\n  "kernel_package": "%s",\n  "files": {\n' "$kver" "$(basename "$KERNEL_DEB")"
+    local IFS=$'\n'
+    printf '%s' "${entries[0]}"
+    for f in "${entries[@]:1}"; do printf ',\n%s' "$f"; done
+    printf '\n  },\n  "images": {\n    "boxlite/busybox": "images/busybox.ext4"\n  }\n}\n'
+  } > "$OUT/manifest.json.tmp"
+  mv "$OUT/manifest.json.tmp" "$OUT/manifest.json"
+}
+
+KERNEL_DEB=$(fetch_kernel)
+build_kernel_and_modules "$KERNEL_DEB"
+AGENT=$(build_agent)
+pack_initramfs "$AGENT"
+build_vhost_vsock
+build_busybox_image
+write_manifest
+log "assets ready in $OUT"
