@@ -22,7 +22,7 @@ VHOST_VSOCK_VERSION=0.3.0
 
 # Modules the guest needs; their dependencies are resolved from the kernel's own
 # modules.dep, so load order follows the kernel, not this list.
-MODULES=(virtio_mmio virtio_blk virtio_net overlay virtiofs vmw_vsock_virtio_transport)
+MODULES=(virtio_mmio virtio_blk virtio_rng virtio_net overlay virtiofs vmw_vsock_virtio_transport)
 
 log() { printf '\033[1m[build-assets]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[build-assets] error:\033[0m %s\n' "$*" >&2; exit 1; }

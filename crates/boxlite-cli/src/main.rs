@@ -1,1 +1,350 @@
-fn main() {}
+//! The `boxlite` command line: a thin frontend over the library.
+//!
+//! On success it prints nothing of its own: stdout and stderr carry exactly what the
+//! command in the box wrote, so scripts can compare output byte for byte. Logs go to
+//! `BOXLITE_HOME/logs/boxlite.log`, or to stderr with `--debug` or `RUST_LOG`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use boxlite::{BoxCommand, BoxOptions, Boxlite, Execution, LiteBox, RuntimeOptions};
+use clap::{Args, Parser, Subcommand};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Parser, Debug)]
+#[command(name = "boxlite", version, about = "Run OCI images in lightweight VMs")]
+struct Cli {
+    /// Log to stderr at debug level.
+    #[arg(long, global = true)]
+    debug: bool,
+    /// The boxlite home directory (default: $BOXLITE_HOME, else ~/.boxlite).
+    #[arg(long, global = true, value_name = "DIR")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct ExecArgs {
+    /// Keep stdin open and forward it to the command.
+    #[arg(short, long)]
+    interactive: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to copy it from here).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Working directory inside the box.
+    #[arg(short, long = "workdir", value_name = "DIR")]
+    workdir: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Boot a box from an image, run a command in it, and stop it.
+    Run {
+        #[command(flatten)]
+        exec: ExecArgs,
+        /// Remove the box when the command ends, whatever the outcome.
+        #[arg(long)]
+        rm: bool,
+        /// Guest memory in MiB.
+        #[arg(long, default_value_t = 512)]
+        memory: u32,
+        /// Number of virtual CPUs.
+        #[arg(long, default_value_t = 2)]
+        cpus: u32,
+        /// Image reference, for example boxlite/busybox.
+        image: String,
+        /// Command and arguments.
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Run a command in an existing box, by id or unique id prefix.
+    Exec {
+        #[command(flatten)]
+        exec: ExecArgs,
+        #[arg(value_name = "BOX")]
+        id: String,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Show the accelerator, QEMU, kernel and asset paths.
+    Info {
+        /// Output format: text or json.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
+}
+
+fn init_logging(debug: bool, home: &std::path::Path) {
+    use tracing_subscriber::EnvFilter;
+    let env = std::env::var("RUST_LOG").ok();
+    if debug || env.is_some() {
+        let filter = env.unwrap_or_else(|| "debug,h2=info,tower=info,hyper=info".into());
+        tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+        return;
+    }
+    let dir = home.join("logs");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    if let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("boxlite.log"))
+    {
+        tracing_subscriber::fmt()
+            .with_env_filter(EnvFilter::new("info"))
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .init();
+    }
+}
+
+fn parse_env(specs: &[String]) -> Result<Vec<(String, String)>> {
+    specs
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some((k, _)) if k.is_empty() => bail!("invalid --env {s:?}: the name is empty"),
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => Ok((s.clone(), std::env::var(s).unwrap_or_default())),
+        })
+        .collect()
+}
+
+fn build_command(args: &ExecArgs, command: &[String]) -> Result<BoxCommand> {
+    let mut cmd = BoxCommand::new(&command[0])
+        .args(command[1..].iter().cloned())
+        .stdin(args.interactive);
+    for (k, v) in parse_env(&args.env)? {
+        cmd = cmd.env(k, v);
+    }
+    if let Some(w) = &args.workdir {
+        cmd = cmd.working_dir(w);
+    }
+    Ok(cmd)
+}
+
+/// Stream an execution's output to our stdout and stderr, forward stdin with `-i`, and
+/// return its shell-style exit code.
+async fn pump(mut run: Execution) -> Result<i32> {
+    let stdin_task = run.take_stdin().map(|mut input| {
+        tokio::spawn(async move {
+            let mut local = tokio::io::stdin();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match local.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if input.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = input.close().await;
+        })
+    });
+    let mut out = run.take_stdout().context("stdout already taken")?;
+    let mut err = run.take_stderr().context("stderr already taken")?;
+    let out_task = tokio::spawn(async move {
+        let mut w = tokio::io::stdout();
+        while let Some(chunk) = out.next_chunk().await {
+            w.write_all(&chunk?).await?;
+            w.flush().await?;
+        }
+        anyhow::Ok(())
+    });
+    let err_task = tokio::spawn(async move {
+        let mut w = tokio::io::stderr();
+        while let Some(chunk) = err.next_chunk().await {
+            w.write_all(&chunk?).await?;
+            w.flush().await?;
+        }
+        anyhow::Ok(())
+    });
+    let status = run.wait().await?;
+    out_task.await??;
+    err_task.await??;
+    if let Some(t) = stdin_task {
+        t.abort();
+    }
+    Ok(status.shell_code())
+}
+
+/// Resolve on the first of SIGINT, SIGTERM or SIGHUP, with the shell exit code for it.
+async fn interrupted() -> i32 {
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    tokio::select! {
+        _ = int.recv() => 128 + libc::SIGINT,
+        _ = term.recv() => 128 + libc::SIGTERM,
+        _ = hup.recv() => 128 + libc::SIGHUP,
+    }
+}
+
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn finish(rt: &Boxlite, b: &LiteBox, rm: bool) -> Result<()> {
+    let stopped = b.stop(STOP_TIMEOUT).await;
+    if rm {
+        rt.remove(b, true).await?;
+    }
+    stopped?;
+    Ok(())
+}
+
+async fn run_cmd(
+    rt: Boxlite,
+    exec: ExecArgs,
+    rm: bool,
+    opts: BoxOptions,
+    command: Vec<String>,
+) -> Result<i32> {
+    let cmd = build_command(&exec, &command)?;
+    let b = rt.create(opts).await?;
+    let work = async {
+        b.start().await?;
+        let run = b.exec(cmd).await?;
+        pump(run).await
+    };
+    let outcome = tokio::select! {
+        r = work => r,
+        code = interrupted() => {
+            tracing::info!(box_id = %b.id(), code, "interrupted; cleaning up");
+            Ok(code)
+        }
+    };
+    let cleanup = finish(&rt, &b, rm).await;
+    let code = outcome?;
+    cleanup?;
+    Ok(code)
+}
+
+async fn exec_cmd(rt: Boxlite, exec: ExecArgs, id: String, command: Vec<String>) -> Result<i32> {
+    let cmd = build_command(&exec, &command)?;
+    let b = rt.get(&id)?;
+    let run = b.exec(cmd).await?;
+    let exec_id = run.id().to_string();
+    tokio::select! {
+        r = pump(run) => r,
+        code = interrupted() => {
+            tracing::info!(box_id = %b.id(), exec_id, "interrupted; the execution keeps running in the box");
+            Ok(code)
+        }
+    }
+}
+
+fn show(r: &Result<PathBuf, String>) -> String {
+    match r {
+        Ok(p) => p.display().to_string(),
+        Err(e) => format!("unavailable: {e}"),
+    }
+}
+
+fn info_cmd(rt: Boxlite, format: &str) -> Result<i32> {
+    let info = rt.info();
+    match format {
+        "json" => println!("{}", serde_json_string(&info)?),
+        "text" => {
+            println!("boxlite:       {}", info.version);
+            println!("home:          {}", info.home.display());
+            println!(
+                "accelerator:   {} ({})",
+                info.accelerator, info.accelerator_reason
+            );
+            println!(
+                "vmm:           {} {}",
+                info.vmm_binary.display(),
+                info.vmm_version.as_deref().unwrap_or_else(|e| e)
+            );
+            println!("vsock:         {:?}", info.vsock);
+            println!("vhost-vsock:   {}", show(&info.vhost_vsock));
+            println!("assets:        {}", show(&info.assets));
+            println!(
+                "kernel:        {}{}",
+                show(&info.kernel),
+                info.kernel_release
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            );
+            println!("initramfs:     {}", show(&info.initramfs));
+            println!("images:        {}", info.builtin_images.join(", "));
+            println!("boxes:         {}", info.boxes);
+        }
+        other => bail!("invalid --format {other:?}; valid values are text and json"),
+    }
+    Ok(0)
+}
+
+fn serde_json_string(info: &boxlite::RuntimeInfo) -> Result<String> {
+    // RuntimeInfo serializes Results as {"Ok": ..} / {"Err": ..}; that is the documented
+    // shape of `boxlite info --format json`.
+    Ok(serde_json::to_string_pretty(info)?)
+}
+
+async fn real_main(cli: Cli) -> Result<i32> {
+    let home = cli
+        .home
+        .clone()
+        .unwrap_or_else(boxlite::runtime::default_home);
+    init_logging(cli.debug, &home);
+    let rt = Boxlite::new(RuntimeOptions {
+        home: Some(home),
+        assets: None,
+    })?;
+    match cli.command {
+        Command::Run {
+            exec,
+            rm,
+            memory,
+            cpus,
+            image,
+            command,
+        } => {
+            let opts = BoxOptions::new(image).memory_mib(memory).cpus(cpus);
+            run_cmd(rt, exec, rm, opts, command).await
+        }
+        Command::Exec { exec, id, command } => exec_cmd(rt, exec, id, command).await,
+        Command::Info { format } => info_cmd(rt, &format),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("boxlite: error: starting the async runtime: {e}");
+            return ExitCode::from(125);
+        }
+    };
+    let result = runtime.block_on(real_main(cli));
+    // A blocking read of our stdin may still be parked on a runtime thread; do not wait.
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("boxlite: error: {}", boxlite::error_chain(e.as_ref()));
+            // 125 like docker for our own failures; 127 when the command is not found.
+            let not_found = e.downcast_ref::<boxlite::Error>().is_some_and(|e| {
+                matches!(
+                    e,
+                    boxlite::Error::Exec(boxlite::ExecError::CommandNotFound(_))
+                )
+            });
+            ExitCode::from(if not_found { 127 } else { 125 })
+        }
+    }
+}

@@ -274,9 +274,21 @@ impl Processes {
     }
 }
 
+/// A fresh execution id. Uses `GRND_INSECURE`: early in boot the guest CRNG may not be
+/// seeded yet, and a blocking `getrandom` would stall the whole Exec call. Ids only need
+/// to be unique, not secret; a counter keeps them unique even if the kernel refuses.
 fn new_exec_id() -> String {
-    let bytes: [u8; 8] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut bytes = [0u8; 8];
+    // SAFETY: the buffer is valid for its length; GRND_INSECURE never blocks.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_INSECURE) };
+    let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if n != bytes.len() as isize {
+        bytes = count.to_be_bytes();
+    }
+    let mut id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    id.push_str(&format!("{count:04x}"));
+    id
 }
 
 /// Read a pipe in chunks into a bounded queue, so a slow reader slows the writer instead
@@ -340,7 +352,10 @@ fn resolve_program(
         let full = if program.starts_with('/') {
             program.to_string()
         } else {
-            Path::new(workdir).join(program).to_string_lossy().into_owned()
+            Path::new(workdir)
+                .join(program)
+                .to_string_lossy()
+                .into_owned()
         };
         return match is_executable_file(root, &full) {
             Some(true) => Ok(full),

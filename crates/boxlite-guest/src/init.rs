@@ -118,10 +118,34 @@ const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | li
 
 /// Mount the agent's own `/proc`, `/sys`, `/dev` and `/run`.
 pub fn early_mounts() -> Result<(), InitError> {
-    mount_at("proc", Path::new("/proc"), "proc", NOSUID_NODEV_NOEXEC, None)?;
-    mount_at("sysfs", Path::new("/sys"), "sysfs", NOSUID_NODEV_NOEXEC, None)?;
-    mount_at("devtmpfs", Path::new("/dev"), "devtmpfs", libc::MS_NOSUID, Some("mode=0755"))?;
-    mount_at("tmpfs", Path::new("/run"), "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, Some("mode=0755"))?;
+    mount_at(
+        "proc",
+        Path::new("/proc"),
+        "proc",
+        NOSUID_NODEV_NOEXEC,
+        None,
+    )?;
+    mount_at(
+        "sysfs",
+        Path::new("/sys"),
+        "sysfs",
+        NOSUID_NODEV_NOEXEC,
+        None,
+    )?;
+    mount_at(
+        "devtmpfs",
+        Path::new("/dev"),
+        "devtmpfs",
+        libc::MS_NOSUID,
+        Some("mode=0755"),
+    )?;
+    mount_at(
+        "tmpfs",
+        Path::new("/run"),
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=0755"),
+    )?;
     Ok(())
 }
 
@@ -181,10 +205,28 @@ pub fn prepare_container_root(root: &Path) -> Result<(), InitError> {
             source,
         })
     };
-    mount_at("proc", &root.join("proc"), "proc", NOSUID_NODEV_NOEXEC, None)?;
-    mount_at("sysfs", &root.join("sys"), "sysfs", NOSUID_NODEV_NOEXEC, None)?;
+    mount_at(
+        "proc",
+        &root.join("proc"),
+        "proc",
+        NOSUID_NODEV_NOEXEC,
+        None,
+    )?;
+    mount_at(
+        "sysfs",
+        &root.join("sys"),
+        "sysfs",
+        NOSUID_NODEV_NOEXEC,
+        None,
+    )?;
     let dev = root.join("dev");
-    mount_at("tmpfs", &dev, "tmpfs", libc::MS_NOSUID | libc::MS_NOEXEC, Some("mode=0755"))?;
+    mount_at(
+        "tmpfs",
+        &dev,
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("mode=0755"),
+    )?;
     for (name, major, minor) in [
         ("null", 1, 3),
         ("zero", 1, 5),

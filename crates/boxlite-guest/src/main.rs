@@ -79,7 +79,8 @@ async fn serve(cfg: init::BootConfig) -> Result<(), Box<dyn std::error::Error>> 
         }
     });
 
-    let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, boxlite_protocol::AGENT_PORT))?;
+    let listener =
+        VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, boxlite_protocol::AGENT_PORT))?;
     // Accept errors (a peer resetting mid-handshake) must not end the server, so accepting
     // is a loop of its own feeding the server.
     let (tx, rx) = tokio::sync::mpsc::channel(16);

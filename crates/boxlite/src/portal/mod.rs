@@ -1,0 +1,227 @@
+//! The host side of the agent protocol: one gRPC channel per box handle, over vsock.
+//!
+//! Generated protocol types stop here; the rest of the library sees its own types.
+
+use std::time::Duration;
+
+use boxlite_protocol::v1;
+use boxlite_protocol::v1::agent_client::AgentClient as Stub;
+use hyper_util::rt::TokioIo;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::vmm::vsock::{self, AgentAddr};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PortalError {
+    #[error("connecting to the box agent")]
+    Connect(#[source] tonic::transport::Error),
+    #[error("agent call {op} failed: {message}")]
+    Rpc {
+        op: &'static str,
+        code: tonic::Code,
+        message: String,
+    },
+}
+
+impl PortalError {
+    fn rpc(op: &'static str, s: tonic::Status) -> Self {
+        PortalError::Rpc {
+            op,
+            code: s.code(),
+            message: s.message().to_string(),
+        }
+    }
+
+    /// The gRPC code of a failed call, if this is one.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            PortalError::Rpc { code, .. } => Some(*code),
+            PortalError::Connect(_) => None,
+        }
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum ExitStatus {
+    /// Exited normally with this code.
+    Code(i32),
+    /// Terminated by this signal.
+    Signal { signal: i32, core_dumped: bool },
+}
+
+impl ExitStatus {
+    /// The shell convention: the exit code, or 128 + signal number.
+    pub fn shell_code(&self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => *c,
+            ExitStatus::Signal { signal, .. } => 128 + signal,
+        }
+    }
+
+    pub fn success(&self) -> bool {
+        *self == ExitStatus::Code(0)
+    }
+}
+
+/// What to start in the guest.
+#[derive(Debug, Clone, Default)]
+pub struct ExecSpec {
+    pub program: String,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub stdin: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Pipe {
+    Stdout,
+    Stderr,
+}
+
+/// Flow-control windows: large enough that a single stream moves tens of MB/s over vsock.
+const STREAM_WINDOW: u32 = 2 << 20;
+const CONN_WINDOW: u32 = 8 << 20;
+
+/// A connection to one box's agent. Cheap to clone; clones share the HTTP/2 connection,
+/// on which every call is its own stream, so no call waits behind another.
+#[derive(Debug, Clone)]
+pub struct AgentClient {
+    stub: Stub<Channel>,
+}
+
+impl AgentClient {
+    pub async fn connect(addr: AgentAddr) -> Result<Self, PortalError> {
+        let endpoint = Endpoint::from_static("http://boxlite-agent")
+            .connect_timeout(Duration::from_secs(10))
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONN_WINDOW)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(false);
+        let channel = endpoint
+            .connect_with_connector(tower::service_fn(move |_| {
+                let addr = addr.clone();
+                async move {
+                    let conn = vsock::connect(&addr, boxlite_protocol::AGENT_PORT).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(conn))
+                }
+            }))
+            .await
+            .map_err(PortalError::Connect)?;
+        let stub = Stub::new(channel)
+            .max_decoding_message_size(boxlite_protocol::MAX_MESSAGE)
+            .max_encoding_message_size(boxlite_protocol::MAX_MESSAGE);
+        Ok(AgentClient { stub })
+    }
+
+    pub async fn ping(&self) -> Result<v1::PingResponse, PortalError> {
+        self.stub
+            .clone()
+            .ping(v1::PingRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| PortalError::rpc("Ping", s))
+    }
+
+    /// Start a process; returns its execution id.
+    pub async fn exec(&self, spec: &ExecSpec) -> Result<String, PortalError> {
+        let req = v1::ExecRequest {
+            program: spec.program.clone(),
+            args: spec.args.clone(),
+            env: spec
+                .env
+                .iter()
+                .map(|(k, v)| v1::EnvVar {
+                    key: k.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            working_dir: spec.working_dir.clone().unwrap_or_default(),
+            stdin: spec.stdin,
+        };
+        self.stub
+            .clone()
+            .exec(req)
+            .await
+            .map(|r| r.into_inner().exec_id)
+            .map_err(|s| PortalError::rpc("Exec", s))
+    }
+
+    pub async fn read_output(
+        &self,
+        exec_id: &str,
+        pipe: Pipe,
+    ) -> Result<tonic::Streaming<v1::OutputChunk>, PortalError> {
+        let stream = match pipe {
+            Pipe::Stdout => v1::OutputStream::Stdout,
+            Pipe::Stderr => v1::OutputStream::Stderr,
+        };
+        self.stub
+            .clone()
+            .read_output(v1::ReadOutputRequest {
+                exec_id: exec_id.to_string(),
+                stream: stream as i32,
+            })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| PortalError::rpc("ReadOutput", s))
+    }
+
+    /// Feed stdin from a stream of chunks. The caller sends the execution id in the
+    /// first chunk and sets `eof` on the last.
+    pub async fn write_stdin(
+        &self,
+        chunks: impl tokio_stream::Stream<Item = v1::StdinChunk> + Send + 'static,
+    ) -> Result<u64, PortalError> {
+        self.stub
+            .clone()
+            .write_stdin(chunks)
+            .await
+            .map(|r| r.into_inner().bytes_written)
+            .map_err(|s| PortalError::rpc("WriteStdin", s))
+    }
+
+    pub async fn wait(&self, exec_id: &str) -> Result<ExitStatus, PortalError> {
+        let r = self
+            .stub
+            .clone()
+            .wait(v1::WaitRequest {
+                exec_id: exec_id.to_string(),
+            })
+            .await
+            .map_err(|s| PortalError::rpc("Wait", s))?
+            .into_inner();
+        let status = r.status.unwrap_or_default();
+        Ok(match status.kind {
+            Some(v1::exit_status::Kind::Signal(signal)) => ExitStatus::Signal {
+                signal,
+                core_dumped: status.core_dumped,
+            },
+            Some(v1::exit_status::Kind::Code(c)) => ExitStatus::Code(c),
+            None => ExitStatus::Code(0),
+        })
+    }
+
+    pub async fn signal(&self, exec_id: &str, signal: i32, group: bool) -> Result<(), PortalError> {
+        self.stub
+            .clone()
+            .signal(v1::SignalRequest {
+                exec_id: exec_id.to_string(),
+                signal,
+                process_group: group,
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| PortalError::rpc("Signal", s))
+    }
+
+    pub async fn shutdown(&self) -> Result<(), PortalError> {
+        self.stub
+            .clone()
+            .shutdown(v1::ShutdownRequest {})
+            .await
+            .map(|_| ())
+            .map_err(|s| PortalError::rpc("Shutdown", s))
+    }
+}

@@ -1,0 +1,72 @@
+//! The VMM engine behind a narrow trait, so QEMU can be joined by other engines (libkrun,
+//! Firecracker, Cloud Hypervisor) without touching the rest of the library.
+
+pub mod accel;
+pub mod qemu;
+pub mod vsock;
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub use accel::{Accel, AccelChoice};
+
+use crate::util::process::ProcessId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    #[error("{binary} not found; install it (Debian: apt-get install {package})")]
+    BinaryMissing { binary: String, package: String },
+    #[error("starting {binary}")]
+    Spawn {
+        binary: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{binary} --version failed: {detail}")]
+    Version { binary: String, detail: String },
+    #[error("vsock device: {0}")]
+    Vsock(String),
+}
+
+/// How the guest's virtio-vsock device is provided.
+#[derive(Debug, Clone)]
+pub enum VsockDevice {
+    /// A vhost-user backend (vhost-device-vsock) listening on this socket.
+    VhostUser { socket: PathBuf },
+    /// The kernel's vhost-vsock, with this guest CID.
+    Kernel { cid: u32 },
+}
+
+/// Everything an engine needs to boot one box.
+#[derive(Debug, Clone)]
+pub struct VmConfig {
+    pub accel: Accel,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    /// Extra kernel command line words after the engine's own.
+    pub cmdline: Vec<String>,
+    /// The root disk (qcow2), first virtio-blk device.
+    pub root_disk: PathBuf,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub vsock: VsockDevice,
+    pub console_log: PathBuf,
+    pub vmm_log: PathBuf,
+}
+
+/// A running engine process.
+#[derive(Debug)]
+pub struct VmProcess {
+    pub id: ProcessId,
+    /// Present in the process that spawned the VM; used to notice an early death.
+    pub child: Option<tokio::process::Child>,
+}
+
+/// A VMM engine.
+pub trait Vmm: Send + Sync + fmt::Debug {
+    fn name(&self) -> &'static str;
+    /// The engine's version string, for `boxlite info`.
+    fn version(&self) -> Result<String, VmmError>;
+    /// Start a VM, detached from the caller's session, and return at once.
+    fn spawn(&self, cfg: &VmConfig) -> Result<VmProcess, VmmError>;
+}

@@ -1,0 +1,282 @@
+//! The QEMU engine: the `microvm` machine, direct PVH boot of an uncompressed kernel, the
+//! root disk as a qcow2 overlay on virtio-blk, and virtio-vsock for the agent.
+//!
+//! QEMU runs with `-sandbox on` (seccomp), in its own session so it outlives the caller,
+//! with its console on a per-box log file.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use super::{Accel, VmConfig, VmProcess, Vmm, VmmError, VsockDevice};
+use crate::util::process::ProcessId;
+
+const QEMU: &str = "qemu-system-x86_64";
+
+#[derive(Debug, Clone)]
+pub struct Qemu {
+    binary: PathBuf,
+}
+
+/// Find an executable: an explicit override, else the first match on `PATH`.
+pub fn find_binary(name: &str, override_var: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(override_var) {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+impl Qemu {
+    pub fn locate() -> Result<Qemu, VmmError> {
+        let binary = find_binary(QEMU, "BOXLITE_QEMU").ok_or_else(|| VmmError::BinaryMissing {
+            binary: QEMU.into(),
+            package: "qemu-system-x86".into(),
+        })?;
+        Ok(Qemu { binary })
+    }
+
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// The full argument list for a config. Pure, so it is unit-testable.
+    pub fn args(&self, cfg: &VmConfig, tsc_khz: Option<u64>) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        let mut push = |s: &str| a.push(s.into());
+        push("-M");
+        push("microvm");
+        push("-accel");
+        match cfg.accel {
+            Accel::Kvm => push("kvm"),
+            Accel::Hvf => push("hvf"),
+            // Multi-threaded TCG: one host thread per vCPU.
+            Accel::Tcg => push("tcg,thread=multi"),
+        }
+        if matches!(cfg.accel, Accel::Kvm | Accel::Hvf) {
+            push("-cpu");
+            push("host");
+        }
+        push("-smp");
+        push(&cfg.cpus.to_string());
+        push("-m");
+        push(&format!("{}M", cfg.memory_mib));
+        for flag in ["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"] {
+            push(flag);
+        }
+        push("-sandbox");
+        push("on");
+        push("-serial");
+        push(&format!("file:{}", cfg.console_log.display()));
+        // Guest RAM as a shared memfd: vhost-user backends (vsock, virtiofs) map it.
+        push("-object");
+        push(&format!(
+            "memory-backend-memfd,id=mem,size={}M,share=on",
+            cfg.memory_mib
+        ));
+        push("-machine");
+        push("memory-backend=mem");
+        match &cfg.vsock {
+            VsockDevice::VhostUser { socket } => {
+                push("-chardev");
+                push(&format!("socket,id=vsock,path={}", socket.display()));
+                push("-device");
+                push("vhost-user-vsock-device,chardev=vsock");
+            }
+            VsockDevice::Kernel { cid } => {
+                push("-device");
+                push(&format!("vhost-vsock-device,guest-cid={cid}"));
+            }
+        }
+        // Entropy for the guest: without it, early getrandom() calls block for seconds
+        // under TCG, where there is no RDRAND.
+        push("-device");
+        push("virtio-rng-device");
+        push("-drive");
+        push(&format!(
+            "file={},if=none,id=root,format=qcow2,cache=writeback,discard=unmap",
+            cfg.root_disk.display()
+        ));
+        push("-device");
+        push("virtio-blk-device,drive=root");
+        push("-kernel");
+        push(&cfg.kernel.display().to_string());
+        push("-initrd");
+        push(&cfg.initrd.display().to_string());
+        let mut cmdline = vec![
+            "console=ttyS0".to_string(),
+            "panic=-1".into(),
+            "quiet".into(),
+            "cryptomgr.notests".into(),
+        ];
+        // microvm has no reliable calibration source: without this, boots under TCG hang
+        // calibrating the TSC against the PIT.
+        if let Some(khz) = tsc_khz {
+            cmdline.push(format!("tsc_early_khz={khz}"));
+        }
+        cmdline.extend(cfg.cmdline.iter().cloned());
+        push("-append");
+        push(&cmdline.join(" "));
+        a
+    }
+}
+
+/// The host TSC frequency in kHz, from `/proc/cpuinfo` (x86 only).
+pub fn host_tsc_khz() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    parse_tsc_khz(&info)
+}
+
+fn parse_tsc_khz(cpuinfo: &str) -> Option<u64> {
+    let mhz: f64 = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
+    (mhz > 0.0).then(|| (mhz * 1000.0).round() as u64)
+}
+
+/// Start a helper process in its own session, with its output to a log file, so it
+/// survives the caller and never writes on the caller's terminal.
+pub fn spawn_detached(
+    binary: &Path,
+    args: &[OsString],
+    log: &Path,
+) -> Result<(ProcessId, tokio::process::Child), VmmError> {
+    let spawn_err = |source| VmmError::Spawn {
+        binary: binary.display().to_string(),
+        source,
+    };
+    let out = std::fs::File::create(log).map_err(spawn_err)?;
+    let err = out.try_clone().map_err(spawn_err)?;
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(false);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(spawn_err)?;
+    let pid = child.id().unwrap_or(0) as i32;
+    let id = ProcessId::of(pid).map_err(spawn_err)?;
+    Ok((id, child))
+}
+
+impl Vmm for Qemu {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn version(&self) -> Result<String, VmmError> {
+        let out = std::process::Command::new(&self.binary)
+            .arg("--version")
+            .output()
+            .map_err(|source| VmmError::Spawn {
+                binary: self.binary.display().to_string(),
+                source,
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .next()
+            .map(|l| l.trim().to_string())
+            .filter(|l| out.status.success() && !l.is_empty())
+            .ok_or_else(|| VmmError::Version {
+                binary: self.binary.display().to_string(),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+    }
+
+    fn spawn(&self, cfg: &VmConfig) -> Result<VmProcess, VmmError> {
+        let args = self.args(cfg, host_tsc_khz());
+        tracing::debug!(binary = %self.binary.display(), ?args, "starting qemu");
+        let (id, child) = spawn_detached(&self.binary, &args, &cfg.vmm_log)?;
+        Ok(VmProcess {
+            id,
+            child: Some(child),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(accel: Accel) -> VmConfig {
+        VmConfig {
+            accel,
+            kernel: "/a/vmlinux".into(),
+            initrd: "/a/initramfs.cpio".into(),
+            cmdline: vec!["boxlite.ready_port=1025".into()],
+            root_disk: "/b/disk.qcow2".into(),
+            memory_mib: 512,
+            cpus: 2,
+            vsock: VsockDevice::VhostUser {
+                socket: "/tmp/boxlite-0/x/v.sock".into(),
+            },
+            console_log: "/b/console.log".into(),
+            vmm_log: "/b/qemu.log".into(),
+        }
+    }
+
+    fn joined(q: &Qemu, c: &VmConfig) -> String {
+        q.args(c, Some(2_445_426))
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn tcg_args_use_microvm_memfd_vhost_user_vsock_and_seccomp() {
+        let q = Qemu {
+            binary: "qemu".into(),
+        };
+        let a = joined(&q, &cfg(Accel::Tcg));
+        for want in [
+            "-M microvm",
+            "-accel tcg,thread=multi",
+            "-sandbox on",
+            "memory-backend-memfd,id=mem,size=512M,share=on",
+            "vhost-user-vsock-device,chardev=vsock",
+            "-serial file:/b/console.log",
+            "tsc_early_khz=2445426 boxlite.ready_port=1025",
+        ] {
+            assert!(a.contains(want), "missing {want:?} in {a}");
+        }
+        assert!(!a.contains("-cpu host"));
+    }
+
+    #[test]
+    fn kvm_args_use_host_cpu_and_kernel_vsock() {
+        let q = Qemu {
+            binary: "qemu".into(),
+        };
+        let mut c = cfg(Accel::Kvm);
+        c.vsock = VsockDevice::Kernel { cid: 42 };
+        let a = joined(&q, &c);
+        assert!(a.contains("-accel kvm -cpu host"), "{a}");
+        assert!(a.contains("vhost-vsock-device,guest-cid=42"), "{a}");
+    }
+
+    #[test]
+    fn tsc_khz_is_read_from_cpuinfo() {
+        assert_eq!(
+            parse_tsc_khz("processor\t: 0\ncpu MHz\t\t: 2445.426\n"),
+            Some(2_445_426)
+        );
+        assert_eq!(parse_tsc_khz("processor: 0\n"), None);
+    }
+}
