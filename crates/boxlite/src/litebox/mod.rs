@@ -339,6 +339,11 @@ impl LiteBox {
         initrd: std::path::PathBuf,
     ) -> Result<AgentClient, crate::Error> {
         let rec = &mut live.record;
+        let home = self.rt.layout.home().display().to_string();
+        let marker = [
+            ("BOXLITE_HOME", home.as_str()),
+            ("BOXLITE_BOX_ID", self.id.as_str()),
+        ];
         let mode = self.rt.vsock_mode;
         rec.vsock_mode = Some(mode);
         let ready_port = boxlite_protocol::DEFAULT_READY_PORT;
@@ -355,7 +360,8 @@ impl LiteBox {
                     )
                     .into(),
                 ];
-                let (id, child) = qemu::spawn_detached(&binary, &args, &paths.vsock_log())?;
+                let (id, child) =
+                    qemu::spawn_detached(&binary, &args, &paths.vsock_log(), &marker)?;
                 guard.procs.push(id);
                 rec.vsock_helper = Some(id);
                 helper_child = Some(child);
@@ -397,6 +403,10 @@ impl LiteBox {
             vsock: device,
             console_log: paths.console_log(),
             vmm_log: paths.vmm_log(),
+            marker: marker
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         let mut vm = self.rt.vmm.spawn(&cfg)?;
         guard.procs.push(vm.id);

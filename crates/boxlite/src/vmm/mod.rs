@@ -52,6 +52,8 @@ pub struct VmConfig {
     pub vsock: VsockDevice,
     pub console_log: PathBuf,
     pub vmm_log: PathBuf,
+    /// Environment added to the engine process to mark it as this box's.
+    pub marker: Vec<(String, String)>,
 }
 
 /// A running engine process.

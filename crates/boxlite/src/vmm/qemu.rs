@@ -143,10 +143,14 @@ fn parse_tsc_khz(cpuinfo: &str) -> Option<u64> {
 
 /// Start a helper process in its own session, with its output to a log file, so it
 /// survives the caller and never writes on the caller's terminal.
+///
+/// `marker` is added to the helper's environment (`BOXLITE_HOME`, `BOXLITE_BOX_ID`), so
+/// recovery and leak checks can find a box's processes from `/proc/<pid>/environ`.
 pub fn spawn_detached(
     binary: &Path,
     args: &[OsString],
     log: &Path,
+    marker: &[(&str, &str)],
 ) -> Result<(ProcessId, tokio::process::Child), VmmError> {
     let spawn_err = |source| VmmError::Spawn {
         binary: binary.display().to_string(),
@@ -156,6 +160,7 @@ pub fn spawn_detached(
     let err = out.try_clone().map_err(spawn_err)?;
     let mut cmd = tokio::process::Command::new(binary);
     cmd.args(args)
+        .envs(marker.iter().copied())
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)
@@ -202,7 +207,12 @@ impl Vmm for Qemu {
     fn spawn(&self, cfg: &VmConfig) -> Result<VmProcess, VmmError> {
         let args = self.args(cfg, host_tsc_khz());
         tracing::debug!(binary = %self.binary.display(), ?args, "starting qemu");
-        let (id, child) = spawn_detached(&self.binary, &args, &cfg.vmm_log)?;
+        let marker: Vec<(&str, &str)> = cfg
+            .marker
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let (id, child) = spawn_detached(&self.binary, &args, &cfg.vmm_log, &marker)?;
         Ok(VmProcess {
             id,
             child: Some(child),
@@ -228,6 +238,7 @@ mod tests {
             },
             console_log: "/b/console.log".into(),
             vmm_log: "/b/qemu.log".into(),
+            marker: Vec::new(),
         }
     }
 

@@ -1,0 +1,121 @@
+//! The shared harness for tests that boot real VMs.
+//!
+//! Each test gets its own `BOXLITE_HOME`. When the [`TestHome`] is dropped it checks for
+//! leaks: any process whose environment carries this home (QEMU, vhost-device-vsock; the
+//! library marks them) fails the test, after being killed so it cannot disturb others.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use boxlite::{Boxlite, RuntimeOptions};
+
+/// The guest assets the tests use: `$BOXLITE_ASSETS`, else the repo's `build/assets`.
+pub fn assets_dir() -> PathBuf {
+    std::env::var_os("BOXLITE_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../build/assets"))
+}
+
+/// A private `BOXLITE_HOME` with a leak check on drop.
+#[derive(Debug)]
+pub struct TestHome {
+    pub home: PathBuf,
+}
+
+impl Default for TestHome {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestHome {
+    pub fn new() -> Self {
+        let home = std::env::temp_dir().join(format!("bxt-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&home).expect("create test home");
+        TestHome { home }
+    }
+
+    pub fn runtime(&self) -> Boxlite {
+        Boxlite::new(RuntimeOptions {
+            home: Some(self.home.clone()),
+            assets: Some(assets_dir()),
+        })
+        .expect("open runtime")
+    }
+
+    /// The CLI binary (`env!("CARGO_BIN_EXE_boxlite")` from the caller) set up for this home.
+    pub fn cli(&self, binary: &str) -> Command {
+        let mut c = Command::new(binary);
+        c.env("BOXLITE_HOME", &self.home)
+            .env("BOXLITE_ASSETS", assets_dir())
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    /// Processes marked with this home: `(pid, command line)`.
+    pub fn processes(&self) -> Vec<(i32, String)> {
+        let marker = format!("BOXLITE_HOME={}", self.home.display());
+        let mut found = Vec::new();
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return found;
+        };
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+                continue;
+            };
+            if env.split(|&b| b == 0).any(|kv| kv == marker.as_bytes()) {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                if stat
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+                {
+                    continue;
+                }
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                    .unwrap_or_default();
+                found.push((pid, cmd));
+            }
+        }
+        found
+    }
+
+    /// Box directories left in this home.
+    pub fn box_dirs(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.home.join("boxes"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for TestHome {
+    fn drop(&mut self) {
+        let leaked = self.processes();
+        for (pid, _) in &leaked {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        let _ = std::fs::remove_dir_all(&self.home);
+        if !leaked.is_empty() && !std::thread::panicking() {
+            panic!("VM processes outlived the test: {leaked:?}");
+        }
+    }
+}
+
+/// Peak resident set size (KiB) of a finished child, from `wait4`.
+pub fn wait_with_max_rss(child: std::process::Child) -> (std::process::ExitStatus, i64) {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = child.id() as i32;
+    let mut status = 0;
+    // SAFETY: rusage is plain old data; all-zero is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our own unwaited child; status and usage are valid out pointers.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid, "wait4 failed: {}", std::io::Error::last_os_error());
+    std::mem::forget(child);
+    (std::process::ExitStatus::from_raw(status), usage.ru_maxrss)
+}

@@ -1,0 +1,218 @@
+//! Exec against real VMs: byte-exact streams, stdin, signals, concurrency, wait/kill.
+
+use std::time::{Duration, Instant};
+
+use boxlite::{BoxCommand, BoxOptions, Error, ExecError, ExitStatus, LiteBox};
+use boxlite_testkit::TestHome;
+use sha2::{Digest, Sha256};
+
+async fn boot(h: &TestHome) -> (boxlite::Boxlite, LiteBox) {
+    let rt = h.runtime();
+    let b = rt.create(BoxOptions::new("boxlite/busybox")).await.unwrap();
+    b.start().await.unwrap();
+    (rt, b)
+}
+
+async fn teardown(rt: boxlite::Boxlite, b: LiteBox) {
+    b.stop(Duration::from_secs(10)).await.unwrap();
+    rt.remove(&b, false).await.unwrap();
+}
+
+async fn run(b: &LiteBox, cmd: BoxCommand) -> (Vec<u8>, Vec<u8>, ExitStatus) {
+    let mut ex = b.exec(cmd).await.unwrap();
+    let mut out = ex.take_stdout().unwrap();
+    let mut err = ex.take_stderr().unwrap();
+    let (o, e) = tokio::join!(out.read_to_end(), err.read_to_end());
+    (o.unwrap(), e.unwrap(), ex.wait().await.unwrap())
+}
+
+fn sh(script: &str) -> BoxCommand {
+    BoxCommand::new("sh").args(["-c", script])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_stdout_stderr_and_exit_code_are_byte_exact() {
+    let h = TestHome::new();
+    let (rt, b) = boot(&h).await;
+
+    let (out, err, status) = run(&b, sh("printf abc; printf err >&2; exit 7")).await;
+
+    assert_eq!(out, b"abc");
+    assert_eq!(err, b"err");
+    assert_eq!(status, ExitStatus::Code(7));
+    teardown(rt, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_mib_of_binary_stdin_comes_back_identical_through_cat() {
+    let h = TestHome::new();
+    let (rt, b) = boot(&h).await;
+    let data: Vec<u8> = (0..1 << 20).map(|_| rand::random::<u8>()).collect();
+
+    let mut ex = b.exec(BoxCommand::new("cat").stdin(true)).await.unwrap();
+    let mut stdin = ex.take_stdin().unwrap();
+    let mut stdout = ex.take_stdout().unwrap();
+    let reader = tokio::spawn(async move { stdout.read_to_end().await.unwrap() });
+    stdin.write_all(&data).await.unwrap();
+    let written = stdin.close().await.unwrap();
+    let echoed = reader.await.unwrap();
+
+    assert_eq!(written, data.len() as u64);
+    assert_eq!(Sha256::digest(&echoed), Sha256::digest(&data));
+    assert_eq!(ex.wait().await.unwrap(), ExitStatus::Code(0));
+    teardown(rt, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_killed_by_signal_9_is_reported_as_signal_not_exit_code() {
+    let h = TestHome::new();
+    let (rt, b) = boot(&h).await;
+
+    let (_, _, status) = run(&b, sh("kill -9 $$")).await;
+
+    assert_eq!(
+        status,
+        ExitStatus::Signal {
+            signal: 9,
+            core_dumped: false
+        }
+    );
+    assert_eq!(status.shell_code(), 137);
+    teardown(rt, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_concurrent_execs_each_get_their_own_output() {
+    let h = TestHome::new();
+    let (rt, b) = boot(&h).await;
+
+    let runs = (0..10).map(|i| {
+        let b = b.clone();
+        async move {
+            // Interleave in time so the outputs really overlap.
+            let script = format!("for j in 1 2 3 4 5; do echo exec{i}-$j; sleep 0.05; done; echo err{i} >&2; exit {i}");
+            run(&b, sh(&script)).await
+        }
+    });
+    let results = futures_join_all(runs).await;
+
+    for (i, (out, err, status)) in results.into_iter().enumerate() {
+        let want: String = (1..=5).map(|j| format!("exec{i}-{j}\n")).collect();
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+        assert_eq!(err, format!("err{i}\n").into_bytes());
+        assert_eq!(status, ExitStatus::Code(i as i32));
+    }
+    teardown(rt, b).await;
+}
+
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_parked_on_a_long_sleep_does_not_block_kill() {
+    let h = TestHome::new();
+    let (rt, b) = boot(&h).await;
+    let ex = std::sync::Arc::new(b.exec(BoxCommand::new("sleep").arg("1000")).await.unwrap());
+
+    let waiter = {
+        let ex = ex.clone();
+        tokio::spawn(async move { ex.wait().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
+    tokio::time::timeout(Duration::from_secs(20), ex.kill())
+        .await
+        .expect("kill() was blocked behind wait()")
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("wait() did not return after kill()")
+        .unwrap();
+
+    assert_eq!(
+        status,
+        ExitStatus::Signal {
+            signal: 9,
+            core_dumped: false
+        }
+    );
+    eprintln!("kill to exit observed in {:?}", t.elapsed());
+    teardown(rt, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_binary_is_a_command_not_found_error_not_a_hang() {
+    let h = TestHome::new();
+    let (rt, b) = boot(&h).await;
+
+    let err = tokio::time::timeout(
+        Duration::from_secs(30),
+        b.exec(BoxCommand::new("no-such-program")),
+    )
+    .await
+    .expect("exec of a missing binary hung")
+    .unwrap_err();
+
+    let Error::Exec(ExecError::CommandNotFound(msg)) = &err else {
+        panic!("expected CommandNotFound, got {err:?}");
+    };
+    assert!(msg.contains("\"no-such-program\" not found"), "{msg}");
+    assert!(msg.contains("PATH="), "{msg}");
+    teardown(rt, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_and_working_dir_reach_the_process() {
+    let h = TestHome::new();
+    let (rt, b) = boot(&h).await;
+
+    let (out, _, status) = run(
+        &b,
+        sh("printf '%s|%s|%s' \"$GREETING\" \"$(pwd)\" \"$HOME\"")
+            .env("GREETING", "hi there")
+            .working_dir("/etc"),
+    )
+    .await;
+    let missing = b
+        .exec(sh("true").working_dir("/does/not/exist"))
+        .await
+        .unwrap_err()
+        .to_string();
+
+    assert_eq!(status, ExitStatus::Code(0));
+    assert_eq!(out, b"hi there|/etc|/root");
+    assert!(
+        missing.contains("working directory \"/does/not/exist\" does not exist"),
+        "{missing}"
+    );
+    teardown(rt, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_root_has_proc_dev_and_a_sticky_tmp() {
+    let h = TestHome::new();
+    let (rt, b) = boot(&h).await;
+
+    let (out, _, _) = run(
+        &b,
+        sh("stat -c '%a %n' /tmp; test -c /dev/null && echo devnull; test -r /proc/self/status && echo proc; id -u; cat /etc/passwd | cut -d: -f1"),
+    )
+    .await;
+
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "1777 /tmp\ndevnull\nproc\n0\nroot\nnobody\n"
+    );
+    teardown(rt, b).await;
+}
