@@ -105,6 +105,9 @@ async fn serve(cfg: init::BootConfig) -> Result<(), Box<dyn std::error::Error>> 
         .max_decoding_message_size(boxlite_protocol::MAX_MESSAGE)
         .max_encoding_message_size(boxlite_protocol::MAX_MESSAGE);
     tonic::transport::Server::builder()
+        .max_frame_size(boxlite_protocol::MAX_FRAME)
+        .initial_stream_window_size(boxlite_protocol::STREAM_WINDOW)
+        .initial_connection_window_size(boxlite_protocol::CONNECTION_WINDOW)
         .add_service(service)
         .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await?;

@@ -31,3 +31,10 @@ pub const MAX_CHUNK: usize = 64 * 1024;
 
 /// Largest gRPC message either side accepts.
 pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
+
+/// HTTP/2 frame size both sides advertise: a whole output chunk fits in one frame.
+pub const MAX_FRAME: u32 = 256 * 1024;
+
+/// HTTP/2 flow-control windows both sides use.
+pub const STREAM_WINDOW: u32 = 2 << 20;
+pub const CONNECTION_WINDOW: u32 = 8 << 20;

@@ -105,17 +105,3 @@ impl Drop for TestHome {
         }
     }
 }
-
-/// Peak resident set size (KiB) of a finished child, from `wait4`.
-pub fn wait_with_max_rss(child: std::process::Child) -> (std::process::ExitStatus, i64) {
-    use std::os::unix::process::ExitStatusExt;
-    let pid = child.id() as i32;
-    let mut status = 0;
-    // SAFETY: rusage is plain old data; all-zero is a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our own unwaited child; status and usage are valid out pointers.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4 failed: {}", std::io::Error::last_os_error());
-    std::mem::forget(child);
-    (std::process::ExitStatus::from_raw(status), usage.ru_maxrss)
-}

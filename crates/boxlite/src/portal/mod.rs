@@ -80,10 +80,6 @@ pub enum Pipe {
     Stderr,
 }
 
-/// Flow-control windows: large enough that a single stream moves tens of MB/s over vsock.
-const STREAM_WINDOW: u32 = 2 << 20;
-const CONN_WINDOW: u32 = 8 << 20;
-
 /// A connection to one box's agent. Cheap to clone; clones share the HTTP/2 connection,
 /// on which every call is its own stream, so no call waits behind another.
 #[derive(Debug, Clone)]
@@ -95,8 +91,10 @@ impl AgentClient {
     pub async fn connect(addr: AgentAddr) -> Result<Self, PortalError> {
         let endpoint = Endpoint::from_static("http://boxlite-agent")
             .connect_timeout(Duration::from_secs(10))
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONN_WINDOW)
+            .initial_stream_window_size(boxlite_protocol::STREAM_WINDOW)
+            .initial_connection_window_size(boxlite_protocol::CONNECTION_WINDOW)
+            // Fewer, larger frames: per-frame work in the guest is expensive under TCG.
+            .max_frame_size(boxlite_protocol::MAX_FRAME)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(false);
         let channel = endpoint
