@@ -110,7 +110,7 @@ fn parse_env(specs: &[String]) -> Result<Vec<(String, String)>> {
     specs
         .iter()
         .map(|s| match s.split_once('=') {
-            Some((k, _)) if k.is_empty() => bail!("invalid --env {s:?}: the name is empty"),
+            Some(("", _)) => bail!("invalid --env {s:?}: the name is empty"),
             Some((k, v)) => Ok((k.to_string(), v.to_string())),
             None => Ok((s.clone(), std::env::var(s).unwrap_or_default())),
         })

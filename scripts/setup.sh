@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian 12 machine to build and run boxlite: system packages, the guest
+# assets (kernel, initramfs, built-in images, vhost-device-vsock) and the release binary.
+# Idempotent and cached: a second run only rebuilds what changed.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*" >&2; }
+
+SUDO=
+if [[ $(id -u) != 0 ]]; then
+  command -v sudo >/dev/null || { echo "setup needs root (or sudo) to install packages" >&2; exit 1; }
+  SUDO=sudo
+fi
+
+PACKAGES=(
+  qemu-system-x86 qemu-utils          # the VMM and qemu-img
+  busybox-static                      # the built-in boxlite/busybox image
+  e2fsprogs cpio lz4 zstd xz-utils kmod binutils   # asset build: mkfs.ext4, initramfs, vmlinux, depmod
+  protobuf-compiler                   # protoc, for the agent protocol
+  ca-certificates
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  [[ $p == \#* ]] && continue
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+# The kernel package is fetched with apt-get download, which needs fresh package lists.
+if [[ ${#missing[@]} -gt 0 || ! -f /var/lib/apt/periodic/boxlite-update-stamp || -n $(find /var/lib/apt/periodic/boxlite-update-stamp -mmin +1440 2>/dev/null) ]]; then
+  log "apt-get update"
+  $SUDO apt-get update -qq
+  $SUDO mkdir -p /var/lib/apt/periodic && $SUDO touch /var/lib/apt/periodic/boxlite-update-stamp
+fi
+if [[ ${#missing[@]} -gt 0 ]]; then
+  log "installing: ${missing[*]}"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "cargo not found: install Rust 1.95.0 (see rust-toolchain.toml)" >&2; exit 1; }
+
+log "building guest assets"
+bash scripts/build-assets.sh
+
+log "building the boxlite CLI (release)"
+cargo build --release --locked -p boxlite-cli
+
+# The runtime looks for assets beside its binary; point the release build at them.
+ln -sfn "$REPO/build/assets" "$REPO/target/release/assets"
+log "ready: $REPO/target/release/boxlite (assets: $REPO/build/assets)"
