@@ -21,8 +21,11 @@ KERNEL_SHA256=7ff7fc8da85d313242c20698c6b34542aea447673c7c1975b0d38bd6005100b5
 VHOST_VSOCK_VERSION=0.3.0
 
 # Modules the guest needs; their dependencies are resolved from the kernel's own
-# modules.dep, so load order follows the kernel, not this list.
-MODULES=(virtio_mmio virtio_blk virtio_rng virtio_net overlay virtiofs vmw_vsock_virtio_transport)
+# modules.dep, so load order follows the kernel, not these lists. The agent loads the
+# boot list before it reports ready (disk, entropy, vsock) and the later list right
+# after, in the background, because loading modules under TCG costs ~30 ms each.
+MODULES_BOOT=(virtio_mmio virtio_blk virtio_rng vmw_vsock_virtio_transport)
+MODULES_LATER=(virtio_net overlay virtiofs)
 
 log() { printf '\033[1m[build-assets]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[build-assets] error:\033[0m %s\n' "$*" >&2; exit 1; }
@@ -105,9 +108,11 @@ build_kernel_and_modules() {
   local stage=$CACHE/initramfs
   rm -rf "$stage"; mkdir -p "$stage/lib/modules"
   : > "$stage/lib/modules/boxlite.load"
+  : > "$stage/lib/modules/boxlite.later"
   declare -A seen=()
-  local m line ko base
-  for m in "${MODULES[@]}"; do
+  local m line ko base list
+  for m in "${MODULES_BOOT[@]}" -- "${MODULES_LATER[@]}"; do
+    if [[ $m == -- ]]; then list=later; continue; fi
     while read -r line; do
       [[ $line == insmod* ]] || continue
       ko=$(awk '{print $2}' <<<"$line")
@@ -120,10 +125,11 @@ build_kernel_and_modules() {
         *.zst) zstd -dcq "$ko" > "$stage/lib/modules/$base" ;;
         *) cp "$ko" "$stage/lib/modules/$base" ;;
       esac
-      echo "$base" >> "$stage/lib/modules/boxlite.load"
+      echo "$base" >> "$stage/lib/modules/boxlite.${list:-load}"
     done < <(modprobe -d "$x" -S "$kver" --show-depends "$m" 2>/dev/null || die "module $m not found in kernel $kver")
   done
-  log "modules: $(tr '\n' ' ' < "$stage/lib/modules/boxlite.load")"
+  log "modules at boot: $(tr '\n' ' ' < "$stage/lib/modules/boxlite.load")"
+  log "modules after ready: $(tr '\n' ' ' < "$stage/lib/modules/boxlite.later")"
 }
 
 # ---------------------------------------------------------------- guest agent

@@ -183,8 +183,8 @@ fn missing_kernel_asset_names_the_file_and_how_to_build_it() {
 #[test]
 fn hundred_mib_of_output_streams_with_bounded_host_memory() {
     let h = TestHome::new();
-    let mut c2 = h.cli(BIN);
-    c2.args([
+    let mut c = h.cli(BIN);
+    c.args([
         "run",
         "--rm",
         "boxlite/busybox",
@@ -196,7 +196,7 @@ fn hundred_mib_of_output_streams_with_bounded_host_memory() {
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     let t = Instant::now();
-    let mut child = c2.spawn().unwrap();
+    let mut child = c.spawn().unwrap();
     let mut stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let err_reader = std::thread::spawn(move || {

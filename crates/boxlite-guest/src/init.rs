@@ -14,8 +14,11 @@ use std::time::{Duration, Instant};
 
 use crate::sys;
 
-/// File in the initramfs listing the modules to load, one file name per line, in order.
+/// File in the initramfs listing the modules to load before reporting ready, one file
+/// name per line, in order.
 pub const MODULE_LIST: &str = "/lib/modules/boxlite.load";
+/// Modules loaded in the background once the agent is serving.
+pub const MODULE_LIST_LATER: &str = "/lib/modules/boxlite.later";
 /// Directory in the initramfs holding the module files.
 pub const MODULE_DIR: &str = "/lib/modules";
 /// The rootfs block device (the first virtio-blk disk).
@@ -38,8 +41,8 @@ pub enum InitError {
         #[source]
         source: io::Error,
     },
-    #[error("reading module list {MODULE_LIST}")]
-    ModuleList(#[source] io::Error),
+    #[error("reading module list {0}")]
+    ModuleList(&'static str, #[source] io::Error),
     #[error("root disk {ROOT_DEVICE} did not appear within {0:?}")]
     NoRootDisk(Duration),
     #[error("preparing container root at {path}")]
@@ -149,13 +152,13 @@ pub fn early_mounts() -> Result<(), InitError> {
     Ok(())
 }
 
-/// Load the modules named in [`MODULE_LIST`], in order. Already-present modules (built in,
+/// Load the modules named in `list_path`, in order. Already-present modules (built in,
 /// or loaded before) are fine.
-pub fn load_modules(cfg: &BootConfig) -> Result<usize, InitError> {
-    let list = match fs::read_to_string(MODULE_LIST) {
+pub fn load_modules(cfg: &BootConfig, list_path: &'static str) -> Result<usize, InitError> {
+    let list = match fs::read_to_string(list_path) {
         Ok(l) => l,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(InitError::ModuleList(e)),
+        Err(e) => return Err(InitError::ModuleList(list_path, e)),
     };
     let mut loaded = 0;
     for file in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
@@ -284,7 +287,7 @@ pub fn boot(cfg: &BootConfig) -> Result<(), InitError> {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer argument only.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
     early_mounts()?;
-    let n = load_modules(cfg)?;
+    let n = load_modules(cfg, MODULE_LIST)?;
     let t_modules = t.elapsed();
     if let Err(e) = sys::loopback_up() {
         eprintln!("boxlite-guest: loopback not configured: {e}");

@@ -33,14 +33,20 @@ pub(crate) fn shutdown() -> ! {
     sys::power_off()
 }
 
-fn fatal(what: &str, err: &dyn std::error::Error) -> ! {
-    let mut msg = format!("boxlite-guest: fatal: {what}: {err}");
-    let mut cur = err.source();
+/// An error and its sources on one line, `: `-separated.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
     while let Some(c) = cur {
-        msg.push_str(&format!(": {c}"));
+        s.push_str(": ");
+        s.push_str(&c.to_string());
         cur = c.source();
     }
-    eprintln!("{msg}");
+    s
+}
+
+fn fatal(what: &str, err: &dyn std::error::Error) -> ! {
+    eprintln!("boxlite-guest: fatal: {what}: {}", error_chain(err));
     if std::process::id() == 1 {
         sys::power_off()
     }
@@ -53,6 +59,11 @@ async fn signal_ready(port: u32) {
             Ok(mut s) => {
                 let _ = s.write_all(boxlite_protocol::READY_LINE).await;
                 let _ = s.shutdown(std::net::Shutdown::Write);
+                let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+                eprintln!(
+                    "boxlite-guest: ready at {} s uptime",
+                    uptime.split_whitespace().next().unwrap_or("?")
+                );
                 return;
             }
             Err(e) if attempt == 49 => {
@@ -100,6 +111,14 @@ async fn serve(cfg: init::BootConfig) -> Result<(), Box<dyn std::error::Error>> 
         }
     });
     tokio::spawn(signal_ready(cfg.ready_port));
+    if std::process::id() == 1 {
+        let cfg = cfg.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = init::load_modules(&cfg, init::MODULE_LIST_LATER) {
+                eprintln!("boxlite-guest: {}", error_chain(&e));
+            }
+        });
+    }
 
     let service = AgentServer::new(server::AgentService { procs })
         .max_decoding_message_size(boxlite_protocol::MAX_MESSAGE)

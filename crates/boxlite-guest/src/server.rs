@@ -19,7 +19,7 @@ pub struct AgentService {
 
 impl From<ExecError> for Status {
     fn from(e: ExecError) -> Self {
-        let msg = error_chain(&e);
+        let msg = crate::error_chain(&e);
         match e {
             ExecError::NotFound { .. } | ExecError::NoWorkdir(_) => Status::not_found(msg),
             ExecError::NotExecutable { .. } => Status::permission_denied(msg),
@@ -27,17 +27,6 @@ impl From<ExecError> for Status {
             ExecError::NoRoot(_) | ExecError::Spawn { .. } => Status::internal(msg),
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 impl AgentService {
