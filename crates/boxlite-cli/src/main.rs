@@ -251,7 +251,8 @@ fn show(r: &Result<PathBuf, String>) -> String {
 fn info_cmd(rt: Boxlite, format: &str) -> Result<i32> {
     let info = rt.info();
     match format {
-        "json" => println!("{}", serde_json_string(&info)?),
+        // Results serialize as {"Ok": ..} or {"Err": ..}: that is the documented shape.
+        "json" => println!("{}", serde_json::to_string_pretty(&info)?),
         "text" => {
             println!("boxlite:       {}", info.version);
             println!("home:          {}", info.home.display());
@@ -282,12 +283,6 @@ fn info_cmd(rt: Boxlite, format: &str) -> Result<i32> {
         other => bail!("invalid --format {other:?}; valid values are text and json"),
     }
     Ok(0)
-}
-
-fn serde_json_string(info: &boxlite::RuntimeInfo) -> Result<String> {
-    // RuntimeInfo serializes Results as {"Ok": ..} / {"Err": ..}; that is the documented
-    // shape of `boxlite info --format json`.
-    Ok(serde_json::to_string_pretty(info)?)
 }
 
 async fn real_main(cli: Cli) -> Result<i32> {

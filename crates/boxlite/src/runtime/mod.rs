@@ -45,27 +45,22 @@ pub(crate) struct RuntimeInner {
     pub vsock_mode: VsockMode,
     pub boot_timeout: Duration,
     assets_dir: Option<PathBuf>,
-    assets: OnceLock<Result<Arc<Assets>, String>>,
+    assets: OnceLock<Arc<Assets>>,
     pub images: ImageStore,
 }
 
 impl RuntimeInner {
+    /// The guest assets, located and opened on first use. Failures are not cached, so
+    /// assets built after the runtime was opened are found.
     pub fn assets(&self) -> Result<Arc<Assets>, AssetError> {
-        let r = self.assets.get_or_init(|| {
-            let a = match &self.assets_dir {
-                Some(d) => Assets::open(d),
-                None => Assets::locate(),
-            };
-            a.map(Arc::new).map_err(|e| e.to_string())
-        });
-        match r {
-            Ok(a) => Ok(a.clone()),
-            // Re-run to return a typed error (locating is cheap when it fails).
-            Err(_) => match &self.assets_dir {
-                Some(d) => Assets::open(d).map(Arc::new),
-                None => Assets::locate().map(Arc::new),
-            },
+        if let Some(a) = self.assets.get() {
+            return Ok(a.clone());
         }
+        let opened = Arc::new(match &self.assets_dir {
+            Some(d) => Assets::open(d)?,
+            None => Assets::locate()?,
+        });
+        Ok(self.assets.get_or_init(|| opened).clone())
     }
 
     pub fn box_paths(&self, id: &str) -> BoxPaths {
@@ -74,24 +69,27 @@ impl RuntimeInner {
         }
     }
 
+    /// vhost-device-vsock: `$BOXLITE_VHOST_VSOCK`, else the copy in the assets, else
+    /// `PATH`, else cargo's bin directory.
     pub fn vhost_vsock_binary(&self) -> Result<PathBuf, VmmError> {
+        const NAME: &str = "vhost-device-vsock";
         if let Some(p) = std::env::var_os("BOXLITE_VHOST_VSOCK") {
             return Ok(PathBuf::from(p));
         }
-        if let Some(p) = self.assets().ok().and_then(|a| a.bin("vhost-device-vsock")) {
-            return Ok(p);
-        }
-        find_binary("vhost-device-vsock", "BOXLITE_VHOST_VSOCK")
-            .or_else(|| {
-                let home = std::env::var_os("CARGO_HOME")
-                    .map(PathBuf::from)
-                    .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
-                let p = home.join("bin/vhost-device-vsock");
-                p.is_file().then_some(p)
-            })
+        let cargo_bin = || {
+            let home = std::env::var_os("CARGO_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+            Some(home.join("bin").join(NAME)).filter(|p| p.is_file())
+        };
+        self.assets()
+            .ok()
+            .and_then(|a| a.bin(NAME))
+            .or_else(|| find_binary(NAME, "BOXLITE_VHOST_VSOCK"))
+            .or_else(cargo_bin)
             .ok_or_else(|| VmmError::BinaryMissing {
-                binary: "vhost-device-vsock".into(),
-                package: "(none; install it with 'cargo install vhost-device-vsock' or scripts/build-assets.sh)".into(),
+                binary: NAME.into(),
+                hint: "build the assets with scripts/build-assets.sh (it installs it), run 'cargo install vhost-device-vsock', or set BOXLITE_VHOST_VSOCK".into(),
             })
     }
 }

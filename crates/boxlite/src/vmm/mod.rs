@@ -14,8 +14,8 @@ use crate::util::process::ProcessId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmmError {
-    #[error("{binary} not found; install it (Debian: apt-get install {package})")]
-    BinaryMissing { binary: String, package: String },
+    #[error("{binary} not found; {hint}")]
+    BinaryMissing { binary: String, hint: String },
     #[error("starting {binary}")]
     Spawn {
         binary: String,

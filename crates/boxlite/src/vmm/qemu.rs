@@ -38,7 +38,8 @@ impl Qemu {
     pub fn locate() -> Result<Qemu, VmmError> {
         let binary = find_binary(QEMU, "BOXLITE_QEMU").ok_or_else(|| VmmError::BinaryMissing {
             binary: QEMU.into(),
-            package: "qemu-system-x86".into(),
+            hint: "install it (Debian: apt-get install qemu-system-x86), or set BOXLITE_QEMU"
+                .into(),
         })?;
         Ok(Qemu { binary })
     }
