@@ -135,9 +135,9 @@ build_kernel_and_modules() {
 # ---------------------------------------------------------------- guest agent
 build_agent() {
   log "building the static guest agent"
-  (cd "$REPO" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
+  (cd "$REPO" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --profile guest --locked \
       -p boxlite-guest --target x86_64-unknown-linux-gnu --target-dir "$REPO/target/guest" >&2)
-  local bin=$REPO/target/guest/x86_64-unknown-linux-gnu/release/boxlite-guest
+  local bin=$REPO/target/guest/x86_64-unknown-linux-gnu/guest/boxlite-guest
   if readelf -d "$bin" | grep -q NEEDED; then die "$bin is dynamically linked; it must be static to run as /init"; fi
   echo "$bin"
 }

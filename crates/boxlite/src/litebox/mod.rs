@@ -338,6 +338,7 @@ impl LiteBox {
         kernel: std::path::PathBuf,
         initrd: std::path::PathBuf,
     ) -> Result<AgentClient, crate::Error> {
+        let t0 = Instant::now();
         let rec = &mut live.record;
         let home = self.rt.layout.home().display().to_string();
         let marker = [
@@ -385,6 +386,7 @@ impl LiteBox {
         };
         if let Some(child) = helper_child.as_mut() {
             wait_for_socket(&sockets.vhost(), child, &paths.vsock_log()).await?;
+            tracing::debug!(ms = t0.elapsed().as_millis() as u64, "vsock device ready");
         }
         let ready = ReadyListener::bind(&addr, &sockets.agent_port(ready_port), ready_port)
             .map_err(|e| VmmError::Vsock(format!("binding the readiness listener: {e}")))?;
@@ -409,6 +411,7 @@ impl LiteBox {
                 .collect(),
         };
         let mut vm = self.rt.vmm.spawn(&cfg)?;
+        tracing::debug!(ms = t0.elapsed().as_millis() as u64, "vmm spawned");
         guard.procs.push(vm.id);
         rec.vmm = Some(vm.id);
         rec.save(&paths.record())?;
@@ -459,7 +462,9 @@ impl LiteBox {
             }
         }
         drop(ready);
+        tracing::debug!(ms = t0.elapsed().as_millis() as u64, "agent ready");
         let client = AgentClient::connect(addr).await?;
+        tracing::debug!(ms = t0.elapsed().as_millis() as u64, "agent connected");
         Ok(client)
     }
 
@@ -529,6 +534,7 @@ impl LiteBox {
             }
         }
         self.transition(&mut live.record, BoxState::Stopping)?;
+        let t0 = Instant::now();
         let vmm = live.record.vmm;
         if let Some(vmm) = vmm.filter(|p| p.is_alive()) {
             let client = match live.client.clone() {
@@ -554,6 +560,7 @@ impl LiteBox {
         SocketPaths::for_box(&self.id).remove();
         live.client = None;
         self.transition(&mut live.record, BoxState::Stopped)?;
+        tracing::info!(box_id = %self.id, ms = t0.elapsed().as_millis() as u64, "box stopped");
         Ok(())
     }
 

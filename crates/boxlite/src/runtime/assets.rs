@@ -47,14 +47,42 @@ struct Manifest {
     images: BTreeMap<String, String>,
 }
 
+/// What identifies one version of a file: any write, truncate, chmod or rename changes
+/// the ctime, which a user cannot set back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    sha256: String,
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata, sha256: &str) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
+            ctime_ns: meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128,
+            sha256: sha256.to_string(),
+        }
+    }
+}
+
 /// A located, checked asset directory.
 #[derive(Debug)]
 pub struct Assets {
     dir: PathBuf,
     manifest: Manifest,
-    /// Files whose full sha256 has been checked by this process, with the (size, mtime)
-    /// they had then.
-    verified: Mutex<BTreeMap<String, (u64, i64)>>,
+    /// Files whose sha256 has been checked, by absolute path, as they were then. Kept in
+    /// memory, and in `stamp_file` when there is one, so that a short-lived CLI process
+    /// does not hash the 50 MB kernel on every run.
+    verified: Mutex<BTreeMap<String, FileStamp>>,
+    stamp_file: Option<PathBuf>,
 }
 
 /// Candidate asset directories, in lookup order.
@@ -119,7 +147,19 @@ impl Assets {
             dir: dir.to_path_buf(),
             manifest,
             verified: Mutex::new(BTreeMap::new()),
+            stamp_file: None,
         })
+    }
+
+    /// Remember verified files across processes in `path` (best effort).
+    pub fn with_stamp_file(mut self, path: PathBuf) -> Self {
+        let stamps: BTreeMap<String, FileStamp> = std::fs::read(&path)
+            .ok()
+            .and_then(|d| serde_json::from_slice(&d).ok())
+            .unwrap_or_default();
+        self.verified = Mutex::new(stamps);
+        self.stamp_file = Some(path);
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -153,10 +193,10 @@ impl Assets {
                 ),
             });
         }
-        use std::os::unix::fs::MetadataExt;
-        let stamp = (meta.len(), meta.mtime_nsec() + meta.mtime() * 1_000_000_000);
+        let key = path.display().to_string();
+        let expected = FileStamp::of(&meta, &entry.sha256);
         let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if verified.get(name) != Some(&stamp) {
+        if verified.get(&key) != Some(&expected) {
             let actual =
                 sha256_file(&path).map_err(|_| AssetError::Missing { path: path.clone() })?;
             if actual != entry.sha256 {
@@ -165,7 +205,13 @@ impl Assets {
                     reason: format!("sha256 {actual} differs from the recorded {}", entry.sha256),
                 });
             }
-            verified.insert(name.to_string(), stamp);
+            verified.insert(key, expected);
+            if let Some(stamp_file) = &self.stamp_file
+                && let Ok(data) = serde_json::to_vec(&*verified)
+            {
+                let _ = std::fs::create_dir_all(stamp_file.parent().unwrap_or(Path::new("/")));
+                let _ = crate::util::fsutil::write_atomic(stamp_file, &data);
+            }
         }
         Ok(path)
     }
@@ -230,6 +276,29 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("scripts/build-assets.sh"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_persisted_stamp_is_not_trusted_after_the_file_changes() {
+        let dir = fake_assets(b"kernel");
+        let stamps = dir.join("stamps.json");
+        Assets::open(&dir)
+            .unwrap()
+            .with_stamp_file(stamps.clone())
+            .kernel()
+            .unwrap();
+        std::fs::write(dir.join("vmlinux"), b"kernei").unwrap();
+
+        let err = Assets::open(&dir)
+            .unwrap()
+            .with_stamp_file(stamps.clone())
+            .kernel()
+            .unwrap_err()
+            .to_string();
+
+        assert!(stamps.is_file());
+        assert!(err.contains("is corrupt: sha256"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

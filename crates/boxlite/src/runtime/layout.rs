@@ -36,6 +36,10 @@ impl Layout {
         self.home.join("logs")
     }
 
+    pub fn cache_dir(&self) -> PathBuf {
+        self.home.join("cache")
+    }
+
     /// Create the top-level directories, private to the user.
     pub fn ensure(&self) -> io::Result<()> {
         for d in [

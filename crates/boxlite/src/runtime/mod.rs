@@ -56,10 +56,12 @@ impl RuntimeInner {
         if let Some(a) = self.assets.get() {
             return Ok(a.clone());
         }
-        let opened = Arc::new(match &self.assets_dir {
+        let opened = match &self.assets_dir {
             Some(d) => Assets::open(d)?,
             None => Assets::locate()?,
-        });
+        };
+        let opened =
+            Arc::new(opened.with_stamp_file(self.layout.cache_dir().join("verified-assets.json")));
         Ok(self.assets.get_or_init(|| opened).clone())
     }
 

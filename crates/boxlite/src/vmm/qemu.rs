@@ -116,6 +116,10 @@ impl Qemu {
             "panic=-1".into(),
             "quiet".into(),
             "cryptomgr.notests".into(),
+            // Speculation mitigations inside the guest protect the guest kernel from guest
+            // userspace. Container processes are root in the guest already; the boundary
+            // is the VM, which the host enforces. Saves about 0.1 s of boot under TCG.
+            "mitigations=off".into(),
         ];
         // microvm has no reliable calibration source: without this, boots under TCG hang
         // calibrating the TSC against the PIT.
