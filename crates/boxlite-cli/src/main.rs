@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use boxlite::{BoxCommand, BoxOptions, Boxlite, Execution, LiteBox, RuntimeOptions};
 use clap::{Args, Parser, Subcommand};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Parser, Debug)]
@@ -152,22 +152,8 @@ async fn pump(mut run: Execution) -> Result<i32> {
     });
     let mut out = run.take_stdout().context("stdout already taken")?;
     let mut err = run.take_stderr().context("stderr already taken")?;
-    let out_task = tokio::spawn(async move {
-        let mut w = tokio::io::stdout();
-        while let Some(chunk) = out.next_chunk().await {
-            w.write_all(&chunk?).await?;
-            w.flush().await?;
-        }
-        anyhow::Ok(())
-    });
-    let err_task = tokio::spawn(async move {
-        let mut w = tokio::io::stderr();
-        while let Some(chunk) = err.next_chunk().await {
-            w.write_all(&chunk?).await?;
-            w.flush().await?;
-        }
-        anyhow::Ok(())
-    });
+    let out_task = tokio::spawn(async move { out.copy_to(&mut tokio::io::stdout()).await });
+    let err_task = tokio::spawn(async move { err.copy_to(&mut tokio::io::stderr()).await });
     let status = run.wait().await?;
     out_task.await??;
     err_task.await??;

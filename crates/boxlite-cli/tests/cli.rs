@@ -12,6 +12,16 @@ fn output(mut c: Command) -> std::process::Output {
     c.stdin(Stdio::null()).output().expect("run boxlite")
 }
 
+/// `boxlite run --rm boxlite/busybox sh -c SCRIPT`, with stdout and stderr piped.
+fn spawn_run(h: &TestHome, script: &str) -> std::process::Child {
+    let mut c = h.cli(BIN);
+    c.args(["run", "--rm", "boxlite/busybox", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c.spawn().expect("spawn boxlite run")
+}
+
 #[test]
 fn run_passes_stdout_stderr_and_exit_code_through_exactly() {
     let h = TestHome::new();
@@ -183,20 +193,11 @@ fn missing_kernel_asset_names_the_file_and_how_to_build_it() {
 #[test]
 fn hundred_mib_of_output_streams_with_bounded_host_memory() {
     let h = TestHome::new();
-    let mut c = h.cli(BIN);
-    c.args([
-        "run",
-        "--rm",
-        "boxlite/busybox",
-        "sh",
-        "-c",
-        "yes 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ | head -c 104857600",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
     let t = Instant::now();
-    let mut child = c.spawn().unwrap();
+    let mut child = spawn_run(
+        &h,
+        "yes 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ | head -c 104857600",
+    );
     let mut stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let err_reader = std::thread::spawn(move || {
@@ -261,19 +262,7 @@ fn hundred_mib_of_output_streams_with_bounded_host_memory() {
 #[test]
 fn ctrl_c_during_run_rm_removes_the_box_and_leaves_no_vm_process() {
     let h = TestHome::new();
-    let mut c = h.cli(BIN);
-    c.args([
-        "run",
-        "--rm",
-        "boxlite/busybox",
-        "sh",
-        "-c",
-        "echo started; sleep 1000",
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
+    let mut child = spawn_run(&h, "echo started; sleep 1000");
     let mut first = [0u8; 8];
     std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
     assert_eq!(&first, b"started\n");

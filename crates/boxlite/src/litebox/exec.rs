@@ -28,6 +28,12 @@ pub enum ExecError {
     },
     #[error("execution {id}: stdin is closed")]
     StdinClosed { id: String },
+    #[error("execution {id}: writing its output")]
+    Output {
+        id: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Agent(#[from] PortalError),
 }
@@ -217,6 +223,27 @@ impl ExecOutput {
                 }))
             }
         }
+    }
+
+    /// Copy every chunk to `w` as it arrives, flushing after each so interactive output
+    /// is not held back. Returns the number of bytes copied.
+    pub async fn copy_to<W>(&mut self, w: &mut W) -> Result<u64, ExecError>
+    where
+        W: tokio::io::AsyncWrite + Unpin + ?Sized,
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut total = 0u64;
+        while let Some(chunk) = self.next_chunk().await {
+            let chunk = chunk?;
+            let io = |e: std::io::Error| ExecError::Output {
+                id: self.id.clone(),
+                source: e,
+            };
+            w.write_all(&chunk).await.map_err(io)?;
+            w.flush().await.map_err(io)?;
+            total += chunk.len() as u64;
+        }
+        Ok(total)
     }
 
     /// Read to end of file, for small outputs and tests.
