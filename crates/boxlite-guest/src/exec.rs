@@ -24,6 +24,10 @@ use crate::sys;
 /// The `PATH` a process gets when the request does not set one (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// The `HOME` a process gets when the request does not set one. Processes run as root
+/// for now; per-user homes come from the image's passwd with user support.
+pub const DEFAULT_HOME: &str = "/root";
+
 /// Finished executions kept for late `Wait` and `ReadOutput` calls.
 const KEEP_FINISHED: usize = 1024;
 
@@ -183,8 +187,10 @@ impl Processes {
         let root_fd = sys::open_dir(&self.root).map_err(ExecError::NoRoot)?;
         check_workdir(&root_fd, &workdir)?;
         let mut env = spec.env.clone();
-        if !env.iter().any(|(k, _)| k == "PATH") {
-            env.push(("PATH".into(), DEFAULT_PATH.into()));
+        for (key, value) in [("PATH", DEFAULT_PATH), ("HOME", DEFAULT_HOME)] {
+            if !env.iter().any(|(k, _)| k == key) {
+                env.push((key.into(), value.into()));
+            }
         }
         let path_var = env
             .iter()

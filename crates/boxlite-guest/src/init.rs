@@ -119,22 +119,27 @@ fn mount_at(
 
 const NOSUID_NODEV_NOEXEC: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
 
+/// `/proc` and `/sys` under `root`: the agent's own and the container's are the same.
+fn mount_proc_sys(root: &Path) -> Result<(), InitError> {
+    mount_at(
+        "proc",
+        &root.join("proc"),
+        "proc",
+        NOSUID_NODEV_NOEXEC,
+        None,
+    )?;
+    mount_at(
+        "sysfs",
+        &root.join("sys"),
+        "sysfs",
+        NOSUID_NODEV_NOEXEC,
+        None,
+    )
+}
+
 /// Mount the agent's own `/proc`, `/sys`, `/dev` and `/run`.
 pub fn early_mounts() -> Result<(), InitError> {
-    mount_at(
-        "proc",
-        Path::new("/proc"),
-        "proc",
-        NOSUID_NODEV_NOEXEC,
-        None,
-    )?;
-    mount_at(
-        "sysfs",
-        Path::new("/sys"),
-        "sysfs",
-        NOSUID_NODEV_NOEXEC,
-        None,
-    )?;
+    mount_proc_sys(Path::new("/"))?;
     mount_at(
         "devtmpfs",
         Path::new("/dev"),
@@ -208,20 +213,7 @@ pub fn prepare_container_root(root: &Path) -> Result<(), InitError> {
             source,
         })
     };
-    mount_at(
-        "proc",
-        &root.join("proc"),
-        "proc",
-        NOSUID_NODEV_NOEXEC,
-        None,
-    )?;
-    mount_at(
-        "sysfs",
-        &root.join("sys"),
-        "sysfs",
-        NOSUID_NODEV_NOEXEC,
-        None,
-    )?;
+    mount_proc_sys(root)?;
     let dev = root.join("dev");
     mount_at(
         "tmpfs",

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::vmm::qemu::find_binary;
+use crate::util::process::find_binary;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {

@@ -22,10 +22,12 @@ pub use state::BoxState;
 use crate::portal::AgentClient;
 use crate::runtime::RuntimeInner;
 use crate::runtime::layout::{BoxPaths, SocketPaths};
+use crate::util::fsutil::tail_file;
 use crate::util::fsutil::write_atomic;
-use crate::util::process::{ProcessId, tail_file};
+use crate::util::process::ProcessId;
+use crate::util::process::spawn_detached;
 use crate::vmm::vsock::{AgentAddr, ReadyListener, VsockMode, random_cid};
-use crate::vmm::{VmConfig, VmmError, VsockDevice, qemu};
+use crate::vmm::{VmConfig, VmmError, VsockDevice};
 
 /// Bytes of console log quoted in a boot error.
 const CONSOLE_TAIL: usize = 3000;
@@ -157,6 +159,11 @@ impl BoxRecord {
             path: path.to_path_buf(),
             source,
         })
+    }
+
+    /// Whether the recorded VMM process (pid and start time) still runs.
+    pub(crate) fn vmm_alive(&self) -> bool {
+        self.vmm.is_some_and(|p| p.is_alive())
     }
 
     fn agent_addr(&self) -> AgentAddr {
@@ -305,21 +312,30 @@ impl LiteBox {
             sockets: sockets.clone(),
             armed: true,
         };
-        let result = self
+        let booted = self
             .boot(live, &mut guard, &paths, &sockets, kernel, initrd)
             .await;
-        match result {
+        // The box only counts as started once its Running state is saved; until then
+        // the guard still owns the processes.
+        let result = match booted {
             Ok(client) => {
-                guard.armed = false;
                 live.client = Some(client);
                 live.record.last_error = None;
-                self.transition(&mut live.record, BoxState::Running)?;
+                self.transition(&mut live.record, BoxState::Running)
+                    .map_err(crate::Error::from)
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                guard.armed = false;
                 tracing::info!(box_id = %self.id, ms = t0.elapsed().as_millis() as u64, "box started");
                 Ok(())
             }
             Err(e) => {
                 guard.cleanup().await;
                 guard.armed = false;
+                live.client = None;
                 live.record.vmm = None;
                 live.record.vsock_helper = None;
                 live.record.last_error = Some(crate::error_chain(&e));
@@ -361,8 +377,7 @@ impl LiteBox {
                     )
                     .into(),
                 ];
-                let (id, child) =
-                    qemu::spawn_detached(&binary, &args, &paths.vsock_log(), &marker)?;
+                let (id, child) = spawn_detached(&binary, &args, &paths.vsock_log(), &marker)?;
                 guard.procs.push(id);
                 rec.vsock_helper = Some(id);
                 helper_child = Some(child);
@@ -472,9 +487,9 @@ impl LiteBox {
     /// A box that is not running is started first.
     async fn client(&self) -> Result<AgentClient, crate::Error> {
         let mut live = self.live.lock().await;
-        if live.record.state == BoxState::Running && !live.record.vmm.is_some_and(|p| p.is_alive())
-        {
-            self.mark_stopped(&mut live, "the VM process is gone").await;
+        if live.record.state == BoxState::Running && !live.record.vmm_alive() {
+            self.settle_stopped(&mut live, Some("the VM process is gone"))
+                .await?;
         }
         if live.record.state != BoxState::Running {
             self.start_locked(&mut live).await?;
@@ -487,32 +502,33 @@ impl LiteBox {
         Ok(client)
     }
 
-    async fn mark_stopped(&self, live: &mut Live, reason: &str) {
+    /// Make sure none of the box's processes remain (the VMM is killed if it still runs,
+    /// the vsock helper terminated), remove its sockets, and record it as Stopped, with
+    /// `reason` when the stop was not asked for. Shared by every way a box stops.
+    async fn settle_stopped(&self, live: &mut Live, reason: Option<&str>) -> Result<(), BoxError> {
+        if let Some(vmm) = live.record.vmm.take() {
+            let _ = vmm.signal(libc::SIGKILL);
+            vmm.wait_gone(Duration::from_secs(5)).await;
+        }
         if let Some(h) = live.record.vsock_helper.take() {
             h.terminate(Duration::from_secs(2)).await;
         }
         SocketPaths::for_box(&self.id).remove();
         live.client = None;
-        live.record.vmm = None;
-        live.record.last_error = Some(reason.to_string());
-        let _ = self.transition(&mut live.record, BoxState::Stopped);
+        if let Some(r) = reason {
+            live.record.last_error = Some(r.to_string());
+        }
+        if live.record.state.can_transition(BoxState::Stopped) {
+            self.transition(&mut live.record, BoxState::Stopped)?;
+        }
+        Ok(())
     }
 
     /// Run a command in the box, starting the box if it is not running.
     pub async fn exec(&self, cmd: BoxCommand) -> Result<Execution, crate::Error> {
         let client = self.client().await?;
-        let mut spec = cmd.spec;
-        for (k, v) in [
-            (
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            ),
-            ("HOME", "/root"),
-        ] {
-            if !spec.env.iter().any(|(key, _)| key == k) {
-                spec.env.insert(0, (k.into(), v.into()));
-            }
-        }
+        // Default variables (PATH, HOME) are the agent's business: it knows the image.
+        let spec = cmd.spec;
         let id = client.exec(&spec).await.map_err(ExecError::from_exec_rpc)?;
         Ok(Execution::new(client, id, spec.stdin))
     }
@@ -549,17 +565,9 @@ impl LiteBox {
             };
             if !asked || !vmm.wait_gone(timeout).await {
                 tracing::warn!(box_id = %self.id, "guest did not power off in time; killing the VMM");
-                let _ = vmm.signal(libc::SIGKILL);
-                vmm.wait_gone(Duration::from_secs(5)).await;
             }
         }
-        live.record.vmm = None;
-        if let Some(h) = live.record.vsock_helper.take() {
-            h.terminate(Duration::from_secs(2)).await;
-        }
-        SocketPaths::for_box(&self.id).remove();
-        live.client = None;
-        self.transition(&mut live.record, BoxState::Stopped)?;
+        self.settle_stopped(&mut live, None).await?;
         tracing::info!(box_id = %self.id, ms = t0.elapsed().as_millis() as u64, "box stopped");
         Ok(())
     }
@@ -567,26 +575,11 @@ impl LiteBox {
     /// Kill everything at once, without a guest shutdown. For cleanup paths.
     pub(crate) async fn kill_now(&self) {
         let mut live = self.live.lock().await;
-        for p in [live.record.vmm.take(), live.record.vsock_helper.take()]
-            .into_iter()
-            .flatten()
-        {
-            let _ = p.signal(libc::SIGKILL);
-            p.wait_gone(Duration::from_secs(5)).await;
-        }
-        SocketPaths::for_box(&self.id).remove();
-        live.client = None;
-        if live.record.state.can_transition(BoxState::Stopped) {
-            let _ = self.transition(&mut live.record, BoxState::Stopped);
-        }
+        let _ = self.settle_stopped(&mut live, None).await;
     }
 
     pub(crate) async fn state(&self) -> BoxState {
         self.live.lock().await.record.state
-    }
-
-    pub(crate) fn is_vmm_alive_blocking(record: &BoxRecord) -> bool {
-        record.vmm.is_some_and(|p| p.is_alive())
     }
 
     pub(crate) fn new_record(id: String, opts: &BoxOptions, digest: String) -> BoxRecord {

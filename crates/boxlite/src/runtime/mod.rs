@@ -12,8 +12,9 @@ use layout::{BoxPaths, Layout};
 
 use crate::images::{Image, ImageStore};
 use crate::litebox::{BoxError, BoxOptions, BoxRecord, BoxState, LiteBox};
+use crate::util::process::find_binary;
 use crate::vmm::accel::{self, AccelChoice};
-use crate::vmm::qemu::{Qemu, find_binary};
+use crate::vmm::qemu::Qemu;
 use crate::vmm::vsock::VsockMode;
 use crate::vmm::{Vmm, VmmError};
 
@@ -244,7 +245,7 @@ impl Boxlite {
         };
         let mut record = BoxRecord::load(&self.inner.box_paths(&id).record())?;
         // Reconcile: a box recorded as running whose VMM is gone is stopped.
-        if record.state == BoxState::Running && !LiteBox::is_vmm_alive_blocking(&record) {
+        if record.state == BoxState::Running && !record.vmm_alive() {
             record.state = BoxState::Stopped;
             record.vmm = None;
             record.last_error = Some("the VM process is gone".into());

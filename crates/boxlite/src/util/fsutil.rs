@@ -68,6 +68,24 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     })
 }
 
+/// Last `max` bytes of a text file, lossily decoded, for error messages. Reads only the
+/// tail: the console log is written by the guest and can be arbitrarily large.
+pub fn tail_file(path: &Path, max: usize) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if f.seek(SeekFrom::Start(len.saturating_sub(max as u64)))
+        .is_err()
+    {
+        return String::new();
+    }
+    let mut data = Vec::with_capacity(max.min(1 << 20));
+    let _ = f.take(max as u64).read_to_end(&mut data);
+    String::from_utf8_lossy(&data).replace('\r', "")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +105,18 @@ mod tests {
         assert_eq!(std::fs::read(dir.join("dst")).unwrap(), data);
         assert_eq!(hash, sha256_file(&src).unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tail_reads_only_the_last_bytes_of_a_large_file() {
+        let path = std::env::temp_dir().join(format!("bx-tail-{}", rand::random::<u64>()));
+        let mut data = vec![b'x'; 5 << 20];
+        data.extend_from_slice(b"\r\nKernel panic - the end");
+        std::fs::write(&path, &data).unwrap();
+
+        let tail = tail_file(&path, 24);
+
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(tail, "\nKernel panic - the end");
     }
 }

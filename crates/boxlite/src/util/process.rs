@@ -4,11 +4,15 @@
 //! pid to something else. A [`ProcessId`] pairs the pid with the process start time from
 //! `/proc/<pid>/stat`, so a recycled pid is never mistaken for our VMM, and never signalled.
 
+use std::ffi::OsString;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+use crate::vmm::VmmError;
 
 /// A process as pid plus start time (clock ticks since boot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,22 +98,54 @@ impl ProcessId {
     }
 }
 
-/// Last `max` bytes of a text file, lossily decoded, for error messages. Reads only the
-/// tail: the console log is written by the guest and can be arbitrarily large.
-pub fn tail_file(path: &Path, max: usize) -> String {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return String::new();
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    if f.seek(SeekFrom::Start(len.saturating_sub(max as u64)))
-        .is_err()
-    {
-        return String::new();
+/// Find an executable: an explicit override, else the first match on `PATH`.
+pub fn find_binary(name: &str, override_var: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(override_var) {
+        return Some(PathBuf::from(p));
     }
-    let mut data = Vec::with_capacity(max.min(1 << 20));
-    let _ = f.take(max as u64).read_to_end(&mut data);
-    String::from_utf8_lossy(&data).replace('\r', "")
+    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Start a helper process in its own session, with its output to a log file, so it
+/// survives the caller and never writes on the caller's terminal.
+///
+/// `marker` is added to the helper's environment (`BOXLITE_HOME`, `BOXLITE_BOX_ID`), so
+/// recovery and leak checks can find a box's processes from `/proc/<pid>/environ`.
+pub fn spawn_detached(
+    binary: &Path,
+    args: &[OsString],
+    log: &Path,
+    marker: &[(&str, &str)],
+) -> Result<(ProcessId, tokio::process::Child), VmmError> {
+    let spawn_err = |source| VmmError::Spawn {
+        binary: binary.display().to_string(),
+        source,
+    };
+    let out = std::fs::File::create(log).map_err(spawn_err)?;
+    let err = out.try_clone().map_err(spawn_err)?;
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.args(args)
+        .envs(marker.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(false);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(spawn_err)?;
+    let pid = child.id().unwrap_or(0) as i32;
+    let id = ProcessId::of(pid).map_err(spawn_err)?;
+    Ok((id, child))
 }
 
 #[cfg(test)]
@@ -123,19 +159,6 @@ mod tests {
         let st = parse_stat(line).unwrap();
         assert_eq!(st.state, 'S');
         assert_eq!(st.start_time, 987654);
-    }
-
-    #[test]
-    fn tail_reads_only_the_last_bytes_of_a_large_file() {
-        let path = std::env::temp_dir().join(format!("bx-tail-{}", rand::random::<u64>()));
-        let mut data = vec![b'x'; 5 << 20];
-        data.extend_from_slice(b"\r\nKernel panic - the end");
-        std::fs::write(&path, &data).unwrap();
-
-        let tail = tail_file(&path, 24);
-
-        std::fs::remove_file(&path).unwrap();
-        assert_eq!(tail, "\nKernel panic - the end");
     }
 
     #[test]

@@ -6,10 +6,9 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use super::{Accel, VmConfig, VmProcess, Vmm, VmmError, VsockDevice};
-use crate::util::process::ProcessId;
+use crate::util::process::{find_binary, spawn_detached};
 
 const QEMU: &str = "qemu-system-x86_64";
 
@@ -21,17 +20,6 @@ const TCG_TB_MIB: u32 = 64;
 #[derive(Debug, Clone)]
 pub struct Qemu {
     binary: PathBuf,
-}
-
-/// Find an executable: an explicit override, else the first match on `PATH`.
-pub fn find_binary(name: &str, override_var: &str) -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os(override_var) {
-        return Some(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 impl Qemu {
@@ -149,45 +137,6 @@ fn parse_tsc_khz(cpuinfo: &str) -> Option<u64> {
         .parse()
         .ok()?;
     (mhz > 0.0).then(|| (mhz * 1000.0).round() as u64)
-}
-
-/// Start a helper process in its own session, with its output to a log file, so it
-/// survives the caller and never writes on the caller's terminal.
-///
-/// `marker` is added to the helper's environment (`BOXLITE_HOME`, `BOXLITE_BOX_ID`), so
-/// recovery and leak checks can find a box's processes from `/proc/<pid>/environ`.
-pub fn spawn_detached(
-    binary: &Path,
-    args: &[OsString],
-    log: &Path,
-    marker: &[(&str, &str)],
-) -> Result<(ProcessId, tokio::process::Child), VmmError> {
-    let spawn_err = |source| VmmError::Spawn {
-        binary: binary.display().to_string(),
-        source,
-    };
-    let out = std::fs::File::create(log).map_err(spawn_err)?;
-    let err = out.try_clone().map_err(spawn_err)?;
-    let mut cmd = tokio::process::Command::new(binary);
-    cmd.args(args)
-        .envs(marker.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .kill_on_drop(false);
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().map_err(spawn_err)?;
-    let pid = child.id().unwrap_or(0) as i32;
-    let id = ProcessId::of(pid).map_err(spawn_err)?;
-    Ok((id, child))
 }
 
 impl Vmm for Qemu {
