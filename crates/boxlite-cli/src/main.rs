@@ -9,10 +9,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use boxlite::{BoxCommand, BoxOptions, Boxlite, Execution, LiteBox, RuntimeOptions};
+use boxlite::{BoxCommand, BoxOptions, Boxlite, Execution, HealthOptions, RuntimeOptions};
 use clap::{Args, Parser, Subcommand};
 use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
+
+mod boxes;
 
 #[derive(Parser, Debug)]
 #[command(name = "boxlite", version, about = "Run OCI images in lightweight VMs")]
@@ -40,28 +42,69 @@ struct ExecArgs {
     workdir: Option<String>,
 }
 
+#[derive(Args, Debug)]
+struct CreateArgs {
+    /// A unique name for the box, usable wherever a box id is.
+    #[arg(long)]
+    name: Option<String>,
+    /// Remove the box as soon as it stops, however it stops.
+    #[arg(long)]
+    rm: bool,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 512)]
+    memory: u32,
+    /// Number of virtual CPUs.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Seconds between agent health pings while the box runs; 0 turns them off.
+    #[arg(long, value_name = "SECS", default_value_t = HealthOptions::default().interval_secs)]
+    health_interval: u32,
+    /// Seconds a health ping may take.
+    #[arg(long, value_name = "SECS", default_value_t = HealthOptions::default().timeout_secs)]
+    health_timeout: u32,
+    /// Consecutive failed pings before the box is marked unhealthy.
+    #[arg(long, value_name = "N", default_value_t = HealthOptions::default().retries)]
+    health_retries: u32,
+}
+
+impl CreateArgs {
+    fn options(&self, image: &str) -> BoxOptions {
+        let mut o = BoxOptions::new(image)
+            .memory_mib(self.memory)
+            .cpus(self.cpus)
+            .auto_remove(self.rm)
+            .health(HealthOptions {
+                interval_secs: self.health_interval,
+                timeout_secs: self.health_timeout,
+                retries: self.health_retries,
+            });
+        if let Some(n) = &self.name {
+            o = o.name(n);
+        }
+        o
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Boot a box from an image, run a command in it, and stop it.
+    /// Create and start a box from an image and run a command in it. In the foreground
+    /// the box stops when the command ends; with -d it keeps running and its id is
+    /// printed.
     Run {
         #[command(flatten)]
         exec: ExecArgs,
-        /// Remove the box when the command ends, whatever the outcome.
-        #[arg(long)]
-        rm: bool,
-        /// Guest memory in MiB.
-        #[arg(long, default_value_t = 512)]
-        memory: u32,
-        /// Number of virtual CPUs.
-        #[arg(long, default_value_t = 2)]
-        cpus: u32,
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Detach: leave the box running and print its id.
+        #[arg(short, long)]
+        detach: bool,
         /// Image reference, for example boxlite/busybox.
         image: String,
-        /// Command and arguments.
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        /// Command and arguments (optional with -d).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
-    /// Run a command in an existing box, by id or unique id prefix.
+    /// Run a command in an existing box, starting it if it is stopped.
     Exec {
         #[command(flatten)]
         exec: ExecArgs,
@@ -69,6 +112,66 @@ enum Command {
         id: String,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
+    },
+    /// Create a box without starting it, and print its id.
+    Create {
+        #[command(flatten)]
+        create: CreateArgs,
+        image: String,
+    },
+    /// Start boxes.
+    Start {
+        #[arg(required = true, value_name = "BOX")]
+        boxes: Vec<String>,
+    },
+    /// Stop boxes: shut the guest down cleanly, then end the VM after the timeout.
+    Stop {
+        /// Seconds to wait for a clean shutdown before killing the VM.
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        timeout: u64,
+        #[arg(required = true, value_name = "BOX")]
+        boxes: Vec<String>,
+    },
+    /// Stop and start boxes.
+    Restart {
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        timeout: u64,
+        #[arg(required = true, value_name = "BOX")]
+        boxes: Vec<String>,
+    },
+    /// Remove boxes.
+    Rm {
+        /// Remove running boxes too, killing their VMs.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true, value_name = "BOX")]
+        boxes: Vec<String>,
+    },
+    /// List boxes (running ones unless -a).
+    #[command(alias = "ps")]
+    Ls {
+        /// Show every box, not only running ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Print only ids.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Output format: table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Show boxes as JSON.
+    Inspect {
+        #[arg(required = true, value_name = "BOX")]
+        boxes: Vec<String>,
+    },
+    /// Show a box's console log (kernel and boot messages).
+    Logs {
+        /// Keep printing as the log grows, until the box stops.
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(value_name = "BOX")]
+        id: String,
     },
     /// Show the accelerator, QEMU, kernel and asset paths.
     Info {
@@ -177,27 +280,50 @@ async fn interrupted() -> i32 {
 
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-async fn finish(rt: &Boxlite, b: &LiteBox, rm: bool) -> Result<()> {
-    let stopped = b.stop(STOP_TIMEOUT).await;
-    if rm {
-        rt.remove(b, true).await?;
-    }
-    stopped?;
-    Ok(())
-}
-
 async fn run_cmd(
     rt: Boxlite,
     exec: ExecArgs,
-    rm: bool,
     opts: BoxOptions,
+    detach: bool,
     command: Vec<String>,
 ) -> Result<i32> {
-    let cmd = build_command(&exec, &command)?;
+    if detach && exec.interactive {
+        bail!("-i cannot be combined with -d: a detached command has no terminal to read from");
+    }
+    if !detach && command.is_empty() {
+        bail!(
+            "a command is required (for example: sh -c 'echo hi'); use -d to start the box without one"
+        );
+    }
+    let cmd = match command.is_empty() {
+        true => None,
+        false => Some(build_command(&exec, &command)?),
+    };
+    let rm = opts.auto_remove;
     let b = rt.create(opts).await?;
+    if detach {
+        let started = async {
+            b.start().await?;
+            if let Some(cmd) = cmd {
+                // The execution belongs to the box; it keeps running after we exit.
+                b.exec(cmd).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        let outcome = tokio::select! {
+            r = started => r,
+            code = interrupted() => Err(anyhow::anyhow!("interrupted (exit {code})")),
+        };
+        if let Err(e) = outcome {
+            let _ = b.remove(true).await;
+            return Err(e);
+        }
+        println!("{}", b.id());
+        return Ok(0);
+    }
     let work = async {
         b.start().await?;
-        let run = b.exec(cmd).await?;
+        let run = b.exec(cmd.expect("checked above")).await?;
         pump(run).await
     };
     let outcome = tokio::select! {
@@ -207,9 +333,21 @@ async fn run_cmd(
             Ok(code)
         }
     };
-    let cleanup = finish(&rt, &b, rm).await;
+    // The box lives as long as its command: stop it (an auto-remove box goes with it).
+    let stopped = b.stop(STOP_TIMEOUT).await;
+    let removed = match rm {
+        true => b.remove(true).await.or_else(|e| match e {
+            boxlite::Error::Box(boxlite::BoxError::NotFound(_)) => Ok(()),
+            e => Err(e),
+        }),
+        false => Ok(()),
+    };
     let code = outcome?;
-    cleanup?;
+    stopped.or_else(|e| match e {
+        boxlite::Error::Box(boxlite::BoxError::NotFound(_)) if rm => Ok(()),
+        e => Err(e),
+    })?;
+    removed?;
     Ok(code)
 }
 
@@ -264,7 +402,9 @@ fn info_cmd(rt: Boxlite, format: &str) -> Result<i32> {
             );
             println!("initramfs:     {}", show(&info.initramfs));
             println!("images:        {}", info.builtin_images.join(", "));
-            println!("boxes:         {}", info.boxes);
+            println!("monitor:       {}", show(&info.monitor));
+            println!("database:      {}", info.database.display());
+            println!("boxes:         {} ({} running)", info.boxes, info.running);
         }
         other => bail!("invalid --format {other:?}; valid values are text and json"),
     }
@@ -284,16 +424,44 @@ async fn real_main(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Run {
             exec,
-            rm,
-            memory,
-            cpus,
+            create,
+            detach,
             image,
             command,
         } => {
-            let opts = BoxOptions::new(image).memory_mib(memory).cpus(cpus);
-            run_cmd(rt, exec, rm, opts, command).await
+            let opts = create.options(&image);
+            run_cmd(rt, exec, opts, detach, command).await
         }
         Command::Exec { exec, id, command } => exec_cmd(rt, exec, id, command).await,
+        Command::Create { create, image } => boxes::create(&rt, create.options(&image)).await,
+        Command::Start { boxes: keys } => {
+            boxes::for_each(&rt, &keys, |b| async move { b.start().await }).await
+        }
+        Command::Stop {
+            timeout,
+            boxes: keys,
+        } => {
+            let t = Duration::from_secs(timeout);
+            boxes::for_each(&rt, &keys, |b| async move { b.stop(t).await }).await
+        }
+        Command::Restart {
+            timeout,
+            boxes: keys,
+        } => {
+            let t = Duration::from_secs(timeout);
+            boxes::for_each(&rt, &keys, |b| async move { b.restart(t).await }).await
+        }
+        Command::Rm { force, boxes: keys } => {
+            boxes::for_each(&rt, &keys, |b| async move { b.remove(force).await }).await
+        }
+        Command::Ls { all, quiet, format } => boxes::ls(&rt, all, quiet, &format),
+        Command::Inspect { boxes: keys } => boxes::inspect(&rt, &keys).await,
+        Command::Logs { follow, id } => {
+            tokio::select! {
+                r = boxes::logs(&rt, &id, follow) => r,
+                code = interrupted() => Ok(code),
+            }
+        }
         Command::Info { format } => info_cmd(rt, &format),
     }
 }

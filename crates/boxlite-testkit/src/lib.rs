@@ -1,8 +1,9 @@
 //! The shared harness for tests that boot real VMs.
 //!
 //! Each test gets its own `BOXLITE_HOME`. When the [`TestHome`] is dropped it checks for
-//! leaks: any process whose environment carries this home (QEMU, vhost-device-vsock; the
-//! library marks them) fails the test, after being killed so it cannot disturb others.
+//! leaks: any process whose environment carries this home (QEMU, vhost-device-vsock, the
+//! box monitor; the library marks them), or any socket directory a box of this home left
+//! in the socket root, fails the test, after being cleaned up so it cannot disturb others.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -30,7 +31,11 @@ impl Default for TestHome {
 
 impl TestHome {
     pub fn new() -> Self {
-        let home = std::env::temp_dir().join(format!("bxt-{:016x}", rand::random::<u64>()));
+        Self::at(std::env::temp_dir().join(format!("bxt-{:016x}", rand::random::<u64>())))
+    }
+
+    /// A home at a chosen (fresh) path, for tests about the path itself.
+    pub fn at(home: PathBuf) -> Self {
         std::fs::create_dir_all(&home).expect("create test home");
         TestHome { home }
     }
@@ -84,6 +89,22 @@ impl TestHome {
         found
     }
 
+    /// Socket directories that boxes of this home left in the socket root.
+    pub fn socket_dirs(&self) -> Vec<PathBuf> {
+        let root = boxlite::runtime::layout::socket_root();
+        std::fs::read_dir(root)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| {
+                        std::fs::read(p.join("home"))
+                            .is_ok_and(|h| h == self.home.as_os_str().as_encoded_bytes())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Box directories left in this home.
     pub fn box_dirs(&self) -> Vec<PathBuf> {
         std::fs::read_dir(self.home.join("boxes"))
@@ -99,9 +120,19 @@ impl Drop for TestHome {
             // SAFETY: kill has no memory-safety preconditions.
             unsafe { libc::kill(*pid, libc::SIGKILL) };
         }
+        let sockets = self.socket_dirs();
+        for d in &sockets {
+            let _ = std::fs::remove_dir_all(d);
+        }
         let _ = std::fs::remove_dir_all(&self.home);
-        if !leaked.is_empty() && !std::thread::panicking() {
+        if std::thread::panicking() {
+            return;
+        }
+        if !leaked.is_empty() {
             panic!("VM processes outlived the test: {leaked:?}");
+        }
+        if !sockets.is_empty() {
+            panic!("socket directories outlived the test: {sockets:?}");
         }
     }
 }

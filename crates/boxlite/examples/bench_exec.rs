@@ -55,7 +55,7 @@ async fn main() -> Result<(), boxlite::Error> {
         ex.wait().await?;
         // Let the idle guest settle before measuring memory.
         tokio::time::sleep(Duration::from_secs(2)).await;
-        if let Some(pid) = b.info().await.vmm_pid {
+        if let Some(pid) = b.info().await?.vmm_pid {
             let (r, p) = rss_pss(pid);
             rss.push(r);
             pss.push(p);

@@ -13,13 +13,15 @@
 //! assert_eq!(out, b"hello\n");
 //! assert!(run.wait().await?.success());
 //! b.stop(std::time::Duration::from_secs(10)).await?;
-//! rt.remove(&b, false).await?;
+//! b.remove(false).await?;
 //! # Ok(()) }
 //! ```
 
+pub mod db;
 pub mod disk;
 pub mod images;
 pub mod litebox;
+pub mod monitor;
 pub mod portal;
 pub mod runtime;
 mod util;
@@ -27,10 +29,11 @@ pub mod vmm;
 
 pub use litebox::{
     BoxCommand, BoxError, BoxInfo, BoxOptions, BoxState, ExecError, ExecOutput, ExecStdin,
-    Execution, LiteBox,
+    Execution, Health, HealthOptions, HealthState, LiteBox,
 };
 pub use portal::ExitStatus;
 pub use runtime::{Boxlite, RuntimeInfo, RuntimeOptions};
+pub use util::process::ProcessId;
 pub use vmm::{Accel, AccelChoice};
 
 /// Every error the library returns.
@@ -54,6 +57,8 @@ pub enum Error {
     Exec(#[from] ExecError),
     #[error(transparent)]
     SocketDir(#[from] runtime::layout::SocketDirError),
+    #[error(transparent)]
+    Db(#[from] db::DbError),
     #[error("{context}")]
     Io {
         context: String,

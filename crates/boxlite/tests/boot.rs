@@ -50,7 +50,7 @@ async fn vm_dying_during_boot_is_reported_with_cause_and_console_tail() {
     assert!(msg.contains("the VM exited during boot"), "{msg}");
     assert!(msg.contains("--- console log (tail) ---"), "{msg}");
     assert!(msg.contains("Kernel panic"), "{msg}");
-    let info = b.info().await;
+    let info = b.info().await.unwrap();
     assert_eq!(info.state, BoxState::Failed);
     assert!(info.last_error.unwrap().contains("exited during boot"));
     assert!(h.processes().is_empty(), "{:?}", h.processes());
@@ -75,7 +75,7 @@ async fn stop_powers_the_guest_off_instead_of_killing_the_vmm() {
         "{console}"
     );
     assert!(!qemu_log.contains("terminating on signal"), "{qemu_log}");
-    assert_eq!(b.info().await.state, BoxState::Stopped);
+    assert_eq!(b.info().await.unwrap().state, BoxState::Stopped);
     assert!(h.processes().is_empty(), "{:?}", h.processes());
     rt.remove(&b, false).await.unwrap();
     assert!(!box_dir.exists());

@@ -1,15 +1,18 @@
-//! The box handle: create, start, exec, stop.
+//! The box handle and its lifecycle: start, stop, exec, remove.
 //!
-//! Starting a box spawns its processes detached from the caller (vhost-device-vsock when
-//! the kernel has no vhost-vsock, then QEMU), binds the readiness listener before QEMU
-//! starts, and waits for whichever comes first: the agent's readiness connection, the
-//! death of a helper, or the boot timeout. A failed boot is reported with its cause and
-//! the tail of the console log, and leaves no process or socket behind.
+//! A box is a row in the state database plus a directory of files, and it outlives the
+//! process that created it. Any process may hold a handle to it, so a handle caches
+//! nothing but its agent connection: every operation takes the box's file lock, reads the
+//! row, reconciles it with the processes that really exist, acts, and writes the row back.
+//! Operations that change the box (start, stop, remove) take the lock exclusively; exec
+//! takes it shared, only long enough to see the box running, so many execs from many
+//! processes proceed at once.
 
+mod boot;
 pub mod exec;
+pub mod record;
 pub mod state;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,20 +20,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 pub use exec::{BoxCommand, ExecError, ExecOutput, ExecStdin, Execution};
+pub use record::{BoxConfig, BoxRow, BoxStatus, Health, HealthOptions, HealthState};
 pub use state::BoxState;
 
 use crate::portal::AgentClient;
 use crate::runtime::RuntimeInner;
-use crate::runtime::layout::{BoxPaths, SocketPaths};
-use crate::util::fsutil::tail_file;
-use crate::util::fsutil::write_atomic;
-use crate::util::process::ProcessId;
-use crate::util::process::spawn_detached;
-use crate::vmm::vsock::{AgentAddr, ReadyListener, VsockMode, random_cid};
-use crate::vmm::{VmConfig, VmmError, VsockDevice};
-
-/// Bytes of console log quoted in a boot error.
-const CONSOLE_TAIL: usize = 3000;
+use crate::runtime::layout::SocketPaths;
+use crate::util::lock::{FileLock, LockMode};
+use boot::BootGuard;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BoxError {
@@ -50,16 +47,17 @@ pub enum BoxError {
         reason: String,
         console: String,
     },
-    #[error("box record {path}")]
-    Record {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("box {id} is {state}; stop it first or remove it with force")]
     Busy { id: String, state: BoxState },
     #[error("invalid box option: {0}")]
     InvalidOption(String),
+    #[error("box {id}: locking {path}")]
+    Lock {
+        id: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// How a box is built. Validated when the box is created.
@@ -67,26 +65,35 @@ pub enum BoxError {
 #[serde(deny_unknown_fields)]
 pub struct BoxOptions {
     pub image: String,
-    #[serde(default = "default_memory")]
+    /// A unique name; the box can be addressed by it wherever an id is accepted.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default = "record::default_memory")]
     pub memory_mib: u32,
-    #[serde(default = "default_cpus")]
+    #[serde(default = "record::default_cpus")]
     pub cpus: u32,
-}
-
-fn default_memory() -> u32 {
-    512
-}
-fn default_cpus() -> u32 {
-    2
+    /// Remove the box as soon as it stops, including when its VM dies on its own.
+    #[serde(default)]
+    pub auto_remove: bool,
+    #[serde(default)]
+    pub health: HealthOptions,
 }
 
 impl BoxOptions {
     pub fn new(image: impl Into<String>) -> Self {
         BoxOptions {
             image: image.into(),
-            memory_mib: default_memory(),
-            cpus: default_cpus(),
+            name: None,
+            memory_mib: record::default_memory(),
+            cpus: record::default_cpus(),
+            auto_remove: false,
+            health: HealthOptions::default(),
         }
+    }
+
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     pub fn memory_mib(mut self, mib: u32) -> Self {
@@ -99,104 +106,122 @@ impl BoxOptions {
         self
     }
 
+    pub fn auto_remove(mut self, yes: bool) -> Self {
+        self.auto_remove = yes;
+        self
+    }
+
+    pub fn health(mut self, health: HealthOptions) -> Self {
+        self.health = health;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), BoxError> {
+        let bad = |m: String| Err(BoxError::InvalidOption(m));
         if !(64..=65536).contains(&self.memory_mib) {
-            return Err(BoxError::InvalidOption(format!(
+            return bad(format!(
                 "memory {} MiB is out of range (64-65536)",
                 self.memory_mib
-            )));
+            ));
         }
         if !(1..=64).contains(&self.cpus) {
-            return Err(BoxError::InvalidOption(format!(
-                "cpus {} is out of range (1-64)",
-                self.cpus
-            )));
+            return bad(format!("cpus {} is out of range (1-64)", self.cpus));
+        }
+        if let Some(n) = &self.name {
+            validate_name(n)?;
+        }
+        let h = &self.health;
+        if h.interval_secs > 0 && (h.timeout_secs == 0 || h.retries == 0) {
+            return bad(format!(
+                "health check timeout ({}s) and retries ({}) must be at least 1 when checks are on (interval {}s)",
+                h.timeout_secs, h.retries, h.interval_secs
+            ));
         }
         Ok(())
     }
 }
 
-/// What is persisted about a box. Read leniently so older records still load.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BoxRecord {
-    pub id: String,
-    pub image: String,
-    #[serde(default)]
-    pub image_digest: String,
-    #[serde(default)]
-    pub created_at: u64,
-    #[serde(default = "default_memory")]
-    pub memory_mib: u32,
-    #[serde(default = "default_cpus")]
-    pub cpus: u32,
-    pub state: BoxState,
-    #[serde(default)]
-    pub vsock_mode: Option<VsockMode>,
-    #[serde(default)]
-    pub cid: Option<u32>,
-    #[serde(default)]
-    pub vmm: Option<ProcessId>,
-    #[serde(default)]
-    pub vsock_helper: Option<ProcessId>,
-    #[serde(default)]
-    pub last_error: Option<String>,
+/// Names follow Docker's rule: a letter or digit, then letters, digits, `_`, `.` or `-`;
+/// at most 64 characters. A name cannot be 32 hex digits, which reads as a box id.
+pub fn validate_name(name: &str) -> Result<(), BoxError> {
+    let ok_first = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_rest = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    let looks_like_id = name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit());
+    if !ok_first || !ok_rest || name.len() > 64 || looks_like_id {
+        return Err(BoxError::InvalidOption(format!(
+            "invalid name {name:?}: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit, and not a 32-digit hex id"
+        )));
+    }
+    Ok(())
 }
 
-impl BoxRecord {
-    pub(crate) fn load(path: &Path) -> Result<BoxRecord, BoxError> {
-        let rec_err = |source| BoxError::Record {
-            path: path.to_path_buf(),
-            source,
-        };
-        let text = std::fs::read_to_string(path).map_err(rec_err)?;
-        serde_json::from_str(&text)
-            .map_err(|e| rec_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
-    }
+/// Public information about a box, as `inspect` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BoxInfo {
+    pub id: String,
+    pub name: Option<String>,
+    pub image: String,
+    pub image_digest: String,
+    pub state: BoxState,
+    pub created_at: u64,
+    pub started_at: Option<u64>,
+    pub stopped_at: Option<u64>,
+    pub last_error: Option<String>,
+    pub health: Health,
+    pub config: BoxConfig,
+    pub vmm_pid: Option<i32>,
+    pub vsock_helper_pid: Option<i32>,
+    pub monitor_pid: Option<i32>,
+    /// Derived from the id and home, never stored.
+    pub dir: std::path::PathBuf,
+    pub console_log: std::path::PathBuf,
+    pub socket_dir: std::path::PathBuf,
+}
 
-    pub(crate) fn save(&self, path: &Path) -> Result<(), BoxError> {
-        let data = serde_json::to_vec_pretty(self).expect("record serializes");
-        write_atomic(path, &data).map_err(|source| BoxError::Record {
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-
-    /// Whether the recorded VMM process (pid and start time) still runs.
-    pub(crate) fn vmm_alive(&self) -> bool {
-        self.vmm.is_some_and(|p| p.is_alive())
-    }
-
-    fn agent_addr(&self) -> AgentAddr {
-        match (self.vsock_mode, self.cid) {
-            (Some(VsockMode::Kernel), Some(cid)) => AgentAddr::Kernel { cid },
-            _ => AgentAddr::Hybrid {
-                uds: SocketPaths::for_box(&self.id).agent(),
-            },
+impl BoxInfo {
+    pub(crate) fn from_row(rt: &RuntimeInner, row: &BoxRow) -> BoxInfo {
+        let paths = rt.box_paths(&row.id);
+        let st = &row.status;
+        BoxInfo {
+            id: row.id.clone(),
+            name: row.name.clone(),
+            image: row.config.image.clone(),
+            image_digest: row.config.image_digest.clone(),
+            state: st.state,
+            created_at: row.created_at,
+            started_at: st.started_at,
+            stopped_at: st.stopped_at,
+            last_error: st.last_error.clone(),
+            health: st.health.clone(),
+            config: row.config.clone(),
+            vmm_pid: st.vmm.map(|p| p.pid),
+            vsock_helper_pid: st.vsock_helper.map(|p| p.pid),
+            monitor_pid: st.monitor.map(|p| p.pid),
+            console_log: paths.console_log(),
+            dir: paths.dir,
+            socket_dir: SocketPaths::for_box(&row.id).dir,
         }
     }
 }
 
-/// Public information about a box.
-#[derive(Debug, Clone, Serialize)]
-pub struct BoxInfo {
-    pub id: String,
-    pub image: String,
-    pub state: BoxState,
-    pub vmm_pid: Option<i32>,
-    pub last_error: Option<String>,
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
-struct Live {
-    record: BoxRecord,
-    client: Option<AgentClient>,
-}
-
-/// A handle to one box. Clones share state.
+/// A handle to one box. Clones share the agent connection.
 #[derive(Clone)]
 pub struct LiteBox {
     rt: Arc<RuntimeInner>,
     id: String,
-    live: Arc<Mutex<Live>>,
+    client: Arc<Mutex<Option<AgentClient>>>,
 }
 
 impl std::fmt::Debug for LiteBox {
@@ -205,51 +230,18 @@ impl std::fmt::Debug for LiteBox {
     }
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// What a failed boot leaves to clean up.
-struct BootGuard {
-    procs: Vec<ProcessId>,
-    sockets: SocketPaths,
-    armed: bool,
-}
-
-impl BootGuard {
-    async fn cleanup(&mut self) {
-        for p in self.procs.drain(..).rev() {
-            p.terminate(Duration::from_secs(2)).await;
-        }
-        self.sockets.remove();
-    }
-}
-
-impl Drop for BootGuard {
-    fn drop(&mut self) {
-        // Covers a start() future dropped halfway (for example by Ctrl-C): kill what was
-        // spawned, synchronously.
-        if self.armed {
-            for p in &self.procs {
-                let _ = p.signal(libc::SIGKILL);
-            }
-            self.sockets.remove();
-        }
-    }
+/// A box's row read under its lock.
+struct Locked {
+    row: BoxRow,
+    lock: FileLock,
 }
 
 impl LiteBox {
-    pub(crate) fn from_record(rt: Arc<RuntimeInner>, record: BoxRecord) -> Self {
+    pub(crate) fn handle(rt: Arc<RuntimeInner>, id: String) -> Self {
         LiteBox {
             rt,
-            id: record.id.clone(),
-            live: Arc::new(Mutex::new(Live {
-                record,
-                client: None,
-            })),
+            id,
+            client: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -257,72 +249,110 @@ impl LiteBox {
         &self.id
     }
 
-    fn paths(&self) -> BoxPaths {
-        self.rt.box_paths(&self.id)
+    async fn lock(&self, mode: LockMode) -> Result<Locked, crate::Error> {
+        let path = self.rt.layout.lock_path(&self.id);
+        let lock = FileLock::acquire(&path, mode)
+            .await
+            .map_err(|source| BoxError::Lock {
+                id: self.id.clone(),
+                path,
+                source,
+            })?;
+        let row = self
+            .rt
+            .db
+            .get(&self.id)?
+            .ok_or_else(|| BoxError::NotFound(self.id.clone()))?;
+        Ok(Locked { row, lock })
     }
 
-    pub async fn info(&self) -> BoxInfo {
-        let live = self.live.lock().await;
-        let r = &live.record;
-        BoxInfo {
-            id: r.id.clone(),
-            image: r.image.clone(),
-            state: r.state,
-            vmm_pid: r.vmm.map(|p| p.pid),
-            last_error: r.last_error.clone(),
+    /// Lock exclusively and bring the row in line with the processes that exist.
+    /// A box created with `auto_remove` that turns out to have stopped is removed here,
+    /// and reported as not found.
+    async fn lock_reconciled(&self) -> Result<Locked, crate::Error> {
+        let mut l = self.lock(LockMode::Exclusive).await?;
+        reconcile_locked(&self.rt, &mut l.row)?;
+        if due_for_auto_remove(&l.row) {
+            remove_locked(&self.rt, &l.row, &l.lock)?;
+            return Err(BoxError::NotFound(self.id.clone()).into());
         }
+        Ok(l)
     }
 
-    fn transition(&self, rec: &mut BoxRecord, to: BoxState) -> Result<(), BoxError> {
-        if !rec.state.can_transition(to) {
+    fn save(&self, status: &BoxStatus) -> Result<(), crate::Error> {
+        if !self.rt.db.update_status(&self.id, status)? {
+            return Err(BoxError::NotFound(self.id.clone()).into());
+        }
+        Ok(())
+    }
+
+    fn transition(&self, row: &mut BoxRow, to: BoxState) -> Result<(), crate::Error> {
+        if !row.status.state.can_transition(to) {
             return Err(BoxError::InvalidTransition {
                 id: self.id.clone(),
-                from: rec.state,
+                from: row.status.state,
                 to,
-            });
+            }
+            .into());
         }
-        rec.state = to;
-        rec.save(&self.paths().record())
+        row.status.state = to;
+        self.save(&row.status)
     }
 
-    /// Boot the box and wait until its agent is ready.
+    /// The box as stored now, reconciled with reality when nobody else is working on it.
+    pub async fn info(&self) -> Result<BoxInfo, crate::Error> {
+        let row = self
+            .rt
+            .db
+            .get(&self.id)?
+            .ok_or_else(|| BoxError::NotFound(self.id.clone()))?;
+        let row = reconcile_if_idle(&self.rt, row)?;
+        Ok(BoxInfo::from_row(&self.rt, &row))
+    }
+
+    pub async fn state(&self) -> Result<BoxState, crate::Error> {
+        Ok(self.info().await?.state)
+    }
+
+    /// Boot the box and wait until its agent is ready. Starting a running box does
+    /// nothing.
     pub async fn start(&self) -> Result<(), crate::Error> {
-        let mut live = self.live.lock().await;
-        self.start_locked(&mut live).await
+        let mut l = self.lock_reconciled().await?;
+        if l.row.status.state == BoxState::Running {
+            return Ok(());
+        }
+        self.start_locked(&mut l).await
     }
 
-    async fn start_locked(&self, live: &mut Live) -> Result<(), crate::Error> {
-        if !live.record.state.can_transition(BoxState::Running) {
+    async fn start_locked(&self, l: &mut Locked) -> Result<(), crate::Error> {
+        let row = &mut l.row;
+        if !row.status.state.can_transition(BoxState::Running) {
             return Err(BoxError::InvalidTransition {
                 id: self.id.clone(),
-                from: live.record.state,
+                from: row.status.state,
                 to: BoxState::Running,
             }
             .into());
         }
         let t0 = Instant::now();
-        let assets = self.rt.assets()?;
-        let kernel = assets.kernel()?;
-        let initrd = assets.initramfs()?;
-        let paths = self.paths();
         let sockets = SocketPaths::for_box(&self.id);
-        sockets.create()?;
+        sockets.create(self.rt.layout.home())?;
         let mut guard = BootGuard {
             procs: Vec::new(),
             sockets: sockets.clone(),
             armed: true,
         };
-        let booted = self
-            .boot(live, &mut guard, &paths, &sockets, kernel, initrd)
-            .await;
+        let save = |st: &BoxStatus| self.save(st);
+        let booted = boot::boot(&self.rt, row, &mut guard, &save).await;
         // The box only counts as started once its Running state is saved; until then
         // the guard still owns the processes.
         let result = match booted {
             Ok(client) => {
-                live.client = Some(client);
-                live.record.last_error = None;
-                self.transition(&mut live.record, BoxState::Running)
-                    .map_err(crate::Error::from)
+                *self.client.lock().await = Some(client);
+                row.status.last_error = None;
+                row.status.started_at = Some(now_secs());
+                row.status.health = Health::default();
+                self.transition(row, BoxState::Running)
             }
             Err(e) => Err(e),
         };
@@ -330,198 +360,57 @@ impl LiteBox {
             Ok(()) => {
                 guard.armed = false;
                 tracing::info!(box_id = %self.id, ms = t0.elapsed().as_millis() as u64, "box started");
+                crate::monitor::launch(&self.rt, row);
+                if let Err(e) = self.save(&row.status) {
+                    tracing::warn!(box_id = %self.id, error = %e, "recording the monitor");
+                }
                 Ok(())
             }
             Err(e) => {
                 guard.cleanup().await;
                 guard.armed = false;
-                live.client = None;
-                live.record.vmm = None;
-                live.record.vsock_helper = None;
-                live.record.last_error = Some(crate::error_chain(&e));
-                let _ = self.transition(&mut live.record, BoxState::Failed);
+                *self.client.lock().await = None;
+                let st = &mut row.status;
+                st.vmm = None;
+                st.vsock_helper = None;
+                st.last_error = Some(crate::error_chain(&e));
+                st.stopped_at = Some(now_secs());
+                let _ = self.transition(row, BoxState::Failed);
+                if row.config.auto_remove {
+                    remove_locked(&self.rt, &l.row, &l.lock)?;
+                }
                 Err(e)
             }
         }
     }
 
-    async fn boot(
-        &self,
-        live: &mut Live,
-        guard: &mut BootGuard,
-        paths: &BoxPaths,
-        sockets: &SocketPaths,
-        kernel: std::path::PathBuf,
-        initrd: std::path::PathBuf,
-    ) -> Result<AgentClient, crate::Error> {
-        let t0 = Instant::now();
-        let rec = &mut live.record;
-        let home = self.rt.layout.home().display().to_string();
-        let marker = [
-            ("BOXLITE_HOME", home.as_str()),
-            ("BOXLITE_BOX_ID", self.id.as_str()),
-        ];
-        let mode = self.rt.vsock_mode;
-        rec.vsock_mode = Some(mode);
-        let ready_port = boxlite_protocol::DEFAULT_READY_PORT;
-        let mut helper_child = None;
-        let (device, addr, ready_port) = match mode {
-            VsockMode::VhostUser => {
-                let binary = self.rt.vhost_vsock_binary()?;
-                let args = vec![
-                    "--vm".into(),
-                    format!(
-                        "guest-cid=3,socket={},uds-path={}",
-                        sockets.vhost().display(),
-                        sockets.agent().display()
-                    )
-                    .into(),
-                ];
-                let (id, child) = spawn_detached(&binary, &args, &paths.vsock_log(), &marker)?;
-                guard.procs.push(id);
-                rec.vsock_helper = Some(id);
-                helper_child = Some(child);
-                (
-                    VsockDevice::VhostUser {
-                        socket: sockets.vhost(),
-                    },
-                    AgentAddr::Hybrid {
-                        uds: sockets.agent(),
-                    },
-                    ready_port,
-                )
-            }
-            VsockMode::Kernel => {
-                let cid = random_cid();
-                rec.cid = Some(cid);
-                // A per-box readiness port: host vsock ports are shared by all boxes.
-                let port = rand::random_range(1 << 20..1 << 30);
-                (VsockDevice::Kernel { cid }, AgentAddr::Kernel { cid }, port)
-            }
-        };
-        if let Some(child) = helper_child.as_mut() {
-            wait_for_socket(&sockets.vhost(), child, &paths.vsock_log()).await?;
-            tracing::debug!(ms = t0.elapsed().as_millis() as u64, "vsock device ready");
-        }
-        let ready = ReadyListener::bind(&addr, &sockets.agent_port(ready_port), ready_port)
-            .map_err(|e| VmmError::Vsock(format!("binding the readiness listener: {e}")))?;
-
-        let cfg = VmConfig {
-            accel: self.rt.accel.accel,
-            kernel,
-            initrd,
-            cmdline: vec![
-                format!("{}={ready_port}", boxlite_protocol::CMDLINE_READY_PORT),
-                format!("boxlite.hostname={}", &self.id[..12]),
-            ],
-            root_disk: paths.disk(),
-            memory_mib: rec.memory_mib,
-            cpus: rec.cpus,
-            vsock: device,
-            console_log: paths.console_log(),
-            vmm_log: paths.vmm_log(),
-            marker: marker
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        };
-        let mut vm = self.rt.vmm.spawn(&cfg)?;
-        tracing::debug!(ms = t0.elapsed().as_millis() as u64, "vmm spawned");
-        guard.procs.push(vm.id);
-        rec.vmm = Some(vm.id);
-        rec.save(&paths.record())?;
-
-        let boot_fail = |reason: String| BoxError::BootFailed {
-            id: self.id.clone(),
-            reason,
-            console: tail_file(&paths.console_log(), CONSOLE_TAIL),
-        };
-        let timeout = self.rt.boot_timeout;
-        let mut vm_child = vm.child.take();
-        let vm_exit = async {
-            match vm_child.as_mut() {
-                Some(c) => c.wait().await.ok(),
-                None => std::future::pending().await,
-            }
-        };
-        let helper_exit = async {
-            match helper_child.as_mut() {
-                Some(c) => c.wait().await.ok(),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            r = ready.accept_ready() => {
-                r.map_err(|e| boot_fail(format!("readiness listener failed: {e}")))?;
-            }
-            st = vm_exit => {
-                let qemu_log = tail_file(&paths.vmm_log(), 1000);
-                return Err(boot_fail(format!(
-                    "the VM exited during boot ({}){}",
-                    st.map(|s| s.to_string()).unwrap_or_else(|| "status unknown".into()),
-                    if qemu_log.trim().is_empty() { String::new() } else { format!("; qemu said: {}", qemu_log.trim()) }
-                )).into());
-            }
-            st = helper_exit => {
-                return Err(boot_fail(format!(
-                    "vhost-device-vsock exited during boot ({}): {}",
-                    st.map(|s| s.to_string()).unwrap_or_else(|| "status unknown".into()),
-                    tail_file(&paths.vsock_log(), 1000).trim()
-                )).into());
-            }
-            _ = tokio::time::sleep(timeout) => {
-                return Err(boot_fail(format!(
-                    "the agent did not report ready within {}s (accelerator {}); raise BOXLITE_BOOT_TIMEOUT if the host is slow",
-                    timeout.as_secs(), self.rt.accel.accel
-                )).into());
-            }
-        }
-        drop(ready);
-        tracing::debug!(ms = t0.elapsed().as_millis() as u64, "agent ready");
-        let client = AgentClient::connect(addr).await?;
-        tracing::debug!(ms = t0.elapsed().as_millis() as u64, "agent connected");
-        Ok(client)
-    }
-
     /// The agent connection, reconnecting (for example from another process) if needed.
     /// A box that is not running is started first.
     async fn client(&self) -> Result<AgentClient, crate::Error> {
-        let mut live = self.live.lock().await;
-        if live.record.state == BoxState::Running && !live.record.vmm_alive() {
-            self.settle_stopped(&mut live, Some("the VM process is gone"))
-                .await?;
+        {
+            let l = self.lock(LockMode::Shared).await?;
+            if l.row.status.state == BoxState::Running && l.row.status.vmm_alive() {
+                let mut cached = self.client.lock().await;
+                if let Some(c) = cached.as_ref() {
+                    return Ok(c.clone());
+                }
+                let c = AgentClient::connect(l.row.status.agent_addr(&self.id)).await?;
+                *cached = Some(c.clone());
+                return Ok(c);
+            }
         }
-        if live.record.state != BoxState::Running {
-            self.start_locked(&mut live).await?;
+        let mut l = self.lock_reconciled().await?;
+        if l.row.status.state != BoxState::Running {
+            *self.client.lock().await = None;
+            self.start_locked(&mut l).await?;
         }
-        if let Some(c) = &live.client {
+        let mut cached = self.client.lock().await;
+        if let Some(c) = cached.as_ref() {
             return Ok(c.clone());
         }
-        let client = AgentClient::connect(live.record.agent_addr()).await?;
-        live.client = Some(client.clone());
-        Ok(client)
-    }
-
-    /// Make sure none of the box's processes remain (the VMM is killed if it still runs,
-    /// the vsock helper terminated), remove its sockets, and record it as Stopped, with
-    /// `reason` when the stop was not asked for. Shared by every way a box stops.
-    async fn settle_stopped(&self, live: &mut Live, reason: Option<&str>) -> Result<(), BoxError> {
-        if let Some(vmm) = live.record.vmm.take() {
-            let _ = vmm.signal(libc::SIGKILL);
-            vmm.wait_gone(Duration::from_secs(5)).await;
-        }
-        if let Some(h) = live.record.vsock_helper.take() {
-            h.terminate(Duration::from_secs(2)).await;
-        }
-        SocketPaths::for_box(&self.id).remove();
-        live.client = None;
-        if let Some(r) = reason {
-            live.record.last_error = Some(r.to_string());
-        }
-        if live.record.state.can_transition(BoxState::Stopped) {
-            self.transition(&mut live.record, BoxState::Stopped)?;
-        }
-        Ok(())
+        let c = AgentClient::connect(l.row.status.agent_addr(&self.id)).await?;
+        *cached = Some(c.clone());
+        Ok(c)
     }
 
     /// Run a command in the box, starting the box if it is not running.
@@ -533,29 +422,56 @@ impl LiteBox {
         Ok(Execution::new(client, id, spec.stdin))
     }
 
-    /// Shut the guest down cleanly (sync, power off), waiting up to `timeout`, then make
-    /// sure the VMM and its helpers are gone.
-    pub async fn stop(&self, timeout: Duration) -> Result<(), crate::Error> {
-        let mut live = self.live.lock().await;
-        match live.record.state {
-            BoxState::Running => {}
-            BoxState::Stopped | BoxState::Configured | BoxState::Failed => return Ok(()),
-            from => {
-                return Err(BoxError::InvalidTransition {
-                    id: self.id.clone(),
-                    from,
-                    to: BoxState::Stopped,
-                }
-                .into());
+    /// Ask the agent whether it is alive, within `timeout`. Does not start the box.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), crate::Error> {
+        let row = {
+            let l = self.lock(LockMode::Shared).await?;
+            l.row
+        };
+        if row.status.state != BoxState::Running {
+            return Err(BoxError::InvalidTransition {
+                id: self.id.clone(),
+                from: row.status.state,
+                to: BoxState::Running,
             }
+            .into());
         }
-        self.transition(&mut live.record, BoxState::Stopping)?;
+        let addr = row.status.agent_addr(&self.id);
+        let fut = async {
+            let c = AgentClient::connect(addr).await?;
+            c.ping().await.map(|_| ())
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(crate::portal::PortalError::Timeout(timeout).into()),
+        }
+    }
+
+    /// Shut the guest down cleanly (sync, power off), waiting up to `timeout`, then make
+    /// sure the VMM and its helpers are gone. Stopping a box that is not running does
+    /// nothing. A box created with `auto_remove` is removed.
+    pub async fn stop(&self, timeout: Duration) -> Result<(), crate::Error> {
+        let mut l = self.lock_reconciled().await?;
+        if l.row.status.state == BoxState::Running {
+            self.stop_locked(&mut l, timeout).await?;
+        }
+        if due_for_auto_remove(&l.row) {
+            remove_locked(&self.rt, &l.row, &l.lock)?;
+        }
+        Ok(())
+    }
+
+    async fn stop_locked(&self, l: &mut Locked, timeout: Duration) -> Result<(), crate::Error> {
+        let row = &mut l.row;
+        self.transition(row, BoxState::Stopping)?;
         let t0 = Instant::now();
-        let vmm = live.record.vmm;
-        if let Some(vmm) = vmm.filter(|p| p.is_alive()) {
-            let client = match live.client.clone() {
+        if let Some(vmm) = row.status.vmm.filter(|p| p.is_alive()) {
+            let cached = self.client.lock().await.take();
+            let client = match cached {
                 Some(c) => Some(c),
-                None => AgentClient::connect(live.record.agent_addr()).await.ok(),
+                None => AgentClient::connect(row.status.agent_addr(&self.id))
+                    .await
+                    .ok(),
             };
             let asked = match client {
                 Some(c) => tokio::time::timeout(timeout, c.shutdown())
@@ -563,67 +479,191 @@ impl LiteBox {
                     .is_ok_and(|r| r.is_ok()),
                 None => false,
             };
-            if !asked || !vmm.wait_gone(timeout).await {
+            let left = timeout.saturating_sub(t0.elapsed());
+            if !asked || !vmm.wait_gone(left).await {
                 tracing::warn!(box_id = %self.id, "guest did not power off in time; killing the VMM");
             }
         }
-        self.settle_stopped(&mut live, None).await?;
+        settle_stopped(&self.rt, row, None);
+        self.save(&row.status)?;
         tracing::info!(box_id = %self.id, ms = t0.elapsed().as_millis() as u64, "box stopped");
         Ok(())
     }
 
-    /// Kill everything at once, without a guest shutdown. For cleanup paths.
-    pub(crate) async fn kill_now(&self) {
-        let mut live = self.live.lock().await;
-        let _ = self.settle_stopped(&mut live, None).await;
-    }
-
-    pub(crate) async fn state(&self) -> BoxState {
-        self.live.lock().await.record.state
-    }
-
-    pub(crate) fn new_record(id: String, opts: &BoxOptions, digest: String) -> BoxRecord {
-        BoxRecord {
-            id,
-            image: opts.image.clone(),
-            image_digest: digest,
-            created_at: now_secs(),
-            memory_mib: opts.memory_mib,
-            cpus: opts.cpus,
-            state: BoxState::Configured,
-            vsock_mode: None,
-            cid: None,
-            vmm: None,
-            vsock_helper: None,
-            last_error: None,
+    /// Stop (if running) and start again.
+    pub async fn restart(&self, timeout: Duration) -> Result<(), crate::Error> {
+        let mut l = self.lock_reconciled().await?;
+        if l.row.status.state == BoxState::Running {
+            self.stop_locked(&mut l, timeout).await?;
         }
+        *self.client.lock().await = None;
+        self.start_locked(&mut l).await
+    }
+
+    /// Remove the box: its processes (only when forced, if it runs), disk, logs, sockets
+    /// and row.
+    pub async fn remove(&self, force: bool) -> Result<(), crate::Error> {
+        let mut l = self.lock_reconciled().await?;
+        let state = l.row.status.state;
+        if state.is_active() {
+            if !force {
+                return Err(BoxError::Busy {
+                    id: self.id.clone(),
+                    state,
+                }
+                .into());
+            }
+            settle_stopped(&self.rt, &mut l.row, None);
+        }
+        *self.client.lock().await = None;
+        remove_locked(&self.rt, &l.row, &l.lock)
     }
 }
 
-/// Wait for vhost-device-vsock to create its vhost-user socket, or report why it died.
-async fn wait_for_socket(
-    path: &Path,
-    child: &mut tokio::process::Child,
-    log: &Path,
-) -> Result<(), VmmError> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if path.exists() {
-            return Ok(());
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            return Err(VmmError::Vsock(format!(
-                "vhost-device-vsock exited ({st}) before creating {}: {}",
-                path.display(),
-                tail_file(log, 1000).trim()
-            )));
-        }
-        if Instant::now() > deadline {
-            return Err(VmmError::Vsock(format!(
-                "vhost-device-vsock did not create {} within 10s",
-                path.display()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+/// Make sure none of the box's processes remain, remove its sockets, and record it as
+/// Stopped (or keep Failed), with `reason` when the stop was not asked for. Shared by
+/// every way a box stops. The caller saves the status.
+pub(crate) fn settle_stopped(rt: &RuntimeInner, row: &mut BoxRow, reason: Option<&str>) {
+    let st = &mut row.status;
+    let me = std::process::id() as i32;
+    for p in [st.vmm.take(), st.vsock_helper.take(), st.monitor.take()]
+        .into_iter()
+        .flatten()
+        .filter(|p| p.pid != me)
+    {
+        p.kill_and_wait(Duration::from_secs(5));
     }
+    SocketPaths::for_box(&row.id).remove_if_owned(rt.layout.home());
+    if let Some(r) = reason {
+        st.last_error = Some(r.to_string());
+    }
+    st.stopped_at = Some(now_secs());
+    if st.state.can_transition(BoxState::Stopped) {
+        st.state = BoxState::Stopped;
+    }
+}
+
+/// Bring a row in line with reality. The caller holds the box's exclusive lock, so any
+/// operation the row describes as in progress was abandoned by a process that died.
+/// Saves the row when it changed. Auto-removal is the caller's business.
+pub(crate) fn reconcile_locked(rt: &RuntimeInner, row: &mut BoxRow) -> Result<bool, crate::Error> {
+    let before = row.status.clone();
+    if row.status.creating.is_some() {
+        row.status.creating = None;
+        row.status.state = BoxState::Failed;
+        row.status.last_error =
+            Some("creation was interrupted: the creating process exited".into());
+    }
+    match row.status.state {
+        BoxState::Running if !row.status.vmm_alive() => {
+            let pid = row.status.vmm.map(|p| p.pid).unwrap_or(0);
+            let why = format!(
+                "the VM process (pid {pid}) exited while the box was running{}",
+                console_hint(rt, &row.id)
+            );
+            settle_stopped(rt, row, Some(&why));
+        }
+        BoxState::Stopping => {
+            settle_stopped(
+                rt,
+                row,
+                Some("a stop was interrupted; the VM was terminated"),
+            );
+        }
+        BoxState::Configured | BoxState::Stopped | BoxState::Failed
+            if !row.status.live_processes().is_empty() =>
+        {
+            settle_stopped(
+                rt,
+                row,
+                Some("a start was interrupted; the VM was terminated"),
+            );
+            row.status.state = BoxState::Failed;
+        }
+        _ => {}
+    }
+    let changed = row.status != before;
+    if changed {
+        tracing::info!(box_id = %row.id, from = %before.state, to = %row.status.state,
+            reason = row.status.last_error.as_deref().unwrap_or(""), "reconciled box state");
+        rt.db.update_status(&row.id, &row.status)?;
+    }
+    Ok(changed)
+}
+
+/// What the console log says about an unexpected VM exit: a kernel panic or the guest
+/// powering itself off.
+fn console_hint(rt: &RuntimeInner, id: &str) -> String {
+    let tail = crate::util::fsutil::tail_file(&rt.box_paths(id).console_log(), 4000);
+    if let Some(line) = tail.lines().rev().find(|l| l.contains("Kernel panic")) {
+        return format!("; console: {}", line.trim());
+    }
+    if tail.contains("reboot: Power down") {
+        return "; the guest powered itself off".into();
+    }
+    String::new()
+}
+
+/// Whether a row looks inconsistent with reality or due for auto-removal, judged without
+/// the lock (cheap: a few `/proc` reads).
+pub(crate) fn needs_reconcile(row: &BoxRow) -> bool {
+    let st = &row.status;
+    st.creating.is_some()
+        || st.state == BoxState::Stopping
+        || (st.state == BoxState::Running && !st.vmm_alive())
+        || (!st.state.is_active() && !st.live_processes().is_empty())
+        || due_for_auto_remove(row)
+}
+
+/// An `auto_remove` box that has stopped or failed.
+pub(crate) fn due_for_auto_remove(row: &BoxRow) -> bool {
+    row.config.auto_remove && matches!(row.status.state, BoxState::Stopped | BoxState::Failed)
+}
+
+/// Reconcile a row if it needs it and nobody holds the box's lock; otherwise return it as
+/// read. Returns the row as it now stands (an auto-removed box comes back as NotFound).
+pub(crate) fn reconcile_if_idle(rt: &RuntimeInner, row: BoxRow) -> Result<BoxRow, crate::Error> {
+    if !needs_reconcile(&row) {
+        return Ok(row);
+    }
+    let path = rt.layout.lock_path(&row.id);
+    let Ok(Some(lock)) = FileLock::try_acquire(&path, LockMode::Exclusive) else {
+        return Ok(row);
+    };
+    let Some(mut fresh) = rt.db.get(&row.id)? else {
+        lock.remove_file();
+        return Err(BoxError::NotFound(row.id).into());
+    };
+    reconcile_locked(rt, &mut fresh)?;
+    if due_for_auto_remove(&fresh) {
+        remove_locked(rt, &fresh, &lock)?;
+        return Err(BoxError::NotFound(fresh.id).into());
+    }
+    Ok(fresh)
+}
+
+/// Delete a box's files and row. The caller holds its exclusive lock and has made sure no
+/// process of it remains. Files go first, so an interrupted removal leaves a row that a
+/// second removal finishes.
+pub(crate) fn remove_locked(
+    rt: &RuntimeInner,
+    row: &BoxRow,
+    lock: &FileLock,
+) -> Result<(), crate::Error> {
+    let dir = rt.box_paths(&row.id).dir;
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(crate::Error::Io {
+                context: format!("removing {}", dir.display()),
+                source,
+            });
+        }
+    }
+    SocketPaths::for_box(&row.id).remove_if_owned(rt.layout.home());
+    rt.db.delete(&row.id)?;
+    lock.remove_file();
+    tracing::info!(box_id = %row.id, "box removed");
+    Ok(())
 }

@@ -1,10 +1,11 @@
 //! The box lifecycle as one state machine with one transition function.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 pub enum BoxState {
     /// Created: disk allocated, never booted or not booted since creation.
+    #[default]
     Configured,
     Running,
     Stopping,
@@ -19,7 +20,27 @@ impl std::fmt::Display for BoxState {
     }
 }
 
+impl<'de> Deserialize<'de> for BoxState {
+    /// Lenient: a state name this version does not know (written by a newer one) reads
+    /// as Failed, so the box is still listed and can be removed or restarted.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "Configured" => BoxState::Configured,
+            "Running" => BoxState::Running,
+            "Stopping" => BoxState::Stopping,
+            "Stopped" => BoxState::Stopped,
+            _ => BoxState::Failed,
+        })
+    }
+}
+
 impl BoxState {
+    /// Whether a VM may exist in this state, so removing the box needs force.
+    pub fn is_active(self) -> bool {
+        matches!(self, BoxState::Running | BoxState::Stopping)
+    }
+
     /// Whether the lifecycle allows going from `self` to `to`.
     pub fn can_transition(self, to: BoxState) -> bool {
         use BoxState::*;
@@ -27,9 +48,9 @@ impl BoxState {
             (self, to),
             (Configured | Stopped | Failed, Running)
                 | (Running, Stopping)
-                | (Running, Stopped)
-                | (Stopping, Stopped)
-                | (Running | Stopping | Configured, Failed)
+                | (Running | Stopping, Stopped)
+                // Any step can fail, including a start from Stopped or Failed.
+                | (_, Failed)
         )
     }
 }
@@ -47,5 +68,11 @@ mod tests {
         assert!(!Configured.can_transition(Stopped));
         assert!(!Running.can_transition(Running));
         assert!(!Stopped.can_transition(Stopping));
+    }
+
+    #[test]
+    fn unknown_state_name_reads_as_failed() {
+        let s: super::BoxState = serde_json::from_str(r#""Hibernating""#).unwrap();
+        assert_eq!(s, Failed);
     }
 }

@@ -21,6 +21,8 @@ pub enum PortalError {
         code: tonic::Code,
         message: String,
     },
+    #[error("the box agent did not answer within {}s", .0.as_secs_f32())]
+    Timeout(std::time::Duration),
 }
 
 impl PortalError {
@@ -36,7 +38,7 @@ impl PortalError {
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
             PortalError::Rpc { code, .. } => Some(*code),
-            PortalError::Connect(_) => None,
+            PortalError::Connect(_) | PortalError::Timeout(_) => None,
         }
     }
 }

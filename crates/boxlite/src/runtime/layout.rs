@@ -40,6 +40,24 @@ impl Layout {
         self.home.join("cache")
     }
 
+    pub fn db_dir(&self) -> PathBuf {
+        self.home.join("db")
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.db_dir().join("boxlite.db")
+    }
+
+    /// One lock file per box, outside the box directory so removing the directory never
+    /// races with a process waiting for the lock.
+    pub fn locks_dir(&self) -> PathBuf {
+        self.home.join("locks")
+    }
+
+    pub fn lock_path(&self, id: &str) -> PathBuf {
+        self.locks_dir().join(id)
+    }
+
     /// Create the top-level directories, private to the user.
     pub fn ensure(&self) -> io::Result<()> {
         for d in [
@@ -47,6 +65,8 @@ impl Layout {
             self.boxes_dir(),
             self.images_dir(),
             self.logs_dir(),
+            self.db_dir(),
+            self.locks_dir(),
         ] {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -64,9 +84,6 @@ pub struct BoxPaths {
 }
 
 impl BoxPaths {
-    pub fn record(&self) -> PathBuf {
-        self.dir.join("box.json")
-    }
     pub fn disk(&self) -> PathBuf {
         self.dir.join("disk.qcow2")
     }
@@ -79,6 +96,9 @@ impl BoxPaths {
     pub fn vsock_log(&self) -> PathBuf {
         self.dir.join("vsock.log")
     }
+    pub fn monitor_log(&self) -> PathBuf {
+        self.dir.join("monitor.log")
+    }
 }
 
 /// Errors about the per-user socket directory.
@@ -90,6 +110,14 @@ pub enum SocketDirError {
     WrongOwner { path: PathBuf, owner: u32, uid: u32 },
     #[error("socket directory {path} is not a directory")]
     NotADirectory { path: PathBuf },
+    #[error(
+        "socket directory {path} is {len} bytes long; sockets under it would not fit sun_path, so use a directory of at most {max} bytes (BOXLITE_SOCKET_DIR)"
+    )]
+    TooLong {
+        path: PathBuf,
+        len: usize,
+        max: usize,
+    },
     #[error("socket directory {path}")]
     Io {
         path: PathBuf,
@@ -98,9 +126,18 @@ pub enum SocketDirError {
     },
 }
 
-/// The short per-user directory for unix sockets. `sun_path` holds 108 bytes on Linux
-/// (104 on macOS), so sockets cannot live under an arbitrarily deep `BOXLITE_HOME`.
+/// The longest socket root accepted: room for `/<12-char id>/a.sock_<u32>` within the
+/// 104-byte `sun_path` of macOS (Linux has 108).
+pub const MAX_SOCKET_ROOT: usize = 104 - 1 - "/0123456789ab/a.sock_4294967295".len();
+
+/// The short per-user directory for unix sockets: `$BOXLITE_SOCKET_DIR`, else
+/// `/tmp/boxlite-<uid>`. `sun_path` holds 108 bytes on Linux (104 on macOS), so sockets
+/// cannot live under an arbitrarily deep `BOXLITE_HOME`. Every process using a home must
+/// agree on it, like on the home itself.
 pub fn socket_root() -> PathBuf {
+    if let Some(d) = std::env::var_os("BOXLITE_SOCKET_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
     PathBuf::from(format!("/tmp/boxlite-{uid}"))
@@ -113,6 +150,14 @@ pub fn ensure_socket_root(root: &Path) -> Result<(), SocketDirError> {
         path: root.to_path_buf(),
         source,
     };
+    let len = root.as_os_str().len();
+    if len > MAX_SOCKET_ROOT {
+        return Err(SocketDirError::TooLong {
+            path: root.to_path_buf(),
+            len,
+            max: MAX_SOCKET_ROOT,
+        });
+    }
     match std::fs::DirBuilder::new().mode(0o700).create(root) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -139,7 +184,9 @@ pub fn ensure_socket_root(root: &Path) -> Result<(), SocketDirError> {
     Ok(())
 }
 
-/// Socket paths of one box, derived from its id.
+/// Socket paths of one box, derived from its id. The socket root is shared by every home
+/// of the user, so each box's directory records which home it belongs to (the `home`
+/// file), and a home only ever sweeps its own.
 #[derive(Debug, Clone)]
 pub struct SocketPaths {
     pub dir: PathBuf,
@@ -163,26 +210,73 @@ impl SocketPaths {
     pub fn agent_port(&self, port: u32) -> PathBuf {
         self.dir.join(format!("a.sock_{port}"))
     }
-    pub fn create(&self) -> Result<(), SocketDirError> {
+    fn home_marker(&self) -> PathBuf {
+        self.dir.join("home")
+    }
+
+    /// Create the directory for a box of `home`, clearing whatever a crashed run of the
+    /// same box left in it.
+    pub fn create(&self, home: &Path) -> Result<(), SocketDirError> {
         let root = self.dir.parent().unwrap_or(Path::new("/tmp"));
         ensure_socket_root(root)?;
-        match std::fs::DirBuilder::new().mode(0o700).create(&self.dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            Err(source) => Err(SocketDirError::Io {
-                path: self.dir.clone(),
-                source,
-            }),
+        let io_err = |source| SocketDirError::Io {
+            path: self.dir.clone(),
+            source,
+        };
+        if let Some(owner) = self.owner_home()
+            && owner != home
+        {
+            // Another home's box with the same 12-character id prefix (1 in 2^48).
+            return Err(io_err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("in use by a box of {}", owner.display()),
+            )));
         }
+        self.remove();
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(io_err)?;
+        std::fs::write(self.home_marker(), home.as_os_str().as_encoded_bytes()).map_err(io_err)
     }
+
+    /// The home that created this directory, if it exists.
+    pub fn owner_home(&self) -> Option<PathBuf> {
+        std::fs::read(self.home_marker()).ok().map(|b| {
+            use std::os::unix::ffi::OsStringExt;
+            PathBuf::from(std::ffi::OsString::from_vec(b))
+        })
+    }
+
     pub fn remove(&self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// Remove the directory unless it belongs to a box of another home.
+    pub fn remove_if_owned(&self, home: &Path) {
+        match self.owner_home() {
+            Some(owner) if owner != home => {}
+            _ => self.remove(),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlong_socket_root_is_refused_with_the_limit() {
+        let root = PathBuf::from(format!("/tmp/{}", "d".repeat(80)));
+
+        let err = ensure_socket_root(&root).unwrap_err().to_string();
+
+        assert!(err.contains("BOXLITE_SOCKET_DIR"), "{err}");
+        assert!(
+            err.contains(&format!("at most {MAX_SOCKET_ROOT} bytes")),
+            "{err}"
+        );
+    }
 
     #[test]
     fn socket_paths_fit_sun_path_whatever_the_home() {

@@ -10,9 +10,12 @@ use std::time::Duration;
 use assets::{AssetError, Assets};
 use layout::{BoxPaths, Layout};
 
+use crate::db::Db;
 use crate::images::{Image, ImageStore};
-use crate::litebox::{BoxError, BoxOptions, BoxRecord, BoxState, LiteBox};
-use crate::util::process::find_binary;
+use crate::litebox::record::{BoxConfig, BoxRow, BoxStatus};
+use crate::litebox::{self, BoxError, BoxInfo, BoxOptions, BoxState, LiteBox};
+use crate::util::lock::{FileLock, LockMode};
+use crate::util::process::{ProcessId, find_binary};
 use crate::vmm::accel::{self, AccelChoice};
 use crate::vmm::qemu::Qemu;
 use crate::vmm::vsock::VsockMode;
@@ -48,9 +51,46 @@ pub(crate) struct RuntimeInner {
     assets_dir: Option<PathBuf>,
     assets: OnceLock<Arc<Assets>>,
     pub images: ImageStore,
+    pub db: Db,
 }
 
 impl RuntimeInner {
+    /// Open a home without reconciling it: for the box monitor, which works on one box.
+    pub(crate) fn open_light(home: &Path) -> Result<RuntimeInner, crate::Error> {
+        Self::open(home.to_path_buf(), None)
+    }
+
+    fn open(home: PathBuf, assets_dir: Option<PathBuf>) -> Result<RuntimeInner, crate::Error> {
+        let accel = accel::detect()?;
+        let qemu = Qemu::locate()?;
+        let layout = Layout::new(home);
+        layout.ensure().map_err(|source| crate::Error::Io {
+            context: format!("creating {}", layout.home().display()),
+            source,
+        })?;
+        let boot_timeout = std::env::var("BOXLITE_BOOT_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(match accel.accel {
+                accel::Accel::Tcg => 120,
+                _ => 30,
+            }));
+        let images = ImageStore::new(layout.images_dir());
+        let db = Db::open(&layout.db_path())?;
+        Ok(RuntimeInner {
+            accel,
+            vmm: Arc::new(qemu),
+            vsock_mode: VsockMode::detect(),
+            boot_timeout,
+            assets_dir,
+            assets: OnceLock::new(),
+            images,
+            db,
+            layout,
+        })
+    }
+
     /// The guest assets, located and opened on first use. Failures are not cached, so
     /// assets built after the runtime was opened are found.
     pub fn assets(&self) -> Result<Arc<Assets>, AssetError> {
@@ -121,6 +161,9 @@ pub struct RuntimeInfo {
     pub vhost_vsock: Result<PathBuf, String>,
     pub builtin_images: Vec<String>,
     pub boxes: usize,
+    pub running: usize,
+    pub monitor: Result<PathBuf, String>,
+    pub database: PathBuf,
 }
 
 fn new_box_id() -> String {
@@ -129,39 +172,20 @@ fn new_box_id() -> String {
 }
 
 impl Boxlite {
-    /// Open a runtime. Fails on an invalid `BOXLITE_ACCEL` or a missing QEMU; missing
-    /// assets are reported when a box first needs them.
+    /// Open a runtime and reconcile its home with reality: boxes whose VM died are
+    /// recorded as stopped, abandoned operations are finished, leftover sockets, lock
+    /// files and directories are swept. Fails on an invalid `BOXLITE_ACCEL`, a missing
+    /// QEMU or an unusable state database; missing assets are reported when a box first
+    /// needs them.
     pub fn new(opts: RuntimeOptions) -> Result<Self, crate::Error> {
-        let accel = accel::detect()?;
-        let qemu = Qemu::locate()?;
         let home = opts.home.unwrap_or_else(default_home);
-        let layout = Layout::new(home);
-        layout.ensure().map_err(|source| crate::Error::Io {
-            context: format!("creating {}", layout.home().display()),
-            source,
-        })?;
-        let boot_timeout = std::env::var("BOXLITE_BOOT_TIMEOUT")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .map(Duration::from_secs)
-            .unwrap_or(Duration::from_secs(match accel.accel {
-                accel::Accel::Tcg => 120,
-                _ => 30,
-            }));
-        tracing::info!(accel = %accel.accel, reason = %accel.reason, "accelerator chosen");
-        let images = ImageStore::new(layout.images_dir());
-        Ok(Boxlite {
-            inner: Arc::new(RuntimeInner {
-                accel,
-                vmm: Arc::new(qemu),
-                vsock_mode: VsockMode::detect(),
-                boot_timeout,
-                assets_dir: opts.assets,
-                assets: OnceLock::new(),
-                images,
-                layout,
-            }),
-        })
+        let inner = RuntimeInner::open(home, opts.assets)?;
+        tracing::info!(accel = %inner.accel.accel, reason = %inner.accel.reason, "accelerator chosen");
+        let rt = Boxlite {
+            inner: Arc::new(inner),
+        };
+        rt.reconcile()?;
+        Ok(rt)
     }
 
     /// Open with defaults from the environment.
@@ -184,100 +208,168 @@ impl Boxlite {
     }
 
     /// Create a box: resolve its image and give it a disk. Does not boot it.
+    ///
+    /// The row is inserted first, marked as being created, under the box's lock; the
+    /// files follow. A creation killed halfway leaves a row that reconciliation marks
+    /// Failed and that can be removed like any other.
     pub async fn create(&self, opts: BoxOptions) -> Result<LiteBox, crate::Error> {
         opts.validate()?;
         let image = self.image(&opts.image)?;
+        let rt = &self.inner;
         let id = new_box_id();
-        let paths = self.inner.box_paths(&id);
-        let io_err = |context: String| move |source| crate::Error::Io { context, source };
-        std::fs::create_dir_all(&paths.dir)
-            .map_err(io_err(format!("creating {}", paths.dir.display())))?;
-        let result = (|| {
-            crate::disk::create_overlay(&image.base, &paths.disk())?;
-            let record = LiteBox::new_record(id.clone(), &opts, image.digest.clone());
-            record.save(&paths.record())?;
-            Ok::<_, crate::Error>(record)
-        })();
-        match result {
-            Ok(record) => {
-                tracing::info!(box_id = %id, image = %image.reference, "box created");
-                Ok(LiteBox::from_record(self.inner.clone(), record))
-            }
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&paths.dir);
-                Err(e)
-            }
+        let lock_path = rt.layout.lock_path(&id);
+        let lock = FileLock::acquire(&lock_path, LockMode::Exclusive)
+            .await
+            .map_err(|source| BoxError::Lock {
+                id: id.clone(),
+                path: lock_path,
+                source,
+            })?;
+        let mut row = BoxRow {
+            id: id.clone(),
+            name: opts.name.clone(),
+            created_at: litebox::now_secs(),
+            config: BoxConfig {
+                image: image.reference.clone(),
+                image_digest: image.digest.clone(),
+                memory_mib: opts.memory_mib,
+                cpus: opts.cpus,
+                auto_remove: opts.auto_remove,
+                health: opts.health,
+            },
+            status: BoxStatus {
+                creating: ProcessId::of(std::process::id() as i32).ok(),
+                ..BoxStatus::default()
+            },
+        };
+        if let Err(e) = rt.db.insert(&row) {
+            lock.remove_file();
+            return Err(e.into());
         }
+        let paths = rt.box_paths(&id);
+        let made = std::fs::create_dir_all(&paths.dir)
+            .map_err(|source| crate::Error::Io {
+                context: format!("creating {}", paths.dir.display()),
+                source,
+            })
+            .and_then(|()| Ok(crate::disk::create_overlay(&image.base, &paths.disk())?))
+            .and_then(|()| {
+                row.status.creating = None;
+                Ok(rt.db.update_status(&id, &row.status).map(|_| ())?)
+            });
+        if let Err(e) = made {
+            let _ = litebox::remove_locked(rt, &row, &lock);
+            return Err(e);
+        }
+        tracing::info!(box_id = %id, image = %image.reference, name = row.name.as_deref().unwrap_or(""), "box created");
+        Ok(LiteBox::handle(rt.clone(), id))
     }
 
-    fn box_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = std::fs::read_dir(self.inner.layout.boxes_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|n| n.len() == 32 && n.bytes().all(|b| b.is_ascii_hexdigit()))
-            .collect();
-        ids.sort();
-        ids
-    }
-
-    /// A handle to an existing box, by full id or unique id prefix.
-    pub fn get(&self, id_or_prefix: &str) -> Result<LiteBox, crate::Error> {
-        if id_or_prefix.is_empty() {
-            return Err(BoxError::NotFound(id_or_prefix.into()).into());
+    /// A handle to an existing box, by full id, name, or unique id prefix (in that
+    /// order of precedence).
+    pub fn get(&self, key: &str) -> Result<LiteBox, crate::Error> {
+        if key.is_empty() {
+            return Err(BoxError::NotFound(key.into()).into());
         }
-        let matches: Vec<String> = self
-            .box_ids()
-            .into_iter()
-            .filter(|id| id.starts_with(id_or_prefix))
-            .collect();
-        let id = match matches.as_slice() {
-            [one] => one.clone(),
-            [] => return Err(BoxError::NotFound(id_or_prefix.into()).into()),
-            many => {
-                return Err(BoxError::Ambiguous {
-                    prefix: id_or_prefix.into(),
-                    candidates: many.join(", "),
+        let (ids, by_name) = self.inner.db.lookup(key)?;
+        let id = if ids.iter().any(|i| i == key) {
+            key.to_string()
+        } else if let Some(id) = by_name {
+            id
+        } else {
+            match ids.as_slice() {
+                [one] => one.clone(),
+                [] => return Err(BoxError::NotFound(key.into()).into()),
+                many => {
+                    return Err(BoxError::Ambiguous {
+                        prefix: key.into(),
+                        candidates: many.join(", "),
+                    }
+                    .into());
                 }
-                .into());
             }
         };
-        let mut record = BoxRecord::load(&self.inner.box_paths(&id).record())?;
-        // Reconcile: a box recorded as running whose VMM is gone is stopped.
-        if record.state == BoxState::Running && !record.vmm_alive() {
-            record.state = BoxState::Stopped;
-            record.vmm = None;
-            record.last_error = Some("the VM process is gone".into());
+        Ok(LiteBox::handle(self.inner.clone(), id))
+    }
+
+    /// Every box, oldest first, each reconciled with reality unless another process is
+    /// working on it right now.
+    pub fn list(&self) -> Result<Vec<BoxInfo>, crate::Error> {
+        let mut out = Vec::new();
+        for row in self.inner.db.list()? {
+            match litebox::reconcile_if_idle(&self.inner, row) {
+                Ok(row) => out.push(BoxInfo::from_row(&self.inner, &row)),
+                Err(crate::Error::Box(BoxError::NotFound(_))) => {}
+                Err(e) => return Err(e),
+            }
         }
-        Ok(LiteBox::from_record(self.inner.clone(), record))
+        Ok(out)
     }
 
     /// Remove a box: its processes (when forced), disk, logs and sockets.
     pub async fn remove(&self, b: &LiteBox, force: bool) -> Result<(), crate::Error> {
-        let state = b.state().await;
-        if matches!(state, BoxState::Running | BoxState::Stopping) {
-            if !force {
-                return Err(BoxError::Busy {
-                    id: b.id().into(),
-                    state,
+        b.remove(force).await
+    }
+
+    /// Bring the whole home in line with reality (see [`Boxlite::new`]). Boxes another
+    /// process is operating on are left alone.
+    pub fn reconcile(&self) -> Result<(), crate::Error> {
+        let rt = &self.inner;
+        let rows = self.list()?;
+        // Socket directories of this home whose box is gone or not running.
+        let root = layout::socket_root();
+        for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            let sockets = layout::SocketPaths { dir: e.path() };
+            if sockets.owner_home().as_deref() != Some(rt.layout.home()) {
+                continue;
+            }
+            let prefix = e.file_name().to_string_lossy().to_string();
+            let owner = rows.iter().find(|r| r.id.starts_with(&prefix));
+            let stale = match owner {
+                None => rt.db.lookup(&prefix)?.0.is_empty(),
+                Some(r) if !r.state.is_active() => {
+                    FileLock::try_acquire(&rt.layout.lock_path(&r.id), LockMode::Exclusive)
+                        .ok()
+                        .flatten()
+                        .is_some()
                 }
-                .into());
+                Some(_) => false,
+            };
+            if stale {
+                tracing::info!(dir = %sockets.dir.display(), "removing stale socket directory");
+                sockets.remove();
             }
-            b.kill_now().await;
         }
-        let dir = self.inner.box_paths(b.id()).dir;
-        std::fs::remove_dir_all(&dir).or_else(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(crate::Error::Io {
-                    context: format!("removing {}", dir.display()),
-                    source: e,
-                })
+        // Box directories without a row: left by a removal that died after deleting the
+        // row's files but... rows are deleted last, so these only come from older
+        // versions or manual edits. Creation inserts the row before making the directory,
+        // so a fresh lookup tells a leftover from a box being created right now.
+        for e in std::fs::read_dir(rt.layout.boxes_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().to_string();
+            if rt.db.get(&name)?.is_none() {
+                tracing::info!(dir = %e.path().display(), "removing box directory without a box");
+                let _ = std::fs::remove_dir_all(e.path());
             }
-        })?;
-        tracing::info!(box_id = %b.id(), "box removed");
+        }
+        for e in std::fs::read_dir(rt.layout.locks_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().to_string();
+            if rt.db.get(&name)?.is_some() {
+                continue;
+            }
+            if let Ok(Some(lock)) = FileLock::try_acquire(&e.path(), LockMode::Exclusive)
+                && rt.db.get(&name)?.is_none()
+            {
+                lock.remove_file();
+            }
+        }
         Ok(())
     }
 
@@ -314,7 +406,19 @@ impl Boxlite {
                 .as_ref()
                 .map(|a| a.builtin_images().keys().cloned().collect())
                 .unwrap_or_default(),
-            boxes: self.box_ids().len(),
+            boxes: inner.db.count().unwrap_or(0),
+            running: inner
+                .db
+                .list()
+                .map(|rows| {
+                    rows.iter()
+                        .filter(|r| r.status.state == BoxState::Running)
+                        .count()
+                })
+                .unwrap_or(0),
+            monitor: crate::monitor::shim_binary()
+                .ok_or_else(|| format!("{} not found; set BOXLITE_SHIM", crate::monitor::SHIM)),
+            database: inner.db.path().to_path_buf(),
         }
     }
 }

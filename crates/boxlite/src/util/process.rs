@@ -88,6 +88,16 @@ impl ProcessId {
         true
     }
 
+    /// SIGKILL and wait (polling, blocking the thread) until the process is gone, up to
+    /// `timeout`. For cleanup paths that also run outside async code.
+    pub fn kill_and_wait(&self, timeout: Duration) {
+        let _ = self.signal(libc::SIGKILL);
+        let deadline = Instant::now() + timeout;
+        while self.is_alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// SIGTERM, then SIGKILL after `grace`; returns once the process is gone.
     pub async fn terminate(&self, grace: Duration) {
         let _ = self.signal(libc::SIGTERM);

@@ -1,0 +1,170 @@
+//! Box management commands: create, start, stop, restart, rm, ls, inspect, logs.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Result, bail};
+use boxlite::{BoxInfo, BoxOptions, BoxState, Boxlite, HealthState};
+
+/// Apply `op` to every box named, reporting each failure and going on with the rest, as
+/// Docker does. Prints each box as named on success.
+pub async fn for_each<F, Fut>(rt: &Boxlite, keys: &[String], op: F) -> Result<i32>
+where
+    F: Fn(boxlite::LiteBox) -> Fut,
+    Fut: std::future::Future<Output = Result<(), boxlite::Error>>,
+{
+    let mut failed = 0;
+    for key in keys {
+        let res = match rt.get(key) {
+            Ok(b) => op(b).await,
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(()) => println!("{key}"),
+            Err(e) => {
+                eprintln!("boxlite: error: {}", boxlite::error_chain(&e));
+                failed += 1;
+            }
+        }
+    }
+    Ok(if failed == 0 { 0 } else { 125 })
+}
+
+pub async fn create(rt: &Boxlite, opts: BoxOptions) -> Result<i32> {
+    let b = rt.create(opts).await?;
+    println!("{}", b.id());
+    Ok(0)
+}
+
+fn ago(secs: u64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let d = now.saturating_sub(secs);
+    match d {
+        0..=59 => format!("{d} seconds ago"),
+        60..=3599 => format!("{} minutes ago", d / 60),
+        3600..=86399 => format!("{} hours ago", d / 3600),
+        _ => format!("{} days ago", d / 86400),
+    }
+}
+
+/// The STATUS column: the state, the health when known, and why a box stopped.
+fn status(b: &BoxInfo) -> String {
+    let mut s = b.state.to_string();
+    match (b.state, b.health.state) {
+        (BoxState::Running, HealthState::Healthy) => s.push_str(" (healthy)"),
+        (BoxState::Running, HealthState::Unhealthy) => s.push_str(" (unhealthy)"),
+        _ => {}
+    }
+    if b.state != BoxState::Running
+        && let Some(e) = &b.last_error
+    {
+        let first = e.lines().next().unwrap_or("");
+        let short: String = first.chars().take(60).collect();
+        s.push_str(": ");
+        s.push_str(&short);
+        if short.len() < first.len() {
+            s.push('…');
+        }
+    }
+    s
+}
+
+pub fn ls(rt: &Boxlite, all: bool, quiet: bool, format: &str) -> Result<i32> {
+    let boxes: Vec<BoxInfo> = rt
+        .list()?
+        .into_iter()
+        .filter(|b| all || b.state.is_active())
+        .collect();
+    match format {
+        "json" => println!("{}", serde_json::to_string_pretty(&boxes)?),
+        "table" if quiet => {
+            for b in &boxes {
+                println!("{}", b.id);
+            }
+        }
+        "table" => {
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{:<12}  {:<24}  {:<16}  {:<40}  NAME",
+                "BOX ID", "IMAGE", "CREATED", "STATUS"
+            )?;
+            for b in &boxes {
+                writeln!(
+                    out,
+                    "{:<12}  {:<24}  {:<16}  {:<40}  {}",
+                    &b.id[..12.min(b.id.len())],
+                    b.image,
+                    ago(b.created_at),
+                    status(b),
+                    b.name.as_deref().unwrap_or("")
+                )?;
+            }
+        }
+        other => bail!("invalid --format {other:?}; valid values are table and json"),
+    }
+    Ok(0)
+}
+
+pub async fn inspect(rt: &Boxlite, keys: &[String]) -> Result<i32> {
+    let mut found = Vec::new();
+    let mut failed = false;
+    for key in keys {
+        let info = match rt.get(key) {
+            Ok(b) => b.info().await,
+            Err(e) => Err(e),
+        };
+        match info {
+            Ok(i) => found.push(i),
+            Err(e) => {
+                eprintln!("boxlite: error: {}", boxlite::error_chain(&e));
+                failed = true;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&found)?);
+    Ok(if failed { 125 } else { 0 })
+}
+
+/// Print the console log; with `follow`, keep printing as it grows until the box is no
+/// longer running (or we are interrupted).
+pub async fn logs(rt: &Boxlite, key: &str, follow: bool) -> Result<i32> {
+    let b = rt.get(key)?;
+    let path = b.info().await?.console_log;
+    let mut offset = 0u64;
+    let mut out = std::io::stdout();
+    loop {
+        // The log is recreated when the box starts again: start over when it shrinks.
+        let copied = match std::fs::File::open(&path) {
+            Ok(mut f) => {
+                let len = f.metadata()?.len();
+                if len < offset {
+                    offset = 0;
+                }
+                f.seek(SeekFrom::Start(offset))?;
+                let mut buf = Vec::new();
+                f.take(len - offset).read_to_end(&mut buf)?;
+                offset += buf.len() as u64;
+                out.write_all(&buf)?;
+                out.flush()?;
+                buf.len()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e.into()),
+        };
+        if !follow {
+            return Ok(0);
+        }
+        if copied == 0 {
+            match b.state().await {
+                Ok(BoxState::Running) | Ok(BoxState::Stopping) => {}
+                // Stopped, failed or removed: one last read above found nothing new.
+                _ => return Ok(0),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! `boxlite-shim --home DIR --box ID`: the per-box monitor. All of its logic lives in
+//! `boxlite::monitor`; this is only the process around it. Its log is the box's
+//! `monitor.log` (stdout and stderr), written at info level.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "boxlite-shim",
+    about = "Monitor one boxlite box (started by the runtime)"
+)]
+struct Args {
+    #[arg(long, value_name = "DIR")]
+    home: PathBuf,
+    #[arg(long = "box", value_name = "ID")]
+    id: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("boxlite-shim: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(boxlite::monitor::run(&args.home, &args.id)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(box_id = %args.id, "monitor failed: {}", boxlite::error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,479 @@
+//! Box lifecycle across processes, against real VMs: detach and reattach, persistence,
+//! recovery from killed processes, names, health and auto-removal.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use boxlite_testkit::TestHome;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_boxlite");
+
+fn run(h: &TestHome, args: &[&str]) -> Output {
+    h.cli(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run boxlite")
+}
+
+/// Run and require success; returns stdout as text.
+fn ok(h: &TestHome, args: &[&str]) -> String {
+    let out = run(h, args);
+    assert!(
+        out.status.success(),
+        "boxlite {args:?} failed ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+fn inspect(h: &TestHome, key: &str) -> Value {
+    let v: Value = serde_json::from_str(&ok(h, &["inspect", key])).expect("inspect is JSON");
+    v[0].clone()
+}
+
+fn ls_all(h: &TestHome) -> Vec<Value> {
+    let v: Value = serde_json::from_str(&ok(h, &["ls", "-a", "--format", "json"])).unwrap();
+    v.as_array().unwrap().clone()
+}
+
+fn vmm_pid(h: &TestHome, key: &str) -> i32 {
+    inspect(h, key)["vmm_pid"]
+        .as_i64()
+        .expect("a running box has a VMM") as i32
+}
+
+fn kill(pid: i32, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig})");
+}
+
+/// Poll `f` until it returns Some, for at most `secs` seconds.
+fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn detached_box_serves_exec_and_stop_from_unrelated_processes() {
+    let h = TestHome::new();
+
+    let id = ok(&h, &["run", "-d", "--name", "det", "boxlite/busybox"]);
+    let out = ok(&h, &["exec", "det", "sh", "-c", "echo from-second-process"]);
+    let stop = ok(&h, &["stop", "det"]);
+    let state = inspect(&h, "det")["state"].clone();
+
+    assert_eq!(id.trim().len(), 32, "run -d prints the id: {id:?}");
+    assert_eq!(out, "from-second-process\n");
+    assert_eq!(stop, "det\n");
+    assert_eq!(state, "Stopped");
+    assert!(h.processes().is_empty(), "{:?}", h.processes());
+    assert!(h.socket_dirs().is_empty(), "{:?}", h.socket_dirs());
+    ok(&h, &["rm", "det"]);
+}
+
+#[test]
+fn two_exec_processes_run_against_one_box_at_the_same_time() {
+    let h = TestHome::new();
+    ok(&h, &["run", "-d", "--name", "two", "boxlite/busybox"]);
+
+    // The first can only finish once the second has run while it was still waiting.
+    let waiter = h
+        .cli(BIN)
+        .args(["exec", "two", "sh", "-c"])
+        .arg("while [ ! -f /tmp/go ]; do sleep 0.05; done; echo first")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = ok(
+        &h,
+        &["exec", "two", "sh", "-c", "touch /tmp/go; echo second"],
+    );
+    let first = waiter.wait_with_output().unwrap();
+
+    assert_eq!(second, "second\n");
+    assert!(first.status.success());
+    assert_eq!(first.stdout, b"first\n");
+    ok(&h, &["rm", "-f", "two"]);
+}
+
+#[test]
+fn file_written_before_stop_is_there_after_start_and_restart() {
+    let h = TestHome::new();
+    ok(&h, &["run", "-d", "--name", "keep", "boxlite/busybox"]);
+    ok(
+        &h,
+        &["exec", "keep", "sh", "-c", "echo kept > /root/note; sync"],
+    );
+    let first_vmm = vmm_pid(&h, "keep");
+
+    ok(&h, &["stop", "keep"]);
+    ok(&h, &["start", "keep"]);
+    let after_start = ok(&h, &["exec", "keep", "cat", "/root/note"]);
+    ok(&h, &["restart", "keep"]);
+    let after_restart = ok(&h, &["exec", "keep", "cat", "/root/note"]);
+    let second_vmm = vmm_pid(&h, "keep");
+
+    assert_eq!(after_start, "kept\n");
+    assert_eq!(after_restart, "kept\n");
+    assert_ne!(first_vmm, second_vmm);
+    ok(&h, &["rm", "-f", "keep"]);
+}
+
+#[test]
+fn exec_on_a_stopped_box_starts_it_first() {
+    let h = TestHome::new();
+    ok(&h, &["create", "--name", "lazy", "boxlite/busybox"]);
+    let before = inspect(&h, "lazy")["state"].clone();
+
+    let out = ok(&h, &["exec", "lazy", "echo", "up"]);
+
+    assert_eq!(before, "Configured");
+    assert_eq!(out, "up\n");
+    assert_eq!(inspect(&h, "lazy")["state"], "Running");
+    ok(&h, &["rm", "-f", "lazy"]);
+}
+
+#[test]
+fn vmm_killed_behind_the_runtimes_back_shows_stopped_with_a_reason_and_starts_again() {
+    let h = TestHome::new();
+    ok(&h, &["run", "-d", "--name", "victim", "boxlite/busybox"]);
+    let pid = vmm_pid(&h, "victim");
+
+    kill(pid, libc::SIGKILL);
+    let boxes = wait_for(30, "the box to be seen stopped", || {
+        let all = ls_all(&h);
+        (all[0]["state"] == "Stopped").then_some(all)
+    });
+    let reason = boxes[0]["last_error"].as_str().unwrap_or("").to_string();
+    let out = ok(&h, &["exec", "victim", "echo", "back"]);
+
+    assert!(reason.contains(&format!("pid {pid}")), "{reason}");
+    assert!(reason.contains("exited"), "{reason}");
+    assert_eq!(out, "back\n");
+    ok(&h, &["rm", "-f", "victim"]);
+}
+
+#[test]
+fn cli_killed_during_boot_leaves_a_listed_removable_box_and_no_orphans() {
+    let h = TestHome::new();
+    let mut cli = h
+        .cli(BIN)
+        .args(["run", "-d", "--name", "half", "boxlite/busybox"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill the CLI as soon as QEMU exists: the box is mid-boot.
+    wait_for(60, "QEMU to start", || {
+        h.processes()
+            .iter()
+            .any(|(_, cmd)| cmd.contains("qemu-system"))
+            .then_some(())
+    });
+    kill(cli.id() as i32, libc::SIGKILL);
+    cli.wait().unwrap();
+
+    let boxes = ls_all(&h);
+    let rm = run(&h, &["rm", "half"]);
+
+    assert_eq!(boxes.len(), 1);
+    assert_eq!(boxes[0]["name"], "half");
+    assert_eq!(boxes[0]["state"], "Failed");
+    assert!(
+        boxes[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("start was interrupted"),
+        "{}",
+        boxes[0]
+    );
+    assert!(
+        rm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
+    assert!(ls_all(&h).is_empty());
+    assert!(h.processes().is_empty(), "{:?}", h.processes());
+    assert!(h.box_dirs().is_empty(), "{:?}", h.box_dirs());
+    assert!(h.socket_dirs().is_empty(), "{:?}", h.socket_dirs());
+}
+
+#[test]
+fn cli_killed_at_any_point_of_create_leaves_nothing_that_cannot_be_removed() {
+    let h = TestHome::new();
+    for delay_ms in [0u64, 15, 30, 45, 60, 90, 150] {
+        let mut cli = h
+            .cli(BIN)
+            .args(["create", "boxlite/busybox"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = cli.kill();
+        cli.wait().unwrap();
+    }
+
+    let ids: Vec<String> = ls_all(&h)
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect();
+    for id in &ids {
+        ok(&h, &["rm", id]);
+    }
+
+    assert!(ls_all(&h).is_empty());
+    assert!(h.box_dirs().is_empty(), "{:?}", h.box_dirs());
+    let locks: Vec<_> = std::fs::read_dir(h.home.join("locks"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(locks.is_empty(), "{locks:?}");
+}
+
+#[test]
+fn home_path_of_200_characters_works_end_to_end() {
+    let base = std::env::temp_dir().join(format!("bxt-deep-{:08x}", rand_u32()));
+    let mut home = base.clone();
+    while home.as_os_str().len() < 200 {
+        home.push("d".repeat(40));
+    }
+    let mut s = home.into_os_string().into_string().unwrap();
+    s.truncate(200);
+    let h = TestHome::at(PathBuf::from(&s));
+
+    ok(&h, &["run", "-d", "--name", "deep", "boxlite/busybox"]);
+    let out = ok(&h, &["exec", "deep", "echo", "deep-ok"]);
+    ok(&h, &["stop", "deep"]);
+    ok(&h, &["rm", "deep"]);
+
+    assert_eq!(h.home.as_os_str().len(), 200);
+    assert_eq!(out, "deep-ok\n");
+    assert!(ls_all(&h).is_empty());
+    drop(h);
+    std::fs::remove_dir_all(base).unwrap();
+}
+
+fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    t.subsec_nanos() ^ std::process::id()
+}
+
+#[test]
+fn socket_directory_owned_by_another_user_is_refused_and_nothing_is_left() {
+    let h = TestHome::new();
+    let root = std::env::temp_dir().join(format!("bxs-{:08x}", rand_u32()));
+    std::fs::create_dir(&root).unwrap();
+    let c = std::ffi::CString::new(root.to_str().unwrap()).unwrap();
+    // SAFETY: chown on a valid NUL-terminated path; the suite runs as root (README).
+    assert_eq!(unsafe { libc::chown(c.as_ptr(), 65534, 65534) }, 0);
+
+    let out = h
+        .cli(BIN)
+        .env("BOXLITE_SOCKET_DIR", &root)
+        .args(["run", "-d", "boxlite/busybox"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+
+    let owner = std::fs::metadata(&root).unwrap().uid();
+    std::fs::remove_dir_all(&root).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(err.contains("owned by uid 65534"), "{err}");
+    assert!(err.contains(root.to_str().unwrap()), "{err}");
+    assert_eq!(owner, 65534, "the directory was not taken over");
+    assert!(ls_all(&h).is_empty());
+}
+
+#[test]
+fn rm_of_a_running_box_is_refused_without_force() {
+    let h = TestHome::new();
+    ok(&h, &["run", "-d", "--name", "busy", "boxlite/busybox"]);
+
+    let refused = run(&h, &["rm", "busy"]);
+    let still = inspect(&h, "busy")["state"].clone();
+    let forced = run(&h, &["rm", "-f", "busy"]);
+
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(125));
+    assert!(err.contains("is Running") && err.contains("force"), "{err}");
+    assert_eq!(still, "Running");
+    assert!(forced.status.success());
+    assert!(ls_all(&h).is_empty());
+    assert!(h.processes().is_empty(), "{:?}", h.processes());
+}
+
+#[test]
+fn duplicate_name_is_refused_and_an_ambiguous_prefix_lists_the_candidates() {
+    let h = TestHome::new();
+    ok(&h, &["create", "--name", "same", "boxlite/busybox"]);
+    let dup = run(&h, &["create", "--name", "same", "boxlite/busybox"]);
+    // Among 17 ids, two share their first hex digit.
+    let mut ids: Vec<String> = vec![inspect(&h, "same")["id"].as_str().unwrap().into()];
+    let clash = loop {
+        let id = ok(&h, &["create", "boxlite/busybox"]).trim().to_string();
+        let first = id[..1].to_string();
+        ids.push(id);
+        if ids.iter().filter(|i| i.starts_with(&first)).count() > 1 {
+            break first;
+        }
+    };
+
+    let ambiguous = run(&h, &["inspect", &clash]);
+
+    let dup_err = String::from_utf8_lossy(&dup.stderr);
+    assert_eq!(dup.status.code(), Some(125));
+    assert!(dup_err.contains("\"same\" is already used"), "{dup_err}");
+    let amb_err = String::from_utf8_lossy(&ambiguous.stderr);
+    assert!(amb_err.contains("ambiguous"), "{amb_err}");
+    for id in ids.iter().filter(|i| i.starts_with(&clash)) {
+        assert!(amb_err.contains(id.as_str()), "{id} missing from {amb_err}");
+    }
+    assert_eq!(ls_all(&h).len(), ids.len(), "the refused create left a box");
+}
+
+#[test]
+fn agent_that_stops_answering_marks_the_box_unhealthy_until_it_answers_again() {
+    let h = TestHome::new();
+    ok(
+        &h,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "hc",
+            "--health-interval",
+            "1",
+            "--health-timeout",
+            "2",
+            "--health-retries",
+            "2",
+            "boxlite/busybox",
+        ],
+    );
+    wait_for(60, "a first healthy check", || {
+        (inspect(&h, "hc")["health"]["state"] == "healthy").then_some(())
+    });
+    let pid = vmm_pid(&h, "hc");
+
+    kill(pid, libc::SIGSTOP);
+    let sick = wait_for(60, "the box to turn unhealthy", || {
+        let i = inspect(&h, "hc");
+        (i["health"]["state"] == "unhealthy").then_some(i)
+    });
+    let table = ok(&h, &["ls"]);
+    kill(pid, libc::SIGCONT);
+    wait_for(60, "the box to recover", || {
+        (inspect(&h, "hc")["health"]["state"] == "healthy").then_some(())
+    });
+
+    assert_eq!(sick["state"], "Running");
+    assert!(sick["health"]["failing_streak"].as_u64().unwrap() >= 2);
+    assert!(
+        sick["health"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no answer to ping"),
+        "{sick}"
+    );
+    assert!(table.contains("Running (unhealthy)"), "{table}");
+    ok(&h, &["rm", "-f", "hc"]);
+}
+
+#[test]
+fn auto_remove_box_is_removed_when_its_vm_dies_with_nobody_watching() {
+    let h = TestHome::new();
+    ok(
+        &h,
+        &["run", "-d", "--rm", "--name", "gone", "boxlite/busybox"],
+    );
+    let pid = vmm_pid(&h, "gone");
+
+    kill(pid, libc::SIGKILL);
+    // No boxlite command runs meanwhile: only the box's monitor can do this.
+    wait_for(30, "the box directory to be removed", || {
+        h.box_dirs().is_empty().then_some(())
+    });
+
+    assert!(ls_all(&h).is_empty());
+    wait_for(10, "the box's processes to exit", || {
+        h.processes().is_empty().then_some(())
+    });
+}
+
+#[test]
+fn logs_show_the_console_and_follow_ends_when_the_box_stops() {
+    let h = TestHome::new();
+    ok(&h, &["run", "-d", "--name", "talk", "boxlite/busybox"]);
+    let follower = h
+        .cli(BIN)
+        .args(["logs", "-f", "talk"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let logs = ok(&h, &["logs", "talk"]);
+    ok(&h, &["stop", "talk"]);
+    let followed = follower.wait_with_output().unwrap();
+
+    assert!(logs.contains("boxlite-guest"), "{logs}");
+    assert!(followed.status.success());
+    assert!(String::from_utf8_lossy(&followed.stdout).starts_with(&logs));
+    ok(&h, &["rm", "talk"]);
+}
+
+#[test]
+fn ls_shows_only_running_boxes_unless_all_is_asked() {
+    let h = TestHome::new();
+    ok(&h, &["create", "--name", "idle", "boxlite/busybox"]);
+    ok(&h, &["run", "-d", "--name", "live", "boxlite/busybox"]);
+
+    let running = ok(&h, &["ls", "--format", "json"]);
+    let all = ok(&h, &["ps", "-a", "-q"]);
+
+    let running: Value = serde_json::from_str(&running).unwrap();
+    assert_eq!(running.as_array().unwrap().len(), 1);
+    assert_eq!(running[0]["name"], "live");
+    assert_eq!(all.lines().count(), 2);
+    ok(&h, &["rm", "-f", "idle", "live"]);
+}
+
+#[test]
+fn commands_on_an_unknown_box_name_it() {
+    let h = TestHome::new();
+
+    let out = run(&h, &["stop", "nosuchbox"]);
+
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        err.contains("no box with id or name \"nosuchbox\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn invalid_name_is_refused_with_the_rule() {
+    let h = TestHome::new();
+
+    let out = run(&h, &["create", "--name", "../x", "boxlite/busybox"]);
+
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(err.contains("invalid name \"../x\""), "{err}");
+    assert!(ls_all(&h).is_empty());
+}

@@ -1,0 +1,220 @@
+//! Booting a box: spawn its processes detached from the caller (vhost-device-vsock when
+//! the kernel has no vhost-vsock, then QEMU), bind the readiness listener before QEMU
+//! starts, and wait for whichever comes first: the agent's readiness connection, the
+//! death of a helper, or the boot timeout. A failed boot is reported with its cause and
+//! the tail of the console log, and leaves no process or socket behind.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::BoxError;
+use super::record::{BoxRow, BoxStatus};
+use crate::portal::AgentClient;
+use crate::runtime::RuntimeInner;
+use crate::runtime::layout::SocketPaths;
+use crate::util::fsutil::tail_file;
+use crate::util::process::{ProcessId, spawn_detached};
+use crate::vmm::vsock::{AgentAddr, ReadyListener, VsockMode, random_cid};
+use crate::vmm::{VmConfig, VmmError, VsockDevice};
+
+/// Bytes of console log quoted in a boot error.
+const CONSOLE_TAIL: usize = 3000;
+
+/// What a failed boot leaves to clean up.
+pub(super) struct BootGuard {
+    pub procs: Vec<ProcessId>,
+    pub sockets: SocketPaths,
+    pub armed: bool,
+}
+
+impl BootGuard {
+    pub async fn cleanup(&mut self) {
+        for p in self.procs.drain(..).rev() {
+            p.terminate(Duration::from_secs(2)).await;
+        }
+        self.sockets.remove();
+    }
+}
+
+impl Drop for BootGuard {
+    fn drop(&mut self) {
+        // Covers a start() future dropped halfway (for example by Ctrl-C): kill what was
+        // spawned, synchronously.
+        if self.armed {
+            for p in &self.procs {
+                let _ = p.signal(libc::SIGKILL);
+            }
+            self.sockets.remove();
+        }
+    }
+}
+
+pub(super) async fn boot(
+    rt: &RuntimeInner,
+    row: &mut BoxRow,
+    guard: &mut BootGuard,
+    save: &(dyn Fn(&BoxStatus) -> Result<(), crate::Error> + Sync),
+) -> Result<AgentClient, crate::Error> {
+    let t0 = Instant::now();
+    let assets = rt.assets()?;
+    let kernel = assets.kernel()?;
+    let initrd = assets.initramfs()?;
+    let id = row.id.clone();
+    let paths = rt.box_paths(&id);
+    let sockets = &guard.sockets.clone();
+    let rec = &mut row.status;
+    let cfg_box = &row.config;
+    let home = rt.layout.home().display().to_string();
+    let marker = [
+        ("BOXLITE_HOME", home.as_str()),
+        ("BOXLITE_BOX_ID", id.as_str()),
+    ];
+    let mode = rt.vsock_mode;
+    rec.vsock_mode = Some(mode);
+    let ready_port = boxlite_protocol::DEFAULT_READY_PORT;
+    let mut helper_child = None;
+    let (device, addr, ready_port) = match mode {
+        VsockMode::VhostUser => {
+            let binary = rt.vhost_vsock_binary()?;
+            let args = vec![
+                "--vm".into(),
+                format!(
+                    "guest-cid=3,socket={},uds-path={}",
+                    sockets.vhost().display(),
+                    sockets.agent().display()
+                )
+                .into(),
+            ];
+            let (id, child) = spawn_detached(&binary, &args, &paths.vsock_log(), &marker)?;
+            guard.procs.push(id);
+            rec.vsock_helper = Some(id);
+            helper_child = Some(child);
+            (
+                VsockDevice::VhostUser {
+                    socket: sockets.vhost(),
+                },
+                AgentAddr::Hybrid {
+                    uds: sockets.agent(),
+                },
+                ready_port,
+            )
+        }
+        VsockMode::Kernel => {
+            let cid = random_cid();
+            rec.cid = Some(cid);
+            // A per-box readiness port: host vsock ports are shared by all boxes.
+            let port = rand::random_range(1 << 20..1 << 30);
+            (VsockDevice::Kernel { cid }, AgentAddr::Kernel { cid }, port)
+        }
+    };
+    if let Some(child) = helper_child.as_mut() {
+        wait_for_socket(&sockets.vhost(), child, &paths.vsock_log()).await?;
+        tracing::debug!(ms = t0.elapsed().as_millis() as u64, "vsock device ready");
+    }
+    let ready = ReadyListener::bind(&addr, &sockets.agent_port(ready_port), ready_port)
+        .map_err(|e| VmmError::Vsock(format!("binding the readiness listener: {e}")))?;
+
+    let cfg = VmConfig {
+        accel: rt.accel.accel,
+        kernel,
+        initrd,
+        cmdline: vec![
+            format!("{}={ready_port}", boxlite_protocol::CMDLINE_READY_PORT),
+            format!("boxlite.hostname={}", &id[..12]),
+        ],
+        root_disk: paths.disk(),
+        memory_mib: cfg_box.memory_mib,
+        cpus: cfg_box.cpus,
+        vsock: device,
+        console_log: paths.console_log(),
+        vmm_log: paths.vmm_log(),
+        marker: marker
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let mut vm = rt.vmm.spawn(&cfg)?;
+    tracing::debug!(ms = t0.elapsed().as_millis() as u64, "vmm spawned");
+    guard.procs.push(vm.id);
+    rec.vmm = Some(vm.id);
+    save(rec)?;
+
+    let boot_fail = |reason: String| BoxError::BootFailed {
+        id: id.clone(),
+        reason,
+        console: tail_file(&paths.console_log(), CONSOLE_TAIL),
+    };
+    let timeout = rt.boot_timeout;
+    let mut vm_child = vm.child.take();
+    let vm_exit = async {
+        match vm_child.as_mut() {
+            Some(c) => c.wait().await.ok(),
+            None => std::future::pending().await,
+        }
+    };
+    let helper_exit = async {
+        match helper_child.as_mut() {
+            Some(c) => c.wait().await.ok(),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = ready.accept_ready() => {
+            r.map_err(|e| boot_fail(format!("readiness listener failed: {e}")))?;
+        }
+        st = vm_exit => {
+            let qemu_log = tail_file(&paths.vmm_log(), 1000);
+            return Err(boot_fail(format!(
+                "the VM exited during boot ({}){}",
+                st.map(|s| s.to_string()).unwrap_or_else(|| "status unknown".into()),
+                if qemu_log.trim().is_empty() { String::new() } else { format!("; qemu said: {}", qemu_log.trim()) }
+            )).into());
+        }
+        st = helper_exit => {
+            return Err(boot_fail(format!(
+                "vhost-device-vsock exited during boot ({}): {}",
+                st.map(|s| s.to_string()).unwrap_or_else(|| "status unknown".into()),
+                tail_file(&paths.vsock_log(), 1000).trim()
+            )).into());
+        }
+        _ = tokio::time::sleep(timeout) => {
+            return Err(boot_fail(format!(
+                "the agent did not report ready within {}s (accelerator {}); raise BOXLITE_BOOT_TIMEOUT if the host is slow",
+                timeout.as_secs(), rt.accel.accel
+            )).into());
+        }
+    }
+    drop(ready);
+    tracing::debug!(ms = t0.elapsed().as_millis() as u64, "agent ready");
+    let client = AgentClient::connect(addr).await?;
+    tracing::debug!(ms = t0.elapsed().as_millis() as u64, "agent connected");
+    Ok(client)
+}
+
+/// Wait for vhost-device-vsock to create its vhost-user socket, or report why it died.
+async fn wait_for_socket(
+    path: &Path,
+    child: &mut tokio::process::Child,
+    log: &Path,
+) -> Result<(), VmmError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if path.exists() {
+            return Ok(());
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(VmmError::Vsock(format!(
+                "vhost-device-vsock exited ({st}) before creating {}: {}",
+                path.display(),
+                tail_file(log, 1000).trim()
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(VmmError::Vsock(format!(
+                "vhost-device-vsock did not create {} within 10s",
+                path.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}

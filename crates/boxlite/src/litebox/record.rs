@@ -1,0 +1,174 @@
+//! What is persisted about a box: an immutable config written once at creation, and a
+//! status that every lifecycle step rewrites.
+//!
+//! Both are stored as JSON and read leniently: a missing field takes its default and an
+//! unknown one is ignored, so rows written by older or newer versions still load.
+
+use serde::{Deserialize, Serialize};
+
+use super::state::BoxState;
+use crate::runtime::layout::SocketPaths;
+use crate::util::process::ProcessId;
+use crate::vmm::vsock::{AgentAddr, VsockMode};
+
+pub(crate) fn default_memory() -> u32 {
+    512
+}
+pub(crate) fn default_cpus() -> u32 {
+    2
+}
+
+/// How the agent's liveness is checked while a box runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthOptions {
+    /// Seconds between pings; 0 turns checking off.
+    pub interval_secs: u32,
+    /// Seconds a ping may take before it counts as failed.
+    pub timeout_secs: u32,
+    /// Consecutive failed pings before the box is marked unhealthy.
+    pub retries: u32,
+}
+
+impl Default for HealthOptions {
+    fn default() -> Self {
+        HealthOptions {
+            interval_secs: 30,
+            timeout_secs: 5,
+            retries: 3,
+        }
+    }
+}
+
+/// Fixed at creation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BoxConfig {
+    pub image: String,
+    pub image_digest: String,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    /// Remove the box as soon as it stops, however it stops.
+    pub auto_remove: bool,
+    pub health: HealthOptions,
+}
+
+impl Default for BoxConfig {
+    fn default() -> Self {
+        BoxConfig {
+            image: String::new(),
+            image_digest: String::new(),
+            memory_mib: default_memory(),
+            cpus: default_cpus(),
+            auto_remove: false,
+            health: HealthOptions::default(),
+        }
+    }
+}
+
+/// The agent's health as last observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthState {
+    /// Not checked yet, or checking is off.
+    #[default]
+    Unknown,
+    Healthy,
+    Unhealthy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Health {
+    pub state: HealthState,
+    /// Consecutive failed pings.
+    pub failing_streak: u32,
+    /// Why the last ping failed.
+    pub last_error: Option<String>,
+    /// Unix seconds of the last check.
+    pub checked_at: Option<u64>,
+}
+
+/// Changes over the box's life.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct BoxStatus {
+    pub state: BoxState,
+    /// The creating process, while creation is in progress. A row still carrying it
+    /// after that process is gone was interrupted.
+    pub creating: Option<ProcessId>,
+    pub vsock_mode: Option<VsockMode>,
+    pub cid: Option<u32>,
+    pub vmm: Option<ProcessId>,
+    pub vsock_helper: Option<ProcessId>,
+    /// The per-box monitor (health checks, reaction to the VM dying on its own).
+    pub monitor: Option<ProcessId>,
+    /// Why the box last failed or stopped without being asked to.
+    pub last_error: Option<String>,
+    pub health: Health,
+    pub started_at: Option<u64>,
+    pub stopped_at: Option<u64>,
+}
+
+impl BoxStatus {
+    /// Whether the recorded VMM process (pid and start time) still runs.
+    pub fn vmm_alive(&self) -> bool {
+        self.vmm.is_some_and(|p| p.is_alive())
+    }
+
+    /// Every recorded helper process that still runs.
+    pub fn live_processes(&self) -> Vec<ProcessId> {
+        [self.vmm, self.vsock_helper, self.monitor]
+            .into_iter()
+            .flatten()
+            .filter(|p| p.is_alive())
+            .collect()
+    }
+
+    pub(crate) fn agent_addr(&self, id: &str) -> AgentAddr {
+        match (self.vsock_mode, self.cid) {
+            (Some(VsockMode::Kernel), Some(cid)) => AgentAddr::Kernel { cid },
+            _ => AgentAddr::Hybrid {
+                uds: SocketPaths::for_box(id).agent(),
+            },
+        }
+    }
+}
+
+/// One box as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BoxRow {
+    pub id: String,
+    pub name: Option<String>,
+    /// Unix seconds.
+    pub created_at: u64,
+    pub config: BoxConfig,
+    pub status: BoxStatus,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_from_an_older_version_with_missing_and_extra_fields_loads() {
+        let old = r#"{"state":"Running","vmm":{"pid":7,"start_time":9},"gpu":"yes"}"#;
+
+        let st: BoxStatus = serde_json::from_str(old).unwrap();
+
+        assert_eq!(st.state, BoxState::Running);
+        assert_eq!(st.vmm.map(|p| p.pid), Some(7));
+        assert_eq!(st.health, Health::default());
+        assert!(st.creating.is_none());
+    }
+
+    #[test]
+    fn config_with_only_an_image_takes_defaults() {
+        let c: BoxConfig = serde_json::from_str(r#"{"image":"boxlite/busybox"}"#).unwrap();
+
+        assert_eq!(c.memory_mib, 512);
+        assert_eq!(c.cpus, 2);
+        assert!(!c.auto_remove);
+        assert_eq!(c.health, HealthOptions::default());
+    }
+}
