@@ -477,3 +477,55 @@ fn invalid_name_is_refused_with_the_rule() {
     assert!(err.contains("invalid name \"../x\""), "{err}");
     assert!(ls_all(&h).is_empty());
 }
+
+#[test]
+fn stop_of_a_frozen_guest_kills_the_vmm_after_the_timeout() {
+    let h = TestHome::new();
+    ok(&h, &["run", "-d", "--name", "frozen", "boxlite/busybox"]);
+    let pid = vmm_pid(&h, "frozen");
+
+    kill(pid, libc::SIGSTOP);
+    let out = run(&h, &["stop", "-t", "1", "frozen"]);
+
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(inspect(&h, "frozen")["state"], "Stopped");
+    assert!(h.processes().is_empty(), "{:?}", h.processes());
+    ok(&h, &["rm", "frozen"]);
+}
+
+#[test]
+fn listing_from_other_processes_during_a_boot_never_disturbs_it() {
+    let h = TestHome::new();
+    let mut starter = h
+        .cli(BIN)
+        .args(["run", "-d", "--name", "busyboot", "boxlite/busybox"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // `ls` reconciles whatever looks wrong; a box mid-boot looks wrong (Configured with
+    // live helpers) but is locked by its starter, so it must be left alone.
+    let mut listings = 0;
+    let status = loop {
+        if let Some(st) = starter.try_wait().unwrap() {
+            break st;
+        }
+        let out = run(&h, &["ls", "-a", "--format", "json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        listings += 1;
+    };
+
+    assert!(status.success());
+    assert!(listings > 0);
+    assert_eq!(inspect(&h, "busyboot")["state"], "Running");
+    assert_eq!(ok(&h, &["exec", "busyboot", "echo", "fine"]), "fine\n");
+    ok(&h, &["rm", "-f", "busyboot"]);
+}
