@@ -529,3 +529,27 @@ fn listing_from_other_processes_during_a_boot_never_disturbs_it() {
     assert_eq!(ok(&h, &["exec", "busyboot", "echo", "fine"]), "fine\n");
     ok(&h, &["rm", "-f", "busyboot"]);
 }
+
+#[test]
+fn killed_monitor_is_restarted_by_the_next_command() {
+    let h = TestHome::new();
+    ok(&h, &["run", "-d", "--name", "mon", "boxlite/busybox"]);
+    let first = inspect(&h, "mon")["monitor_pid"].as_i64().unwrap() as i32;
+
+    kill(first, libc::SIGKILL);
+    wait_for(10, "the monitor to exit", || {
+        (!h.processes().iter().any(|(p, _)| *p == first)).then_some(())
+    });
+    ok(&h, &["ls"]);
+    let second = inspect(&h, "mon")["monitor_pid"].as_i64().unwrap() as i32;
+
+    assert_ne!(first, second);
+    assert!(
+        h.processes()
+            .iter()
+            .any(|(p, cmd)| *p == second && cmd.contains("boxlite-shim")),
+        "{:?}",
+        h.processes()
+    );
+    ok(&h, &["rm", "-f", "mon"]);
+}

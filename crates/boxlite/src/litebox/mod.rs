@@ -538,6 +538,8 @@ pub(crate) fn settle_stopped(rt: &RuntimeInner, row: &mut BoxRow, reason: Option
         st.last_error = Some(r.to_string());
     }
     st.stopped_at = Some(now_secs());
+    // Health describes a running agent; a stopped box has none.
+    st.health = Health::default();
     if st.state.can_transition(BoxState::Stopped) {
         st.state = BoxState::Stopped;
     }
@@ -580,6 +582,10 @@ pub(crate) fn reconcile_locked(rt: &RuntimeInner, row: &mut BoxRow) -> Result<bo
             );
             row.status.state = BoxState::Failed;
         }
+        BoxState::Running if monitor_missing(row) => {
+            // Someone killed the monitor; the box deserves one.
+            crate::monitor::launch(rt, row);
+        }
         _ => {}
     }
     let changed = row.status != before;
@@ -613,6 +619,16 @@ pub(crate) fn needs_reconcile(row: &BoxRow) -> bool {
         || (st.state == BoxState::Running && !st.vmm_alive())
         || (!st.state.is_active() && !st.live_processes().is_empty())
         || due_for_auto_remove(row)
+        || monitor_missing(row)
+}
+
+/// A running box whose monitor is gone, when a monitor could be started.
+fn monitor_missing(row: &BoxRow) -> bool {
+    let st = &row.status;
+    st.state == BoxState::Running
+        && st.vmm_alive()
+        && !st.monitor.is_some_and(|m| m.is_alive())
+        && crate::monitor::shim_binary().is_some()
 }
 
 /// An `auto_remove` box that has stopped or failed.

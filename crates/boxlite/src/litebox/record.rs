@@ -146,9 +146,51 @@ pub struct BoxRow {
     pub status: BoxStatus,
 }
 
+/// The file in which version 0.1 kept a box's record, before the state database.
+pub const LEGACY_RECORD: &str = "box.json";
+
+/// Read a version 0.1 `box.json` as a row. Its fields are a flat union of today's config
+/// and status under the same names, so both read from the same text.
+pub fn legacy_row(id: &str, text: &str) -> Option<BoxRow> {
+    #[derive(Deserialize)]
+    struct Top {
+        #[serde(default)]
+        created_at: u64,
+    }
+    let top: Top = serde_json::from_str(text).ok()?;
+    let config: BoxConfig = serde_json::from_str(text).ok()?;
+    let status: BoxStatus = serde_json::from_str(text).ok()?;
+    Some(BoxRow {
+        id: id.to_string(),
+        name: None,
+        created_at: top.created_at,
+        config,
+        status,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn legacy_box_json_reads_as_a_row() {
+        let text = r#"{"id":"ab","image":"boxlite/busybox:latest","image_digest":"sha256:00",
+            "created_at":17,"memory_mib":256,"cpus":1,"state":"Stopped",
+            "vsock_mode":"vhost-user","cid":null,"vmm":null,"vsock_helper":null,
+            "last_error":"the VM process is gone"}"#;
+
+        let row = legacy_row("ab", text).unwrap();
+
+        assert_eq!(row.created_at, 17);
+        assert_eq!(row.config.image, "boxlite/busybox:latest");
+        assert_eq!(row.config.memory_mib, 256);
+        assert_eq!(row.status.state, BoxState::Stopped);
+        assert_eq!(
+            row.status.last_error.as_deref(),
+            Some("the VM process is gone")
+        );
+    }
 
     #[test]
     fn status_from_an_older_version_with_missing_and_extra_fields_loads() {

@@ -311,10 +311,56 @@ impl Boxlite {
         b.remove(force).await
     }
 
+    /// Move a version 0.1 box record into the database. One that does not parse is kept
+    /// as a Failed row that says so, so the box can still be listed and removed.
+    fn import_legacy(&self, id: &str, text: &str, file: &Path) -> Result<(), crate::Error> {
+        let valid_id = id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid_id {
+            return Ok(());
+        }
+        let row = litebox::record::legacy_row(id, text).unwrap_or_else(|| BoxRow {
+            id: id.to_string(),
+            name: None,
+            created_at: 0,
+            config: BoxConfig::default(),
+            status: BoxStatus {
+                state: BoxState::Failed,
+                last_error: Some(format!("unreadable legacy record {}", file.display())),
+                ..BoxStatus::default()
+            },
+        });
+        self.inner.db.insert(&row)?;
+        let _ = std::fs::remove_file(file);
+        tracing::info!(box_id = id, "imported a box record from version 0.1");
+        Ok(())
+    }
+
     /// Bring the whole home in line with reality (see [`Boxlite::new`]). Boxes another
     /// process is operating on are left alone.
     pub fn reconcile(&self) -> Result<(), crate::Error> {
         let rt = &self.inner;
+        // Box directories without a row. A `box.json` in one is a box of version 0.1,
+        // from before the state database: import it. Anything else is a leftover (rows
+        // are inserted before a box's directory is made and deleted after it is gone),
+        // and a fresh lookup tells it from a box being created right now.
+        for e in std::fs::read_dir(rt.layout.boxes_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().to_string();
+            if rt.db.get(&name)?.is_some() {
+                continue;
+            }
+            let legacy = e.path().join(litebox::record::LEGACY_RECORD);
+            match std::fs::read_to_string(&legacy) {
+                Ok(text) => self.import_legacy(&name, &text, &legacy)?,
+                Err(_) => {
+                    tracing::info!(dir = %e.path().display(), "removing box directory without a box");
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         let rows = self.list()?;
         // Socket directories of this home whose box is gone or not running.
         let root = layout::socket_root();
@@ -325,34 +371,27 @@ impl Boxlite {
             }
             let prefix = e.file_name().to_string_lossy().to_string();
             let owner = rows.iter().find(|r| r.id.starts_with(&prefix));
-            let stale = match owner {
-                None => rt.db.lookup(&prefix)?.0.is_empty(),
+            // Hold the box's lock while removing, so a start cannot begin in between.
+            let (stale, _held) = match owner {
+                None => (rt.db.lookup(&prefix)?.0.is_empty(), None),
                 Some(r) if !r.state.is_active() => {
-                    FileLock::try_acquire(&rt.layout.lock_path(&r.id), LockMode::Exclusive)
-                        .ok()
-                        .flatten()
-                        .is_some()
+                    let held =
+                        FileLock::try_acquire(&rt.layout.lock_path(&r.id), LockMode::Exclusive)
+                            .ok()
+                            .flatten();
+                    // Judge by the row as it is now, under the lock, not the snapshot.
+                    let idle = held.is_some()
+                        && rt
+                            .db
+                            .get(&r.id)?
+                            .is_none_or(|now| !now.status.state.is_active());
+                    (idle, held)
                 }
-                Some(_) => false,
+                Some(_) => (false, None),
             };
             if stale {
                 tracing::info!(dir = %sockets.dir.display(), "removing stale socket directory");
                 sockets.remove();
-            }
-        }
-        // Box directories without a row: left by a removal that died after deleting the
-        // row's files but... rows are deleted last, so these only come from older
-        // versions or manual edits. Creation inserts the row before making the directory,
-        // so a fresh lookup tells a leftover from a box being created right now.
-        for e in std::fs::read_dir(rt.layout.boxes_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = e.file_name().to_string_lossy().to_string();
-            if rt.db.get(&name)?.is_none() {
-                tracing::info!(dir = %e.path().display(), "removing box directory without a box");
-                let _ = std::fs::remove_dir_all(e.path());
             }
         }
         for e in std::fs::read_dir(rt.layout.locks_dir())
