@@ -10,34 +10,15 @@
 #   3. exec round trip of `true` on a running box
 #   4. RSS and PSS of the QEMU process of an idle box
 set -euo pipefail
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-RUNS=${1:-10}
-BIN=$REPO/target/release/boxlite
-export BOXLITE_ASSETS=${BOXLITE_ASSETS:-$REPO/build/assets}
-export BOXLITE_HOME=${BOXLITE_HOME:-$(mktemp -d /tmp/boxlite-bench.XXXXXX)}
-[[ -x $BIN ]] || { echo "build first: scripts/setup.sh" >&2; exit 1; }
-
-echo "accelerator: $("$BIN" info | sed -n 's/^accelerator: *//p')"
-echo "host: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "runs: $RUNS"
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 # Warm the image store once so the figures are for a cached image.
 "$BIN" run --rm boxlite/busybox true
 
-stats() { # name unit values...
-  local name=$1 unit=$2; shift 2
-  printf '%s\n' "$@" | sort -g | awk -v n="$name" -v u="$unit" '
-    { v[NR]=$1 } END {
-      m = (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2
-      printf "%-44s median %8.3f %s   min %8.3f   max %8.3f   (n=%d)\n", n, m, u, v[1], v[NR], NR }'
-}
-
 e2e=()
 for _ in $(seq "$RUNS"); do
-  s=$(date +%s.%N)
-  "$BIN" run --rm boxlite/busybox true
-  e=$(date +%s.%N)
-  e2e+=("$(awk -v a="$s" -v b="$e" 'BEGIN { printf "%.4f", b - a }')")
+  e2e+=("$(timed "$BIN" run --rm boxlite/busybox true)")
 done
 stats "run --rm boxlite/busybox true (e2e)" s "${e2e[@]}"
 

@@ -12,33 +12,8 @@
 #      loading its background modules then)
 #   4. `boxlite ls -a` with 50 boxes in the database
 set -euo pipefail
-REPO=$(cd "$(dirname "$0")/.." && pwd)
-RUNS=${1:-10}
-BIN=$REPO/target/release/boxlite
-export BOXLITE_ASSETS=${BOXLITE_ASSETS:-$REPO/build/assets}
-export BOXLITE_HOME=${BOXLITE_HOME:-$(mktemp -d /tmp/boxlite-bench.XXXXXX)}
-[[ -x $BIN ]] || { echo "build first: scripts/setup.sh" >&2; exit 1; }
-
-echo "accelerator: $("$BIN" info | sed -n 's/^accelerator: *//p')"
-echo "host: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "runs: $RUNS"
-
-stats() { # name unit values...
-  local name=$1 unit=$2; shift 2
-  printf '%s\n' "$@" | sort -g | awk -v n="$name" -v u="$unit" '
-    { v[NR]=$1 } END {
-      m = (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2
-      printf "%-44s median %8.3f %s   min %8.3f   max %8.3f   (n=%d)\n", n, m, u, v[1], v[NR], NR }'
-}
-
-# Wall time of one command, in seconds; its output is discarded.
-timed() {
-  local s e
-  s=$(date +%s.%N)
-  "$@" > /dev/null
-  e=$(date +%s.%N)
-  awk -v a="$s" -v b="$e" 'BEGIN { printf "%.4f", b - a }'
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 "$BIN" run -d --name bench boxlite/busybox > /dev/null
 stop=() start=() first=() exec=()

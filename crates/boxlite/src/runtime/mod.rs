@@ -311,6 +311,18 @@ impl Boxlite {
         b.remove(force).await
     }
 
+    /// Entries of a per-box directory (`boxes/`, `locks/`) whose name is no box's id.
+    fn entries_without_a_box(&self, dir: &Path) -> Result<Vec<(String, PathBuf)>, crate::Error> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if self.inner.db.get(&name)?.is_none() {
+                out.push((name, e.path()));
+            }
+        }
+        Ok(out)
+    }
+
     /// Move a version 0.1 box record into the database. One that does not parse is kept
     /// as a Failed row that says so, so the box can still be listed and removed.
     fn import_legacy(&self, id: &str, text: &str, file: &Path) -> Result<(), crate::Error> {
@@ -343,21 +355,13 @@ impl Boxlite {
         // from before the state database: import it. Anything else is a leftover (rows
         // are inserted before a box's directory is made and deleted after it is gone),
         // and a fresh lookup tells it from a box being created right now.
-        for e in std::fs::read_dir(rt.layout.boxes_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = e.file_name().to_string_lossy().to_string();
-            if rt.db.get(&name)?.is_some() {
-                continue;
-            }
-            let legacy = e.path().join(litebox::record::LEGACY_RECORD);
+        for (name, path) in self.entries_without_a_box(&rt.layout.boxes_dir())? {
+            let legacy = path.join(litebox::record::LEGACY_RECORD);
             match std::fs::read_to_string(&legacy) {
                 Ok(text) => self.import_legacy(&name, &text, &legacy)?,
                 Err(_) => {
-                    tracing::info!(dir = %e.path().display(), "removing box directory without a box");
-                    let _ = std::fs::remove_dir_all(e.path());
+                    tracing::info!(dir = %path.display(), "removing box directory without a box");
+                    let _ = std::fs::remove_dir_all(&path);
                 }
             }
         }
@@ -394,16 +398,8 @@ impl Boxlite {
                 sockets.remove();
             }
         }
-        for e in std::fs::read_dir(rt.layout.locks_dir())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = e.file_name().to_string_lossy().to_string();
-            if rt.db.get(&name)?.is_some() {
-                continue;
-            }
-            if let Ok(Some(lock)) = FileLock::try_acquire(&e.path(), LockMode::Exclusive)
+        for (name, path) in self.entries_without_a_box(&rt.layout.locks_dir())? {
+            if let Ok(Some(lock)) = FileLock::try_acquire(&path, LockMode::Exclusive)
                 && rt.db.get(&name)?.is_none()
             {
                 lock.remove_file();
