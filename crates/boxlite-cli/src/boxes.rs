@@ -61,16 +61,18 @@ fn status(b: &BoxInfo) -> String {
     if b.state != BoxState::Running
         && let Some(e) = &b.last_error
     {
-        let first = e.lines().next().unwrap_or("");
-        let short: String = first.chars().take(60).collect();
         s.push_str(": ");
-        s.push_str(&short);
-        if short.len() < first.len() {
-            s.push('…');
-        }
+        s.push_str(e.lines().next().unwrap_or(""));
+    }
+    // Keep the table aligned; `inspect` has the whole reason.
+    if s.chars().count() > STATUS_WIDTH {
+        s = s.chars().take(STATUS_WIDTH - 1).collect();
+        s.push('…');
     }
     s
 }
+
+const STATUS_WIDTH: usize = 40;
 
 pub fn ls(rt: &Boxlite, all: bool, quiet: bool, format: &str) -> Result<i32> {
     let boxes: Vec<BoxInfo> = rt
