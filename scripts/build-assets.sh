@@ -24,6 +24,10 @@ KERNEL_SHA256=7ff7fc8da85d313242c20698c6b34542aea447673c7c1975b0d38bd6005100b5
 VHOST_VSOCK_VERSION=0.3.0
 VHOST_VSOCK_SHA256=52ce95d81af89ad693d067c650e42df0f217addfbc96cc4820f7c62eb4a28b13
 
+# virtiofsd from crates.io (the Rust one; QEMU 8 dropped its C virtiofsd). Needs
+# libseccomp-dev and libcap-ng-dev, which setup.sh installs.
+VIRTIOFSD_VERSION=1.14.0
+
 # Modules the guest needs; their dependencies are resolved from the kernel's own
 # modules.dep, so load order follows the kernel, not these lists. The agent loads the
 # boot list before it reports ready (disk, entropy, vsock) and the later list right
@@ -195,6 +199,19 @@ build_vhost_vsock() {
   mv -f "$OUT/bin/.vhost-device-vsock.new" "$OUT/bin/vhost-device-vsock"
 }
 
+build_virtiofsd() {
+  local root=$CACHE/tools bin
+  bin=$root/bin/virtiofsd
+  if [[ ! -x $bin || $(cat "$root/virtiofsd.version" 2>/dev/null) != "$VIRTIOFSD_VERSION" ]]; then
+    log "installing virtiofsd $VIRTIOFSD_VERSION from crates.io"
+    cargo install --locked --quiet --version "$VIRTIOFSD_VERSION" virtiofsd --root "$root" --force >&2
+    echo "$VIRTIOFSD_VERSION" > "$root/virtiofsd.version"
+  fi
+  mkdir -p "$OUT/bin"
+  cp "$bin" "$OUT/bin/.virtiofsd.new"
+  mv -f "$OUT/bin/.virtiofsd.new" "$OUT/bin/virtiofsd"
+}
+
 # ---------------------------------------------------------------- built-in images
 build_busybox_image() {
   [[ $(id -u) == 0 ]] || die "building boxlite/busybox needs root: mkfs.ext4 -d copies the builder's uid into the image"
@@ -253,6 +270,7 @@ build_kernel_and_modules "$KERNEL_DEB"
 AGENT=$(build_agent)
 pack_initramfs "$AGENT"
 build_vhost_vsock
+build_virtiofsd
 build_busybox_image
 write_manifest
 log "assets ready in $OUT"

@@ -20,6 +20,7 @@ PACKAGES=(
   busybox-static                      # the built-in boxlite/busybox image
   e2fsprogs cpio lz4 zstd xz-utils kmod binutils patch   # asset build: mkfs.ext4, initramfs, vmlinux, depmod
   protobuf-compiler                   # protoc, for the agent protocol
+  libseccomp-dev libcap-ng-dev        # building virtiofsd (volumes)
   ca-certificates
 )
 missing=()

@@ -170,3 +170,60 @@ pub async fn logs(rt: &Boxlite, key: &str, follow: bool) -> Result<i32> {
         }
     }
 }
+
+/// `boxlite volume ...`.
+pub fn volume(rt: &Boxlite, cmd: crate::VolumeCommand) -> Result<i32> {
+    use crate::VolumeCommand as V;
+    let report = |r: Result<(), boxlite::Error>, name: &str, failed: &mut bool| match r {
+        Ok(()) => println!("{name}"),
+        Err(e) => {
+            eprintln!("boxlite: error: {}", boxlite::error_chain(&e));
+            *failed = true;
+        }
+    };
+    let mut failed = false;
+    match cmd {
+        V::Create { name } => {
+            rt.create_volume(&name)?;
+            println!("{name}");
+        }
+        V::Ls { format } => {
+            let vols = rt.volumes()?;
+            match format.as_str() {
+                "json" => println!("{}", serde_json::to_string_pretty(&vols)?),
+                "table" => {
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "{:<10}  {:<34}  {:<16}  USED BY", "KIND", "NAME", "CREATED")?;
+                    for v in &vols {
+                        let users: Vec<&str> = v.used_by.iter().map(|u| &u[..12.min(u.len())]).collect();
+                        writeln!(
+                            out,
+                            "{:<10}  {:<34}  {:<16}  {}",
+                            format!("{:?}", v.kind).to_lowercase(),
+                            v.name,
+                            ago(v.created_at),
+                            users.join(",")
+                        )?;
+                    }
+                }
+                other => bail!("invalid --format {other:?}; valid values are table and json"),
+            }
+        }
+        V::Inspect { names } => {
+            let mut found = Vec::new();
+            for n in &names {
+                match rt.volume(n) {
+                    Ok(v) => found.push(v),
+                    Err(e) => report(Err(e), n, &mut failed),
+                }
+            }
+            println!("{}", serde_json::to_string_pretty(&found)?);
+        }
+        V::Rm { force, names } => {
+            for n in &names {
+                report(rt.remove_volume(n, force), n, &mut failed);
+            }
+        }
+    }
+    Ok(if failed { 125 } else { 0 })
+}

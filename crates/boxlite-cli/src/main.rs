@@ -65,10 +65,15 @@ struct CreateArgs {
     /// Consecutive failed pings before the box is marked unhealthy.
     #[arg(long, value_name = "N", default_value_t = HealthOptions::default().retries)]
     health_retries: u32,
+    /// Mount a managed volume: /guest/path (a new anonymous volume, removed with the
+    /// box) or NAME:/guest/path[:ro] (a named volume, created on first use). Host
+    /// directories cannot be mounted; use `boxlite cp`.
+    #[arg(short = 'v', long = "volume", value_name = "SPEC")]
+    volumes: Vec<String>,
 }
 
 impl CreateArgs {
-    fn options(&self, image: &str) -> BoxOptions {
+    fn options(&self, image: &str) -> Result<BoxOptions> {
         let mut o = BoxOptions::new(image)
             .memory_mib(self.memory)
             .cpus(self.cpus)
@@ -81,7 +86,11 @@ impl CreateArgs {
         if let Some(n) = &self.name {
             o = o.name(n);
         }
-        o
+        // Parse every spec before anything is created.
+        for v in &self.volumes {
+            o = o.volume(boxlite::VolumeSpec::parse(v)?);
+        }
+        Ok(o)
     }
 }
 
@@ -173,11 +182,41 @@ enum Command {
         #[arg(value_name = "BOX")]
         id: String,
     },
+    /// Manage volumes.
+    Volume {
+        #[command(subcommand)]
+        command: VolumeCommand,
+    },
     /// Show the accelerator, QEMU, kernel and asset paths.
     Info {
         /// Output format: text or json.
         #[arg(long, default_value = "text")]
         format: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VolumeCommand {
+    /// Create a named volume (nothing happens if it exists).
+    Create { name: String },
+    /// List volumes.
+    Ls {
+        /// Output format: table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Show volumes as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes and their contents.
+    Rm {
+        /// Remove even if a box uses it.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
     },
 }
 
@@ -429,11 +468,12 @@ async fn real_main(cli: Cli) -> Result<i32> {
             image,
             command,
         } => {
-            let opts = create.options(&image);
+            let opts = create.options(&image)?;
             run_cmd(rt, exec, opts, detach, command).await
         }
         Command::Exec { exec, id, command } => exec_cmd(rt, exec, id, command).await,
-        Command::Create { create, image } => boxes::create(&rt, create.options(&image)).await,
+        Command::Create { create, image } => boxes::create(&rt, create.options(&image)?).await,
+        Command::Volume { command } => boxes::volume(&rt, command),
         Command::Start { boxes: keys } => {
             boxes::for_each(&rt, &keys, |b| async move { b.start().await }).await
         }

@@ -9,6 +9,7 @@ mod exec;
 mod init;
 mod server;
 mod sys;
+mod volumes;
 
 use std::path::Path;
 use std::time::Duration;
@@ -120,7 +121,10 @@ async fn serve(cfg: init::BootConfig) -> Result<(), Box<dyn std::error::Error>> 
         });
     }
 
-    let service = AgentServer::new(server::AgentService { procs })
+    let service = AgentServer::new(server::AgentService {
+        procs,
+        cfg: cfg.clone(),
+    })
         .max_decoding_message_size(boxlite_protocol::MAX_MESSAGE)
         .max_encoding_message_size(boxlite_protocol::MAX_MESSAGE);
     tonic::transport::Server::builder()

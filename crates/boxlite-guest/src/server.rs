@@ -15,6 +15,7 @@ use crate::exec::{Chunk, ExecError, Execution, Exit, OutputSlot, Processes, Spec
 #[derive(Debug)]
 pub struct AgentService {
     pub procs: Arc<Processes>,
+    pub cfg: crate::init::BootConfig,
 }
 
 impl From<ExecError> for Status {
@@ -231,6 +232,34 @@ impl Agent for AgentService {
             .signal(&exec, r.signal, r.process_group)
             .map_err(|e| Status::internal(format!("signal {}: {e}", r.signal)))?;
         Ok(Response::new(v1::SignalResponse {}))
+    }
+
+    async fn mount_volumes(
+        &self,
+        req: Request<v1::MountVolumesRequest>,
+    ) -> Result<Response<v1::MountVolumesResponse>, Status> {
+        let mounts: Vec<crate::volumes::Mount> = req
+            .into_inner()
+            .mounts
+            .into_iter()
+            .map(|m| crate::volumes::Mount {
+                tag: m.tag,
+                path: m.path,
+                read_only: m.read_only,
+            })
+            .collect();
+        let cfg = self.cfg.clone();
+        // Module loading and mounting block; keep them off the async workers.
+        tokio::task::spawn_blocking(move || crate::volumes::mount_all(&cfg, &mounts))
+            .await
+            .map_err(|e| Status::internal(format!("mount task: {e}")))?
+            .map_err(|e| match e {
+                crate::volumes::VolumeError::InvalidPath(_) => {
+                    Status::invalid_argument(crate::error_chain(&e))
+                }
+                _ => Status::internal(crate::error_chain(&e)),
+            })?;
+        Ok(Response::new(v1::MountVolumesResponse {}))
     }
 
     async fn shutdown(

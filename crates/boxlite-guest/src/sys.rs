@@ -145,6 +145,13 @@ pub fn open_in_root(root: &OwnedFd, path: &str, flags: libc::c_int) -> io::Resul
     Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
 
+/// `mkdirat(2)` of one name in an open directory.
+pub fn mkdirat(dir: &OwnedFd, name: &str, mode: libc::mode_t) -> io::Result<()> {
+    let n = cstr(name)?;
+    // SAFETY: dir is open and n is a valid NUL-terminated name.
+    check(unsafe { libc::mkdirat(dir.as_raw_fd(), n.as_ptr(), mode) })
+}
+
 pub fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
     // SAFETY: stat is plain old data; all-zero is valid and fstat fills it in.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };

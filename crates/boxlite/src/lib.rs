@@ -26,6 +26,7 @@ pub mod portal;
 pub mod runtime;
 mod util;
 pub mod vmm;
+pub mod volumes;
 
 pub use litebox::{
     BoxCommand, BoxError, BoxInfo, BoxOptions, BoxState, ExecError, ExecOutput, ExecStdin,
@@ -35,6 +36,8 @@ pub use portal::ExitStatus;
 pub use runtime::{Boxlite, RuntimeInfo, RuntimeOptions};
 pub use util::process::ProcessId;
 pub use vmm::{Accel, AccelChoice};
+pub use volumes::{VolumeSpec, VolumeSource};
+pub use runtime::VolumeInfo;
 
 /// Every error the library returns.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,8 @@ pub enum Error {
     SocketDir(#[from] runtime::layout::SocketDirError),
     #[error(transparent)]
     Db(#[from] db::DbError),
+    #[error(transparent)]
+    Volume(#[from] volumes::VolumeError),
     #[error("{context}")]
     Io {
         context: String,

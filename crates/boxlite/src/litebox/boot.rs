@@ -15,7 +15,7 @@ use crate::runtime::layout::SocketPaths;
 use crate::util::fsutil::tail_file;
 use crate::util::process::{ProcessId, spawn_detached};
 use crate::vmm::vsock::{AgentAddr, ReadyListener, VsockMode, random_cid};
-use crate::vmm::{VmConfig, VmmError, VsockDevice};
+use crate::vmm::{FsDevice, VmConfig, VmmError, VsockDevice};
 
 /// Bytes of console log quoted in a boot error.
 const CONSOLE_TAIL: usize = 3000;
@@ -108,8 +108,42 @@ pub(super) async fn boot(
         }
     };
     if let Some(child) = helper_child.as_mut() {
-        wait_for_socket(&sockets.vhost(), child, &paths.vsock_log()).await?;
+        wait_for_socket("vhost-device-vsock", &sockets.vhost(), child, &paths.vsock_log()).await?;
         tracing::debug!(ms = t0.elapsed().as_millis() as u64, "vsock device ready");
+    }
+    // One virtiofsd per volume, each sharing exactly one managed directory, checked
+    // against the gate again now: the directory could have been replaced since creation.
+    let mut fs = Vec::new();
+    rec.virtiofsd.clear();
+    if !cfg_box.volumes.is_empty() {
+        let binary = rt.virtiofsd_binary()?;
+        let sandbox = crate::volumes::virtiofsd_sandbox();
+        for (i, m) in cfg_box.volumes.iter().enumerate() {
+            let dir = m.kind.root(&rt.layout).join(&m.name);
+            let (_, _, shared) = crate::volumes::gate(&rt.layout, &dir)?;
+            let socket = sockets.fs(i);
+            let mut args: Vec<std::ffi::OsString> = vec![
+                format!("--socket-path={}", socket.display()).into(),
+                "--shared-dir".into(),
+                shared.into_os_string(),
+                format!("--sandbox={sandbox}").into(),
+                // The guest sees the directory as it is; nothing is cached across boxes.
+                "--cache=auto".into(),
+            ];
+            if m.read_only {
+                args.push("--readonly".into());
+            }
+            let log = paths.virtiofsd_log(i);
+            let (pid, mut child) = spawn_detached(&binary, &args, &log, &marker)?;
+            guard.procs.push(pid);
+            rec.virtiofsd.push(pid);
+            wait_for_socket("virtiofsd", &socket, &mut child, &log).await?;
+            fs.push(FsDevice {
+                socket,
+                tag: crate::volumes::tag(i),
+            });
+        }
+        tracing::debug!(ms = t0.elapsed().as_millis() as u64, volumes = fs.len(), "virtiofsd ready");
     }
     let ready = ReadyListener::bind(&addr, &sockets.agent_port(ready_port), ready_port)
         .map_err(|e| VmmError::Vsock(format!("binding the readiness listener: {e}")))?;
@@ -126,6 +160,7 @@ pub(super) async fn boot(
         memory_mib: cfg_box.memory_mib,
         cpus: cfg_box.cpus,
         vsock: device,
+        fs,
         console_log: paths.console_log(),
         vmm_log: paths.vmm_log(),
         marker: marker
@@ -188,11 +223,25 @@ pub(super) async fn boot(
     tracing::debug!(ms = t0.elapsed().as_millis() as u64, "agent ready");
     let client = AgentClient::connect(addr).await?;
     tracing::debug!(ms = t0.elapsed().as_millis() as u64, "agent connected");
+    if !cfg_box.volumes.is_empty() {
+        let mounts: Vec<(String, String, bool)> = cfg_box
+            .volumes
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (crate::volumes::tag(i), m.guest_path.clone(), m.read_only))
+            .collect();
+        client
+            .mount_volumes(&mounts)
+            .await
+            .map_err(|e| boot_fail(format!("mounting volumes: {}", crate::error_chain(&e))))?;
+        tracing::debug!(ms = t0.elapsed().as_millis() as u64, "volumes mounted");
+    }
     Ok(client)
 }
 
-/// Wait for vhost-device-vsock to create its vhost-user socket, or report why it died.
+/// Wait for a vhost-user backend to create its socket, or report why it died.
 async fn wait_for_socket(
+    what: &str,
     path: &Path,
     child: &mut tokio::process::Child,
     log: &Path,
@@ -203,15 +252,15 @@ async fn wait_for_socket(
             return Ok(());
         }
         if let Ok(Some(st)) = child.try_wait() {
-            return Err(VmmError::Vsock(format!(
-                "vhost-device-vsock exited ({st}) before creating {}: {}",
+            return Err(VmmError::Helper(format!(
+                "{what} exited ({st}) before creating {}: {}",
                 path.display(),
                 tail_file(log, 1000).trim()
             )));
         }
         if Instant::now() > deadline {
-            return Err(VmmError::Vsock(format!(
-                "vhost-device-vsock did not create {} within 10s",
+            return Err(VmmError::Helper(format!(
+                "{what} did not create {} within 10s",
                 path.display()
             )));
         }

@@ -77,6 +77,9 @@ pub struct BoxOptions {
     pub auto_remove: bool,
     #[serde(default)]
     pub health: HealthOptions,
+    /// Managed volumes to mount; see [`crate::volumes`].
+    #[serde(default)]
+    pub volumes: Vec<crate::volumes::VolumeSpec>,
 }
 
 impl BoxOptions {
@@ -88,7 +91,13 @@ impl BoxOptions {
             cpus: record::default_cpus(),
             auto_remove: false,
             health: HealthOptions::default(),
+            volumes: Vec::new(),
         }
+    }
+
+    pub fn volume(mut self, spec: crate::volumes::VolumeSpec) -> Self {
+        self.volumes.push(spec);
+        self
     }
 
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -526,9 +535,11 @@ impl LiteBox {
 pub(crate) fn settle_stopped(rt: &RuntimeInner, row: &mut BoxRow, reason: Option<&str>) {
     let st = &mut row.status;
     let me = std::process::id() as i32;
+    let fs = std::mem::take(&mut st.virtiofsd);
     for p in [st.vmm.take(), st.vsock_helper.take(), st.monitor.take()]
         .into_iter()
         .flatten()
+        .chain(fs)
         .filter(|p| p.pid != me)
     {
         p.kill_and_wait(Duration::from_secs(5));
@@ -678,6 +689,7 @@ pub(crate) fn remove_locked(
         }
     }
     SocketPaths::for_box(&row.id).remove_if_owned(rt.layout.home());
+    crate::volumes::remove_anonymous(&rt.layout, &row.config.volumes)?;
     rt.db.delete(&row.id)?;
     lock.remove_file();
     tracing::info!(box_id = %row.id, "box removed");

@@ -51,6 +51,8 @@ pub struct BoxConfig {
     /// Remove the box as soon as it stops, however it stops.
     pub auto_remove: bool,
     pub health: HealthOptions,
+    /// Volumes mounted into the box, validated at creation.
+    pub volumes: Vec<crate::volumes::VolumeMount>,
 }
 
 impl Default for BoxConfig {
@@ -62,6 +64,7 @@ impl Default for BoxConfig {
             cpus: default_cpus(),
             auto_remove: false,
             health: HealthOptions::default(),
+            volumes: Vec::new(),
         }
     }
 }
@@ -103,6 +106,8 @@ pub struct BoxStatus {
     pub vsock_helper: Option<ProcessId>,
     /// The per-box monitor (health checks, reaction to the VM dying on its own).
     pub monitor: Option<ProcessId>,
+    /// One virtiofsd per volume, in the order of the config's volumes.
+    pub virtiofsd: Vec<ProcessId>,
     /// Why the box last failed or stopped without being asked to.
     pub last_error: Option<String>,
     pub health: Health,
@@ -121,6 +126,7 @@ impl BoxStatus {
         [self.vmm, self.vsock_helper, self.monitor]
             .into_iter()
             .flatten()
+            .chain(self.virtiofsd.iter().copied())
             .filter(|p| p.is_alive())
             .collect()
     }

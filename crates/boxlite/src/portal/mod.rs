@@ -216,6 +216,25 @@ impl AgentClient {
             .map_err(|s| PortalError::rpc("Signal", s))
     }
 
+    /// Mount virtio-fs volumes: `(tag, guest path, read only)`.
+    pub async fn mount_volumes(&self, mounts: &[(String, String, bool)]) -> Result<(), PortalError> {
+        self.stub
+            .clone()
+            .mount_volumes(v1::MountVolumesRequest {
+                mounts: mounts
+                    .iter()
+                    .map(|(tag, path, ro)| v1::VolumeMount {
+                        tag: tag.clone(),
+                        path: path.clone(),
+                        read_only: *ro,
+                    })
+                    .collect(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| PortalError::rpc("MountVolumes", s))
+    }
+
     pub async fn shutdown(&self) -> Result<(), PortalError> {
         self.stub
             .clone()

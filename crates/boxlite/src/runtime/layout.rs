@@ -40,6 +40,18 @@ impl Layout {
         self.home.join("cache")
     }
 
+    pub fn volumes_dir(&self) -> PathBuf {
+        self.home.join("volumes")
+    }
+
+    pub fn named_volumes_dir(&self) -> PathBuf {
+        self.volumes_dir().join("named")
+    }
+
+    pub fn anonymous_volumes_dir(&self) -> PathBuf {
+        self.volumes_dir().join("anonymous")
+    }
+
     pub fn db_dir(&self) -> PathBuf {
         self.home.join("db")
     }
@@ -67,6 +79,9 @@ impl Layout {
             self.logs_dir(),
             self.db_dir(),
             self.locks_dir(),
+            self.volumes_dir(),
+            self.named_volumes_dir(),
+            self.anonymous_volumes_dir(),
         ] {
             std::fs::DirBuilder::new()
                 .recursive(true)
@@ -98,6 +113,9 @@ impl BoxPaths {
     }
     pub fn monitor_log(&self) -> PathBuf {
         self.dir.join("monitor.log")
+    }
+    pub fn virtiofsd_log(&self, index: usize) -> PathBuf {
+        self.dir.join(format!("virtiofsd-{index}.log"))
     }
 }
 
@@ -205,6 +223,10 @@ impl SocketPaths {
     /// Host side of the hybrid vsock: connect here and send `CONNECT <port>`.
     pub fn agent(&self) -> PathBuf {
         self.dir.join("a.sock")
+    }
+    /// vhost-user socket of the virtiofsd serving volume `index`.
+    pub fn fs(&self, index: usize) -> PathBuf {
+        self.dir.join(format!("fs{index}.sock"))
     }
     /// Where guest-initiated connections to host port `port` arrive.
     pub fn agent_port(&self, port: u32) -> PathBuf {

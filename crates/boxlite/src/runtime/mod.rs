@@ -2,6 +2,8 @@
 
 pub mod assets;
 pub mod layout;
+mod volumes;
+pub use volumes::VolumeInfo;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -112,27 +114,44 @@ impl RuntimeInner {
         }
     }
 
-    /// vhost-device-vsock: `$BOXLITE_VHOST_VSOCK`, else the copy in the assets, else
-    /// `PATH`, else cargo's bin directory.
+    /// vhost-device-vsock: see [`RuntimeInner::helper_binary`].
     pub fn vhost_vsock_binary(&self) -> Result<PathBuf, VmmError> {
-        const NAME: &str = "vhost-device-vsock";
-        if let Some(p) = std::env::var_os("BOXLITE_VHOST_VSOCK") {
+        self.helper_binary(
+            "vhost-device-vsock",
+            "BOXLITE_VHOST_VSOCK",
+            "build the assets with scripts/build-assets.sh (it builds it), or set BOXLITE_VHOST_VSOCK",
+        )
+    }
+
+    /// virtiofsd: see [`RuntimeInner::helper_binary`].
+    pub fn virtiofsd_binary(&self) -> Result<PathBuf, VmmError> {
+        self.helper_binary(
+            "virtiofsd",
+            "BOXLITE_VIRTIOFSD",
+            "volumes need it; build the assets with scripts/build-assets.sh (it installs it), or set BOXLITE_VIRTIOFSD",
+        )
+    }
+
+    /// A helper binary: `$<env>`, else the copy in the assets, else `PATH`, else cargo's
+    /// bin directory.
+    fn helper_binary(&self, name: &str, env: &str, hint: &str) -> Result<PathBuf, VmmError> {
+        if let Some(p) = std::env::var_os(env) {
             return Ok(PathBuf::from(p));
         }
         let cargo_bin = || {
             let home = std::env::var_os("CARGO_HOME")
                 .map(PathBuf::from)
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
-            Some(home.join("bin").join(NAME)).filter(|p| p.is_file())
+            Some(home.join("bin").join(name)).filter(|p| p.is_file())
         };
         self.assets()
             .ok()
-            .and_then(|a| a.bin(NAME))
-            .or_else(|| find_binary(NAME, "BOXLITE_VHOST_VSOCK"))
+            .and_then(|a| a.bin(name))
+            .or_else(|| find_binary(name, env))
             .or_else(cargo_bin)
             .ok_or_else(|| VmmError::BinaryMissing {
-                binary: NAME.into(),
-                hint: "build the assets with scripts/build-assets.sh (it installs it), run 'cargo install vhost-device-vsock', or set BOXLITE_VHOST_VSOCK".into(),
+                binary: name.into(),
+                hint: hint.into(),
             })
     }
 }
@@ -214,6 +233,8 @@ impl Boxlite {
     /// Failed and that can be removed like any other.
     pub async fn create(&self, opts: BoxOptions) -> Result<LiteBox, crate::Error> {
         opts.validate()?;
+        // Every volume spec is checked before anything is made.
+        let volumes = self.plan_volumes(&opts.volumes)?;
         let image = self.image(&opts.image)?;
         let rt = &self.inner;
         let id = new_box_id();
@@ -236,6 +257,7 @@ impl Boxlite {
                 cpus: opts.cpus,
                 auto_remove: opts.auto_remove,
                 health: opts.health,
+                volumes: volumes.clone(),
             },
             status: BoxStatus {
                 creating: ProcessId::of(std::process::id() as i32).ok(),
@@ -247,6 +269,7 @@ impl Boxlite {
             return Err(e.into());
         }
         let paths = rt.box_paths(&id);
+        let mut new_named = Vec::new();
         let made = std::fs::create_dir_all(&paths.dir)
             .map_err(|source| crate::Error::Io {
                 context: format!("creating {}", paths.dir.display()),
@@ -254,11 +277,18 @@ impl Boxlite {
             })
             .and_then(|()| Ok(crate::disk::create_overlay(&image.base, &paths.disk())?))
             .and_then(|()| {
+                new_named = crate::volumes::create_dirs(&rt.layout, &volumes)?;
+                Ok(())
+            })
+            .and_then(|()| {
                 row.status.creating = None;
                 Ok(rt.db.update_status(&id, &row.status).map(|_| ())?)
             });
         if let Err(e) = made {
             let _ = litebox::remove_locked(rt, &row, &lock);
+            for d in new_named {
+                let _ = std::fs::remove_dir(d);
+            }
             return Err(e);
         }
         tracing::info!(box_id = %id, image = %image.reference, name = row.name.as_deref().unwrap_or(""), "box created");

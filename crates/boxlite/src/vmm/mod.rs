@@ -26,6 +26,8 @@ pub enum VmmError {
     Version { binary: String, detail: String },
     #[error("vsock device: {0}")]
     Vsock(String),
+    #[error("{0}")]
+    Helper(String),
 }
 
 /// How the guest's virtio-vsock device is provided.
@@ -35,6 +37,14 @@ pub enum VsockDevice {
     VhostUser { socket: PathBuf },
     /// The kernel's vhost-vsock, with this guest CID.
     Kernel { cid: u32 },
+}
+
+/// A virtio-fs device served by a vhost-user backend (virtiofsd).
+#[derive(Debug, Clone)]
+pub struct FsDevice {
+    pub socket: PathBuf,
+    /// The tag the guest mounts it by.
+    pub tag: String,
 }
 
 /// Everything an engine needs to boot one box.
@@ -50,6 +60,8 @@ pub struct VmConfig {
     pub memory_mib: u32,
     pub cpus: u32,
     pub vsock: VsockDevice,
+    /// Shared directories, in order.
+    pub fs: Vec<FsDevice>,
     pub console_log: PathBuf,
     pub vmm_log: PathBuf,
     /// Environment added to the engine process to mark it as this box's.

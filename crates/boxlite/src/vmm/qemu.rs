@@ -84,6 +84,12 @@ impl Qemu {
                 push(&format!("vhost-vsock-device,guest-cid={cid}"));
             }
         }
+        for (i, fs) in cfg.fs.iter().enumerate() {
+            push("-chardev");
+            push(&format!("socket,id=fs{i},path={}", fs.socket.display()));
+            push("-device");
+            push(&format!("vhost-user-fs-device,chardev=fs{i},tag={}", fs.tag));
+        }
         // Entropy for the guest: without it, early getrandom() calls block for seconds
         // under TCG, where there is no RDRAND.
         push("-device");
@@ -195,10 +201,34 @@ mod tests {
             vsock: VsockDevice::VhostUser {
                 socket: "/tmp/boxlite-0/x/v.sock".into(),
             },
+            fs: Vec::new(),
             console_log: "/b/console.log".into(),
             vmm_log: "/b/qemu.log".into(),
             marker: Vec::new(),
         }
+    }
+
+    #[test]
+    fn each_volume_becomes_a_vhost_user_fs_device_with_its_tag() {
+        let q = Qemu {
+            binary: "qemu".into(),
+        };
+        let mut c = cfg(Accel::Tcg);
+        c.fs = vec![
+            crate::vmm::FsDevice {
+                socket: "/tmp/boxlite-0/x/fs0.sock".into(),
+                tag: "bxvol0".into(),
+            },
+            crate::vmm::FsDevice {
+                socket: "/tmp/boxlite-0/x/fs1.sock".into(),
+                tag: "bxvol1".into(),
+            },
+        ];
+
+        let args = joined(&q, &c);
+
+        assert!(args.contains("-chardev socket,id=fs0,path=/tmp/boxlite-0/x/fs0.sock -device vhost-user-fs-device,chardev=fs0,tag=bxvol0"), "{args}");
+        assert!(args.contains("-chardev socket,id=fs1,path=/tmp/boxlite-0/x/fs1.sock -device vhost-user-fs-device,chardev=fs1,tag=bxvol1"), "{args}");
     }
 
     fn joined(q: &Qemu, c: &VmConfig) -> String {
