@@ -193,9 +193,14 @@ pub fn volume(rt: &Boxlite, cmd: crate::VolumeCommand) -> Result<i32> {
                 "json" => println!("{}", serde_json::to_string_pretty(&vols)?),
                 "table" => {
                     let mut out = std::io::stdout().lock();
-                    writeln!(out, "{:<10}  {:<34}  {:<16}  USED BY", "KIND", "NAME", "CREATED")?;
+                    writeln!(
+                        out,
+                        "{:<10}  {:<34}  {:<16}  USED BY",
+                        "KIND", "NAME", "CREATED"
+                    )?;
                     for v in &vols {
-                        let users: Vec<&str> = v.used_by.iter().map(|u| &u[..12.min(u.len())]).collect();
+                        let users: Vec<&str> =
+                            v.used_by.iter().map(|u| &u[..12.min(u.len())]).collect();
                         writeln!(
                             out,
                             "{:<10}  {:<34}  {:<16}  {}",

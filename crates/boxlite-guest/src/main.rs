@@ -125,8 +125,8 @@ async fn serve(cfg: init::BootConfig) -> Result<(), Box<dyn std::error::Error>> 
         procs,
         cfg: cfg.clone(),
     })
-        .max_decoding_message_size(boxlite_protocol::MAX_MESSAGE)
-        .max_encoding_message_size(boxlite_protocol::MAX_MESSAGE);
+    .max_decoding_message_size(boxlite_protocol::MAX_MESSAGE)
+    .max_encoding_message_size(boxlite_protocol::MAX_MESSAGE);
     tonic::transport::Server::builder()
         .max_frame_size(boxlite_protocol::MAX_FRAME)
         .initial_stream_window_size(boxlite_protocol::STREAM_WINDOW)

@@ -62,7 +62,11 @@ fn mount_point(root: &Path, path: &str) -> Result<std::os::fd::OwnedFd, VolumeEr
     let root_fd = sys::open_dir(root).map_err(err)?;
     let mut cur = String::new();
     for comp in components(path)? {
-        let parent = if cur.is_empty() { "/".to_string() } else { cur.clone() };
+        let parent = if cur.is_empty() {
+            "/".to_string()
+        } else {
+            cur.clone()
+        };
         cur.push('/');
         cur.push_str(comp);
         match sys::open_in_root(&root_fd, &cur, libc::O_PATH | libc::O_DIRECTORY) {

@@ -33,11 +33,11 @@ pub use litebox::{
     Execution, Health, HealthOptions, HealthState, LiteBox,
 };
 pub use portal::ExitStatus;
+pub use runtime::VolumeInfo;
 pub use runtime::{Boxlite, RuntimeInfo, RuntimeOptions};
 pub use util::process::ProcessId;
 pub use vmm::{Accel, AccelChoice};
-pub use volumes::{VolumeSpec, VolumeSource};
-pub use runtime::VolumeInfo;
+pub use volumes::{VolumeSource, VolumeSpec};
 
 /// Every error the library returns.
 #[derive(Debug, thiserror::Error)]

@@ -108,7 +108,13 @@ pub(super) async fn boot(
         }
     };
     if let Some(child) = helper_child.as_mut() {
-        wait_for_socket("vhost-device-vsock", &sockets.vhost(), child, &paths.vsock_log()).await?;
+        wait_for_socket(
+            "vhost-device-vsock",
+            &sockets.vhost(),
+            child,
+            &paths.vsock_log(),
+        )
+        .await?;
         tracing::debug!(ms = t0.elapsed().as_millis() as u64, "vsock device ready");
     }
     // One virtiofsd per volume, each sharing exactly one managed directory, checked
@@ -143,7 +149,11 @@ pub(super) async fn boot(
                 tag: crate::volumes::tag(i),
             });
         }
-        tracing::debug!(ms = t0.elapsed().as_millis() as u64, volumes = fs.len(), "virtiofsd ready");
+        tracing::debug!(
+            ms = t0.elapsed().as_millis() as u64,
+            volumes = fs.len(),
+            "virtiofsd ready"
+        );
     }
     let ready = ReadyListener::bind(&addr, &sockets.agent_port(ready_port), ready_port)
         .map_err(|e| VmmError::Vsock(format!("binding the readiness listener: {e}")))?;

@@ -217,7 +217,10 @@ impl AgentClient {
     }
 
     /// Mount virtio-fs volumes: `(tag, guest path, read only)`.
-    pub async fn mount_volumes(&self, mounts: &[(String, String, bool)]) -> Result<(), PortalError> {
+    pub async fn mount_volumes(
+        &self,
+        mounts: &[(String, String, bool)],
+    ) -> Result<(), PortalError> {
         self.stub
             .clone()
             .mount_volumes(v1::MountVolumesRequest {

@@ -22,10 +22,16 @@ pub struct VolumeInfo {
     pub used_by: Vec<String>,
 }
 
+/// Which box mounts which volume: `((kind, name), box id)`.
+type Users = Vec<((VolumeKind, String), String)>;
+
 impl Boxlite {
     /// Validate a box's volume specs, all of them before anything is created, and turn
     /// them into mounts. Host paths must pass the gate.
-    pub(crate) fn plan_volumes(&self, specs: &[VolumeSpec]) -> Result<Vec<VolumeMount>, crate::Error> {
+    pub(crate) fn plan_volumes(
+        &self,
+        specs: &[VolumeSpec],
+    ) -> Result<Vec<VolumeMount>, crate::Error> {
         let layout = &self.inner.layout;
         if specs.len() > MAX_VOLUMES {
             return Err(VolumeError::InvalidSpec {
@@ -52,7 +58,9 @@ impl Boxlite {
                     (kind, name)
                 }
             };
-            if out.iter().any(|m| m.guest_path.trim_end_matches('/') == spec.guest_path.trim_end_matches('/')) {
+            if out.iter().any(|m| {
+                m.guest_path.trim_end_matches('/') == spec.guest_path.trim_end_matches('/')
+            }) {
                 return Err(VolumeError::InvalidSpec {
                     spec: spec.guest_path.clone(),
                     reason: "two volumes cannot be mounted at the same guest path".into(),
@@ -132,7 +140,7 @@ impl Boxlite {
     }
 
     /// (kind, name) -> ids of the boxes that mount it.
-    fn volume_users(&self) -> Result<Vec<((VolumeKind, String), String)>, crate::Error> {
+    fn volume_users(&self) -> Result<Users, crate::Error> {
         Ok(self
             .inner
             .db
@@ -153,7 +161,7 @@ fn info(
     root: &std::path::Path,
     kind: VolumeKind,
     name: String,
-    users: &[((VolumeKind, String), String)],
+    users: &Users,
 ) -> VolumeInfo {
     let path = root.join(&name);
     let created_at = std::fs::metadata(&path)

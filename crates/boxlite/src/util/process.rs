@@ -25,6 +25,7 @@ pub struct ProcessId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcStat {
     pub state: char,
+    pub ppid: i32,
     pub start_time: u64,
 }
 
@@ -33,9 +34,11 @@ pub struct ProcStat {
 pub fn parse_stat(s: &str) -> Option<ProcStat> {
     let rest = &s[s.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
-    // After the name: field 3 (state) is index 0, field 22 (starttime) is index 19.
+    // After the name: field 3 (state) is index 0, field 4 (ppid) index 1, field 22
+    // (starttime) index 19.
     Some(ProcStat {
         state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
         start_time: fields.get(19)?.parse().ok()?,
     })
 }
@@ -88,12 +91,46 @@ impl ProcessId {
         true
     }
 
-    /// SIGKILL and wait (polling, blocking the thread) until the process is gone, up to
-    /// `timeout`. For cleanup paths that also run outside async code.
+    /// The process's descendants still running, found by walking `/proc` parent links.
+    /// A helper that forks (virtiofsd's sandbox) is only gone once they are.
+    pub fn descendants(&self) -> Vec<ProcessId> {
+        if !self.is_alive() {
+            return Vec::new();
+        }
+        let all: Vec<(i32, ProcStat)> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .filter_map(|pid| Some((pid, read_stat(pid)?)))
+            .collect();
+        let mut found: Vec<ProcessId> = Vec::new();
+        let mut frontier = vec![self.pid];
+        while let Some(parent) = frontier.pop() {
+            for (pid, st) in all.iter().filter(|(_, st)| st.ppid == parent) {
+                if found.iter().all(|p| p.pid != *pid) {
+                    found.push(ProcessId {
+                        pid: *pid,
+                        start_time: st.start_time,
+                    });
+                    frontier.push(*pid);
+                }
+            }
+        }
+        found
+    }
+
+    /// SIGKILL the process and its descendants and wait (polling, blocking the thread)
+    /// until all are gone, up to `timeout`. For cleanup paths that also run outside
+    /// async code.
     pub fn kill_and_wait(&self, timeout: Duration) {
-        let _ = self.signal(libc::SIGKILL);
+        let mut all = self.descendants();
+        all.push(*self);
+        for p in &all {
+            let _ = p.signal(libc::SIGKILL);
+        }
         let deadline = Instant::now() + timeout;
-        while self.is_alive() && Instant::now() < deadline {
+        while all.iter().any(|p| p.is_alive()) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -168,7 +205,32 @@ mod tests {
             "1234 (qemu (evil) x) S 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 3 0 987654 0 0";
         let st = parse_stat(line).unwrap();
         assert_eq!(st.state, 'S');
+        assert_eq!(st.ppid, 1);
         assert_eq!(st.start_time, 987654);
+    }
+
+    #[test]
+    fn kill_and_wait_takes_the_children_of_a_forking_helper_too() {
+        let child = std::process::Command::new("sh")
+            .args(["-c", "sleep 300 & sleep 300 & wait"])
+            .spawn()
+            .unwrap();
+        let sh = ProcessId::of(child.id() as i32).unwrap();
+        let mut kids = Vec::new();
+        for _ in 0..200 {
+            kids = sh.descendants();
+            if kids.len() == 2 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+
+        sh.kill_and_wait(Duration::from_secs(5));
+
+        let mut child = child;
+        let _ = child.wait();
+        assert_eq!(kids.len(), 2);
+        assert!(kids.iter().all(|k| !k.is_alive()));
     }
 
     #[test]

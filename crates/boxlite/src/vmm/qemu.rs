@@ -88,7 +88,10 @@ impl Qemu {
             push("-chardev");
             push(&format!("socket,id=fs{i},path={}", fs.socket.display()));
             push("-device");
-            push(&format!("vhost-user-fs-device,chardev=fs{i},tag={}", fs.tag));
+            push(&format!(
+                "vhost-user-fs-device,chardev=fs{i},tag={}",
+                fs.tag
+            ));
         }
         // Entropy for the guest: without it, early getrandom() calls block for seconds
         // under TCG, where there is no RDRAND.

@@ -42,7 +42,9 @@ pub enum VolumeError {
     },
     #[error("volume source {path} is not a directory")]
     NotADirectory { path: PathBuf },
-    #[error("volume source {path} is a symbolic link; only real managed directories can be mounted")]
+    #[error(
+        "volume source {path} is a symbolic link; only real managed directories can be mounted"
+    )]
     Symlink { path: PathBuf },
     #[error("invalid volume spec {spec:?}: {reason}")]
     InvalidSpec { spec: String, reason: String },
@@ -125,7 +127,8 @@ impl VolumeSpec {
             spec: spec.to_string(),
             reason: reason.to_string(),
         };
-        let forms = "use /guest/path for an anonymous volume or NAME:/guest/path[:ro] for a named one";
+        let forms =
+            "use /guest/path for an anonymous volume or NAME:/guest/path[:ro] for a named one";
         let parts: Vec<&str> = spec.split(':').collect();
         let (source, guest, mode) = match parts.as_slice() {
             [guest] => (None, *guest, None),
@@ -261,11 +264,17 @@ pub fn gate(layout: &Layout, path: &Path) -> Result<(VolumeKind, String, PathBuf
     })?;
     let roots = [
         (VolumeKind::Named, std::fs::canonicalize(&named).ok()),
-        (VolumeKind::Anonymous, std::fs::canonicalize(&anonymous).ok()),
+        (
+            VolumeKind::Anonymous,
+            std::fs::canonicalize(&anonymous).ok(),
+        ),
     ];
     let kind = roots
         .iter()
-        .find(|(_, root)| root.as_deref().is_some_and(|r| canonical.parent() == Some(r)))
+        .find(|(_, root)| {
+            root.as_deref()
+                .is_some_and(|r| canonical.parent() == Some(r))
+        })
         .map(|(k, _)| *k)
         .ok_or_else(unmanaged)?;
     if meta.file_type().is_symlink() {
@@ -298,7 +307,11 @@ pub fn virtiofsd_sandbox() -> &'static str {
     if unsafe { libc::geteuid() } == 0 {
         return "namespace";
     }
-    let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string());
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
     let userns = read("/proc/sys/user/max_user_namespaces").is_some_and(|v| v != "0")
         && read("/proc/sys/kernel/unprivileged_userns_clone").is_none_or(|v| v == "1");
     if userns { "namespace" } else { "none" }
