@@ -12,23 +12,11 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_boxlite");
 
 fn run(h: &TestHome, args: &[&str]) -> Output {
-    h.cli(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run boxlite")
+    h.run(BIN, args)
 }
 
-/// Run and require success; returns stdout as text.
 fn ok(h: &TestHome, args: &[&str]) -> String {
-    let out = run(h, args);
-    assert!(
-        out.status.success(),
-        "boxlite {args:?} failed ({:?}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
+    h.ok(BIN, args)
 }
 
 fn inspect(h: &TestHome, key: &str) -> Value {

@@ -1,28 +1,17 @@
 //! Managed volumes against real VMs: sharing, persistence, read-only, containment.
 
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 use boxlite_testkit::TestHome;
 
 const BIN: &str = env!("CARGO_BIN_EXE_boxlite");
 
 fn run(h: &TestHome, args: &[&str]) -> Output {
-    h.cli(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run boxlite")
+    h.run(BIN, args)
 }
 
 fn ok(h: &TestHome, args: &[&str]) -> String {
-    let out = run(h, args);
-    assert!(
-        out.status.success(),
-        "boxlite {args:?} failed ({:?}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    h.ok(BIN, args)
 }
 
 fn entries(dir: std::path::PathBuf) -> Vec<String> {

@@ -57,6 +57,27 @@ impl TestHome {
         c
     }
 
+    /// Run the CLI with `args` and stdin closed, and collect its output.
+    pub fn run(&self, binary: &str, args: &[&str]) -> std::process::Output {
+        self.cli(binary)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run boxlite")
+    }
+
+    /// Run the CLI and require success; returns stdout as text.
+    pub fn ok(&self, binary: &str, args: &[&str]) -> String {
+        let out = self.run(binary, args);
+        assert!(
+            out.status.success(),
+            "boxlite {args:?} failed ({:?}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
     /// Processes marked with this home: `(pid, command line)`.
     pub fn processes(&self) -> Vec<(i32, String)> {
         let marker = format!("BOXLITE_HOME={}", self.home.display());

@@ -185,3 +185,26 @@ fn tempdir(tag: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_directory_swapped_for_a_symlink_after_creation_is_refused_at_start() {
+    let h = TestHome::new();
+    let rt = h.runtime();
+    let b = rt
+        .create(BoxOptions::new("boxlite/busybox").volume(VolumeSpec::named("swap", "/s")))
+        .await
+        .unwrap();
+    let dir = named_root(&h).join("swap");
+    std::fs::remove_dir(&dir).unwrap();
+    std::os::unix::fs::symlink("/etc", &dir).unwrap();
+
+    let err = b.start().await.unwrap_err();
+
+    let msg = boxlite::error_chain(&err);
+    assert!(matches!(err, Error::Volume(_)), "{msg}");
+    assert!(msg.contains("swap"), "{msg}");
+    assert_eq!(b.state().await.unwrap(), boxlite::BoxState::Failed);
+    assert!(h.processes().is_empty(), "{:?}", h.processes());
+    b.remove(false).await.unwrap();
+    assert!(std::fs::symlink_metadata("/etc").unwrap().is_dir());
+}

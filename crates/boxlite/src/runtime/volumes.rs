@@ -157,12 +157,7 @@ impl Boxlite {
     }
 }
 
-fn info(
-    root: &std::path::Path,
-    kind: VolumeKind,
-    name: String,
-    users: &Users,
-) -> VolumeInfo {
+fn info(root: &std::path::Path, kind: VolumeKind, name: String, users: &Users) -> VolumeInfo {
     let path = root.join(&name);
     let created_at = std::fs::metadata(&path)
         .and_then(|m| m.modified())
