@@ -430,6 +430,7 @@ fn info_cmd(rt: Boxlite, format: &str) -> Result<i32> {
             );
             println!("vsock:         {:?}", info.vsock);
             println!("vhost-vsock:   {}", show(&info.vhost_vsock));
+            println!("virtiofsd:     {}", show(&info.virtiofsd));
             println!("assets:        {}", show(&info.assets));
             println!(
                 "kernel:        {}{}",
@@ -444,6 +445,7 @@ fn info_cmd(rt: Boxlite, format: &str) -> Result<i32> {
             println!("monitor:       {}", show(&info.monitor));
             println!("database:      {}", info.database.display());
             println!("boxes:         {} ({} running)", info.boxes, info.running);
+            println!("volumes:       {}", info.volumes);
         }
         other => bail!("invalid --format {other:?}; valid values are text and json"),
     }

@@ -289,6 +289,9 @@ fn info_names_the_accelerator_qemu_and_kernel() {
     assert!(text.contains("accelerator:   tcg ("), "{text}");
     assert!(text.contains("QEMU emulator version"), "{text}");
     assert!(text.contains("vmlinux (6.1.0-"), "{text}");
+    assert!(text.contains("boxes:         0 (0 running)"), "{text}");
+    assert!(text.contains("volumes:       0"), "{text}");
+    assert!(text.contains("bin/virtiofsd"), "{text}");
 }
 
 /// Two host processes on one box: one is SIGKILLed mid-exec, the other's exec carries

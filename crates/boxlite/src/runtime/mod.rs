@@ -178,9 +178,11 @@ pub struct RuntimeInfo {
     pub kernel_release: Option<String>,
     pub initramfs: Result<PathBuf, String>,
     pub vhost_vsock: Result<PathBuf, String>,
+    pub virtiofsd: Result<PathBuf, String>,
     pub builtin_images: Vec<String>,
     pub boxes: usize,
     pub running: usize,
+    pub volumes: usize,
     pub monitor: Result<PathBuf, String>,
     pub database: PathBuf,
 }
@@ -467,6 +469,7 @@ impl Boxlite {
                 .map_err(|e| e.to_string())
                 .and_then(|a| s(a.initramfs())),
             vhost_vsock: inner.vhost_vsock_binary().map_err(|e| e.to_string()),
+            virtiofsd: inner.virtiofsd_binary().map_err(|e| e.to_string()),
             builtin_images: assets
                 .as_ref()
                 .map(|a| a.builtin_images().keys().cloned().collect())
@@ -481,6 +484,7 @@ impl Boxlite {
                         .count()
                 })
                 .unwrap_or(0),
+            volumes: self.volumes().map(|v| v.len()).unwrap_or(0),
             monitor: crate::monitor::shim_binary()
                 .ok_or_else(|| format!("{} not found; set BOXLITE_SHIM", crate::monitor::SHIM)),
             database: inner.db.path().to_path_buf(),
