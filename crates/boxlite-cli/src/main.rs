@@ -40,6 +40,10 @@ struct ExecArgs {
     /// Working directory inside the box.
     #[arg(short, long = "workdir", value_name = "DIR")]
     workdir: Option<String>,
+    /// Kill the command (its whole process group) after SECS seconds, enforced inside
+    /// the box; boxlite then exits with 124, as coreutils `timeout` does.
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<f64>,
 }
 
 #[derive(Args, Debug)]
@@ -269,12 +273,20 @@ fn build_command(args: &ExecArgs, command: &[String]) -> Result<BoxCommand> {
     if let Some(w) = &args.workdir {
         cmd = cmd.working_dir(w);
     }
+    if let Some(t) = args.timeout {
+        if !(t.is_finite() && t > 0.0 && t <= 1e9) {
+            bail!("invalid --timeout {t}: give a number of seconds greater than 0");
+        }
+        cmd = cmd.timeout(Duration::from_secs_f64(t));
+    }
     Ok(cmd)
 }
 
 /// Stream an execution's output to our stdout and stderr, forward stdin with `-i`, and
-/// return its shell-style exit code.
-async fn pump(mut run: Execution) -> Result<i32> {
+/// return its shell-style exit code. With `forward_signals`, SIGINT, SIGTERM and SIGHUP
+/// are passed on to the command's process group, as a terminal would; a second one
+/// stops waiting (the command keeps running in the box).
+async fn pump(mut run: Execution, forward_signals: bool) -> Result<i32> {
     let stdin_task = run.take_stdin().map(|mut input| {
         tokio::spawn(async move {
             let mut local = tokio::io::stdin();
@@ -296,7 +308,24 @@ async fn pump(mut run: Execution) -> Result<i32> {
     let mut err = run.take_stderr().context("stderr already taken")?;
     let out_task = tokio::spawn(async move { out.copy_to(&mut tokio::io::stdout()).await });
     let err_task = tokio::spawn(async move { err.copy_to(&mut tokio::io::stderr()).await });
-    let status = run.wait().await?;
+    let status = if forward_signals {
+        let mut forwarded = false;
+        loop {
+            tokio::select! {
+                st = run.wait() => break st?,
+                code = interrupted() => {
+                    if forwarded {
+                        tracing::info!(exec_id = run.id(), "interrupted twice; the execution keeps running in the box");
+                        return Ok(code);
+                    }
+                    forwarded = true;
+                    run.signal_group(code - 128).await?;
+                }
+            }
+        }
+    } else {
+        run.wait().await?
+    };
     out_task.await??;
     err_task.await??;
     if let Some(t) = stdin_task {
@@ -363,7 +392,7 @@ async fn run_cmd(
     let work = async {
         b.start().await?;
         let run = b.exec(cmd.expect("checked above")).await?;
-        pump(run).await
+        pump(run, false).await
     };
     let outcome = tokio::select! {
         r = work => r,
@@ -394,14 +423,7 @@ async fn exec_cmd(rt: Boxlite, exec: ExecArgs, id: String, command: Vec<String>)
     let cmd = build_command(&exec, &command)?;
     let b = rt.get(&id)?;
     let run = b.exec(cmd).await?;
-    let exec_id = run.id().to_string();
-    tokio::select! {
-        r = pump(run) => r,
-        code = interrupted() => {
-            tracing::info!(box_id = %b.id(), exec_id, "interrupted; the execution keeps running in the box");
-            Ok(code)
-        }
-    }
+    pump(run, true).await
 }
 
 fn show(r: &Result<PathBuf, String>) -> String {

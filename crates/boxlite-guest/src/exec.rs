@@ -86,6 +86,8 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
     pub working_dir: String,
     pub stdin: bool,
+    /// Kill the process group after this long; `None` for no limit.
+    pub timeout: Option<std::time::Duration>,
 }
 
 pub type Chunk = Vec<u8>;
@@ -101,6 +103,8 @@ pub struct Execution {
     pub stderr: OutputSlot,
     pub stdin: Arc<tokio::sync::Mutex<Option<pipe::Sender>>>,
     pub exit: watch::Receiver<Option<Exit>>,
+    /// Set when the agent ended the process because its timeout expired.
+    pub timed_out: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug, Default)]
@@ -256,10 +260,38 @@ impl Processes {
             stderr,
             stdin: Arc::new(tokio::sync::Mutex::new(stdin)),
             exit: exit_rx,
+            timed_out: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         });
         lock(&self.execs).insert(exec.id.clone(), exec.clone());
         self.retire_when_done(exec.clone());
+        if let Some(limit) = spec.timeout {
+            self.enforce_timeout(exec.clone(), limit);
+        }
         Ok(exec)
+    }
+
+    /// When `limit` passes before the process exits, SIGKILL its whole process group
+    /// (the process and everything it started that stayed in its session's group) and
+    /// mark the execution as timed out.
+    fn enforce_timeout(self: &Arc<Self>, exec: Arc<Execution>, limit: std::time::Duration) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut rx = exec.exit.clone();
+            if tokio::time::timeout(limit, rx.wait_for(|e| e.is_some()))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            exec.timed_out
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            if let Err(e) = this.signal(&exec, libc::SIGKILL, true) {
+                eprintln!(
+                    "boxlite-guest: killing timed-out execution {}: {e}",
+                    exec.id
+                );
+            }
+        });
     }
 
     /// Once the process exits, remember it as finished, and forget the oldest finished

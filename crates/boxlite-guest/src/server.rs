@@ -71,6 +71,7 @@ fn to_proto_exit(e: Exit) -> v1::ExitStatus {
         Exit::Code(c) => v1::ExitStatus {
             kind: Some(v1::exit_status::Kind::Code(c)),
             core_dumped: false,
+            timed_out: false,
         },
         Exit::Signal {
             signal,
@@ -78,6 +79,7 @@ fn to_proto_exit(e: Exit) -> v1::ExitStatus {
         } => v1::ExitStatus {
             kind: Some(v1::exit_status::Kind::Signal(signal)),
             core_dumped,
+            timed_out: false,
         },
     }
 }
@@ -111,6 +113,7 @@ impl Agent for AgentService {
             env: r.env.into_iter().map(|e| (e.key, e.value)).collect(),
             working_dir: r.working_dir,
             stdin: r.stdin,
+            timeout: (r.timeout_ms > 0).then(|| std::time::Duration::from_millis(r.timeout_ms)),
         };
         let procs = self.procs.clone();
         // fork+exec can block; keep it off the async workers.
@@ -211,8 +214,10 @@ impl Agent for AgentService {
             .await
             .map_err(|_| Status::internal("exit status lost"))?
             .expect("wait_for guarantees Some");
+        let mut status = to_proto_exit(exit);
+        status.timed_out = exec.timed_out.load(std::sync::atomic::Ordering::SeqCst);
         Ok(Response::new(v1::WaitResponse {
-            status: Some(to_proto_exit(exit)),
+            status: Some(status),
         }))
     }
 

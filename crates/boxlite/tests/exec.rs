@@ -216,3 +216,34 @@ async fn container_root_has_proc_dev_and_a_sticky_tmp() {
     );
     teardown(rt, b).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_exec_reports_timed_out_not_an_ordinary_exit() {
+    let h = TestHome::new();
+    let rt = h.runtime();
+    let b = rt.create(BoxOptions::new("boxlite/busybox")).await.unwrap();
+    b.start().await.unwrap();
+
+    let run = b
+        .exec(
+            BoxCommand::new("sleep")
+                .arg("1000")
+                .timeout(std::time::Duration::from_millis(500)),
+        )
+        .await
+        .unwrap();
+    let status = run.wait().await.unwrap();
+    let quick = b
+        .exec(BoxCommand::new("true").timeout(std::time::Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .wait()
+        .await
+        .unwrap();
+
+    assert_eq!(status, boxlite::ExitStatus::TimedOut);
+    assert_eq!(status.shell_code(), 124);
+    assert!(!status.success());
+    assert!(quick.success());
+    b.remove(true).await.unwrap();
+}

@@ -106,6 +106,14 @@ impl BoxCommand {
         self
     }
 
+    /// End the process group after `limit`; the result is then
+    /// [`ExitStatus::TimedOut`](crate::ExitStatus::TimedOut). Enforced in the guest, so it
+    /// holds even if this process goes away. A zero duration means no limit.
+    pub fn timeout(mut self, limit: std::time::Duration) -> Self {
+        self.spec.timeout = (!limit.is_zero()).then_some(limit);
+        self
+    }
+
     pub fn program(&self) -> &str {
         &self.spec.program
     }
@@ -162,6 +170,12 @@ impl Execution {
     /// Send a signal to the process.
     pub async fn signal(&self, signal: i32) -> Result<(), ExecError> {
         Ok(self.client.signal(&self.id, signal, false).await?)
+    }
+
+    /// Deliver `signal` to the process's whole process group (it and the children it
+    /// started), as a terminal's Ctrl-C does.
+    pub async fn signal_group(&self, signal: i32) -> Result<(), ExecError> {
+        Ok(self.client.signal(&self.id, signal, true).await?)
     }
 }
 

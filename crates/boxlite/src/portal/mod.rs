@@ -50,6 +50,8 @@ pub enum ExitStatus {
     Code(i32),
     /// Terminated by this signal.
     Signal { signal: i32, core_dumped: bool },
+    /// Killed by the agent because the exec's timeout expired.
+    TimedOut,
 }
 
 impl ExitStatus {
@@ -58,6 +60,8 @@ impl ExitStatus {
         match self {
             ExitStatus::Code(c) => *c,
             ExitStatus::Signal { signal, .. } => 128 + signal,
+            // As coreutils `timeout` reports it.
+            ExitStatus::TimedOut => 124,
         }
     }
 
@@ -74,6 +78,7 @@ pub struct ExecSpec {
     pub env: Vec<(String, String)>,
     pub working_dir: Option<String>,
     pub stdin: bool,
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -139,6 +144,10 @@ impl AgentClient {
                 .collect(),
             working_dir: spec.working_dir.clone().unwrap_or_default(),
             stdin: spec.stdin,
+            timeout_ms: spec
+                .timeout
+                .map(|t| t.as_millis().max(1) as u64)
+                .unwrap_or(0),
         };
         self.stub
             .clone()
@@ -193,6 +202,9 @@ impl AgentClient {
             .map_err(|s| PortalError::rpc("Wait", s))?
             .into_inner();
         let status = r.status.unwrap_or_default();
+        if status.timed_out {
+            return Ok(ExitStatus::TimedOut);
+        }
         Ok(match status.kind {
             Some(v1::exit_status::Kind::Signal(signal)) => ExitStatus::Signal {
                 signal,

@@ -1,0 +1,103 @@
+//! Exec timeouts and signal forwarding, against real VMs.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use boxlite_testkit::TestHome;
+
+const BIN: &str = env!("CARGO_BIN_EXE_boxlite");
+
+#[test]
+fn exec_timeout_kills_the_process_group_and_exits_124_leaving_nothing_in_the_guest() {
+    let h = TestHome::new();
+    h.ok(BIN, &["run", "-d", "--name", "slow", "boxlite/busybox"]);
+
+    let t0 = Instant::now();
+    let out = h.run(
+        BIN,
+        &[
+            "exec",
+            "--timeout",
+            "1",
+            "slow",
+            "sh",
+            "-c",
+            "sleep 1000 & sleep 1000",
+        ],
+    );
+    let took = t0.elapsed();
+    let left = h.ok(BIN, &["exec", "slow", "ps", "-o", "args"]);
+
+    assert_eq!(
+        out.status.code(),
+        Some(124),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The bound: a timed-out result well before the command would end.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(!left.contains("sleep 1000"), "{left}");
+    h.ok(BIN, &["rm", "-f", "slow"]);
+}
+
+#[test]
+fn command_that_finishes_in_time_keeps_its_own_exit_code() {
+    let h = TestHome::new();
+
+    let out = h.run(
+        BIN,
+        &[
+            "run",
+            "--rm",
+            "--timeout",
+            "60",
+            "boxlite/busybox",
+            "sh",
+            "-c",
+            "exit 3",
+        ],
+    );
+
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn invalid_timeout_is_refused_with_the_rule() {
+    let h = TestHome::new();
+
+    let out = h.run(
+        BIN,
+        &["run", "--rm", "--timeout", "0", "boxlite/busybox", "true"],
+    );
+
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(err.contains("invalid --timeout"), "{err}");
+    assert!(h.box_dirs().is_empty());
+}
+
+#[test]
+fn ctrl_c_on_exec_is_forwarded_to_the_command_which_runs_its_trap() {
+    let h = TestHome::new();
+    h.ok(BIN, &["run", "-d", "--name", "trap", "boxlite/busybox"]);
+    let mut child = h
+        .cli(BIN)
+        .args(["exec", "trap", "sh", "-c"])
+        .arg("trap 'echo got-int; exit 3' INT; echo ready; while :; do sleep 0.1; done")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+
+    assert_eq!(rest, vec!["got-int".to_string()]);
+    assert_eq!(status.code(), Some(3));
+    h.ok(BIN, &["rm", "-f", "trap"]);
+}
