@@ -121,10 +121,21 @@ enum Command {
     Exec {
         #[command(flatten)]
         exec: ExecArgs,
+        /// Start the command and print its execution id instead of waiting; `boxlite
+        /// attach` picks it up later.
+        #[arg(short, long, conflicts_with = "interactive")]
+        detach: bool,
         #[arg(value_name = "BOX")]
         id: String,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
+    },
+    /// Attach to an execution by id: print its remaining output and exit with its code.
+    Attach {
+        #[arg(value_name = "BOX")]
+        id: String,
+        #[arg(value_name = "EXEC_ID")]
+        exec_id: String,
     },
     /// Create a box without starting it, and print its id.
     Create {
@@ -419,10 +430,20 @@ async fn run_cmd(
     Ok(code)
 }
 
-async fn exec_cmd(rt: Boxlite, exec: ExecArgs, id: String, command: Vec<String>) -> Result<i32> {
+async fn exec_cmd(
+    rt: Boxlite,
+    exec: ExecArgs,
+    detach: bool,
+    id: String,
+    command: Vec<String>,
+) -> Result<i32> {
     let cmd = build_command(&exec, &command)?;
     let b = rt.get(&id)?;
     let run = b.exec(cmd).await?;
+    if detach {
+        println!("{}", run.id());
+        return Ok(0);
+    }
     pump(run, true).await
 }
 
@@ -495,7 +516,16 @@ async fn real_main(cli: Cli) -> Result<i32> {
             let opts = create.options(&image)?;
             run_cmd(rt, exec, opts, detach, command).await
         }
-        Command::Exec { exec, id, command } => exec_cmd(rt, exec, id, command).await,
+        Command::Exec {
+            exec,
+            detach,
+            id,
+            command,
+        } => exec_cmd(rt, exec, detach, id, command).await,
+        Command::Attach { id, exec_id } => {
+            let run = rt.get(&id)?.attach(&exec_id).await?;
+            pump(run, true).await
+        }
         Command::Create { create, image } => boxes::create(&rt, create.options(&image)?).await,
         Command::Volume { command } => boxes::volume(&rt, command),
         Command::Start { boxes: keys } => {

@@ -101,3 +101,50 @@ fn ctrl_c_on_exec_is_forwarded_to_the_command_which_runs_its_trap() {
     assert_eq!(status.code(), Some(3));
     h.ok(BIN, &["rm", "-f", "trap"]);
 }
+
+#[test]
+fn detached_exec_is_attached_from_another_process_with_buffered_output_and_exit_code() {
+    let h = TestHome::new();
+    h.ok(BIN, &["run", "-d", "--name", "att", "boxlite/busybox"]);
+
+    let id = h.ok(
+        BIN,
+        &[
+            "exec",
+            "-d",
+            "att",
+            "sh",
+            "-c",
+            "echo before; echo oops >&2; sleep 1; echo after; exit 7",
+        ],
+    );
+    // Let it write while nobody is attached.
+    std::thread::sleep(Duration::from_millis(300));
+    let attached = h.run(BIN, &["attach", "att", id.trim()]);
+    let again = h.run(BIN, &["attach", "att", id.trim()]);
+
+    assert_eq!(attached.stdout, b"before\nafter\n");
+    assert_eq!(attached.stderr, b"oops\n");
+    assert_eq!(attached.status.code(), Some(7));
+    // A finished execution still reports its exit; its output was consumed.
+    assert_eq!(again.status.code(), Some(7));
+    assert!(again.stdout.is_empty());
+    h.ok(BIN, &["rm", "-f", "att"]);
+}
+
+#[test]
+fn attach_to_an_unknown_execution_or_a_stopped_box_says_why() {
+    let h = TestHome::new();
+    h.ok(BIN, &["run", "-d", "--name", "gone", "boxlite/busybox"]);
+
+    let unknown = h.run(BIN, &["attach", "gone", "feedface"]);
+    h.ok(BIN, &["stop", "gone"]);
+    let stopped = h.run(BIN, &["attach", "gone", "feedface"]);
+
+    let e1 = String::from_utf8_lossy(&unknown.stderr);
+    assert_eq!(unknown.status.code(), Some(125));
+    assert!(e1.contains("no execution with id \"feedface\""), "{e1}");
+    let e2 = String::from_utf8_lossy(&stopped.stderr);
+    assert!(e2.contains("is Stopped"), "{e2}");
+    h.ok(BIN, &["rm", "gone"]);
+}

@@ -226,9 +226,9 @@ impl Agent for AgentService {
         req: Request<v1::SignalRequest>,
     ) -> Result<Response<v1::SignalResponse>, Status> {
         let r = req.into_inner();
-        if !(1..=64).contains(&r.signal) {
+        if !(0..=64).contains(&r.signal) {
             return Err(Status::invalid_argument(format!(
-                "signal {} is out of range (1-64)",
+                "signal {} is out of range (0-64)",
                 r.signal
             )));
         }

@@ -15,6 +15,10 @@ use crate::portal::{AgentClient, ExecSpec, ExitStatus, Pipe, PortalError};
 pub enum ExecError {
     #[error("{0}")]
     CommandNotFound(String),
+    #[error(
+        "no execution with id {0:?} in this box (finished executions are kept for a while, the oldest forgotten first)"
+    )]
+    NoSuchExecution(String),
     #[error("{0}")]
     NotExecutable(String),
     #[error("{0}")]
@@ -133,6 +137,18 @@ impl Execution {
     pub(crate) fn new(client: AgentClient, id: String, stdin: bool) -> Self {
         Execution {
             stdin: stdin.then(|| ExecStdin::new(client.clone(), id.clone())),
+            stdout: Some(ExecOutput::new(client.clone(), id.clone(), Pipe::Stdout)),
+            stderr: Some(ExecOutput::new(client.clone(), id.clone(), Pipe::Stderr)),
+            client,
+            id,
+        }
+    }
+
+    /// A handle to an execution someone else started, for its remaining output and its
+    /// exit status. It has no stdin: closing stdin is the starter's business.
+    pub(crate) fn attached(client: AgentClient, id: String) -> Self {
+        Execution {
+            stdin: None,
             stdout: Some(ExecOutput::new(client.clone(), id.clone(), Pipe::Stdout)),
             stderr: Some(ExecOutput::new(client.clone(), id.clone(), Pipe::Stderr)),
             client,

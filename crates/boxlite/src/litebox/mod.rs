@@ -49,6 +49,8 @@ pub enum BoxError {
     },
     #[error("box {id} is {state}; stop it first or remove it with force")]
     Busy { id: String, state: BoxState },
+    #[error("box {id} is {state}; its executions ended with its VM")]
+    NotRunning { id: String, state: BoxState },
     #[error("invalid box option: {0}")]
     InvalidOption(String),
     #[error("box {id}: locking {path}")]
@@ -429,6 +431,29 @@ impl LiteBox {
         let spec = cmd.spec;
         let id = client.exec(&spec).await.map_err(ExecError::from_exec_rpc)?;
         Ok(Execution::new(client, id, spec.stdin))
+    }
+
+    /// Attach to an execution started earlier, from this process or another, by id:
+    /// its remaining output (what it wrote while nobody read waits in the agent, see
+    /// `docs/architecture.md`) and its exit status. The box must be running.
+    pub async fn attach(&self, exec_id: &str) -> Result<Execution, crate::Error> {
+        let state = self.lock(LockMode::Shared).await?.row.status.state;
+        if state != BoxState::Running {
+            return Err(BoxError::NotRunning {
+                id: self.id.clone(),
+                state,
+            }
+            .into());
+        }
+        let client = self.client().await?;
+        client
+            .signal(exec_id, 0, false)
+            .await
+            .map_err(|e| match e.code() {
+                Some(tonic::Code::NotFound) => ExecError::NoSuchExecution(exec_id.to_string()),
+                _ => ExecError::Agent(e),
+            })?;
+        Ok(Execution::attached(client, exec_id.to_string()))
     }
 
     /// Ask the agent whether it is alive, within `timeout`. Does not start the box.
