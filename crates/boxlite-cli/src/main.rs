@@ -40,6 +40,9 @@ struct ExecArgs {
     /// Working directory inside the box.
     #[arg(short, long = "workdir", value_name = "DIR")]
     workdir: Option<String>,
+    /// Run as name|uid[:group|gid], resolved in the image like `docker exec --user`.
+    #[arg(short, long, value_name = "USER")]
+    user: Option<String>,
     /// Kill the command (its whole process group) after SECS seconds, enforced inside
     /// the box; boxlite then exits with 124, as coreutils `timeout` does.
     #[arg(long, value_name = "SECS")]
@@ -283,6 +286,9 @@ fn build_command(args: &ExecArgs, command: &[String]) -> Result<BoxCommand> {
     }
     if let Some(w) = &args.workdir {
         cmd = cmd.working_dir(w);
+    }
+    if let Some(u) = &args.user {
+        cmd = cmd.user(u);
     }
     if let Some(t) = args.timeout {
         if !(t.is_finite() && t > 0.0 && t <= 1e9) {

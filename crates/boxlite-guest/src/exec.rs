@@ -88,6 +88,8 @@ pub struct Spec {
     pub stdin: bool,
     /// Kill the process group after this long; `None` for no limit.
     pub timeout: Option<std::time::Duration>,
+    /// `name|uid[:group|gid]`, resolved against the image; `None` runs as root.
+    pub user: Option<String>,
 }
 
 pub type Chunk = Vec<u8>;
@@ -190,8 +192,13 @@ impl Processes {
         };
         let root_fd = sys::open_dir(&self.root).map_err(ExecError::NoRoot)?;
         check_workdir(&root_fd, &workdir)?;
+        let ident = match &spec.user {
+            Some(u) => Some(crate::users::resolve(&root_fd, u).map_err(ExecError::Invalid)?),
+            None => None,
+        };
+        let home = ident.as_ref().map_or(DEFAULT_HOME, |i| i.home.as_str());
         let mut env = spec.env.clone();
-        for (key, value) in [("PATH", DEFAULT_PATH), ("HOME", DEFAULT_HOME)] {
+        for (key, value) in [("PATH", DEFAULT_PATH), ("HOME", home)] {
             if !env.iter().any(|(k, _)| k == key) {
                 env.push((key.into(), value.into()));
             }
@@ -223,10 +230,19 @@ impl Processes {
         // syscalls on data prepared before the fork.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::setsid() < 0
-                    || libc::chroot(root_c.as_ptr()) < 0
-                    || libc::chdir(workdir_c.as_ptr()) < 0
+                if libc::setsid() < 0 || libc::chroot(root_c.as_ptr()) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // Drop to the user: supplementary groups, then the group, then the
+                // user, the only order in which each step is still permitted.
+                if let Some(id) = &ident
+                    && (libc::setgroups(id.groups.len(), id.groups.as_ptr()) < 0
+                        || libc::setgid(id.gid) < 0
+                        || libc::setuid(id.uid) < 0)
                 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::chdir(workdir_c.as_ptr()) < 0 {
                     return Err(io::Error::last_os_error());
                 }
                 Ok(())

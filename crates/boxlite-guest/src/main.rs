@@ -9,6 +9,7 @@ mod exec;
 mod init;
 mod server;
 mod sys;
+mod users;
 mod volumes;
 
 use std::path::Path;

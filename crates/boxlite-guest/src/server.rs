@@ -114,6 +114,7 @@ impl Agent for AgentService {
             working_dir: r.working_dir,
             stdin: r.stdin,
             timeout: (r.timeout_ms > 0).then(|| std::time::Duration::from_millis(r.timeout_ms)),
+            user: (!r.user.is_empty()).then_some(r.user),
         };
         let procs = self.procs.clone();
         // fork+exec can block; keep it off the async workers.

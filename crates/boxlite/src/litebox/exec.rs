@@ -118,6 +118,13 @@ impl BoxCommand {
         self
     }
 
+    /// Run as `name|uid[:group|gid]`, resolved against the image's `/etc/passwd` and
+    /// `/etc/group` with `docker exec --user` rules (supplementary groups included).
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.spec.user = Some(user.into());
+        self
+    }
+
     pub fn program(&self) -> &str {
         &self.spec.program
     }

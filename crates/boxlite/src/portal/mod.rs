@@ -79,6 +79,7 @@ pub struct ExecSpec {
     pub working_dir: Option<String>,
     pub stdin: bool,
     pub timeout: Option<std::time::Duration>,
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -144,6 +145,7 @@ impl AgentClient {
                 .collect(),
             working_dir: spec.working_dir.clone().unwrap_or_default(),
             stdin: spec.stdin,
+            user: spec.user.clone().unwrap_or_default(),
             timeout_ms: spec
                 .timeout
                 .map(|t| t.as_millis().max(1) as u64)
