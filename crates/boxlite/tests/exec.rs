@@ -247,3 +247,52 @@ async fn timed_out_exec_reports_timed_out_not_an_ordinary_exit() {
     assert!(quick.success());
     b.remove(true).await.unwrap();
 }
+
+/// 50 execs each write 1 MiB at once while one more exec's reader is paused with its
+/// output buffers full. Per-stream flow control keeps the paused one from stalling the
+/// rest, and every stream arrives intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_execs_arrive_intact_while_one_reader_is_paused() {
+    let h = TestHome::new();
+    let (rt, b) = boot(&h).await;
+    // The paused one writes far more than the agent and HTTP/2 will buffer.
+    let mut stalled = b.exec(sh("head -c 16777216 /dev/zero")).await.unwrap();
+    let mut stalled_out = stalled.take_stdout().unwrap();
+    let first = stalled_out.next_chunk().await.unwrap().unwrap();
+
+    let runs = (0..50).map(|i| {
+        let b = b.clone();
+        async move {
+            // 1 MiB of a per-exec pattern: "<i>" repeated, so crossed streams would show.
+            let script = format!("yes {i:02} | head -c 1048576");
+            run(&b, sh(&script)).await
+        }
+    });
+    let results = futures_join_all(runs).await;
+    stalled.kill().await.unwrap();
+    let stalled_status = stalled.wait().await.unwrap();
+
+    assert!(!first.is_empty());
+    for (i, (out, err, status)) in results.into_iter().enumerate() {
+        let line = format!("{i:02}\n").into_bytes();
+        assert_eq!(out.len(), 1 << 20, "exec {i}");
+        assert!(
+            out.chunks(3).all(|c| line.starts_with(c)),
+            "exec {i} got foreign bytes"
+        );
+        assert!(
+            err.is_empty(),
+            "exec {i}: {}",
+            String::from_utf8_lossy(&err)
+        );
+        assert_eq!(status, ExitStatus::Code(0), "exec {i}");
+    }
+    assert_eq!(
+        stalled_status,
+        ExitStatus::Signal {
+            signal: 9,
+            core_dumped: false
+        }
+    );
+    teardown(rt, b).await;
+}
