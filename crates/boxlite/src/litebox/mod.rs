@@ -401,13 +401,7 @@ impl LiteBox {
         {
             let l = self.lock(LockMode::Shared).await?;
             if l.row.status.state == BoxState::Running && l.row.status.vmm_alive() {
-                let mut cached = self.client.lock().await;
-                if let Some(c) = cached.as_ref() {
-                    return Ok(c.clone());
-                }
-                let c = AgentClient::connect(l.row.status.agent_addr(&self.id)).await?;
-                *cached = Some(c.clone());
-                return Ok(c);
+                return self.cached_client(&l.row.status).await;
             }
         }
         let mut l = self.lock_reconciled().await?;
@@ -415,11 +409,16 @@ impl LiteBox {
             *self.client.lock().await = None;
             self.start_locked(&mut l).await?;
         }
+        self.cached_client(&l.row.status).await
+    }
+
+    /// The cached connection to a running box's agent, connecting on first use.
+    async fn cached_client(&self, status: &BoxStatus) -> Result<AgentClient, crate::Error> {
         let mut cached = self.client.lock().await;
         if let Some(c) = cached.as_ref() {
             return Ok(c.clone());
         }
-        let c = AgentClient::connect(l.row.status.agent_addr(&self.id)).await?;
+        let c = AgentClient::connect(status.agent_addr(&self.id)).await?;
         *cached = Some(c.clone());
         Ok(c)
     }

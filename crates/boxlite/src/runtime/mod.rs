@@ -442,6 +442,8 @@ impl Boxlite {
 
     pub fn info(&self) -> RuntimeInfo {
         let inner = &self.inner;
+        // One read of the rows serves both counts.
+        let rows = inner.db.list().unwrap_or_default();
         let assets = inner.assets();
         let s = |r: Result<PathBuf, AssetError>| r.map_err(|e| e.to_string());
         RuntimeInfo {
@@ -474,16 +476,11 @@ impl Boxlite {
                 .as_ref()
                 .map(|a| a.builtin_images().keys().cloned().collect())
                 .unwrap_or_default(),
-            boxes: inner.db.count().unwrap_or(0),
-            running: inner
-                .db
-                .list()
-                .map(|rows| {
-                    rows.iter()
-                        .filter(|r| r.status.state == BoxState::Running)
-                        .count()
-                })
-                .unwrap_or(0),
+            boxes: rows.len(),
+            running: rows
+                .iter()
+                .filter(|r| r.status.state == BoxState::Running)
+                .count(),
             volumes: self.volumes().map(|v| v.len()).unwrap_or(0),
             monitor: crate::monitor::shim_binary()
                 .ok_or_else(|| format!("{} not found; set BOXLITE_SHIM", crate::monitor::SHIM)),
