@@ -42,7 +42,8 @@ struct Packer<'a, W: Write> {
 
 /// Write `path` (resolved below `root`) as a tar stream whose top-level entry is named
 /// `top`: the source's own name, or `.` to archive a directory's contents. Returns the
-/// number of entries written. The stream is flushed; the writer is returned.
+/// number of entries written. The stream is flushed, and `out` is dropped on return (a
+/// channel writer's receiver then sees the end); pass `&mut w` to keep a writer.
 pub fn pack<W: Write>(
     out: W,
     root: BorrowedFd<'_>,
@@ -50,7 +51,7 @@ pub fn pack<W: Write>(
     top: &[u8],
     resolve: Resolve,
     opts: &PackOptions,
-) -> Result<(W, u64), ArchiveError> {
+) -> Result<u64, ArchiveError> {
     let nofollow = if opts.follow_symlinks {
         0
     } else {
@@ -78,7 +79,7 @@ pub fn pack<W: Write>(
     p.entry(Some(&fd), None, path, top, &st)?;
     let mut out = p.tar.into_inner().map_err(ArchiveError::Write)?;
     out.flush().map_err(ArchiveError::Write)?;
-    Ok((out, p.entries))
+    Ok(p.entries)
 }
 
 fn join(a: &[u8], b: &[u8]) -> Vec<u8> {

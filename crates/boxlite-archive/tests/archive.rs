@@ -117,8 +117,9 @@ fn round_trip_keeps_names_modes_links_and_contents() {
     std::fs::hard_link(tree.join("exec"), tree.join("hard")).unwrap();
     std::fs::set_permissions(tree.join("sub dir"), std::fs::Permissions::from_mode(0o555)).unwrap();
 
-    let (tarball, n) = pack(
-        Vec::new(),
+    let mut tarball = Vec::new();
+    let n = pack(
+        &mut tarball,
         dirfd(&src.0).as_fd(),
         b"tree",
         b"tree",
@@ -141,8 +142,9 @@ fn rename_top_puts_a_single_item_at_the_destination_name() {
     let src = Tmp::new("src");
     let dst = Tmp::new("dst");
     std::fs::write(src.0.join("a.txt"), b"hello").unwrap();
-    let (tarball, _) = pack(
-        Vec::new(),
+    let mut tarball = Vec::new();
+    pack(
+        &mut tarball,
         dirfd(&src.0).as_fd(),
         b"a.txt",
         b"a.txt",

@@ -15,6 +15,9 @@ use tokio::io::AsyncReadExt;
 use tokio::signal::unix::{SignalKind, signal};
 
 mod boxes;
+mod cp;
+mod stats;
+mod term;
 
 #[derive(Parser, Debug)]
 #[command(name = "boxlite", version, about = "Run OCI images in lightweight VMs")]
@@ -34,6 +37,10 @@ struct ExecArgs {
     /// Keep stdin open and forward it to the command.
     #[arg(short, long)]
     interactive: bool,
+    /// Run the command on a terminal in the box. With -i, the local terminal is put in
+    /// raw mode and its size follows the window.
+    #[arg(short, long)]
+    tty: bool,
     /// Set an environment variable (KEY=VALUE, or KEY to copy it from here).
     #[arg(short, long = "env", value_name = "KEY=VALUE")]
     env: Vec<String>,
@@ -200,6 +207,32 @@ enum Command {
         #[arg(value_name = "BOX")]
         id: String,
     },
+    /// Copy files between the host and a box: `cp HOST BOX:PATH`, `cp BOX:PATH HOST`,
+    /// `cp - BOX:DIR` (a tar on stdin), `cp BOX:PATH -` (a tar on stdout). A source
+    /// ending in `/.` copies a directory's contents. A box that is stopped is started.
+    Cp {
+        /// Follow symlinks in the source instead of copying them as links.
+        #[arg(short = 'L', long = "follow-link")]
+        follow_link: bool,
+        /// Fail instead of replacing files that exist at the destination.
+        #[arg(long)]
+        no_overwrite: bool,
+        /// Source: a host path, BOX:PATH, or -.
+        src: String,
+        /// Destination: a host path, BOX:PATH, or -.
+        dst: String,
+    },
+    /// Show live CPU, memory, disk and exec figures of running boxes (or the named ones).
+    Stats {
+        /// Print one snapshot and exit.
+        #[arg(long)]
+        no_stream: bool,
+        /// Output format: table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+        #[arg(value_name = "BOX")]
+        boxes: Vec<String>,
+    },
     /// Manage volumes.
     Volume {
         #[command(subcommand)]
@@ -290,6 +323,10 @@ fn build_command(args: &ExecArgs, command: &[String]) -> Result<BoxCommand> {
     if let Some(u) = &args.user {
         cmd = cmd.user(u);
     }
+    if args.tty {
+        let (rows, cols) = term::size().unwrap_or((24, 80));
+        cmd = cmd.tty(rows, cols);
+    }
     if let Some(t) = args.timeout {
         if !(t.is_finite() && t > 0.0 && t <= 1e9) {
             bail!("invalid --timeout {t}: give a number of seconds greater than 0");
@@ -302,8 +339,16 @@ fn build_command(args: &ExecArgs, command: &[String]) -> Result<BoxCommand> {
 /// Stream an execution's output to our stdout and stderr, forward stdin with `-i`, and
 /// return its shell-style exit code. With `forward_signals`, SIGINT, SIGTERM and SIGHUP
 /// are passed on to the command's process group, as a terminal would; a second one
-/// stops waiting (the command keeps running in the box).
-async fn pump(mut run: Execution, forward_signals: bool) -> Result<i32> {
+/// stops waiting (the command keeps running in the box). With `tty`, the local terminal
+/// is raw while the command runs and window size changes are passed on.
+async fn pump(mut run: Execution, forward_signals: bool, tty: bool) -> Result<i32> {
+    let interactive = run.has_stdin();
+    // Restored when this function returns, whichever way: the guard drops.
+    let _raw = if tty && interactive && term::is_tty(0) {
+        Some(term::RawMode::enable().context("putting the terminal in raw mode")?)
+    } else {
+        None
+    };
     let stdin_task = run.take_stdin().map(|mut input| {
         tokio::spawn(async move {
             let mut local = tokio::io::stdin();
@@ -325,28 +370,37 @@ async fn pump(mut run: Execution, forward_signals: bool) -> Result<i32> {
     let mut err = run.take_stderr().context("stderr already taken")?;
     let out_task = tokio::spawn(async move { out.copy_to(&mut tokio::io::stdout()).await });
     let err_task = tokio::spawn(async move { err.copy_to(&mut tokio::io::stderr()).await });
-    let status = if forward_signals {
-        let mut forwarded = false;
-        loop {
-            tokio::select! {
-                st = run.wait() => break st?,
-                code = interrupted() => {
-                    if forwarded {
-                        tracing::info!(exec_id = run.id(), "interrupted twice; the execution keeps running in the box");
-                        return Ok(code);
-                    }
-                    forwarded = true;
-                    run.signal_group(code - 128).await?;
+    let mut winch = signal(SignalKind::window_change()).context("SIGWINCH handler")?;
+    let wait = run.wait();
+    tokio::pin!(wait);
+    let mut forwarded = false;
+    let status = loop {
+        tokio::select! {
+            st = &mut wait => break st?,
+            code = interrupted(), if forward_signals => {
+                if forwarded {
+                    tracing::info!(exec_id = run.id(), "interrupted twice; the execution keeps running in the box");
+                    return Ok(code);
+                }
+                forwarded = true;
+                run.signal_group(code - 128).await?;
+            }
+            _ = winch.recv(), if tty => {
+                if let Some((rows, cols)) = term::size()
+                    && let Err(e) = run.resize_tty(rows, cols).await
+                {
+                    tracing::warn!(exec_id = run.id(), error = %e, "passing on a window size change");
                 }
             }
         }
-    } else {
-        run.wait().await?
     };
     out_task.await??;
     err_task.await??;
     if let Some(t) = stdin_task {
         t.abort();
+    }
+    if status == boxlite::ExitStatus::OutOfMemory {
+        eprintln!("boxlite: the command was {status}");
     }
     Ok(status.shell_code())
 }
@@ -375,6 +429,7 @@ async fn run_cmd(
     if detach && exec.interactive {
         bail!("-i cannot be combined with -d: a detached command has no terminal to read from");
     }
+    check_tty(&exec)?;
     if !detach && command.is_empty() {
         bail!(
             "a command is required (for example: sh -c 'echo hi'); use -d to start the box without one"
@@ -409,7 +464,7 @@ async fn run_cmd(
     let work = async {
         b.start().await?;
         let run = b.exec(cmd.expect("checked above")).await?;
-        pump(run, false).await
+        pump(run, false, exec.tty).await
     };
     let outcome = tokio::select! {
         r = work => r,
@@ -443,6 +498,9 @@ async fn exec_cmd(
     id: String,
     command: Vec<String>,
 ) -> Result<i32> {
+    if !detach {
+        check_tty(&exec)?;
+    }
     let cmd = build_command(&exec, &command)?;
     let b = rt.get(&id)?;
     let run = b.exec(cmd).await?;
@@ -450,7 +508,15 @@ async fn exec_cmd(
         println!("{}", run.id());
         return Ok(0);
     }
-    pump(run, true).await
+    pump(run, true, exec.tty).await
+}
+
+/// `-it` needs a terminal to read keystrokes from, as with docker.
+fn check_tty(exec: &ExecArgs) -> Result<()> {
+    if exec.tty && exec.interactive && !term::is_tty(0) {
+        bail!("the input device is not a TTY; drop -t, or run from a terminal");
+    }
+    Ok(())
 }
 
 fn show(r: &Result<PathBuf, String>) -> String {
@@ -530,7 +596,7 @@ async fn real_main(cli: Cli) -> Result<i32> {
         } => exec_cmd(rt, exec, detach, id, command).await,
         Command::Attach { id, exec_id } => {
             let run = rt.get(&id)?.attach(&exec_id).await?;
-            pump(run, true).await
+            pump(run, true, false).await
         }
         Command::Create { create, image } => boxes::create(&rt, create.options(&image)?).await,
         Command::Volume { command } => boxes::volume(&rt, command),
@@ -563,6 +629,29 @@ async fn real_main(cli: Cli) -> Result<i32> {
             }
         }
         Command::Info { format } => info_cmd(rt, &format),
+        Command::Cp {
+            follow_link,
+            no_overwrite,
+            src,
+            dst,
+        } => {
+            let opts = boxlite::CopyOptions {
+                follow_symlinks: follow_link,
+                overwrite: !no_overwrite,
+                ..Default::default()
+            };
+            cp::run(&rt, &src, &dst, opts).await
+        }
+        Command::Stats {
+            no_stream,
+            format,
+            boxes: keys,
+        } => {
+            tokio::select! {
+                r = stats::run(&rt, &keys, no_stream, &format) => r,
+                _ = interrupted() => Ok(0),
+            }
+        }
     }
 }
 

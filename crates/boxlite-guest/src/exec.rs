@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, watch};
 
@@ -34,6 +34,13 @@ const KEEP_FINISHED: usize = 1024;
 /// Output chunks buffered per pipe before the reader stops draining it, which then
 /// blocks the writer in the guest: flow control end to end.
 const PIPE_QUEUE: usize = 8;
+
+/// How a process ended, and how many OOM kills the kernel had counted by then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finished {
+    pub exit: Exit,
+    pub oom_kills: u64,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -90,9 +97,51 @@ pub struct Spec {
     pub timeout: Option<std::time::Duration>,
     /// `name|uid[:group|gid]`, resolved against the image; `None` runs as root.
     pub user: Option<String>,
+    /// Run on a new pseudo-terminal of this many rows and columns.
+    pub tty: Option<(u16, u16)>,
 }
 
 pub type Chunk = Vec<u8>;
+
+/// Where stdin data goes: a pipe, or the master side of the execution's terminal.
+#[derive(Debug)]
+pub enum StdinSink {
+    Pipe(pipe::Sender),
+    Pty(sys::PtyMaster),
+}
+
+impl AsyncWrite for StdinSink {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self.get_mut() {
+            StdinSink::Pipe(p) => std::pin::Pin::new(p).poll_write(cx, data),
+            StdinSink::Pty(p) => std::pin::Pin::new(p).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            StdinSink::Pipe(p) => std::pin::Pin::new(p).poll_flush(cx),
+            StdinSink::Pty(p) => std::pin::Pin::new(p).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            StdinSink::Pipe(p) => std::pin::Pin::new(p).poll_shutdown(cx),
+            StdinSink::Pty(p) => std::pin::Pin::new(p).poll_shutdown(cx),
+        }
+    }
+}
 
 /// A pipe's receiving end, parked here while no client is reading it.
 pub type OutputSlot = Arc<Mutex<Option<mpsc::Receiver<Chunk>>>>;
@@ -103,16 +152,52 @@ pub struct Execution {
     pub pid: i32,
     pub stdout: OutputSlot,
     pub stderr: OutputSlot,
-    pub stdin: Arc<tokio::sync::Mutex<Option<pipe::Sender>>>,
-    pub exit: watch::Receiver<Option<Exit>>,
+    pub stdin: Arc<tokio::sync::Mutex<Option<StdinSink>>>,
+    pub exit: watch::Receiver<Option<Finished>>,
     /// Set when the agent ended the process because its timeout expired.
     pub timed_out: Arc<std::sync::atomic::AtomicBool>,
+    /// The terminal's master side, for window size changes; `None` without a TTY.
+    pub pty: Option<OwnedFd>,
+    /// The kernel's OOM kill count when the process started.
+    pub oom_kills_at_start: u64,
+}
+
+impl Execution {
+    /// Whether the OOM killer ran while this execution's process lived and the process
+    /// then died the way its victims do (SIGKILL, or a shell reporting 137).
+    pub fn oom_killed(&self, f: &Finished) -> bool {
+        let killed = matches!(
+            f.exit,
+            Exit::Signal {
+                signal: libc::SIGKILL,
+                ..
+            } | Exit::Code(137)
+        );
+        killed
+            && f.oom_kills > self.oom_kills_at_start
+            && !self.timed_out.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The kernel's count of OOM kills since boot (`oom_kill` in /proc/vmstat).
+pub fn oom_kill_count() -> u64 {
+    std::fs::read_to_string("/proc/vmstat")
+        .ok()
+        .and_then(|s| parse_oom_kills(&s))
+        .unwrap_or(0)
+}
+
+fn parse_oom_kills(vmstat: &str) -> Option<u64> {
+    vmstat
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 #[derive(Debug, Default)]
 struct Table {
     /// Live children by pid, with the sender for their exit status.
-    live: HashMap<i32, watch::Sender<Option<Exit>>>,
+    live: HashMap<i32, watch::Sender<Option<Finished>>>,
 }
 
 /// The agent's process table.
@@ -122,6 +207,10 @@ pub struct Processes {
     table: Mutex<Table>,
     execs: Mutex<HashMap<String, Arc<Execution>>>,
     finished: Mutex<VecDeque<String>>,
+    /// Executions started since boot.
+    pub started: std::sync::atomic::AtomicU64,
+    /// Guest uptime at the first Exec, once there was one.
+    pub first_exec_uptime: std::sync::OnceLock<f64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -135,7 +224,14 @@ impl Processes {
             table: Mutex::new(Table::default()),
             execs: Mutex::new(HashMap::new()),
             finished: Mutex::new(VecDeque::new()),
+            started: std::sync::atomic::AtomicU64::new(0),
+            first_exec_uptime: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Executions whose process is still running.
+    pub fn running(&self) -> usize {
+        lock(&self.table).live.len()
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Execution>> {
@@ -145,6 +241,7 @@ impl Processes {
     /// Reap every child that has exited, ours or inherited.
     pub fn reap(&self) {
         let mut table = lock(&self.table);
+        let mut oom_kills = None;
         loop {
             let mut st: libc::c_int = 0;
             // SAFETY: st is a valid out pointer; WNOHANG makes the call non-blocking.
@@ -156,7 +253,8 @@ impl Processes {
                 continue;
             };
             if let Some(tx) = table.live.remove(&pid) {
-                let _ = tx.send(Some(exit));
+                let oom_kills = *oom_kills.get_or_insert_with(oom_kill_count);
+                let _ = tx.send(Some(Finished { exit, oom_kills }));
             }
         }
     }
@@ -198,7 +296,12 @@ impl Processes {
         };
         let home = ident.as_ref().map_or(DEFAULT_HOME, |i| i.home.as_str());
         let mut env = spec.env.clone();
-        for (key, value) in [("PATH", DEFAULT_PATH), ("HOME", home)] {
+        let mut defaults = vec![("PATH", DEFAULT_PATH), ("HOME", home)];
+        if spec.tty.is_some() {
+            // As `docker run -t` does; programs need it to drive the terminal.
+            defaults.push(("TERM", "xterm"));
+        }
+        for (key, value) in defaults {
             if !env.iter().any(|(k, _)| k == key) {
                 env.push((key.into(), value.into()));
             }
@@ -226,11 +329,40 @@ impl Processes {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        let pty = match spec.tty {
+            Some((rows, cols)) => {
+                let (master, slave) =
+                    sys::openpty(rows, cols).map_err(|source| ExecError::Spawn {
+                        program: spec.program.clone(),
+                        source,
+                    })?;
+                let dup = |fd: &OwnedFd| {
+                    fd.try_clone().map_err(|source| ExecError::Spawn {
+                        program: spec.program.clone(),
+                        source,
+                    })
+                };
+                cmd.stdin(Stdio::from(dup(&slave)?))
+                    .stdout(Stdio::from(dup(&slave)?))
+                    .stderr(Stdio::from(slave));
+                Some(master)
+            }
+            None => None,
+        };
+        let tty = pty.is_some();
         // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
         // syscalls on data prepared before the fork.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::setsid() < 0 || libc::chroot(root_c.as_ptr()) < 0 {
+                if libc::setsid() < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // The new session's controlling terminal: std has already made the
+                // terminal's slave side fds 0-2.
+                if tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::chroot(root_c.as_ptr()) < 0 {
                     return Err(io::Error::last_os_error());
                 }
                 // Drop to the user: supplementary groups, then the group, then the
@@ -250,6 +382,7 @@ impl Processes {
         }
 
         let (exit_tx, exit_rx) = watch::channel(None);
+        let oom_kills_at_start = oom_kill_count();
         let mut child = {
             let mut table = lock(&self.table);
             let child = cmd.spawn().map_err(|source| ExecError::Spawn {
@@ -259,13 +392,52 @@ impl Processes {
             table.live.insert(child.id() as i32, exit_tx);
             child
         };
+        // The slave side's copies in `cmd` close here: the terminal then hangs up once
+        // the process tree lets go of it.
+        drop(cmd);
         let pid = child.id() as i32;
-        let stdin = child
-            .stdin
-            .take()
-            .and_then(|s| pipe::Sender::from_owned_fd(OwnedFd::from(s)).ok());
-        let stdout = spawn_pump(child.stdout.take().map(OwnedFd::from));
-        let stderr = spawn_pump(child.stderr.take().map(OwnedFd::from));
+        self.started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.first_exec_uptime.get_or_init(uptime_secs);
+        let (stdin, stdout, stderr, pty) = match pty {
+            Some(master) => {
+                let io_err = |source| ExecError::Spawn {
+                    program: spec.program.clone(),
+                    source,
+                };
+                let reader =
+                    sys::PtyMaster::new(master.try_clone().map_err(io_err)?).map_err(io_err)?;
+                let stdin: Option<StdinSink> = if spec.stdin {
+                    let writer =
+                        sys::PtyMaster::new(master.try_clone().map_err(io_err)?).map_err(io_err)?;
+                    Some(StdinSink::Pty(writer))
+                } else {
+                    None
+                };
+                (
+                    stdin,
+                    spawn_pump(Some(reader)),
+                    spawn_pump(None::<pipe::Receiver>),
+                    Some(master),
+                )
+            }
+            None => {
+                let stdin: Option<StdinSink> = child
+                    .stdin
+                    .take()
+                    .and_then(|s| pipe::Sender::from_owned_fd(OwnedFd::from(s)).ok())
+                    .map(StdinSink::Pipe);
+                let out = child
+                    .stdout
+                    .take()
+                    .and_then(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s)).ok());
+                let err = child
+                    .stderr
+                    .take()
+                    .and_then(|s| pipe::Receiver::from_owned_fd(OwnedFd::from(s)).ok());
+                (stdin, spawn_pump(out), spawn_pump(err), None)
+            }
+        };
         // The std handle is not waited on: the reaper owns waiting.
         drop(child);
 
@@ -277,6 +449,8 @@ impl Processes {
             stdin: Arc::new(tokio::sync::Mutex::new(stdin)),
             exit: exit_rx,
             timed_out: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            pty,
+            oom_kills_at_start,
         });
         lock(&self.execs).insert(exec.id.clone(), exec.clone());
         self.retire_when_done(exec.clone());
@@ -345,18 +519,29 @@ fn new_exec_id() -> String {
     id
 }
 
-/// Read a pipe in chunks into a bounded queue, so a slow reader slows the writer instead
-/// of growing memory.
-fn spawn_pump(fd: Option<OwnedFd>) -> OutputSlot {
+/// A descriptor of the container root, for resolving paths inside it.
+pub fn container_root_fd() -> io::Result<OwnedFd> {
+    sys::open_dir(Path::new(crate::init::CONTAINER_ROOT))
+}
+
+/// Guest uptime in seconds.
+pub fn uptime_secs() -> f64 {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Read a pipe or terminal in chunks into a bounded queue, so a slow reader slows the
+/// writer instead of growing memory. A read error ends the stream: for a terminal,
+/// `EIO` is how the master side sees the last slave fd close.
+fn spawn_pump<R: AsyncRead + Send + Unpin + 'static>(source: Option<R>) -> OutputSlot {
     let (tx, rx) = mpsc::channel::<Chunk>(PIPE_QUEUE);
     let slot = Arc::new(Mutex::new(Some(rx)));
-    let Some(fd) = fd else {
+    let Some(mut pipe) = source else {
         return slot;
     };
     tokio::spawn(async move {
-        let Ok(mut pipe) = pipe::Receiver::from_owned_fd(fd) else {
-            return;
-        };
         let mut buf = vec![0u8; boxlite_protocol::MAX_CHUNK];
         loop {
             match pipe.read(&mut buf).await {
@@ -451,6 +636,14 @@ fn resolve_program(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oom_kill_count_is_read_from_its_own_vmstat_line() {
+        let text = "oom_kill_other 9\nnr_free_pages 100\noom_kill 3\n";
+
+        assert_eq!(parse_oom_kills(text), Some(3));
+        assert_eq!(parse_oom_kills("nr_free_pages 1\n"), None);
+    }
 
     #[test]
     fn wait_status_distinguishes_exit_code_from_signal() {

@@ -5,9 +5,11 @@
 //! it connects back to the host's readiness port once, which is how the host knows the
 //! box is up without polling or sleeping.
 
+mod copy;
 mod exec;
 mod init;
 mod server;
+mod stats;
 mod sys;
 mod users;
 mod volumes;
@@ -125,6 +127,7 @@ async fn serve(cfg: init::BootConfig) -> Result<(), Box<dyn std::error::Error>> 
     let service = AgentServer::new(server::AgentService {
         procs,
         cfg: cfg.clone(),
+        ready_uptime: exec::uptime_secs(),
     })
     .max_decoding_message_size(boxlite_protocol::MAX_MESSAGE)
     .max_encoding_message_size(boxlite_protocol::MAX_MESSAGE);

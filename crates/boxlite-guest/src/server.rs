@@ -16,6 +16,8 @@ use crate::exec::{Chunk, ExecError, Execution, Exit, OutputSlot, Processes, Spec
 pub struct AgentService {
     pub procs: Arc<Processes>,
     pub cfg: crate::init::BootConfig,
+    /// Guest uptime when the service was built, just before it started serving.
+    pub ready_uptime: f64,
 }
 
 impl From<ExecError> for Status {
@@ -70,8 +72,7 @@ fn to_proto_exit(e: Exit) -> v1::ExitStatus {
     match e {
         Exit::Code(c) => v1::ExitStatus {
             kind: Some(v1::exit_status::Kind::Code(c)),
-            core_dumped: false,
-            timed_out: false,
+            ..Default::default()
         },
         Exit::Signal {
             signal,
@@ -79,7 +80,7 @@ fn to_proto_exit(e: Exit) -> v1::ExitStatus {
         } => v1::ExitStatus {
             kind: Some(v1::exit_status::Kind::Signal(signal)),
             core_dumped,
-            timed_out: false,
+            ..Default::default()
         },
     }
 }
@@ -92,13 +93,9 @@ impl Agent for AgentService {
         &self,
         _req: Request<v1::PingRequest>,
     ) -> Result<Response<v1::PingResponse>, Status> {
-        let uptime_secs = std::fs::read_to_string("/proc/uptime")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0.0);
         Ok(Response::new(v1::PingResponse {
             agent_version: env!("CARGO_PKG_VERSION").into(),
-            uptime_secs,
+            uptime_secs: crate::exec::uptime_secs(),
         }))
     }
 
@@ -115,6 +112,13 @@ impl Agent for AgentService {
             stdin: r.stdin,
             timeout: (r.timeout_ms > 0).then(|| std::time::Duration::from_millis(r.timeout_ms)),
             user: (!r.user.is_empty()).then_some(r.user),
+            tty: r.tty.then(|| {
+                let dim = |v: u32, default: u16| match v {
+                    0 => default,
+                    v => v.min(u16::MAX as u32) as u16,
+                };
+                (dim(r.tty_rows, 24), dim(r.tty_cols, 80))
+            }),
         };
         let procs = self.procs.clone();
         // fork+exec can block; keep it off the async workers.
@@ -215,8 +219,9 @@ impl Agent for AgentService {
             .await
             .map_err(|_| Status::internal("exit status lost"))?
             .expect("wait_for guarantees Some");
-        let mut status = to_proto_exit(exit);
+        let mut status = to_proto_exit(exit.exit);
         status.timed_out = exec.timed_out.load(std::sync::atomic::Ordering::SeqCst);
+        status.oom_killed = exec.oom_killed(&exit);
         Ok(Response::new(v1::WaitResponse {
             status: Some(status),
         }))
@@ -266,6 +271,147 @@ impl Agent for AgentService {
                 _ => Status::internal(crate::error_chain(&e)),
             })?;
         Ok(Response::new(v1::MountVolumesResponse {}))
+    }
+
+    async fn resize_tty(
+        &self,
+        req: Request<v1::ResizeTtyRequest>,
+    ) -> Result<Response<v1::ResizeTtyResponse>, Status> {
+        let r = req.into_inner();
+        let exec = self.exec(&r.exec_id)?;
+        let Some(pty) = &exec.pty else {
+            return Err(Status::failed_precondition(format!(
+                "execution {} has no terminal (it was not started with tty)",
+                exec.id
+            )));
+        };
+        if r.rows == 0 || r.cols == 0 || r.rows > u16::MAX as u32 || r.cols > u16::MAX as u32 {
+            return Err(Status::invalid_argument(format!(
+                "terminal size {}x{} is out of range (1-65535 rows and columns)",
+                r.rows, r.cols
+            )));
+        }
+        crate::sys::set_winsize(pty, r.rows as u16, r.cols as u16)
+            .map_err(|e| Status::internal(format!("resizing the terminal: {e}")))?;
+        Ok(Response::new(v1::ResizeTtyResponse {}))
+    }
+
+    async fn copy_in(
+        &self,
+        req: Request<Streaming<v1::CopyInChunk>>,
+    ) -> Result<Response<v1::CopyInResponse>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .next()
+            .await
+            .transpose()?
+            .ok_or_else(|| Status::invalid_argument("CopyIn stream is empty"))?;
+        let header = first
+            .header
+            .ok_or_else(|| Status::invalid_argument("the first CopyIn message has no header"))?;
+        let mode = v1::CopyInMode::try_from(header.mode)
+            .map_err(|_| Status::invalid_argument(format!("unknown copy mode {}", header.mode)))?;
+        let root = crate::exec::container_root_fd()
+            .map_err(|e| Status::internal(format!("container root: {e}")))?;
+        let (base, mapping) = crate::copy::plan_copy_in(&root, &header.dest, mode)?;
+        let (tx, rx) = mpsc::channel(4);
+        let overwrite = header.overwrite;
+        let unpacker = tokio::task::spawn_blocking(move || {
+            crate::copy::unpack_into(&root, &base, mapping, overwrite, rx)
+        });
+        let mut data = Some(first.data);
+        loop {
+            if let Some(d) = data.take().filter(|d| !d.is_empty())
+                && tx.send(Ok(d)).await.is_err()
+            {
+                // The unpacker stopped early; its error is the answer.
+                break;
+            }
+            match stream.next().await {
+                None => break,
+                Some(Ok(m)) => data = Some(m.data),
+                Some(Err(status)) => {
+                    let _ = tx
+                        .send(Err(std::io::Error::other(format!(
+                            "the host's stream failed: {}",
+                            status.message()
+                        ))))
+                        .await;
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let summary = unpacker
+            .await
+            .map_err(|e| Status::internal(format!("unpack task: {e}")))?
+            .map_err(crate::copy::status)?;
+        Ok(Response::new(v1::CopyInResponse {
+            entries: summary.entries,
+            bytes: summary.bytes,
+        }))
+    }
+
+    type CopyOutStream = BoxStream<v1::OutputChunk>;
+
+    async fn copy_out(
+        &self,
+        req: Request<v1::CopyOutRequest>,
+    ) -> Result<Response<Self::CopyOutStream>, Status> {
+        let r = req.into_inner();
+        let root = crate::exec::container_root_fd()
+            .map_err(|e| Status::internal(format!("container root: {e}")))?;
+        let (path, top) = crate::copy::plan_copy_out(&root, &r.path, r.follow_symlinks)?;
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
+        let opts = boxlite_archive::PackOptions {
+            follow_symlinks: r.follow_symlinks,
+            recursive: !r.no_recursive,
+            owner: None,
+        };
+        let packer = tokio::task::spawn_blocking(move || {
+            use std::os::fd::AsFd;
+            boxlite_archive::pack(
+                boxlite_archive::ChannelWriter::new(tx),
+                root.as_fd(),
+                &path,
+                &top,
+                boxlite_archive::Resolve::InRoot,
+                &opts,
+            )
+        });
+        let (out_tx, out_rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            while let Some(data) = rx.recv().await {
+                if out_tx.send(Ok(v1::OutputChunk { data })).await.is_err() {
+                    return;
+                }
+            }
+            let end = match packer.await {
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => crate::copy::status(e),
+                Err(e) => Status::internal(format!("pack task: {e}")),
+            };
+            let _ = out_tx.send(Err(end)).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+        )))
+    }
+
+    async fn stats(
+        &self,
+        _req: Request<v1::StatsRequest>,
+    ) -> Result<Response<v1::StatsResponse>, Status> {
+        let mut s = crate::stats::collect();
+        s.execs_started = self
+            .procs
+            .started
+            .load(std::sync::atomic::Ordering::Relaxed);
+        s.execs_running = self.procs.running() as u64;
+        s.agent_ready_uptime_secs = self.ready_uptime;
+        s.first_exec_uptime_secs = self.procs.first_exec_uptime.get().copied().unwrap_or(0.0);
+        s.oom_kills = crate::exec::oom_kill_count();
+        Ok(Response::new(s))
     }
 
     async fn shutdown(

@@ -123,26 +123,13 @@ pub fn loopback_up() -> io::Result<()> {
 /// Open `path` relative to `root` as if `root` were `/`: `..` and symlinks, absolute or
 /// relative, cannot leave `root` (`openat2` with `RESOLVE_IN_ROOT`).
 pub fn open_in_root(root: &OwnedFd, path: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
-    let p = cstr(path)?;
-    // SAFETY: open_how is plain old data; all-zero is valid (and required for padding).
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT;
-    // SAFETY: the path is NUL-terminated, `how` is a valid open_how and its size is passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            p.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: openat2 returned a new fd that we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+    use std::os::fd::AsFd;
+    boxlite_archive::fs::open_at(
+        root.as_fd(),
+        path.as_bytes(),
+        flags,
+        boxlite_archive::Resolve::InRoot,
+    )
 }
 
 /// `mkdirat(2)` of one name in an open directory.
@@ -196,5 +183,136 @@ pub fn power_off() -> ! {
     // Nothing else to do: PID 1 must not return.
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+/// A new pseudo-terminal of `rows` x `cols`: (master, slave), both close-on-exec (the
+/// slave's copies that become a child's fds 0-2 are made without the flag).
+pub fn openpty(rows: u16, cols: u16) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut master: libc::c_int = -1;
+    let mut slave: libc::c_int = -1;
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: valid out pointers; a null name and termios are allowed; ws is valid.
+    check(unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            &ws,
+        )
+    })?;
+    // SAFETY: openpty returned two new fds that we now own.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    for fd in [&master, &slave] {
+        // SAFETY: fd is open; F_SETFD takes an int flag.
+        check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    }
+    Ok((master, slave))
+}
+
+/// Set a terminal's window size; the kernel signals its foreground group (SIGWINCH).
+pub fn set_winsize(fd: &OwnedFd, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: fd is open and ws is a valid winsize.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) })
+}
+
+/// A terminal's master side as an async byte stream, read and written without blocking.
+#[derive(Debug)]
+pub struct PtyMaster(tokio::io::unix::AsyncFd<OwnedFd>);
+
+impl PtyMaster {
+    /// Takes a descriptor of its own (a dup): it is switched to non-blocking mode.
+    pub fn new(fd: OwnedFd) -> io::Result<Self> {
+        // SAFETY: fd is open; F_GETFL/F_SETFL take and return int flags.
+        let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+        // SAFETY: as above.
+        check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+        // SAFETY: the OwnedFd is moved in, stays open and keeps its number for as long
+        // as the AsyncFd owns it.
+        let fd = unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(io::Error::from)?;
+        Ok(PtyMaster(fd))
+    }
+}
+
+impl tokio::io::AsyncRead for PtyMaster {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        loop {
+            let mut guard = std::task::ready!(self.0.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            let r = guard.try_io(|fd| {
+                // SAFETY: the buffer is valid and writable for its length.
+                let n = unsafe {
+                    libc::read(fd.as_raw_fd(), unfilled.as_mut_ptr().cast(), unfilled.len())
+                };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match r {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return std::task::Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for PtyMaster {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        loop {
+            let mut guard = std::task::ready!(self.0.poll_write_ready(cx))?;
+            let r = guard.try_io(|fd| {
+                // SAFETY: the buffer is valid for its length.
+                let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
+                if n < 0 {
+                    Err(io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match r {
+                Ok(res) => return std::task::Poll::Ready(res),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }

@@ -29,8 +29,9 @@ pub mod vmm;
 pub mod volumes;
 
 pub use litebox::{
-    BoxCommand, BoxError, BoxInfo, BoxOptions, BoxState, ExecError, ExecOutput, ExecStdin,
-    Execution, Health, HealthOptions, HealthState, LiteBox,
+    BootStages, BoxCommand, BoxError, BoxInfo, BoxMetrics, BoxOptions, BoxState, CopyError,
+    CopyOptions, CopyStats, ExecError, ExecOutput, ExecStdin, Execution, Health, HealthOptions,
+    HealthState, LiteBox,
 };
 pub use portal::ExitStatus;
 pub use runtime::VolumeInfo;
@@ -64,6 +65,8 @@ pub enum Error {
     Db(#[from] db::DbError),
     #[error(transparent)]
     Volume(#[from] volumes::VolumeError),
+    #[error(transparent)]
+    Copy(#[from] litebox::CopyError),
     #[error("{context}")]
     Io {
         context: String,

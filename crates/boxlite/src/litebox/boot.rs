@@ -179,7 +179,12 @@ pub(super) async fn boot(
             .collect(),
     };
     let mut vm = rt.vmm.spawn(&cfg)?;
-    tracing::debug!(ms = t0.elapsed().as_millis() as u64, "vmm spawned");
+    let ms = || t0.elapsed().as_millis() as u64;
+    let mut timings = super::record::BootTimings {
+        vmm_spawned_ms: ms(),
+        ..Default::default()
+    };
+    tracing::debug!(ms = timings.vmm_spawned_ms, "vmm spawned");
     guard.procs.push(vm.id);
     rec.vmm = Some(vm.id);
     save(rec)?;
@@ -230,7 +235,8 @@ pub(super) async fn boot(
         }
     }
     drop(ready);
-    tracing::debug!(ms = t0.elapsed().as_millis() as u64, "agent ready");
+    timings.agent_ready_ms = ms();
+    tracing::debug!(ms = timings.agent_ready_ms, "agent ready");
     let client = AgentClient::connect(addr).await?;
     tracing::debug!(ms = t0.elapsed().as_millis() as u64, "agent connected");
     if !cfg_box.volumes.is_empty() {
@@ -246,6 +252,8 @@ pub(super) async fn boot(
             .map_err(|e| boot_fail(format!("mounting volumes: {}", crate::error_chain(&e))))?;
         tracing::debug!(ms = t0.elapsed().as_millis() as u64, "volumes mounted");
     }
+    timings.ready_ms = ms();
+    rec.boot = Some(timings);
     Ok(client)
 }
 

@@ -30,6 +30,16 @@ pub enum ExecError {
         #[source]
         source: PortalError,
     },
+    #[error(
+        "execution {id}: the box stopped while the command was running ({detail}){hint}; `boxlite logs` shows its console"
+    )]
+    BoxStopped {
+        id: String,
+        detail: String,
+        hint: String,
+    },
+    #[error("execution {id} has no terminal; start it with a TTY to resize one")]
+    NoTty { id: String },
     #[error("execution {id}: stdin is closed")]
     StdinClosed { id: String },
     #[error("execution {id}: writing its output")]
@@ -125,6 +135,14 @@ impl BoxCommand {
         self
     }
 
+    /// Run on a pseudo-terminal of `rows` x `cols` (`boxlite exec -t`): the process
+    /// gets a controlling terminal, output arrives on stdout only, and
+    /// [`Execution::resize_tty`] changes the size later.
+    pub fn tty(mut self, rows: u16, cols: u16) -> Self {
+        self.spec.tty = Some((rows.max(1), cols.max(1)));
+        self
+    }
+
     pub fn program(&self) -> &str {
         &self.spec.program
     }
@@ -138,34 +156,47 @@ pub struct Execution {
     stdin: Option<ExecStdin>,
     stdout: Option<ExecOutput>,
     stderr: Option<ExecOutput>,
+    /// The box's console log, to explain an agent that went away.
+    console_log: Option<std::path::PathBuf>,
 }
 
 impl Execution {
-    pub(crate) fn new(client: AgentClient, id: String, stdin: bool) -> Self {
+    pub(crate) fn new(
+        client: AgentClient,
+        id: String,
+        stdin: bool,
+        console_log: Option<std::path::PathBuf>,
+    ) -> Self {
         Execution {
             stdin: stdin.then(|| ExecStdin::new(client.clone(), id.clone())),
             stdout: Some(ExecOutput::new(client.clone(), id.clone(), Pipe::Stdout)),
             stderr: Some(ExecOutput::new(client.clone(), id.clone(), Pipe::Stderr)),
             client,
             id,
+            console_log,
         }
     }
 
     /// A handle to an execution someone else started, for its remaining output and its
     /// exit status. It has no stdin: closing stdin is the starter's business.
-    pub(crate) fn attached(client: AgentClient, id: String) -> Self {
-        Execution {
-            stdin: None,
-            stdout: Some(ExecOutput::new(client.clone(), id.clone(), Pipe::Stdout)),
-            stderr: Some(ExecOutput::new(client.clone(), id.clone(), Pipe::Stderr)),
-            client,
-            id,
-        }
+    pub(crate) fn attached(
+        client: AgentClient,
+        id: String,
+        console_log: Option<std::path::PathBuf>,
+    ) -> Self {
+        let mut e = Execution::new(client, id, false, console_log);
+        e.stdin = None;
+        e
     }
 
     /// The execution id; any client of the same box can use it.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Whether this handle still holds the execution's stdin.
+    pub fn has_stdin(&self) -> bool {
+        self.stdin.is_some()
     }
 
     pub fn take_stdin(&mut self) -> Option<ExecStdin> {
@@ -180,9 +211,40 @@ impl Execution {
         self.stderr.take()
     }
 
-    /// Wait for the process to exit.
+    /// Wait for the process to exit. If the box dies first (its kernel panics, its VM is
+    /// killed, it powers off), the error says so, with what the console showed.
     pub async fn wait(&self) -> Result<ExitStatus, ExecError> {
-        Ok(self.client.wait(&self.id).await?)
+        match self.client.wait(&self.id).await {
+            Ok(s) => Ok(s),
+            Err(e) if agent_lost(&e) => {
+                // Give the console a moment to receive the kernel's last words.
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                let hint = self
+                    .console_log
+                    .as_deref()
+                    .map(super::console_hint_at)
+                    .unwrap_or_default();
+                Err(ExecError::BoxStopped {
+                    id: self.id.clone(),
+                    detail: crate::error_chain(&e),
+                    hint,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Change the window size of the execution's terminal; the process gets SIGWINCH.
+    pub async fn resize_tty(&self, rows: u16, cols: u16) -> Result<(), ExecError> {
+        self.client
+            .resize_tty(&self.id, rows.max(1), cols.max(1))
+            .await
+            .map_err(|e| match e.code() {
+                Some(tonic::Code::FailedPrecondition) => ExecError::NoTty {
+                    id: self.id.clone(),
+                },
+                _ => ExecError::Agent(e),
+            })
     }
 
     /// End the process and its process group for certain (SIGKILL).
@@ -385,5 +447,19 @@ impl Drop for ExecStdin {
                 });
             }
         }
+    }
+}
+
+/// Whether a failed call means the connection to the agent broke, rather than the
+/// agent answering with an error.
+fn agent_lost(e: &PortalError) -> bool {
+    match e {
+        PortalError::Rpc { code, message, .. } => {
+            matches!(code, tonic::Code::Unavailable | tonic::Code::Cancelled)
+                || (*code == tonic::Code::Unknown
+                    && (message.contains("transport") || message.contains("h2")))
+        }
+        PortalError::Connect(_) => true,
+        PortalError::Timeout(_) => false,
     }
 }

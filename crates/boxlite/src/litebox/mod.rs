@@ -9,7 +9,9 @@
 //! processes proceed at once.
 
 mod boot;
+pub mod copy;
 pub mod exec;
+pub mod metrics;
 pub mod record;
 pub mod state;
 
@@ -19,7 +21,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
+pub use copy::{CopyError, CopyOptions, CopyStats};
 pub use exec::{BoxCommand, ExecError, ExecOutput, ExecStdin, Execution};
+pub use metrics::{BootStages, BoxMetrics};
 pub use record::{BoxConfig, BoxRow, BoxStatus, Health, HealthOptions, HealthState};
 pub use state::BoxState;
 
@@ -429,7 +433,12 @@ impl LiteBox {
         // Default variables (PATH, HOME) are the agent's business: it knows the image.
         let spec = cmd.spec;
         let id = client.exec(&spec).await.map_err(ExecError::from_exec_rpc)?;
-        Ok(Execution::new(client, id, spec.stdin))
+        Ok(Execution::new(
+            client,
+            id,
+            spec.stdin,
+            Some(self.rt.box_paths(&self.id).console_log()),
+        ))
     }
 
     /// Attach to an execution started earlier, from this process or another, by id:
@@ -452,7 +461,11 @@ impl LiteBox {
                 Some(tonic::Code::NotFound) => ExecError::NoSuchExecution(exec_id.to_string()),
                 _ => ExecError::Agent(e),
             })?;
-        Ok(Execution::attached(client, exec_id.to_string()))
+        Ok(Execution::attached(
+            client,
+            exec_id.to_string(),
+            Some(self.rt.box_paths(&self.id).console_log()),
+        ))
     }
 
     /// Ask the agent whether it is alive, within `timeout`. Does not start the box.
@@ -635,7 +648,12 @@ pub(crate) fn reconcile_locked(rt: &RuntimeInner, row: &mut BoxRow) -> Result<bo
 /// What the console log says about an unexpected VM exit: a kernel panic or the guest
 /// powering itself off.
 fn console_hint(rt: &RuntimeInner, id: &str) -> String {
-    let tail = crate::util::fsutil::tail_file(&rt.box_paths(id).console_log(), 4000);
+    console_hint_at(&rt.box_paths(id).console_log())
+}
+
+/// [`console_hint`] for a console log path.
+pub(crate) fn console_hint_at(console_log: &std::path::Path) -> String {
+    let tail = crate::util::fsutil::tail_file(console_log, 4000);
     if let Some(line) = tail.lines().rev().find(|l| l.contains("Kernel panic")) {
         return format!("; console: {}", line.trim());
     }

@@ -113,6 +113,20 @@ pub struct BoxStatus {
     pub health: Health,
     pub started_at: Option<u64>,
     pub stopped_at: Option<u64>,
+    /// How the last start spent its time.
+    pub boot: Option<BootTimings>,
+}
+
+/// Host-side timings of the last start, in milliseconds from its beginning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BootTimings {
+    /// Helpers (vsock device, virtiofsd) ready and the VMM process spawned.
+    pub vmm_spawned_ms: u64,
+    /// The agent reported ready (kernel boot, init, agent start).
+    pub agent_ready_ms: u64,
+    /// Connected to the agent and volumes mounted: the box is usable.
+    pub ready_ms: u64,
 }
 
 impl BoxStatus {

@@ -26,7 +26,7 @@ pub enum PortalError {
 }
 
 impl PortalError {
-    fn rpc(op: &'static str, s: tonic::Status) -> Self {
+    pub(crate) fn rpc(op: &'static str, s: tonic::Status) -> Self {
         PortalError::Rpc {
             op,
             code: s.code(),
@@ -52,6 +52,30 @@ pub enum ExitStatus {
     Signal { signal: i32, core_dumped: bool },
     /// Killed by the agent because the exec's timeout expired.
     TimedOut,
+    /// The guest kernel's out-of-memory killer ended the process (or a process of its
+    /// group, after which it exited with 137) while it ran.
+    OutOfMemory,
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exited with code {c}"),
+            ExitStatus::Signal {
+                signal,
+                core_dumped,
+            } => write!(
+                f,
+                "killed by signal {signal}{}",
+                if *core_dumped { " (core dumped)" } else { "" }
+            ),
+            ExitStatus::TimedOut => write!(f, "killed because its timeout expired"),
+            ExitStatus::OutOfMemory => write!(
+                f,
+                "killed by the out-of-memory killer: the box ran out of memory (give it more with --memory)"
+            ),
+        }
+    }
 }
 
 impl ExitStatus {
@@ -62,6 +86,7 @@ impl ExitStatus {
             ExitStatus::Signal { signal, .. } => 128 + signal,
             // As coreutils `timeout` reports it.
             ExitStatus::TimedOut => 124,
+            ExitStatus::OutOfMemory => 128 + libc::SIGKILL,
         }
     }
 
@@ -80,6 +105,8 @@ pub struct ExecSpec {
     pub stdin: bool,
     pub timeout: Option<std::time::Duration>,
     pub user: Option<String>,
+    /// Run on a pseudo-terminal of (rows, columns).
+    pub tty: Option<(u16, u16)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -150,6 +177,9 @@ impl AgentClient {
                 .timeout
                 .map(|t| t.as_millis().max(1) as u64)
                 .unwrap_or(0),
+            tty: spec.tty.is_some(),
+            tty_rows: spec.tty.map_or(0, |t| t.0.into()),
+            tty_cols: spec.tty.map_or(0, |t| t.1.into()),
         };
         self.stub
             .clone()
@@ -207,6 +237,9 @@ impl AgentClient {
         if status.timed_out {
             return Ok(ExitStatus::TimedOut);
         }
+        if status.oom_killed {
+            return Ok(ExitStatus::OutOfMemory);
+        }
         Ok(match status.kind {
             Some(v1::exit_status::Kind::Signal(signal)) => ExitStatus::Signal {
                 signal,
@@ -250,6 +283,53 @@ impl AgentClient {
             .await
             .map(|_| ())
             .map_err(|s| PortalError::rpc("MountVolumes", s))
+    }
+
+    pub async fn resize_tty(&self, exec_id: &str, rows: u16, cols: u16) -> Result<(), PortalError> {
+        self.stub
+            .clone()
+            .resize_tty(v1::ResizeTtyRequest {
+                exec_id: exec_id.to_string(),
+                rows: rows.into(),
+                cols: cols.into(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| PortalError::rpc("ResizeTty", s))
+    }
+
+    /// Send a tar stream to be unpacked in the box. The first chunk carries the header.
+    pub async fn copy_in(
+        &self,
+        chunks: impl tokio_stream::Stream<Item = v1::CopyInChunk> + Send + 'static,
+    ) -> Result<v1::CopyInResponse, PortalError> {
+        self.stub
+            .clone()
+            .copy_in(chunks)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| PortalError::rpc("CopyIn", s))
+    }
+
+    pub async fn copy_out(
+        &self,
+        req: v1::CopyOutRequest,
+    ) -> Result<tonic::Streaming<v1::OutputChunk>, PortalError> {
+        self.stub
+            .clone()
+            .copy_out(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| PortalError::rpc("CopyOut", s))
+    }
+
+    pub async fn stats(&self) -> Result<v1::StatsResponse, PortalError> {
+        self.stub
+            .clone()
+            .stats(v1::StatsRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| PortalError::rpc("Stats", s))
     }
 
     pub async fn shutdown(&self) -> Result<(), PortalError> {

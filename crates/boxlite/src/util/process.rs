@@ -27,6 +27,10 @@ pub struct ProcStat {
     pub state: char,
     pub ppid: i32,
     pub start_time: u64,
+    /// User plus system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Resident set size, in pages.
+    pub rss_pages: u64,
 }
 
 /// Parse `/proc/<pid>/stat`. The command name is in parentheses and may itself contain
@@ -34,12 +38,16 @@ pub struct ProcStat {
 pub fn parse_stat(s: &str) -> Option<ProcStat> {
     let rest = &s[s.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
-    // After the name: field 3 (state) is index 0, field 4 (ppid) index 1, field 22
-    // (starttime) index 19.
+    // After the name: field 3 (state) is index 0, field 4 (ppid) index 1, fields 14
+    // and 15 (utime, stime) indexes 11 and 12, field 22 (starttime) index 19, field 24
+    // (rss) index 21.
+    let num = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
     Some(ProcStat {
         state: fields.first()?.chars().next()?,
         ppid: fields.get(1)?.parse().ok()?,
-        start_time: fields.get(19)?.parse().ok()?,
+        start_time: num(19)?,
+        cpu_ticks: num(11).unwrap_or(0) + num(12).unwrap_or(0),
+        rss_pages: num(21).unwrap_or(0),
     })
 }
 

@@ -1,0 +1,456 @@
+//! Moving files between the host and a box as tar streams.
+//!
+//! The host packs and the agent unpacks (`copy_in`), or the agent packs and the host
+//! unpacks (`copy_out`), with `boxlite-archive` on both sides. Data flows through
+//! bounded channels, so memory stays flat whatever the size. What comes out of a box is
+//! hostile: the host unpacks it below the destination with `RESOLVE_BENEATH`, refuses
+//! `..`, absolute names, links that lead out, hard links out and device nodes, and drops
+//! setuid bits.
+
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use boxlite_archive::{ArchiveError, ChannelReader, ChannelWriter, Mapping, Resolve};
+use boxlite_protocol::v1;
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::LiteBox;
+use crate::portal::PortalError;
+
+/// Channel depth, in 64 KiB chunks, between a tar stream and its RPC.
+const DEPTH: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("host path {path}: {reason}")]
+    HostPath { path: PathBuf, reason: String },
+    #[error("copying {what}")]
+    Archive {
+        what: String,
+        #[source]
+        source: ArchiveError,
+    },
+    #[error("copying {what}: {message}")]
+    InBox { what: String, message: String },
+    #[error("copying {what}")]
+    Agent {
+        what: String,
+        #[source]
+        source: PortalError,
+    },
+    #[error("copying {what}: the tar stream")]
+    Stream {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How a copy treats its source and destination. The defaults are `docker cp`'s.
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyOptions {
+    /// Copy directories with their contents; without it a directory source is an error.
+    pub recursive: bool,
+    /// Replace existing files at the destination; without it they are an error.
+    pub overwrite: bool,
+    /// Copy what symlinks point to instead of the links (inside a box, links are
+    /// resolved inside the box).
+    pub follow_symlinks: bool,
+    /// A directory source lands under its own name when the destination is an existing
+    /// directory. Without it only its contents are copied into the destination (as a
+    /// source ending in `/.` does).
+    pub include_parent: bool,
+}
+
+impl Default for CopyOptions {
+    fn default() -> Self {
+        CopyOptions {
+            recursive: true,
+            overwrite: true,
+            follow_symlinks: false,
+            include_parent: true,
+        }
+    }
+}
+
+/// What a copy moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CopyStats {
+    /// Archive entries (files, directories, links).
+    pub entries: u64,
+    /// Bytes of file content.
+    pub bytes: u64,
+}
+
+fn ends_with_dot(p: &[u8]) -> bool {
+    p == b"." || p.ends_with(b"/.")
+}
+
+fn last_name(p: &Path) -> Option<Vec<u8>> {
+    p.file_name().map(|n| n.as_bytes().to_vec())
+}
+
+fn in_box_error(what: &str, e: PortalError) -> CopyError {
+    match e {
+        PortalError::Rpc { message, code, .. }
+            if !matches!(code, tonic::Code::Unavailable | tonic::Code::Cancelled) =>
+        {
+            CopyError::InBox {
+                what: what.to_string(),
+                message,
+            }
+        }
+        source => CopyError::Agent {
+            what: what.to_string(),
+            source,
+        },
+    }
+}
+
+fn header_chunk(dest: &str, mode: v1::CopyInMode, overwrite: bool) -> v1::CopyInChunk {
+    v1::CopyInChunk {
+        header: Some(v1::CopyInHeader {
+            dest: dest.to_string(),
+            mode: mode as i32,
+            overwrite,
+        }),
+        data: Vec::new(),
+    }
+}
+
+impl LiteBox {
+    /// Copy a host file or directory into the box, as `docker cp HOST BOX:PATH` does:
+    /// into `box_path` if it is an existing directory, else as `box_path` (whose parent
+    /// must exist). Files land owned by root with their modes and times; a box that is
+    /// not running is started first.
+    pub async fn copy_in(
+        &self,
+        host_path: impl AsRef<Path>,
+        box_path: &str,
+        opts: &CopyOptions,
+    ) -> Result<CopyStats, crate::Error> {
+        let host = host_path.as_ref();
+        let what = format!("{} into box {} at {box_path}", host.display(), self.id);
+        let bad = |reason: String| CopyError::HostPath {
+            path: host.to_path_buf(),
+            reason,
+        };
+        let meta = if opts.follow_symlinks {
+            std::fs::metadata(host)
+        } else {
+            std::fs::symlink_metadata(host)
+        }
+        .map_err(|e| bad(e.to_string()))?;
+        if meta.is_dir() && !opts.recursive {
+            return Err(bad("is a directory (a recursive copy was not asked for)".into()).into());
+        }
+        let abs = std::path::absolute(host).map_err(|e| bad(e.to_string()))?;
+        let contents =
+            meta.is_dir() && (!opts.include_parent || ends_with_dot(host.as_os_str().as_bytes()));
+        let (top, mode) = if contents {
+            (b".".to_vec(), v1::CopyInMode::Contents)
+        } else {
+            let name = last_name(&abs).unwrap_or_else(|| b".".to_vec());
+            (name, v1::CopyInMode::Item)
+        };
+        let client = self.client().await?;
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(DEPTH);
+        let pack_opts = boxlite_archive::PackOptions {
+            follow_symlinks: opts.follow_symlinks,
+            recursive: opts.recursive,
+            owner: Some((0, 0)),
+        };
+        let packer = tokio::task::spawn_blocking(move || {
+            let root = std::fs::File::open("/").map_err(|e| ArchiveError::Io {
+                path: "/".into(),
+                what: "opening",
+                source: e,
+            })?;
+            boxlite_archive::pack(
+                ChannelWriter::new(tx),
+                root.as_fd(),
+                abs.as_os_str().as_bytes(),
+                &top,
+                Resolve::Normal,
+                &pack_opts,
+            )
+        });
+        let stream = tokio_stream::once(header_chunk(box_path, mode, opts.overwrite))
+            .chain(ReceiverStream::new(rx).map(|data| v1::CopyInChunk { header: None, data }));
+        let sent = client.copy_in(stream).await;
+        let packed = packer.await.map_err(|e| CopyError::Stream {
+            what: what.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        match (packed, sent) {
+            (Ok(_), Ok(r)) => Ok(CopyStats {
+                entries: r.entries,
+                bytes: r.bytes,
+            }),
+            // The guest's answer explains a stream it stopped reading.
+            (Err(ArchiveError::Write(_)), Err(e)) => Err(in_box_error(&what, e).into()),
+            (Err(source), _) => Err(CopyError::Archive { what, source }.into()),
+            (Ok(_), Err(e)) => Err(in_box_error(&what, e).into()),
+        }
+    }
+
+    /// Unpack a tar stream into `box_dir`, an existing directory in the box (`boxlite
+    /// cp - BOX:DIR`). Entries keep the archive's owners and modes.
+    pub async fn copy_in_tar<R>(
+        &self,
+        mut tar: R,
+        box_dir: &str,
+        overwrite: bool,
+    ) -> Result<CopyStats, crate::Error>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        let what = format!("a tar stream into box {} at {box_dir}", self.id);
+        let client = self.client().await?;
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(DEPTH);
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; boxlite_archive::CHUNK];
+            loop {
+                let n = tar.read(&mut buf).await?;
+                if n == 0 || tx.send(buf[..n].to_vec()).await.is_err() {
+                    return Ok::<_, std::io::Error>(());
+                }
+            }
+        });
+        let stream = tokio_stream::once(header_chunk(box_dir, v1::CopyInMode::Archive, overwrite))
+            .chain(ReceiverStream::new(rx).map(|data| v1::CopyInChunk { header: None, data }));
+        let sent = client.copy_in(stream).await;
+        reader
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|source| CopyError::Stream {
+                what: what.clone(),
+                source,
+            })?;
+        let r = sent.map_err(|e| in_box_error(&what, e))?;
+        Ok(CopyStats {
+            entries: r.entries,
+            bytes: r.bytes,
+        })
+    }
+
+    /// Copy a file or directory out of the box to the host, as `docker cp BOX:PATH
+    /// HOST` does: into `host_path` if it is an existing directory, else as
+    /// `host_path`. The archive the box sends is treated as hostile; see the module
+    /// documentation. Files belong to the calling user.
+    pub async fn copy_out(
+        &self,
+        box_path: &str,
+        host_path: impl AsRef<Path>,
+        opts: &CopyOptions,
+    ) -> Result<CopyStats, crate::Error> {
+        let host = host_path.as_ref();
+        let what = format!("{box_path} out of box {} to {}", self.id, host.display());
+        let bad = |reason: String| CopyError::HostPath {
+            path: host.to_path_buf(),
+            reason,
+        };
+        let contents = !opts.include_parent || ends_with_dot(box_path.as_bytes());
+        let source = if contents && !ends_with_dot(box_path.as_bytes()) {
+            format!("{}/.", box_path.trim_end_matches('/'))
+        } else {
+            box_path.to_string()
+        };
+        let dest_is_dir = std::fs::metadata(host).map(|m| m.is_dir()).ok();
+        let item = box_path
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(".")
+            .to_string();
+        // A new item is unpacked under a hidden staging name and renamed into place once
+        // complete, so a refused or failed copy leaves nothing behind.
+        let stage = format!(".boxlite-cp-{:016x}", rand::random::<u64>());
+        let (base, mapping, staged) = match dest_is_dir {
+            Some(true) if contents => (host.to_path_buf(), Mapping::AsIs, None),
+            Some(true) => {
+                let fin = host.join(&item);
+                if fin.symlink_metadata().is_ok() {
+                    if !opts.overwrite && !fin.is_dir() {
+                        return Err(bad(format!("{} already exists", fin.display())).into());
+                    }
+                    (host.to_path_buf(), Mapping::AsIs, None)
+                } else {
+                    let staged = (host.join(&stage), fin);
+                    (
+                        host.to_path_buf(),
+                        Mapping::RenameTop(stage.clone().into_bytes()),
+                        Some(staged),
+                    )
+                }
+            }
+            Some(false) if contents => return Err(bad("is not a directory".into()).into()),
+            Some(false) if !opts.overwrite => {
+                return Err(bad("already exists (overwriting was not allowed)".into()).into());
+            }
+            None if host.as_os_str().as_bytes().ends_with(b"/") => {
+                return Err(bad("directory does not exist".into()).into());
+            }
+            _ => {
+                let abs = std::path::absolute(host).map_err(|e| bad(e.to_string()))?;
+                let parent = abs.parent().map(Path::to_path_buf).unwrap_or_default();
+                if !parent.is_dir() {
+                    return Err(bad(format!(
+                        "its parent directory {} does not exist",
+                        parent.display()
+                    ))
+                    .into());
+                }
+                if contents {
+                    std::fs::create_dir(&abs).map_err(|e| bad(e.to_string()))?;
+                    (abs, Mapping::AsIs, None)
+                } else {
+                    let staged = (parent.join(&stage), abs);
+                    (
+                        parent,
+                        Mapping::RenameTop(stage.clone().into_bytes()),
+                        Some(staged),
+                    )
+                }
+            }
+        };
+        let result = self.copy_out_into(&what, source, base, mapping, opts).await;
+        if let Some((tmp, fin)) = staged {
+            let placed = match &result {
+                Ok(_) => std::fs::rename(&tmp, &fin).map_err(|e| {
+                    crate::Error::from(bad(format!("moving the copy into place: {e}")))
+                }),
+                Err(_) => Ok(()),
+            };
+            if result.is_err() || placed.is_err() {
+                let _ = match std::fs::symlink_metadata(&tmp) {
+                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(&tmp),
+                    Ok(_) => std::fs::remove_file(&tmp),
+                    Err(_) => Ok(()),
+                };
+            }
+            placed?;
+        }
+        result
+    }
+
+    /// Stream `source` out of the box and unpack it below `base`.
+    async fn copy_out_into(
+        &self,
+        what: &str,
+        source: String,
+        base: PathBuf,
+        mapping: Mapping,
+        opts: &CopyOptions,
+    ) -> Result<CopyStats, crate::Error> {
+        let what = what.to_string();
+        let client = self.client().await?;
+        let mut stream = client
+            .copy_out(v1::CopyOutRequest {
+                path: source,
+                follow_symlinks: opts.follow_symlinks,
+                no_recursive: !opts.recursive,
+            })
+            .await
+            .map_err(|e| in_box_error(&what, e))?;
+        let (tx, rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(DEPTH);
+        let unpack_opts = boxlite_archive::UnpackOptions {
+            resolve: Resolve::Beneath,
+            mapping,
+            overwrite: opts.overwrite,
+            preserve_owner: false,
+            keep_setid: false,
+            allow_devices: false,
+            allow_escaping_links: false,
+        };
+        let unpacker = tokio::task::spawn_blocking(move || {
+            let dir = std::fs::File::open(&base).map_err(|e| ArchiveError::Io {
+                path: base.display().to_string(),
+                what: "opening",
+                source: e,
+            })?;
+            let mut reader = ChannelReader::new(rx);
+            boxlite_archive::unpack(&mut reader, dir.as_fd(), b"", &unpack_opts)
+        });
+        let mut guest_error = None;
+        loop {
+            match stream.message().await {
+                Ok(Some(chunk)) => {
+                    if tx.send(Ok(chunk.data)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    let _ = tx
+                        .send(Err(std::io::Error::other(status.message().to_string())))
+                        .await;
+                    guest_error = Some(PortalError::rpc("CopyOut", status));
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let unpacked = unpacker.await.map_err(|e| CopyError::Stream {
+            what: what.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        if let Some(e) = guest_error {
+            return Err(in_box_error(&what, e).into());
+        }
+        let s = unpacked.map_err(|source| CopyError::Archive { what, source })?;
+        Ok(CopyStats {
+            entries: s.entries,
+            bytes: s.bytes,
+        })
+    }
+
+    /// Write a path of the box to `out` as a tar stream, unchanged (`boxlite cp
+    /// BOX:PATH -`). Returns the bytes written.
+    pub async fn copy_out_tar<W>(
+        &self,
+        box_path: &str,
+        out: &mut W,
+        opts: &CopyOptions,
+    ) -> Result<u64, crate::Error>
+    where
+        W: AsyncWrite + Unpin + ?Sized,
+    {
+        let what = format!("{box_path} out of box {} as a tar stream", self.id);
+        let client = self.client().await?;
+        let mut stream = client
+            .copy_out(v1::CopyOutRequest {
+                path: box_path.to_string(),
+                follow_symlinks: opts.follow_symlinks,
+                no_recursive: !opts.recursive,
+            })
+            .await
+            .map_err(|e| in_box_error(&what, e))?;
+        let mut total = 0u64;
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|s| in_box_error(&what, PortalError::rpc("CopyOut", s)))?
+        {
+            out.write_all(&chunk.data)
+                .await
+                .map_err(|source| CopyError::Stream {
+                    what: what.clone(),
+                    source,
+                })?;
+            total += chunk.data.len() as u64;
+        }
+        out.flush().await.map_err(|source| CopyError::Stream {
+            what: what.clone(),
+            source,
+        })?;
+        Ok(total)
+    }
+}
