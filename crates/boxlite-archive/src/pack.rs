@@ -200,8 +200,12 @@ impl<W: Write> Packer<'_, W> {
                 h.set_size(st.st_size as u64);
                 // A file that changes size while it is read would corrupt the stream;
                 // read exactly the size in the header, padding a shrunken file.
+                let file = std::io::BufReader::with_capacity(
+                    crate::unpack::IO_BUF,
+                    std::fs::File::from(file),
+                );
                 let reader = std::io::Read::chain(
-                    std::io::Read::take(std::fs::File::from(file), st.st_size as u64),
+                    std::io::Read::take(file, st.st_size as u64),
                     std::io::repeat(0),
                 );
                 self.tar

@@ -1,10 +1,14 @@
 //! Unpacking a tar stream below a directory fd, treating the stream as hostile.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::fs::{self, Resolve};
 use crate::{ArchiveError, show};
+
+/// Buffer for file contents: `io::copy` alone moves 8 KiB at a time, and every write
+/// to a virtio-fs file is a request to the host.
+pub(crate) const IO_BUF: usize = 1 << 20;
 
 /// How archive paths map onto the destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,14 +113,17 @@ pub fn unpack<R: Read>(
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let file = create(parent.as_fd(), name, &shown, opts)?;
-                let mut file = std::fs::File::from(file);
-                let n = std::io::copy(&mut entry, &mut file).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        ArchiveError::Tar(e)
-                    } else {
-                        ArchiveError::io(&shown, "writing")(e)
-                    }
-                })?;
+                // Large writes: each one is a round trip on a virtio-fs mount.
+                let mut file = std::io::BufWriter::with_capacity(IO_BUF, std::fs::File::from(file));
+                let n = std::io::copy(&mut entry, &mut file)
+                    .and_then(|n| file.flush().map(|_| n))
+                    .map_err(|e| {
+                        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                            ArchiveError::Tar(e)
+                        } else {
+                            ArchiveError::io(&shown, "writing")(e)
+                        }
+                    })?;
                 summary.bytes += n;
                 drop(file);
                 fs::set_meta_at(parent.as_fd(), name, owner, Some(mode), Some(mtime))

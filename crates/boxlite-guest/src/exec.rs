@@ -331,8 +331,9 @@ impl Processes {
             .stderr(Stdio::piped());
         let pty = match spec.tty {
             Some((rows, cols)) => {
+                let ptmx = self.root.join("dev/pts/ptmx");
                 let (master, slave) =
-                    sys::openpty(rows, cols).map_err(|source| ExecError::Spawn {
+                    sys::openpty(&ptmx, rows, cols).map_err(|source| ExecError::Spawn {
                         program: spec.program.clone(),
                         source,
                     })?;

@@ -186,33 +186,37 @@ pub fn power_off() -> ! {
     }
 }
 
-/// A new pseudo-terminal of `rows` x `cols`: (master, slave), both close-on-exec (the
-/// slave's copies that become a child's fds 0-2 are made without the flag).
-pub fn openpty(rows: u16, cols: u16) -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut master: libc::c_int = -1;
-    let mut slave: libc::c_int = -1;
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: valid out pointers; a null name and termios are allowed; ws is valid.
-    check(unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            &ws,
-        )
-    })?;
-    // SAFETY: openpty returned two new fds that we now own.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    for fd in [&master, &slave] {
-        // SAFETY: fd is open; F_SETFD takes an int flag.
-        check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+/// A new pseudo-terminal of `rows` x `cols` from the devpts instance mounted at
+/// `ptmx` (the container's own, so the process sees its `/dev/pts/N`): (master, slave),
+/// both close-on-exec (the slave's copies that become a child's fds 0-2 are made
+/// without the flag). The slave is opened from the master (`TIOCGPTPEER`), never by a
+/// path that could resolve elsewhere.
+pub fn openpty(ptmx: &Path, rows: u16, cols: u16) -> io::Result<(OwnedFd, OwnedFd)> {
+    let p = cstr(ptmx)?;
+    // SAFETY: valid NUL-terminated path.
+    let fd = unsafe { libc::open(p.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
     }
+    // SAFETY: open returned a new fd that we now own.
+    let master = unsafe { OwnedFd::from_raw_fd(fd) };
+    let unlock: libc::c_int = 0;
+    // SAFETY: master is a ptmx fd; TIOCSPTLCK reads an int.
+    check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) })?;
+    // SAFETY: master is a ptmx fd; TIOCGPTPEER takes open flags and returns a new fd.
+    let sfd = unsafe {
+        libc::ioctl(
+            master.as_raw_fd(),
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if sfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the ioctl returned a new fd that we now own.
+    let slave = unsafe { OwnedFd::from_raw_fd(sfd) };
+    set_winsize(&master, rows, cols)?;
     Ok((master, slave))
 }
 
