@@ -201,7 +201,7 @@ impl<W: Write> Packer<'_, W> {
                 // A file that changes size while it is read would corrupt the stream;
                 // read exactly the size in the header, padding a shrunken file.
                 let file = std::io::BufReader::with_capacity(
-                    crate::unpack::IO_BUF,
+                    crate::unpack::io_buf(st.st_size as u64),
                     std::fs::File::from(file),
                 );
                 let reader = std::io::Read::chain(

@@ -10,6 +10,12 @@ use crate::{ArchiveError, show};
 /// to a virtio-fs file is a request to the host.
 pub(crate) const IO_BUF: usize = 1 << 20;
 
+/// The buffer for a file of `size` bytes: no larger than the file, since a 1 MiB
+/// allocation per small file (an mmap and munmap each) costs more than the copy.
+pub(crate) fn io_buf(size: u64) -> usize {
+    (size.clamp(8 << 10, IO_BUF as u64)) as usize
+}
+
 /// How archive paths map onto the destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mapping {
@@ -114,7 +120,8 @@ pub fn unpack<R: Read>(
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let file = create(parent.as_fd(), name, &shown, opts)?;
                 // Large writes: each one is a round trip on a virtio-fs mount.
-                let mut file = std::io::BufWriter::with_capacity(IO_BUF, std::fs::File::from(file));
+                let cap = io_buf(entry.size());
+                let mut file = std::io::BufWriter::with_capacity(cap, std::fs::File::from(file));
                 let n = std::io::copy(&mut entry, &mut file)
                     .and_then(|n| file.flush().map(|_| n))
                     .map_err(|e| {

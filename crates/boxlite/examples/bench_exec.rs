@@ -5,20 +5,9 @@ use std::time::{Duration, Instant};
 
 use boxlite::{BoxCommand, BoxOptions, Boxlite};
 
-fn stats(name: &str, unit: &str, mut v: Vec<f64>) {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    println!(
-        "{name:<44} median {median:8.3} {unit}   min {:8.3}   max {:8.3}   (n={n})",
-        v[0],
-        v[n - 1]
-    );
-}
+#[path = "common/mod.rs"]
+mod common;
+use common::stats;
 
 /// (RSS, PSS) in MiB of a process, from /proc/<pid>/smaps_rollup.
 fn rss_pss(pid: i32) -> (f64, f64) {
