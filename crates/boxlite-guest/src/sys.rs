@@ -9,8 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 pub fn cstr(s: impl AsRef<OsStr>) -> io::Result<CString> {
-    CString::new(s.as_ref().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+    boxlite_archive::fs::cstr(s.as_ref().as_bytes())
 }
 
 fn check(ret: libc::c_int) -> io::Result<()> {
