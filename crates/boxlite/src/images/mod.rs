@@ -13,6 +13,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod reference;
+
 use crate::runtime::assets::{AssetError, Assets};
 use crate::util::fsutil::{copy_sparse_hashed, write_atomic};
 
@@ -57,61 +59,10 @@ pub struct Image {
     pub base: PathBuf,
 }
 
-/// Normalize and validate a reference: `name[:tag]` or `name@sha256:<hex>`.
+/// Normalize and validate a reference to the form the store keys it by (see
+/// [`reference::Reference::canonical`]).
 pub fn normalize(reference: &str) -> Result<String, ImageError> {
-    let bad = |reason: &str| ImageError::InvalidReference {
-        reference: reference.to_string(),
-        reason: reason.to_string(),
-    };
-    if reference.is_empty() {
-        return Err(bad("it is empty"));
-    }
-    if reference.len() > 255 {
-        return Err(bad("it is longer than 255 characters"));
-    }
-    let (name, suffix) = if let Some((n, d)) = reference.split_once('@') {
-        let hex = d
-            .strip_prefix("sha256:")
-            .ok_or_else(|| bad("a digest must look like sha256:<64 hex digits>"))?;
-        if hex.len() != 64
-            || !hex
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-        {
-            return Err(bad("a digest must look like sha256:<64 hex digits>"));
-        }
-        (n, format!("@{d}"))
-    } else {
-        let last = reference.rsplit('/').next().unwrap_or(reference);
-        match last.split_once(':') {
-            Some((_, tag)) => {
-                let valid = !tag.is_empty()
-                    && tag.len() <= 128
-                    && tag
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-                if !valid {
-                    return Err(bad("a tag is 1-128 letters, digits, '.', '_' or '-'"));
-                }
-                let name = &reference[..reference.len() - tag.len() - 1];
-                (name, format!(":{tag}"))
-            }
-            None => (reference, ":latest".to_string()),
-        }
-    };
-    let name_ok = !name.is_empty()
-        && name.split('/').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-:".contains(&b))
-        });
-    if !name_ok {
-        return Err(bad(
-            "a name is lowercase letters, digits and '.', '_', '-' in '/'-separated parts",
-        ));
-    }
-    Ok(format!("{name}{suffix}"))
+    Ok(reference::Reference::parse(reference)?.canonical())
 }
 
 /// Something that can put an image into the store.
@@ -294,13 +245,19 @@ mod tests {
             normalize("boxlite/busybox").unwrap(),
             "boxlite/busybox:latest"
         );
-        assert_eq!(normalize("python:3.12-slim").unwrap(), "python:3.12-slim");
+        assert_eq!(
+            normalize("python:3.12-slim").unwrap(),
+            "docker.io/library/python:3.12-slim"
+        );
         assert_eq!(
             normalize("localhost:5000/app").unwrap(),
             "localhost:5000/app:latest"
         );
-        let d = format!("app@sha256:{}", "a".repeat(64));
-        assert_eq!(normalize(&d).unwrap(), d);
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            normalize(&format!("app@{d}")).unwrap(),
+            format!("docker.io/library/app@{d}")
+        );
     }
 
     #[test]
