@@ -13,6 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod blobs;
 pub mod reference;
 
 use crate::runtime::assets::{AssetError, Assets};
