@@ -10,6 +10,9 @@ use std::process::Command;
 
 use boxlite::{Boxlite, RuntimeOptions};
 
+pub mod registry;
+pub use registry::Registry;
+
 /// The guest assets the tests use: `$BOXLITE_ASSETS`, else the repo's `build/assets`.
 pub fn assets_dir() -> PathBuf {
     std::env::var_os("BOXLITE_ASSETS")

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 pub mod blobs;
 pub mod reference;
+pub mod registry;
 
 use crate::runtime::assets::{AssetError, Assets};
 use crate::util::fsutil::{copy_sparse_hashed, write_atomic};
@@ -47,6 +48,25 @@ pub enum ImageError {
     },
     #[error(transparent)]
     Assets(#[from] AssetError),
+    #[error(transparent)]
+    Blob(#[from] blobs::BlobError),
+    #[error("registry {registry}: {reason}")]
+    Registry { registry: String, reason: String },
+    #[error(
+        "authentication failed for registry {registry}: check the credentials (`boxlite login {registry}`)"
+    )]
+    AuthFailed { registry: String },
+    #[error("image {reference} was not found in its registry ({detail}); check the name and tag")]
+    NotFoundRemote { reference: String, detail: String },
+    #[error("registry {registry} is unreachable: {reason}")]
+    Unreachable { registry: String, reason: String },
+    #[error("image {reference} has no linux/amd64 variant; it offers: {offered}")]
+    NoPlatform { reference: String, offered: String },
+    #[error("image {reference}: unsupported media type {media_type}")]
+    UnsupportedMediaType {
+        reference: String,
+        media_type: String,
+    },
 }
 
 /// A resolved local image.
