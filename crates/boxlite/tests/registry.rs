@@ -283,3 +283,57 @@ async fn unknown_tags_missing_platforms_bad_media_types_and_a_dead_registry_are_
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pulls_share_one_copy_and_a_flipped_byte_is_fetched_again() {
+    let reg = Registry::start();
+    push_image(&reg, "test/app", "v1").await;
+    let (blobs, dir) = store();
+    let cfg = insecure(&reg);
+    let r = Reference::parse(&format!("{}/test/app:v1", reg.addr)).unwrap();
+    let nothing = |_: registry::Progress| {};
+
+    let (a, b) = tokio::join!(
+        registry::pull(&blobs, &r, &cfg, &nothing),
+        registry::pull(&blobs, &r, &cfg, &nothing)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let stored = blobs.list();
+    let layer = &a.layers[1].digest;
+    let path = blobs.path(layer).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let refetched = std::sync::Mutex::new(Vec::new());
+    let watch = |p: registry::Progress| {
+        if let registry::Progress::Layer {
+            digest,
+            cached: false,
+            done,
+            total,
+        } = p
+            && done == total
+        {
+            refetched.lock().unwrap().push(digest);
+        }
+    };
+    let again = registry::pull(&blobs, &r, &cfg, &watch).await.unwrap();
+
+    assert_eq!(a, b);
+    assert_eq!(
+        stored.len(),
+        4,
+        "manifest, config and two layers, once: {stored:?}"
+    );
+    let tmp = dir.join("blobs/tmp");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    assert_eq!(
+        *refetched.lock().unwrap(),
+        vec![layer.clone()],
+        "only the corrupt layer"
+    );
+    assert_eq!(again, a);
+    blobs.verify(layer).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}

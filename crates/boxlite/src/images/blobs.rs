@@ -158,6 +158,21 @@ impl BlobStore {
         })
     }
 
+    /// Re-hash a stored blob. A corrupt one is removed and reported as
+    /// [`BlobError::Corrupt`].
+    pub fn verify(&self, digest: &str) -> Result<(), BlobError> {
+        let mut r = self.open_verified(digest)?;
+        std::io::copy(&mut r, &mut std::io::sink())
+            .map(|_| ())
+            .map_err(|e| match e.downcast::<BlobError>() {
+                Ok(b) => b,
+                Err(e) => BlobError::Io {
+                    path: r.path.clone(),
+                    source: e,
+                },
+            })
+    }
+
     pub fn remove(&self, digest: &str) -> Result<(), BlobError> {
         let p = self.path(digest)?;
         match std::fs::remove_file(&p) {

@@ -543,13 +543,23 @@ async fn fetch_blob(
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<(), ImageError> {
     if blobs.has(digest) {
-        progress(Progress::Layer {
-            digest: digest.into(),
-            done: size,
-            total: size,
-            cached: true,
-        });
-        return Ok(());
+        // Trust a stored blob only after re-hashing it: a corrupt one is removed by the
+        // check and fetched again below.
+        match blobs.verify(digest) {
+            Ok(()) => {
+                progress(Progress::Layer {
+                    digest: digest.into(),
+                    done: size,
+                    total: size,
+                    cached: true,
+                });
+                return Ok(());
+            }
+            Err(super::blobs::BlobError::Corrupt { .. }) => {
+                tracing::warn!(digest, "a stored blob was corrupt; fetching it again");
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
     client.store_auth_if_needed(r.registry.as_str(), auth).await;
     let desc = oci_client::manifest::OciDescriptor {
