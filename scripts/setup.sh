@@ -21,7 +21,7 @@ PACKAGES=(
   e2fsprogs cpio lz4 zstd xz-utils kmod binutils patch   # asset build: mkfs.ext4, initramfs, vmlinux, depmod
   protobuf-compiler                   # protoc, for the agent protocol
   libseccomp-dev libcap-ng-dev        # building virtiofsd (volumes)
-  docker-registry                     # the local OCI registry the image tests pull from
+  docker-registry openssl             # the local OCI registry the image tests pull from, its test CA
   ca-certificates
 )
 missing=()

@@ -40,6 +40,16 @@ fn pusher() -> oci_client::Client {
 
 /// Push a two-layer image (one plain tar, one gzip) with an image config.
 async fn push_image(reg: &Registry, repo: &str, tag: &str) {
+    push_image_with(&pusher(), &RegistryAuth::Anonymous, reg, repo, tag).await
+}
+
+async fn push_image_with(
+    client: &oci_client::Client,
+    auth: &RegistryAuth,
+    reg: &Registry,
+    repo: &str,
+    tag: &str,
+) {
     let layers = vec![
         ImageLayer::new(
             layer_tar(&[("etc/hello", b"hi\n")]),
@@ -72,14 +82,8 @@ async fn push_image(reg: &Registry, repo: &str, tag: &str) {
     );
     let manifest = OciImageManifest::build(&layers, &config, None);
     let r = oci_client::Reference::with_tag(reg.addr.clone(), repo.into(), tag.into());
-    pusher()
-        .push(
-            &r,
-            &layers,
-            config,
-            &RegistryAuth::Anonymous,
-            Some(manifest),
-        )
+    client
+        .push(&r, &layers, config, auth, Some(manifest))
         .await
         .unwrap();
 }
@@ -335,5 +339,97 @@ async fn concurrent_pulls_share_one_copy_and_a_flipped_byte_is_fetched_again() {
     );
     assert_eq!(again, a);
     blobs.verify(layer).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_registry_with_htpasswd_needs_its_ca_and_the_right_credentials() {
+    let reg = Registry::start_secure("agent", "s3cret-pw");
+    let ca = reg.ca.clone().unwrap();
+    let tls_pusher = oci_client::Client::new(ClientConfig {
+        extra_root_certificates: vec![oci_client::client::Certificate {
+            encoding: oci_client::client::CertificateEncoding::Pem,
+            data: std::fs::read(&ca).unwrap(),
+        }],
+        ..Default::default()
+    });
+    let basic = RegistryAuth::Basic("agent".into(), "s3cret-pw".into());
+    push_image_with(&tls_pusher, &basic, &reg, "private/app", "v1").await;
+    let (blobs, dir) = store();
+    let r = Reference::parse(&format!("{}/private/app:v1", reg.addr)).unwrap();
+    let nothing = |_: registry::Progress| {};
+    let with = |ca: Option<std::path::PathBuf>, cred: Option<(&str, &str)>| RegistryConfig {
+        hosts: HashMap::from([(
+            reg.addr.clone(),
+            RegistrySettings {
+                insecure_http: false,
+                ca_file: ca,
+            },
+        )]),
+        credentials: cred
+            .map(|(u, p)| {
+                HashMap::from([(
+                    reg.addr.clone(),
+                    registry::Credential::Basic {
+                        username: u.into(),
+                        password: p.into(),
+                    },
+                )])
+            })
+            .unwrap_or_default(),
+    };
+
+    let ok = registry::pull(
+        &blobs,
+        &r,
+        &with(Some(ca.clone()), Some(("agent", "s3cret-pw"))),
+        &nothing,
+    )
+    .await;
+    let wrong = registry::pull(
+        &blobs,
+        &r,
+        &with(Some(ca.clone()), Some(("agent", "wrong-pw"))),
+        &nothing,
+    )
+    .await
+    .unwrap_err();
+    let anonymous = registry::pull(&blobs, &r, &with(Some(ca.clone()), None), &nothing)
+        .await
+        .unwrap_err();
+    let untrusted = registry::pull(
+        &blobs,
+        &r,
+        &with(None, Some(("agent", "s3cret-pw"))),
+        &nothing,
+    )
+    .await
+    .unwrap_err();
+
+    let image = ok.unwrap();
+    assert_eq!(image.layers.len(), 2);
+    for (err, what) in [(&wrong, "wrong password"), (&anonymous, "no credentials")] {
+        assert!(
+            matches!(err, ImageError::AuthFailed { .. }),
+            "{what}: {err}"
+        );
+        let text = boxlite::error_chain(err);
+        assert!(
+            text.contains("authentication failed") && text.contains(&reg.addr),
+            "{what}: {text}"
+        );
+        assert!(
+            !text.contains("s3cret") && !text.contains("wrong-pw"),
+            "{what}: {text}"
+        );
+    }
+    let text = boxlite::error_chain(&untrusted);
+    assert!(
+        text.contains(&reg.addr) && text.to_lowercase().contains("certificate"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+    let creds = format!("{:?}", with(None, Some(("agent", "s3cret-pw"))).credentials);
+    assert!(!creds.contains("s3cret"), "Debug redacts: {creds}");
     std::fs::remove_dir_all(dir).unwrap();
 }
