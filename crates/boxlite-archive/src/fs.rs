@@ -285,3 +285,36 @@ pub fn list_dir(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
 pub fn is_dir(st: &libc::stat) -> bool {
     st.st_mode & libc::S_IFMT == libc::S_IFDIR
 }
+
+/// Remove `name` in `dir` and, for a directory, everything below it, never following
+/// links (a link is removed, not its target).
+pub fn remove_tree_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    let st = match lstat_at(dir, name) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(e),
+        Ok(st) => st,
+    };
+    if !is_dir(&st) {
+        return unlink_at(dir, name, false);
+    }
+    let sub = open_name(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    for child in list_dir(std::os::fd::AsFd::as_fd(&sub))? {
+        remove_tree_at(std::os::fd::AsFd::as_fd(&sub), &child)?;
+    }
+    unlink_at(dir, name, true)
+}
+
+/// `fsetxattr(2)`.
+pub fn set_xattr(fd: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
+    let k = cstr(key)?;
+    // SAFETY: fd is open, k NUL-terminated, and value valid for its length.
+    check(unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            k.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
+}

@@ -43,7 +43,17 @@ pub struct UnpackOptions {
     /// container root they are ordinary; on the host they could aim later readers at
     /// host files, so they are refused there.
     pub allow_escaping_links: bool,
+    /// Apply the archive as an image layer onto what is already there: `.wh.NAME`
+    /// removes NAME from lower layers, `.wh..wh..opq` empties its directory of lower
+    /// layers' entries, an entry replaces an existing one of another kind (a file over a
+    /// directory too), and `SCHILY.xattr.*` records become extended attributes.
+    pub layer: bool,
 }
+
+/// The name of an opaque-directory marker in a layer.
+const OPAQUE: &[u8] = b".wh..wh..opq";
+/// The prefix of a whiteout in a layer.
+const WHITEOUT: &[u8] = b".wh.";
 
 /// What an unpack created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -72,6 +82,8 @@ pub fn unpack<R: Read>(
     let mut summary = Summary::default();
     let mut dirs: Vec<DirMeta> = Vec::new();
     let mut top: Option<Vec<u8>> = None;
+    // Paths this archive created, so a layer's whiteouts only remove lower layers' files.
+    let mut created: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
     for entry in archive.entries().map_err(ArchiveError::Tar)? {
         let mut entry = entry.map_err(ArchiveError::Tar)?;
         let raw = entry.path_bytes().into_owned();
@@ -81,6 +93,45 @@ pub fn unpack<R: Read>(
         let full = join(base, &rel);
         let (parent_path, name) = split_last(&full);
         let parent = ensure_dir(root, parent_path, opts.resolve)?;
+        if opts.layer {
+            let shown_full = show(&full);
+            let io = |what| ArchiveError::io(&shown_full, what);
+            if name == OPAQUE {
+                for child in fs::list_dir(parent.as_fd()).map_err(io("listing"))? {
+                    if !created.contains(&join(parent_path, &child)) {
+                        fs::remove_tree_at(parent.as_fd(), &child).map_err(io("removing"))?;
+                    }
+                }
+                continue;
+            }
+            if let Some(victim) = name.strip_prefix(WHITEOUT) {
+                if victim.is_empty() || victim == b"." || victim == b".." {
+                    return Err(refused(&raw, "a whiteout without a name"));
+                }
+                if !created.contains(&join(parent_path, victim)) {
+                    fs::remove_tree_at(parent.as_fd(), victim).map_err(io("removing"))?;
+                }
+                continue;
+            }
+            created.insert(full.clone());
+        }
+        let xattrs: Vec<(Vec<u8>, Vec<u8>)> = if opts.layer {
+            entry
+                .pax_extensions()
+                .ok()
+                .flatten()
+                .map(|exts| {
+                    exts.filter_map(Result::ok)
+                        .filter_map(|e| {
+                            let key = e.key_bytes().strip_prefix(b"SCHILY.xattr.")?.to_vec();
+                            Some((key, e.value_bytes().to_vec()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let h = entry.header();
         let mode = h.mode().map_err(ArchiveError::Tar)?;
         let mode = if opts.keep_setid {
@@ -110,6 +161,15 @@ pub fn unpack<R: Read>(
                     }
                     Err(_) => fs::mkdir_at(parent.as_fd(), name, 0o700).map_err(io("mkdir"))?,
                 }
+                if !xattrs.is_empty() {
+                    let d =
+                        fs::open_name(parent.as_fd(), name, libc::O_RDONLY | libc::O_DIRECTORY, 0)
+                            .map_err(io("opening"))?;
+                    for (k, v) in &xattrs {
+                        fs::set_xattr(d.as_fd(), k, v)
+                            .map_err(io("setting an extended attribute"))?;
+                    }
+                }
                 dirs.push(DirMeta {
                     path: full.clone(),
                     mode,
@@ -132,6 +192,10 @@ pub fn unpack<R: Read>(
                         }
                     })?;
                 summary.bytes += n;
+                for (k, v) in &xattrs {
+                    fs::set_xattr(file.get_ref().as_fd(), k, v)
+                        .map_err(io("setting an extended attribute"))?;
+                }
                 drop(file);
                 fs::set_meta_at(parent.as_fd(), name, owner, Some(mode), Some(mtime))
                     .map_err(io("setting metadata"))?;
@@ -362,6 +426,10 @@ fn clear(
 ) -> Result<(), ArchiveError> {
     match fs::lstat_at(dir, name) {
         Err(_) => Ok(()),
+        // A layer may replace a lower layer's directory with a file or a link.
+        Ok(st) if fs::is_dir(&st) && opts.layer => {
+            fs::remove_tree_at(dir, name).map_err(ArchiveError::io(shown, "removing"))
+        }
         Ok(st) if fs::is_dir(&st) => Err(ArchiveError::Refused {
             entry: shown.to_string(),
             reason: "a directory of that name exists and is not replaced by a non-directory".into(),

@@ -56,6 +56,7 @@ fn host_opts() -> UnpackOptions {
         keep_setid: false,
         allow_devices: false,
         allow_escaping_links: false,
+        layer: false,
     }
 }
 
@@ -309,4 +310,142 @@ fn a_huge_sparse_entry_is_refused_before_any_data() {
         "{err}"
     );
     assert!(!dst.0.join("bomb").exists());
+}
+
+fn layer_opts() -> UnpackOptions {
+    UnpackOptions {
+        resolve: Resolve::InRoot,
+        mapping: Mapping::AsIs,
+        overwrite: true,
+        preserve_owner: true,
+        keep_setid: true,
+        allow_devices: true,
+        allow_escaping_links: true,
+        layer: true,
+    }
+}
+
+fn entry(b: &mut tar::Builder<Vec<u8>>, path: &str, kind: tar::EntryType, mode: u32, data: &[u8]) {
+    let mut h = header();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(data.len() as u64);
+    b.append_data(&mut h, path, data).unwrap();
+}
+
+/// A GNU header with owner root and time 0 filled in, as real archives have them.
+fn header() -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h
+}
+
+#[test]
+fn layers_apply_whiteouts_opaque_dirs_owners_links_and_xattrs_exactly() {
+    use tar::EntryType::{Directory, Regular};
+    let root = Tmp::new("layers");
+    let mut lower = tar::Builder::new(Vec::new());
+    entry(&mut lower, "etc", Directory, 0o755, b"");
+    entry(&mut lower, "etc/gone", Regular, 0o644, b"old");
+    entry(&mut lower, "etc/kept", Regular, 0o644, b"kept");
+    entry(&mut lower, "opt/dir/old1", Regular, 0o644, b"1");
+    entry(&mut lower, "opt/dir/old2", Regular, 0o644, b"2");
+    entry(
+        &mut lower,
+        "swap/inner",
+        Regular,
+        0o644,
+        b"dir becomes file",
+    );
+    let lower = lower.into_inner().unwrap();
+    let mut upper = tar::Builder::new(Vec::new());
+    entry(&mut upper, "etc/.wh.gone", Regular, 0o644, b"");
+    entry(&mut upper, "opt/dir/.wh..wh..opq", Regular, 0o644, b"");
+    entry(&mut upper, "opt/dir/new", Regular, 0o644, b"new");
+    entry(&mut upper, "swap", Regular, 0o600, b"now a file");
+    let mut h = header();
+    h.set_mode(0o4755);
+    h.set_uid(1234);
+    h.set_gid(5678);
+    h.set_size(4);
+    upper
+        .append_pax_extensions([("SCHILY.xattr.user.origin", &b"layer2"[..])])
+        .unwrap();
+    upper
+        .append_data(&mut h, "bin/suid", &b"\x7fELF"[..])
+        .unwrap();
+    let mut link = header();
+    link.set_entry_type(tar::EntryType::Link);
+    link.set_mode(0o4755);
+    link.set_size(0);
+    upper
+        .append_link(&mut link, "bin/suid-hard", "bin/suid")
+        .unwrap();
+    let mut fifo = header();
+    fifo.set_entry_type(tar::EntryType::Fifo);
+    fifo.set_mode(0o600);
+    fifo.set_size(0);
+    upper
+        .append_data(&mut fifo, "run/pipe", std::io::empty())
+        .unwrap();
+    let upper = upper.into_inner().unwrap();
+    let fd = dirfd(&root.0);
+
+    unpack(&lower[..], fd.as_fd(), b"", &layer_opts()).unwrap();
+    unpack(&upper[..], fd.as_fd(), b"", &layer_opts()).unwrap();
+
+    let p = |s: &str| root.0.join(s);
+    assert!(!p("etc/gone").exists(), "whiteout removed the lower file");
+    assert!(!p("etc/.wh.gone").exists(), "whiteouts are not files");
+    assert_eq!(std::fs::read(p("etc/kept")).unwrap(), b"kept");
+    let mut in_dir: Vec<_> = std::fs::read_dir(p("opt/dir"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    in_dir.sort();
+    assert_eq!(
+        in_dir,
+        ["new"],
+        "the opaque directory holds only the new content"
+    );
+    assert_eq!(std::fs::read(p("swap")).unwrap(), b"now a file");
+    let suid = std::fs::metadata(p("bin/suid")).unwrap();
+    assert_eq!(
+        (suid.uid(), suid.gid(), suid.mode() & 0o7777),
+        (1234, 5678, 0o4755)
+    );
+    assert_eq!(
+        suid.ino(),
+        std::fs::metadata(p("bin/suid-hard")).unwrap().ino()
+    );
+    assert!(
+        std::fs::symlink_metadata(p("run/pipe"))
+            .unwrap()
+            .file_type()
+            .is_fifo_like()
+    );
+    let mut value = [0u8; 16];
+    let path = std::ffi::CString::new(p("bin/suid").to_str().unwrap()).unwrap();
+    // SAFETY: valid NUL-terminated strings and a buffer valid for its length.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"user.origin".as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    assert_eq!(&value[..n.max(0) as usize], b"layer2");
+}
+
+trait FifoLike {
+    fn is_fifo_like(&self) -> bool;
+}
+
+impl FifoLike for std::fs::FileType {
+    fn is_fifo_like(&self) -> bool {
+        std::os::unix::fs::FileTypeExt::is_fifo(self)
+    }
 }

@@ -148,6 +148,7 @@ pub fn unpack_into(
         keep_setid: true,
         allow_devices: true,
         allow_escaping_links: true,
+        layer: false,
     };
     let mut reader = ChannelReader::new(rx);
     let r = boxlite_archive::unpack(&mut reader, root.as_fd(), base, &opts);

@@ -369,6 +369,7 @@ impl LiteBox {
             keep_setid: false,
             allow_devices: false,
             allow_escaping_links: false,
+            layer: false,
         };
         let unpacker = tokio::task::spawn_blocking(move || {
             let dir = std::fs::File::open(&base).map_err(|e| ArchiveError::Io {
