@@ -7,6 +7,8 @@
 # Re-running is cheap: the kernel package, the tools and the built-in images are cached
 # under build/cache and rebuilt only when their inputs change.
 set -euo pipefail
+# Command substitutions (AGENT=$(build_agent)) must fail the script too.
+shopt -s inherit_errexit
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${BOXLITE_ASSETS_OUT:-$REPO/build/assets}
@@ -144,7 +146,8 @@ build_kernel_and_modules() {
 build_agent() {
   log "building the static guest agent"
   (cd "$REPO" && RUSTFLAGS="-C target-feature=+crt-static" cargo build --profile guest --locked \
-      -p boxlite-guest --target x86_64-unknown-linux-gnu --target-dir "$REPO/target/guest" >&2)
+      -p boxlite-guest --target x86_64-unknown-linux-gnu --target-dir "$REPO/target/guest" >&2) \
+    || die "building the guest agent failed (see above); the old agent is not reused"
   local bin=$REPO/target/guest/x86_64-unknown-linux-gnu/guest/boxlite-guest
   if readelf -d "$bin" | grep -q NEEDED; then die "$bin is dynamically linked; it must be static to run as /init"; fi
   echo "$bin"

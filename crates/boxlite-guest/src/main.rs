@@ -8,6 +8,7 @@
 mod copy;
 mod exec;
 mod init;
+mod layer;
 mod server;
 mod stats;
 mod sys;

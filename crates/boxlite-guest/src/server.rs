@@ -314,38 +314,15 @@ impl Agent for AgentService {
         let root = crate::exec::container_root_fd()
             .map_err(|e| Status::internal(format!("container root: {e}")))?;
         let (base, mapping) = crate::copy::plan_copy_in(&root, &header.dest, mode)?;
-        let (tx, rx) = mpsc::channel(4);
         let overwrite = header.overwrite;
-        let unpacker = tokio::task::spawn_blocking(move || {
-            crate::copy::unpack_into(&root, &base, mapping, overwrite, rx)
-        });
-        let mut data = Some(first.data);
-        loop {
-            if let Some(d) = data.take().filter(|d| !d.is_empty())
-                && tx.send(Ok(d)).await.is_err()
-            {
-                // The unpacker stopped early; its error is the answer.
-                break;
-            }
-            match stream.next().await {
-                None => break,
-                Some(Ok(m)) => data = Some(m.data),
-                Some(Err(status)) => {
-                    let _ = tx
-                        .send(Err(std::io::Error::other(format!(
-                            "the host's stream failed: {}",
-                            status.message()
-                        ))))
-                        .await;
-                    break;
-                }
-            }
-        }
-        drop(tx);
-        let summary = unpacker
-            .await
-            .map_err(|e| Status::internal(format!("unpack task: {e}")))?
-            .map_err(crate::copy::status)?;
+        let summary = feed_blocking(
+            first.data,
+            &mut stream,
+            |m| m.data,
+            move |rx| crate::copy::unpack_into(&root, &base, mapping, overwrite, rx),
+        )
+        .await?
+        .map_err(crate::copy::status)?;
         Ok(Response::new(v1::CopyInResponse {
             entries: summary.entries,
             bytes: summary.bytes,
@@ -414,6 +391,42 @@ impl Agent for AgentService {
         Ok(Response::new(s))
     }
 
+    async fn apply_layer(
+        &self,
+        req: Request<Streaming<v1::LayerChunk>>,
+    ) -> Result<Response<v1::ApplyLayerResponse>, Status> {
+        let mut stream = req.into_inner();
+        let first = stream
+            .next()
+            .await
+            .transpose()?
+            .ok_or_else(|| Status::invalid_argument("ApplyLayer stream is empty"))?;
+        let header = first.header.ok_or_else(|| {
+            Status::invalid_argument("the first ApplyLayer message has no header")
+        })?;
+        let compression = v1::LayerCompression::try_from(header.compression).map_err(|_| {
+            Status::invalid_argument(format!("unknown layer compression {}", header.compression))
+        })?;
+        let root = crate::exec::container_root_fd()
+            .map_err(|e| Status::internal(format!("container root: {e}")))?;
+        let digest = header.digest;
+        let summary = feed_blocking(
+            first.data,
+            &mut stream,
+            |m| m.data,
+            move |rx| crate::layer::apply(&root, compression, rx),
+        )
+        .await?
+        .map_err(|e| {
+            let st = crate::copy::status(e);
+            Status::new(st.code(), format!("layer {digest}: {}", st.message()))
+        })?;
+        Ok(Response::new(v1::ApplyLayerResponse {
+            entries: summary.entries,
+            bytes: summary.bytes,
+        }))
+    }
+
     async fn shutdown(
         &self,
         _req: Request<v1::ShutdownRequest>,
@@ -425,4 +438,46 @@ impl Agent for AgentService {
         });
         Ok(Response::new(v1::ShutdownResponse {}))
     }
+}
+
+/// Feed the data of a client stream (starting with the first message's, already read)
+/// to a blocking consumer through a bounded channel, and return what it returns. A
+/// consumer that stops early ends the feeding; a broken stream reaches it as an error.
+async fn feed_blocking<M, T, E>(
+    first: Vec<u8>,
+    stream: &mut Streaming<M>,
+    data_of: fn(M) -> Vec<u8>,
+    consumer: impl FnOnce(mpsc::Receiver<std::io::Result<Vec<u8>>>) -> Result<T, E> + Send + 'static,
+) -> Result<Result<T, E>, Status>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(4);
+    let task = tokio::task::spawn_blocking(move || consumer(rx));
+    let mut data = Some(first);
+    loop {
+        if let Some(d) = data.take().filter(|d| !d.is_empty())
+            && tx.send(Ok(d)).await.is_err()
+        {
+            // The consumer stopped early; its result is the answer.
+            break;
+        }
+        match stream.next().await {
+            None => break,
+            Some(Ok(m)) => data = Some(data_of(m)),
+            Some(Err(status)) => {
+                let _ = tx
+                    .send(Err(std::io::Error::other(format!(
+                        "the host's stream failed: {}",
+                        status.message()
+                    ))))
+                    .await;
+                break;
+            }
+        }
+    }
+    drop(tx);
+    task.await
+        .map_err(|e| Status::internal(format!("worker task: {e}")))
 }

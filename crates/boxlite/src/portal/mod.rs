@@ -323,6 +323,19 @@ impl AgentClient {
             .map_err(|s| PortalError::rpc("CopyOut", s))
     }
 
+    /// Send an image layer to be applied onto the container root.
+    pub async fn apply_layer(
+        &self,
+        chunks: impl tokio_stream::Stream<Item = v1::LayerChunk> + Send + 'static,
+    ) -> Result<v1::ApplyLayerResponse, PortalError> {
+        self.stub
+            .clone()
+            .apply_layer(chunks)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| PortalError::rpc("ApplyLayer", s))
+    }
+
     pub async fn stats(&self) -> Result<v1::StatsResponse, PortalError> {
         self.stub
             .clone()
