@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod config;
 pub mod db;
 pub mod disk;
 pub mod images;
@@ -67,6 +68,8 @@ pub enum Error {
     Volume(#[from] volumes::VolumeError),
     #[error(transparent)]
     Copy(#[from] litebox::CopyError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
     #[error("{context}")]
     Io {
         context: String,

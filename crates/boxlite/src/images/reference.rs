@@ -40,7 +40,7 @@ fn component_ok(c: &str) -> bool {
         && !c.contains("..")
 }
 
-fn registry_ok(r: &str) -> bool {
+pub(crate) fn registry_ok(r: &str) -> bool {
     let (host, port) = match r.rsplit_once(':') {
         Some((h, p)) => (h, Some(p)),
         None => (r, None),
