@@ -39,8 +39,16 @@ async fn a_tty_exec_has_a_terminal_that_echoes_and_follows_resizes() {
     let b = rt.create(BoxOptions::new("boxlite/busybox")).await.unwrap();
     b.start().await.unwrap();
 
+    // A non-interactive shell: no line editor redraws the screen, so what arrives is the
+    // terminal's own echo and the commands' output.
+    let script = "tty; stty size; read line; echo \"got $line\"; stty size; echo $TERM; exit 3";
     let mut ex = b
-        .exec(BoxCommand::new("sh").stdin(true).tty(30, 90))
+        .exec(
+            BoxCommand::new("sh")
+                .args(["-c", script])
+                .stdin(true)
+                .tty(30, 90),
+        )
         .await
         .unwrap();
     let mut stdin = ex.take_stdin().unwrap();
@@ -57,16 +65,15 @@ async fn a_tty_exec_has_a_terminal_that_echoes_and_follows_resizes() {
         seen: String::new(),
     };
 
-    stdin.write_all(b"tty; stty size\n").await.unwrap();
-    // The typed line comes back through the terminal's echo before its output.
-    let at = screen.expect("tty; stty size\r\n", 0).await;
-    let at = screen.expect("/dev/pts/", at).await;
+    let at = screen.expect("/dev/pts/", 0).await;
     let at = screen.expect("30 90\r\n", at).await;
     ex.resize_tty(50, 132).await.unwrap();
-    stdin.write_all(b"stty size; echo $TERM\n").await.unwrap();
+    stdin.write_all(b"hello\n").await.unwrap();
+    // The typed line comes back through the terminal's echo before the output.
+    let at = screen.expect("hello\r\n", at).await;
+    let at = screen.expect("got hello\r\n", at).await;
     let at = screen.expect("50 132\r\n", at).await;
     screen.expect("xterm\r\n", at).await;
-    stdin.write_all(b"exit 3\n").await.unwrap();
     let status = ex.wait().await.unwrap();
     reader.await.unwrap();
     let stderr = err.read_to_end().await.unwrap();
