@@ -55,6 +55,24 @@ const OPAQUE: &[u8] = b".wh..wh..opq";
 /// The prefix of a whiteout in a layer.
 const WHITEOUT: &[u8] = b".wh.";
 
+impl UnpackOptions {
+    /// The options for applying an image layer onto a root filesystem being built:
+    /// paths resolved inside that root, everything kept exactly (owners, setuid bits,
+    /// devices, absolute links), layer semantics on.
+    pub fn image_layer() -> Self {
+        UnpackOptions {
+            resolve: Resolve::InRoot,
+            mapping: Mapping::AsIs,
+            overwrite: true,
+            preserve_owner: true,
+            keep_setid: true,
+            allow_devices: true,
+            allow_escaping_links: true,
+            layer: true,
+        }
+    }
+}
+
 /// What an unpack created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Summary {

@@ -312,19 +312,6 @@ fn a_huge_sparse_entry_is_refused_before_any_data() {
     assert!(!dst.0.join("bomb").exists());
 }
 
-fn layer_opts() -> UnpackOptions {
-    UnpackOptions {
-        resolve: Resolve::InRoot,
-        mapping: Mapping::AsIs,
-        overwrite: true,
-        preserve_owner: true,
-        keep_setid: true,
-        allow_devices: true,
-        allow_escaping_links: true,
-        layer: true,
-    }
-}
-
 fn entry(b: &mut tar::Builder<Vec<u8>>, path: &str, kind: tar::EntryType, mode: u32, data: &[u8]) {
     let mut h = header();
     h.set_entry_type(kind);
@@ -393,8 +380,8 @@ fn layers_apply_whiteouts_opaque_dirs_owners_links_and_xattrs_exactly() {
     let upper = upper.into_inner().unwrap();
     let fd = dirfd(&root.0);
 
-    unpack(&lower[..], fd.as_fd(), b"", &layer_opts()).unwrap();
-    unpack(&upper[..], fd.as_fd(), b"", &layer_opts()).unwrap();
+    unpack(&lower[..], fd.as_fd(), b"", &UnpackOptions::image_layer()).unwrap();
+    unpack(&upper[..], fd.as_fd(), b"", &UnpackOptions::image_layer()).unwrap();
 
     let p = |s: &str| root.0.join(s);
     assert!(!p("etc/gone").exists(), "whiteout removed the lower file");

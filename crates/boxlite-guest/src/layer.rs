@@ -4,7 +4,7 @@
 use std::io::{self, BufRead, Read};
 use std::os::fd::{AsFd, OwnedFd};
 
-use boxlite_archive::{ArchiveError, ChannelReader, Mapping, Resolve, Summary, UnpackOptions};
+use boxlite_archive::{ArchiveError, ChannelReader, Summary, UnpackOptions};
 use boxlite_protocol::v1::LayerCompression;
 use ruzstd::decoding::{FrameDecoder, StreamingDecoder};
 use tokio::sync::mpsc;
@@ -53,16 +53,7 @@ pub fn apply(
     compression: LayerCompression,
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
 ) -> Result<Summary, ArchiveError> {
-    let opts = UnpackOptions {
-        resolve: Resolve::InRoot,
-        mapping: Mapping::AsIs,
-        overwrite: true,
-        preserve_owner: true,
-        keep_setid: true,
-        allow_devices: true,
-        allow_escaping_links: true,
-        layer: true,
-    };
+    let opts = UnpackOptions::image_layer();
     let mut reader = io::BufReader::with_capacity(1 << 20, ChannelReader::new(rx));
     let r = match decompress(&mut reader, compression) {
         Ok(tar) => boxlite_archive::unpack(tar, root.as_fd(), b"", &opts),
