@@ -257,7 +257,7 @@ pub(super) async fn boot(
     Ok(client)
 }
 
-/// Wait for a vhost-user backend to create its socket, or report why it died.
+/// Wait for a vhost-user backend to listen on its socket, or report why it died.
 async fn wait_for_socket(
     what: &str,
     path: &Path,
@@ -266,7 +266,7 @@ async fn wait_for_socket(
 ) -> Result<(), VmmError> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if path.exists() {
+        if crate::util::fsutil::unix_socket_ready(path) {
             return Ok(());
         }
         if let Ok(Some(st)) = child.try_wait() {

@@ -120,3 +120,62 @@ mod tests {
         assert_eq!(tail, "\nKernel panic - the end");
     }
 }
+
+/// Whether a unix socket bound at `path` is ready to accept connections, as far as this
+/// network namespace can tell.
+///
+/// `bind(2)` creates the file before `listen(2)` runs, so a connect in between is refused.
+/// `/proc/net/unix` shows the listening flag (`__SO_ACCEPTCON`). A socket bound in another
+/// network namespace is not listed there; then the file's existence is all we can see.
+pub fn unix_socket_ready(path: &Path) -> bool {
+    if !path.exists() {
+        return false;
+    }
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return true;
+    };
+    let want = path.as_os_str().to_string_lossy();
+    listening_in_table(&table, &want).unwrap_or(true)
+}
+
+/// `Some(listening)` for the socket bound at `path` in a `/proc/net/unix` table, `None` if absent.
+fn listening_in_table(table: &str, path: &str) -> Option<bool> {
+    const SO_ACCEPTCON: u32 = 0x10000;
+    let mut seen = None;
+    for line in table.lines().skip(1) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() < 8 || cols[7..].join(" ") != path {
+            continue;
+        }
+        let flags = u32::from_str_radix(cols[3], 16).unwrap_or(0);
+        let listening = flags & SO_ACCEPTCON != 0;
+        seen = Some(seen.unwrap_or(false) || listening);
+    }
+    seen
+}
+
+#[cfg(test)]
+mod socket_tests {
+    use super::*;
+
+    #[test]
+    fn bound_but_not_listening_is_not_ready() {
+        let table = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+            0000000001: 00000002 00000000 00000000 0001 01 11 /tmp/b/v.sock\n\
+            0000000002: 00000002 00000000 00010000 0001 01 12 /tmp/a/v.sock\n";
+        assert_eq!(listening_in_table(table, "/tmp/b/v.sock"), Some(false));
+        assert_eq!(listening_in_table(table, "/tmp/a/v.sock"), Some(true));
+        assert_eq!(listening_in_table(table, "/tmp/c/v.sock"), None);
+    }
+
+    #[test]
+    fn a_real_listener_is_seen() {
+        let dir = std::env::temp_dir().join(format!("bl-sock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("s.sock");
+        assert!(!unix_socket_ready(&p));
+        let _l = std::os::unix::net::UnixListener::bind(&p).unwrap();
+        assert!(unix_socket_ready(&p));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
