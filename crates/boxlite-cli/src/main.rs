@@ -16,6 +16,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 mod boxes;
 mod cp;
+mod images;
 mod stats;
 mod term;
 
@@ -28,6 +29,9 @@ struct Cli {
     /// The boxlite home directory (default: $BOXLITE_HOME, else ~/.boxlite).
     #[arg(long, global = true, value_name = "DIR")]
     home: Option<PathBuf>,
+    /// Registry settings file (default: BOXLITE_HOME/config.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -84,6 +88,14 @@ struct CreateArgs {
     /// directories cannot be mounted; use `boxlite cp`.
     #[arg(short = 'v', long = "volume", value_name = "SPEC")]
     volumes: Vec<String>,
+    /// Root disk size (MiB, or with K, M, G or T), at least the image's. Default: the
+    /// larger of the image and 2 GiB. The disk file only grows by what is written.
+    #[arg(long, value_name = "SIZE")]
+    disk_size: Option<String>,
+    /// Replace the image's entrypoint with this program ("" for none); the image's
+    /// default command is dropped with it, as in Docker.
+    #[arg(long, value_name = "PROGRAM")]
+    entrypoint: Option<String>,
 }
 
 impl CreateArgs {
@@ -104,6 +116,16 @@ impl CreateArgs {
         for v in &self.volumes {
             o = o.volume(boxlite::VolumeSpec::parse(v)?);
         }
+        if let Some(d) = &self.disk_size {
+            o = o.disk_size_mib(images::parse_size_mib(d)?);
+        }
+        if let Some(e) = &self.entrypoint {
+            o.entrypoint = Some(if e.is_empty() {
+                Vec::new()
+            } else {
+                vec![e.clone()]
+            });
+        }
         Ok(o)
     }
 }
@@ -121,12 +143,70 @@ enum Command {
         /// Detach: leave the box running and print its id.
         #[arg(short, long)]
         detach: bool,
-        /// Image reference, for example boxlite/busybox.
+        /// Image reference, for example boxlite/busybox or python:3.12-slim; pulled if
+        /// it is not in the local store.
         image: String,
-        /// Command and arguments (optional with -d).
+        /// Command and arguments, after the image's entrypoint (default: the image's
+        /// command).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Pull images from their registries and build their root filesystems.
+    Pull {
+        /// No progress output.
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+    /// List images in the local store.
+    Images {
+        /// Print only references.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Output format: table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Remove images (by reference or digest prefix). Refused while a box uses one,
+    /// unless forced.
+    Rmi {
+        /// Remove the reference even if boxes use the image; its files go with the last
+        /// such box.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+    /// Manage images.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Import images from an OCI layout directory, an OCI archive or a `docker save`
+    /// archive.
+    Load {
+        /// The directory or archive.
+        #[arg(short, long, value_name = "PATH")]
+        input: String,
+        /// Name the image (needed when the input does not name it).
+        #[arg(short, long, value_name = "REFERENCE")]
+        tag: Option<String>,
+    },
+    /// Save credentials for a registry. The secret is read from stdin (typed without
+    /// echo on a terminal), never from the command line.
+    Login {
+        /// User name; the password is read from stdin.
+        #[arg(short, long)]
+        username: Option<String>,
+        /// Read a bearer token from stdin instead of a password.
+        #[arg(long)]
+        token: bool,
+        /// Registry host, for example docker.io, ghcr.io or 127.0.0.1:5000.
+        registry: String,
+    },
+    /// Forget the saved credentials of a registry.
+    Logout { registry: String },
     /// Run a command in an existing box, starting it if it is stopped.
     Exec {
         #[command(flatten)]
@@ -247,6 +327,26 @@ enum Command {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum ImageCommand {
+    /// List images (as `boxlite images`).
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Remove images (as `boxlite rmi`).
+    Rm {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+    /// Remove root filesystems and blobs that no image reference and no box uses.
+    Prune,
+}
+
+#[derive(Subcommand, Debug)]
 pub enum VolumeCommand {
     /// Create a named volume (nothing happens if it exists).
     Create { name: String },
@@ -310,10 +410,8 @@ fn parse_env(specs: &[String]) -> Result<Vec<(String, String)>> {
         .collect()
 }
 
-fn build_command(args: &ExecArgs, command: &[String]) -> Result<BoxCommand> {
-    let mut cmd = BoxCommand::new(&command[0])
-        .args(command[1..].iter().cloned())
-        .stdin(args.interactive);
+fn build_command(args: &ExecArgs, base: BoxCommand) -> Result<BoxCommand> {
+    let mut cmd = base.stdin(args.interactive);
     for (k, v) in parse_env(&args.env)? {
         cmd = cmd.env(k, v);
     }
@@ -430,17 +528,20 @@ async fn run_cmd(
         bail!("-i cannot be combined with -d: a detached command has no terminal to read from");
     }
     check_tty(&exec)?;
-    if !detach && command.is_empty() {
-        bail!(
-            "a command is required (for example: sh -c 'echo hi'); use -d to start the box without one"
-        );
-    }
-    let cmd = match command.is_empty() {
-        true => None,
-        false => Some(build_command(&exec, &command)?),
-    };
+    // The options are checked before anything is created.
+    build_command(&exec, BoxCommand::new("-"))?;
     let rm = opts.auto_remove;
     let b = rt.create(opts).await?;
+    // Entrypoint + (command or the image's Cmd). Detached with nothing to run is fine:
+    // the box runs idle.
+    let cmd = match b.image_command(&command) {
+        Ok(base) => Some(build_command(&exec, base)?),
+        Err(_) if detach => None,
+        Err(e) => {
+            let _ = b.remove(true).await;
+            return Err(e.into());
+        }
+    };
     if detach {
         let started = async {
             b.start().await?;
@@ -463,7 +564,7 @@ async fn run_cmd(
     }
     let work = async {
         b.start().await?;
-        let run = b.exec(cmd.expect("checked above")).await?;
+        let run = b.exec(cmd.expect("a command, or an error above")).await?;
         pump(run, false, exec.tty).await
     };
     let outcome = tokio::select! {
@@ -501,7 +602,10 @@ async fn exec_cmd(
     if !detach {
         check_tty(&exec)?;
     }
-    let cmd = build_command(&exec, &command)?;
+    let cmd = build_command(
+        &exec,
+        BoxCommand::new(&command[0]).args(command[1..].iter().cloned()),
+    )?;
     let b = rt.get(&id)?;
     let run = b.exec(cmd).await?;
     if detach {
@@ -576,6 +680,7 @@ async fn real_main(cli: Cli) -> Result<i32> {
     let rt = Boxlite::new(RuntimeOptions {
         home: Some(home),
         assets: None,
+        config: cli.config.clone(),
     })?;
     match cli.command {
         Command::Run {
@@ -629,6 +734,30 @@ async fn real_main(cli: Cli) -> Result<i32> {
             }
         }
         Command::Info { format } => info_cmd(rt, &format),
+        Command::Pull {
+            quiet,
+            images: refs,
+        } => images::pull(&rt, &refs, quiet).await,
+        Command::Images { quiet, format } => images::list(&rt, quiet, &format),
+        Command::Rmi {
+            force,
+            images: refs,
+        } => images::remove(&rt, &refs, force).await,
+        Command::Image { command } => match command {
+            ImageCommand::Ls { quiet, format } => images::list(&rt, quiet, &format),
+            ImageCommand::Rm {
+                force,
+                images: refs,
+            } => images::remove(&rt, &refs, force).await,
+            ImageCommand::Prune => images::prune(&rt).await,
+        },
+        Command::Load { input, tag } => images::load(&rt, &input, tag.as_deref()).await,
+        Command::Login {
+            username,
+            token,
+            registry,
+        } => images::login(&rt, &registry, username.as_deref(), token),
+        Command::Logout { registry } => images::logout(&rt, &registry),
         Command::Cp {
             follow_link,
             no_overwrite,

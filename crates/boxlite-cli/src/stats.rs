@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use boxlite::{BoxMetrics, BoxState, Boxlite};
 
-fn bytes(n: u64) -> String {
+pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = n as f64;
     let mut u = 0;

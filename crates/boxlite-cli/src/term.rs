@@ -29,20 +29,39 @@ pub struct RawMode {
 
 impl RawMode {
     pub fn enable() -> std::io::Result<RawMode> {
-        // SAFETY: termios is plain old data; tcgetattr fills it in.
-        let mut saved: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: fd 0 and a valid out pointer.
-        if unsafe { libc::tcgetattr(0, &mut saved) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut raw = saved;
         // SAFETY: raw is a valid termios.
-        unsafe { libc::cfmakeraw(&mut raw) };
-        // SAFETY: fd 0 and a valid termios.
-        if unsafe { libc::tcsetattr(0, libc::TCSANOW, &raw) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(RawMode { saved })
+        change_modes(|raw| unsafe { libc::cfmakeraw(raw) })
+    }
+}
+
+/// Set stdin's terminal modes to `change` of the current ones; the guard restores them.
+fn change_modes(change: impl FnOnce(&mut libc::termios)) -> std::io::Result<RawMode> {
+    // SAFETY: termios is plain old data; tcgetattr fills it in.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: fd 0 and a valid out pointer.
+    if unsafe { libc::tcgetattr(0, &mut saved) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut changed = saved;
+    change(&mut changed);
+    // SAFETY: fd 0 and a valid termios.
+    if unsafe { libc::tcsetattr(0, libc::TCSANOW, &changed) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(RawMode { saved })
+}
+
+/// Echo off on stdin while alive, for typing a secret; restored on drop.
+#[derive(Debug)]
+pub struct NoEcho {
+    _modes: RawMode,
+}
+
+impl NoEcho {
+    pub fn enable() -> std::io::Result<NoEcho> {
+        Ok(NoEcho {
+            _modes: change_modes(|t| t.c_lflag &= !(libc::ECHO | libc::ECHONL))?,
+        })
     }
 }
 

@@ -58,6 +58,9 @@ pub enum InitError {
 pub struct BootConfig {
     pub ready_port: u32,
     pub hostname: Option<String>,
+    /// The image builder: the root disk is a blank ext4 that layers are applied to, so
+    /// no container root is prepared on it and it is never grown.
+    pub builder: bool,
     /// `module.param=value` pairs, grouped by module name (dashes folded to underscores).
     pub module_params: HashMap<String, Vec<String>>,
 }
@@ -67,6 +70,7 @@ impl BootConfig {
         let mut cfg = BootConfig {
             ready_port: boxlite_protocol::DEFAULT_READY_PORT,
             hostname: None,
+            builder: false,
             module_params: HashMap::new(),
         };
         for word in cmdline.split_ascii_whitespace() {
@@ -80,6 +84,7 @@ impl BootConfig {
                     }
                 }
                 "boxlite.hostname" => cfg.hostname = Some(value.to_string()),
+                "boxlite.builder" => cfg.builder = value == "1",
                 _ => {
                     if let Some((module, param)) = key.split_once('.') {
                         cfg.module_params
@@ -205,6 +210,51 @@ pub fn mount_rootfs() -> Result<(), InitError> {
     mount_at(ROOT_DEVICE, Path::new(CONTAINER_ROOT), "ext4", 0, None)
 }
 
+/// Grow the mounted root ext4 online to fill its disk, which the host makes larger than
+/// the image when the box asks for more room. Returns the sizes when it grew.
+pub fn grow_rootfs() -> io::Result<Option<(u64, u64)>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let sectors: u64 = fs::read_to_string("/sys/block/vda/size")?
+        .trim()
+        .parse()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("disk size: {e}")))?;
+    let mut sb = [0u8; 1024];
+    let mut dev = fs::File::open(ROOT_DEVICE)?;
+    dev.seek(SeekFrom::Start(1024))?;
+    dev.read_exact(&mut sb)?;
+    let (blocks, block_size) = ext4_size(&sb)?;
+    let wanted = sectors * 512 / block_size;
+    if wanted <= blocks {
+        return Ok(None);
+    }
+    // The ioctl needs a real descriptor, not an O_PATH one.
+    let root = fs::File::open(CONTAINER_ROOT)?;
+    sys::ext4_resize(&root, wanted)?;
+    Ok(Some((blocks * block_size, wanted * block_size)))
+}
+
+/// Block count and block size from an ext4 superblock.
+fn ext4_size(sb: &[u8; 1024]) -> io::Result<(u64, u64)> {
+    let u32_at = |o: usize| u32::from_le_bytes([sb[o], sb[o + 1], sb[o + 2], sb[o + 3]]);
+    if u16::from_le_bytes([sb[0x38], sb[0x39]]) != 0xEF53 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not an ext4 superblock",
+        ));
+    }
+    let log = u32_at(0x18);
+    if log > 6 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "bad block size"));
+    }
+    let incompat_64bit = u32_at(0x60) & 0x80 != 0;
+    let hi = if incompat_64bit {
+        u32_at(0x150) as u64
+    } else {
+        0
+    };
+    Ok(((hi << 32) | u32_at(0x4) as u64, 1024u64 << log))
+}
+
 /// Give the container root its own `/proc`, `/sys`, a minimal `/dev`, and a `/tmp`.
 pub fn prepare_container_root(root: &Path) -> Result<(), InitError> {
     let prep = |path: &Path, r: io::Result<()>| {
@@ -290,7 +340,17 @@ pub fn boot(cfg: &BootConfig) -> Result<(), InitError> {
         eprintln!("boxlite-guest: hostname not set: {e}");
     }
     mount_rootfs()?;
-    prepare_container_root(Path::new(CONTAINER_ROOT))?;
+    if !cfg.builder {
+        match grow_rootfs() {
+            Ok(Some((from, to))) => {
+                eprintln!("boxlite-guest: root filesystem grown from {from} to {to} bytes")
+            }
+            Ok(None) => {}
+            // The box still works, with the image's size.
+            Err(e) => eprintln!("boxlite-guest: root filesystem not grown: {e}"),
+        }
+        prepare_container_root(Path::new(CONTAINER_ROOT))?;
+    }
     eprintln!(
         "boxlite-guest: {n} modules in {} ms, rootfs ready in {} ms",
         t_modules.as_millis(),
@@ -314,6 +374,27 @@ mod tests {
             vec!["device=512@0xfeb00e00:12", "device=512@0xfeb00c00:11"]
         );
         assert!(!c.module_params.contains_key("console"));
+    }
+
+    #[test]
+    fn cmdline_builder_flag() {
+        assert!(BootConfig::parse("quiet boxlite.builder=1").builder);
+        assert!(!BootConfig::parse("quiet boxlite.builder=0").builder);
+        assert!(!BootConfig::parse("quiet").builder);
+    }
+
+    #[test]
+    fn ext4_superblock_sizes_are_read() {
+        let mut sb = [0u8; 1024];
+        sb[0x38..0x3a].copy_from_slice(&0xEF53u16.to_le_bytes());
+        sb[0x18..0x1c].copy_from_slice(&2u32.to_le_bytes());
+        sb[0x4..0x8].copy_from_slice(&65536u32.to_le_bytes());
+        assert_eq!(ext4_size(&sb).unwrap(), (65536, 4096));
+        sb[0x60..0x64].copy_from_slice(&0x80u32.to_le_bytes());
+        sb[0x150..0x154].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(ext4_size(&sb).unwrap(), ((1 << 32) + 65536, 4096));
+        sb[0x38] = 0;
+        assert!(ext4_size(&sb).is_err());
     }
 
     #[test]

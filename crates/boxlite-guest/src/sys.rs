@@ -167,6 +167,14 @@ pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
     check(unsafe { libc::kill(pid, sig) })
 }
 
+/// Grow the ext4 filesystem that `dir` is on to `blocks` blocks (EXT4_IOC_RESIZE_FS).
+pub fn ext4_resize(dir: &std::fs::File, blocks: u64) -> io::Result<()> {
+    // _IOW('f', 16, __u64)
+    const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610;
+    // SAFETY: the ioctl reads one u64 from a valid pointer.
+    check(unsafe { libc::ioctl(dir.as_raw_fd(), EXT4_IOC_RESIZE_FS, &blocks) })
+}
+
 pub fn sync() {
     // SAFETY: sync has no preconditions.
     unsafe { libc::sync() };

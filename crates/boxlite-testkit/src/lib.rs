@@ -10,6 +10,7 @@ use std::process::Command;
 
 use boxlite::{Boxlite, RuntimeOptions};
 
+pub mod oci;
 pub mod registry;
 pub use registry::Registry;
 
@@ -47,6 +48,7 @@ impl TestHome {
         Boxlite::new(RuntimeOptions {
             home: Some(self.home.clone()),
             assets: Some(assets_dir()),
+            ..Default::default()
         })
         .expect("open runtime")
     }

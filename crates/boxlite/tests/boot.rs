@@ -33,6 +33,7 @@ async fn vm_dying_during_boot_is_reported_with_cause_and_console_tail() {
     let rt = Boxlite::new(RuntimeOptions {
         home: Some(h.home.clone()),
         assets: Some(assets),
+        ..Default::default()
     })
     .unwrap();
     let b = rt.create(BoxOptions::new("boxlite/busybox")).await.unwrap();

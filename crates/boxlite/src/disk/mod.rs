@@ -23,13 +23,15 @@ pub enum DiskError {
     },
 }
 
-/// Create `path` as a qcow2 overlay backed by the raw ext4 image `base`.
-pub fn create_overlay(base: &Path, path: &Path) -> Result<(), DiskError> {
+/// Create `path` as a qcow2 overlay backed by the raw ext4 image `base`, `size` bytes
+/// large (at least the base's; the guest grows the filesystem into the rest).
+pub fn create_overlay(base: &Path, path: &Path, size: u64) -> Result<(), DiskError> {
     let qemu_img = find_binary("qemu-img", "BOXLITE_QEMU_IMG").ok_or(DiskError::QemuImgMissing)?;
     let out = std::process::Command::new(qemu_img)
         .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
         .arg(base)
         .arg(path)
+        .arg(size.to_string())
         .output()
         .map_err(|source| DiskError::Spawn {
             path: path.to_path_buf(),

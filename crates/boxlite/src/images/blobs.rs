@@ -114,6 +114,30 @@ impl BlobStore {
         })
     }
 
+    /// Start writing a blob whose digest is whatever its content hashes to (a layer of a
+    /// `docker save` archive, which names layers by path). See
+    /// [`BlobWriter::commit_computed`].
+    pub fn writer_computed(&self) -> Result<BlobWriter, BlobError> {
+        let tmp_dir = self.dir.join("tmp");
+        std::fs::create_dir_all(&tmp_dir).map_err(self.io(&tmp_dir))?;
+        std::fs::create_dir_all(self.dir.join("sha256")).map_err(self.io(&self.dir))?;
+        let tmp = tmp_dir.join(format!(
+            "computed.{}.{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let file = std::fs::File::create(&tmp).map_err(self.io(&tmp))?;
+        Ok(BlobWriter {
+            digest: String::new(),
+            size: None,
+            written: 0,
+            hasher: Sha256::new(),
+            file: Some(io::BufWriter::with_capacity(1 << 20, file)),
+            tmp,
+            final_path: PathBuf::new(),
+        })
+    }
+
     /// Store `data` as a blob (a manifest or a config, read whole).
     pub fn put(&self, digest: &str, data: &[u8]) -> Result<PathBuf, BlobError> {
         let mut w = self.writer(digest, Some(data.len() as u64))?;
@@ -238,6 +262,28 @@ impl Write for BlobWriter {
 }
 
 impl BlobWriter {
+    /// Move a blob started with [`BlobStore::writer_computed`] into place under the
+    /// digest of what was written, and return that digest.
+    pub fn commit_computed(mut self) -> Result<String, BlobError> {
+        let file = self.file.take().expect("commit runs once");
+        let tmp = self.tmp.clone();
+        let io_err = |source| BlobError::Io {
+            path: tmp.clone(),
+            source,
+        };
+        let file = file.into_inner().map_err(|e| io_err(e.into_error()))?;
+        file.sync_all().map_err(io_err)?;
+        drop(file);
+        let hex = hex::encode(std::mem::take(&mut self.hasher).finalize());
+        let dir = self
+            .tmp
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."));
+        std::fs::rename(&self.tmp, dir.join("sha256").join(&hex)).map_err(io_err)?;
+        Ok(format!("sha256:{hex}"))
+    }
+
     /// Check size and digest, then move the blob into place (atomically; if another
     /// process already stored it, theirs stays). Returns the blob's path.
     pub fn commit(mut self) -> Result<PathBuf, BlobError> {

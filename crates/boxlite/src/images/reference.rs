@@ -123,7 +123,12 @@ impl Reference {
                     "the registry must be a host name or address, with an optional :port",
                 ));
             }
-            (parts[0].to_string(), &parts[1..])
+            // Docker Hub's other names.
+            let host = match parts[0] {
+                "index.docker.io" | "registry-1.docker.io" => DOCKER_HUB,
+                h => h,
+            };
+            (host.to_string(), &parts[1..])
         } else if parts[0] == BUILTIN && parts.len() > 1 {
             (BUILTIN.to_string(), &parts[1..])
         } else {
@@ -199,6 +204,14 @@ mod tests {
     #[test]
     fn short_names_normalize_to_docker_hub_like_docker() {
         assert_eq!(canon("python"), "docker.io/library/python:latest");
+        assert_eq!(
+            canon("index.docker.io/python"),
+            "docker.io/library/python:latest"
+        );
+        assert_eq!(
+            canon("registry-1.docker.io/org/app:1"),
+            "docker.io/org/app:1"
+        );
         assert_eq!(
             canon("python:3.12-slim"),
             "docker.io/library/python:3.12-slim"

@@ -124,34 +124,36 @@ struct ConfigFile {
 }
 
 #[derive(Debug, Deserialize)]
-struct Descriptor {
+pub(crate) struct Descriptor {
     #[serde(rename = "mediaType", default)]
-    media_type: String,
-    digest: String,
+    pub media_type: String,
+    pub digest: String,
     #[serde(default)]
-    size: u64,
+    pub size: u64,
     #[serde(default)]
-    platform: Option<Platform>,
+    pub platform: Option<Platform>,
+    #[serde(default)]
+    pub annotations: HashMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
-struct Platform {
+pub(crate) struct Platform {
     #[serde(default)]
-    architecture: String,
+    pub architecture: String,
     #[serde(default)]
-    os: String,
+    pub os: String,
 }
 
 #[derive(Debug, Deserialize)]
-struct Manifest {
+pub(crate) struct Manifest {
     #[serde(rename = "mediaType", default)]
-    media_type: Option<String>,
+    pub media_type: Option<String>,
     #[serde(default)]
-    config: Option<Descriptor>,
+    pub config: Option<Descriptor>,
     #[serde(default)]
-    layers: Vec<Descriptor>,
+    pub layers: Vec<Descriptor>,
     #[serde(default)]
-    manifests: Vec<Descriptor>,
+    pub manifests: Vec<Descriptor>,
 }
 
 /// A pulled image: what the store records about it.
@@ -160,12 +162,38 @@ pub struct ImageRecord {
     pub reference: String,
     /// Digest of the platform manifest (what a box's image is pinned to).
     pub manifest_digest: String,
+    /// Digest of the multi-platform index the manifest was chosen from, if any.
+    #[serde(default)]
+    pub index_digest: Option<String>,
     pub config_digest: String,
     pub layers: Vec<Layer>,
     pub config: RunConfig,
     /// Compressed size of all layers.
     pub size: u64,
     pub created: Option<String>,
+}
+
+impl ImageRecord {
+    /// A record for `r`, its size being the layers'.
+    pub(crate) fn new(
+        r: &Reference,
+        manifest_digest: String,
+        index_digest: Option<String>,
+        config_digest: String,
+        layers: Vec<Layer>,
+        (config, created): (RunConfig, Option<String>),
+    ) -> Self {
+        ImageRecord {
+            reference: r.canonical(),
+            manifest_digest,
+            index_digest,
+            config_digest,
+            size: layers.iter().map(|l| l.size).sum(),
+            layers,
+            config,
+            created,
+        }
+    }
 }
 
 fn sha256_of(data: &[u8]) -> String {
@@ -339,6 +367,15 @@ pub enum Progress {
         total: u64,
         cached: bool,
     },
+    /// Every blob is here; the root filesystem is being built from `layers` layers.
+    Building {
+        layers: usize,
+    },
+    /// The root filesystem is ready (`cached`: it was built before).
+    Built {
+        ms: u64,
+        cached: bool,
+    },
 }
 
 /// Pull `r` into `blobs`: resolve the platform manifest, then fetch the config and every
@@ -364,36 +401,11 @@ pub async fn pull(
             OCI_INDEX.into()
         }
     });
+    let mut index_digest = None;
     if media_type == OCI_INDEX || media_type == DOCKER_LIST {
         blobs.put(&digest, &bytes)?;
-        let chosen = manifest
-            .manifests
-            .iter()
-            .find(|m| {
-                m.platform
-                    .as_ref()
-                    .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
-            })
-            .map(|m| m.digest.clone());
-        let Some(chosen) = chosen else {
-            let offered: Vec<String> = manifest
-                .manifests
-                .iter()
-                .filter_map(|m| {
-                    m.platform
-                        .as_ref()
-                        .map(|p| format!("{}/{}", p.os, p.architecture))
-                })
-                .collect();
-            return Err(ImageError::NoPlatform {
-                reference: r.familiar(),
-                offered: if offered.is_empty() {
-                    "none".into()
-                } else {
-                    offered.join(", ")
-                },
-            });
-        };
+        index_digest = Some(digest.clone());
+        let chosen = pick_platform(&manifest, r)?;
         digest_hex(&chosen)?;
         (bytes, digest) = fetch_manifest(&client, r, &oci_ref(r, Some(&chosen)), &auth).await?;
         manifest = serde_json::from_slice(&bytes).map_err(|e| ImageError::Registry {
@@ -419,25 +431,7 @@ pub async fn pull(
             media_type,
         });
     }
-    let config_desc = manifest.config.ok_or_else(|| ImageError::Registry {
-        registry: r.registry.clone(),
-        reason: format!("the manifest of {} has no config", r.familiar()),
-    })?;
-    let mut layers = Vec::with_capacity(manifest.layers.len());
-    for l in &manifest.layers {
-        digest_hex(&l.digest)?;
-        let compression = Compression::of_media_type(&l.media_type).ok_or_else(|| {
-            ImageError::UnsupportedMediaType {
-                reference: r.familiar(),
-                media_type: format!("layer {}", l.media_type),
-            }
-        })?;
-        layers.push(Layer {
-            digest: l.digest.clone(),
-            size: l.size,
-            compression,
-        });
-    }
+    let (config_desc, layers) = manifest_parts(manifest, r)?;
     progress(Progress::Resolved {
         layers: layers.len(),
         total_bytes: layers.iter().map(|l| l.size).sum(),
@@ -463,22 +457,7 @@ pub async fn pull(
     )
     .await?;
     let config_bytes = blobs.read(&config_desc.digest)?;
-    let config: ConfigFile =
-        serde_json::from_slice(&config_bytes).map_err(|e| ImageError::Registry {
-            registry: r.registry.clone(),
-            reason: format!(
-                "the image config of {} is not valid JSON: {e}",
-                r.familiar()
-            ),
-        })?;
-    if !(config.os.is_empty() || config.os == "linux")
-        || !(config.architecture.is_empty() || config.architecture == "amd64")
-    {
-        return Err(ImageError::NoPlatform {
-            reference: r.familiar(),
-            offered: format!("{}/{}", config.os, config.architecture),
-        });
-    }
+    let (run, created) = parse_config(&config_bytes, r)?;
 
     // Layers, a few at a time.
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(3));
@@ -495,15 +474,99 @@ pub async fn pull(
         res?;
     }
     blobs.put(&digest, &bytes)?;
-    Ok(ImageRecord {
-        reference: r.canonical(),
-        manifest_digest: digest,
-        config_digest: config_desc.digest,
-        size: layers.iter().map(|l| l.size).sum(),
+    Ok(ImageRecord::new(
+        r,
+        digest,
+        index_digest,
+        config_desc.digest,
         layers,
-        config: config.config.unwrap_or_default(),
-        created: config.created,
+        (run, created),
+    ))
+}
+
+/// The linux/amd64 entry of an index, or the error that lists what it offers.
+pub(crate) fn pick_platform(index: &Manifest, r: &Reference) -> Result<String, ImageError> {
+    let chosen = index
+        .manifests
+        .iter()
+        .find(|m| {
+            m.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+        })
+        .map(|m| m.digest.clone());
+    chosen.ok_or_else(|| {
+        let offered: Vec<String> = index
+            .manifests
+            .iter()
+            .filter_map(|m| {
+                m.platform
+                    .as_ref()
+                    .map(|p| format!("{}/{}", p.os, p.architecture))
+            })
+            .collect();
+        ImageError::NoPlatform {
+            reference: r.familiar(),
+            offered: if offered.is_empty() {
+                "none".into()
+            } else {
+                offered.join(", ")
+            },
+        }
     })
+}
+
+/// The config descriptor and the layers of an image manifest, each layer's media type
+/// checked.
+pub(crate) fn manifest_parts(
+    manifest: Manifest,
+    r: &Reference,
+) -> Result<(Descriptor, Vec<Layer>), ImageError> {
+    let config_desc = manifest.config.ok_or_else(|| ImageError::Registry {
+        registry: r.registry.clone(),
+        reason: format!("the manifest of {} has no config", r.familiar()),
+    })?;
+    digest_hex(&config_desc.digest)?;
+    let mut layers = Vec::with_capacity(manifest.layers.len());
+    for l in &manifest.layers {
+        digest_hex(&l.digest)?;
+        let compression = Compression::of_media_type(&l.media_type).ok_or_else(|| {
+            ImageError::UnsupportedMediaType {
+                reference: r.familiar(),
+                media_type: format!("layer {}", l.media_type),
+            }
+        })?;
+        layers.push(Layer {
+            digest: l.digest.clone(),
+            size: l.size,
+            compression,
+        });
+    }
+    Ok((config_desc, layers))
+}
+
+/// The run settings and creation time of an image config, which must be for
+/// linux/amd64 (or not say).
+pub(crate) fn parse_config(
+    bytes: &[u8],
+    r: &Reference,
+) -> Result<(RunConfig, Option<String>), ImageError> {
+    let config: ConfigFile = serde_json::from_slice(bytes).map_err(|e| ImageError::Registry {
+        registry: r.registry.clone(),
+        reason: format!(
+            "the image config of {} is not valid JSON: {e}",
+            r.familiar()
+        ),
+    })?;
+    if !(config.os.is_empty() || config.os == "linux")
+        || !(config.architecture.is_empty() || config.architecture == "amd64")
+    {
+        return Err(ImageError::NoPlatform {
+            reference: r.familiar(),
+            offered: format!("{}/{}", config.os, config.architecture),
+        });
+    }
+    Ok((config.config.unwrap_or_default(), config.created))
 }
 
 /// Await every future, all polled concurrently (a tiny `join_all`).

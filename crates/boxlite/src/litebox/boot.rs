@@ -11,7 +11,7 @@ use super::BoxError;
 use super::record::{BoxRow, BoxStatus};
 use crate::portal::AgentClient;
 use crate::runtime::RuntimeInner;
-use crate::runtime::layout::SocketPaths;
+use crate::runtime::layout::{BoxPaths, SocketPaths};
 use crate::util::fsutil::tail_file;
 use crate::util::process::{ProcessId, spawn_detached};
 use crate::vmm::vsock::{AgentAddr, ReadyListener, VsockMode, random_cid};
@@ -21,7 +21,7 @@ use crate::vmm::{FsDevice, VmConfig, VmmError, VsockDevice};
 const CONSOLE_TAIL: usize = 3000;
 
 /// What a failed boot leaves to clean up.
-pub(super) struct BootGuard {
+pub(crate) struct BootGuard {
     pub procs: Vec<ProcessId>,
     pub sockets: SocketPaths,
     pub armed: bool,
@@ -49,9 +49,56 @@ impl Drop for BootGuard {
     }
 }
 
+/// How the root disk file is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DiskFormat {
+    /// A box's qcow2 overlay on its image's base.
+    Qcow2,
+    /// A plain file: the image builder's fresh ext4.
+    Raw,
+}
+
+/// What to boot: a box, or the image builder.
+pub(crate) struct VmSpec<'a> {
+    /// Names the VM's processes (`BOXLITE_BOX_ID`) and its hostname (first 12 characters).
+    pub id: &'a str,
+    /// Where the console, VMM and helper logs go.
+    pub paths: BoxPaths,
+    pub root_disk: std::path::PathBuf,
+    pub root_format: DiskFormat,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub volumes: &'a [crate::volumes::VolumeMount],
+    /// Kernel command line words for the agent, after the readiness port and hostname.
+    pub cmdline: Vec<String>,
+}
+
 pub(super) async fn boot(
     rt: &RuntimeInner,
     row: &mut BoxRow,
+    guard: &mut BootGuard,
+    save: &(dyn Fn(&BoxStatus) -> Result<(), crate::Error> + Sync),
+) -> Result<AgentClient, crate::Error> {
+    let paths = rt.box_paths(&row.id);
+    let spec = VmSpec {
+        id: &row.id,
+        root_disk: paths.disk(),
+        root_format: DiskFormat::Qcow2,
+        paths,
+        memory_mib: row.config.memory_mib,
+        cpus: row.config.cpus,
+        volumes: &row.config.volumes,
+        cmdline: Vec::new(),
+    };
+    launch(rt, &spec, &mut row.status, guard, save).await
+}
+
+/// Boot a VM as `spec` says and wait until its agent is ready, recording its processes
+/// in `rec` (saved once the VMM is spawned).
+pub(crate) async fn launch(
+    rt: &RuntimeInner,
+    spec: &VmSpec<'_>,
+    rec: &mut BoxStatus,
     guard: &mut BootGuard,
     save: &(dyn Fn(&BoxStatus) -> Result<(), crate::Error> + Sync),
 ) -> Result<AgentClient, crate::Error> {
@@ -59,11 +106,9 @@ pub(super) async fn boot(
     let assets = rt.assets()?;
     let kernel = assets.kernel()?;
     let initrd = assets.initramfs()?;
-    let id = row.id.clone();
-    let paths = rt.box_paths(&id);
+    let id = spec.id.to_string();
+    let paths = &spec.paths;
     let sockets = &guard.sockets.clone();
-    let rec = &mut row.status;
-    let cfg_box = &row.config;
     let home = rt.layout.home().display().to_string();
     let marker = [
         ("BOXLITE_HOME", home.as_str()),
@@ -121,10 +166,10 @@ pub(super) async fn boot(
     // against the gate again now: the directory could have been replaced since creation.
     let mut fs = Vec::new();
     rec.virtiofsd.clear();
-    if !cfg_box.volumes.is_empty() {
+    if !spec.volumes.is_empty() {
         let binary = rt.virtiofsd_binary()?;
         let sandbox = crate::volumes::virtiofsd_sandbox();
-        for (i, m) in cfg_box.volumes.iter().enumerate() {
+        for (i, m) in spec.volumes.iter().enumerate() {
             let dir = m.kind.root(&rt.layout).join(&m.name);
             let (_, _, shared) = crate::volumes::gate(&rt.layout, &dir)?;
             let socket = sockets.fs(i);
@@ -162,13 +207,17 @@ pub(super) async fn boot(
         accel: rt.accel.accel,
         kernel,
         initrd,
-        cmdline: vec![
+        cmdline: [
             format!("{}={ready_port}", boxlite_protocol::CMDLINE_READY_PORT),
-            format!("boxlite.hostname={}", &id[..12]),
-        ],
-        root_disk: paths.disk(),
-        memory_mib: cfg_box.memory_mib,
-        cpus: cfg_box.cpus,
+            format!("boxlite.hostname={}", &id[..id.len().min(12)]),
+        ]
+        .into_iter()
+        .chain(spec.cmdline.iter().cloned())
+        .collect(),
+        root_disk: spec.root_disk.clone(),
+        root_raw: spec.root_format == DiskFormat::Raw,
+        memory_mib: spec.memory_mib,
+        cpus: spec.cpus,
         vsock: device,
         fs,
         console_log: paths.console_log(),
@@ -239,8 +288,8 @@ pub(super) async fn boot(
     tracing::debug!(ms = timings.agent_ready_ms, "agent ready");
     let client = AgentClient::connect(addr).await?;
     tracing::debug!(ms = t0.elapsed().as_millis() as u64, "agent connected");
-    if !cfg_box.volumes.is_empty() {
-        let mounts: Vec<(String, String, bool)> = cfg_box
+    if !spec.volumes.is_empty() {
+        let mounts: Vec<(String, String, bool)> = spec
             .volumes
             .iter()
             .enumerate()

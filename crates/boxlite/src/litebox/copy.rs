@@ -467,48 +467,66 @@ impl LiteBox {
     /// while it streams) stops the transfer and is the error returned.
     pub async fn apply_layer<R>(
         &self,
-        mut layer: R,
+        layer: R,
         compression: crate::images::registry::Compression,
         digest: &str,
     ) -> Result<CopyStats, crate::Error>
     where
         R: std::io::Read + Send + 'static,
     {
-        use crate::images::registry::Compression as C;
         let what = format!("layer {digest} into box {}", self.id);
-        let client = self.client().await?;
-        let (tx, rx) = mpsc::channel::<Vec<u8>>(DEPTH);
-        let reader = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; boxlite_archive::CHUNK];
-            loop {
-                let n = layer.read(&mut buf)?;
-                if n == 0 || tx.blocking_send(buf[..n].to_vec()).is_err() {
-                    return Ok::<_, std::io::Error>(());
-                }
-            }
-        });
-        let header = v1::LayerChunk {
-            header: Some(v1::LayerHeader {
-                compression: match compression {
-                    C::None => v1::LayerCompression::None,
-                    C::Gzip => v1::LayerCompression::Gzip,
-                    C::Zstd => v1::LayerCompression::Zstd,
-                } as i32,
-                digest: digest.to_string(),
-            }),
-            data: Vec::new(),
-        };
-        let stream = tokio_stream::once(header)
-            .chain(ReceiverStream::new(rx).map(|data| v1::LayerChunk { header: None, data }));
-        let sent = client.apply_layer(stream).await;
-        let read = reader.await.map_err(std::io::Error::other).and_then(|r| r);
-        if let Err(source) = read {
-            return Err(CopyError::Stream { what, source }.into());
-        }
-        let r = sent.map_err(|e| in_box_error(&what, e))?;
-        Ok(CopyStats {
-            entries: r.entries,
-            bytes: r.bytes,
-        })
+        send_layer(&self.client().await?, &what, layer, compression, digest).await
     }
+}
+
+/// Stream a layer to an agent's ApplyLayer (see [`LiteBox::apply_layer`]); `what` names
+/// the transfer in errors.
+pub(crate) async fn send_layer<R>(
+    client: &crate::portal::AgentClient,
+    what: &str,
+    mut layer: R,
+    compression: crate::images::registry::Compression,
+    digest: &str,
+) -> Result<CopyStats, crate::Error>
+where
+    R: std::io::Read + Send + 'static,
+{
+    use crate::images::registry::Compression as C;
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(DEPTH);
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; boxlite_archive::CHUNK];
+        loop {
+            let n = layer.read(&mut buf)?;
+            if n == 0 || tx.blocking_send(buf[..n].to_vec()).is_err() {
+                return Ok::<_, std::io::Error>(());
+            }
+        }
+    });
+    let header = v1::LayerChunk {
+        header: Some(v1::LayerHeader {
+            compression: match compression {
+                C::None => v1::LayerCompression::None,
+                C::Gzip => v1::LayerCompression::Gzip,
+                C::Zstd => v1::LayerCompression::Zstd,
+            } as i32,
+            digest: digest.to_string(),
+        }),
+        data: Vec::new(),
+    };
+    let stream = tokio_stream::once(header)
+        .chain(ReceiverStream::new(rx).map(|data| v1::LayerChunk { header: None, data }));
+    let sent = client.apply_layer(stream).await;
+    let read = reader.await.map_err(std::io::Error::other).and_then(|r| r);
+    if let Err(source) = read {
+        return Err(CopyError::Stream {
+            what: what.to_string(),
+            source,
+        }
+        .into());
+    }
+    let r = sent.map_err(|e| in_box_error(what, e))?;
+    Ok(CopyStats {
+        entries: r.entries,
+        bytes: r.bytes,
+    })
 }

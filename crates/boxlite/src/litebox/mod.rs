@@ -8,7 +8,7 @@
 //! takes it shared, only long enough to see the box running, so many execs from many
 //! processes proceed at once.
 
-mod boot;
+pub(crate) mod boot;
 pub mod copy;
 pub mod exec;
 pub mod metrics;
@@ -86,7 +86,19 @@ pub struct BoxOptions {
     /// Managed volumes to mount; see [`crate::volumes`].
     #[serde(default)]
     pub volumes: Vec<crate::volumes::VolumeSpec>,
+    /// The root disk's size in MiB: at least the image's. Default: the image's size or
+    /// [`DEFAULT_DISK_MIB`], whichever is larger. The disk file is sparse and only grows
+    /// by what the box writes.
+    #[serde(default)]
+    pub disk_size_mib: Option<u64>,
+    /// Replaces the image's entrypoint (empty: none), and, as in Docker, drops its
+    /// default command.
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
 }
+
+/// A box's root disk size when none is asked for, if the image is smaller.
+pub const DEFAULT_DISK_MIB: u64 = 2048;
 
 impl BoxOptions {
     pub fn new(image: impl Into<String>) -> Self {
@@ -98,7 +110,25 @@ impl BoxOptions {
             auto_remove: false,
             health: HealthOptions::default(),
             volumes: Vec::new(),
+            disk_size_mib: None,
+            entrypoint: None,
         }
+    }
+
+    /// The root disk's size; see [`BoxOptions::disk_size_mib`].
+    pub fn disk_size_mib(mut self, mib: u64) -> Self {
+        self.disk_size_mib = Some(mib);
+        self
+    }
+
+    /// Replace the image's entrypoint; see [`BoxOptions::entrypoint`].
+    pub fn entrypoint<I, S>(mut self, argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.entrypoint = Some(argv.into_iter().map(Into::into).collect());
+        self
     }
 
     pub fn volume(mut self, spec: crate::volumes::VolumeSpec) -> Self {
@@ -145,6 +175,22 @@ impl BoxOptions {
         if let Some(n) = &self.name {
             validate_name(n)?;
         }
+        if let Some(d) = self.disk_size_mib
+            && !(64..=(16 << 20)).contains(&d)
+        {
+            return bad(format!(
+                "disk size {d} MiB is out of range (64 MiB - 16 TiB)"
+            ));
+        }
+        // An empty entrypoint clears the image's; one with an empty program is a mistake.
+        if self
+            .entrypoint
+            .as_ref()
+            .and_then(|e| e.first())
+            .is_some_and(|p| p.is_empty())
+        {
+            return bad("an entrypoint's program cannot be empty".into());
+        }
         let h = &self.health;
         if h.interval_secs > 0 && (h.timeout_secs == 0 || h.retries == 0) {
             return bad(format!(
@@ -153,6 +199,42 @@ impl BoxOptions {
             ));
         }
         Ok(())
+    }
+}
+
+/// `Entrypoint + (args or Cmd)`.
+pub(crate) fn image_argv(run: &crate::images::registry::RunConfig, args: &[String]) -> Vec<String> {
+    let mut argv = run.entrypoint.clone().unwrap_or_default();
+    if args.is_empty() {
+        argv.extend(run.cmd.clone().unwrap_or_default());
+    } else {
+        argv.extend(args.iter().cloned());
+    }
+    argv
+}
+
+/// Fill in what the command leaves unset from the image's config: its Env entries
+/// (the command's own variables win), WorkingDir and User.
+pub(crate) fn apply_image_defaults(
+    spec: &mut crate::portal::ExecSpec,
+    run: &crate::images::registry::RunConfig,
+) {
+    let mut env: Vec<(String, String)> = Vec::new();
+    for kv in &run.env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+        if k.is_empty() || spec.env.iter().any(|(sk, _)| sk == k) {
+            continue;
+        }
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    env.append(&mut spec.env);
+    spec.env = env;
+    if spec.working_dir.is_none() && !run.working_dir.is_empty() {
+        spec.working_dir = Some(run.working_dir.clone());
+    }
+    if spec.user.is_none() && !run.user.is_empty() {
+        spec.user = Some(run.user.clone());
     }
 }
 
@@ -430,8 +512,12 @@ impl LiteBox {
     /// Run a command in the box, starting the box if it is not running.
     pub async fn exec(&self, cmd: BoxCommand) -> Result<Execution, crate::Error> {
         let client = self.client().await?;
-        // Default variables (PATH, HOME) are the agent's business: it knows the image.
-        let spec = cmd.spec;
+        // The image's Env, WorkingDir and User, unless the command sets its own. PATH and
+        // HOME when nobody sets them are the agent's business: it knows the image.
+        let mut spec = cmd.spec;
+        if let Some(row) = self.rt.db.get(&self.id)? {
+            apply_image_defaults(&mut spec, &row.config.run);
+        }
         let id = client.exec(&spec).await.map_err(ExecError::from_exec_rpc)?;
         Ok(Execution::new(
             client,
@@ -439,6 +525,27 @@ impl LiteBox {
             spec.stdin,
             Some(self.rt.box_paths(&self.id).console_log()),
         ))
+    }
+
+    /// The image's default command with `args` in place of its `Cmd` when any are given:
+    /// `Entrypoint + (args or Cmd)`, as `docker run IMAGE [ARGS]` runs.
+    pub fn image_command(&self, args: &[String]) -> Result<BoxCommand, crate::Error> {
+        let row = self
+            .rt
+            .db
+            .get(&self.id)?
+            .ok_or_else(|| BoxError::NotFound(self.id.clone()))?;
+        let argv = image_argv(&row.config.run, args);
+        match argv.split_first() {
+            Some((program, rest)) if !program.is_empty() => {
+                Ok(BoxCommand::new(program.clone()).args(rest.iter().cloned()))
+            }
+            _ => Err(BoxError::InvalidOption(format!(
+                "image {} has no default command; give one",
+                row.config.image
+            ))
+            .into()),
+        }
     }
 
     /// Attach to an execution started earlier, from this process or another, by id:
@@ -736,4 +843,59 @@ pub(crate) fn remove_locked(
     lock.remove_file();
     tracing::info!(box_id = %row.id, "box removed");
     Ok(())
+}
+
+#[cfg(test)]
+mod image_default_tests {
+    use super::*;
+    use crate::images::registry::RunConfig;
+
+    fn run() -> RunConfig {
+        RunConfig {
+            env: vec![
+                "PATH=/opt/bin:/bin".into(),
+                "LANG=C.UTF-8".into(),
+                "EMPTY=".into(),
+                "NOEQUALS".into(),
+            ],
+            entrypoint: Some(vec!["/entry".into(), "-x".into()]),
+            cmd: Some(vec!["serve".into()]),
+            working_dir: "/srv".into(),
+            user: "app".into(),
+        }
+    }
+
+    #[test]
+    fn image_env_workdir_and_user_fill_what_the_command_leaves_unset() {
+        let mut spec = BoxCommand::new("id").env("LANG", "fr_FR").spec;
+        apply_image_defaults(&mut spec, &run());
+        assert_eq!(
+            spec.env,
+            vec![
+                ("PATH".to_string(), "/opt/bin:/bin".to_string()),
+                ("EMPTY".to_string(), String::new()),
+                ("NOEQUALS".to_string(), String::new()),
+                ("LANG".to_string(), "fr_FR".to_string()),
+            ]
+        );
+        assert_eq!(spec.working_dir.as_deref(), Some("/srv"));
+        assert_eq!(spec.user.as_deref(), Some("app"));
+
+        let mut own = BoxCommand::new("id").user("root").working_dir("/").spec;
+        apply_image_defaults(&mut own, &run());
+        assert_eq!(own.user.as_deref(), Some("root"));
+        assert_eq!(own.working_dir.as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn default_command_is_entrypoint_plus_args_or_cmd() {
+        assert_eq!(image_argv(&run(), &[]), ["/entry", "-x", "serve"]);
+        assert_eq!(
+            image_argv(&run(), &["other".into()]),
+            ["/entry", "-x", "other"]
+        );
+        let bare = RunConfig::default();
+        assert!(image_argv(&bare, &[]).is_empty());
+        assert_eq!(image_argv(&bare, &["sh".into()]), ["sh"]);
+    }
 }

@@ -53,6 +53,12 @@ pub struct BoxConfig {
     pub health: HealthOptions,
     /// Volumes mounted into the box, validated at creation.
     pub volumes: Vec<crate::volumes::VolumeMount>,
+    /// The image's run settings at creation, with the box's entrypoint override applied.
+    #[serde(default)]
+    pub run: crate::images::registry::RunConfig,
+    /// Root disk size in bytes (0: the image's).
+    #[serde(default)]
+    pub disk_bytes: u64,
 }
 
 impl Default for BoxConfig {
@@ -65,6 +71,8 @@ impl Default for BoxConfig {
             auto_remove: false,
             health: HealthOptions::default(),
             volumes: Vec::new(),
+            run: Default::default(),
+            disk_bytes: 0,
         }
     }
 }

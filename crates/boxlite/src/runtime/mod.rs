@@ -1,8 +1,10 @@
 //! The runtime: one `BOXLITE_HOME`, its assets, the chosen accelerator and VMM engine.
 
 pub mod assets;
+mod images;
 pub mod layout;
 mod volumes;
+pub use images::RemovedImage;
 pub use volumes::VolumeInfo;
 
 use std::path::{Path, PathBuf};
@@ -13,7 +15,7 @@ use assets::{AssetError, Assets};
 use layout::{BoxPaths, Layout};
 
 use crate::db::Db;
-use crate::images::{Image, ImageStore};
+use crate::images::ImageStore;
 use crate::litebox::record::{BoxConfig, BoxRow, BoxStatus};
 use crate::litebox::{self, BoxError, BoxInfo, BoxOptions, BoxState, LiteBox};
 use crate::util::lock::{FileLock, LockMode};
@@ -30,6 +32,9 @@ pub struct RuntimeOptions {
     pub home: Option<PathBuf>,
     /// Guest assets directory; default: see [`assets::candidates`].
     pub assets: Option<PathBuf>,
+    /// Registry settings file; default `BOXLITE_HOME/config.toml` (optional there, required
+    /// when named here).
+    pub config: Option<PathBuf>,
 }
 
 /// The default home: `$BOXLITE_HOME`, else `~/.boxlite`.
@@ -160,6 +165,7 @@ impl RuntimeInner {
 #[derive(Debug, Clone)]
 pub struct Boxlite {
     inner: Arc<RuntimeInner>,
+    config_file: Option<PathBuf>,
 }
 
 /// What `boxlite info` shows.
@@ -204,6 +210,7 @@ impl Boxlite {
         tracing::info!(accel = %inner.accel.accel, reason = %inner.accel.reason, "accelerator chosen");
         let rt = Boxlite {
             inner: Arc::new(inner),
+            config_file: opts.config,
         };
         rt.reconcile()?;
         Ok(rt)
@@ -222,12 +229,6 @@ impl Boxlite {
         &self.inner.accel
     }
 
-    /// Resolve an image, importing a built-in one on first use.
-    pub fn image(&self, reference: &str) -> Result<Image, crate::Error> {
-        let assets = self.inner.assets()?;
-        Ok(self.inner.images.resolve(reference, &assets)?)
-    }
-
     /// Create a box: resolve its image and give it a disk. Does not boot it.
     ///
     /// The row is inserted first, marked as being created, under the box's lock; the
@@ -237,7 +238,31 @@ impl Boxlite {
         opts.validate()?;
         // Every volume spec is checked before anything is made.
         let volumes = self.plan_volumes(&opts.volumes)?;
-        let image = self.image(&opts.image)?;
+        let image = self.image(&opts.image).await?;
+        let base_bytes = std::fs::metadata(&image.base)
+            .map(|m| m.len())
+            .map_err(|source| crate::Error::Io {
+                context: format!("reading {}", image.base.display()),
+                source,
+            })?;
+        let disk_bytes = match opts.disk_size_mib {
+            Some(mib) if mib << 20 < base_bytes => {
+                return Err(BoxError::InvalidOption(format!(
+                    "disk size {mib} MiB is smaller than image {} ({} MiB); give at least {} MiB",
+                    image.reference,
+                    base_bytes.div_ceil(1 << 20),
+                    base_bytes.div_ceil(1 << 20)
+                ))
+                .into());
+            }
+            Some(mib) => mib << 20,
+            None => base_bytes.max(litebox::DEFAULT_DISK_MIB << 20),
+        };
+        let mut run = image.config.clone();
+        if let Some(ep) = &opts.entrypoint {
+            run.entrypoint = Some(ep.clone());
+            run.cmd = None;
+        }
         let rt = &self.inner;
         let id = new_box_id();
         let lock_path = rt.layout.lock_path(&id);
@@ -260,6 +285,8 @@ impl Boxlite {
                 auto_remove: opts.auto_remove,
                 health: opts.health,
                 volumes: volumes.clone(),
+                run,
+                disk_bytes,
             },
             status: BoxStatus {
                 creating: ProcessId::of(std::process::id() as i32).ok(),
@@ -277,7 +304,13 @@ impl Boxlite {
                 context: format!("creating {}", paths.dir.display()),
                 source,
             })
-            .and_then(|()| Ok(crate::disk::create_overlay(&image.base, &paths.disk())?))
+            .and_then(|()| {
+                Ok(crate::disk::create_overlay(
+                    &image.base,
+                    &paths.disk(),
+                    disk_bytes,
+                )?)
+            })
             .and_then(|()| {
                 new_named = crate::volumes::create_dirs(&rt.layout, &volumes)?;
                 Ok(())
@@ -406,6 +439,13 @@ impl Boxlite {
                 continue;
             }
             let prefix = e.file_name().to_string_lossy().to_string();
+            if prefix.starts_with(crate::images::build::BUILD_PREFIX) {
+                // An image build's: stale once the build no longer holds its lock.
+                if !crate::images::build::is_live_build(&rt.images, &prefix) {
+                    sockets.remove();
+                }
+                continue;
+            }
             let owner = rows.iter().find(|r| r.id.starts_with(&prefix));
             // Hold the box's lock while removing, so a start cannot begin in between.
             let (stale, _held) = match owner {
@@ -430,6 +470,7 @@ impl Boxlite {
                 sockets.remove();
             }
         }
+        crate::images::build::sweep(&rt.images);
         for (name, path) in self.entries_without_a_box(&rt.layout.locks_dir())? {
             if let Ok(Some(lock)) = FileLock::try_acquire(&path, LockMode::Exclusive)
                 && rt.db.get(&name)?.is_none()

@@ -55,8 +55,9 @@ pub struct VmConfig {
     pub initrd: PathBuf,
     /// Extra kernel command line words after the engine's own.
     pub cmdline: Vec<String>,
-    /// The root disk (qcow2), first virtio-blk device.
+    /// The root disk, first virtio-blk device: qcow2, or raw when `root_raw`.
     pub root_disk: PathBuf,
+    pub root_raw: bool,
     pub memory_mib: u32,
     pub cpus: u32,
     pub vsock: VsockDevice,

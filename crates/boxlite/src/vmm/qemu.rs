@@ -99,8 +99,9 @@ impl Qemu {
         push("virtio-rng-device");
         push("-drive");
         push(&format!(
-            "file={},if=none,id=root,format=qcow2,cache=writeback,discard=unmap",
-            cfg.root_disk.display()
+            "file={},if=none,id=root,format={},cache=writeback,discard=unmap",
+            cfg.root_disk.display(),
+            if cfg.root_raw { "raw" } else { "qcow2" }
         ));
         push("-device");
         push("virtio-blk-device,drive=root");
@@ -199,6 +200,7 @@ mod tests {
             initrd: "/a/initramfs.cpio".into(),
             cmdline: vec!["boxlite.ready_port=1025".into()],
             root_disk: "/b/disk.qcow2".into(),
+            root_raw: false,
             memory_mib: 512,
             cpus: 2,
             vsock: VsockDevice::VhostUser {

@@ -1,0 +1,351 @@
+//! Image commands against a real registry on 127.0.0.1 and real VMs: pull with
+//! progress, images, run with the image's defaults, --entrypoint, --disk-size, rmi,
+//! image prune, load (OCI layout and docker archive), login, and bad input.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+
+use boxlite_testkit::oci::{Comp, Layer, TestImage, busybox_layer};
+use boxlite_testkit::{Registry, TestHome};
+
+const BIN: &str = env!("CARGO_BIN_EXE_boxlite");
+
+fn image() -> TestImage {
+    TestImage::new(
+        vec![
+            (busybox_layer(), Comp::Gzip),
+            (
+                Layer::new().file("srv/motd", 0o644, (0, 0), b"from the image\n"),
+                Comp::Zstd,
+            ),
+        ],
+        serde_json::json!({
+            "Env": ["PATH=/bin:/usr/bin", "GREETING=hello"],
+            "Entrypoint": ["/bin/sh", "-c"],
+            "Cmd": ["echo $GREETING; cat motd; id -un"],
+            "WorkingDir": "/srv",
+            "User": "app"
+        }),
+    )
+}
+
+fn http_config(h: &TestHome, reg: &Registry) {
+    std::fs::write(
+        h.home.join("config.toml"),
+        format!("[registries.\"{}\"]\ninsecure_http = true\n", reg.addr),
+    )
+    .unwrap();
+}
+
+fn fails(h: &TestHome, args: &[&str]) -> String {
+    let out = h.run(BIN, args);
+    assert_eq!(out.status.code(), Some(125), "{args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn pull_images_run_with_defaults_rmi_and_prune() {
+    let reg = Registry::start();
+    let digest = image().push(&reg, "cli/app", "1.0");
+    let h = TestHome::new();
+    http_config(&h, &reg);
+    let r = format!("{}/cli/app:1.0", reg.addr);
+
+    let out = h.run(BIN, &["pull", &r]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{r}@{digest}\n")
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("2 layers"), "{err}");
+    assert!(err.contains("root filesystem built in"), "{err}");
+    let again = h.run(BIN, &["pull", &r]);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already built"),
+        "{again:?}"
+    );
+
+    let table = h.ok(BIN, &["images"]);
+    let row = table.lines().nth(1).unwrap();
+    assert!(row.starts_with(&r), "{table}");
+    assert!(row.contains(&digest[7..19]), "{table}");
+    assert!(row.contains("2026-11-22T00:00:00Z"), "{table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&h.ok(BIN, &["images", "--format", "json"])).unwrap();
+    assert_eq!(json[0]["reference"], r.as_str());
+    assert_eq!(json[0]["digest"], digest.as_str());
+    assert!(json[0]["size"].as_u64().unwrap() > 100_000);
+
+    // No command: the image's entrypoint and command, env, working dir and user.
+    assert_eq!(
+        h.ok(BIN, &["run", "--rm", &r]),
+        "hello\nfrom the image\napp\n"
+    );
+    // A command replaces Cmd, after the entrypoint; -u and -e override the image.
+    assert_eq!(
+        h.ok(
+            BIN,
+            &[
+                "run",
+                "--rm",
+                "-u",
+                "root",
+                "-e",
+                "GREETING=hi",
+                &r,
+                "echo $GREETING; id -u; pwd"
+            ]
+        ),
+        "hi\n0\n/srv\n"
+    );
+    // --entrypoint replaces the entrypoint and drops Cmd.
+    assert_eq!(
+        h.ok(
+            BIN,
+            &[
+                "run",
+                "--rm",
+                "--entrypoint",
+                "/bin/echo",
+                &r,
+                "plain",
+                "args"
+            ]
+        ),
+        "plain args\n"
+    );
+    // --disk-size gives the box more room than the image has.
+    let kb: u64 = h
+        .ok(
+            BIN,
+            &[
+                "run",
+                "--rm",
+                "--disk-size",
+                "1G",
+                &r,
+                "df -k / | awk 'NR==2 {print $2}'",
+            ],
+        )
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((800_000..1_100_000).contains(&kb), "{kb}");
+    let small = fails(&h, &["run", "--rm", "--disk-size", "64M", &r]);
+    assert!(small.contains("smaller than image"), "{small}");
+    assert!(fails(&h, &["run", "--rm", "--disk-size", "lots", &r]).contains("invalid --disk-size"));
+
+    // In use: refused, then forced (the reference goes; the files stay for the box).
+    h.ok(BIN, &["create", "--name", "user", &r]);
+    let refused = fails(&h, &["rmi", &r]);
+    assert!(refused.contains("is used by 1 box (user)"), "{refused}");
+    let forced = h.ok(BIN, &["rmi", "-f", &digest[7..19]]);
+    assert!(forced.contains(&format!("Untagged: {r}")), "{forced}");
+    assert_eq!(h.ok(BIN, &["images", "-q"]), "");
+    assert_eq!(h.ok(BIN, &["image", "prune"]), "Nothing to remove\n");
+    h.ok(BIN, &["rm", "user"]);
+    let pruned = h.ok(BIN, &["image", "prune"]);
+    assert!(
+        pruned.starts_with("Deleted: 1 root filesystem, 4 blobs"),
+        "{pruned}"
+    );
+    assert!(
+        std::fs::read_dir(h.home.join("images/bases"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    let missing = fails(&h, &["rmi", &r]);
+    assert!(missing.contains("not in the local store"), "{missing}");
+}
+
+#[test]
+fn load_reads_oci_layouts_and_docker_archives() {
+    let h = TestHome::new();
+    let img = image();
+    let layout = h.home.join("layout");
+    img.write_layout(&layout, "v1");
+    // A bare tag in the layout is not a name: --tag gives one.
+    let unnamed = fails(&h, &["load", "-i", layout.to_str().unwrap()]);
+    assert!(unnamed.contains("name it with --tag"), "{unnamed}");
+    let out = h.ok(
+        BIN,
+        &[
+            "load",
+            "-i",
+            layout.to_str().unwrap(),
+            "--tag",
+            "local/app:v1",
+        ],
+    );
+    assert_eq!(
+        out,
+        format!("docker.io/local/app:v1@{}\n", img.manifest.digest)
+    );
+    assert_eq!(
+        h.ok(BIN, &["run", "--rm", "local/app:v1"]),
+        "hello\nfrom the image\napp\n"
+    );
+
+    let archive = h.home.join("saved.tar");
+    img.write_docker_archive(&archive, "saved/app:2");
+    let out = h.ok(BIN, &["load", "-i", archive.to_str().unwrap()]);
+    assert!(out.starts_with("docker.io/saved/app:2@sha256:"), "{out}");
+    assert_eq!(
+        h.ok(BIN, &["run", "--rm", "saved/app:2", "cat motd"]),
+        "from the image\n"
+    );
+    assert_eq!(
+        h.ok(BIN, &["images", "-q"]),
+        "docker.io/local/app:v1\ndocker.io/saved/app:2\n"
+    );
+
+    // Not an image: a clear error, nothing stored.
+    let junk = h.home.join("junk.tar");
+    std::fs::write(&junk, b"not a tar at all").unwrap();
+    let err = fails(&h, &["load", "-i", junk.to_str().unwrap()]);
+    assert!(
+        err.contains(&format!("cannot load {}", junk.display())),
+        "{err}"
+    );
+    let err = fails(&h, &["load", "-i", "/nonexistent/x"]);
+    assert!(err.contains("cannot load /nonexistent/x"), "{err}");
+    assert_eq!(h.ok(BIN, &["images", "-q"]).lines().count(), 2);
+}
+
+#[test]
+fn login_credentials_reach_a_tls_registry_and_are_never_shown() {
+    let reg = Registry::start_secure("agent", "s3cret-pw");
+    let h = TestHome::new();
+    let ca = reg.ca.clone().unwrap();
+    // Settings from --config, with the CA beside it.
+    let cfg = h.home.join("elsewhere.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[registries.\"{}\"]\nca_file = \"{}\"\n",
+            reg.addr,
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let r = format!("{}/private/app:v1", reg.addr);
+
+    let anon = fails(&h, &["--config", cfg, "pull", &r]);
+    assert!(
+        anon.contains(&format!("authentication failed for registry {}", reg.addr)),
+        "{anon}"
+    );
+
+    let login = |secret: &str| {
+        let mut child = h
+            .cli(BIN)
+            .args(["login", "--username", "agent", &reg.addr])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(secret.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = login("wrong-pw\n");
+    assert!(out.status.success(), "{out:?}");
+    let wrong = fails(&h, &["--config", cfg, "pull", &r]);
+    assert!(
+        wrong.contains(&format!("authentication failed for registry {}", reg.addr)),
+        "{wrong}"
+    );
+    assert!(!wrong.contains("wrong-pw"), "{wrong}");
+
+    assert!(login("s3cret-pw\n").status.success());
+    let auth = h.home.join("auth.json");
+    assert_eq!(
+        std::fs::metadata(&auth).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // Authenticated now: the registry answers that the image does not exist.
+    let missing = fails(&h, &["--config", cfg, "pull", &r]);
+    assert!(
+        missing.contains("was not found in its registry"),
+        "{missing}"
+    );
+    // Without the CA the TLS handshake fails, and says so.
+    let no_ca = fails(&h, &["pull", &r]);
+    assert!(!no_ca.contains("authentication failed"), "{no_ca}");
+    for text in [&missing, &no_ca] {
+        assert!(!text.contains("s3cret-pw"), "{text}");
+    }
+    let log = std::fs::read_to_string(h.home.join("logs/boxlite.log")).unwrap_or_default();
+    assert!(
+        !log.contains("s3cret-pw") && !log.contains("wrong-pw"),
+        "secret in the log"
+    );
+
+    // A missing --config file is an error that names it.
+    let gone = fails(&h, &["--config", "/nonexistent/boxlite.toml", "pull", &r]);
+    assert!(gone.contains("/nonexistent/boxlite.toml"), "{gone}");
+    assert_eq!(
+        h.ok(BIN, &["logout", &reg.addr]),
+        format!("Removed login for {}\n", reg.addr)
+    );
+}
+
+#[test]
+fn bad_references_and_registries_fail_clearly_and_leave_nothing() {
+    let reg = Registry::start();
+    let h = TestHome::new();
+    http_config(&h, &reg);
+    let pushed = image();
+    pushed.push(&reg, "cli/app", "1.0");
+
+    let cases: Vec<(String, &str)> = vec![
+        ("Not/A:Ref!".into(), "invalid image reference"),
+        (
+            format!("{}/cli/app:2.0", reg.addr),
+            "was not found in its registry",
+        ),
+        (
+            format!("{}/cli/nothing:1", reg.addr),
+            "was not found in its registry",
+        ),
+        ("127.0.0.1:9/cli/app:1.0".into(), "is unreachable"),
+    ];
+    for (r, want) in &cases {
+        let err = fails(&h, &["pull", r]);
+        assert!(err.contains(want), "{r}: {err}");
+        let err = fails(&h, &["run", "--rm", r, "true"]);
+        assert!(err.contains(want), "run {r}: {err}");
+    }
+
+    // A manifest with a layer whose media type is not a layer's (its blobs exist).
+    let mut odd: serde_json::Value = serde_json::from_slice(&pushed.manifest.data).unwrap();
+    odd["layers"][0]["mediaType"] = "application/vnd.example.weird".into();
+    let (status, _, _) = boxlite_testkit::oci::http(
+        &reg.addr,
+        "PUT",
+        "/v2/cli/app/manifests/weird",
+        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+        &serde_json::to_vec(&odd).unwrap(),
+    );
+    assert_eq!(status, 201);
+    let err = fails(&h, &["pull", &format!("{}/cli/app:weird", reg.addr)]);
+    assert!(
+        err.contains("unsupported media type layer application/vnd.example.weird"),
+        "{err}"
+    );
+
+    assert_eq!(h.ok(BIN, &["images", "-q"]), "");
+    assert_eq!(h.ok(BIN, &["ls", "-aq"]), "");
+    let blobs = h.home.join("images/blobs/sha256");
+    let n = std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(n, 0, "no blob kept from failed pulls");
+}

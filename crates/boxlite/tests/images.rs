@@ -1,0 +1,336 @@
+//! Images pulled from a real registry on 127.0.0.1 boot as boxes: the root filesystem
+//! is built in a builder VM from the layers (whiteouts, opaque directories, exact
+//! owners and modes), the image config is honored (Env, Entrypoint, Cmd, WorkingDir,
+//! User), hostile layers are refused or stay inside the image, and the store lists,
+//! removes and prunes what it holds.
+
+use std::path::Path;
+
+use boxlite::images::ImageError;
+use boxlite::images::registry::Progress;
+use boxlite::{BoxCommand, BoxOptions, Boxlite, LiteBox};
+use boxlite_testkit::oci::{Comp, Layer, TestImage, busybox_layer};
+use boxlite_testkit::{Registry, TestHome};
+
+async fn sh(b: &LiteBox, script: &str) -> String {
+    run(b, BoxCommand::new("sh").args(["-c", script])).await
+}
+
+async fn run(b: &LiteBox, cmd: BoxCommand) -> String {
+    let mut ex = b.exec(cmd).await.unwrap();
+    let out = ex.take_stdout().unwrap().read_to_end().await.unwrap();
+    let err = ex.take_stderr().unwrap().read_to_end().await.unwrap();
+    let st = ex.wait().await.unwrap();
+    assert!(st.success(), "{st:?}: {}", String::from_utf8_lossy(&err));
+    String::from_utf8(out).unwrap()
+}
+
+/// Registry settings that allow plain HTTP to the test registry.
+fn allow_http(h: &TestHome, reg: &Registry) {
+    std::fs::write(
+        h.home.join("config.toml"),
+        format!("[registries.\"{}\"]\ninsecure_http = true\n", reg.addr),
+    )
+    .unwrap();
+}
+
+fn app_image() -> TestImage {
+    let lower = busybox_layer()
+        .dir("opt/", 0o755, (0, 0))
+        .dir("opt/app/", 0o755, (0, 0))
+        .file("opt/app/config", 0o644, (0, 0), b"lower")
+        .file("opt/app/old-only", 0o644, (0, 0), b"x")
+        .file("opt/doomed", 0o644, (0, 0), b"to be whited out");
+    let upper = Layer::new()
+        .file("opt/app/.wh..wh..opq", 0o644, (0, 0), b"")
+        .file("opt/app/config", 0o600, (0, 0), b"upper")
+        .file("opt/.wh.doomed", 0o644, (0, 0), b"")
+        .file("opt/suid", 0o4755, (1234, 5678), b"#!/bin/sh\n")
+        .file("etc/shadow", 0o640, (0, 42), b"root:*::0:::::\n")
+        .symlink("opt/link", "suid")
+        .hardlink("opt/hard", "opt/suid")
+        .fifo("opt/fifo", 0o620, (7, 8));
+    TestImage::new(
+        vec![(lower, Comp::Gzip), (upper, Comp::Zstd)],
+        serde_json::json!({
+            "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "GREETING=hello"],
+            "Entrypoint": ["/bin/sh", "-c"],
+            "Cmd": ["echo $GREETING from $(pwd) as $(id -u):$(id -g)"],
+            "WorkingDir": "/srv",
+            "User": "app"
+        }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulled_image_boots_with_its_layers_and_config() {
+    let reg = Registry::start();
+    let digest = app_image().push(&reg, "test/app", "v1");
+    let h = TestHome::new();
+    allow_http(&h, &reg);
+    let rt = h.runtime();
+    let reference = format!("{}/test/app:v1", reg.addr);
+
+    let events = std::sync::Mutex::new(Vec::new());
+    let img = rt
+        .pull(&reference, &|p| events.lock().unwrap().push(p))
+        .await
+        .unwrap();
+    assert_eq!(img.digest, digest);
+    assert_eq!(img.config.user, "app");
+    let events = events.into_inner().unwrap();
+    assert!(
+        matches!(events.first(), Some(Progress::Resolved { layers: 2, .. })),
+        "{events:?}"
+    );
+    assert!(
+        matches!(events.last(), Some(Progress::Built { cached: false, .. })),
+        "{events:?}"
+    );
+    let listed = rt.images();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0].reference, reference);
+    assert_eq!(listed[0].digest, digest);
+    assert_eq!(listed[0].created.as_deref(), Some("2026-11-22T00:00:00Z"));
+
+    let b = rt.create(BoxOptions::new(&reference)).await.unwrap();
+    b.start().await.unwrap();
+    // The default command, as the image's user, in its working directory.
+    let out = run(&b, b.image_command(&[]).unwrap()).await;
+    assert_eq!(out, "hello from /srv as 1000:1000\n");
+    let out = run(&b, b.image_command(&["echo override".into()]).unwrap()).await;
+    assert_eq!(out, "override\n");
+    // exec takes the image's user too, with supplementary groups from its /etc/group.
+    assert_eq!(
+        run(&b, BoxCommand::new("id")).await,
+        "uid=1000(app) gid=1000(app) groups=1000(app),2000(extra)\n"
+    );
+    assert_eq!(
+        run(&b, BoxCommand::new("id").user("root"))
+            .await
+            .split(' ')
+            .next(),
+        Some("uid=0(root)")
+    );
+
+    // As root: the image's user cannot read a 0600 file of root's.
+    let stat = run(
+        &b,
+        BoxCommand::new("sh").user("root").arg("-c").arg(
+            "cd /opt && stat -c '%n %u:%g %a %F' suid link hard fifo /etc/shadow && \
+         stat -c %i suid hard && ls -A app && cat app/config && echo && ls doomed 2>&1; true",
+        ),
+    )
+    .await;
+    let lines: Vec<&str> = stat.lines().collect();
+    assert_eq!(lines[0], "suid 1234:5678 4755 regular file", "{stat}");
+    assert_eq!(lines[1], "link 0:0 777 symbolic link", "{stat}");
+    assert_eq!(lines[2], "hard 1234:5678 4755 regular file", "{stat}");
+    assert_eq!(lines[3], "fifo 7:8 620 fifo", "{stat}");
+    assert_eq!(lines[4], "/etc/shadow 0:42 640 regular file", "{stat}");
+    assert_eq!(lines[5], lines[6], "hard links share an inode: {stat}");
+    assert_eq!(
+        lines[7], "config",
+        "the opaque directory holds only the new content: {stat}"
+    );
+    assert_eq!(lines[8], "upper");
+    assert!(
+        lines[9].contains("No such file"),
+        "the whiteout removed it: {stat}"
+    );
+
+    // A second pull of the same image builds nothing.
+    let again = rt.pull(&reference, &|_| {}).await.unwrap();
+    assert_eq!(again.base, img.base);
+
+    // The image is in use: removal is refused, and forced it only drops the reference.
+    let err = rt.remove_image(&reference, false).await.unwrap_err();
+    assert!(
+        matches!(err, boxlite::Error::Image(ImageError::InUse { .. })),
+        "{err}"
+    );
+    assert!(err.to_string().contains("1 box"), "{err}");
+    b.stop(std::time::Duration::from_secs(10)).await.unwrap();
+    let removed = rt.remove_image(&reference, true).await.unwrap();
+    assert_eq!(removed.untagged, vec![reference.clone()]);
+    assert_eq!(removed.pruned.bases, 0, "the box still uses the base");
+    assert!(img.base.is_file());
+    b.remove(false).await.unwrap();
+    let pruned = rt.prune_images().await.unwrap();
+    assert_eq!((pruned.bases, pruned.records), (1, 1), "{pruned:?}");
+    assert_eq!(
+        pruned.blobs, 4,
+        "manifest, config and two layers: {pruned:?}"
+    );
+    assert!(!img.base.exists());
+    assert!(rt.images().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_size_grows_the_root_filesystem_and_cannot_undercut_the_image() {
+    let h = TestHome::new();
+    let rt = h.runtime();
+    let b = rt
+        .create(BoxOptions::new("boxlite/busybox").disk_size_mib(3072))
+        .await
+        .unwrap();
+    b.start().await.unwrap();
+    let kb: u64 = sh(&b, "df -k / | awk 'NR==2 {print $2}'")
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((2_900_000..3_200_000).contains(&kb), "{kb} KiB");
+    b.stop(std::time::Duration::from_secs(10)).await.unwrap();
+    b.remove(false).await.unwrap();
+
+    let err = rt
+        .create(BoxOptions::new("boxlite/busybox").disk_size_mib(100))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("smaller than image boxlite/busybox:latest"),
+        "{err}"
+    );
+    assert!(rt.list().unwrap().is_empty(), "nothing half-created");
+}
+
+/// Names of everything under `dir`, recursively.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        out.push(e.path().display().to_string());
+        if e.file_type().unwrap().is_dir() {
+            out.extend(tree(&e.path()));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_layers_are_refused_or_stay_inside_the_image() {
+    let reg = Registry::start();
+    let h = TestHome::new();
+    allow_http(&h, &reg);
+    let rt = h.runtime();
+    let marker = format!("boxlite-escape-{:08x}", rand::random::<u32>());
+    let host_target = std::env::temp_dir().join(&marker);
+    let run_cfg = serde_json::json!({"Cmd": ["/bin/sh"]});
+
+    // Contained: an absolute symlink written through, and a hard link to /etc/passwd,
+    // resolve inside the image.
+    let contained = TestImage::new(
+        vec![
+            (busybox_layer(), Comp::Gzip),
+            (
+                Layer::new()
+                    .symlink("evil", &host_target.display().to_string())
+                    .dir("tmp/", 0o1777, (0, 0))
+                    .dir(&format!("tmp/{marker}/"), 0o755, (0, 0))
+                    .file("evil/owned", 0o644, (0, 0), b"written through the link\n")
+                    .hardlink("passwd-link", "etc/passwd"),
+                Comp::None,
+            ),
+        ],
+        run_cfg.clone(),
+    );
+    contained.push(&reg, "hostile/contained", "v1");
+    let passwd_before = std::fs::read("/etc/passwd").unwrap();
+    let r = format!("{}/hostile/contained:v1", reg.addr);
+    rt.pull(&r, &|_| {}).await.unwrap();
+    let b = rt.create(BoxOptions::new(&r)).await.unwrap();
+    let seen = sh(
+        &b,
+        &format!("cat /tmp/{marker}/owned; stat -c %h /etc/passwd"),
+    )
+    .await;
+    assert_eq!(seen, "written through the link\n2\n");
+    b.remove(true).await.unwrap();
+
+    // Refused: a `..` name, a hard link out of the root, a 100 GiB sparse entry.
+    let store_before = tree(&h.home.join("images/bases"));
+    for (name, layer) in [
+        (
+            "dotdot",
+            Layer::new().file(&format!("../../../../tmp/{marker}"), 0o644, (0, 0), b"x"),
+        ),
+        (
+            "hardlink-out",
+            Layer::new().hardlink("x", "../../../../etc/passwd"),
+        ),
+        ("sparse-bomb", Layer::new().sparse_bomb("bomb", 100 << 30)),
+    ] {
+        let img = TestImage::new(
+            vec![(busybox_layer(), Comp::Gzip), (layer, Comp::Gzip)],
+            run_cfg.clone(),
+        );
+        img.push(&reg, &format!("hostile/{name}"), "v1");
+        let r = format!("{}/hostile/{name}:v1", reg.addr);
+        let err = rt.pull(&r, &|_| {}).await.unwrap_err();
+        let msg = boxlite::error_chain(&err);
+        assert!(
+            matches!(err, boxlite::Error::Image(ImageError::Build { .. })),
+            "{name}: {msg}"
+        );
+        assert!(
+            msg.contains(&img.layers[1].digest),
+            "{name}: the error names the layer: {msg}"
+        );
+        assert!(
+            rt.local_image(&r).unwrap().is_none(),
+            "{name}: no reference left"
+        );
+    }
+    assert_eq!(
+        tree(&h.home.join("images/bases")),
+        store_before,
+        "no base left by a failed build"
+    );
+    assert!(
+        tree(&h.home.join("images/tmp")).is_empty(),
+        "no build directory left"
+    );
+    assert!(
+        !host_target.exists(),
+        "nothing escaped to {}",
+        host_target.display()
+    );
+    assert_eq!(std::fs::read("/etc/passwd").unwrap(), passwd_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_missing_from_the_store_is_pulled_by_create_and_bad_references_are_named() {
+    let reg = Registry::start();
+    let h = TestHome::new();
+    allow_http(&h, &reg);
+    let rt: Boxlite = h.runtime();
+    app_image().push(&reg, "test/app", "v1");
+    let r = format!("{}/test/app:v1", reg.addr);
+    let b = rt
+        .create(BoxOptions::new(&r).entrypoint(["/bin/echo"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        run(&b, b.image_command(&["hi".into()]).unwrap()).await,
+        "hi\n"
+    );
+    // An entrypoint override drops the image's Cmd: echo alone prints an empty line.
+    assert_eq!(run(&b, b.image_command(&[]).unwrap()).await, "\n");
+    b.remove(true).await.unwrap();
+
+    for (bad, want) in [
+        ("Bad:Ref", "invalid image reference"),
+        (&format!("{}/test/app:nope", reg.addr) as &str, "not found"),
+        ("boxlite/nothing", "built-in images are"),
+    ] {
+        let err = rt
+            .create(BoxOptions::new(bad))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{bad}: {err}");
+    }
+    assert!(rt.list().unwrap().is_empty());
+}
