@@ -221,7 +221,7 @@ build_busybox_image() {
   local bb=/bin/busybox stamp img=$CACHE/images/busybox.ext4
   [[ -x $bb ]] || die "missing /bin/busybox; install the busybox-static package"
   if readelf -d "$bb" | grep -q NEEDED; then die "/bin/busybox is not static; install busybox-static"; fi
-  stamp="busybox:$(sha "$bb"):v1"
+  stamp="busybox:$(sha "$bb"):v2-journal"
   mkdir -p "$CACHE/images"
   if [[ ! -f $img || $(cat "$img.stamp" 2>/dev/null) != "$stamp" ]]; then
     log "building boxlite/busybox"
@@ -244,18 +244,53 @@ build_busybox_image() {
     rm -f "$img"
     # Room for what boxes write; the file is sparse, and each box's qcow2 overlay only
     # grows by what is written.
-    mkfs.ext4 -q -F -L boxlite-root -E root_owner=0:0 -O ^has_journal -d "$r" "$img" 256M
+    # With a journal: a box's writes, and the online grow at its first boot, survive its
+    # VM being killed.
+    mkfs.ext4 -q -F -L boxlite-root -E root_owner=0:0 -d "$r" "$img" 256M
     echo "$stamp" > "$img.stamp"
   fi
   mkdir -p "$OUT/images"
   cp --sparse=always "$img" "$OUT/images/busybox.ext4"
 }
 
+# boxlite/python: Debian's python3 on a minbase debootstrap. The root tree stays in the
+# cache (bench/images.sh pushes it to a local registry as an image); only a change of
+# the recipe below rebuilds it.
+DEBIAN_MIRROR=${BOXLITE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+PYTHON_RECIPE="bookworm minbase +python3 trimmed v1"
+PYTHON_FS="journal v1"
+build_python_image() {
+  [[ $(id -u) == 0 ]] || die "building boxlite/python needs root (debootstrap)"
+  command -v debootstrap >/dev/null || die "missing debootstrap; run scripts/setup.sh"
+  local img=$CACHE/images/python.ext4 r=$CACHE/images/python-root
+  mkdir -p "$CACHE/images"
+  if [[ ! -d $r || $(cat "$r.stamp" 2>/dev/null) != "$PYTHON_RECIPE" ]]; then
+    log "building boxlite/python (debootstrap from $DEBIAN_MIRROR; a few minutes)"
+    rm -rf "$r" "$r.stamp" "$img"
+    debootstrap --variant=minbase --include=python3 bookworm "$r" "$DEBIAN_MIRROR" \
+      > "$CACHE/images/python-debootstrap.log" 2>&1 \
+      || die "debootstrap failed; see $CACHE/images/python-debootstrap.log"
+    # What an image does not need: package caches and lists, docs, logs.
+    rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/* \
+      "$r"/usr/share/doc/* "$r"/usr/share/man/* "$r"/usr/share/info/* "$r"/var/log/*
+    echo "$PYTHON_RECIPE" > "$r.stamp"
+  fi
+  if [[ ! -f $img || $(cat "$img.stamp" 2>/dev/null) != "$PYTHON_RECIPE $PYTHON_FS" ]]; then
+    local mib
+    mib=$(( $(du -sm "$r" | cut -f1) * 5 / 4 + 64 ))
+    rm -f "$img"
+    mkfs.ext4 -q -F -L boxlite-root -E root_owner=0:0 -d "$r" "$img" "${mib}M"
+    echo "$PYTHON_RECIPE $PYTHON_FS" > "$img.stamp"
+  fi
+  mkdir -p "$OUT/images"
+  cp --sparse=always "$img" "$OUT/images/python.ext4"
+}
+
 # ---------------------------------------------------------------- manifest
 write_manifest() {
   local f entries=() kver
   kver=$(cat "$OUT/kernel.release")
-  for f in vmlinux initramfs.cpio bin/vhost-device-vsock images/busybox.ext4; do
+  for f in vmlinux initramfs.cpio bin/vhost-device-vsock images/busybox.ext4 images/python.ext4; do
     entries+=("$(printf '    "%s": {"size": %s, "sha256": "%s"}' "$f" "$(stat -c %s "$OUT/$f")" "$(sha "$OUT/$f")")")
   done
   {
@@ -263,7 +298,12 @@ write_manifest() {
     local IFS=$'\n'
     printf '%s' "${entries[0]}"
     for f in "${entries[@]:1}"; do printf ',\n%s' "$f"; done
-    printf '\n  },\n  "images": {\n    "boxlite/busybox": "images/busybox.ext4"\n  }\n}\n'
+    printf '\n  },\n  "images": {\n    "boxlite/busybox": "images/busybox.ext4",\n    "boxlite/python": "images/python.ext4"\n  },\n'
+    # What a box of each built-in image runs when given no command, and its environment.
+    printf '  "image_config": {\n'
+    printf '    "boxlite/busybox": {"Cmd": ["/bin/sh"]},\n'
+    printf '    "boxlite/python": {"Cmd": ["python3"], "Env": ["LANG=C.UTF-8"]}\n'
+    printf '  }\n}\n'
   } > "$OUT/manifest.json.tmp"
   mv "$OUT/manifest.json.tmp" "$OUT/manifest.json"
 }
@@ -275,5 +315,6 @@ pack_initramfs "$AGENT"
 build_vhost_vsock
 build_virtiofsd
 build_busybox_image
+build_python_image
 write_manifest
 log "assets ready in $OUT"

@@ -18,6 +18,7 @@ fi
 PACKAGES=(
   qemu-system-x86 qemu-utils          # the VMM and qemu-img
   busybox-static                      # the built-in boxlite/busybox image
+  debootstrap                         # the built-in boxlite/python image
   e2fsprogs cpio lz4 zstd xz-utils kmod binutils patch   # asset build: mkfs.ext4, initramfs, vmlinux, depmod
   protobuf-compiler                   # protoc, for the agent protocol
   libseccomp-dev libcap-ng-dev        # building virtiofsd (volumes)

@@ -88,8 +88,8 @@ struct CreateArgs {
     /// directories cannot be mounted; use `boxlite cp`.
     #[arg(short = 'v', long = "volume", value_name = "SPEC")]
     volumes: Vec<String>,
-    /// Root disk size (MiB, or with K, M, G or T), at least the image's. Default: the
-    /// larger of the image and 2 GiB. The disk file only grows by what is written.
+    /// Root disk size (MiB, or with K, M, G or T), at least the image's (the default).
+    /// The filesystem grows at first boot; the disk file only by what is written.
     #[arg(long, value_name = "SIZE")]
     disk_size: Option<String>,
     /// Replace the image's entrypoint with this program ("" for none); the image's

@@ -230,6 +230,9 @@ pub fn grow_rootfs() -> io::Result<Option<(u64, u64)>> {
     // The ioctl needs a real descriptor, not an O_PATH one.
     let root = fs::File::open(CONTAINER_ROOT)?;
     sys::ext4_resize(&root, wanted)?;
+    // The new group descriptors must reach the disk before anything else happens: a VM
+    // killed with them still in memory leaves a filesystem that no longer mounts.
+    sys::sync();
     Ok(Some((blocks * block_size, wanted * block_size)))
 }
 

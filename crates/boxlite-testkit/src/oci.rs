@@ -181,11 +181,16 @@ pub struct TestImage {
 impl TestImage {
     /// `run` is the config's `config` object (Env, Entrypoint, Cmd, WorkingDir, User).
     pub fn new(layers: Vec<(Layer, Comp)>, run: serde_json::Value) -> Self {
+        let tars = layers.into_iter().map(|(l, c)| (l.into_tar(), c)).collect();
+        Self::from_tars(tars, run)
+    }
+
+    /// An image from layer tars made elsewhere (for example by `tar` from a root tree).
+    pub fn from_tars(layers: Vec<(Vec<u8>, Comp)>, run: serde_json::Value) -> Self {
         let mut blobs = Vec::new();
         let mut diff_ids = Vec::new();
         let mut tars = Vec::new();
-        for (layer, comp) in layers {
-            let tar = layer.into_tar();
+        for (tar, comp) in layers {
             diff_ids.push(format!("sha256:{}", hex(&Sha256::digest(&tar))));
             blobs.push(Blob::new(comp.compress(&tar), comp.media_type()));
             tars.push(tar);

@@ -156,7 +156,11 @@ async fn a_pulled_image_boots_with_its_layers_and_config() {
     assert_eq!(removed.pruned.bases, 0, "the box still uses the base");
     assert!(img.base.is_file());
     b.remove(false).await.unwrap();
+    // What a pull killed mid-download leaves goes too.
+    let abandoned = h.home.join("images/blobs/tmp/0123456789abcdef.1.0");
+    std::fs::write(&abandoned, b"half a layer").unwrap();
     let pruned = rt.prune_images().await.unwrap();
+    assert!(!abandoned.exists());
     assert_eq!((pruned.bases, pruned.records), (1, 1), "{pruned:?}");
     assert_eq!(
         pruned.blobs, 4,

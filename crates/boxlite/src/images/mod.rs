@@ -160,11 +160,18 @@ impl ImageSource for BuiltinSource<'_> {
         if !src.is_file() {
             return Err(AssetError::Missing { path: src }.into());
         }
-        let config = RunConfig {
-            cmd: Some(vec!["/bin/sh".into()]),
-            env: vec![format!("PATH={}", DEFAULT_PATH)],
-            ..RunConfig::default()
-        };
+        // The manifest's settings, else a shell; PATH as Docker sets it unless given.
+        let mut config = self
+            .assets
+            .builtin_config(name)
+            .cloned()
+            .unwrap_or_else(|| RunConfig {
+                cmd: Some(vec!["/bin/sh".into()]),
+                ..RunConfig::default()
+            });
+        if !config.env.iter().any(|e| e.starts_with("PATH=")) {
+            config.env.insert(0, format!("PATH={DEFAULT_PATH}"));
+        }
         store
             .import_base(reference, &src, &expected, config)
             .map(Some)
@@ -401,7 +408,8 @@ impl ImageStore {
     }
 
     /// Remove bases, records and blobs that no reference and no box (`in_use`: manifest
-    /// digests) needs. Images being built hold their lock and are skipped.
+    /// digests) needs, and downloads a killed pull left. Images being built hold their
+    /// lock and are skipped. The caller holds the gc lock, so no pull is running.
     pub fn prune(
         &self,
         in_use: &std::collections::HashSet<String>,
@@ -479,6 +487,16 @@ impl ImageStore {
             }
             blobs.remove(&d)?;
             report.blobs += 1;
+        }
+        // Half-written downloads of killed pulls: no pull runs during a prune (the caller
+        // holds the gc lock), so every one of them is abandoned.
+        for e in std::fs::read_dir(self.dir.join("blobs/tmp"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            report.bytes += disk_usage(&e.path());
+            let _ = std::fs::remove_file(e.path());
         }
         build::sweep(self);
         Ok(report)

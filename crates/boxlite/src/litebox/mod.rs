@@ -86,9 +86,10 @@ pub struct BoxOptions {
     /// Managed volumes to mount; see [`crate::volumes`].
     #[serde(default)]
     pub volumes: Vec<crate::volumes::VolumeSpec>,
-    /// The root disk's size in MiB: at least the image's. Default: the image's size or
-    /// [`DEFAULT_DISK_MIB`], whichever is larger. The disk file is sparse and only grows
-    /// by what the box writes.
+    /// The root disk's size in MiB: at least the image's. Default: the image's (built
+    /// images carry at least 1 GiB of free space). A larger disk is grown into at the
+    /// box's first boot, which costs boot time under TCG (about 0.5 s per GiB). The disk
+    /// file is sparse and only grows by what the box writes.
     #[serde(default)]
     pub disk_size_mib: Option<u64>,
     /// Replaces the image's entrypoint (empty: none), and, as in Docker, drops its
@@ -96,9 +97,6 @@ pub struct BoxOptions {
     #[serde(default)]
     pub entrypoint: Option<Vec<String>>,
 }
-
-/// A box's root disk size when none is asked for, if the image is smaller.
-pub const DEFAULT_DISK_MIB: u64 = 2048;
 
 impl BoxOptions {
     pub fn new(image: impl Into<String>) -> Self {

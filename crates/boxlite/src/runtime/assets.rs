@@ -45,6 +45,9 @@ struct Manifest {
     files: BTreeMap<String, FileEntry>,
     #[serde(default)]
     images: BTreeMap<String, String>,
+    /// Per built-in image: what a box runs by default, and its environment.
+    #[serde(default)]
+    image_config: BTreeMap<String, crate::images::registry::RunConfig>,
 }
 
 /// What identifies one version of a file: any write, truncate, chmod or rename changes
@@ -232,6 +235,11 @@ impl Assets {
     /// Built-in images: reference to manifest file name.
     pub fn builtin_images(&self) -> &BTreeMap<String, String> {
         &self.manifest.images
+    }
+
+    /// The run settings of a built-in image, if the manifest gives them.
+    pub fn builtin_config(&self, name: &str) -> Option<&crate::images::registry::RunConfig> {
+        self.manifest.image_config.get(name)
     }
 
     /// A helper binary shipped with the assets, if present.

@@ -256,7 +256,7 @@ impl Boxlite {
                 .into());
             }
             Some(mib) => mib << 20,
-            None => base_bytes.max(litebox::DEFAULT_DISK_MIB << 20),
+            None => base_bytes,
         };
         let mut run = image.config.clone();
         if let Some(ep) = &opts.entrypoint {
