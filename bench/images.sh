@@ -5,7 +5,8 @@
 #   bench/images.sh [RUNS]     (default 5)
 #
 # Figures, each as median and spread (min-max):
-#   1. pull + root filesystem build of boxlite/python from a registry on 127.0.0.1,
+#   1. pull + root filesystem build of boxlite/python (one gzip layer; set
+#      BENCH_LAYER_COMPRESSION=none|zstd for others) from a registry on 127.0.0.1,
 #      cold (a fresh store each run), and the build's share of it
 #   2. the same pull again, warm (blobs and base cached; the manifest is re-checked)
 #   3. `skopeo copy` of the same image to a directory, and the cold pull's ratio to it

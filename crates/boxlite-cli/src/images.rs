@@ -91,11 +91,24 @@ impl Display {
                 }
                 let _ = writeln!(err, "building the root filesystem from {layers} layers");
             }
-            Progress::Built { ms, cached } => {
+            Progress::Built { ms, cached, build } => {
                 if cached {
                     let _ = writeln!(err, "root filesystem already built");
                 } else {
-                    let _ = writeln!(err, "root filesystem built in {:.1}s", ms as f64 / 1000.0);
+                    let secs = |ms: u64| ms as f64 / 1000.0;
+                    let detail = build
+                        .map(|b| {
+                            format!(
+                                " (builder boot {:.1}s, layers {:.1}s, check and shrink {:.1}s; {} files, {})",
+                                secs(b.boot_ms),
+                                secs(b.apply_ms),
+                                secs(b.finish_ms),
+                                b.entries,
+                                bytes(b.bytes)
+                            )
+                        })
+                        .unwrap_or_default();
+                    let _ = writeln!(err, "root filesystem built in {:.1}s{detail}", secs(ms));
                 }
             }
         }

@@ -464,3 +464,84 @@ fn concurrent_pulls_succeed_with_one_copy_and_a_corrupt_blob_is_fetched_again() 
         "from the image\n"
     );
 }
+
+#[test]
+fn a_pull_killed_mid_download_leaves_nothing_trusted_and_the_next_pull_completes() {
+    let reg = Registry::start();
+    // 96 MiB that does not compress: a download long enough to interrupt.
+    let mut big = vec![0u8; 96 << 20];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for chunk in big.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    let img = TestImage::new(
+        vec![
+            (busybox_layer(), Comp::Gzip),
+            (
+                Layer::new().file("srv/big", 0o644, (0, 0), &big),
+                Comp::None,
+            ),
+        ],
+        serde_json::json!({"Cmd": ["/bin/sh"]}),
+    );
+    drop(big);
+    img.push(&reg, "cli/big", "1");
+    let h = TestHome::new();
+    http_config(&h, &reg);
+    let r = format!("{}/cli/big:1", reg.addr);
+    let layer = h
+        .home
+        .join("images/blobs/sha256")
+        .join(&img.layers[1].digest[7..]);
+    let tmp = h.home.join("images/blobs/tmp");
+
+    let mut child = h
+        .cli(BIN)
+        .args(["pull", "-q", &r])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut killed_mid_download = false;
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        let partial = std::fs::read_dir(&tmp)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.metadata().map(|m| m.len() > (1 << 20)).unwrap_or(false));
+        if partial && !layer.exists() {
+            child.kill().unwrap();
+            killed_mid_download = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let _ = child.wait();
+    assert!(
+        killed_mid_download,
+        "the pull finished before it could be interrupted"
+    );
+    assert!(!layer.exists(), "no half-downloaded layer under its digest");
+    assert!(
+        h.ok(BIN, &["images", "-q"]).is_empty(),
+        "no reference to a half-pulled image"
+    );
+
+    h.ok(BIN, &["pull", "-q", &r]);
+    assert_eq!(
+        h.ok(BIN, &["run", "--rm", &r, "wc", "-c", "/srv/big"]),
+        format!("{} /srv/big\n", 96 << 20)
+    );
+    // The killed pull's temporary file goes with a prune; the image stays.
+    assert!(std::fs::read_dir(&tmp).unwrap().count() > 0);
+    h.ok(BIN, &["image", "prune"]);
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+    assert_eq!(h.ok(BIN, &["images", "-q"]), format!("{r}\n"));
+}

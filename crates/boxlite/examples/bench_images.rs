@@ -36,33 +36,45 @@ async fn main() -> Result<(), boxlite::Error> {
     let layer = std::fs::read(args.get(2).expect("usage: bench_images RUNS LAYER.tar"))
         .expect("reading the layer tar");
     let reg = Registry::start();
+    // BENCH_LAYER_COMPRESSION=none|gzip|zstd (default gzip, as registries serve).
+    let comp = match std::env::var("BENCH_LAYER_COMPRESSION").as_deref() {
+        Ok("none") => Comp::None,
+        Ok("zstd") => Comp::Zstd,
+        _ => Comp::Gzip,
+    };
     let img = TestImage::from_tars(
-        vec![(layer, Comp::Gzip)],
+        vec![(layer, comp)],
         serde_json::json!({"Cmd": ["python3"], "Env": ["LANG=C.UTF-8"]}),
     );
     img.push(&reg, "bench/python", "latest");
     let size: usize = img.layers.iter().map(|l| l.data.len()).sum();
     println!(
-        "image: one gzip layer, {:.1} MB compressed",
+        "image: one {comp:?} layer, {:.1} MB as pushed",
         size as f64 / 1e6
     );
     let reference = format!("{}/bench/python:latest", reg.addr);
     let scratch = std::env::temp_dir().join(format!("boxlite-bench-img-{}", std::process::id()));
 
     let (mut cold, mut build, mut warm) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut boot, mut apply, mut finish) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {
         let home = scratch.join(format!("cold{i}"));
         let rt = runtime(&home, &reg)?;
-        let built = std::sync::Mutex::new(0u64);
+        let built = std::sync::Mutex::new(None);
         let t = Instant::now();
         rt.pull(&reference, &|p| {
-            if let boxlite::images::registry::Progress::Built { ms, .. } = p {
-                *built.lock().unwrap() = ms;
+            if let boxlite::images::registry::Progress::Built { ms, build, .. } = p {
+                *built.lock().unwrap() = Some((ms, build));
             }
         })
         .await?;
         cold.push(t.elapsed().as_secs_f64());
-        build.push(*built.lock().unwrap() as f64 / 1000.0);
+        if let Some((ms, Some(b))) = built.lock().unwrap().take() {
+            build.push(ms as f64 / 1000.0);
+            boot.push(b.boot_ms as f64 / 1000.0);
+            apply.push(b.apply_ms as f64 / 1000.0);
+            finish.push(b.finish_ms as f64 / 1000.0);
+        }
         let t = Instant::now();
         rt.pull(&reference, &|_| {}).await?;
         warm.push(t.elapsed().as_secs_f64());
@@ -78,6 +90,9 @@ async fn main() -> Result<(), boxlite::Error> {
     let cold_median = med(&cold);
     stats("pull + rootfs build, cold", "s", cold);
     stats("  of which the rootfs build", "s", build);
+    stats("    builder boot", "s", boot);
+    stats("    layers applied in the builder", "s", apply);
+    stats("    e2fsck, shrink, store", "s", finish);
     stats("pull, warm (all cached)", "s", warm);
 
     let mut skopeo = Vec::new();

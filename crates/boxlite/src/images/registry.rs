@@ -375,6 +375,8 @@ pub enum Progress {
     Built {
         ms: u64,
         cached: bool,
+        /// Where the time went, when it was built now.
+        build: Option<crate::images::build::BuildReport>,
     },
 }
 

@@ -116,6 +116,7 @@ impl Boxlite {
         progress(Progress::Built {
             ms: t.elapsed().as_millis() as u64,
             cached: report.is_none(),
+            build: report,
         });
         store.tag(&rec.reference, &rec.manifest_digest)?;
         Ok(Image {
