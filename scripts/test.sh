@@ -17,7 +17,7 @@ export BOXLITE_ASSETS="$REPO/build/assets"
 # Each VM test boots its own box; two at a time keeps a 2-core machine busy without
 # starving the emulated CPUs.
 echo "[test] cargo test" >&2
-cargo test --workspace --locked -- --test-threads="${BOXLITE_TEST_THREADS:-2}"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${BOXLITE_TEST_THREADS:-2}"
 
 leftover=$(pgrep -fa 'qemu-system|vhost-device-vsock' | grep -F "$REPO" || true)
 if [[ -n $leftover ]]; then

@@ -376,16 +376,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bases_get_a_fifth_or_64_mib_of_headroom_rounded_to_a_mib() {
-        // 100 MiB used in 4 KiB blocks: 64 MiB of headroom.
-        assert_eq!(shrunk_size(25_600, 1_000, 4096), 25_600 + 16_384);
-        // 1 GiB used: a fifth.
-        let used = 262_144;
+    fn bases_get_a_quarter_or_1_gib_of_headroom_rounded_to_a_mib() {
+        // 100 MiB used in 4 KiB blocks: 1 GiB of headroom.
+        assert_eq!(shrunk_size(25_600, 1_000, 4096), 25_600 + 262_144);
+        // 8 GiB used (and a little): a quarter, rounded up to a MiB.
+        let used = 2_097_152 + 3;
         assert_eq!(
             shrunk_size(used, 1_000, 4096),
-            (used + used / 5).div_ceil(256) * 256
+            (used + used / 4).div_ceil(256) * 256
         );
         // Never below resize2fs's minimum.
-        assert_eq!(shrunk_size(10, 50_000, 4096), 50_176);
+        assert_eq!(shrunk_size(10, 500_000, 4096), 500_224);
     }
 }
