@@ -189,6 +189,28 @@ fn load_reads_oci_layouts_and_docker_archives() {
         "hello\nfrom the image\napp\n"
     );
 
+    // The same layout as a tar: an OCI archive.
+    let oci_tar = h.home.join("layout.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&oci_tar).unwrap());
+        b.append_dir_all(".", &layout).unwrap();
+        b.finish().unwrap();
+    }
+    let out = h.ok(
+        BIN,
+        &[
+            "load",
+            "-i",
+            oci_tar.to_str().unwrap(),
+            "--tag",
+            "local/app:tarred",
+        ],
+    );
+    assert_eq!(
+        out,
+        format!("docker.io/local/app:tarred@{}\n", img.manifest.digest)
+    );
+
     let archive = h.home.join("saved.tar");
     img.write_docker_archive(&archive, "saved/app:2");
     let out = h.ok(BIN, &["load", "-i", archive.to_str().unwrap()]);
@@ -199,7 +221,7 @@ fn load_reads_oci_layouts_and_docker_archives() {
     );
     assert_eq!(
         h.ok(BIN, &["images", "-q"]),
-        "docker.io/local/app:v1\ndocker.io/saved/app:2\n"
+        "docker.io/local/app:tarred\ndocker.io/local/app:v1\ndocker.io/saved/app:2\n"
     );
 
     // Not an image: a clear error, nothing stored.
@@ -212,7 +234,7 @@ fn load_reads_oci_layouts_and_docker_archives() {
     );
     let err = fails(&h, &["load", "-i", "/nonexistent/x"]);
     assert!(err.contains("cannot load /nonexistent/x"), "{err}");
-    assert_eq!(h.ok(BIN, &["images", "-q"]).lines().count(), 2);
+    assert_eq!(h.ok(BIN, &["images", "-q"]).lines().count(), 3);
 }
 
 #[test]

@@ -121,6 +121,15 @@ impl Layer {
         self
     }
 
+    /// A character device node.
+    pub fn char_device(mut self, name: &str, mode: u32, major: u32, minor: u32) -> Self {
+        let mut h = header(tar::EntryType::Char, mode, (0, 0), 0);
+        h.set_device_major(major).unwrap();
+        h.set_device_minor(minor).unwrap();
+        self.raw(h, name, &[]);
+        self
+    }
+
     /// A GNU sparse entry claiming `size` bytes with (almost) no data: a tar bomb.
     pub fn sparse_bomb(mut self, name: &str, size: u64) -> Self {
         let mut h = header(tar::EntryType::GNUSparse, 0o644, (0, 0), 0);

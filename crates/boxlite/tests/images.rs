@@ -49,7 +49,8 @@ fn app_image() -> TestImage {
         .file("etc/shadow", 0o640, (0, 42), b"root:*::0:::::\n")
         .symlink("opt/link", "suid")
         .hardlink("opt/hard", "opt/suid")
-        .fifo("opt/fifo", 0o620, (7, 8));
+        .fifo("opt/fifo", 0o620, (7, 8))
+        .char_device("opt/null", 0o666, 1, 3);
     TestImage::new(
         vec![(lower, Comp::Gzip), (upper, Comp::Zstd)],
         serde_json::json!({
@@ -118,6 +119,7 @@ async fn a_pulled_image_boots_with_its_layers_and_config() {
         &b,
         BoxCommand::new("sh").user("root").arg("-c").arg(
             "cd /opt && stat -c '%n %u:%g %a %F' suid link hard fifo /etc/shadow && \
+         stat -c '%n %F %t:%T' null && \
          stat -c %i suid hard && ls -A app && cat app/config && echo && ls doomed 2>&1; true",
         ),
     )
@@ -128,14 +130,15 @@ async fn a_pulled_image_boots_with_its_layers_and_config() {
     assert_eq!(lines[2], "hard 1234:5678 4755 regular file", "{stat}");
     assert_eq!(lines[3], "fifo 7:8 620 fifo", "{stat}");
     assert_eq!(lines[4], "/etc/shadow 0:42 640 regular file", "{stat}");
-    assert_eq!(lines[5], lines[6], "hard links share an inode: {stat}");
+    assert_eq!(lines[5], "null character special file 1:3", "{stat}");
+    assert_eq!(lines[6], lines[7], "hard links share an inode: {stat}");
     assert_eq!(
-        lines[7], "config",
+        lines[8], "config",
         "the opaque directory holds only the new content: {stat}"
     );
-    assert_eq!(lines[8], "upper");
+    assert_eq!(lines[9], "upper");
     assert!(
-        lines[9].contains("No such file"),
+        lines[10].contains("No such file"),
         "the whiteout removed it: {stat}"
     );
 
