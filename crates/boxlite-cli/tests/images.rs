@@ -170,20 +170,12 @@ fn load_reads_oci_layouts_and_docker_archives() {
     // A bare tag in the layout is not a name: --tag gives one.
     let unnamed = fails(&h, &["load", "-i", layout.to_str().unwrap()]);
     assert!(unnamed.contains("name it with --tag"), "{unnamed}");
-    let out = h.ok(
-        BIN,
-        &[
-            "load",
-            "-i",
-            layout.to_str().unwrap(),
-            "--tag",
-            "local/app:v1",
-        ],
-    );
-    assert_eq!(
-        out,
-        format!("docker.io/local/app:v1@{}\n", img.manifest.digest)
-    );
+    // Loading with --tag prints the canonical name and the manifest digest.
+    let load_tagged = |input: &std::path::Path, tag: &str| {
+        let out = h.ok(BIN, &["load", "-i", input.to_str().unwrap(), "--tag", tag]);
+        assert_eq!(out, format!("docker.io/{tag}@{}\n", img.manifest.digest));
+    };
+    load_tagged(&layout, "local/app:v1");
     assert_eq!(
         h.ok(BIN, &["run", "--rm", "local/app:v1"]),
         "hello\nfrom the image\napp\n"
@@ -196,20 +188,7 @@ fn load_reads_oci_layouts_and_docker_archives() {
         b.append_dir_all(".", &layout).unwrap();
         b.finish().unwrap();
     }
-    let out = h.ok(
-        BIN,
-        &[
-            "load",
-            "-i",
-            oci_tar.to_str().unwrap(),
-            "--tag",
-            "local/app:tarred",
-        ],
-    );
-    assert_eq!(
-        out,
-        format!("docker.io/local/app:tarred@{}\n", img.manifest.digest)
-    );
+    load_tagged(&oci_tar, "local/app:tarred");
 
     let archive = h.home.join("saved.tar");
     img.write_docker_archive(&archive, "saved/app:2");
