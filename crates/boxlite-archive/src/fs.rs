@@ -45,8 +45,9 @@ fn owned(fd: libc::c_long) -> io::Result<OwnedFd> {
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
+    let fd = libc::c_int::try_from(fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
     // SAFETY: the syscall returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// `openat2(dir, path, flags, resolve)`. An empty path opens `dir` itself again.
@@ -59,7 +60,7 @@ pub fn open_at(
     let p = cstr(if path.is_empty() { b"." } else { path })?;
     // SAFETY: open_how is plain old data; all-zero is valid (and required for padding).
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.flags = u64::from((flags | libc::O_CLOEXEC).cast_unsigned());
     if flags & libc::O_CREAT != 0 {
         how.mode = 0o600;
     }
@@ -189,7 +190,7 @@ pub fn readlink_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Vec<u8>> {
     if len < 0 {
         return Err(io::Error::last_os_error());
     }
-    buf.truncate(len as usize);
+    buf.truncate(len.unsigned_abs());
     Ok(buf)
 }
 

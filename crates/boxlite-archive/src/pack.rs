@@ -99,7 +99,7 @@ impl<W: Write> Packer<'_, W> {
         let (uid, gid) = self.opts.owner.unwrap_or((st.st_uid, st.st_gid));
         h.set_uid(uid.into());
         h.set_gid(gid.into());
-        h.set_mtime(st.st_mtime.max(0) as u64);
+        h.set_mtime(u64::try_from(st.st_mtime).unwrap_or(0));
         h.set_size(0);
         h
     }
@@ -197,23 +197,18 @@ impl<W: Write> Packer<'_, W> {
                 }
                 let file = self.reopen(parent, src, libc::O_RDONLY, st)?;
                 let mut h = self.header(st, tar::EntryType::Regular);
-                h.set_size(st.st_size as u64);
+                let size = u64::try_from(st.st_size).unwrap_or(0);
+                h.set_size(size);
                 // A file that changes size while it is read would corrupt the stream;
                 // read exactly the size in the header, padding a shrunken file.
                 let file = std::io::BufReader::with_capacity(
-                    crate::unpack::io_buf(st.st_size as u64),
+                    crate::unpack::io_buf(size),
                     std::fs::File::from(file),
                 );
-                let reader = std::io::Read::chain(
-                    std::io::Read::take(file, st.st_size as u64),
-                    std::io::repeat(0),
-                );
+                let reader =
+                    std::io::Read::chain(std::io::Read::take(file, size), std::io::repeat(0));
                 self.tar
-                    .append_data(
-                        &mut h,
-                        path_of(name),
-                        std::io::Read::take(reader, st.st_size as u64),
-                    )
+                    .append_data(&mut h, path_of(name), std::io::Read::take(reader, size))
                     .map_err(w)?;
             }
             libc::S_IFLNK => {

@@ -13,7 +13,17 @@ pub(crate) const IO_BUF: usize = 1 << 20;
 /// The buffer for a file of `size` bytes: no larger than the file, since a 1 MiB
 /// allocation per small file (an mmap and munmap each) costs more than the copy.
 pub(crate) fn io_buf(size: u64) -> usize {
-    (size.clamp(8 << 10, IO_BUF as u64)) as usize
+    usize::try_from(size).map_or(IO_BUF, |s| s.clamp(8 << 10, IO_BUF))
+}
+
+/// A tar owner id as a Linux one; ids past 32 bits are malformed input.
+fn id32(id: u64, what: &str) -> Result<u32, ArchiveError> {
+    u32::try_from(id).map_err(|_| {
+        ArchiveError::Tar(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{what} {id} does not fit in 32 bits"),
+        ))
+    })
 }
 
 /// How archive paths map onto the destination.
@@ -159,13 +169,13 @@ pub fn unpack<R: Read>(
         };
         let owner = if opts.preserve_owner {
             Some((
-                h.uid().map_err(ArchiveError::Tar)? as u32,
-                h.gid().map_err(ArchiveError::Tar)? as u32,
+                id32(h.uid().map_err(ArchiveError::Tar)?, "uid")?,
+                id32(h.gid().map_err(ArchiveError::Tar)?, "gid")?,
             ))
         } else {
             None
         };
-        let mtime = h.mtime().unwrap_or(0).min(i64::MAX as u64) as i64;
+        let mtime = i64::try_from(h.mtime().unwrap_or(0)).unwrap_or(i64::MAX);
         let kind = h.entry_type();
         let shown = show(&full);
         let io = |what| ArchiveError::io(&shown, what);
@@ -364,7 +374,7 @@ fn check_link_target(raw: &[u8], rel: &[u8], target: &[u8]) -> Result<(), Archiv
             &format!("its symlink target {:?} is absolute", show(target)),
         ));
     }
-    let mut depth = rel.split(|b| *b == b'/').count() as i64 - 1;
+    let mut depth = i64::try_from(rel.split(|b| *b == b'/').count()).unwrap_or(i64::MAX) - 1;
     for c in target.split(|b| *b == b'/') {
         match c {
             b"" | b"." => {}

@@ -424,7 +424,7 @@ fn layers_apply_whiteouts_opaque_dirs_owners_links_and_xattrs_exactly() {
             value.len(),
         )
     };
-    assert_eq!(&value[..n.max(0) as usize], b"layer2");
+    assert_eq!(&value[..usize::try_from(n).unwrap()], b"layer2");
 }
 
 trait FifoLike {

@@ -15,7 +15,7 @@ where
 {
     let mut failed = 0;
     for key in keys {
-        let res = match rt.get(key) {
+        let res = match rt.get(key).await {
             Ok(b) => op(b).await,
             Err(e) => Err(e),
         };
@@ -74,9 +74,10 @@ fn status(b: &BoxInfo) -> String {
 
 const STATUS_WIDTH: usize = 40;
 
-pub fn ls(rt: &Boxlite, all: bool, quiet: bool, format: &str) -> Result<i32> {
+pub async fn ls(rt: &Boxlite, all: bool, quiet: bool, format: &str) -> Result<i32> {
     let boxes: Vec<BoxInfo> = rt
-        .list()?
+        .list()
+        .await?
         .into_iter()
         .filter(|b| all || b.state.is_active())
         .collect();
@@ -115,7 +116,7 @@ pub async fn inspect(rt: &Boxlite, keys: &[String]) -> Result<i32> {
     let mut found = Vec::new();
     let mut failed = false;
     for key in keys {
-        let info = match rt.get(key) {
+        let info = match rt.get(key).await {
             Ok(b) => b.info().await,
             Err(e) => Err(e),
         };
@@ -134,7 +135,7 @@ pub async fn inspect(rt: &Boxlite, keys: &[String]) -> Result<i32> {
 /// Print the console log; with `follow`, keep printing as it grows until the box is no
 /// longer running (or we are interrupted).
 pub async fn logs(rt: &Boxlite, key: &str, follow: bool) -> Result<i32> {
-    let b = rt.get(key)?;
+    let b = rt.get(key).await?;
     let path = b.info().await?.console_log;
     let mut offset = 0u64;
     let mut out = std::io::stdout();
@@ -172,8 +173,8 @@ pub async fn logs(rt: &Boxlite, key: &str, follow: bool) -> Result<i32> {
 }
 
 /// `boxlite volume ...`.
-pub fn volume(rt: &Boxlite, cmd: crate::VolumeCommand) -> Result<i32> {
-    use crate::VolumeCommand as V;
+pub async fn volume(rt: &Boxlite, cmd: crate::args::VolumeCommand) -> Result<i32> {
+    use crate::args::VolumeCommand as V;
     let report = |r: Result<(), boxlite::Error>, name: &str, failed: &mut bool| match r {
         Ok(()) => println!("{name}"),
         Err(e) => {
@@ -184,11 +185,11 @@ pub fn volume(rt: &Boxlite, cmd: crate::VolumeCommand) -> Result<i32> {
     let mut failed = false;
     match cmd {
         V::Create { name } => {
-            rt.create_volume(&name)?;
+            rt.create_volume(&name).await?;
             println!("{name}");
         }
         V::Ls { format } => {
-            let vols = rt.volumes()?;
+            let vols = rt.volumes().await?;
             match format.as_str() {
                 "json" => println!("{}", serde_json::to_string_pretty(&vols)?),
                 "table" => {
@@ -217,7 +218,7 @@ pub fn volume(rt: &Boxlite, cmd: crate::VolumeCommand) -> Result<i32> {
         V::Inspect { names } => {
             let mut found = Vec::new();
             for n in &names {
-                match rt.volume(n) {
+                match rt.volume(n).await {
                     Ok(v) => found.push(v),
                     Err(e) => report(Err(e), n, &mut failed),
                 }
@@ -226,7 +227,7 @@ pub fn volume(rt: &Boxlite, cmd: crate::VolumeCommand) -> Result<i32> {
         }
         V::Rm { force, names } => {
             for n in &names {
-                report(rt.remove_volume(n, force), n, &mut failed);
+                report(rt.remove_volume(n, force).await, n, &mut failed);
             }
         }
     }

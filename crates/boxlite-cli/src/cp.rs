@@ -43,21 +43,21 @@ fn box_path(path: &str) -> Result<&str> {
 pub async fn run(rt: &Boxlite, src: &str, dst: &str, opts: CopyOptions) -> Result<i32> {
     match (parse(src), parse(dst)) {
         (Place::Stream, Place::Box { key, path }) => {
-            let b = rt.get(&key)?;
+            let b = rt.get(&key).await?;
             b.copy_in_tar(tokio::io::stdin(), box_path(&path)?, opts.overwrite)
                 .await?;
         }
         (Place::Box { key, path }, Place::Stream) => {
-            let b = rt.get(&key)?;
+            let b = rt.get(&key).await?;
             b.copy_out_tar(box_path(&path)?, &mut tokio::io::stdout(), &opts)
                 .await?;
         }
         (Place::Host(h), Place::Box { key, path }) => {
-            let b = rt.get(&key)?;
+            let b = rt.get(&key).await?;
             b.copy_in(&h, box_path(&path)?, &opts).await?;
         }
         (Place::Box { key, path }, Place::Host(h)) => {
-            let b = rt.get(&key)?;
+            let b = rt.get(&key).await?;
             b.copy_out(box_path(&path)?, &h, &opts).await?;
         }
         (Place::Box { .. }, Place::Box { .. }) => {

@@ -138,8 +138,8 @@ pub async fn pull(rt: &Boxlite, references: &[String], quiet: bool) -> Result<i3
     Ok(if failed == 0 { 0 } else { 125 })
 }
 
-pub fn list(rt: &Boxlite, quiet: bool, format: &str) -> Result<i32> {
-    let images = rt.images();
+pub async fn list(rt: &Boxlite, quiet: bool, format: &str) -> Result<i32> {
+    let images = rt.images().await;
     match format {
         "json" => println!("{}", serde_json::to_string_pretty(&images)?),
         "table" if quiet => {
@@ -309,7 +309,10 @@ pub fn parse_size_mib(s: &str) -> Result<u64> {
         .with_context(|| {
             format!("invalid --disk-size {s:?}: use MiB, or a number with K, M, G or T")
         })?;
-    Ok((v * mult).ceil() as u64)
+    // Positive and finite; the library checks the range.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let mib = (v * mult).ceil().min(1e18) as u64;
+    Ok(mib)
 }
 
 #[cfg(test)]

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(boxlite::monitor::run(&args.home, &args.id)) {
+    match rt.block_on(boxlite::run_box_monitor(&args.home, &args.id)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(box_id = %args.id, "monitor failed: {}", boxlite::error_chain(&e));

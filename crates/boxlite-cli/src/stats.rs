@@ -26,17 +26,20 @@ fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
 }
 
 async fn snapshot(rt: &Boxlite, keys: &[String]) -> Result<Vec<BoxMetrics>> {
-    let boxes = if keys.is_empty() {
-        rt.list()?
+    let keys_or_running: Vec<String> = if keys.is_empty() {
+        rt.list()
+            .await?
             .into_iter()
             .filter(|b| b.state == BoxState::Running)
-            .map(|b| rt.get(&b.id))
-            .collect::<Result<Vec<_>, _>>()?
+            .map(|b| b.id)
+            .collect()
     } else {
-        keys.iter()
-            .map(|k| rt.get(k))
-            .collect::<Result<Vec<_>, _>>()?
+        keys.to_vec()
     };
+    let mut boxes = Vec::with_capacity(keys_or_running.len());
+    for k in &keys_or_running {
+        boxes.push(rt.get(k).await?);
+    }
     let mut out = Vec::with_capacity(boxes.len());
     for b in boxes {
         match b.metrics().await {

@@ -268,7 +268,7 @@ fn ctrl_c_during_run_rm_removes_the_box_and_leaves_no_vm_process() {
     assert_eq!(&first, b"started\n");
 
     // SAFETY: kill has no memory-safety preconditions; the pid is our child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(child.id().cast_signed(), libc::SIGINT) };
     let out = child.wait_with_output().unwrap();
 
     assert_eq!(out.status.code(), Some(130));
@@ -336,9 +336,16 @@ async fn sigkilled_client_does_not_disturb_another_client_or_its_own_execution()
 
     let b_out = reader.await.unwrap();
     let b_status = ex.wait().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A's execution, orphaned by its client, still finishes: wait for its marker.
     let mut check = b
-        .exec(boxlite::BoxCommand::new("cat").arg("/tmp/a-marker"))
+        .exec(
+            boxlite::BoxCommand::new("sh")
+                .args([
+                    "-c",
+                    "while [ ! -e /tmp/a-marker ]; do sleep 0.05; done; cat /tmp/a-marker",
+                ])
+                .timeout(Duration::from_secs(60)),
+        )
         .await
         .unwrap();
     let marker = check.take_stdout().unwrap().read_to_end().await.unwrap();

@@ -61,7 +61,7 @@ fn make_tree(root: &Path) {
             };
             let p = dir.join(name);
             let body: Vec<u8> = (0..(f * 37 + d) % 3000)
-                .map(|i| (i * 7 + f + d) as u8)
+                .map(|i| u8::try_from((i * 7 + f + d) % 256).unwrap())
                 .collect();
             std::fs::write(&p, body).unwrap();
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(modes[f % 5])).unwrap();

@@ -30,14 +30,6 @@ fn image() -> TestImage {
     )
 }
 
-fn http_config(h: &TestHome, reg: &Registry) {
-    std::fs::write(
-        h.home.join("config.toml"),
-        format!("[registries.\"{}\"]\ninsecure_http = true\n", reg.addr),
-    )
-    .unwrap();
-}
-
 fn fails(h: &TestHome, args: &[&str]) -> String {
     let out = h.run(BIN, args);
     assert_eq!(out.status.code(), Some(125), "{args:?}: {out:?}");
@@ -49,7 +41,7 @@ fn pull_images_run_with_defaults_rmi_and_prune() {
     let reg = Registry::start();
     let digest = image().push(&reg, "cli/app", "1.0");
     let h = TestHome::new();
-    http_config(&h, &reg);
+    h.allow_http(&reg);
     let r = format!("{}/cli/app:1.0", reg.addr);
 
     let out = h.run(BIN, &["pull", &r]);
@@ -304,7 +296,7 @@ fn login_credentials_reach_a_tls_registry_and_are_never_shown() {
 fn bad_references_and_registries_fail_clearly_and_leave_nothing() {
     let reg = Registry::start();
     let h = TestHome::new();
-    http_config(&h, &reg);
+    h.allow_http(&reg);
     let pushed = image();
     pushed.push(&reg, "cli/app", "1.0");
 
@@ -409,7 +401,7 @@ fn concurrent_pulls_succeed_with_one_copy_and_a_corrupt_blob_is_fetched_again() 
     let reg = Registry::start();
     let digest = image().push(&reg, "cli/app", "1.0");
     let h = TestHome::new();
-    http_config(&h, &reg);
+    h.allow_http(&reg);
     let r = format!("{}/cli/app:1.0", reg.addr);
 
     let pulls: Vec<_> = (0..2)
@@ -491,7 +483,7 @@ fn a_pull_killed_mid_download_leaves_nothing_trusted_and_the_next_pull_completes
     drop(big);
     img.push(&reg, "cli/big", "1");
     let h = TestHome::new();
-    http_config(&h, &reg);
+    h.allow_http(&reg);
     let r = format!("{}/cli/big:1", reg.addr);
     let layer = h
         .home

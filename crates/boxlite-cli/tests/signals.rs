@@ -92,8 +92,10 @@ fn ctrl_c_on_exec_is_forwarded_to_the_command_which_runs_its_trap() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
 
+    let pid = child.id().cast_signed();
     // SAFETY: kill has no memory-safety preconditions.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let sent = unsafe { libc::kill(pid, libc::SIGINT) };
+    assert_eq!(sent, 0);
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
     let status = child.wait().unwrap();
 
@@ -115,11 +117,22 @@ fn detached_exec_is_attached_from_another_process_with_buffered_output_and_exit_
             "att",
             "sh",
             "-c",
-            "echo before; echo oops >&2; sleep 1; echo after; exit 7",
+            "echo before; echo oops >&2; touch /tmp/wrote; sleep 1; echo after; exit 7",
         ],
     );
-    // Let it write while nobody is attached.
-    std::thread::sleep(Duration::from_millis(300));
+    // It writes while nobody is attached: wait until it has.
+    h.ok(
+        BIN,
+        &[
+            "exec",
+            "--timeout",
+            "60",
+            "att",
+            "sh",
+            "-c",
+            "while [ ! -e /tmp/wrote ]; do sleep 0.05; done",
+        ],
+    );
     let attached = h.run(BIN, &["attach", "att", id.trim()]);
     let again = h.run(BIN, &["attach", "att", id.trim()]);
 

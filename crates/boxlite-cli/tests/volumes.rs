@@ -212,7 +212,7 @@ fn sigkilled_box_leaves_no_virtiofsd_after_recovery() {
         ],
     );
     let info: serde_json::Value = serde_json::from_str(&ok(&h, &["inspect", "k"])).unwrap();
-    let vmm = info[0]["vmm_pid"].as_i64().unwrap() as i32;
+    let vmm = i32::try_from(info[0]["vmm_pid"].as_i64().unwrap()).unwrap();
 
     // SAFETY: kill has no memory-safety preconditions.
     assert_eq!(unsafe { libc::kill(vmm, libc::SIGKILL) }, 0);

@@ -20,6 +20,15 @@ pub fn status(e: ArchiveError) -> Status {
         }
         ArchiveError::Refused { .. } | ArchiveError::Tar(_) => Status::invalid_argument(msg),
         ArchiveError::Write(_) => Status::aborted(msg),
+        // Out of room: the host tells a full disk from other failures by this code.
+        ArchiveError::Io { ref source, .. }
+            if matches!(
+                source.raw_os_error(),
+                Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG)
+            ) =>
+        {
+            Status::resource_exhausted(msg)
+        }
         ArchiveError::Io { .. } => Status::internal(msg),
     }
 }

@@ -390,13 +390,13 @@ impl Processes {
                 program: spec.program.clone(),
                 source,
             })?;
-            table.live.insert(child.id() as i32, exit_tx);
+            table.live.insert(child.id().cast_signed(), exit_tx);
             child
         };
         // The slave side's copies in `cmd` close here: the terminal then hangs up once
         // the process tree lets go of it.
         drop(cmd);
-        let pid = child.id() as i32;
+        let pid = child.id().cast_signed();
         self.started
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = self.first_exec_uptime.get_or_init(uptime_secs);
@@ -512,7 +512,7 @@ fn new_exec_id() -> String {
     // SAFETY: the buffer is valid for its length; GRND_INSECURE never blocks.
     let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_INSECURE) };
     let count = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if n != bytes.len() as isize {
+    if usize::try_from(n).ok() != Some(bytes.len()) {
         bytes = count.to_be_bytes();
     }
     let mut id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();

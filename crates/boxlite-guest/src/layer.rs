@@ -77,8 +77,15 @@ mod tests {
         let gz = gz.finish().unwrap();
         // Two zstd frames back to back: the stored-block frame format, hand-made.
         let frame = |payload: &[u8]| {
-            let mut f = vec![0x28, 0xb5, 0x2f, 0xfd, 0x20, payload.len() as u8];
-            let hdr = ((payload.len() as u32) << 3) | 1; // last block, raw
+            let mut f = vec![
+                0x28,
+                0xb5,
+                0x2f,
+                0xfd,
+                0x20,
+                u8::try_from(payload.len()).unwrap(),
+            ];
+            let hdr = (u32::try_from(payload.len()).unwrap() << 3) | 1; // last block, raw
             f.extend_from_slice(&hdr.to_le_bytes()[..3]);
             f.extend_from_slice(payload);
             f

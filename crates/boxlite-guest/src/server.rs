@@ -115,7 +115,7 @@ impl Agent for AgentService {
             tty: r.tty.then(|| {
                 let dim = |v: u32, default: u16| match v {
                     0 => default,
-                    v => v.min(u16::MAX as u32) as u16,
+                    v => u16::try_from(v).unwrap_or(u16::MAX),
                 };
                 (dim(r.tty_rows, 24), dim(r.tty_cols, 80))
             }),
@@ -291,7 +291,8 @@ impl Agent for AgentService {
                 r.rows, r.cols
             )));
         }
-        crate::sys::set_winsize(pty, r.rows as u16, r.cols as u16)
+        let dim = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+        crate::sys::set_winsize(pty, dim(r.rows), dim(r.cols))
             .map_err(|e| Status::internal(format!("resizing the terminal: {e}")))?;
         Ok(Response::new(v1::ResizeTtyResponse {}))
     }

@@ -19,7 +19,8 @@ fn cpu_busy(text: &str) -> (f64, u32) {
     let cpus = text
         .lines()
         .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
-        .count() as u32;
+        .count();
+    let cpus = u32::try_from(cpus).unwrap_or(u32::MAX);
     let busy = text
         .lines()
         .find(|l| l.starts_with("cpu "))

@@ -109,12 +109,13 @@ pub fn loopback_up() -> io::Result<()> {
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
+        *dst = libc::c_char::from_ne_bytes([*src]);
     }
     // SAFETY: SIOCGIFFLAGS reads into the ifreq we own.
     check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
+    let up = libc::c_short::try_from(libc::IFF_UP).unwrap_or(1);
     // SAFETY: the union field ifru_flags is the one SIOCGIFFLAGS filled in.
-    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    unsafe { req.ifr_ifru.ifru_flags |= up };
     // SAFETY: SIOCSIFFLAGS reads the ifreq we own.
     check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })
 }
@@ -274,7 +275,7 @@ impl tokio::io::AsyncRead for PtyMaster {
                 if n < 0 {
                     Err(io::Error::last_os_error())
                 } else {
-                    Ok(n as usize)
+                    Ok(n.unsigned_abs())
                 }
             });
             match r {
@@ -303,7 +304,7 @@ impl tokio::io::AsyncWrite for PtyMaster {
                 if n < 0 {
                     Err(io::Error::last_os_error())
                 } else {
-                    Ok(n as usize)
+                    Ok(n.unsigned_abs())
                 }
             });
             match r {

@@ -21,6 +21,22 @@ pub fn assets_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../build/assets"))
 }
 
+/// Poll `f` until it returns `Some`, for at most `secs` seconds: a wait on an event
+/// another process brings about. Fails the test, naming `what`, on timeout.
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A private `BOXLITE_HOME` with a leak check on drop.
 #[derive(Debug)]
 pub struct TestHome {
@@ -51,6 +67,15 @@ impl TestHome {
             ..Default::default()
         })
         .expect("open runtime")
+    }
+
+    /// Registry settings (`config.toml`) that allow plain HTTP to the test registry.
+    pub fn allow_http(&self, reg: &Registry) {
+        std::fs::write(
+            self.home.join("config.toml"),
+            format!("[registries.\"{}\"]\ninsecure_http = true\n", reg.addr),
+        )
+        .expect("write config.toml");
     }
 
     /// The CLI binary (`env!("CARGO_BIN_EXE_boxlite")` from the caller) set up for this home.
@@ -117,7 +142,7 @@ impl TestHome {
 
     /// Socket directories that boxes of this home left in the socket root.
     pub fn socket_dirs(&self) -> Vec<PathBuf> {
-        let root = boxlite::runtime::layout::socket_root();
+        let root = boxlite::socket_root();
         std::fs::read_dir(root)
             .map(|d| {
                 d.flatten()

@@ -52,7 +52,7 @@ async fn copy_figures(
 ) -> Result<(), boxlite::Error> {
     let big = scratch.join("big.bin");
     let data: Vec<u8> = (0..BIG)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .map(|i| i.wrapping_mul(2654435761).to_le_bytes()[1])
         .collect();
     std::fs::write(&big, &data).expect("writing the big file");
     drop(data);
@@ -144,7 +144,7 @@ async fn main() -> Result<(), boxlite::Error> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let rt = Boxlite::from_env()?;
-    let scratch = rt.info().home.join("bench-scratch");
+    let scratch = rt.info().await.home.join("bench-scratch");
     std::fs::create_dir_all(&scratch).expect("scratch dir");
     let b = rt
         .create(BoxOptions::new("boxlite/busybox").volume(VolumeSpec::anonymous("/data")))

@@ -16,60 +16,91 @@
 //! b.remove(false).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! The modules are layered: each imports only those below it (`docs/architecture.md`
+//! draws the diagram, and `tests/module_layers.rs` fails on an upward import).
 
+// An embeddable library never takes over its host process.
+#![deny(clippy::exit)]
+
+// Layer 0-1: helpers and plain data.
+pub mod model;
+pub(crate) mod util;
+// Layer 2-5: where things are, what is stored, the engine, the agent protocol, images.
+pub(crate) mod assets;
 pub mod config;
-pub mod db;
-pub mod disk;
+pub(crate) mod db;
+pub(crate) mod disk;
 pub mod images;
-pub mod litebox;
-pub mod monitor;
-pub mod portal;
-pub mod runtime;
-mod util;
-pub mod vmm;
+pub(crate) mod layout;
+pub(crate) mod portal;
+pub(crate) mod vmm;
 pub mod volumes;
+// Layer 6-8: the shared context, booting a VM, the box lifecycle, the image builder.
+pub(crate) mod builder;
+pub(crate) mod context;
+pub mod litebox;
+pub(crate) mod vm;
+// Layer 9-10: the monitor process and the runtime facade.
+pub(crate) mod monitor;
+pub mod runtime;
 
+pub use assets::AssetError;
+pub use builder::{BuildError, BuildFailed};
+pub use db::DbError;
+pub use disk::DiskError;
+pub use layout::{SocketDirError, socket_root};
 pub use litebox::{
     BootStages, BoxCommand, BoxError, BoxInfo, BoxMetrics, BoxOptions, BoxState, CopyError,
     CopyOptions, CopyStats, ExecError, ExecOutput, ExecStdin, Execution, Health, HealthOptions,
-    HealthState, LiteBox,
+    HealthState, InBoxKind, LiteBox,
 };
-pub use portal::ExitStatus;
-pub use runtime::VolumeInfo;
-pub use runtime::{Boxlite, RuntimeInfo, RuntimeOptions};
+pub use portal::{ExitStatus, PortalError};
+pub use runtime::{Boxlite, RemovedImage, RuntimeInfo, RuntimeOptions, VolumeInfo};
+pub use util::error_chain;
 pub use util::process::ProcessId;
-pub use vmm::{Accel, AccelChoice};
+pub use util::spawn::SpawnError;
+pub use vm::BootError;
+pub use vmm::accel::AccelError;
+pub use vmm::{Accel, AccelChoice, VmmError};
 pub use volumes::{VolumeSource, VolumeSpec};
 
-/// Every error the library returns.
+/// Every error the library returns. Each module has its own typed error; this enum
+/// gathers them, so callers (the CLI, the REST server, the SDKs) can map kinds to codes.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Assets(#[from] runtime::assets::AssetError),
+    Assets(#[from] AssetError),
     #[error(transparent)]
-    Accel(#[from] vmm::accel::AccelError),
+    Accel(#[from] AccelError),
     #[error(transparent)]
-    Vmm(#[from] vmm::VmmError),
+    Vmm(#[from] VmmError),
     #[error(transparent)]
     Image(#[from] images::ImageError),
     #[error(transparent)]
-    Disk(#[from] disk::DiskError),
+    Build(#[from] BuildFailed),
     #[error(transparent)]
-    Portal(#[from] portal::PortalError),
+    Disk(#[from] DiskError),
+    #[error(transparent)]
+    Portal(#[from] PortalError),
     #[error(transparent)]
     Box(#[from] BoxError),
     #[error(transparent)]
     Exec(#[from] ExecError),
     #[error(transparent)]
-    SocketDir(#[from] runtime::layout::SocketDirError),
+    SocketDir(#[from] SocketDirError),
     #[error(transparent)]
-    Db(#[from] db::DbError),
+    Db(#[from] DbError),
     #[error(transparent)]
     Volume(#[from] volumes::VolumeError),
     #[error(transparent)]
-    Copy(#[from] litebox::CopyError),
+    Copy(#[from] CopyError),
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    #[error("the boxlite runtime has been shut down; open a new one")]
+    ShutDown,
     #[error("{context}")]
     Io {
         context: String,
@@ -78,17 +109,9 @@ pub enum Error {
     },
 }
 
-/// An error and its sources on one line, `: `-separated.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.ends_with(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
+/// The body of the `boxlite-shim` binary: monitor box `id` of `home` until its VM
+/// stops. Not for applications; the runtime starts it.
+#[doc(hidden)]
+pub async fn run_box_monitor(home: &std::path::Path, id: &str) -> Result<(), Error> {
+    monitor::run(home, id).await
 }

@@ -43,9 +43,13 @@ async fn vm_dying_during_boot_is_reported_with_cause_and_console_tail() {
         .expect("a dying VM must not look like a slow one")
         .unwrap_err();
 
-    let msg = err.to_string();
+    let msg = boxlite::error_chain(&err);
     assert!(
-        matches!(err, Error::Box(boxlite::BoxError::BootFailed { .. })),
+        matches!(
+            &err,
+            Error::Box(boxlite::BoxError::BootFailed { cause, .. })
+                if matches!(cause.as_ref(), boxlite::BootError::VmmExited { .. })
+        ),
         "{err:?}"
     );
     assert!(msg.contains("the VM exited during boot"), "{msg}");
@@ -55,7 +59,12 @@ async fn vm_dying_during_boot_is_reported_with_cause_and_console_tail() {
     assert_eq!(info.state, BoxState::Failed);
     assert!(info.last_error.unwrap().contains("exited during boot"));
     assert!(h.processes().is_empty(), "{:?}", h.processes());
-    assert!(!Path::new(&format!("/tmp/boxlite-0/{}", &b.id()[..12])).exists());
+    let sockets = boxlite::socket_root().join(&b.id()[..12]);
+    assert!(
+        sockets.parent().unwrap().is_dir(),
+        "the socket root was used"
+    );
+    assert!(!sockets.exists(), "{} left behind", sockets.display());
     rt.remove(&b, false).await.unwrap();
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use boxlite::{BoxCommand, BoxOptions, Error, ExecError, ExitStatus, LiteBox};
+use boxlite::{BoxCommand, BoxError, BoxOptions, BoxState, Error, ExecError, ExitStatus, LiteBox};
 use boxlite_testkit::TestHome;
 use sha2::{Digest, Sha256};
 
@@ -100,7 +100,7 @@ async fn ten_concurrent_execs_each_get_their_own_output() {
         let want: String = (1..=5).map(|j| format!("exec{i}-{j}\n")).collect();
         assert_eq!(String::from_utf8(out).unwrap(), want);
         assert_eq!(err, format!("err{i}\n").into_bytes());
-        assert_eq!(status, ExitStatus::Code(i as i32));
+        assert_eq!(status, ExitStatus::Code(i32::try_from(i).unwrap()));
     }
     teardown(rt, b).await;
 }
@@ -295,4 +295,68 @@ async fn fifty_concurrent_execs_arrive_intact_while_one_reader_is_paused() {
         }
     );
     teardown(rt, b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn execution_clones_share_streams_and_keep_the_status_after_the_box_stops() {
+    let h = TestHome::new();
+    let (rt, b) = boot(&h).await;
+
+    let mut ex = b
+        .exec(sh("read line; echo got:$line; echo err >&2; exit 5").stdin(true))
+        .await
+        .unwrap();
+    let mut clone = ex.clone();
+    let mut stdin = ex.take_stdin().unwrap();
+    let taken_twice = clone.take_stdin().is_none();
+    stdin.write_all(b"hi\n").await.unwrap();
+    let open_before = !stdin.is_closed();
+    stdin.close().await.unwrap();
+    let late_write = stdin.write_all(b"x").await.unwrap_err();
+    let late_close = stdin.close().await.unwrap_err();
+    // stdout as a Stream of byte chunks; stderr through the clone.
+    let out: Vec<u8> = {
+        use tokio_stream::StreamExt;
+        let chunks: Vec<Result<Vec<u8>, ExecError>> = ex.stdout().unwrap().collect().await;
+        chunks.into_iter().flat_map(Result::unwrap).collect()
+    };
+    let err = clone.stderr().unwrap().read_to_end().await.unwrap();
+    let from_clone = clone.wait().await.unwrap();
+    b.stop(Duration::from_secs(10)).await.unwrap();
+    // The agent is gone with its VM; the status was kept on the host.
+    let after_stop = ex.wait().await.unwrap();
+    // A stopped box is neither attached to nor pinged, and neither starts it.
+    let attach = b.attach(ex.id()).await.unwrap_err();
+    let ping = b.ping(Duration::from_secs(5)).await.unwrap_err();
+
+    assert!(taken_twice);
+    assert!(open_before && stdin.is_closed());
+    assert!(
+        matches!(late_write, ExecError::StdinClosed { .. }),
+        "{late_write}"
+    );
+    assert!(
+        matches!(late_close, ExecError::StdinClosed { .. }),
+        "{late_close}"
+    );
+    assert!(ex.take_stdout().is_none());
+    assert_eq!(out, b"got:hi\n");
+    assert_eq!(err, b"err\n");
+    assert_eq!(from_clone, ExitStatus::Code(5));
+    assert_eq!(after_stop, ExitStatus::Code(5));
+    for e in [&attach, &ping] {
+        assert!(
+            matches!(
+                e,
+                Error::Box(BoxError::NotRunning {
+                    state: BoxState::Stopped,
+                    ..
+                })
+            ),
+            "{e}"
+        );
+    }
+    assert_eq!(b.state().await.unwrap(), BoxState::Stopped);
+    assert!(h.processes().is_empty(), "{:?}", h.processes());
+    rt.remove(&b, false).await.unwrap();
 }

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use boxlite::BuildError;
 use boxlite::images::ImageError;
 use boxlite::images::registry::Progress;
 use boxlite::{BoxCommand, BoxOptions, Boxlite, LiteBox};
@@ -23,15 +24,6 @@ async fn run(b: &LiteBox, cmd: BoxCommand) -> String {
     let st = ex.wait().await.unwrap();
     assert!(st.success(), "{st:?}: {}", String::from_utf8_lossy(&err));
     String::from_utf8(out).unwrap()
-}
-
-/// Registry settings that allow plain HTTP to the test registry.
-fn allow_http(h: &TestHome, reg: &Registry) {
-    std::fs::write(
-        h.home.join("config.toml"),
-        format!("[registries.\"{}\"]\ninsecure_http = true\n", reg.addr),
-    )
-    .unwrap();
 }
 
 fn app_image() -> TestImage {
@@ -68,7 +60,7 @@ async fn a_pulled_image_boots_with_its_layers_and_config() {
     let reg = Registry::start();
     let digest = app_image().push(&reg, "test/app", "v1");
     let h = TestHome::new();
-    allow_http(&h, &reg);
+    h.allow_http(&reg);
     let rt = h.runtime();
     let reference = format!("{}/test/app:v1", reg.addr);
 
@@ -88,7 +80,7 @@ async fn a_pulled_image_boots_with_its_layers_and_config() {
         matches!(events.last(), Some(Progress::Built { cached: false, .. })),
         "{events:?}"
     );
-    let listed = rt.images();
+    let listed = rt.images().await;
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].reference, reference);
     assert_eq!(listed[0].digest, digest);
@@ -97,13 +89,22 @@ async fn a_pulled_image_boots_with_its_layers_and_config() {
     let b = rt.create(BoxOptions::new(&reference)).await.unwrap();
     b.start().await.unwrap();
     // The default command, as the image's user, in its working directory.
-    let out = run(&b, b.image_command(&[]).unwrap()).await;
+    let out = run(&b, b.image_command(&[]).await.unwrap()).await;
     assert_eq!(out, "hello from /srv as 1000:1000\n");
-    let out = run(&b, b.image_command(&["echo override".into()]).unwrap()).await;
+    let out = run(
+        &b,
+        b.image_command(&["echo override".into()]).await.unwrap(),
+    )
+    .await;
     assert_eq!(out, "override\n");
-    // exec takes the image's user too, with supplementary groups from its /etc/group.
+    // exec takes the image's user too, with supplementary groups from its /etc/group;
+    // a blank user is no override.
     assert_eq!(
         run(&b, BoxCommand::new("id")).await,
+        "uid=1000(app) gid=1000(app) groups=1000(app),2000(extra)\n"
+    );
+    assert_eq!(
+        run(&b, BoxCommand::new("id").user("")).await,
         "uid=1000(app) gid=1000(app) groups=1000(app),2000(extra)\n"
     );
     assert_eq!(
@@ -170,7 +171,7 @@ async fn a_pulled_image_boots_with_its_layers_and_config() {
         "manifest, config and two layers: {pruned:?}"
     );
     assert!(!img.base.exists());
-    assert!(rt.images().is_empty());
+    assert!(rt.images().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -200,7 +201,7 @@ async fn disk_size_grows_the_root_filesystem_and_cannot_undercut_the_image() {
         err.contains("smaller than image boxlite/busybox:latest"),
         "{err}"
     );
-    assert!(rt.list().unwrap().is_empty(), "nothing half-created");
+    assert!(rt.list().await.unwrap().is_empty(), "nothing half-created");
 }
 
 /// Names of everything under `dir`, recursively.
@@ -220,7 +221,7 @@ fn tree(dir: &Path) -> Vec<String> {
 async fn hostile_layers_are_refused_or_stay_inside_the_image() {
     let reg = Registry::start();
     let h = TestHome::new();
-    allow_http(&h, &reg);
+    h.allow_http(&reg);
     let rt = h.runtime();
     let marker = format!("boxlite-escape-{:08x}", rand::random::<u32>());
     let host_target = std::env::temp_dir().join(&marker);
@@ -277,16 +278,24 @@ async fn hostile_layers_are_refused_or_stay_inside_the_image() {
         let r = format!("{}/hostile/{name}:v1", reg.addr);
         let err = rt.pull(&r, &|_| {}).await.unwrap_err();
         let msg = boxlite::error_chain(&err);
-        assert!(
-            matches!(err, boxlite::Error::Image(ImageError::Build { .. })),
-            "{name}: {msg}"
+        let refused = match &err {
+            boxlite::Error::Build(f) => match f.cause.as_ref() {
+                BuildError::LayerRefused { digest, .. } => Some(digest.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        assert_eq!(
+            refused.as_deref(),
+            Some(img.layers[1].digest.as_str()),
+            "{name}: a typed refusal naming the layer: {msg}"
         );
         assert!(
             msg.contains(&img.layers[1].digest),
             "{name}: the error names the layer: {msg}"
         );
         assert!(
-            rt.local_image(&r).unwrap().is_none(),
+            rt.local_image(&r).await.unwrap().is_none(),
             "{name}: no reference left"
         );
     }
@@ -311,7 +320,7 @@ async fn hostile_layers_are_refused_or_stay_inside_the_image() {
 async fn an_image_missing_from_the_store_is_pulled_by_create_and_bad_references_are_named() {
     let reg = Registry::start();
     let h = TestHome::new();
-    allow_http(&h, &reg);
+    h.allow_http(&reg);
     let rt: Boxlite = h.runtime();
     app_image().push(&reg, "test/app", "v1");
     let r = format!("{}/test/app:v1", reg.addr);
@@ -320,11 +329,11 @@ async fn an_image_missing_from_the_store_is_pulled_by_create_and_bad_references_
         .await
         .unwrap();
     assert_eq!(
-        run(&b, b.image_command(&["hi".into()]).unwrap()).await,
+        run(&b, b.image_command(&["hi".into()]).await.unwrap()).await,
         "hi\n"
     );
     // An entrypoint override drops the image's Cmd: echo alone prints an empty line.
-    assert_eq!(run(&b, b.image_command(&[]).unwrap()).await, "\n");
+    assert_eq!(run(&b, b.image_command(&[]).await.unwrap()).await, "\n");
     b.remove(true).await.unwrap();
 
     for (bad, want) in [
@@ -339,5 +348,5 @@ async fn an_image_missing_from_the_store_is_pulled_by_create_and_bad_references_
             .to_string();
         assert!(err.contains(want), "{bad}: {err}");
     }
-    assert!(rt.list().unwrap().is_empty());
+    assert!(rt.list().await.unwrap().is_empty());
 }

@@ -15,7 +15,7 @@ async fn two_handles_to_one_box_see_each_others_changes() {
         .await
         .unwrap();
     first.start().await.unwrap();
-    let second = rt.get("shared").unwrap();
+    let second = rt.get("shared").await.unwrap();
 
     second.stop(Duration::from_secs(10)).await.unwrap();
     let seen_by_first = first.state().await.unwrap();
@@ -53,8 +53,8 @@ async fn row_from_an_older_schema_loads_lists_and_removes_through_the_runtime() 
     drop(db);
 
     let rt = h.runtime();
-    let listed = rt.list().unwrap();
-    let b = rt.get("old").unwrap();
+    let listed = rt.list().await.unwrap();
+    let b = rt.get("old").await.unwrap();
     b.remove(false).await.unwrap();
 
     assert_eq!(listed.len(), 1);
@@ -62,7 +62,7 @@ async fn row_from_an_older_schema_loads_lists_and_removes_through_the_runtime() 
     assert_eq!(listed[0].state, BoxState::Stopped);
     assert_eq!(listed[0].config.memory_mib, 512);
     assert_eq!(listed[0].config.cpus, 2);
-    assert!(rt.list().unwrap().is_empty());
+    assert!(rt.list().await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,8 +81,8 @@ async fn box_record_from_version_0_1_is_imported_and_can_be_removed() {
     .unwrap();
 
     let rt = h.runtime();
-    let listed = rt.list().unwrap();
-    rt.get(id).unwrap().remove(false).await.unwrap();
+    let listed = rt.list().await.unwrap();
+    rt.get(id).await.unwrap().remove(false).await.unwrap();
 
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].config.memory_mib, 256);
@@ -112,4 +112,78 @@ async fn stray_box_directory_and_lock_file_are_swept_on_open() {
 
     assert!(!stray.exists());
     assert!(!lock.exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_or_create_creates_once_even_when_two_callers_race() {
+    let h = TestHome::new();
+    let rt = h.runtime();
+
+    let (a, b) = tokio::join!(
+        rt.get_or_create("only", BoxOptions::new("boxlite/busybox")),
+        rt.get_or_create("only", BoxOptions::new("boxlite/busybox"))
+    );
+    let (a, a_new) = a.unwrap();
+    let (b, b_new) = b.unwrap();
+    let (again, again_new) = rt
+        .get_or_create("only", BoxOptions::new("boxlite/busybox"))
+        .await
+        .unwrap();
+    let mismatched = rt
+        .get_or_create("only", BoxOptions::new("boxlite/busybox").name("other"))
+        .await
+        .unwrap_err();
+
+    assert_eq!(a.id(), b.id());
+    assert_eq!(again.id(), a.id());
+    assert!(a_new ^ b_new, "exactly one of the racers created it");
+    assert!(!again_new);
+    assert!(
+        matches!(mismatched, Error::Box(BoxError::InvalidOption(_))),
+        "{mismatched}"
+    );
+    assert_eq!(rt.list().await.unwrap().len(), 1);
+    a.remove(false).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_the_boxes_this_runtime_started_and_refuses_new_work() {
+    let h = TestHome::new();
+    let rt = h.runtime();
+    let other = h.runtime();
+    let mine = rt.create(BoxOptions::new("boxlite/busybox")).await.unwrap();
+    let theirs = other
+        .create(BoxOptions::new("boxlite/busybox"))
+        .await
+        .unwrap();
+    let (m, t) = tokio::join!(mine.start(), theirs.start());
+    m.unwrap();
+    t.unwrap();
+
+    rt.shutdown(Duration::from_secs(10)).await.unwrap();
+    let create = rt
+        .create(BoxOptions::new("boxlite/busybox"))
+        .await
+        .unwrap_err();
+    let exec = mine.exec(BoxCommand::new("true")).await.unwrap_err();
+    let restart = rt.get(mine.id()).await.unwrap().start().await.unwrap_err();
+
+    assert_eq!(mine.state().await.unwrap(), BoxState::Stopped);
+    assert_eq!(theirs.state().await.unwrap(), BoxState::Running);
+    for e in [&create, &exec, &restart] {
+        assert!(matches!(e, Error::ShutDown), "{e}");
+    }
+    // Another runtime of the same home still works.
+    let mut run = other
+        .get(mine.id())
+        .await
+        .unwrap()
+        .exec(BoxCommand::new("echo").arg("alive"))
+        .await
+        .unwrap();
+    let out = run.take_stdout().unwrap().read_to_end().await.unwrap();
+    assert_eq!(out, b"alive\n");
+    for b in [mine.id(), theirs.id()] {
+        other.get(b).await.unwrap().remove(true).await.unwrap();
+    }
 }

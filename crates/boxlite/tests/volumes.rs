@@ -12,7 +12,7 @@ async fn refused(h: &TestHome, spec: VolumeSpec) -> String {
         .await
         .expect_err("the volume must be refused");
     assert!(matches!(err, Error::Volume(_)), "{err:?}");
-    assert!(rt.list().unwrap().is_empty(), "a box was created");
+    assert!(rt.list().await.unwrap().is_empty(), "a box was created");
     boxlite::error_chain(&err)
 }
 
@@ -123,7 +123,7 @@ async fn an_invalid_last_spec_leaves_nothing_from_the_first_ones() {
         .unwrap_err();
 
     assert!(matches!(err, Error::Volume(_)), "{err}");
-    assert!(rt.volumes().unwrap().is_empty());
+    assert!(rt.volumes().await.unwrap().is_empty());
     assert_eq!(
         std::fs::read_dir(h.home.join("volumes/named"))
             .unwrap()
@@ -136,7 +136,7 @@ async fn an_invalid_last_spec_leaves_nothing_from_the_first_ones() {
             .count(),
         0
     );
-    assert!(rt.list().unwrap().is_empty());
+    assert!(rt.list().await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -148,14 +148,18 @@ async fn volume_in_use_is_not_removed_unless_forced() {
         .await
         .unwrap();
 
-    let refused = rt.remove_volume("keep", false).unwrap_err().to_string();
-    let still = rt.volume("keep").unwrap();
-    rt.remove_volume("keep", true).unwrap();
+    let refused = rt
+        .remove_volume("keep", false)
+        .await
+        .unwrap_err()
+        .to_string();
+    let still = rt.volume("keep").await.unwrap();
+    rt.remove_volume("keep", true).await.unwrap();
 
     assert!(refused.contains("is used by box"), "{refused}");
     assert!(refused.contains(b.id()), "{refused}");
     assert_eq!(still.used_by, vec![b.id().to_string()]);
-    assert!(rt.volume("keep").is_err());
+    assert!(rt.volume("keep").await.is_err());
     b.remove(false).await.unwrap();
 }
 
@@ -163,7 +167,7 @@ async fn volume_in_use_is_not_removed_unless_forced() {
 async fn managed_directory_given_as_a_host_path_is_the_named_volume() {
     let h = TestHome::new();
     let rt = h.runtime();
-    rt.create_volume("shared").unwrap();
+    rt.create_volume("shared").await.unwrap();
 
     let b = rt
         .create(
@@ -174,7 +178,7 @@ async fn managed_directory_given_as_a_host_path_is_the_named_volume() {
         .unwrap();
 
     assert_eq!(
-        rt.volume("shared").unwrap().used_by,
+        rt.volume("shared").await.unwrap().used_by,
         vec![b.id().to_string()]
     );
     b.remove(false).await.unwrap();
@@ -201,7 +205,14 @@ async fn volume_directory_swapped_for_a_symlink_after_creation_is_refused_at_sta
     let err = b.start().await.unwrap_err();
 
     let msg = boxlite::error_chain(&err);
-    assert!(matches!(err, Error::Volume(_)), "{msg}");
+    assert!(
+        matches!(
+            err,
+            Error::Box(boxlite::BoxError::BootFailed { cause, .. })
+                if matches!(cause.as_ref(), boxlite::BootError::Volume(_))
+        ),
+        "{msg}"
+    );
     assert!(msg.contains("swap"), "{msg}");
     assert_eq!(b.state().await.unwrap(), boxlite::BoxState::Failed);
     assert!(h.processes().is_empty(), "{:?}", h.processes());

@@ -13,13 +13,12 @@
 //! with fields missing or extra, still load.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::litebox::record::{BoxConfig, BoxRow, BoxStatus};
-use crate::litebox::state::BoxState;
+use crate::model::{BoxConfig, BoxRow, BoxStatus, Health};
 
 /// Each entry moves the schema one version up. Never edit a released entry; append.
 const MIGRATIONS: &[&str] = &[
@@ -34,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The schema version this build writes.
+#[allow(clippy::cast_possible_truncation)] // a handful of migrations, in a const
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
 #[derive(Debug, thiserror::Error)]
@@ -67,11 +67,14 @@ fn sql(context: impl Into<String>) -> impl FnOnce(rusqlite::Error) -> DbError {
     move |source| DbError::Sql { context, source }
 }
 
-/// The state database of one home. Cheap to share behind an `Arc`.
-#[derive(Debug)]
+/// The state database of one home. Cheap to clone: clones share the connection.
+///
+/// Every call blocks (on the mutex, and on SQLite's busy timeout while another process
+/// writes): async code reaches it through `Home::db`, which runs it on the blocking pool.
+#[derive(Debug, Clone)]
 pub struct Db {
     path: PathBuf,
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
 }
 
 impl Db {
@@ -93,7 +96,7 @@ impl Db {
         migrate(&mut conn, path)?;
         Ok(Db {
             path: path.to_path_buf(),
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
         })
     }
 
@@ -114,7 +117,7 @@ impl Db {
             params![
                 row.id,
                 row.name,
-                row.created_at as i64,
+                i64::try_from(row.created_at).unwrap_or(i64::MAX),
                 to_json(&row.config),
                 to_json(&row.status)
             ],
@@ -145,12 +148,7 @@ impl Db {
 
     /// Record a health observation, atomically and only while the box is still running
     /// on the VMM `vmm_pid` (a concurrent stop or restart wins).
-    pub fn update_health(
-        &self,
-        id: &str,
-        vmm_pid: i32,
-        health: &crate::litebox::record::Health,
-    ) -> Result<bool, DbError> {
+    pub fn update_health(&self, id: &str, vmm_pid: i32, health: &Health) -> Result<bool, DbError> {
         let n = self
             .conn()
             .execute(
@@ -219,10 +217,11 @@ impl Db {
         Ok((ids, by_name))
     }
 
+    #[cfg(test)]
     pub fn count(&self) -> Result<usize, DbError> {
         self.conn()
             .query_row("SELECT count(*) FROM boxes", [], |r| r.get::<_, i64>(0))
-            .map(|n| n as usize)
+            .map(|n| usize::try_from(n).unwrap_or(0))
             .map_err(sql("counting boxes"))
     }
 }
@@ -274,13 +273,12 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BoxRow> {
         BoxStatus::default()
     });
     if !problems.is_empty() {
-        status.state = BoxState::Failed;
-        status.last_error = Some(format!("unreadable record: {}", problems.join("; ")));
+        status = BoxStatus::unreadable(format!("unreadable record: {}", problems.join("; ")));
     }
     Ok(BoxRow {
         id,
         name: r.get(1)?,
-        created_at: r.get::<_, i64>(2)?.max(0) as u64,
+        created_at: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
         config,
         status,
     })
@@ -289,6 +287,7 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BoxRow> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{BoxState, HealthState};
 
     fn temp_db() -> (PathBuf, Db) {
         let dir = std::env::temp_dir().join(format!("bx-db-{:016x}", rand::random::<u64>()));
@@ -328,7 +327,7 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
         assert_eq!(got.config.cpus, 1);
         assert_eq!(got.config.memory_mib, 512);
-        assert_eq!(got.status.state, BoxState::Stopped);
+        assert_eq!(got.status.state(), BoxState::Stopped);
         assert_eq!(got.status.last_error.as_deref(), Some("old"));
     }
 
@@ -346,7 +345,7 @@ mod tests {
 
         std::fs::remove_dir_all(dir).unwrap();
         assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].status.state, BoxState::Failed);
+        assert_eq!(rows[0].status.state(), BoxState::Failed);
         assert!(
             rows[0]
                 .status
@@ -361,14 +360,14 @@ mod tests {
     fn health_update_applies_only_to_the_running_vmm_it_observed() {
         let (dir, db) = temp_db();
         let mut r = row("a1", None);
-        r.status.state = BoxState::Running;
+        r.status = BoxStatus::in_state(BoxState::Running);
         r.status.vmm = Some(crate::util::process::ProcessId {
             pid: 42,
             start_time: 1,
         });
         db.insert(&r).unwrap();
-        let sick = crate::litebox::record::Health {
-            state: crate::litebox::record::HealthState::Unhealthy,
+        let sick = Health {
+            state: HealthState::Unhealthy,
             failing_streak: 3,
             last_error: Some("timeout".into()),
             checked_at: Some(7),
@@ -382,7 +381,7 @@ mod tests {
         assert!(!stale);
         assert!(applied);
         assert_eq!(got.status.health, sick);
-        assert_eq!(got.status.state, BoxState::Running);
+        assert_eq!(got.status.state(), BoxState::Running);
     }
 
     #[test]

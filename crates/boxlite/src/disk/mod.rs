@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::util::process::find_binary;
+use crate::util::spawn::tool_command;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
@@ -24,19 +25,21 @@ pub enum DiskError {
 }
 
 /// Create `path` as a qcow2 overlay backed by the raw ext4 image `base`, `size` bytes
-/// large (at least the base's; the guest grows the filesystem into the rest).
+/// large (at least the base's; the guest grows the filesystem into the rest). Blocking:
+/// runs `qemu-img`.
 pub fn create_overlay(base: &Path, path: &Path, size: u64) -> Result<(), DiskError> {
     let qemu_img = find_binary("qemu-img", "BOXLITE_QEMU_IMG").ok_or(DiskError::QemuImgMissing)?;
-    let out = std::process::Command::new(qemu_img)
-        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-        .arg(base)
-        .arg(path)
-        .arg(size.to_string())
-        .output()
-        .map_err(|source| DiskError::Spawn {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let out = crate::util::blocking::output(
+        tool_command(&qemu_img)
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(base)
+            .arg(path)
+            .arg(size.to_string()),
+    )
+    .map_err(|source| DiskError::Spawn {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if !out.status.success() {
         let _ = std::fs::remove_file(path);
         return Err(DiskError::Create {

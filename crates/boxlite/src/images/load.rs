@@ -313,7 +313,7 @@ fn load_oci(
             ensure_blob(blobs, input, source, &l.digest, l.size)?;
         }
         out.push(ImageRecord::new(
-            &r,
+            r.canonical(),
             digest,
             index_digest,
             config_desc.digest,
@@ -457,7 +457,7 @@ fn load_docker(
         );
         blobs.put(&digest, &bytes)?;
         out.push(ImageRecord::new(
-            &r,
+            r.canonical(),
             digest,
             None,
             config_digest,

@@ -20,14 +20,12 @@
 use std::path::{Path, PathBuf};
 
 pub mod blobs;
-pub mod build;
 pub(crate) mod load;
 pub mod reference;
 pub mod registry;
 
-use registry::{ImageRecord, RunConfig};
-
-use crate::runtime::assets::{AssetError, Assets};
+use crate::assets::{AssetError, Assets};
+use crate::model::{ImageRecord, RunConfig};
 use crate::util::fsutil::{copy_sparse_hashed, write_atomic};
 
 /// PATH in a box when the image sets none (Docker's default).
@@ -77,8 +75,6 @@ pub enum ImageError {
     NoPlatform { reference: String, offered: String },
     #[error("cannot load {input}: {reason}")]
     Load { input: PathBuf, reason: String },
-    #[error("building the root filesystem of {reference}: {reason}")]
-    Build { reference: String, reason: String },
     #[error("image {reference:?} is not in the local store (`boxlite images` lists what is)")]
     NotInStore { reference: String },
     #[error("image {reference} is used by {boxes}; remove them first, or force")]
@@ -498,7 +494,6 @@ impl ImageStore {
             report.bytes += disk_usage(&e.path());
             let _ = std::fs::remove_file(e.path());
         }
-        build::sweep(self);
         Ok(report)
     }
 
@@ -595,7 +590,7 @@ impl ImageStore {
 fn humantime_rfc3339(t: std::time::SystemTime) -> String {
     let secs = t
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);

@@ -21,6 +21,7 @@ use tokio_stream::StreamExt;
 use super::ImageError;
 use super::blobs::{BlobStore, digest_hex};
 use super::reference::Reference;
+pub use crate::model::{Compression, ImageRecord, Layer, RunConfig};
 
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -29,29 +30,6 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 
 /// Largest manifest or image config accepted.
 const MAX_MANIFEST: usize = 4 << 20;
-
-/// How a layer's bytes are compressed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    None,
-    Gzip,
-    Zstd,
-}
-
-impl Compression {
-    pub fn of_media_type(mt: &str) -> Option<Compression> {
-        match mt {
-            "application/vnd.oci.image.layer.v1.tar"
-            | "application/vnd.docker.image.rootfs.diff.tar" => Some(Compression::None),
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-            | "application/vnd.docker.image.rootfs.diff.tar.gzip" => Some(Compression::Gzip),
-            "application/vnd.oci.image.layer.v1.tar+zstd"
-            | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Some(Compression::Zstd),
-            _ => None,
-        }
-    }
-}
 
 /// Connection settings for one registry host (`[registries."host:port"]` in
 /// `config.toml`).
@@ -85,30 +63,6 @@ impl std::fmt::Debug for Credential {
 pub struct RegistryConfig {
     pub hosts: HashMap<String, RegistrySettings>,
     pub credentials: HashMap<String, Credential>,
-}
-
-/// One layer as the manifest describes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Layer {
-    pub digest: String,
-    pub size: u64,
-    pub compression: Compression,
-}
-
-/// The parts of an image config a box uses (the OCI `config` object).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RunConfig {
-    #[serde(rename = "Env", skip_serializing_if = "Vec::is_empty")]
-    pub env: Vec<String>,
-    #[serde(rename = "Entrypoint", skip_serializing_if = "Option::is_none")]
-    pub entrypoint: Option<Vec<String>>,
-    #[serde(rename = "Cmd", skip_serializing_if = "Option::is_none")]
-    pub cmd: Option<Vec<String>>,
-    #[serde(rename = "WorkingDir", skip_serializing_if = "String::is_empty")]
-    pub working_dir: String,
-    #[serde(rename = "User", skip_serializing_if = "String::is_empty")]
-    pub user: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -154,46 +108,6 @@ pub(crate) struct Manifest {
     pub layers: Vec<Descriptor>,
     #[serde(default)]
     pub manifests: Vec<Descriptor>,
-}
-
-/// A pulled image: what the store records about it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ImageRecord {
-    pub reference: String,
-    /// Digest of the platform manifest (what a box's image is pinned to).
-    pub manifest_digest: String,
-    /// Digest of the multi-platform index the manifest was chosen from, if any.
-    #[serde(default)]
-    pub index_digest: Option<String>,
-    pub config_digest: String,
-    pub layers: Vec<Layer>,
-    pub config: RunConfig,
-    /// Compressed size of all layers.
-    pub size: u64,
-    pub created: Option<String>,
-}
-
-impl ImageRecord {
-    /// A record for `r`, its size being the layers'.
-    pub(crate) fn new(
-        r: &Reference,
-        manifest_digest: String,
-        index_digest: Option<String>,
-        config_digest: String,
-        layers: Vec<Layer>,
-        (config, created): (RunConfig, Option<String>),
-    ) -> Self {
-        ImageRecord {
-            reference: r.canonical(),
-            manifest_digest,
-            index_digest,
-            config_digest,
-            size: layers.iter().map(|l| l.size).sum(),
-            layers,
-            config,
-            created,
-        }
-    }
 }
 
 fn sha256_of(data: &[u8]) -> String {
@@ -286,16 +200,16 @@ fn registry_error(r: &Reference, e: OciDistributionError) -> ImageError {
         OciDistributionError::RequestError(re) if re.is_connect() || re.is_timeout() => {
             ImageError::Unreachable {
                 registry,
-                reason: crate::error_chain(&re.without_url()),
+                reason: crate::util::error_chain(&re.without_url()),
             }
         }
         OciDistributionError::RequestError(re) => ImageError::Registry {
             registry,
-            reason: crate::error_chain(&re.without_url()),
+            reason: crate::util::error_chain(&re.without_url()),
         },
         other => ImageError::Registry {
             registry,
-            reason: crate::error_chain(&other),
+            reason: crate::util::error_chain(&other),
         },
     }
 }
@@ -376,7 +290,7 @@ pub enum Progress {
         ms: u64,
         cached: bool,
         /// Where the time went, when it was built now.
-        build: Option<crate::images::build::BuildReport>,
+        build: Option<crate::model::BuildReport>,
     },
 }
 
@@ -439,7 +353,7 @@ pub async fn pull(
         total_bytes: layers.iter().map(|l| l.size).sum(),
     });
 
-    if config_desc.size as usize > MAX_MANIFEST {
+    if config_desc.size > MAX_MANIFEST as u64 {
         return Err(ImageError::Registry {
             registry: r.registry.clone(),
             reason: format!(
@@ -477,7 +391,7 @@ pub async fn pull(
     }
     blobs.put(&digest, &bytes)?;
     Ok(ImageRecord::new(
-        r,
+        r.canonical(),
         digest,
         index_digest,
         config_desc.digest,
@@ -629,7 +543,7 @@ async fn fetch_blob(
     client.store_auth_if_needed(r.registry.as_str(), auth).await;
     let desc = oci_client::manifest::OciDescriptor {
         digest: digest.to_string(),
-        size: size as i64,
+        size: i64::try_from(size).unwrap_or(i64::MAX),
         ..Default::default()
     };
     let mut stream = client

@@ -36,7 +36,11 @@ pub enum CopyError {
         source: ArchiveError,
     },
     #[error("copying {what}: {message}")]
-    InBox { what: String, message: String },
+    InBox {
+        what: String,
+        kind: InBoxKind,
+        message: String,
+    },
     #[error("copying {what}")]
     Agent {
         what: String,
@@ -49,6 +53,19 @@ pub enum CopyError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What kind of failure the box reported for a copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InBoxKind {
+    /// The destination's filesystem is full.
+    NoSpace,
+    /// An entry was refused: it would land outside the destination, or is malformed.
+    Refused,
+    /// A path is missing, or of the wrong kind.
+    NotFound,
+    Other,
 }
 
 /// How a copy treats its source and destination. The defaults are `docker cp`'s.
@@ -102,6 +119,12 @@ fn in_box_error(what: &str, e: PortalError) -> CopyError {
         {
             CopyError::InBox {
                 what: what.to_string(),
+                kind: match code {
+                    tonic::Code::ResourceExhausted => InBoxKind::NoSpace,
+                    tonic::Code::InvalidArgument => InBoxKind::Refused,
+                    tonic::Code::NotFound | tonic::Code::FailedPrecondition => InBoxKind::NotFound,
+                    _ => InBoxKind::Other,
+                },
                 message: if message.is_empty() {
                     format!("the agent answered {code:?}")
                 } else {
@@ -468,7 +491,7 @@ impl LiteBox {
     pub async fn apply_layer<R>(
         &self,
         layer: R,
-        compression: crate::images::registry::Compression,
+        compression: crate::model::Compression,
         digest: &str,
     ) -> Result<CopyStats, crate::Error>
     where
@@ -485,13 +508,13 @@ pub(crate) async fn send_layer<R>(
     client: &crate::portal::AgentClient,
     what: &str,
     mut layer: R,
-    compression: crate::images::registry::Compression,
+    compression: crate::model::Compression,
     digest: &str,
 ) -> Result<CopyStats, crate::Error>
 where
     R: std::io::Read + Send + 'static,
 {
-    use crate::images::registry::Compression as C;
+    use crate::model::Compression as C;
     let (tx, rx) = mpsc::channel::<Vec<u8>>(DEPTH);
     let reader = tokio::task::spawn_blocking(move || {
         let mut buf = vec![0u8; boxlite_archive::CHUNK];

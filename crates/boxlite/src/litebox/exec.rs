@@ -1,14 +1,26 @@
 //! Commands and executions: `BoxCommand` is a builder like `std::process::Command`;
-//! `Execution` is a running process with its streams.
+//! `Execution` is a running process with its streams, shaped like BoxLite's.
 //!
 //! Every method on [`Execution`] takes `&self` and is its own call on the shared agent
-//! connection, so a `wait()` in flight never blocks `kill()` or `signal()`.
+//! connection, so a `wait()` in flight never blocks `kill()` or `signal()`. An
+//! `Execution` is cheap to clone; clones share its streams (each can be taken once) and
+//! its exit status, which is kept on the host once known: waiting again after the agent
+//! has forgotten the execution still answers.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
 use boxlite_protocol::v1;
-use tokio::sync::mpsc;
+use tokio::sync::{OnceCell, mpsc};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 
+use super::{BoxError, BoxState, LiteBox};
+use crate::model::RunConfig;
 use crate::portal::{AgentClient, ExecSpec, ExitStatus, Pipe, PortalError};
 
 #[derive(Debug, thiserror::Error)]
@@ -129,9 +141,11 @@ impl BoxCommand {
     }
 
     /// Run as `name|uid[:group|gid]`, resolved against the image's `/etc/passwd` and
-    /// `/etc/group` with `docker exec --user` rules (supplementary groups included).
+    /// `/etc/group` with `docker exec --user` rules (supplementary groups included). A
+    /// blank value means no override: the image's user applies.
     pub fn user(mut self, user: impl Into<String>) -> Self {
-        self.spec.user = Some(user.into());
+        let user = user.into();
+        self.spec.user = (!user.trim().is_empty()).then_some(user);
         self
     }
 
@@ -146,18 +160,60 @@ impl BoxCommand {
     pub fn program(&self) -> &str {
         &self.spec.program
     }
+
+    /// Check the command before it is sent: a program, no NUL bytes (they cannot reach
+    /// `execve`), environment names without `=`, an absolute working directory.
+    pub fn validate(&self) -> Result<(), ExecError> {
+        let s = &self.spec;
+        let bad = |m: String| Err(ExecError::InvalidCommand(m));
+        if s.program.is_empty() {
+            return bad("the program is empty".into());
+        }
+        for a in std::iter::once(&s.program).chain(s.args.iter()) {
+            if a.contains('\0') {
+                return bad(format!("argument {a:?} contains a NUL byte"));
+            }
+        }
+        for (k, v) in &s.env {
+            if k.is_empty() {
+                return bad("an environment variable name is empty".into());
+            }
+            if k.contains('=') || k.contains('\0') {
+                return bad(format!(
+                    "environment variable name {k:?} contains '=' or a NUL byte"
+                ));
+            }
+            if v.contains('\0') {
+                return bad(format!("the value of {k} contains a NUL byte"));
+            }
+        }
+        if let Some(w) = &s.working_dir
+            && (!w.starts_with('/') || w.contains('\0'))
+        {
+            return bad(format!(
+                "working directory {w:?} must be an absolute path without NUL bytes"
+            ));
+        }
+        Ok(())
+    }
 }
 
-/// A process running in a box.
-#[derive(Debug)]
+/// A process running in a box. Cheap to clone; see the module documentation.
+#[derive(Debug, Clone)]
 pub struct Execution {
     id: String,
     client: AgentClient,
+    streams: Arc<Mutex<Streams>>,
+    status: Arc<OnceCell<ExitStatus>>,
+    /// The box's console log, to explain an agent that went away.
+    console_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Default)]
+struct Streams {
     stdin: Option<ExecStdin>,
     stdout: Option<ExecOutput>,
     stderr: Option<ExecOutput>,
-    /// The box's console log, to explain an agent that went away.
-    console_log: Option<std::path::PathBuf>,
 }
 
 impl Execution {
@@ -165,12 +221,16 @@ impl Execution {
         client: AgentClient,
         id: String,
         stdin: bool,
-        console_log: Option<std::path::PathBuf>,
+        console_log: Option<PathBuf>,
     ) -> Self {
-        Execution {
+        let streams = Streams {
             stdin: stdin.then(|| ExecStdin::new(client.clone(), id.clone())),
             stdout: Some(ExecOutput::new(client.clone(), id.clone(), Pipe::Stdout)),
             stderr: Some(ExecOutput::new(client.clone(), id.clone(), Pipe::Stderr)),
+        };
+        Execution {
+            streams: Arc::new(Mutex::new(streams)),
+            status: Arc::new(OnceCell::new()),
             client,
             id,
             console_log,
@@ -179,14 +239,13 @@ impl Execution {
 
     /// A handle to an execution someone else started, for its remaining output and its
     /// exit status. It has no stdin: closing stdin is the starter's business.
-    pub(crate) fn attached(
-        client: AgentClient,
-        id: String,
-        console_log: Option<std::path::PathBuf>,
-    ) -> Self {
-        let mut e = Execution::new(client, id, false, console_log);
-        e.stdin = None;
-        e
+    pub(crate) fn attached(client: AgentClient, id: String, console_log: Option<PathBuf>) -> Self {
+        Execution::new(client, id, false, console_log)
+    }
+
+    fn streams(&self) -> std::sync::MutexGuard<'_, Streams> {
+        // Taking an Option out cannot be interrupted halfway: a poisoned lock is fine.
+        self.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The execution id; any client of the same box can use it.
@@ -194,26 +253,53 @@ impl Execution {
         &self.id
     }
 
-    /// Whether this handle still holds the execution's stdin.
+    /// Whether stdin has not been taken yet (by this handle or a clone).
     pub fn has_stdin(&self) -> bool {
-        self.stdin.is_some()
+        self.streams().stdin.is_some()
     }
 
+    /// Take the stdin pipe; `None` if there is none or it was taken.
     pub fn take_stdin(&mut self) -> Option<ExecStdin> {
-        self.stdin.take()
+        self.streams().stdin.take()
     }
 
+    /// Take stdout; `None` once taken.
     pub fn take_stdout(&mut self) -> Option<ExecOutput> {
-        self.stdout.take()
+        self.streams().stdout.take()
     }
 
+    /// Take stderr; `None` once taken.
     pub fn take_stderr(&mut self) -> Option<ExecOutput> {
-        self.stderr.take()
+        self.streams().stderr.take()
     }
 
-    /// Wait for the process to exit. If the box dies first (its kernel panics, its VM is
-    /// killed, it powers off), the error says so, with what the console showed.
+    /// [`Execution::take_stdin`] under BoxLite's name.
+    pub fn stdin(&mut self) -> Option<ExecStdin> {
+        self.take_stdin()
+    }
+
+    /// [`Execution::take_stdout`] under BoxLite's name.
+    pub fn stdout(&mut self) -> Option<ExecOutput> {
+        self.take_stdout()
+    }
+
+    /// [`Execution::take_stderr`] under BoxLite's name.
+    pub fn stderr(&mut self) -> Option<ExecOutput> {
+        self.take_stderr()
+    }
+
+    /// Wait for the process to exit. The status is kept once known, so later calls (and
+    /// clones) get it without asking the agent. If the box dies first (its kernel
+    /// panics, its VM is killed, it powers off), the error says so, with what the
+    /// console showed.
     pub async fn wait(&self) -> Result<ExitStatus, ExecError> {
+        self.status
+            .get_or_try_init(|| self.wait_agent())
+            .await
+            .copied()
+    }
+
+    async fn wait_agent(&self) -> Result<ExitStatus, ExecError> {
         match self.client.wait(&self.id).await {
             Ok(s) => Ok(s),
             Err(e) if agent_lost(&e) => {
@@ -226,7 +312,7 @@ impl Execution {
                     .unwrap_or_default();
                 Err(ExecError::BoxStopped {
                     id: self.id.clone(),
-                    detail: crate::error_chain(&e),
+                    detail: crate::util::error_chain(&e),
                     hint,
                 })
             }
@@ -264,17 +350,35 @@ impl Execution {
     }
 }
 
-/// One output pipe of an execution, as raw byte chunks exactly as the process wrote them.
-/// The pipe is opened on the first read; until then (and when this handle is dropped)
-/// the agent keeps it for whoever reads next, and the process blocks once the bounded
-/// buffer fills, as with an unread pipe.
-#[derive(Debug)]
+type Opening =
+    Pin<Box<dyn Future<Output = Result<tonic::Streaming<v1::OutputChunk>, PortalError>> + Send>>;
+
+/// One output pipe of an execution, as raw byte chunks exactly as the process wrote them,
+/// read with [`ExecOutput::next_chunk`] or as a [`Stream`]. The pipe is opened on the
+/// first read; until then (and when this handle is dropped) the agent keeps it for
+/// whoever reads next, and the process blocks once the bounded buffer fills, as with an
+/// unread pipe.
 pub struct ExecOutput {
     client: AgentClient,
     id: String,
     pipe: Pipe,
-    stream: Option<tonic::Streaming<v1::OutputChunk>>,
-    done: bool,
+    state: OutState,
+}
+
+enum OutState {
+    Idle,
+    Opening(Opening),
+    Open(Box<tonic::Streaming<v1::OutputChunk>>),
+    Done,
+}
+
+impl std::fmt::Debug for ExecOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecOutput")
+            .field("id", &self.id)
+            .field("pipe", &self.pipe)
+            .finish()
+    }
 }
 
 impl ExecOutput {
@@ -283,45 +387,25 @@ impl ExecOutput {
             client,
             id,
             pipe,
-            stream: None,
-            done: false,
+            state: OutState::Idle,
+        }
+    }
+
+    fn stream_error(&self, status: &tonic::Status) -> ExecError {
+        ExecError::Stream {
+            id: self.id.clone(),
+            what: format!("reading {:?}", self.pipe).to_lowercase(),
+            source: PortalError::Rpc {
+                op: "ReadOutput",
+                code: status.code(),
+                message: status.message().to_string(),
+            },
         }
     }
 
     /// The next chunk, or `None` at end of file.
     pub async fn next_chunk(&mut self) -> Option<Result<Vec<u8>, ExecError>> {
-        if self.done {
-            return None;
-        }
-        if self.stream.is_none() {
-            match self.client.read_output(&self.id, self.pipe).await {
-                Ok(s) => self.stream = Some(s),
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(ExecError::Agent(e)));
-                }
-            }
-        }
-        let stream = self.stream.as_mut()?;
-        match stream.message().await {
-            Ok(Some(chunk)) => Some(Ok(chunk.data)),
-            Ok(None) => {
-                self.done = true;
-                None
-            }
-            Err(status) => {
-                self.done = true;
-                Some(Err(ExecError::Stream {
-                    id: self.id.clone(),
-                    what: format!("reading {:?}", self.pipe).to_lowercase(),
-                    source: PortalError::Rpc {
-                        op: "ReadOutput",
-                        code: status.code(),
-                        message: status.message().to_string(),
-                    },
-                }))
-            }
-        }
+        self.next().await
     }
 
     /// Copy every chunk to `w` as it arrives, flushing after each so interactive output
@@ -355,15 +439,57 @@ impl ExecOutput {
     }
 }
 
+impl Stream for ExecOutput {
+    type Item = Result<Vec<u8>, ExecError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                OutState::Done => return Poll::Ready(None),
+                OutState::Idle => {
+                    let (client, id, pipe) = (this.client.clone(), this.id.clone(), this.pipe);
+                    this.state =
+                        OutState::Opening(Box::pin(
+                            async move { client.read_output(&id, pipe).await },
+                        ));
+                }
+                OutState::Opening(fut) => match fut.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(s)) => this.state = OutState::Open(Box::new(s)),
+                    Poll::Ready(Err(e)) => {
+                        this.state = OutState::Done;
+                        return Poll::Ready(Some(Err(ExecError::Agent(e))));
+                    }
+                },
+                OutState::Open(s) => match Pin::new(s.as_mut()).poll_next(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Some(Ok(chunk))) => return Poll::Ready(Some(Ok(chunk.data))),
+                    Poll::Ready(None) => {
+                        this.state = OutState::Done;
+                        return Poll::Ready(None);
+                    }
+                    Poll::Ready(Some(Err(status))) => {
+                        let e = this.stream_error(&status);
+                        this.state = OutState::Done;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                },
+            }
+        }
+    }
+}
+
 /// Largest stdin chunk put in one message.
 const STDIN_CHUNK: usize = 256 * 1024;
 
-/// The stdin pipe of an execution. `close()` (or dropping it) delivers end of file.
+/// The stdin pipe of an execution. [`ExecStdin::close`] (or dropping it) delivers end of
+/// file; writing after that is [`ExecError::StdinClosed`].
 #[derive(Debug)]
 pub struct ExecStdin {
     id: String,
     tx: Option<mpsc::Sender<v1::StdinChunk>>,
-    call: JoinHandle<Result<u64, PortalError>>,
+    call: Option<JoinHandle<Result<u64, PortalError>>>,
 }
 
 impl ExecStdin {
@@ -373,7 +499,7 @@ impl ExecStdin {
         ExecStdin {
             id,
             tx: Some(tx),
-            call,
+            call: Some(call),
         }
     }
 
@@ -385,17 +511,30 @@ impl ExecStdin {
         }
     }
 
+    fn closed(&self) -> ExecError {
+        ExecError::StdinClosed {
+            id: self.id.clone(),
+        }
+    }
+
+    /// Whether stdin has been closed, by [`ExecStdin::close`] or because the process or
+    /// its box went away.
+    pub fn is_closed(&self) -> bool {
+        self.tx.as_ref().is_none_or(|tx| tx.is_closed())
+    }
+
     async fn failed(&mut self) -> ExecError {
         self.tx = None;
-        match (&mut self.call).await {
-            Ok(Err(e)) => ExecError::Stream {
-                id: self.id.clone(),
-                what: "writing stdin".into(),
-                source: e,
+        match self.call.take() {
+            Some(call) => match call.await {
+                Ok(Err(e)) => ExecError::Stream {
+                    id: self.id.clone(),
+                    what: "writing stdin".into(),
+                    source: e,
+                },
+                _ => self.closed(),
             },
-            _ => ExecError::StdinClosed {
-                id: self.id.clone(),
-            },
+            None => self.closed(),
         }
     }
 
@@ -404,9 +543,7 @@ impl ExecStdin {
         for piece in data.chunks(STDIN_CHUNK) {
             let msg = self.chunk(piece.to_vec(), false);
             let Some(tx) = self.tx.as_ref() else {
-                return Err(ExecError::StdinClosed {
-                    id: self.id.clone(),
-                });
+                return Err(self.closed());
             };
             if tx.send(msg).await.is_err() {
                 return Err(self.failed().await);
@@ -415,22 +552,31 @@ impl ExecStdin {
         Ok(())
     }
 
-    /// Close stdin: the process reads end of file. Returns once the agent has closed it.
-    pub async fn close(mut self) -> Result<u64, ExecError> {
+    /// [`ExecStdin::write_all`] under BoxLite's name.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), ExecError> {
+        self.write_all(data).await
+    }
+
+    /// Close stdin: the process reads end of file. Returns once the agent has closed it,
+    /// with the number of bytes it took. Closing again is an error.
+    pub async fn close(&mut self) -> Result<u64, ExecError> {
         let eof = self.chunk(Vec::new(), true);
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.send(eof).await;
-        }
-        match (&mut self.call).await {
+        let Some(tx) = self.tx.take() else {
+            return Err(self.closed());
+        };
+        let _ = tx.send(eof).await;
+        drop(tx);
+        let Some(call) = self.call.take() else {
+            return Err(self.closed());
+        };
+        match call.await {
             Ok(Ok(n)) => Ok(n),
             Ok(Err(e)) => Err(ExecError::Stream {
                 id: self.id.clone(),
                 what: "closing stdin".into(),
                 source: e,
             }),
-            Err(_) => Err(ExecError::StdinClosed {
-                id: self.id.clone(),
-            }),
+            Err(_) => Err(self.closed()),
         }
     }
 }
@@ -459,7 +605,182 @@ fn agent_lost(e: &PortalError) -> bool {
                 || (*code == tonic::Code::Unknown
                     && (message.contains("transport") || message.contains("h2")))
         }
-        PortalError::Connect(_) => true,
-        PortalError::Timeout(_) => false,
+        PortalError::Connect { .. } => true,
+        PortalError::Timeout { .. } => false,
+    }
+}
+
+/// Fill in what the command leaves unset from the image's config: its Env entries
+/// (the command's own variables win), WorkingDir and User.
+pub(crate) fn apply_image_defaults(spec: &mut ExecSpec, run: &RunConfig) {
+    let mut env: Vec<(String, String)> = Vec::new();
+    for kv in &run.env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+        if k.is_empty() || spec.env.iter().any(|(sk, _)| sk == k) {
+            continue;
+        }
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.to_string(), v.to_string()));
+    }
+    env.append(&mut spec.env);
+    spec.env = env;
+    if spec.working_dir.is_none() && !run.working_dir.is_empty() {
+        spec.working_dir = Some(run.working_dir.clone());
+    }
+    if spec.user.is_none() && !run.user.is_empty() {
+        spec.user = Some(run.user.clone());
+    }
+}
+
+impl LiteBox {
+    /// Run a command in the box, starting the box if it is not running.
+    pub async fn exec(&self, cmd: BoxCommand) -> Result<Execution, crate::Error> {
+        cmd.validate()?;
+        let config = self.config().await?;
+        let client = self.client().await?;
+        // The image's Env, WorkingDir and User, unless the command sets its own. PATH and
+        // HOME when nobody sets them are the agent's business: it knows the image.
+        let mut spec = cmd.spec;
+        apply_image_defaults(&mut spec, &config.run);
+        let id = client.exec(&spec).await.map_err(ExecError::from_exec_rpc)?;
+        Ok(Execution::new(
+            client,
+            id,
+            spec.stdin,
+            Some(self.home().box_paths(&self.id).console_log()),
+        ))
+    }
+
+    /// The image's default command with `args` in place of its `Cmd` when any are given:
+    /// `Entrypoint + (args or Cmd)`, as `docker run IMAGE [ARGS]` runs, with the box's
+    /// entrypoint and command overrides applied.
+    pub async fn image_command(&self, args: &[String]) -> Result<BoxCommand, crate::Error> {
+        let config = self.config().await?;
+        let argv = config.run.argv(args);
+        match argv.split_first() {
+            Some((program, rest)) if !program.is_empty() => {
+                Ok(BoxCommand::new(program.clone()).args(rest.iter().cloned()))
+            }
+            _ => Err(BoxError::InvalidOption(format!(
+                "image {} has no default command; give one",
+                config.image
+            ))
+            .into()),
+        }
+    }
+
+    /// Attach to an execution started earlier, from this process or another, by id:
+    /// its remaining output (what it wrote while nobody read waits in the agent, see
+    /// `docs/architecture.md`) and its exit status. The box must be running; attaching
+    /// never starts it.
+    pub async fn attach(&self, exec_id: &str) -> Result<Execution, crate::Error> {
+        let client = self.running_client().await?;
+        client
+            .signal(exec_id, 0, false)
+            .await
+            .map_err(|e| match e.code() {
+                Some(tonic::Code::NotFound) => ExecError::NoSuchExecution(exec_id.to_string()),
+                _ => ExecError::Agent(e),
+            })?;
+        Ok(Execution::attached(
+            client,
+            exec_id.to_string(),
+            Some(self.home().box_paths(&self.id).console_log()),
+        ))
+    }
+
+    /// Ask the agent whether it is alive, within `timeout`, over a fresh connection.
+    /// Does not start the box: a box that is not running is [`BoxError::NotRunning`].
+    pub async fn ping(&self, timeout: std::time::Duration) -> Result<(), crate::Error> {
+        let row = self.lock(crate::util::lock::LockMode::Shared).await?.row;
+        if row.status.state() != BoxState::Running {
+            return Err(BoxError::NotRunning {
+                id: self.id.clone(),
+                state: row.status.state(),
+            }
+            .into());
+        }
+        let addr = crate::vmm::vsock::AgentAddr::of_box(&row.status, &self.id);
+        let target = crate::portal::target(&self.id, &addr);
+        let fut = async {
+            let c = AgentClient::connect(addr, &self.id).await?;
+            c.ping().await.map(|_| ())
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(PortalError::Timeout {
+                target,
+                after: timeout,
+            }
+            .into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run() -> RunConfig {
+        RunConfig {
+            env: vec![
+                "PATH=/opt/bin:/bin".into(),
+                "LANG=C.UTF-8".into(),
+                "EMPTY=".into(),
+                "NOEQUALS".into(),
+            ],
+            entrypoint: Some(vec!["/entry".into(), "-x".into()]),
+            cmd: Some(vec!["serve".into()]),
+            working_dir: "/srv".into(),
+            user: "app".into(),
+        }
+    }
+
+    #[test]
+    fn image_env_workdir_and_user_fill_what_the_command_leaves_unset() {
+        let mut spec = BoxCommand::new("id").env("LANG", "fr_FR").spec;
+        apply_image_defaults(&mut spec, &run());
+        assert_eq!(
+            spec.env,
+            vec![
+                ("PATH".to_string(), "/opt/bin:/bin".to_string()),
+                ("EMPTY".to_string(), String::new()),
+                ("NOEQUALS".to_string(), String::new()),
+                ("LANG".to_string(), "fr_FR".to_string()),
+            ]
+        );
+        assert_eq!(spec.working_dir.as_deref(), Some("/srv"));
+        assert_eq!(spec.user.as_deref(), Some("app"));
+
+        let mut own = BoxCommand::new("id").user("root").working_dir("/").spec;
+        apply_image_defaults(&mut own, &run());
+        assert_eq!(own.user.as_deref(), Some("root"));
+        assert_eq!(own.working_dir.as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn a_blank_user_is_no_override_so_the_image_user_applies() {
+        for blank in ["", "  "] {
+            let mut spec = BoxCommand::new("id").user(blank).spec;
+            apply_image_defaults(&mut spec, &run());
+            assert_eq!(spec.user.as_deref(), Some("app"), "{blank:?}");
+        }
+    }
+
+    #[test]
+    fn commands_with_nul_bytes_or_bad_env_names_are_refused_naming_them() {
+        for (cmd, want) in [
+            (BoxCommand::new(""), "empty"),
+            (BoxCommand::new("a\0b"), "NUL"),
+            (BoxCommand::new("sh").arg("x\0"), "NUL"),
+            (BoxCommand::new("sh").env("A=B", "1"), "\"A=B\""),
+            (BoxCommand::new("sh").env("", "1"), "empty"),
+            (BoxCommand::new("sh").env("K", "v\0"), "NUL"),
+            (BoxCommand::new("sh").working_dir("relative"), "absolute"),
+        ] {
+            let err = cmd.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+        assert!(BoxCommand::new("sh").env("K", "v=w").validate().is_ok());
     }
 }

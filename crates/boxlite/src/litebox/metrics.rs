@@ -3,8 +3,9 @@
 
 use serde::Serialize;
 
-use super::record::BootTimings;
-use super::{BoxState, LiteBox, LockMode};
+use super::{BoxState, LiteBox};
+use crate::model::BootTimings;
+use crate::util::lock::LockMode;
 
 /// A snapshot of one box. Guest figures are `None` while the box is not running.
 #[derive(Debug, Clone, Serialize)]
@@ -66,13 +67,15 @@ impl BoxMetrics {
 fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    // A tick rate is a small positive number: exact as a float.
+    #[allow(clippy::cast_precision_loss)]
     if t > 0 { t as f64 } else { 100.0 }
 }
 
 fn page_size() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 { p as u64 } else { 4096 }
+    u64::try_from(p).ok().filter(|p| *p > 0).unwrap_or(4096)
 }
 
 fn host_uptime() -> Option<f64> {
@@ -85,7 +88,10 @@ fn host_uptime() -> Option<f64> {
 }
 
 fn ms(secs: f64) -> u64 {
-    (secs.max(0.0) * 1000.0).round() as u64
+    // Clamped to zero and far below u64::MAX: the cast loses nothing.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let ms = (secs.clamp(0.0, 1e15) * 1000.0).round() as u64;
+    ms
 }
 
 impl LiteBox {
@@ -97,13 +103,13 @@ impl LiteBox {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        let disk_overlay_bytes = std::fs::metadata(self.rt.box_paths(&self.id).disk())
+        let disk_overlay_bytes = std::fs::metadata(self.home().box_paths(&self.id).disk())
             .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
             .unwrap_or(0);
         let mut m = BoxMetrics {
             id: self.id.clone(),
             name: row.name.clone(),
-            state: row.status.state,
+            state: row.status.state(),
             taken_at,
             cpu_secs: None,
             vmm_age_secs: None,
@@ -119,7 +125,7 @@ impl LiteBox {
             oom_kills: None,
             boot: None,
         };
-        let running = row.status.state == BoxState::Running && row.status.vmm_alive();
+        let running = row.status.state() == BoxState::Running && row.status.vmm_alive();
         if !running {
             return Ok(m);
         }
@@ -141,7 +147,7 @@ impl LiteBox {
             }
         }
         let timings: Option<BootTimings> = row.status.boot;
-        let client = self.cached_client(&row.status).await?;
+        let client = self.cached_client(&row).await?;
         let g = client.stats().await?;
         m.mem_total_bytes = Some(g.mem_total_bytes);
         m.mem_used_bytes = Some(g.mem_total_bytes.saturating_sub(g.mem_available_bytes));

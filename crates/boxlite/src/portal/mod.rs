@@ -13,16 +13,24 @@ use crate::vmm::vsock::{self, AgentAddr};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PortalError {
-    #[error("connecting to the box agent")]
-    Connect(#[source] tonic::transport::Error),
+    #[error("connecting to the agent of {target}")]
+    Connect {
+        /// The box and the socket (or vsock CID) tried.
+        target: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
     #[error("agent call {op} failed: {message}")]
     Rpc {
         op: &'static str,
         code: tonic::Code,
         message: String,
     },
-    #[error("the box agent did not answer within {}s", .0.as_secs_f32())]
-    Timeout(std::time::Duration),
+    #[error("the agent of {target} did not answer within {}s", after.as_secs_f32())]
+    Timeout {
+        target: String,
+        after: std::time::Duration,
+    },
 }
 
 impl PortalError {
@@ -38,7 +46,7 @@ impl PortalError {
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
             PortalError::Rpc { code, .. } => Some(*code),
-            PortalError::Connect(_) | PortalError::Timeout(_) => None,
+            PortalError::Connect { .. } | PortalError::Timeout { .. } => None,
         }
     }
 }
@@ -122,8 +130,15 @@ pub struct AgentClient {
     stub: Stub<Channel>,
 }
 
+/// How errors name a box's agent: the box (or build) and where it was reached.
+pub fn target(id: &str, addr: &AgentAddr) -> String {
+    format!("box {} ({addr})", &id[..id.len().min(12)])
+}
+
 impl AgentClient {
-    pub async fn connect(addr: AgentAddr) -> Result<Self, PortalError> {
+    /// Connect to the agent of box `id` (named in errors) at `addr`.
+    pub async fn connect(addr: AgentAddr, id: &str) -> Result<Self, PortalError> {
+        let target = target(id, &addr);
         let endpoint = Endpoint::from_static("http://boxlite-agent")
             .connect_timeout(Duration::from_secs(10))
             .initial_stream_window_size(boxlite_protocol::STREAM_WINDOW)
@@ -141,7 +156,10 @@ impl AgentClient {
                 }
             }))
             .await
-            .map_err(PortalError::Connect)?;
+            .map_err(|source| PortalError::Connect {
+                target: target.clone(),
+                source,
+            })?;
         let stub = Stub::new(channel)
             .max_decoding_message_size(boxlite_protocol::MAX_MESSAGE)
             .max_encoding_message_size(boxlite_protocol::MAX_MESSAGE);
@@ -175,7 +193,7 @@ impl AgentClient {
             user: spec.user.clone().unwrap_or_default(),
             timeout_ms: spec
                 .timeout
-                .map(|t| t.as_millis().max(1) as u64)
+                .map(|t| u64::try_from(t.as_millis().max(1)).unwrap_or(u64::MAX))
                 .unwrap_or(0),
             tty: spec.tty.is_some(),
             tty_rows: spec.tty.map_or(0, |t| t.0.into()),

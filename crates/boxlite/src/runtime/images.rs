@@ -12,7 +12,9 @@ use super::Boxlite;
 use crate::config::{AuthStore, registry_config};
 use crate::images::reference::Reference;
 use crate::images::registry::{self, Credential, Progress, RegistryConfig};
-use crate::images::{BUILTIN_NAMESPACE, Image, ImageError, ImageInfo, PruneReport, build};
+use crate::images::{BUILTIN_NAMESPACE, Image, ImageError, ImageInfo, PruneReport};
+use crate::model::ImageRecord;
+use crate::util::blocking;
 use crate::util::lock::{FileLock, LockMode};
 
 /// What `remove_image` did.
@@ -60,12 +62,12 @@ impl Boxlite {
     }
 
     fn gc_lock_path(&self) -> PathBuf {
-        self.inner.images.locks_dir().join("gc")
+        self.images.locks_dir().join("gc")
     }
 
     async fn gc_lock(&self, mode: LockMode) -> Result<FileLock, crate::Error> {
         let path = self.gc_lock_path();
-        let _ = std::fs::create_dir_all(self.inner.images.locks_dir());
+        let _ = std::fs::create_dir_all(self.images.locks_dir());
         FileLock::acquire(&path, mode)
             .await
             .map_err(|source| crate::Error::Io {
@@ -83,19 +85,21 @@ impl Boxlite {
         reference: &str,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Image, crate::Error> {
+        self.ctx.check_open()?;
         let r = Reference::parse(reference)?;
         let canonical = r.canonical();
         if canonical.starts_with(BUILTIN_NAMESPACE) {
-            let assets = self.inner.assets()?;
-            return Ok(self
-                .inner
-                .images
-                .resolve_local(&canonical, &assets)?
-                .expect("resolve_local errors on an unknown built-in"));
+            return match self.local_image(&canonical).await? {
+                Some(img) => Ok(img),
+                None => Err(ImageError::NotInStore {
+                    reference: canonical,
+                }
+                .into()),
+            };
         }
         let cfg = self.registry_config()?;
         let _gc = self.gc_lock(LockMode::Shared).await?;
-        let rec = registry::pull(&self.inner.images.blobs(), &r, &cfg, progress).await?;
+        let rec = registry::pull(&self.images.blobs(), &r, &cfg, progress).await?;
         self.install(rec, progress).await
     }
 
@@ -103,18 +107,18 @@ impl Boxlite {
     /// reference at it.
     async fn install(
         &self,
-        rec: registry::ImageRecord,
+        rec: ImageRecord,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Image, crate::Error> {
-        let store = &self.inner.images;
+        let store = &self.images;
         store.save_record(&rec)?;
         progress(Progress::Building {
             layers: rec.layers.len(),
         });
         let t = Instant::now();
-        let (base, report) = build::ensure_base(&self.inner, store, &rec).await?;
+        let (base, report) = crate::builder::ensure_base(&self.ctx, store, &rec).await?;
         progress(Progress::Built {
-            ms: t.elapsed().as_millis() as u64,
+            ms: u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX),
             cached: report.is_none(),
             build: report,
         });
@@ -136,8 +140,9 @@ impl Boxlite {
         tag: Option<&str>,
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Vec<Image>, crate::Error> {
+        self.ctx.check_open()?;
         let _gc = self.gc_lock(LockMode::Shared).await?;
-        let blobs = self.inner.images.blobs();
+        let blobs = self.images.blobs();
         let (input, tag) = (input.to_path_buf(), tag.map(str::to_string));
         let records = tokio::task::spawn_blocking(move || {
             crate::images::load::load(&blobs, &input, tag.as_deref())
@@ -154,31 +159,35 @@ impl Boxlite {
         Ok(out)
     }
 
-    /// A local image (a built-in one is imported on first use), or `None`.
-    pub fn local_image(&self, reference: &str) -> Result<Option<Image>, crate::Error> {
-        let assets = self.inner.assets()?;
-        Ok(self.inner.images.resolve_local(reference, &assets)?)
+    /// A local image (a built-in one is imported on first use, which copies and hashes
+    /// it), or `None`.
+    pub async fn local_image(&self, reference: &str) -> Result<Option<Image>, crate::Error> {
+        let assets = self.ctx.assets()?;
+        let (store, reference) = (self.images.clone(), reference.to_string());
+        Ok(blocking::run(move || store.resolve_local(&reference, &assets)).await?)
     }
 
     /// A local image, pulled first if the store does not have it (as `docker run` does).
     pub async fn image(&self, reference: &str) -> Result<Image, crate::Error> {
-        match self.local_image(reference)? {
+        match self.local_image(reference).await? {
             Some(img) => Ok(img),
             None => self.pull(reference, &|_| {}).await,
         }
     }
 
     /// Every reference in the store.
-    pub fn images(&self) -> Vec<ImageInfo> {
-        self.inner.images.list()
+    pub async fn images(&self) -> Vec<ImageInfo> {
+        let store = self.images.clone();
+        blocking::run(move || store.list()).await
     }
 
     /// Manifest digests the boxes are using.
-    fn digests_in_use(&self) -> Result<HashSet<String>, crate::Error> {
+    async fn digests_in_use(&self) -> Result<HashSet<String>, crate::Error> {
         Ok(self
-            .inner
-            .db
-            .list()?
+            .ctx
+            .home
+            .db(|db| db.list())
+            .await?
             .into_iter()
             .map(|r| r.config.image_digest)
             .filter(|d| !d.is_empty())
@@ -189,13 +198,17 @@ impl Boxlite {
     /// unless `force`; a forced removal only drops the reference, and the files go once
     /// the last box using them is removed and the store is pruned.
     pub async fn remove_image(&self, key: &str, force: bool) -> Result<RemovedImage, crate::Error> {
-        let store = &self.inner.images;
-        let hits = store.find(key)?;
+        let store = &self.images;
+        let hits = {
+            let (store, key) = (store.clone(), key.to_string());
+            blocking::run(move || store.find(&key)).await?
+        };
         let digest = hits[0].digest.clone();
         let users: Vec<String> = self
-            .inner
-            .db
-            .list()?
+            .ctx
+            .home
+            .db(|db| db.list())
+            .await?
             .into_iter()
             .filter(|r| r.config.image_digest == digest)
             .map(|r| r.name.unwrap_or_else(|| r.id[..12].to_string()))
@@ -225,7 +238,16 @@ impl Boxlite {
     /// Remove every base, record and blob that no reference and no box needs.
     pub async fn prune_images(&self) -> Result<PruneReport, crate::Error> {
         let _gc = self.gc_lock(LockMode::Exclusive).await?;
-        Ok(self.inner.images.prune(&self.digests_in_use()?)?)
+        let in_use = self.digests_in_use().await?;
+        let store = self.images.clone();
+        Ok(blocking::run(move || {
+            let report = store.prune(&in_use);
+            // Builds killed halfway: no pull runs during a prune, so every unlocked one
+            // is abandoned.
+            crate::builder::sweep(&store);
+            report
+        })
+        .await?)
     }
 }
 

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::Boxlite;
-use crate::volumes::{self, VolumeError, VolumeKind, VolumeMount, VolumeSource, VolumeSpec};
+use crate::model::{VolumeKind, VolumeMount};
+use crate::util::blocking;
+use crate::volumes::{self, VolumeError, VolumeSource, VolumeSpec};
 
 /// The most volumes one box can mount (each is a virtio-mmio device).
 pub const MAX_VOLUMES: usize = 8;
@@ -32,7 +34,7 @@ impl Boxlite {
         &self,
         specs: &[VolumeSpec],
     ) -> Result<Vec<VolumeMount>, crate::Error> {
-        let layout = &self.inner.layout;
+        let layout = self.ctx.layout();
         if specs.len() > MAX_VOLUMES {
             return Err(VolumeError::InvalidSpec {
                 spec: format!("{} volumes", specs.len()),
@@ -78,19 +80,19 @@ impl Boxlite {
     }
 
     /// Create a named volume. Creating one that exists returns it unchanged.
-    pub fn create_volume(&self, name: &str) -> Result<VolumeInfo, crate::Error> {
+    pub async fn create_volume(&self, name: &str) -> Result<VolumeInfo, crate::Error> {
         volumes::validate_name(name)?;
-        let dir = self.inner.layout.named_volumes_dir().join(name);
+        let dir = self.ctx.layout().named_volumes_dir().join(name);
         volumes::ensure_dir(&dir)?;
-        self.volume(name)
+        self.volume(name).await
     }
 
     /// Every managed volume, named first, each with the boxes that use it.
-    pub fn volumes(&self) -> Result<Vec<VolumeInfo>, crate::Error> {
-        let users = self.volume_users()?;
+    pub async fn volumes(&self) -> Result<Vec<VolumeInfo>, crate::Error> {
+        let users = self.volume_users().await?;
         let mut out = Vec::new();
         for kind in [VolumeKind::Named, VolumeKind::Anonymous] {
-            let root = kind.root(&self.inner.layout);
+            let root = self.ctx.layout().volume_root(kind);
             let mut names: Vec<String> = std::fs::read_dir(&root)
                 .map_err(|source| VolumeError::Io {
                     path: root.clone(),
@@ -108,11 +110,11 @@ impl Boxlite {
     }
 
     /// One volume, by name (named) or id (anonymous).
-    pub fn volume(&self, name: &str) -> Result<VolumeInfo, crate::Error> {
+    pub async fn volume(&self, name: &str) -> Result<VolumeInfo, crate::Error> {
         volumes::validate_name(name)?;
-        let users = self.volume_users()?;
+        let users = self.volume_users().await?;
         for kind in [VolumeKind::Named, VolumeKind::Anonymous] {
-            let root = kind.root(&self.inner.layout);
+            let root = self.ctx.layout().volume_root(kind);
             if root.join(name).is_dir() {
                 return Ok(info(&root, kind, name.to_string(), &users));
             }
@@ -122,8 +124,8 @@ impl Boxlite {
 
     /// Remove a volume and its contents. A volume some box mounts is refused unless
     /// `force`.
-    pub fn remove_volume(&self, name: &str, force: bool) -> Result<(), crate::Error> {
-        let v = self.volume(name)?;
+    pub async fn remove_volume(&self, name: &str, force: bool) -> Result<(), crate::Error> {
+        let v = self.volume(name).await?;
         if !v.used_by.is_empty() && !force {
             return Err(VolumeError::InUse {
                 name: name.to_string(),
@@ -131,20 +133,24 @@ impl Boxlite {
             }
             .into());
         }
-        std::fs::remove_dir_all(&v.path).map_err(|source| VolumeError::Io {
-            path: v.path.clone(),
-            source,
-        })?;
+        let path = v.path.clone();
+        blocking::run(move || std::fs::remove_dir_all(&path))
+            .await
+            .map_err(|source| VolumeError::Io {
+                path: v.path.clone(),
+                source,
+            })?;
         tracing::info!(volume = name, "volume removed");
         Ok(())
     }
 
     /// (kind, name) -> ids of the boxes that mount it.
-    fn volume_users(&self) -> Result<Users, crate::Error> {
+    async fn volume_users(&self) -> Result<Users, crate::Error> {
         Ok(self
-            .inner
-            .db
-            .list()?
+            .ctx
+            .home
+            .db(|db| db.list())
+            .await?
             .into_iter()
             .flat_map(|row| {
                 row.config

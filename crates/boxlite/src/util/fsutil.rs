@@ -44,7 +44,7 @@ pub fn copy_sparse_hashed(src: &Path, dst: &Path) -> io::Result<String> {
         }
         h.update(&buf[..n]);
         if buf[..n].iter().all(|&b| b == 0) {
-            out.seek(SeekFrom::Current(n as i64))?;
+            out.seek(SeekFrom::Current(i64::try_from(n).unwrap_or(i64::MAX)))?;
         } else {
             out.write_all(&buf[..n])?;
         }

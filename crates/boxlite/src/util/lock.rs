@@ -128,6 +128,30 @@ mod tests {
         std::env::temp_dir().join(format!("bx-lock-{:016x}", rand::random::<u64>()))
     }
 
+    /// Wait until some process waits for a lock on `path`'s inode, as `/proc/locks`
+    /// shows it: a `->` line for that inode.
+    fn wait_until_blocked_on(path: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(path).unwrap().ino();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+            let waiting = locks.lines().any(|l| {
+                l.contains("->")
+                    && l.split_whitespace()
+                        .any(|f| f.ends_with(&format!(":{ino}")))
+            });
+            if waiting {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the waiter never blocked"
+            );
+            std::thread::yield_now();
+        }
+    }
+
     #[test]
     fn exclusive_lock_excludes_a_second_holder_until_dropped() {
         let p = temp_path();
@@ -164,9 +188,15 @@ mod tests {
             .unwrap()
             .unwrap();
         let path = p.clone();
-        let waiter =
-            std::thread::spawn(move || FileLock::acquire_blocking(&path, LockMode::Exclusive));
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        let (started, waiting) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            started.send(()).unwrap();
+            FileLock::acquire_blocking(&path, LockMode::Exclusive)
+        });
+        // The waiter is blocked in flock once its thread shows the lock file open and
+        // the kernel lists it as waiting (a `->` entry in /proc/locks).
+        waiting.recv().unwrap();
+        wait_until_blocked_on(&p);
         holder.remove_file();
         drop(holder);
         let won = waiter.join().unwrap().unwrap();

@@ -1,6 +1,25 @@
-//! Small helpers shared across the library: process identity, file locks and file
-//! utilities.
+//! The bottom layer: helpers that know nothing of boxes or images. Process identity
+//! (`process`), starting helpers behind the spawn gate (`spawn`), the one kill path
+//! (`kill`), the blocking boundary (`blocking`), file locks and file utilities.
 
+pub mod blocking;
 pub mod fsutil;
+pub mod kill;
 pub mod lock;
 pub mod process;
+pub mod spawn;
+
+/// An error and its sources on one line, `: `-separated.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.ends_with(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}

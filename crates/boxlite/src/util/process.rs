@@ -1,18 +1,16 @@
-//! Identity and control of helper processes (QEMU, vhost-device-vsock).
+//! Identity of helper processes (QEMU, vhost-device-vsock, virtiofsd, the box monitor).
 //!
 //! A pid alone is not an identity: after the process exits the kernel can hand the same
 //! pid to something else. A [`ProcessId`] pairs the pid with the process start time from
-//! `/proc/<pid>/stat`, so a recycled pid is never mistaken for our VMM, and never signalled.
+//! `/proc/<pid>/stat`, so a recycled pid is never mistaken for our VMM. Signals go through
+//! a pidfd opened and then checked against that identity ([`super::kill`]), so the
+//! process signalled is the process named.
 
 use std::ffi::OsString;
 use std::io;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-
-use crate::vmm::VmmError;
 
 /// A process as pid plus start time (clock ticks since boot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,86 +69,41 @@ impl ProcessId {
     pub fn is_alive(&self) -> bool {
         matches!(read_stat(self.pid), Some(st) if st.start_time == self.start_time && st.state != 'Z' && st.state != 'X')
     }
+}
 
-    /// Send a signal, only if this is still the same process.
-    pub fn signal(&self, sig: i32) -> io::Result<()> {
-        if !self.is_alive() {
-            return Ok(());
-        }
-        // SAFETY: kill has no memory-safety preconditions.
-        if unsafe { libc::kill(self.pid, sig) } < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::ESRCH) {
-                return Err(e);
+/// Every live descendant of the live processes among `roots`, found by walking `/proc`
+/// parent links once. A helper that forks (virtiofsd's sandbox) is only gone once its
+/// descendants are.
+pub fn descendants(roots: &[ProcessId]) -> Vec<ProcessId> {
+    let live: Vec<i32> = roots
+        .iter()
+        .filter(|p| p.is_alive())
+        .map(|p| p.pid)
+        .collect();
+    if live.is_empty() {
+        return Vec::new();
+    }
+    let all: Vec<(i32, ProcStat)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| Some((pid, read_stat(pid)?)))
+        .collect();
+    let mut found: Vec<ProcessId> = Vec::new();
+    let mut frontier = live;
+    while let Some(parent) = frontier.pop() {
+        for (pid, st) in all.iter().filter(|(_, st)| st.ppid == parent) {
+            if found.iter().all(|p| p.pid != *pid) {
+                found.push(ProcessId {
+                    pid: *pid,
+                    start_time: st.start_time,
+                });
+                frontier.push(*pid);
             }
         }
-        Ok(())
     }
-
-    /// Wait until the process is gone, polling; false on timeout.
-    pub async fn wait_gone(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while self.is_alive() {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        true
-    }
-
-    /// The process's descendants still running, found by walking `/proc` parent links.
-    /// A helper that forks (virtiofsd's sandbox) is only gone once they are.
-    pub fn descendants(&self) -> Vec<ProcessId> {
-        if !self.is_alive() {
-            return Vec::new();
-        }
-        let all: Vec<(i32, ProcStat)> = std::fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-            .filter_map(|pid| Some((pid, read_stat(pid)?)))
-            .collect();
-        let mut found: Vec<ProcessId> = Vec::new();
-        let mut frontier = vec![self.pid];
-        while let Some(parent) = frontier.pop() {
-            for (pid, st) in all.iter().filter(|(_, st)| st.ppid == parent) {
-                if found.iter().all(|p| p.pid != *pid) {
-                    found.push(ProcessId {
-                        pid: *pid,
-                        start_time: st.start_time,
-                    });
-                    frontier.push(*pid);
-                }
-            }
-        }
-        found
-    }
-
-    /// SIGKILL the process and its descendants and wait (polling, blocking the thread)
-    /// until all are gone, up to `timeout`. For cleanup paths that also run outside
-    /// async code.
-    pub fn kill_and_wait(&self, timeout: Duration) {
-        let mut all = self.descendants();
-        all.push(*self);
-        for p in &all {
-            let _ = p.signal(libc::SIGKILL);
-        }
-        let deadline = Instant::now() + timeout;
-        while all.iter().any(|p| p.is_alive()) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// SIGTERM, then SIGKILL after `grace`; returns once the process is gone.
-    pub async fn terminate(&self, grace: Duration) {
-        let _ = self.signal(libc::SIGTERM);
-        if !self.wait_gone(grace).await {
-            let _ = self.signal(libc::SIGKILL);
-            self.wait_gone(Duration::from_secs(5)).await;
-        }
-    }
+    found
 }
 
 /// Find an executable: an explicit override, else the first match on `PATH`.
@@ -162,45 +115,6 @@ pub fn find_binary(name: &str, override_var: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-}
-
-/// Start a helper process in its own session, with its output to a log file, so it
-/// survives the caller and never writes on the caller's terminal.
-///
-/// `marker` is added to the helper's environment (`BOXLITE_HOME`, `BOXLITE_BOX_ID`), so
-/// recovery and leak checks can find a box's processes from `/proc/<pid>/environ`.
-pub fn spawn_detached(
-    binary: &Path,
-    args: &[OsString],
-    log: &Path,
-    marker: &[(&str, &str)],
-) -> Result<(ProcessId, tokio::process::Child), VmmError> {
-    let spawn_err = |source| VmmError::Spawn {
-        binary: binary.display().to_string(),
-        source,
-    };
-    let out = std::fs::File::create(log).map_err(spawn_err)?;
-    let err = out.try_clone().map_err(spawn_err)?;
-    let mut cmd = tokio::process::Command::new(binary);
-    cmd.args(args)
-        .envs(marker.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .kill_on_drop(false);
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().map_err(spawn_err)?;
-    let pid = child.id().unwrap_or(0) as i32;
-    let id = ProcessId::of(pid).map_err(spawn_err)?;
-    Ok((id, child))
 }
 
 #[cfg(test)]
@@ -218,32 +132,8 @@ mod tests {
     }
 
     #[test]
-    fn kill_and_wait_takes_the_children_of_a_forking_helper_too() {
-        let child = std::process::Command::new("sh")
-            .args(["-c", "sleep 300 & sleep 300 & wait"])
-            .spawn()
-            .unwrap();
-        let sh = ProcessId::of(child.id() as i32).unwrap();
-        let mut kids = Vec::new();
-        for _ in 0..200 {
-            kids = sh.descendants();
-            if kids.len() == 2 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-
-        sh.kill_and_wait(Duration::from_secs(5));
-
-        let mut child = child;
-        let _ = child.wait();
-        assert_eq!(kids.len(), 2);
-        assert!(kids.iter().all(|k| !k.is_alive()));
-    }
-
-    #[test]
     fn own_process_is_alive_and_a_changed_start_time_is_not() {
-        let me = ProcessId::of(std::process::id() as i32).unwrap();
+        let me = ProcessId::of(std::process::id().cast_signed()).unwrap();
         let recycled = ProcessId {
             start_time: me.start_time + 1,
             ..me

@@ -4,27 +4,10 @@
 //! (`/sys/module/kvm_pvm`) a stock kernel crawls and then dies with an emulation failure,
 //! so that host is treated as having no usable KVM.
 
-use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Accel {
-    Kvm,
-    Hvf,
-    Tcg,
-}
-
-impl fmt::Display for Accel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Accel::Kvm => "kvm",
-            Accel::Hvf => "hvf",
-            Accel::Tcg => "tcg",
-        })
-    }
-}
+pub use crate::model::Accel;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccelError {

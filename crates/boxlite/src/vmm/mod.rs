@@ -10,24 +10,14 @@ use std::path::PathBuf;
 
 pub use accel::{Accel, AccelChoice};
 
-use crate::util::process::ProcessId;
+use crate::util::spawn::HelperCommand;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmmError {
     #[error("{binary} not found; {hint}")]
     BinaryMissing { binary: String, hint: String },
-    #[error("starting {binary}")]
-    Spawn {
-        binary: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("{binary} --version failed: {detail}")]
     Version { binary: String, detail: String },
-    #[error("vsock device: {0}")]
-    Vsock(String),
-    #[error("{0}")]
-    Helper(String),
 }
 
 /// How the guest's virtio-vsock device is provided.
@@ -69,19 +59,13 @@ pub struct VmConfig {
     pub marker: Vec<(String, String)>,
 }
 
-/// A running engine process.
-#[derive(Debug)]
-pub struct VmProcess {
-    pub id: ProcessId,
-    /// Present in the process that spawned the VM; used to notice an early death.
-    pub child: Option<tokio::process::Child>,
-}
-
 /// A VMM engine.
 pub trait Vmm: Send + Sync + fmt::Debug {
     fn name(&self) -> &'static str;
-    /// The engine's version string, for `boxlite info`.
+    /// The engine's version string, for `boxlite info`. Runs the engine binary: call it
+    /// off the async runtime.
     fn version(&self) -> Result<String, VmmError>;
-    /// Start a VM, detached from the caller's session, and return at once.
-    fn spawn(&self, cfg: &VmConfig) -> Result<VmProcess, VmmError>;
+    /// The process that boots `cfg`; the caller starts it (behind the spawn gate) and
+    /// owns it from then on.
+    fn command(&self, cfg: &VmConfig) -> HelperCommand;
 }

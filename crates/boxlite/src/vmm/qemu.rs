@@ -7,8 +7,9 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::{Accel, VmConfig, VmProcess, Vmm, VmmError, VsockDevice};
-use crate::util::process::{find_binary, spawn_detached};
+use super::{Accel, VmConfig, Vmm, VmmError, VsockDevice};
+use crate::util::process::find_binary;
+use crate::util::spawn::{HelperCommand, tool_command};
 
 const QEMU: &str = "qemu-system-x86_64";
 
@@ -146,7 +147,9 @@ fn parse_tsc_khz(cpuinfo: &str) -> Option<u64> {
         .trim()
         .parse()
         .ok()?;
-    (mhz > 0.0).then(|| (mhz * 1000.0).round() as u64)
+    // A positive frequency in kHz, far below u64::MAX: the cast loses nothing.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    (mhz > 0.0 && mhz < 1e9).then(|| (mhz * 1000.0).round() as u64)
 }
 
 impl Vmm for Qemu {
@@ -155,12 +158,10 @@ impl Vmm for Qemu {
     }
 
     fn version(&self) -> Result<String, VmmError> {
-        let out = std::process::Command::new(&self.binary)
-            .arg("--version")
-            .output()
-            .map_err(|source| VmmError::Spawn {
+        let out = crate::util::blocking::output(tool_command(&self.binary).arg("--version"))
+            .map_err(|e| VmmError::Version {
                 binary: self.binary.display().to_string(),
-                source,
+                detail: e.to_string(),
             })?;
         let text = String::from_utf8_lossy(&out.stdout);
         text.lines()
@@ -173,19 +174,10 @@ impl Vmm for Qemu {
             })
     }
 
-    fn spawn(&self, cfg: &VmConfig) -> Result<VmProcess, VmmError> {
-        let args = self.args(cfg, host_tsc_khz());
-        tracing::debug!(binary = %self.binary.display(), ?args, "starting qemu");
-        let marker: Vec<(&str, &str)> = cfg
-            .marker
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let (id, child) = spawn_detached(&self.binary, &args, &cfg.vmm_log, &marker)?;
-        Ok(VmProcess {
-            id,
-            child: Some(child),
-        })
+    fn command(&self, cfg: &VmConfig) -> HelperCommand {
+        HelperCommand::new(&self.binary, &cfg.vmm_log)
+            .args(self.args(cfg, host_tsc_khz()))
+            .envs(&cfg.marker)
     }
 }
 

@@ -19,13 +19,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 
-/// Which device backend to use for a box.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum VsockMode {
-    VhostUser,
-    Kernel,
-}
+pub use crate::model::VsockMode;
 
 impl VsockMode {
     /// Kernel vhost-vsock when `/dev/vhost-vsock` is usable, else vhost-user.
@@ -56,6 +50,27 @@ pub enum AgentAddr {
     Hybrid { uds: PathBuf },
     /// Kernel vsock to this guest CID.
     Kernel { cid: u32 },
+}
+
+impl AgentAddr {
+    /// Where the agent of box `id` is reached, by the status of its last start.
+    pub fn of_box(status: &crate::model::BoxStatus, id: &str) -> AgentAddr {
+        match (status.vsock_mode, status.cid) {
+            (Some(VsockMode::Kernel), Some(cid)) => AgentAddr::Kernel { cid },
+            _ => AgentAddr::Hybrid {
+                uds: crate::layout::SocketPaths::for_box(id).agent(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for AgentAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AgentAddr::Hybrid { uds } => write!(f, "{}", uds.display()),
+            AgentAddr::Kernel { cid } => write!(f, "vsock cid {cid}"),
+        }
+    }
 }
 
 /// One connection to the guest.

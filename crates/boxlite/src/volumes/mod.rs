@@ -17,7 +17,8 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::layout::Layout;
+use crate::layout::Layout;
+pub use crate::model::{VolumeKind, VolumeMount};
 
 /// The longest guest mount point accepted.
 pub const MAX_GUEST_PATH: usize = 1024;
@@ -184,34 +185,6 @@ impl VolumeSpec {
     }
 }
 
-/// A mount as stored in a box's config, after validation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VolumeMount {
-    pub kind: VolumeKind,
-    /// The volume's directory name: the name of a named volume, the id of an anonymous
-    /// one.
-    pub name: String,
-    pub guest_path: String,
-    #[serde(default)]
-    pub read_only: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VolumeKind {
-    Named,
-    Anonymous,
-}
-
-impl VolumeKind {
-    pub fn root(self, layout: &Layout) -> PathBuf {
-        match self {
-            VolumeKind::Named => layout.named_volumes_dir(),
-            VolumeKind::Anonymous => layout.anonymous_volumes_dir(),
-        }
-    }
-}
-
 /// Docker's name rule, so names never contain `/` or start with `.`.
 pub fn validate_name(name: &str) -> Result<(), VolumeError> {
     let ok = name.len() <= 64
@@ -334,7 +307,7 @@ pub fn ensure_dir(path: &Path) -> Result<bool, VolumeError> {
 pub fn create_dirs(layout: &Layout, mounts: &[VolumeMount]) -> Result<Vec<PathBuf>, VolumeError> {
     let mut made = Vec::new();
     for m in mounts {
-        let dir = m.kind.root(layout).join(&m.name);
+        let dir = layout.volume_root(m.kind).join(&m.name);
         if ensure_dir(&dir)? && m.kind == VolumeKind::Named {
             made.push(dir);
         }

@@ -6,10 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::state::BoxState;
-use crate::runtime::layout::SocketPaths;
+use super::image::RunConfig;
+use super::platform::{Accel, VsockMode};
+use super::state::{BoxState, InvalidTransition};
+use super::volume::VolumeMount;
 use crate::util::process::ProcessId;
-use crate::vmm::vsock::{AgentAddr, VsockMode};
 
 pub(crate) fn default_memory() -> u32 {
     512
@@ -52,10 +53,11 @@ pub struct BoxConfig {
     pub auto_remove: bool,
     pub health: HealthOptions,
     /// Volumes mounted into the box, validated at creation.
-    pub volumes: Vec<crate::volumes::VolumeMount>,
-    /// The image's run settings at creation, with the box's entrypoint override applied.
+    pub volumes: Vec<VolumeMount>,
+    /// The image's run settings at creation, with the box's entrypoint and command
+    /// overrides applied.
     #[serde(default)]
-    pub run: crate::images::registry::RunConfig,
+    pub run: RunConfig,
     /// Root disk size in bytes (0: the image's).
     #[serde(default)]
     pub disk_bytes: u64,
@@ -100,16 +102,16 @@ pub struct Health {
     pub checked_at: Option<u64>,
 }
 
-/// Changes over the box's life.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(default)]
+/// Changes over the box's life. Its state changes only through
+/// [`BoxStatus::transition`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredStatus")]
 pub struct BoxStatus {
-    pub state: BoxState,
-    /// The creating process, while creation is in progress. A row still carrying it
-    /// after that process is gone was interrupted.
-    pub creating: Option<ProcessId>,
+    state: BoxState,
     pub vsock_mode: Option<VsockMode>,
     pub cid: Option<u32>,
+    /// The accelerator the box was last started with.
+    pub accel: Option<Accel>,
     pub vmm: Option<ProcessId>,
     pub vsock_helper: Option<ProcessId>,
     /// The per-box monitor (health checks, reaction to the VM dying on its own).
@@ -125,6 +127,58 @@ pub struct BoxStatus {
     pub boot: Option<BootTimings>,
 }
 
+/// A status as stored, read leniently: missing fields take their defaults, unknown ones
+/// are ignored, and a row of the version that marked creation with a `creating` field
+/// reads as [`BoxState::Creating`].
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct StoredStatus {
+    state: BoxState,
+    creating: Option<ProcessId>,
+    vsock_mode: Option<VsockMode>,
+    cid: Option<u32>,
+    accel: Option<Accel>,
+    vmm: Option<ProcessId>,
+    vsock_helper: Option<ProcessId>,
+    monitor: Option<ProcessId>,
+    virtiofsd: Vec<ProcessId>,
+    last_error: Option<String>,
+    health: Health,
+    started_at: Option<u64>,
+    stopped_at: Option<u64>,
+    boot: Option<BootTimings>,
+}
+
+impl From<StoredStatus> for BoxStatus {
+    fn from(s: StoredStatus) -> Self {
+        BoxStatus {
+            state: if s.creating.is_some() {
+                BoxState::Creating
+            } else {
+                s.state
+            },
+            vsock_mode: s.vsock_mode,
+            cid: s.cid,
+            accel: s.accel,
+            vmm: s.vmm,
+            vsock_helper: s.vsock_helper,
+            monitor: s.monitor,
+            virtiofsd: s.virtiofsd,
+            last_error: s.last_error,
+            health: s.health,
+            started_at: s.started_at,
+            stopped_at: s.stopped_at,
+            boot: s.boot,
+        }
+    }
+}
+
+impl Default for BoxStatus {
+    fn default() -> Self {
+        StoredStatus::default().into()
+    }
+}
+
 /// Host-side timings of the last start, in milliseconds from its beginning.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -138,28 +192,71 @@ pub struct BootTimings {
 }
 
 impl BoxStatus {
+    /// The status of a box whose row is being inserted.
+    pub fn creating() -> Self {
+        BoxStatus {
+            state: BoxState::Creating,
+            ..BoxStatus::default()
+        }
+    }
+
+    /// The status of a row that could not be read: Failed, with the reason.
+    pub fn unreadable(reason: String) -> Self {
+        BoxStatus {
+            state: BoxState::Failed,
+            last_error: Some(reason),
+            ..BoxStatus::default()
+        }
+    }
+
+    /// A status in any state, for tests of what reads and acts on states.
+    #[cfg(test)]
+    pub fn in_state(state: BoxState) -> Self {
+        BoxStatus {
+            state,
+            ..BoxStatus::default()
+        }
+    }
+
+    pub fn state(&self) -> BoxState {
+        self.state
+    }
+
+    /// Move to `to`, if the lifecycle allows it: the only writer of the state.
+    pub fn transition(&mut self, to: BoxState) -> Result<(), InvalidTransition> {
+        self.state.check_transition(to)?;
+        self.state = to;
+        Ok(())
+    }
+
     /// Whether the recorded VMM process (pid and start time) still runs.
     pub fn vmm_alive(&self) -> bool {
         self.vmm.is_some_and(|p| p.is_alive())
     }
 
-    /// Every recorded helper process that still runs.
-    pub fn live_processes(&self) -> Vec<ProcessId> {
+    /// Every recorded helper process, the VMM first.
+    pub fn processes(&self) -> Vec<ProcessId> {
         [self.vmm, self.vsock_helper, self.monitor]
             .into_iter()
             .flatten()
             .chain(self.virtiofsd.iter().copied())
+            .collect()
+    }
+
+    /// Every recorded helper process that still runs.
+    pub fn live_processes(&self) -> Vec<ProcessId> {
+        self.processes()
+            .into_iter()
             .filter(|p| p.is_alive())
             .collect()
     }
 
-    pub(crate) fn agent_addr(&self, id: &str) -> AgentAddr {
-        match (self.vsock_mode, self.cid) {
-            (Some(VsockMode::Kernel), Some(cid)) => AgentAddr::Kernel { cid },
-            _ => AgentAddr::Hybrid {
-                uds: SocketPaths::for_box(id).agent(),
-            },
-        }
+    /// Forget every recorded process (they are gone).
+    pub fn clear_processes(&mut self) {
+        self.vmm = None;
+        self.vsock_helper = None;
+        self.monitor = None;
+        self.virtiofsd.clear();
     }
 }
 
@@ -213,7 +310,7 @@ mod tests {
         assert_eq!(row.created_at, 17);
         assert_eq!(row.config.image, "boxlite/busybox:latest");
         assert_eq!(row.config.memory_mib, 256);
-        assert_eq!(row.status.state, BoxState::Stopped);
+        assert_eq!(row.status.state(), BoxState::Stopped);
         assert_eq!(
             row.status.last_error.as_deref(),
             Some("the VM process is gone")
@@ -226,10 +323,33 @@ mod tests {
 
         let st: BoxStatus = serde_json::from_str(old).unwrap();
 
-        assert_eq!(st.state, BoxState::Running);
+        assert_eq!(st.state(), BoxState::Running);
         assert_eq!(st.vmm.map(|p| p.pid), Some(7));
         assert_eq!(st.health, Health::default());
-        assert!(st.creating.is_none());
+    }
+
+    #[test]
+    fn status_of_an_interrupted_creation_by_the_previous_version_reads_as_creating() {
+        let old = r#"{"state":"Configured","creating":{"pid":7,"start_time":9}}"#;
+
+        let st: BoxStatus = serde_json::from_str(old).unwrap();
+
+        assert_eq!(st.state(), BoxState::Creating);
+    }
+
+    #[test]
+    fn status_serializes_its_state_and_reads_back_equal() {
+        let mut st = BoxStatus::creating();
+        st.transition(BoxState::Configured).unwrap();
+        st.transition(BoxState::Starting).unwrap();
+
+        let text = serde_json::to_string(&st).unwrap();
+        let back: BoxStatus = serde_json::from_str(&text).unwrap();
+
+        assert!(text.contains(r#""state":"Starting""#), "{text}");
+        assert_eq!(back, st);
+        assert!(st.transition(BoxState::Stopped).is_err());
+        assert_eq!(st.state(), BoxState::Starting);
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::model::VolumeKind;
+
 /// The layout of one `BOXLITE_HOME`.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -50,6 +52,14 @@ impl Layout {
 
     pub fn anonymous_volumes_dir(&self) -> PathBuf {
         self.volumes_dir().join("anonymous")
+    }
+
+    /// Where volumes of `kind` live.
+    pub fn volume_root(&self, kind: VolumeKind) -> PathBuf {
+        match kind {
+            VolumeKind::Named => self.named_volumes_dir(),
+            VolumeKind::Anonymous => self.anonymous_volumes_dir(),
+        }
     }
 
     pub fn db_dir(&self) -> PathBuf {

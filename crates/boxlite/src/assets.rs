@@ -47,7 +47,7 @@ struct Manifest {
     images: BTreeMap<String, String>,
     /// Per built-in image: what a box runs by default, and its environment.
     #[serde(default)]
-    image_config: BTreeMap<String, crate::images::registry::RunConfig>,
+    image_config: BTreeMap<String, crate::model::RunConfig>,
 }
 
 /// What identifies one version of a file: any write, truncate, chmod or rename changes
@@ -238,7 +238,7 @@ impl Assets {
     }
 
     /// The run settings of a built-in image, if the manifest gives them.
-    pub fn builtin_config(&self, name: &str) -> Option<&crate::images::registry::RunConfig> {
+    pub fn builtin_config(&self, name: &str) -> Option<&crate::model::RunConfig> {
         self.manifest.image_config.get(name)
     }
 

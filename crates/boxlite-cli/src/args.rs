@@ -1,0 +1,362 @@
+//! The command line's shape: every subcommand and flag, parsed by clap.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use boxlite::{BoxOptions, HealthOptions};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "boxlite", version, about = "Run OCI images in lightweight VMs")]
+pub(crate) struct Cli {
+    /// Log to stderr at debug level.
+    #[arg(long, global = true)]
+    pub(crate) debug: bool,
+    /// The boxlite home directory (default: $BOXLITE_HOME, else ~/.boxlite).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub(crate) home: Option<PathBuf>,
+    /// Registry settings file (default: BOXLITE_HOME/config.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ExecArgs {
+    /// Keep stdin open and forward it to the command.
+    #[arg(short, long)]
+    pub(crate) interactive: bool,
+    /// Run the command on a terminal in the box. With -i, the local terminal is put in
+    /// raw mode and its size follows the window.
+    #[arg(short, long)]
+    pub(crate) tty: bool,
+    /// Set an environment variable (KEY=VALUE, or KEY to copy it from here).
+    #[arg(short, long = "env", value_name = "KEY=VALUE")]
+    pub(crate) env: Vec<String>,
+    /// Working directory inside the box.
+    #[arg(short, long = "workdir", value_name = "DIR")]
+    pub(crate) workdir: Option<String>,
+    /// Run as name|uid[:group|gid], resolved in the image like `docker exec --user`.
+    #[arg(short, long, value_name = "USER")]
+    pub(crate) user: Option<String>,
+    /// Kill the command (its whole process group) after SECS seconds, enforced inside
+    /// the box; boxlite then exits with 124, as coreutils `timeout` does.
+    #[arg(long, value_name = "SECS")]
+    pub(crate) timeout: Option<f64>,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct CreateArgs {
+    /// A unique name for the box, usable wherever a box id is.
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// Remove the box as soon as it stops, however it stops.
+    #[arg(long)]
+    pub(crate) rm: bool,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub(crate) memory: u32,
+    /// Number of virtual CPUs.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) cpus: u32,
+    /// Seconds between agent health pings while the box runs; 0 turns them off.
+    #[arg(long, value_name = "SECS", default_value_t = HealthOptions::default().interval_secs)]
+    pub(crate) health_interval: u32,
+    /// Seconds a health ping may take.
+    #[arg(long, value_name = "SECS", default_value_t = HealthOptions::default().timeout_secs)]
+    pub(crate) health_timeout: u32,
+    /// Consecutive failed pings before the box is marked unhealthy.
+    #[arg(long, value_name = "N", default_value_t = HealthOptions::default().retries)]
+    pub(crate) health_retries: u32,
+    /// Mount a managed volume: /guest/path (a new anonymous volume, removed with the
+    /// box) or NAME:/guest/path[:ro] (a named volume, created on first use). Host
+    /// directories cannot be mounted; use `boxlite cp`.
+    #[arg(short = 'v', long = "volume", value_name = "SPEC")]
+    pub(crate) volumes: Vec<String>,
+    /// Root disk size (MiB, or with K, M, G or T), at least the image's (the default).
+    /// The filesystem grows at first boot; the disk file only by what is written.
+    #[arg(long, value_name = "SIZE")]
+    pub(crate) disk_size: Option<String>,
+    /// Replace the image's entrypoint with this program ("" for none); the image's
+    /// default command is dropped with it, as in Docker.
+    #[arg(long, value_name = "PROGRAM")]
+    pub(crate) entrypoint: Option<String>,
+}
+
+impl CreateArgs {
+    /// The box options these flags ask for; `cmd` replaces the image's default command.
+    pub(crate) fn options(&self, image: &str, cmd: &[String]) -> Result<BoxOptions> {
+        let mut o = BoxOptions::new(image)
+            .memory_mib(self.memory)
+            .cpus(self.cpus)
+            .auto_remove(self.rm)
+            .health(HealthOptions {
+                interval_secs: self.health_interval,
+                timeout_secs: self.health_timeout,
+                retries: self.health_retries,
+            });
+        if let Some(n) = &self.name {
+            o = o.name(n);
+        }
+        // Parse every spec before anything is created.
+        for v in &self.volumes {
+            o = o.volume(boxlite::VolumeSpec::parse(v)?);
+        }
+        if let Some(d) = &self.disk_size {
+            o = o.disk_size_mib(crate::images::parse_size_mib(d)?);
+        }
+        if let Some(e) = &self.entrypoint {
+            o.entrypoint = Some(if e.is_empty() {
+                Vec::new()
+            } else {
+                vec![e.clone()]
+            });
+        }
+        if !cmd.is_empty() {
+            o.cmd = Some(cmd.to_vec());
+        }
+        Ok(o)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Create and start a box from an image and run a command in it. In the foreground
+    /// the box stops when the command ends; with -d it keeps running and its id is
+    /// printed.
+    Run {
+        #[command(flatten)]
+        exec: ExecArgs,
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Detach: leave the box running and print its id.
+        #[arg(short, long)]
+        detach: bool,
+        /// Image reference, for example boxlite/busybox or python:3.12-slim; pulled if
+        /// it is not in the local store.
+        image: String,
+        /// Command and arguments, after the image's entrypoint (default: the image's
+        /// command).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Pull images from their registries and build their root filesystems.
+    Pull {
+        /// No progress output.
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+    /// List images in the local store.
+    Images {
+        /// Print only references.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Output format: table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Remove images (by reference or digest prefix). Refused while a box uses one,
+    /// unless forced.
+    Rmi {
+        /// Remove the reference even if boxes use the image; its files go with the last
+        /// such box.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+    /// Manage images.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Import images from an OCI layout directory, an OCI archive or a `docker save`
+    /// archive.
+    Load {
+        /// The directory or archive.
+        #[arg(short, long, value_name = "PATH")]
+        input: String,
+        /// Name the image (needed when the input does not name it).
+        #[arg(short, long, value_name = "REFERENCE")]
+        tag: Option<String>,
+    },
+    /// Save credentials for a registry. The secret is read from stdin (typed without
+    /// echo on a terminal), never from the command line.
+    Login {
+        /// User name; the password is read from stdin.
+        #[arg(short, long)]
+        username: Option<String>,
+        /// Read a bearer token from stdin instead of a password.
+        #[arg(long)]
+        token: bool,
+        /// Registry host, for example docker.io, ghcr.io or 127.0.0.1:5000.
+        registry: String,
+    },
+    /// Forget the saved credentials of a registry.
+    Logout { registry: String },
+    /// Run a command in an existing box, starting it if it is stopped.
+    Exec {
+        #[command(flatten)]
+        exec: ExecArgs,
+        /// Start the command and print its execution id instead of waiting; `boxlite
+        /// attach` picks it up later.
+        #[arg(short, long, conflicts_with = "interactive")]
+        detach: bool,
+        #[arg(value_name = "BOX")]
+        id: String,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Attach to an execution by id: print its remaining output and exit with its code.
+    Attach {
+        #[arg(value_name = "BOX")]
+        id: String,
+        #[arg(value_name = "EXEC_ID")]
+        exec_id: String,
+    },
+    /// Create a box without starting it, and print its id.
+    Create {
+        #[command(flatten)]
+        create: CreateArgs,
+        image: String,
+    },
+    /// Start boxes.
+    Start {
+        #[arg(required = true, value_name = "BOX")]
+        boxes: Vec<String>,
+    },
+    /// Stop boxes: shut the guest down cleanly, then end the VM after the timeout.
+    Stop {
+        /// Seconds to wait for a clean shutdown before killing the VM.
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        timeout: u64,
+        #[arg(required = true, value_name = "BOX")]
+        boxes: Vec<String>,
+    },
+    /// Stop and start boxes.
+    Restart {
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        timeout: u64,
+        #[arg(required = true, value_name = "BOX")]
+        boxes: Vec<String>,
+    },
+    /// Remove boxes.
+    Rm {
+        /// Remove running boxes too, killing their VMs.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true, value_name = "BOX")]
+        boxes: Vec<String>,
+    },
+    /// List boxes (running ones unless -a).
+    #[command(alias = "ps")]
+    Ls {
+        /// Show every box, not only running ones.
+        #[arg(short, long)]
+        all: bool,
+        /// Print only ids.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Output format: table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Show boxes as JSON.
+    Inspect {
+        #[arg(required = true, value_name = "BOX")]
+        boxes: Vec<String>,
+    },
+    /// Show a box's console log (kernel and boot messages).
+    Logs {
+        /// Keep printing as the log grows, until the box stops.
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(value_name = "BOX")]
+        id: String,
+    },
+    /// Copy files between the host and a box: `cp HOST BOX:PATH`, `cp BOX:PATH HOST`,
+    /// `cp - BOX:DIR` (a tar on stdin), `cp BOX:PATH -` (a tar on stdout). A source
+    /// ending in `/.` copies a directory's contents. A box that is stopped is started.
+    Cp {
+        /// Follow symlinks in the source instead of copying them as links.
+        #[arg(short = 'L', long = "follow-link")]
+        follow_link: bool,
+        /// Fail instead of replacing files that exist at the destination.
+        #[arg(long)]
+        no_overwrite: bool,
+        /// Source: a host path, BOX:PATH, or -.
+        src: String,
+        /// Destination: a host path, BOX:PATH, or -.
+        dst: String,
+    },
+    /// Show live CPU, memory, disk and exec figures of running boxes (or the named ones).
+    Stats {
+        /// Print one snapshot and exit.
+        #[arg(long)]
+        no_stream: bool,
+        /// Output format: table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+        #[arg(value_name = "BOX")]
+        boxes: Vec<String>,
+    },
+    /// Manage volumes.
+    Volume {
+        #[command(subcommand)]
+        command: VolumeCommand,
+    },
+    /// Show the accelerator, QEMU, kernel and asset paths.
+    Info {
+        /// Output format: text or json.
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum ImageCommand {
+    /// List images (as `boxlite images`).
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Remove images (as `boxlite rmi`).
+    Rm {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+    /// Remove root filesystems and blobs that no image reference and no box uses.
+    Prune,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum VolumeCommand {
+    /// Create a named volume (nothing happens if it exists).
+    Create { name: String },
+    /// List volumes.
+    Ls {
+        /// Output format: table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Show volumes as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove volumes and their contents.
+    Rm {
+        /// Remove even if a box uses it.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}

@@ -1,0 +1,54 @@
+//! `boxlite info`.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use boxlite::Boxlite;
+
+fn show(r: &Result<PathBuf, String>) -> String {
+    match r {
+        Ok(p) => p.display().to_string(),
+        Err(e) => format!("unavailable: {e}"),
+    }
+}
+
+pub(crate) async fn info_cmd(rt: Boxlite, format: &str) -> Result<i32> {
+    let info = rt.info().await;
+    match format {
+        // Results serialize as {"Ok": ..} or {"Err": ..}: that is the documented shape.
+        "json" => println!("{}", serde_json::to_string_pretty(&info)?),
+        "text" => {
+            println!("boxlite:       {}", info.version);
+            println!("home:          {}", info.home.display());
+            println!(
+                "accelerator:   {} ({})",
+                info.accelerator, info.accelerator_reason
+            );
+            println!(
+                "vmm:           {} {}",
+                info.vmm_binary.display(),
+                info.vmm_version.as_deref().unwrap_or_else(|e| e)
+            );
+            println!("vsock:         {:?}", info.vsock);
+            println!("vhost-vsock:   {}", show(&info.vhost_vsock));
+            println!("virtiofsd:     {}", show(&info.virtiofsd));
+            println!("assets:        {}", show(&info.assets));
+            println!(
+                "kernel:        {}{}",
+                show(&info.kernel),
+                info.kernel_release
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            );
+            println!("initramfs:     {}", show(&info.initramfs));
+            println!("images:        {}", info.builtin_images.join(", "));
+            println!("monitor:       {}", show(&info.monitor));
+            println!("database:      {}", info.database.display());
+            println!("boxes:         {} ({} running)", info.boxes, info.running);
+            println!("volumes:       {}", info.volumes);
+        }
+        other => bail!("invalid --format {other:?}; valid values are text and json"),
+    }
+    Ok(0)
+}

@@ -1,0 +1,256 @@
+//! `run`, `exec` and `attach`: starting commands and streaming them.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use boxlite::{BoxCommand, Boxlite, Execution};
+use tokio::io::AsyncReadExt;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::args::{CreateArgs, ExecArgs};
+use crate::term;
+
+fn parse_env(specs: &[String]) -> Result<Vec<(String, String)>> {
+    specs
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some(("", _)) => bail!("invalid --env {s:?}: the name is empty"),
+            Some((k, v)) => Ok((k.to_string(), v.to_string())),
+            None => Ok((s.clone(), std::env::var(s).unwrap_or_default())),
+        })
+        .collect()
+}
+
+/// How `run` and `exec` flags shape a command, parsed (and their syntax checked) once,
+/// before anything is created; applied to whatever command runs.
+#[derive(Debug)]
+pub(crate) struct ExecSettings {
+    interactive: bool,
+    env: Vec<(String, String)>,
+    workdir: Option<String>,
+    user: Option<String>,
+    tty: bool,
+    timeout: Option<Duration>,
+}
+
+impl ExecSettings {
+    pub(crate) fn parse(args: &ExecArgs) -> Result<Self> {
+        let timeout = match args.timeout {
+            None => None,
+            Some(t) if t.is_finite() && t > 0.0 && t <= 1e9 => Some(Duration::from_secs_f64(t)),
+            Some(t) => bail!("invalid --timeout {t}: give a number of seconds greater than 0"),
+        };
+        Ok(ExecSettings {
+            interactive: args.interactive,
+            env: parse_env(&args.env)?,
+            workdir: args.workdir.clone(),
+            user: args.user.clone(),
+            tty: args.tty,
+            timeout,
+        })
+    }
+
+    fn apply(&self, base: BoxCommand) -> BoxCommand {
+        let mut cmd = base.stdin(self.interactive);
+        for (k, v) in &self.env {
+            cmd = cmd.env(k, v);
+        }
+        if let Some(w) = &self.workdir {
+            cmd = cmd.working_dir(w);
+        }
+        if let Some(u) = &self.user {
+            cmd = cmd.user(u);
+        }
+        if self.tty {
+            let (rows, cols) = term::size().unwrap_or((24, 80));
+            cmd = cmd.tty(rows, cols);
+        }
+        if let Some(t) = self.timeout {
+            cmd = cmd.timeout(t);
+        }
+        cmd
+    }
+}
+
+/// Stream an execution's output to our stdout and stderr, forward stdin with `-i`, and
+/// return its shell-style exit code. With `forward_signals`, SIGINT, SIGTERM and SIGHUP
+/// are passed on to the command's process group, as a terminal would; a second one
+/// stops waiting (the command keeps running in the box). With `tty`, the local terminal
+/// is raw while the command runs and window size changes are passed on.
+pub(crate) async fn pump(mut run: Execution, forward_signals: bool, tty: bool) -> Result<i32> {
+    let interactive = run.has_stdin();
+    // Restored when this function returns, whichever way: the guard drops.
+    let _raw = if tty && interactive && term::is_tty(0) {
+        Some(term::RawMode::enable().context("putting the terminal in raw mode")?)
+    } else {
+        None
+    };
+    let stdin_task = run.take_stdin().map(|mut input| {
+        tokio::spawn(async move {
+            let mut local = tokio::io::stdin();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match local.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if input.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = input.close().await;
+        })
+    });
+    let mut out = run.take_stdout().context("stdout already taken")?;
+    let mut err = run.take_stderr().context("stderr already taken")?;
+    let out_task = tokio::spawn(async move { out.copy_to(&mut tokio::io::stdout()).await });
+    let err_task = tokio::spawn(async move { err.copy_to(&mut tokio::io::stderr()).await });
+    let mut winch = signal(SignalKind::window_change()).context("SIGWINCH handler")?;
+    let wait = run.wait();
+    tokio::pin!(wait);
+    let mut forwarded = false;
+    let status = loop {
+        tokio::select! {
+            st = &mut wait => break st?,
+            code = interrupted(), if forward_signals => {
+                if forwarded {
+                    tracing::info!(exec_id = run.id(), "interrupted twice; the execution keeps running in the box");
+                    return Ok(code);
+                }
+                forwarded = true;
+                run.signal_group(code - 128).await?;
+            }
+            _ = winch.recv(), if tty => {
+                if let Some((rows, cols)) = term::size()
+                    && let Err(e) = run.resize_tty(rows, cols).await
+                {
+                    tracing::warn!(exec_id = run.id(), error = %e, "passing on a window size change");
+                }
+            }
+        }
+    };
+    out_task.await??;
+    err_task.await??;
+    if let Some(t) = stdin_task {
+        t.abort();
+    }
+    if status == boxlite::ExitStatus::OutOfMemory {
+        eprintln!("boxlite: the command was {status}");
+    }
+    Ok(status.shell_code())
+}
+
+/// Resolve on the first of SIGINT, SIGTERM or SIGHUP, with the shell exit code for it.
+pub(crate) async fn interrupted() -> i32 {
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    tokio::select! {
+        _ = int.recv() => 128 + libc::SIGINT,
+        _ = term.recv() => 128 + libc::SIGTERM,
+        _ = hup.recv() => 128 + libc::SIGHUP,
+    }
+}
+
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `boxlite run`: create a box (the command, if any, replacing the image's `Cmd`), start
+/// it, and run its command. In the foreground the box lives as long as its command:
+/// it is stopped afterwards (and with `--rm`, the library removes it as it stops).
+pub(crate) async fn run_cmd(
+    rt: Boxlite,
+    exec: ExecArgs,
+    create: CreateArgs,
+    detach: bool,
+    image: String,
+    command: Vec<String>,
+) -> Result<i32> {
+    if detach && exec.interactive {
+        bail!("-i cannot be combined with -d: a detached command has no terminal to read from");
+    }
+    check_tty(&exec)?;
+    // Every flag is checked before anything is created.
+    let settings = ExecSettings::parse(&exec)?;
+    let b = rt.create(create.options(&image, &command)?).await?;
+    // Entrypoint + (the command or the image's Cmd). Detached with nothing to run is
+    // fine: the box runs idle.
+    let cmd = match b.image_command(&[]).await {
+        Ok(base) => Some(settings.apply(base)),
+        Err(_) if detach => None,
+        Err(e) => {
+            let _ = b.remove(true).await;
+            return Err(e.into());
+        }
+    };
+    if detach {
+        let started = async {
+            b.start().await?;
+            if let Some(cmd) = cmd {
+                // The execution belongs to the box; it keeps running after we exit.
+                b.exec(cmd).await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        };
+        let outcome = tokio::select! {
+            r = started => r,
+            code = interrupted() => Err(anyhow::anyhow!("interrupted (exit {code})")),
+        };
+        if let Err(e) = outcome {
+            let _ = b.remove(true).await;
+            return Err(e);
+        }
+        println!("{}", b.id());
+        return Ok(0);
+    }
+    let work = async {
+        b.start().await?;
+        let run = b.exec(cmd.expect("a command, or an error above")).await?;
+        pump(run, false, exec.tty).await
+    };
+    let outcome = tokio::select! {
+        r = work => r,
+        code = interrupted() => {
+            tracing::info!(box_id = %b.id(), code, "interrupted; cleaning up");
+            Ok(code)
+        }
+    };
+    let stopped = match b.stop(STOP_TIMEOUT).await {
+        // A --rm box can be gone already: a failed start removes it.
+        Err(boxlite::Error::Box(boxlite::BoxError::NotFound(_))) if create.rm => Ok(()),
+        r => r,
+    };
+    let code = outcome?;
+    stopped?;
+    Ok(code)
+}
+
+/// `boxlite exec`: run a command in an existing box (starting it if needed).
+pub(crate) async fn exec_cmd(
+    rt: Boxlite,
+    exec: ExecArgs,
+    detach: bool,
+    id: String,
+    command: Vec<String>,
+) -> Result<i32> {
+    if !detach {
+        check_tty(&exec)?;
+    }
+    let settings = ExecSettings::parse(&exec)?;
+    let cmd = settings.apply(BoxCommand::new(&command[0]).args(command[1..].iter().cloned()));
+    let b = rt.get(&id).await?;
+    let run = b.exec(cmd).await?;
+    if detach {
+        println!("{}", run.id());
+        return Ok(0);
+    }
+    pump(run, true, exec.tty).await
+}
+
+/// `-it` needs a terminal to read keystrokes from, as with docker.
+fn check_tty(exec: &ExecArgs) -> Result<()> {
+    if exec.tty && exec.interactive && !term::is_tty(0) {
+        bail!("the input device is not a TTY; drop -t, or run from a terminal");
+    }
+    Ok(())
+}

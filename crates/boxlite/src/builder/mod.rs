@@ -1,0 +1,555 @@
+//! Building an image's ext4 base in a builder VM.
+//!
+//! Layers are hostile input, so they are never unpacked on the host. The host makes a
+//! blank sparse ext4 file (`mkfs.ext4`, no root needed), boots the ordinary guest kernel
+//! and agent on it in builder mode (`boxlite.builder=1`: the agent mounts the disk and
+//! prepares nothing on it), and streams each verified layer blob to the agent's
+//! `ApplyLayer`, which decompresses and unpacks it inside the VM under
+//! `RESOLVE_IN_ROOT`. Whatever a layer does, it can only write into that disk, and only
+//! as much as the disk holds. After a clean power-off the host checks the filesystem
+//! (`e2fsck`), shrinks it to the content plus headroom (`resize2fs`), and renames it into
+//! `bases/<manifest hex>.ext4`.
+//!
+//! This is orchestration above the image store: the store keeps blobs, records and
+//! bases; this module boots a VM to make a base from them.
+//!
+//! One build per image at a time: builds take `locks/<manifest hex>` and re-check for a
+//! finished base once they hold it. Each build works in `tmp/img-<random>/`, locked by
+//! its `lock` file for as long as it runs, and records the builder's processes in its
+//! `processes.json` before each may run, so cleanup can tell a live build from the
+//! leftovers of a killed one, and end the leftovers' processes.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::context::Context;
+use crate::images::blobs::digest_hex;
+use crate::images::{ImageError, ImageStore};
+use crate::layout::{BoxPaths, SocketPaths, socket_root};
+use crate::model::{BoxStatus, BuildReport, ImageRecord};
+use crate::util::blocking;
+use crate::util::fsutil::{tail_file, write_atomic};
+use crate::util::lock::{FileLock, LockMode};
+use crate::util::process::{ProcessId, find_binary};
+use crate::util::spawn::tool_command;
+use crate::vm::{BootError, BootGuard, DiskFormat, ProcessLedger, VmSpec, launch};
+
+/// Prefix of a build's work and socket directories. Not a hex digit, so never a box id.
+pub const BUILD_PREFIX: &str = "img-";
+
+/// The file in a build's work directory that names its processes.
+const PROCESSES: &str = "processes.json";
+
+/// The builder disk's size when the layers are small. It is a sparse file: only what
+/// the layers write takes space. It also caps what a layer can write (a decompression
+/// bomb fills it and fails the build).
+const MIN_BUILD_DISK: u64 = 16 << 30;
+
+/// Builder VM memory.
+const BUILD_MEMORY_MIB: u32 = 512;
+
+/// How long the builder may take to power off after the last layer.
+const POWEROFF_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{tool} not found; install e2fsprogs (Debian: apt-get install e2fsprogs)")]
+    ToolMissing { tool: String },
+    #[error("{tool} failed ({status}): {output}")]
+    ToolFailed {
+        tool: String,
+        status: String,
+        output: String,
+    },
+    #[error("{tool} printed nothing usable: {output}")]
+    ToolOutput { tool: String, output: String },
+    #[error("{what} {}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the builder VM did not boot: {}", crate::util::error_chain(.0))]
+    Boot(BootError),
+    #[error(
+        "layer {digest} does not fit in the builder's {} GiB disk (the layers unpack to more than that, or one is a decompression bomb)",
+        limit >> 30
+    )]
+    DiskFull { digest: String, limit: u64 },
+    #[error("layer {digest} was refused: {message}")]
+    LayerRefused { digest: String, message: String },
+    #[error("applying layer {digest}: {}", crate::util::error_chain(cause.as_ref()))]
+    Layer {
+        digest: String,
+        cause: Box<crate::Error>,
+    },
+    #[error("asking the builder to power off")]
+    PowerOffRequest(#[source] crate::portal::PortalError),
+    #[error("the builder VM did not power off within {}s", after.as_secs())]
+    PowerOff { after: Duration },
+}
+
+/// A failed build, naming the image and quoting the builder's console.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "building the root filesystem of {reference}: {}{}",
+    crate::util::error_chain(cause),
+    console_section(console)
+)]
+pub struct BuildFailed {
+    pub reference: String,
+    pub cause: Box<BuildError>,
+    /// The tail of the builder's console log, when it ran.
+    pub console: String,
+}
+
+fn console_section(console: &str) -> String {
+    let c = console.trim();
+    if c.is_empty() {
+        String::new()
+    } else {
+        format!("\n--- builder console (tail) ---\n{c}")
+    }
+}
+
+fn tool(name: &str) -> Result<PathBuf, BuildError> {
+    find_binary(
+        name,
+        &format!("BOXLITE_{}", name.replace('.', "_").to_uppercase()),
+    )
+    .ok_or_else(|| BuildError::ToolMissing { tool: name.into() })
+}
+
+/// Run a tool to completion (blocking), returning its output; `ok` lists the exit codes
+/// that count as success.
+fn run_tool(binary: &Path, args: &[&std::ffi::OsStr], ok: &[i32]) -> Result<String, BuildError> {
+    let name = binary.display().to_string();
+    let out =
+        blocking::output(tool_command(binary).args(args)).map_err(|source| BuildError::Io {
+            what: "running",
+            path: binary.to_path_buf(),
+            source,
+        })?;
+    let code = out.status.code().unwrap_or(-1);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !ok.contains(&code) {
+        return Err(BuildError::ToolFailed {
+            tool: name,
+            status: out.status.to_string(),
+            output: text.trim().to_string(),
+        });
+    }
+    Ok(text)
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
+    let path = path.to_path_buf();
+    move |source| BuildError::Io { what, path, source }
+}
+
+/// Records a build's processes in its work directory.
+struct FileLedger {
+    path: PathBuf,
+}
+
+impl ProcessLedger for FileLedger {
+    fn record(
+        &self,
+        status: &BoxStatus,
+    ) -> impl std::future::Future<Output = Result<(), crate::Error>> + Send {
+        let path = self.path.clone();
+        let procs = status.processes();
+        async move {
+            blocking::run(move || {
+                let data = serde_json::to_vec(&procs).map_err(std::io::Error::other)?;
+                write_atomic(&path, &data)
+            })
+            .await
+            .map_err(|source| crate::Error::Io {
+                context: format!("writing {}", self.path.display()),
+                source,
+            })
+        }
+    }
+}
+
+/// The processes a build recorded.
+fn recorded(work: &Path) -> Vec<ProcessId> {
+    std::fs::read(work.join(PROCESSES))
+        .ok()
+        .and_then(|d| serde_json::from_slice(&d).ok())
+        .unwrap_or_default()
+}
+
+/// The ext4 base of `rec`, built now if the store does not have it yet.
+pub(crate) async fn ensure_base(
+    ctx: &Context,
+    store: &ImageStore,
+    rec: &ImageRecord,
+) -> Result<(PathBuf, Option<BuildReport>), crate::Error> {
+    let hex = digest_hex(&rec.manifest_digest)
+        .map_err(ImageError::from)?
+        .to_string();
+    let base = store.base_path(&hex);
+    if base.is_file() {
+        return Ok((base, None));
+    }
+    let failed = |cause: BuildError| -> crate::Error {
+        BuildFailed {
+            reference: rec.reference.clone(),
+            cause: Box::new(cause),
+            console: String::new(),
+        }
+        .into()
+    };
+    let locks = store.locks_dir();
+    std::fs::create_dir_all(&locks).map_err(|e| failed(io_err("creating", &locks)(e)))?;
+    let lock_path = locks.join(&hex);
+    let _lock = FileLock::acquire(&lock_path, LockMode::Exclusive)
+        .await
+        .map_err(|e| failed(io_err("locking", &lock_path)(e)))?;
+    if base.is_file() {
+        return Ok((base, None));
+    }
+    let name = format!("{BUILD_PREFIX}{:08x}", rand::random::<u32>());
+    let work = store.tmp_dir().join(&name);
+    std::fs::create_dir_all(&work).map_err(|e| failed(io_err("creating", &work)(e)))?;
+    let work_lock = FileLock::acquire(&work.join("lock"), LockMode::Exclusive)
+        .await
+        .map_err(|e| failed(io_err("locking", &work)(e)))?;
+    let sockets = SocketPaths {
+        dir: socket_root().join(&name),
+    };
+    let result = build_in(ctx, store, rec, &work, &sockets, &base).await;
+    let console = tail_file(&work.join("console.log"), 2000);
+    blocking::run({
+        let (sockets, work) = (sockets.clone(), work.clone());
+        move || {
+            sockets.remove();
+            drop(work_lock);
+            let _ = std::fs::remove_dir_all(&work);
+        }
+    })
+    .await;
+    match result {
+        Ok(r) => Ok((base, Some(r))),
+        Err(Failure::Passthrough(e)) => Err(*e),
+        Err(Failure::Build(cause)) => Err(BuildFailed {
+            reference: rec.reference.clone(),
+            // Only a build that got as far as booting has a console worth quoting.
+            console: match &cause {
+                BuildError::ToolMissing { .. } | BuildError::Io { .. } => String::new(),
+                _ => console,
+            },
+            cause: Box::new(cause),
+        }
+        .into()),
+    }
+}
+
+/// How a build fails: with a build error, or with an error whose own type the caller
+/// acts on (a blob found corrupt is removed and fetched again by the next pull).
+enum Failure {
+    Build(BuildError),
+    Passthrough(Box<crate::Error>),
+}
+
+impl From<BuildError> for Failure {
+    fn from(e: BuildError) -> Self {
+        Failure::Build(e)
+    }
+}
+
+/// Map a failed layer transfer onto what the caller can act on.
+fn layer_failure(digest: &str, disk_size: u64, e: crate::Error) -> Failure {
+    use crate::litebox::{CopyError, InBoxKind};
+    match e {
+        crate::Error::Image(ImageError::Blob(_)) => Failure::Passthrough(Box::new(e)),
+        crate::Error::Copy(CopyError::InBox {
+            kind: InBoxKind::NoSpace,
+            ..
+        }) => Failure::Build(BuildError::DiskFull {
+            digest: digest.into(),
+            limit: disk_size,
+        }),
+        crate::Error::Copy(CopyError::InBox {
+            kind: InBoxKind::Refused,
+            message,
+            ..
+        }) => Failure::Build(BuildError::LayerRefused {
+            digest: digest.into(),
+            message,
+        }),
+        other => Failure::Build(BuildError::Layer {
+            digest: digest.into(),
+            cause: Box::new(other),
+        }),
+    }
+}
+
+async fn build_in(
+    ctx: &Context,
+    store: &ImageStore,
+    rec: &ImageRecord,
+    work: &Path,
+    sockets: &SocketPaths,
+    base: &Path,
+) -> Result<BuildReport, Failure> {
+    let mut report = BuildReport {
+        layers: rec.layers.len(),
+        ..Default::default()
+    };
+    let mkfs = tool("mkfs.ext4")?;
+    let blobs = store.blobs();
+    let t = Instant::now();
+    let disk = work.join("rootfs.ext4");
+    let compressed: u64 = rec.layers.iter().map(|l| l.size).sum();
+    let disk_size = MIN_BUILD_DISK.max(compressed.saturating_mul(8));
+    // Every blob is checked before the VM boots: a missing one fails fast, a corrupt one
+    // is removed (and fetched again by the next pull). Hashing is slow: off the runtime.
+    blocking::run({
+        let (blobs, layers, disk) = (blobs.clone(), rec.layers.clone(), disk.clone());
+        move || -> Result<(), Failure> {
+            for l in &layers {
+                blobs
+                    .verify(&l.digest)
+                    .map_err(|e| Failure::Passthrough(Box::new(ImageError::from(e).into())))?;
+            }
+            std::fs::File::create(&disk)
+                .and_then(|f| f.set_len(disk_size))
+                .map_err(io_err("creating", &disk))?;
+            run_tool(
+                &mkfs,
+                &[
+                    "-q".as_ref(),
+                    "-F".as_ref(),
+                    "-L".as_ref(),
+                    "boxlite-root".as_ref(),
+                    "-E".as_ref(),
+                    "root_owner=0:0,lazy_itable_init=0,lazy_journal_init=1".as_ref(),
+                    disk.as_os_str(),
+                ],
+                &[0],
+            )?;
+            Ok(())
+        }
+    })
+    .await?;
+
+    sockets
+        .create(ctx.layout().home())
+        .map_err(|e| BuildError::Boot(e.into()))?;
+    let mut guard = BootGuard::new(sockets.clone());
+    let id = work
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let spec = VmSpec {
+        id: &id,
+        paths: BoxPaths {
+            dir: work.to_path_buf(),
+        },
+        root_disk: disk.clone(),
+        root_format: DiskFormat::Raw,
+        memory_mib: BUILD_MEMORY_MIB,
+        cpus: 2,
+        volumes: &[],
+        cmdline: vec!["boxlite.builder=1".into()],
+    };
+    let ledger = FileLedger {
+        path: work.join(PROCESSES),
+    };
+    let mut status = BoxStatus::default();
+    let applied = async {
+        let client = launch(ctx, &spec, &mut status, &mut guard, &ledger)
+            .await
+            .map_err(BuildError::Boot)?;
+        report.boot_ms = ms_since(t);
+        let t_apply = Instant::now();
+        for l in &rec.layers {
+            let reader = blobs
+                .open_verified(&l.digest)
+                .map_err(|e| Failure::Passthrough(Box::new(ImageError::from(e).into())))?;
+            let what = format!("layer {} of {}", l.digest, rec.reference);
+            let stats =
+                crate::litebox::copy::send_layer(&client, &what, reader, l.compression, &l.digest)
+                    .await
+                    .map_err(|e| layer_failure(&l.digest, disk_size, e))?;
+            report.entries += stats.entries;
+            report.bytes += stats.bytes;
+        }
+        report.apply_ms = ms_since(t_apply);
+        client
+            .shutdown()
+            .await
+            .map_err(BuildError::PowerOffRequest)?;
+        Ok::<_, Failure>(())
+    }
+    .await;
+    if let Err(e) = applied {
+        guard.cleanup().await;
+        return Err(e);
+    }
+    // The agent syncs, unmounts and powers off; wait for QEMU to go. The vsock helper
+    // outlives it and is stopped with the rest.
+    let t_finish = Instant::now();
+    let powered_off = match status.vmm {
+        Some(vmm) => crate::util::kill::wait_exit(vmm, POWEROFF_TIMEOUT).await,
+        None => true,
+    };
+    guard.cleanup().await;
+    if !powered_off {
+        return Err(BuildError::PowerOff {
+            after: POWEROFF_TIMEOUT,
+        }
+        .into());
+    }
+    let (disk, base) = (disk.clone(), base.to_path_buf());
+    let base_size = blocking::run(move || finish(&disk, &base)).await?;
+    report.base_size = base_size;
+    report.finish_ms = ms_since(t_finish);
+    tracing::info!(
+        image = %rec.reference, layers = report.layers, entries = report.entries,
+        bytes = report.bytes, base_size = report.base_size, boot_ms = report.boot_ms,
+        apply_ms = report.apply_ms, finish_ms = report.finish_ms, "image base built"
+    );
+    Ok(report)
+}
+
+fn ms_since(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Check the built filesystem, shrink it to its content plus headroom and store it as
+/// `base`. Blocking: runs e2fsprogs.
+fn finish(disk: &Path, base: &Path) -> Result<u64, BuildError> {
+    let e2fsck = tool("e2fsck")?;
+    let resize2fs = tool("resize2fs")?;
+    // e2fsck: 0 clean, 1 errors fixed (a journal replayed).
+    run_tool(
+        &e2fsck,
+        &["-f".as_ref(), "-y".as_ref(), disk.as_os_str()],
+        &[0, 1],
+    )?;
+    let (blocks, free, block_size) = ext4_counts(disk)?;
+    let min_text = run_tool(&resize2fs, &["-P".as_ref(), disk.as_os_str()], &[0])?;
+    let min: u64 = min_text
+        .lines()
+        .find_map(|l| l.split("minimum size of the filesystem:").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .ok_or_else(|| BuildError::ToolOutput {
+            tool: "resize2fs -P".into(),
+            output: min_text.trim().to_string(),
+        })?;
+    let target = shrunk_size(blocks - free, min, block_size);
+    if target < blocks {
+        run_tool(
+            &resize2fs,
+            &[disk.as_os_str(), target.to_string().as_ref()],
+            &[0],
+        )?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(disk)
+            .and_then(|f| f.set_len(target * block_size))
+            .map_err(io_err("truncating", disk))?;
+    }
+    let parent = base.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .and_then(|()| std::fs::rename(disk, base))
+        .map_err(io_err("storing", base))?;
+    Ok(target.min(blocks) * block_size)
+}
+
+/// Block count, free blocks and block size of an ext4 image, from `dumpe2fs -h`.
+fn ext4_counts(disk: &Path) -> Result<(u64, u64, u64), BuildError> {
+    let dumpe2fs = tool("dumpe2fs")?;
+    let text = run_tool(&dumpe2fs, &["-h".as_ref(), disk.as_os_str()], &[0])?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim_start_matches(':').trim().parse::<u64>().ok())
+            .ok_or_else(|| BuildError::ToolOutput {
+                tool: format!("dumpe2fs ({name})"),
+                output: text.lines().take(5).collect::<Vec<_>>().join("; "),
+            })
+    };
+    Ok((
+        field("Block count")?,
+        field("Free blocks")?,
+        field("Block size")?,
+    ))
+}
+
+/// Headroom over the content of a built base: a quarter of it, at least 1 GiB, so a box
+/// has room to install things without growing its disk at boot (which is slow under
+/// TCG). The file is sparse: the free space costs nothing on the host.
+fn shrunk_size(used_blocks: u64, min_blocks: u64, block_size: u64) -> u64 {
+    let headroom = (used_blocks / 4).max((1 << 30) / block_size);
+    let mib = (1 << 20) / block_size;
+    let target = (used_blocks + headroom).max(min_blocks);
+    target.div_ceil(mib) * mib
+}
+
+/// Remove what killed builds left: their processes (ended through the one kill path),
+/// work directories and socket directories. A build still holding its lock is left
+/// alone. Blocking.
+pub(crate) fn sweep(store: &ImageStore) {
+    for e in std::fs::read_dir(store.tmp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().to_string();
+        if !name.starts_with(BUILD_PREFIX) {
+            continue;
+        }
+        let held = FileLock::try_acquire(&e.path().join("lock"), LockMode::Exclusive);
+        if matches!(held, Ok(Some(_)) | Err(_)) {
+            tracing::info!(dir = %e.path().display(), "removing an abandoned image build");
+            crate::util::kill::terminate_blocking(&recorded(&e.path()), Duration::ZERO);
+            let _ = std::fs::remove_dir_all(e.path());
+            SocketPaths {
+                dir: socket_root().join(&name),
+            }
+            .remove();
+        }
+    }
+}
+
+/// Whether a socket directory belongs to an image build that is still running.
+pub(crate) fn is_live_build(store: &ImageStore, socket_dir_name: &str) -> bool {
+    socket_dir_name.starts_with(BUILD_PREFIX)
+        && matches!(
+            FileLock::try_acquire(
+                &store.tmp_dir().join(socket_dir_name).join("lock"),
+                LockMode::Exclusive
+            ),
+            Ok(None)
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bases_get_a_quarter_or_1_gib_of_headroom_rounded_to_a_mib() {
+        // 100 MiB used in 4 KiB blocks: 1 GiB of headroom.
+        assert_eq!(shrunk_size(25_600, 1_000, 4096), 25_600 + 262_144);
+        // 8 GiB used (and a little): a quarter, rounded up to a MiB.
+        let used = 2_097_152 + 3;
+        assert_eq!(
+            shrunk_size(used, 1_000, 4096),
+            (used + used / 4).div_ceil(256) * 256
+        );
+        // Never below resize2fs's minimum.
+        assert_eq!(shrunk_size(10, 500_000, 4096), 500_224);
+    }
+}

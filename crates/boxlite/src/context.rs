@@ -1,0 +1,210 @@
+//! The shared runtime context: one `BOXLITE_HOME` (its layout and state database), and
+//! for runtimes that boot VMs, the accelerator, the VMM engine, the guest assets and the
+//! helper binaries.
+//!
+//! It sits below the box lifecycle and the image builder, which receive it; nothing here
+//! calls back up into them.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::assets::{AssetError, Assets};
+use crate::db::{Db, DbError};
+use crate::layout::{BoxPaths, Layout};
+use crate::model::VsockMode;
+use crate::util::process::find_binary;
+use crate::vmm::accel::{self, Accel, AccelChoice};
+use crate::vmm::qemu::Qemu;
+use crate::vmm::{Vmm, VmmError};
+
+/// The monitor binary's name.
+pub const SHIM: &str = "boxlite-shim";
+
+/// One home: where things are and the state database. Cheap to clone. This is all the
+/// box monitor opens.
+#[derive(Debug, Clone)]
+pub(crate) struct Home {
+    pub layout: Layout,
+    pub db: Db,
+}
+
+impl Home {
+    /// Open a home, creating its directories (0700) and migrating its database.
+    pub fn open(home: &Path) -> Result<Home, crate::Error> {
+        let layout = Layout::new(home);
+        layout.ensure().map_err(|source| crate::Error::Io {
+            context: format!("creating {}", layout.home().display()),
+            source,
+        })?;
+        let db = Db::open(&layout.db_path())?;
+        Ok(Home { layout, db })
+    }
+
+    pub fn box_paths(&self, id: &str) -> BoxPaths {
+        BoxPaths {
+            dir: self.layout.box_dir(id),
+        }
+    }
+
+    /// Run `f` against the state database on the blocking pool: SQLite may wait up to
+    /// its busy timeout for another process's write.
+    pub async fn db<T, F>(&self, f: F) -> Result<T, DbError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Db) -> Result<T, DbError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        crate::util::blocking::run(move || f(&db)).await
+    }
+}
+
+/// What a runtime that boots VMs shares with every box handle it gives out.
+#[derive(Debug)]
+pub(crate) struct Context {
+    pub home: Home,
+    pub accel: AccelChoice,
+    pub vmm: Arc<dyn Vmm>,
+    pub vsock_mode: VsockMode,
+    pub boot_timeout: Duration,
+    assets_dir: Option<PathBuf>,
+    assets: OnceLock<Arc<Assets>>,
+    /// Boxes this runtime started, which [`Context::shut_down`] stops.
+    started: Mutex<HashSet<String>>,
+    closed: AtomicBool,
+}
+
+impl Context {
+    /// Open a home for booting boxes: fails on an invalid `BOXLITE_ACCEL`, a missing QEMU
+    /// or an unusable state database.
+    pub fn open(home: &Path, assets_dir: Option<PathBuf>) -> Result<Context, crate::Error> {
+        let accel = accel::detect()?;
+        let qemu = Qemu::locate()?;
+        let home = Home::open(home)?;
+        let boot_timeout = std::env::var("BOXLITE_BOOT_TIMEOUT")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(match accel.accel {
+                Accel::Tcg => 120,
+                Accel::Kvm | Accel::Hvf => 30,
+            }));
+        Ok(Context {
+            home,
+            accel,
+            vmm: Arc::new(qemu),
+            vsock_mode: VsockMode::detect(),
+            boot_timeout,
+            assets_dir,
+            assets: OnceLock::new(),
+            started: Mutex::new(HashSet::new()),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.home.layout
+    }
+
+    /// The guest assets, located and opened on first use. Failures are not cached, so
+    /// assets built after the runtime was opened are found.
+    pub fn assets(&self) -> Result<Arc<Assets>, AssetError> {
+        if let Some(a) = self.assets.get() {
+            return Ok(a.clone());
+        }
+        let opened = match &self.assets_dir {
+            Some(d) => Assets::open(d)?,
+            None => Assets::locate()?,
+        };
+        let opened = Arc::new(
+            opened.with_stamp_file(self.layout().cache_dir().join("verified-assets.json")),
+        );
+        Ok(self.assets.get_or_init(|| opened).clone())
+    }
+
+    /// Refuse new work once the runtime has been shut down.
+    pub fn check_open(&self) -> Result<(), crate::Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(crate::Error::ShutDown);
+        }
+        Ok(())
+    }
+
+    /// Note a box this runtime booted.
+    pub fn note_started(&self, id: &str) {
+        self.started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string());
+    }
+
+    /// Refuse new work from now on, and return the boxes this runtime started.
+    pub fn close(&self) -> Vec<String> {
+        self.closed.store(true, Ordering::Release);
+        let mut ids: Vec<String> = self
+            .started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// vhost-device-vsock: see [`Context::helper_binary`].
+    pub fn vhost_vsock_binary(&self) -> Result<PathBuf, VmmError> {
+        self.helper_binary(
+            "vhost-device-vsock",
+            "BOXLITE_VHOST_VSOCK",
+            "build the assets with scripts/build-assets.sh (it builds it), or set BOXLITE_VHOST_VSOCK",
+        )
+    }
+
+    /// virtiofsd: see [`Context::helper_binary`].
+    pub fn virtiofsd_binary(&self) -> Result<PathBuf, VmmError> {
+        self.helper_binary(
+            "virtiofsd",
+            "BOXLITE_VIRTIOFSD",
+            "volumes need it; build the assets with scripts/build-assets.sh (it installs it), or set BOXLITE_VIRTIOFSD",
+        )
+    }
+
+    /// A helper binary: `$<env>`, else the copy in the assets, else `PATH`, else cargo's
+    /// bin directory.
+    fn helper_binary(&self, name: &str, env: &str, hint: &str) -> Result<PathBuf, VmmError> {
+        if let Some(p) = std::env::var_os(env) {
+            return Ok(PathBuf::from(p));
+        }
+        let cargo_bin = || {
+            let home = std::env::var_os("CARGO_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+            Some(home.join("bin").join(name)).filter(|p| p.is_file())
+        };
+        self.assets()
+            .ok()
+            .and_then(|a| a.bin(name))
+            .or_else(|| find_binary(name, env))
+            .or_else(cargo_bin)
+            .ok_or_else(|| VmmError::BinaryMissing {
+                binary: name.into(),
+                hint: hint.into(),
+            })
+    }
+}
+
+/// Where the monitor binary is: `$BOXLITE_SHIM`, else next to the running executable (or
+/// one level up, for test binaries in `target/*/deps`), else `PATH`.
+pub fn shim_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("BOXLITE_SHIM") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [dir.join(SHIM), dir.parent()?.join(SHIM)]
+        .into_iter()
+        .find(|p| p.is_file())
+        .or_else(|| find_binary(SHIM, "BOXLITE_SHIM"))
+}

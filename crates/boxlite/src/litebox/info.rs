@@ -1,0 +1,59 @@
+//! What `inspect` shows about a box.
+
+use serde::Serialize;
+
+use crate::context::Home;
+use crate::layout::SocketPaths;
+use crate::model::{BoxConfig, BoxRow, BoxState, Health};
+
+/// Public information about a box, as `inspect` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BoxInfo {
+    pub id: String,
+    pub name: Option<String>,
+    pub image: String,
+    pub image_digest: String,
+    pub state: BoxState,
+    pub created_at: u64,
+    pub started_at: Option<u64>,
+    pub stopped_at: Option<u64>,
+    pub last_error: Option<String>,
+    pub health: Health,
+    pub config: BoxConfig,
+    /// The accelerator the box last started with.
+    pub accelerator: Option<crate::model::Accel>,
+    pub vmm_pid: Option<i32>,
+    pub vsock_helper_pid: Option<i32>,
+    pub monitor_pid: Option<i32>,
+    /// Derived from the id and home, never stored.
+    pub dir: std::path::PathBuf,
+    pub console_log: std::path::PathBuf,
+    pub socket_dir: std::path::PathBuf,
+}
+
+impl BoxInfo {
+    pub(crate) fn from_row(home: &Home, row: &BoxRow) -> BoxInfo {
+        let paths = home.box_paths(&row.id);
+        let st = &row.status;
+        BoxInfo {
+            id: row.id.clone(),
+            name: row.name.clone(),
+            image: row.config.image.clone(),
+            image_digest: row.config.image_digest.clone(),
+            state: st.state(),
+            created_at: row.created_at,
+            started_at: st.started_at,
+            stopped_at: st.stopped_at,
+            last_error: st.last_error.clone(),
+            health: st.health.clone(),
+            config: row.config.clone(),
+            accelerator: st.accel,
+            vmm_pid: st.vmm.map(|p| p.pid),
+            vsock_helper_pid: st.vsock_helper.map(|p| p.pid),
+            monitor_pid: st.monitor.map(|p| p.pid),
+            console_log: paths.console_log(),
+            dir: paths.dir,
+            socket_dir: SocketPaths::for_box(&row.id).dir,
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Starting, stopping, restarting and removing a box, and its monitor.
+//!
+//! Each slow step writes its state first (`Starting`, `Stopping`), so a process that dies
+//! in the middle leaves a row that says what was interrupted, and every process it
+//! started was recorded in the row before it could run ([`crate::vm`]). Whatever the way
+//! a box stops (asked to, failed, found dead), its processes end through the one kill
+//! path ([`super::reconcile::settle_blocking`]).
+
+use std::time::{Duration, Instant};
+
+use super::reconcile::{remove_blocking, settle_blocking};
+use super::{BoxError, LiteBox, Locked, now_secs};
+use crate::context::{Home, shim_binary};
+use crate::layout::SocketPaths;
+use crate::model::{BoxRow, BoxState, BoxStatus, Health};
+use crate::portal::AgentClient;
+use crate::util::blocking;
+use crate::util::spawn::{HelperCommand, spawn_gated};
+use crate::vm::{BootGuard, DiskFormat, ProcessLedger, VmSpec};
+use crate::vmm::vsock::AgentAddr;
+
+/// Records a box's processes in its row.
+struct RowLedger<'a> {
+    home: &'a Home,
+    id: &'a str,
+}
+
+impl ProcessLedger for RowLedger<'_> {
+    fn record(
+        &self,
+        status: &BoxStatus,
+    ) -> impl std::future::Future<Output = Result<(), crate::Error>> + Send {
+        let (id, status) = (self.id.to_string(), status.clone());
+        let home = self.home.clone();
+        async move {
+            let nf = id.clone();
+            if !home.db(move |db| db.update_status(&id, &status)).await? {
+                return Err(BoxError::NotFound(nf).into());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn ms_since(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl LiteBox {
+    /// Boot the box and wait until its agent is ready. Starting a running box does
+    /// nothing.
+    pub async fn start(&self) -> Result<(), crate::Error> {
+        self.ctx.check_open()?;
+        let mut l = self.lock_reconciled().await?;
+        if l.row.status.state() == BoxState::Running {
+            return Ok(());
+        }
+        self.start_locked(&mut l).await
+    }
+
+    pub(super) async fn start_locked(&self, l: &mut Locked) -> Result<(), crate::Error> {
+        let Locked { row, lock } = l;
+        // Written before anything is spawned: a start that dies from here on is seen as
+        // interrupted.
+        self.transition(row, BoxState::Starting).await?;
+        let t0 = Instant::now();
+        let sockets = SocketPaths::for_box(&self.id);
+        let home = self.ctx.layout().home().to_path_buf();
+        let made = {
+            let s = sockets.clone();
+            blocking::run(move || s.create(&home)).await
+        };
+        let mut guard = BootGuard::new(sockets);
+        let booted = match made {
+            Ok(()) => {
+                let paths = self.home().box_paths(&self.id);
+                let spec = VmSpec {
+                    id: &self.id,
+                    root_disk: paths.disk(),
+                    root_format: DiskFormat::Qcow2,
+                    paths,
+                    memory_mib: row.config.memory_mib,
+                    cpus: row.config.cpus,
+                    volumes: &row.config.volumes,
+                    cmdline: Vec::new(),
+                };
+                let ledger = RowLedger {
+                    home: self.home(),
+                    id: &self.id,
+                };
+                crate::vm::launch(&self.ctx, &spec, &mut row.status, &mut guard, &ledger).await
+            }
+            Err(e) => Err(e.into()),
+        };
+        // The box only counts as started once its Running state is saved; until then
+        // the guard still owns the processes.
+        let result = match booted {
+            Ok(client) => {
+                *self.client.lock().await = Some(client);
+                row.status.last_error = None;
+                row.status.started_at = Some(now_secs());
+                row.status.health = Health::default();
+                self.transition(row, BoxState::Running).await
+            }
+            Err(cause) => Err(BoxError::BootFailed {
+                id: self.id.clone(),
+                console: crate::util::fsutil::tail_file(
+                    &self.home().box_paths(&self.id).console_log(),
+                    3000,
+                ),
+                cause: Box::new(cause),
+            }
+            .into()),
+        };
+        match result {
+            Ok(()) => {
+                guard.disarm();
+                self.ctx.note_started(&self.id);
+                tracing::info!(box_id = %self.id, ms = ms_since(t0), "box started");
+                launch_monitor(self.home(), row).await;
+                Ok(())
+            }
+            Err(e) => {
+                guard.cleanup().await;
+                *self.client.lock().await = None;
+                let st = &mut row.status;
+                st.clear_processes();
+                st.last_error = Some(crate::util::error_chain(&e));
+                st.stopped_at = Some(now_secs());
+                let _ = self.transition(row, BoxState::Failed).await;
+                if row.config.auto_remove {
+                    let home = self.home().clone();
+                    let row = row.clone();
+                    blocking::run(move || remove_blocking(&home, &row)).await?;
+                    lock.remove_file();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Shut the guest down cleanly (sync, power off), waiting up to `timeout`, then make
+    /// sure the VMM and its helpers are gone. Stopping a box that is not running does
+    /// nothing, except that a box created with `auto_remove` is removed once stopped,
+    /// whether or not it ever ran: that is all `--rm` needs.
+    pub async fn stop(&self, timeout: Duration) -> Result<(), crate::Error> {
+        let mut l = self.lock_reconciled().await?;
+        if l.row.status.state() == BoxState::Running {
+            self.stop_locked(&mut l, timeout).await?;
+        }
+        if l.row.config.auto_remove
+            && matches!(
+                l.row.status.state(),
+                BoxState::Configured | BoxState::Stopped | BoxState::Failed
+            )
+        {
+            let (home, row) = (self.home().clone(), l.row.clone());
+            blocking::run(move || remove_blocking(&home, &row)).await?;
+            l.lock.remove_file();
+        }
+        Ok(())
+    }
+
+    async fn stop_locked(&self, l: &mut Locked, timeout: Duration) -> Result<(), crate::Error> {
+        let row = &mut l.row;
+        self.transition(row, BoxState::Stopping).await?;
+        let t0 = Instant::now();
+        if let Some(vmm) = row.status.vmm.filter(|p| p.is_alive()) {
+            let cached = self.client.lock().await.take();
+            let client = match cached {
+                Some(c) => Some(c),
+                None => AgentClient::connect(AgentAddr::of_box(&row.status, &self.id), &self.id)
+                    .await
+                    .ok(),
+            };
+            let asked = match client {
+                Some(c) => tokio::time::timeout(timeout, c.shutdown())
+                    .await
+                    .is_ok_and(|r| r.is_ok()),
+                None => false,
+            };
+            let left = timeout.saturating_sub(t0.elapsed());
+            if !asked || !crate::util::kill::wait_exit(vmm, left).await {
+                tracing::warn!(box_id = %self.id, "guest did not power off in time; killing the VMM");
+            }
+        }
+        let home = self.home().clone();
+        let mut r = row.clone();
+        let r = blocking::run(move || {
+            settle_blocking(&home, &mut r);
+            r
+        })
+        .await;
+        row.status = r.status;
+        self.transition(row, BoxState::Stopped).await?;
+        tracing::info!(box_id = %self.id, ms = ms_since(t0), "box stopped");
+        Ok(())
+    }
+
+    /// Stop (if running) and start again.
+    pub async fn restart(&self, timeout: Duration) -> Result<(), crate::Error> {
+        self.ctx.check_open()?;
+        let mut l = self.lock_reconciled().await?;
+        if l.row.status.state() == BoxState::Running {
+            self.stop_locked(&mut l, timeout).await?;
+        }
+        *self.client.lock().await = None;
+        self.start_locked(&mut l).await
+    }
+
+    /// Remove the box: its processes (only when forced, if it runs), disk, logs, sockets
+    /// and row.
+    pub async fn remove(&self, force: bool) -> Result<(), crate::Error> {
+        let l = self.lock_reconciled().await?;
+        let state = l.row.status.state();
+        if state.is_active() && !force {
+            return Err(BoxError::Busy {
+                id: self.id.clone(),
+                state,
+            }
+            .into());
+        }
+        *self.client.lock().await = None;
+        let home = self.home().clone();
+        let mut row = l.row.clone();
+        blocking::run(move || {
+            settle_blocking(&home, &mut row);
+            remove_blocking(&home, &row)
+        })
+        .await?;
+        l.lock.remove_file();
+        Ok(())
+    }
+}
+
+/// Start the monitor for a running box, recording it in the row (saved before the monitor
+/// runs). A monitor that cannot start is logged, not fatal: nothing depends on it for
+/// correctness.
+pub(crate) async fn launch_monitor(home: &Home, row: &mut BoxRow) {
+    let Some(binary) = shim_binary() else {
+        tracing::warn!(box_id = %row.id, "{} not found (set BOXLITE_SHIM); health checks are off and a VM that dies on its own is noticed only on the next operation", crate::context::SHIM);
+        return;
+    };
+    let cmd = HelperCommand::new(binary, home.box_paths(&row.id).monitor_log())
+        .args([
+            std::ffi::OsString::from("--home"),
+            home.layout.home().as_os_str().to_owned(),
+            "--box".into(),
+            row.id.clone().into(),
+        ])
+        .envs(&[
+            (
+                "BOXLITE_HOME".into(),
+                home.layout.home().display().to_string(),
+            ),
+            ("BOXLITE_BOX_ID".into(), row.id.clone()),
+            // The monitor reaches the agent through the same socket root as its spawner.
+            (
+                "BOXLITE_SOCKET_DIR".into(),
+                crate::layout::socket_root().display().to_string(),
+            ),
+        ]);
+    let id = row.id.clone();
+    let ledger = RowLedger { home, id: &id };
+    let started = async {
+        let pending = spawn_gated(&cmd).await?;
+        row.status.monitor = Some(pending.id());
+        ledger.record(&row.status).await?;
+        pending.release().await?;
+        Ok::<_, crate::Error>(())
+    };
+    if let Err(e) = started.await {
+        tracing::warn!(box_id = %row.id, error = %crate::util::error_chain(&e), "starting the box monitor");
+    }
+}

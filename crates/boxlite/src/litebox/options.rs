@@ -1,0 +1,189 @@
+//! How a box is built: [`BoxOptions`], validated once when the box is created.
+
+use serde::{Deserialize, Serialize};
+
+use super::BoxError;
+use crate::model::HealthOptions;
+use crate::volumes::VolumeSpec;
+
+fn default_memory() -> u32 {
+    crate::model::boxes::default_memory()
+}
+
+fn default_cpus() -> u32 {
+    crate::model::boxes::default_cpus()
+}
+
+/// How a box is built. Validated when the box is created.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoxOptions {
+    pub image: String,
+    /// A unique name; the box can be addressed by it wherever an id is accepted.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default = "default_memory")]
+    pub memory_mib: u32,
+    #[serde(default = "default_cpus")]
+    pub cpus: u32,
+    /// Remove the box as soon as it stops, including when its VM dies on its own.
+    #[serde(default)]
+    pub auto_remove: bool,
+    #[serde(default)]
+    pub health: HealthOptions,
+    /// Managed volumes to mount; see [`crate::volumes`].
+    #[serde(default)]
+    pub volumes: Vec<VolumeSpec>,
+    /// The root disk's size in MiB: at least the image's. Default: the image's (built
+    /// images carry at least 1 GiB of free space). A larger disk is grown into at the
+    /// box's first boot, which costs boot time under TCG (about 0.5 s per GiB). The disk
+    /// file is sparse and only grows by what the box writes.
+    #[serde(default)]
+    pub disk_size_mib: Option<u64>,
+    /// Replaces the image's entrypoint (empty: none), and, as in Docker, drops its
+    /// default command.
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's default command (`Cmd`), as `docker create IMAGE CMD` does.
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+}
+
+impl BoxOptions {
+    pub fn new(image: impl Into<String>) -> Self {
+        BoxOptions {
+            image: image.into(),
+            name: None,
+            memory_mib: default_memory(),
+            cpus: default_cpus(),
+            auto_remove: false,
+            health: HealthOptions::default(),
+            volumes: Vec::new(),
+            disk_size_mib: None,
+            entrypoint: None,
+            cmd: None,
+        }
+    }
+
+    /// The root disk's size; see [`BoxOptions::disk_size_mib`].
+    pub fn disk_size_mib(mut self, mib: u64) -> Self {
+        self.disk_size_mib = Some(mib);
+        self
+    }
+
+    /// Replace the image's entrypoint; see [`BoxOptions::entrypoint`].
+    pub fn entrypoint<I, S>(mut self, argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.entrypoint = Some(argv.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Replace the image's default command; see [`BoxOptions::cmd`].
+    pub fn cmd<I, S>(mut self, argv: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cmd = Some(argv.into_iter().map(Into::into).collect());
+        self
+    }
+
+    pub fn volume(mut self, spec: VolumeSpec) -> Self {
+        self.volumes.push(spec);
+        self
+    }
+
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    pub fn memory_mib(mut self, mib: u32) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+
+    pub fn cpus(mut self, cpus: u32) -> Self {
+        self.cpus = cpus;
+        self
+    }
+
+    pub fn auto_remove(mut self, yes: bool) -> Self {
+        self.auto_remove = yes;
+        self
+    }
+
+    pub fn health(mut self, health: HealthOptions) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// Check every option that does not depend on the image. The runtime calls this
+    /// once, before it pulls or creates anything (see `Boxlite::create`).
+    pub fn validate(&self) -> Result<(), BoxError> {
+        let bad = |m: String| Err(BoxError::InvalidOption(m));
+        if !(64..=65536).contains(&self.memory_mib) {
+            return bad(format!(
+                "memory {} MiB is out of range (64-65536)",
+                self.memory_mib
+            ));
+        }
+        if !(1..=64).contains(&self.cpus) {
+            return bad(format!("cpus {} is out of range (1-64)", self.cpus));
+        }
+        if let Some(n) = &self.name {
+            validate_name(n)?;
+        }
+        if let Some(d) = self.disk_size_mib
+            && !(64..=(16 << 20)).contains(&d)
+        {
+            return bad(format!(
+                "disk size {d} MiB is out of range (64 MiB - 16 TiB)"
+            ));
+        }
+        // An empty entrypoint clears the image's; one with an empty program is a mistake.
+        if self
+            .entrypoint
+            .as_ref()
+            .and_then(|e| e.first())
+            .is_some_and(|p| p.is_empty())
+        {
+            return bad("an entrypoint's program cannot be empty".into());
+        }
+        for arg in self.entrypoint.iter().chain(self.cmd.iter()).flatten() {
+            if arg.contains('\0') {
+                return bad(format!("command argument {arg:?} contains a NUL byte"));
+            }
+        }
+        let h = &self.health;
+        if h.interval_secs > 0 && (h.timeout_secs == 0 || h.retries == 0) {
+            return bad(format!(
+                "health check timeout ({}s) and retries ({}) must be at least 1 when checks are on (interval {}s)",
+                h.timeout_secs, h.retries, h.interval_secs
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Names follow Docker's rule: a letter or digit, then letters, digits, `_`, `.` or `-`;
+/// at most 64 characters. A name cannot be 32 hex digits, which reads as a box id.
+pub fn validate_name(name: &str) -> Result<(), BoxError> {
+    let ok_first = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_rest = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    let looks_like_id = name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit());
+    if !ok_first || !ok_rest || name.len() > 64 || looks_like_id {
+        return Err(BoxError::InvalidOption(format!(
+            "invalid name {name:?}: use 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit, and not a 32-digit hex id"
+        )));
+    }
+    Ok(())
+}

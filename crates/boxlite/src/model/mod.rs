@@ -1,0 +1,19 @@
+//! Plain data: what is stored about boxes and images, and the lifecycle's states.
+//!
+//! The bottom layer of the library above `util`: everything else imports these types,
+//! and they import nothing but `util` (see `docs/architecture.md`, "Layers").
+
+pub mod boxes;
+pub mod image;
+pub mod platform;
+pub mod state;
+pub mod volume;
+
+pub use boxes::{
+    BootTimings, BoxConfig, BoxRow, BoxStatus, Health, HealthOptions, HealthState, LEGACY_RECORD,
+    legacy_row,
+};
+pub use image::{BuildReport, Compression, ImageRecord, Layer, RunConfig};
+pub use platform::{Accel, VsockMode};
+pub use state::{ALL_STATES, BoxState, InvalidTransition};
+pub use volume::{VolumeKind, VolumeMount};

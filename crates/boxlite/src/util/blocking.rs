@@ -1,0 +1,48 @@
+//! The one place where the library blocks a thread on purpose.
+//!
+//! The host library runs on tokio, and a REST server or an SDK may drive many boxes from
+//! one runtime: a runtime worker that waits on SQLite, a child process, a sleep or a
+//! gigabyte hash stalls every other request on it. So slow synchronous work goes through
+//! [`run`] (a `spawn_blocking` thread), and the few blocking primitives the library needs
+//! (running a tool to completion, sleeping) live here. `clippy.toml` forbids them
+//! everywhere else in the crate.
+
+use std::io;
+use std::process::{Command, Output};
+
+/// Run `f` on tokio's blocking pool and wait for it without blocking the caller's worker.
+/// A panic in `f` is resumed in the caller, as if `f` had run inline.
+pub async fn run<T, F>(f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime is shutting down under us: nothing is left to return to.
+        Err(e) => panic!("blocking task cancelled: {e}"),
+    }
+}
+
+/// Run a command to completion and collect its output. Blocks the calling thread: call it
+/// from [`run`] or from code that is itself off the async runtime.
+#[allow(clippy::disallowed_methods)]
+pub fn output(cmd: &mut Command) -> io::Result<Output> {
+    cmd.output()
+}
+
+/// Sleep the calling thread, for tests that poll for an event.
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)]
+pub fn sleep(d: std::time::Duration) {
+    std::thread::sleep(d);
+}
+
+/// Start a command, blocking until it has executed (or failed to). `std` waits for the
+/// child's `execve`, so a `pre_exec` hook that waits (the spawn gate in
+/// [`super::spawn`]) makes this wait too: call it from [`run`].
+#[allow(clippy::disallowed_methods)]
+pub fn spawn_tokio(cmd: &mut tokio::process::Command) -> io::Result<tokio::process::Child> {
+    cmd.spawn()
+}

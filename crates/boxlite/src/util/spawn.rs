@@ -1,0 +1,511 @@
+//! Starting helper processes the way a jailer would.
+//!
+//! Helpers (QEMU, vhost-device-vsock, virtiofsd, the box monitor, a builder VM) outlive
+//! the process that starts them, so they must be findable after it dies. Each is
+//! therefore started behind a **gate**: the child is forked and set up (its own session,
+//! its log as stdout and stderr), reports its pid, and then waits before `execve` until
+//! the spawner has recorded it durably ([`Pending::release`]). If the spawner dies first
+//! (SIGKILL, a crash), the child sees its parent change and exits without ever running
+//! the helper; if the spawner gives up ([`Pending`] dropped), the child is told to exit.
+//! So no helper ever runs that is not recorded.
+//!
+//! The child gets an allowlisted environment (see [`PASSED_ENV`]) plus what the caller
+//! adds, never the caller's whole environment: registry passwords and tokens must not be
+//! readable in `/proc/<pid>/environ` for the life of a box. Every descriptor other than
+//! stdin, stdout and stderr is marked close-on-exec in the child, so the helper inherits
+//! none of its spawner's files, whatever a host application opened without `O_CLOEXEC`.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use super::process::ProcessId;
+
+/// Environment variables a helper inherits from its spawner, when set: the search path,
+/// the locale and time zone, the temporary directory, and log settings. Variables whose
+/// name starts with `LC_` are passed too.
+pub const PASSED_ENV: &[&str] = &[
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+];
+
+/// The byte that opens the gate; any other byte (or end of file) makes the child exit.
+const GO: u8 = b'1';
+const ABORT: u8 = b'0';
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("starting {binary}")]
+    Start {
+        binary: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("opening the log {path} for {binary}")]
+    Log {
+        binary: PathBuf,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct HelperCommand {
+    pub binary: PathBuf,
+    pub args: Vec<OsString>,
+    /// Receives the helper's stdout and stderr (created or truncated).
+    pub log: PathBuf,
+    /// Added to the allowlisted environment: the box markers and the like.
+    pub env: Vec<(String, String)>,
+}
+
+impl HelperCommand {
+    pub fn new(binary: impl Into<PathBuf>, log: impl Into<PathBuf>) -> Self {
+        HelperCommand {
+            binary: binary.into(),
+            args: Vec::new(),
+            log: log.into(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn envs(mut self, vars: &[(String, String)]) -> Self {
+        self.env.extend_from_slice(vars);
+        self
+    }
+}
+
+/// The environment a helper starts with: the allowlisted variables of this process, then
+/// `extra`.
+pub fn helper_env(extra: &[(String, String)]) -> Vec<(OsString, OsString)> {
+    env_from(std::env::vars_os(), extra)
+}
+
+fn env_from(
+    vars: impl Iterator<Item = (OsString, OsString)>,
+    extra: &[(String, String)],
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = vars
+        .filter(|(k, _)| {
+            k.to_str()
+                .is_some_and(|k| PASSED_ENV.contains(&k) || k.starts_with("LC_"))
+        })
+        .collect();
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()));
+    }
+    for (k, v) in extra {
+        env.retain(|(ek, _)| ek.as_os_str() != k.as_str());
+        env.push((k.into(), v.into()));
+    }
+    env
+}
+
+/// A `std` command with the helper environment, for short-lived tools (`qemu-img`,
+/// `mkfs.ext4`): they get the allowlisted environment too, and inherit no descriptors
+/// beyond the standard ones (`std` opens everything close-on-exec).
+pub fn tool_command(binary: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(binary);
+    c.env_clear().envs(helper_env(&[])).stdin(Stdio::null());
+    c
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 fills the two-element array on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// A helper that has been forked but waits at the gate: it has a pid, and has not yet
+/// executed the helper binary. Record [`Pending::id`] durably, then [`Pending::release`].
+/// Dropping it instead makes the child exit.
+#[derive(Debug)]
+pub struct Pending {
+    id: ProcessId,
+    binary: PathBuf,
+    gate: Gate,
+    spawned: Option<tokio::task::JoinHandle<io::Result<tokio::process::Child>>>,
+}
+
+/// The parent's end of a child's gate. Unless opened, it tells the child to exit when
+/// dropped, including when a spawn is cancelled halfway.
+#[derive(Debug)]
+struct Gate(Option<OwnedFd>);
+
+impl Gate {
+    fn open(&mut self) -> io::Result<()> {
+        match self.0.take() {
+            Some(fd) => write_byte(&fd, GO),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        if let Some(fd) = self.0.take() {
+            // The child exits on its own; std reaps it when it reports the failed hook.
+            let _ = write_byte(&fd, ABORT);
+        }
+    }
+}
+
+/// Fork the helper and stop it at the gate. See the module documentation.
+pub async fn spawn_gated(cmd: &HelperCommand) -> Result<Pending, SpawnError> {
+    let start_err = |source| SpawnError::Start {
+        binary: cmd.binary.clone(),
+        source,
+    };
+    let out = std::fs::File::create(&cmd.log).map_err(|source| SpawnError::Log {
+        binary: cmd.binary.clone(),
+        path: cmd.log.clone(),
+        source,
+    })?;
+    let err = out.try_clone().map_err(start_err)?;
+    let (pid_r, pid_w) = pipe().map_err(start_err)?;
+    let (gate_r, gate_w) = pipe().map_err(start_err)?;
+    let gate_w_raw = gate_w.as_raw_fd();
+    let gate = Gate(Some(gate_w));
+    let parent = i32::try_from(std::process::id()).unwrap_or(0);
+    let (pid_r_raw, pid_w_raw) = (pid_r.as_raw_fd(), pid_w.as_raw_fd());
+    let gate_r_raw = gate_r.as_raw_fd();
+
+    let mut c = tokio::process::Command::new(&cmd.binary);
+    c.args(&cmd.args)
+        .env_clear()
+        .envs(helper_env(&cmd.env))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(false);
+    // SAFETY: the hook runs in the forked child before execve and only makes
+    // async-signal-safe calls (setsid, close, write, read, poll, getpid, getppid, fcntl,
+    // close_range); it allocates nothing.
+    unsafe {
+        c.pre_exec(move || gate_child(parent, pid_r_raw, pid_w_raw, gate_r_raw, gate_w_raw));
+    }
+    // std's spawn returns only once the child has executed (or failed to), which is after
+    // the gate opens: run it on the blocking pool and read the pid meanwhile. The
+    // parent's copies of the child's pipe ends close when the spawn returns, so a child
+    // that fails before reporting its pid shows up as end of file.
+    let spawned = tokio::task::spawn_blocking(move || {
+        let r = super::blocking::spawn_tokio(&mut c);
+        drop((pid_w, gate_r));
+        r
+    });
+    let pid = super::blocking::run(move || read_pid(&pid_r)).await;
+    let pid = match pid {
+        Some(pid) => pid,
+        None => {
+            let e = match spawned.await {
+                Ok(Err(e)) => e,
+                Ok(Ok(_)) => io::Error::other("the helper started without reporting its pid"),
+                Err(e) => io::Error::other(e),
+            };
+            return Err(start_err(e));
+        }
+    };
+    let mut pending = Pending {
+        id: ProcessId { pid, start_time: 0 },
+        binary: cmd.binary.clone(),
+        gate,
+        spawned: Some(spawned),
+    };
+    // The child is parked at the gate, so it is alive and its start time readable.
+    pending.id = ProcessId::of(pid).map_err(start_err)?;
+    Ok(pending)
+}
+
+fn read_pid(fd: &OwnedFd) -> Option<i32> {
+    let mut buf = [0u8; 4];
+    let mut got = 0;
+    while got < buf.len() {
+        // SAFETY: reading into the unfilled tail of a stack buffer we own.
+        let n = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                buf[got..].as_mut_ptr().cast(),
+                buf.len() - got,
+            )
+        };
+        match n {
+            0 => return None,
+            n if n < 0 => {
+                if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                return None;
+            }
+            n => got += usize::try_from(n).unwrap_or(0),
+        }
+    }
+    Some(i32::from_ne_bytes(buf))
+}
+
+/// Runs in the forked child. Async-signal-safe only.
+fn gate_child(
+    parent: i32,
+    pid_r: RawFd,
+    pid_w: RawFd,
+    gate_r: RawFd,
+    gate_w: RawFd,
+) -> io::Result<()> {
+    // SAFETY: plain syscalls on descriptors inherited through fork and on stack buffers;
+    // no memory is shared with other threads of the parent.
+    unsafe {
+        if libc::setsid() < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Our copies of the parent's ends: without closing them the child would keep its
+        // own gate open and never see the parent go.
+        libc::close(pid_r);
+        libc::close(gate_w);
+        let pid = libc::getpid().to_ne_bytes();
+        if libc::write(pid_w, pid.as_ptr().cast(), pid.len()) != 4 {
+            return Err(io::Error::last_os_error());
+        }
+        libc::close(pid_w);
+        loop {
+            let mut pfd = libc::pollfd {
+                fd: gate_r,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let n = libc::poll(&mut pfd, 1, 100);
+            if n > 0 {
+                let mut b = [0u8; 1];
+                let r = libc::read(gate_r, b.as_mut_ptr().cast(), 1);
+                if r == 1 && b[0] == GO {
+                    break;
+                }
+                if r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                // ABORT, or end of file: the spawner gave up.
+                return Err(io::Error::from_raw_os_error(libc::ECANCELED));
+            }
+            // Reparented: the spawner died before recording us. (Another child forked at
+            // the same moment may hold a copy of our gate's write end, so end of file
+            // alone cannot be relied on.)
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+        }
+        libc::close(gate_r);
+        mark_cloexec_from(3);
+    }
+    Ok(())
+}
+
+/// Mark every descriptor from `first` on close-on-exec. Async-signal-safe.
+fn mark_cloexec_from(first: u32) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes descriptor flags in this process.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return;
+    }
+    // Kernels before 5.11: one descriptor at a time, up to the soft limit.
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur.min(1 << 16)
+    } else {
+        1024
+    };
+    let max = i32::try_from(max).unwrap_or(1024);
+    for fd in i32::try_from(first).unwrap_or(3)..max {
+        // SAFETY: fcntl on a descriptor number; EBADF for closed ones is harmless.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
+impl Pending {
+    /// The child's identity, to record before [`Pending::release`].
+    pub fn id(&self) -> ProcessId {
+        self.id
+    }
+
+    /// Open the gate: the child executes the helper. Returns once it has (or failed to),
+    /// with our handle on the child, to notice an early death. Dropping the handle leaves
+    /// the helper running (tokio reaps it when it exits).
+    pub async fn release(mut self) -> Result<tokio::process::Child, SpawnError> {
+        let binary = self.binary.clone();
+        let start_err = |source| SpawnError::Start {
+            binary: binary.clone(),
+            source,
+        };
+        self.gate.open().map_err(start_err)?;
+        let spawned = self.spawned.take().expect("a pending spawn has its task");
+        match spawned.await {
+            Ok(r) => r.map_err(start_err),
+            Err(e) => Err(start_err(io::Error::other(e))),
+        }
+    }
+}
+
+fn write_byte(fd: &OwnedFd, b: u8) -> io::Result<()> {
+    loop {
+        // SAFETY: writing one byte from a stack value to a pipe we own.
+        let r = unsafe { libc::write(fd.as_raw_fd(), (&raw const b).cast(), 1) };
+        if r == 1 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("bx-spawn-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn only_allowlisted_variables_and_the_markers_are_passed() {
+        let vars = [
+            ("PATH", "/bin"),
+            ("LC_TIME", "C"),
+            ("BOXLITE_REGISTRY_PASSWORD", "s3cret"),
+            ("HOME", "/root"),
+            ("BOXLITE_BOX_ID", "spoofed"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+
+        let env = env_from(vars.into_iter(), &[("BOXLITE_BOX_ID".into(), "abc".into())]);
+
+        let keys: Vec<String> = env
+            .iter()
+            .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+            .collect();
+        assert_eq!(keys, ["PATH=/bin", "LC_TIME=C", "BOXLITE_BOX_ID=abc"]);
+    }
+
+    #[tokio::test]
+    async fn helper_runs_only_after_release_and_gets_the_helper_environment() {
+        let dir = temp_dir();
+        let out = dir.join("out");
+        let cmd = HelperCommand::new("/bin/sh", dir.join("log"))
+            .args(["-c", &format!("env > {}", out.display())])
+            .envs(&[("BOXLITE_BOX_ID".into(), "abc".into())]);
+
+        let pending = spawn_gated(&cmd).await.unwrap();
+        let ran_early = out.exists();
+        let alive_at_gate = pending.id().is_alive();
+        let mut child = pending.release().await.unwrap();
+        let status = child.wait().await.unwrap();
+
+        let env = std::fs::read_to_string(&out).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(!ran_early);
+        assert!(alive_at_gate);
+        assert!(status.success());
+        assert!(env.contains("BOXLITE_BOX_ID=abc"), "{env}");
+        // Besides what was passed, only what the shell sets for itself.
+        let own = ["PWD", "SHLVL", "_", "BOXLITE_BOX_ID"];
+        for line in env.lines() {
+            let key = line.split('=').next().unwrap();
+            assert!(
+                PASSED_ENV.contains(&key) || key.starts_with("LC_") || own.contains(&key),
+                "unexpected variable {line:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn dropping_a_pending_helper_makes_it_exit_without_running() {
+        let dir = temp_dir();
+        let out = dir.join("out");
+        let cmd = HelperCommand::new("/bin/sh", dir.join("log"))
+            .args(["-c", &format!("touch {}", out.display())]);
+
+        let pending = spawn_gated(&cmd).await.unwrap();
+        let id = pending.id();
+        drop(pending);
+        let gone = crate::util::kill::wait_exit(id, std::time::Duration::from_secs(10)).await;
+
+        let ran = out.exists();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(gone);
+        assert!(!ran);
+    }
+
+    #[tokio::test]
+    async fn a_missing_binary_is_an_error_naming_it() {
+        let dir = temp_dir();
+        let cmd = HelperCommand::new("/nonexistent/helper", dir.join("log"));
+
+        let pending = spawn_gated(&cmd).await.unwrap();
+        let err = pending.release().await.unwrap_err().to_string();
+
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(err.contains("/nonexistent/helper"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn descriptors_opened_without_cloexec_are_not_inherited() {
+        let dir = temp_dir();
+        let secret = dir.join("leaky-file");
+        std::fs::write(&secret, b"x").unwrap();
+        let c = std::ffi::CString::new(secret.to_str().unwrap()).unwrap();
+        // SAFETY: open without O_CLOEXEC, as a careless host library might.
+        let leaky = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY) };
+        assert!(leaky >= 0);
+        let out = dir.join("fds");
+        let cmd = HelperCommand::new("/bin/sh", dir.join("log"))
+            .args(["-c", &format!("ls -l /proc/self/fd/ > {}", out.display())]);
+
+        let mut child = spawn_gated(&cmd).await.unwrap().release().await.unwrap();
+        child.wait().await.unwrap();
+
+        // SAFETY: closing the descriptor opened above.
+        unsafe { libc::close(leaky) };
+        let fds = std::fs::read_to_string(&out).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(!fds.contains("leaky-file"), "{fds}");
+    }
+}

@@ -1,0 +1,435 @@
+//! Booting a VM, for a box or for the image builder: start its helpers (vhost-device-vsock
+//! when the kernel has no vhost-vsock, one virtiofsd per volume), bind the readiness
+//! listener, start QEMU, and wait for whichever comes first: the agent's readiness
+//! connection, the death of a helper or of QEMU, or the boot deadline.
+//!
+//! Every process is started behind the spawn gate ([`crate::util::spawn`]) and recorded
+//! through a [`ProcessLedger`] before it runs, so a caller that dies at any point leaves
+//! only processes that the next operation can find and end. A failed boot is a typed
+//! [`BootError`], and leaves no process or socket behind ([`BootGuard`]).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::context::Context;
+use crate::layout::{BoxPaths, SocketDirError, SocketPaths};
+use crate::model::{BootTimings, BoxStatus, VolumeMount, VsockMode};
+use crate::portal::{AgentClient, PortalError};
+use crate::util::fsutil::tail_file;
+use crate::util::kill;
+use crate::util::process::ProcessId;
+use crate::util::spawn::{HelperCommand, SpawnError, spawn_gated};
+use crate::vmm::vsock::{AgentAddr, ReadyListener, random_cid};
+use crate::vmm::{FsDevice, VmConfig, VmmError, VsockDevice};
+
+/// How long a vhost-user backend may take to listen on its socket.
+const HELPER_READY: Duration = Duration::from_secs(10);
+
+/// Why a VM did not come up. The caller adds the console tail and names the VM.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("the VM exited during boot ({status}){}", said("qemu", qemu_log))]
+    VmmExited { status: String, qemu_log: String },
+    #[error("{helper} exited during boot ({status}){}", said(helper, log))]
+    HelperExited {
+        helper: &'static str,
+        status: String,
+        log: String,
+    },
+    #[error("{helper} did not listen on {} within {}s", socket.display(), after.as_secs())]
+    HelperNotReady {
+        helper: &'static str,
+        socket: PathBuf,
+        after: Duration,
+    },
+    #[error(
+        "the agent did not report ready within {}s (accelerator {accel}); raise BOXLITE_BOOT_TIMEOUT if the host is slow",
+        after.as_secs()
+    )]
+    Deadline {
+        after: Duration,
+        accel: crate::model::Accel,
+    },
+    #[error("the agent's readiness listener on {what} failed")]
+    ReadyListener {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the agent reported ready but did not accept a connection")]
+    Handshake(#[source] PortalError),
+    #[error("mounting volumes in the box")]
+    MountVolumes(#[source] PortalError),
+    #[error("starting {helper}")]
+    Spawn {
+        helper: &'static str,
+        #[source]
+        source: SpawnError,
+    },
+    #[error("recording the VM's processes")]
+    Record(#[source] Box<crate::Error>),
+    #[error(transparent)]
+    Assets(#[from] crate::assets::AssetError),
+    #[error(transparent)]
+    SocketDir(#[from] SocketDirError),
+    #[error(transparent)]
+    Binary(#[from] VmmError),
+    #[error(transparent)]
+    Volume(#[from] crate::volumes::VolumeError),
+}
+
+fn said(who: &str, log: &str) -> String {
+    let log = log.trim();
+    if log.is_empty() {
+        String::new()
+    } else {
+        format!("; {who} said: {log}")
+    }
+}
+
+/// Where a VM's processes are recorded, durably, before each of them may run.
+pub(crate) trait ProcessLedger: Sync {
+    /// Record every process `status` names; the newest has not yet executed.
+    fn record(&self, status: &BoxStatus) -> impl Future<Output = Result<(), crate::Error>> + Send;
+}
+
+/// What a failed or abandoned boot leaves to clean up.
+#[derive(Debug)]
+pub(crate) struct BootGuard {
+    procs: Vec<ProcessId>,
+    sockets: SocketPaths,
+    armed: bool,
+}
+
+impl BootGuard {
+    pub fn new(sockets: SocketPaths) -> Self {
+        BootGuard {
+            procs: Vec::new(),
+            sockets,
+            armed: true,
+        }
+    }
+
+    /// End what was spawned (the one kill path) and remove the sockets.
+    pub async fn cleanup(mut self) {
+        self.armed = false;
+        kill::terminate(std::mem::take(&mut self.procs), Duration::from_secs(2)).await;
+        let sockets = self.sockets.clone();
+        crate::util::blocking::run(move || sockets.remove()).await;
+    }
+
+    /// The boot succeeded: the processes belong to the box now.
+    pub fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for BootGuard {
+    fn drop(&mut self) {
+        // A boot future dropped halfway (Ctrl-C, a cancelled request): it cannot wait
+        // here, so it kills what it spawned and leaves the waiting to reconciliation,
+        // which finds the box still Starting.
+        if self.armed {
+            kill::signal_tree(&self.procs, libc::SIGKILL);
+            self.sockets.remove();
+        }
+    }
+}
+
+/// How the root disk file is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DiskFormat {
+    /// A box's qcow2 overlay on its image's base.
+    Qcow2,
+    /// A plain file: the image builder's fresh ext4.
+    Raw,
+}
+
+/// What to boot: a box, or the image builder.
+#[derive(Debug)]
+pub(crate) struct VmSpec<'a> {
+    /// Names the VM's processes (`BOXLITE_BOX_ID`) and its hostname (first 12 characters).
+    pub id: &'a str,
+    /// Where the console, VMM and helper logs go.
+    pub paths: BoxPaths,
+    pub root_disk: PathBuf,
+    pub root_format: DiskFormat,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub volumes: &'a [VolumeMount],
+    /// Kernel command line words for the agent, after the readiness port and hostname.
+    pub cmdline: Vec<String>,
+}
+
+/// Start one helper behind the gate: record it (through `set` and the ledger), then let
+/// it run.
+async fn start_helper<L: ProcessLedger>(
+    helper: &'static str,
+    cmd: &HelperCommand,
+    rec: &mut BoxStatus,
+    guard: &mut BootGuard,
+    ledger: &L,
+    set: impl FnOnce(&mut BoxStatus, ProcessId),
+) -> Result<tokio::process::Child, BootError> {
+    let pending = spawn_gated(cmd)
+        .await
+        .map_err(|source| BootError::Spawn { helper, source })?;
+    guard.procs.push(pending.id());
+    set(rec, pending.id());
+    ledger
+        .record(rec)
+        .await
+        .map_err(|e| BootError::Record(Box::new(e)))?;
+    pending
+        .release()
+        .await
+        .map_err(|source| BootError::Spawn { helper, source })
+}
+
+/// Boot a VM as `spec` says and wait until its agent is ready, recording its processes
+/// in `rec` and, before each may run, through `ledger`.
+pub(crate) async fn launch<L: ProcessLedger>(
+    ctx: &Context,
+    spec: &VmSpec<'_>,
+    rec: &mut BoxStatus,
+    guard: &mut BootGuard,
+    ledger: &L,
+) -> Result<AgentClient, BootError> {
+    let t0 = Instant::now();
+    let assets = ctx.assets()?;
+    let (kernel, initrd) = {
+        let a = assets.clone();
+        crate::util::blocking::run(move || {
+            Ok::<_, crate::assets::AssetError>((a.kernel()?, a.initramfs()?))
+        })
+        .await?
+    };
+    let id = spec.id.to_string();
+    let paths = &spec.paths;
+    let sockets = guard.sockets.clone();
+    let home = ctx.layout().home().display().to_string();
+    let marker = vec![
+        ("BOXLITE_HOME".to_string(), home),
+        ("BOXLITE_BOX_ID".to_string(), id.clone()),
+    ];
+    let mode = ctx.vsock_mode;
+    rec.vsock_mode = Some(mode);
+    rec.accel = Some(ctx.accel.accel);
+    let mut helper_child = None;
+    let (device, addr, ready_port) = match mode {
+        VsockMode::VhostUser => {
+            let cmd = HelperCommand::new(ctx.vhost_vsock_binary()?, paths.vsock_log())
+                .args([
+                    "--vm".to_string(),
+                    format!(
+                        "guest-cid=3,socket={},uds-path={}",
+                        sockets.vhost().display(),
+                        sockets.agent().display()
+                    ),
+                ])
+                .envs(&marker);
+            let helper = start_helper("vhost-device-vsock", &cmd, rec, guard, ledger, |r, p| {
+                r.vsock_helper = Some(p);
+            })
+            .await?;
+            helper_child = Some(helper);
+            (
+                VsockDevice::VhostUser {
+                    socket: sockets.vhost(),
+                },
+                AgentAddr::Hybrid {
+                    uds: sockets.agent(),
+                },
+                boxlite_protocol::DEFAULT_READY_PORT,
+            )
+        }
+        VsockMode::Kernel => {
+            let cid = random_cid();
+            rec.cid = Some(cid);
+            // A per-box readiness port: host vsock ports are shared by all boxes.
+            let port = rand::random_range(1 << 20..1 << 30);
+            (VsockDevice::Kernel { cid }, AgentAddr::Kernel { cid }, port)
+        }
+    };
+    if let Some(child) = helper_child.as_mut() {
+        wait_for_socket(
+            "vhost-device-vsock",
+            &sockets.vhost(),
+            child,
+            &paths.vsock_log(),
+        )
+        .await?;
+        tracing::debug!(ms = ms_since(t0), "vsock device ready");
+    }
+    // One virtiofsd per volume, each sharing exactly one managed directory, checked
+    // against the gate again now: the directory could have been replaced since creation.
+    let mut fs = Vec::new();
+    rec.virtiofsd.clear();
+    if !spec.volumes.is_empty() {
+        let binary = ctx.virtiofsd_binary()?;
+        let sandbox = crate::volumes::virtiofsd_sandbox();
+        for (i, m) in spec.volumes.iter().enumerate() {
+            let dir = ctx.layout().volume_root(m.kind).join(&m.name);
+            let (_, _, shared) = crate::volumes::gate(ctx.layout(), &dir)?;
+            let socket = sockets.fs(i);
+            let log = paths.virtiofsd_log(i);
+            let mut cmd = HelperCommand::new(&binary, &log).args([
+                std::ffi::OsString::from(format!("--socket-path={}", socket.display())),
+                "--shared-dir".into(),
+                shared.into_os_string(),
+                format!("--sandbox={sandbox}").into(),
+                // The guest sees the directory as it is; nothing is cached across boxes.
+                "--cache=auto".into(),
+            ]);
+            if m.read_only {
+                cmd = cmd.args(["--readonly"]);
+            }
+            let cmd = cmd.envs(&marker);
+            let mut helper = start_helper("virtiofsd", &cmd, rec, guard, ledger, |r, p| {
+                r.virtiofsd.push(p);
+            })
+            .await?;
+            wait_for_socket("virtiofsd", &socket, &mut helper, &log).await?;
+            fs.push(FsDevice {
+                socket,
+                tag: crate::volumes::tag(i),
+            });
+        }
+        tracing::debug!(ms = ms_since(t0), volumes = fs.len(), "virtiofsd ready");
+    }
+    let ready_at = sockets.agent_port(ready_port);
+    let ready = ReadyListener::bind(&addr, &ready_at, ready_port).map_err(|source| {
+        BootError::ReadyListener {
+            what: match &addr {
+                AgentAddr::Hybrid { .. } => ready_at.display().to_string(),
+                AgentAddr::Kernel { .. } => format!("vsock port {ready_port}"),
+            },
+            source,
+        }
+    })?;
+
+    let cfg = VmConfig {
+        accel: ctx.accel.accel,
+        kernel,
+        initrd,
+        cmdline: [
+            format!("{}={ready_port}", boxlite_protocol::CMDLINE_READY_PORT),
+            format!("boxlite.hostname={}", &id[..id.len().min(12)]),
+        ]
+        .into_iter()
+        .chain(spec.cmdline.iter().cloned())
+        .collect(),
+        root_disk: spec.root_disk.clone(),
+        root_raw: spec.root_format == DiskFormat::Raw,
+        memory_mib: spec.memory_mib,
+        cpus: spec.cpus,
+        vsock: device,
+        fs,
+        console_log: paths.console_log(),
+        vmm_log: paths.vmm_log(),
+        marker,
+    };
+    let vmm_cmd = ctx.vmm.command(&cfg);
+    tracing::debug!(binary = %vmm_cmd.binary.display(), args = ?vmm_cmd.args, "starting the VMM");
+    let vm = start_helper(ctx.vmm.name(), &vmm_cmd, rec, guard, ledger, |r, p| {
+        r.vmm = Some(p);
+    })
+    .await?;
+    let mut timings = BootTimings {
+        vmm_spawned_ms: ms_since(t0),
+        ..Default::default()
+    };
+    tracing::debug!(ms = timings.vmm_spawned_ms, "vmm spawned");
+
+    let mut vm_child = vm;
+    let helper_exit = async {
+        match helper_child.as_mut() {
+            Some(c) => c.wait().await.ok(),
+            None => std::future::pending().await,
+        }
+    };
+    let timeout = ctx.boot_timeout;
+    tokio::select! {
+        r = ready.accept_ready() => {
+            r.map_err(|source| BootError::ReadyListener { what: "the readiness connection".into(), source })?;
+        }
+        st = vm_child.wait() => {
+            return Err(BootError::VmmExited {
+                status: status_text(st.ok()),
+                qemu_log: tail_file(&paths.vmm_log(), 1000),
+            });
+        }
+        st = helper_exit => {
+            return Err(BootError::HelperExited {
+                helper: "vhost-device-vsock",
+                status: status_text(st),
+                log: tail_file(&paths.vsock_log(), 1000),
+            });
+        }
+        _ = tokio::time::sleep(timeout) => {
+            return Err(BootError::Deadline { after: timeout, accel: ctx.accel.accel });
+        }
+    }
+    drop(ready);
+    timings.agent_ready_ms = ms_since(t0);
+    tracing::debug!(ms = timings.agent_ready_ms, "agent ready");
+    let client = AgentClient::connect(addr, &id)
+        .await
+        .map_err(BootError::Handshake)?;
+    tracing::debug!(ms = ms_since(t0), "agent connected");
+    if !spec.volumes.is_empty() {
+        let mounts: Vec<(String, String, bool)> = spec
+            .volumes
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (crate::volumes::tag(i), m.guest_path.clone(), m.read_only))
+            .collect();
+        client
+            .mount_volumes(&mounts)
+            .await
+            .map_err(BootError::MountVolumes)?;
+        tracing::debug!(ms = ms_since(t0), "volumes mounted");
+    }
+    timings.ready_ms = ms_since(t0);
+    rec.boot = Some(timings);
+    Ok(client)
+}
+
+fn ms_since(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn status_text(st: Option<std::process::ExitStatus>) -> String {
+    st.map_or_else(|| "status unknown".into(), |s| s.to_string())
+}
+
+/// Wait for a vhost-user backend to listen on its socket, or report why it died.
+async fn wait_for_socket(
+    helper: &'static str,
+    path: &Path,
+    child: &mut tokio::process::Child,
+    log: &Path,
+) -> Result<(), BootError> {
+    let deadline = Instant::now() + HELPER_READY;
+    loop {
+        if crate::util::fsutil::unix_socket_ready(path) {
+            return Ok(());
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(BootError::HelperExited {
+                helper,
+                status: st.to_string(),
+                log: tail_file(log, 1000),
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(BootError::HelperNotReady {
+                helper,
+                socket: path.to_path_buf(),
+                after: HELPER_READY,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
