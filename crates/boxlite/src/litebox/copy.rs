@@ -357,11 +357,15 @@ impl LiteBox {
                 Err(_) => Ok(()),
             };
             if result.is_err() || placed.is_err() {
-                let _ = match std::fs::symlink_metadata(&tmp) {
-                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(&tmp),
-                    Ok(_) => std::fs::remove_file(&tmp),
-                    Err(_) => Ok(()),
-                };
+                // A refused copy can leave a large partial tree: off the runtime.
+                crate::util::blocking::run(move || {
+                    let _ = match std::fs::symlink_metadata(&tmp) {
+                        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&tmp),
+                        Ok(_) => std::fs::remove_file(&tmp),
+                        Err(_) => Ok(()),
+                    };
+                })
+                .await;
             }
             placed?;
         }

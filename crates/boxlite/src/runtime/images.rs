@@ -111,7 +111,10 @@ impl Boxlite {
         progress: &(dyn Fn(Progress) + Send + Sync),
     ) -> Result<Image, crate::Error> {
         let store = &self.images;
-        store.save_record(&rec)?;
+        {
+            let (store, rec) = (store.clone(), rec.clone());
+            blocking::run(move || store.save_record(&rec)).await?;
+        }
         progress(Progress::Building {
             layers: rec.layers.len(),
         });
@@ -122,7 +125,14 @@ impl Boxlite {
             cached: report.is_none(),
             build: report,
         });
-        store.tag(&rec.reference, &rec.manifest_digest)?;
+        {
+            let (store, r, d) = (
+                store.clone(),
+                rec.reference.clone(),
+                rec.manifest_digest.clone(),
+            );
+            blocking::run(move || store.tag(&r, &d)).await?;
+        }
         Ok(Image {
             reference: rec.reference,
             digest: rec.manifest_digest,
