@@ -79,7 +79,7 @@ pub async fn ls(rt: &Boxlite, all: bool, quiet: bool, format: &str) -> Result<i3
         .list()
         .await?
         .into_iter()
-        .filter(|b| all || b.state.is_active())
+        .filter(|b| all || matches!(b.state, BoxState::Running | BoxState::Stopping))
         .collect();
     match format {
         "json" => println!("{}", serde_json::to_string_pretty(&boxes)?),

@@ -82,7 +82,13 @@ async fn real_main(cli: Cli) -> Result<i32> {
             let run = rt.get(&id).await?.attach(&exec_id).await?;
             run::pump(run, true, false).await
         }
-        Command::Create { create, image } => boxes::create(&rt, create.options(&image, &[])?).await,
+        Command::Create { create, image } => {
+            let opts = create.options(&image, &[])?;
+            tokio::select! {
+                r = boxes::create(&rt, opts) => r,
+                code = run::interrupted() => Ok(code),
+            }
+        }
         Command::Volume { command } => boxes::volume(&rt, command).await,
         Command::Start { boxes: keys } => {
             boxes::for_each(&rt, &keys, |b| async move { b.start().await }).await
@@ -113,10 +119,17 @@ async fn real_main(cli: Cli) -> Result<i32> {
             }
         }
         Command::Info { format } => info::info_cmd(rt, &format).await,
+        // Interrupted, these drop their work: a build in progress ends its builder VM
+        // at once instead of leaving it to the next command.
         Command::Pull {
             quiet,
             images: refs,
-        } => images::pull(&rt, &refs, quiet).await,
+        } => {
+            tokio::select! {
+                r = images::pull(&rt, &refs, quiet) => r,
+                code = run::interrupted() => Ok(code),
+            }
+        }
         Command::Images { quiet, format } => images::list(&rt, quiet, &format).await,
         Command::Rmi {
             force,
@@ -130,7 +143,12 @@ async fn real_main(cli: Cli) -> Result<i32> {
             } => images::remove(&rt, &refs, force).await,
             ImageCommand::Prune => images::prune(&rt).await,
         },
-        Command::Load { input, tag } => images::load(&rt, &input, tag.as_deref()).await,
+        Command::Load { input, tag } => {
+            tokio::select! {
+                r = images::load(&rt, &input, tag.as_deref()) => r,
+                code = run::interrupted() => Ok(code),
+            }
+        }
         Command::Login {
             username,
             token,

@@ -14,7 +14,6 @@ fn parse_env(specs: &[String]) -> Result<Vec<(String, String)>> {
     specs
         .iter()
         .map(|s| match s.split_once('=') {
-            Some(("", _)) => bail!("invalid --env {s:?}: the name is empty"),
             Some((k, v)) => Ok((k.to_string(), v.to_string())),
             None => Ok((s.clone(), std::env::var(s).unwrap_or_default())),
         })
@@ -40,9 +39,17 @@ impl ExecSettings {
             Some(t) if t.is_finite() && t > 0.0 && t <= 1e9 => Some(Duration::from_secs_f64(t)),
             Some(t) => bail!("invalid --timeout {t}: give a number of seconds greater than 0"),
         };
+        // The library's own checks, before anything is created or booted.
+        let env = parse_env(&args.env)?;
+        for ((k, v), spec) in env.iter().zip(&args.env) {
+            BoxCommand::check_env(k, v).with_context(|| format!("invalid --env {spec:?}"))?;
+        }
+        if let Some(w) = &args.workdir {
+            BoxCommand::check_working_dir(w).with_context(|| format!("invalid --workdir {w:?}"))?;
+        }
         Ok(ExecSettings {
             interactive: args.interactive,
-            env: parse_env(&args.env)?,
+            env,
             workdir: args.workdir.clone(),
             user: args.user.clone(),
             tty: args.tty,

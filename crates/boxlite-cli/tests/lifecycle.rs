@@ -4,6 +4,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
+use std::time::Duration;
 
 use boxlite_testkit::{TestHome, wait_for};
 use serde_json::Value;
@@ -138,6 +139,39 @@ fn vmm_killed_behind_the_runtimes_back_shows_stopped_with_a_reason_and_starts_ag
     assert!(reason.contains("exited"), "{reason}");
     assert_eq!(out, "back\n");
     ok(&h, &["rm", "-f", "victim"]);
+}
+
+#[test]
+fn cli_killed_at_any_point_of_create_leaves_nothing_that_cannot_be_removed() {
+    let h = TestHome::new();
+    for delay_ms in [0u64, 15, 30, 45, 60, 90, 150] {
+        let mut cli = h
+            .cli(BIN)
+            .args(["create", "boxlite/busybox"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = cli.kill();
+        cli.wait().unwrap();
+    }
+
+    let ids: Vec<String> = ls_all(&h)
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect();
+    for id in &ids {
+        ok(&h, &["rm", id]);
+    }
+
+    assert!(ls_all(&h).is_empty());
+    assert!(h.box_dirs().is_empty(), "{:?}", h.box_dirs());
+    let locks: Vec<_> = std::fs::read_dir(h.home.join("locks"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(locks.is_empty(), "{locks:?}");
 }
 
 #[test]

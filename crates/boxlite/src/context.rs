@@ -132,23 +132,23 @@ impl Context {
         Ok(())
     }
 
-    /// Note a box this runtime booted.
-    pub fn note_started(&self, id: &str) {
-        self.started
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_string());
+    /// Note a box this runtime booted. False when the runtime was shut down meanwhile:
+    /// [`Context::close`] did not see the box, so its starter must stop it.
+    pub fn note_started(&self, id: &str) -> bool {
+        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        // Under the same lock as `close`: either close sees the box, or we see close.
+        if self.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        started.insert(id.to_string());
+        true
     }
 
     /// Refuse new work from now on, and return the boxes this runtime started.
     pub fn close(&self) -> Vec<String> {
+        let mut started = self.started.lock().unwrap_or_else(|p| p.into_inner());
         self.closed.store(true, Ordering::Release);
-        let mut ids: Vec<String> = self
-            .started
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .collect();
+        let mut ids: Vec<String> = started.drain().collect();
         ids.sort();
         ids
     }

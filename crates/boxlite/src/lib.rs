@@ -23,25 +23,26 @@
 // An embeddable library never takes over its host process.
 #![deny(clippy::exit)]
 
-// Layer 0-1: helpers and plain data.
+// Layers 0-1: helpers and plain data.
 pub mod model;
 pub(crate) mod util;
-// Layer 2-5: where things are, what is stored, the engine, the agent protocol, images.
+// Layers 2-4: where things are, what is stored, the engine, the agent protocol.
 pub(crate) mod assets;
-pub mod config;
 pub(crate) mod db;
 pub(crate) mod disk;
-pub mod images;
 pub(crate) mod layout;
 pub(crate) mod portal;
 pub(crate) mod vmm;
 pub mod volumes;
-// Layer 6-8: the shared context, booting a VM, the box lifecycle, the image builder.
-pub(crate) mod builder;
+// Layers 5-7: the shared context, the image store, registry settings.
+pub mod config;
 pub(crate) mod context;
+pub mod images;
+// Layers 8-10: booting a VM, the box lifecycle, the image builder.
+pub(crate) mod builder;
 pub mod litebox;
 pub(crate) mod vm;
-// Layer 9-10: the monitor process and the runtime facade.
+// Layers 11-12: the monitor process and the runtime facade.
 pub(crate) mod monitor;
 pub mod runtime;
 

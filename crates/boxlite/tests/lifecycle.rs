@@ -150,7 +150,14 @@ async fn get_or_create_creates_once_even_when_two_callers_race() {
 async fn shutdown_stops_the_boxes_this_runtime_started_and_refuses_new_work() {
     let h = TestHome::new();
     let rt = h.runtime();
-    let other = h.runtime();
+    // A second runtime of the same home, opened the async way.
+    let other = boxlite::Boxlite::open(boxlite::RuntimeOptions {
+        home: Some(h.home.clone()),
+        assets: Some(boxlite_testkit::assets_dir()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let mine = rt.create(BoxOptions::new("boxlite/busybox")).await.unwrap();
     let theirs = other
         .create(BoxOptions::new("boxlite/busybox"))

@@ -27,11 +27,11 @@ use crate::images::blobs::digest_hex;
 use crate::images::{ImageError, ImageStore};
 use crate::layout::{BoxPaths, SocketPaths, socket_root};
 use crate::model::{BoxStatus, BuildReport, ImageRecord};
-use crate::util::blocking;
 use crate::util::fsutil::{tail_file, write_atomic};
 use crate::util::lock::{FileLock, LockMode};
 use crate::util::process::{ProcessId, find_binary};
 use crate::util::spawn::tool_command;
+use crate::util::{blocking, ms_since};
 use crate::vm::{BootError, BootGuard, DiskFormat, ProcessLedger, VmSpec, launch};
 
 /// Prefix of a build's work and socket directories. Not a hex digit, so never a box id.
@@ -393,7 +393,7 @@ async fn build_in(
     }
     .await;
     if let Err(e) = applied {
-        guard.cleanup().await;
+        let _ = guard.cleanup().await;
         return Err(e);
     }
     // The agent syncs, unmounts and powers off; wait for QEMU to go. The vsock helper
@@ -403,7 +403,7 @@ async fn build_in(
         Some(vmm) => crate::util::kill::wait_exit(vmm, POWEROFF_TIMEOUT).await,
         None => true,
     };
-    guard.cleanup().await;
+    let _ = guard.cleanup().await;
     if !powered_off {
         return Err(BuildError::PowerOff {
             after: POWEROFF_TIMEOUT,
@@ -420,10 +420,6 @@ async fn build_in(
         apply_ms = report.apply_ms, finish_ms = report.finish_ms, "image base built"
     );
     Ok(report)
-}
-
-fn ms_since(t: Instant) -> u64 {
-    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Check the built filesystem, shrink it to its content plus headroom and store it as
@@ -513,7 +509,11 @@ pub(crate) fn sweep(store: &ImageStore) {
         let held = FileLock::try_acquire(&e.path().join("lock"), LockMode::Exclusive);
         if matches!(held, Ok(Some(_)) | Err(_)) {
             tracing::info!(dir = %e.path().display(), "removing an abandoned image build");
-            crate::util::kill::terminate_blocking(&recorded(&e.path()), Duration::ZERO);
+            let left = crate::util::kill::terminate_blocking(&recorded(&e.path()), Duration::ZERO);
+            if !left.is_empty() {
+                // Kept, with its record, for the next sweep to try again.
+                continue;
+            }
             let _ = std::fs::remove_dir_all(e.path());
             SocketPaths {
                 dir: socket_root().join(&name),

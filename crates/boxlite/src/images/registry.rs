@@ -319,7 +319,7 @@ pub async fn pull(
     });
     let mut index_digest = None;
     if media_type == OCI_INDEX || media_type == DOCKER_LIST {
-        blobs.put(&digest, &bytes)?;
+        put(blobs, &digest, &bytes).await?;
         index_digest = Some(digest.clone());
         let chosen = pick_platform(&manifest, r)?;
         digest_hex(&chosen)?;
@@ -372,7 +372,10 @@ pub async fn pull(
         progress,
     )
     .await?;
-    let config_bytes = blobs.read(&config_desc.digest)?;
+    let config_bytes = {
+        let (blobs, d) = (blobs.clone(), config_desc.digest.clone());
+        crate::util::blocking::run(move || blobs.read(&d)).await?
+    };
     let (run, created) = parse_config(&config_bytes, r)?;
 
     // Layers, a few at a time.
@@ -389,7 +392,7 @@ pub async fn pull(
     for res in futures_join_all(tasks).await {
         res?;
     }
-    blobs.put(&digest, &bytes)?;
+    put(blobs, &digest, &bytes).await?;
     Ok(ImageRecord::new(
         r.canonical(),
         digest,
@@ -511,7 +514,15 @@ async fn futures_join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output
         .collect()
 }
 
-/// Download one blob unless the store has it, verifying digest and size.
+/// Store a small blob (a manifest) off the runtime: it is hashed and synced.
+async fn put(blobs: &BlobStore, digest: &str, bytes: &[u8]) -> Result<(), ImageError> {
+    let (blobs, digest, bytes) = (blobs.clone(), digest.to_string(), bytes.to_vec());
+    crate::util::blocking::run(move || blobs.put(&digest, &bytes).map(|_| ())).await?;
+    Ok(())
+}
+
+/// Download one blob unless the store has it, verifying digest and size. Hashing and
+/// writing happen on the blocking pool: the download only hands chunks over.
 async fn fetch_blob(
     client: &oci_client::Client,
     r: &Reference,
@@ -524,7 +535,11 @@ async fn fetch_blob(
     if blobs.has(digest) {
         // Trust a stored blob only after re-hashing it: a corrupt one is removed by the
         // check and fetched again below.
-        match blobs.verify(digest) {
+        let verified = {
+            let (blobs, d) = (blobs.clone(), digest.to_string());
+            crate::util::blocking::run(move || blobs.verify(&d)).await
+        };
+        match verified {
             Ok(()) => {
                 progress(Progress::Layer {
                     digest: digest.into(),
@@ -550,22 +565,51 @@ async fn fetch_blob(
         .pull_blob_stream(&oci_ref(r, None), &desc)
         .await
         .map_err(|e| registry_error(r, e))?;
-    let mut w = blobs.writer(digest, Some(size))?;
+    // `Some(chunk)` to write, `None` to commit; a channel closed without `None` (a failed
+    // download) drops the writer, which removes its temporary file.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<Vec<u8>>>(8);
+    let writer = {
+        let (blobs, d, registry) = (blobs.clone(), digest.to_string(), r.registry.clone());
+        tokio::task::spawn_blocking(move || -> Result<(), ImageError> {
+            let mut w = blobs.writer(&d, Some(size))?;
+            while let Some(msg) = rx.blocking_recv() {
+                let Some(chunk) = msg else {
+                    w.commit()?;
+                    return Ok(());
+                };
+                w.write_all(&chunk)
+                    .map_err(|e| match e.downcast::<super::blobs::BlobError>() {
+                        Ok(b) => ImageError::Blob(b),
+                        Err(e) => ImageError::Registry {
+                            registry: registry.clone(),
+                            reason: format!("storing {d}: {e}"),
+                        },
+                    })?;
+            }
+            Err(ImageError::Registry {
+                registry,
+                reason: format!("the download of {d} was abandoned"),
+            })
+        })
+    };
     let mut done = 0u64;
+    let mut failed = None;
     while let Some(chunk) = stream.stream.next().await {
-        let chunk = chunk.map_err(|e| ImageError::Registry {
-            registry: r.registry.clone(),
-            reason: format!("downloading {digest}: {e}"),
-        })?;
-        w.write_all(&chunk)
-            .map_err(|e| match e.downcast::<super::blobs::BlobError>() {
-                Ok(b) => ImageError::Blob(b),
-                Err(e) => ImageError::Registry {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                failed = Some(ImageError::Registry {
                     registry: r.registry.clone(),
-                    reason: format!("storing {digest}: {e}"),
-                },
-            })?;
+                    reason: format!("downloading {digest}: {e}"),
+                });
+                break;
+            }
+        };
         done += chunk.len() as u64;
+        if tx.send(Some(chunk.to_vec())).await.is_err() {
+            // The writer stopped: its result says why.
+            break;
+        }
         progress(Progress::Layer {
             digest: digest.into(),
             done,
@@ -573,6 +617,16 @@ async fn fetch_blob(
             cached: false,
         });
     }
-    w.commit()?;
-    Ok(())
+    if failed.is_none() {
+        let _ = tx.send(None).await;
+    }
+    drop(tx);
+    let written = writer.await.map_err(|e| ImageError::Registry {
+        registry: r.registry.clone(),
+        reason: format!("storing {digest}: {e}"),
+    })?;
+    match failed {
+        Some(e) => Err(e),
+        None => written,
+    }
 }

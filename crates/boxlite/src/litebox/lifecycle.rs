@@ -14,8 +14,8 @@ use crate::context::{Home, shim_binary};
 use crate::layout::SocketPaths;
 use crate::model::{BoxRow, BoxState, BoxStatus, Health};
 use crate::portal::AgentClient;
-use crate::util::blocking;
 use crate::util::spawn::{HelperCommand, spawn_gated};
+use crate::util::{blocking, ms_since};
 use crate::vm::{BootGuard, DiskFormat, ProcessLedger, VmSpec};
 use crate::vmm::vsock::AgentAddr;
 
@@ -30,21 +30,12 @@ impl ProcessLedger for RowLedger<'_> {
         &self,
         status: &BoxStatus,
     ) -> impl std::future::Future<Output = Result<(), crate::Error>> + Send {
-        let (id, status) = (self.id.to_string(), status.clone());
-        let home = self.home.clone();
-        async move {
-            let nf = id.clone();
-            if !home.db(move |db| db.update_status(&id, &status)).await? {
-                return Err(BoxError::NotFound(nf).into());
-            }
-            Ok(())
-        }
+        super::save_status(self.home, self.id, status)
     }
 }
 
-fn ms_since(t: Instant) -> u64 {
-    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
+/// How long a box started by a runtime that is being shut down gets to stop.
+const SHUTDOWN_STOP: Duration = Duration::from_secs(10);
 
 impl LiteBox {
     /// Boot the box and wait until its agent is ready. Starting a running box does
@@ -59,10 +50,9 @@ impl LiteBox {
     }
 
     pub(super) async fn start_locked(&self, l: &mut Locked) -> Result<(), crate::Error> {
-        let Locked { row, lock } = l;
         // Written before anything is spawned: a start that dies from here on is seen as
         // interrupted.
-        self.transition(row, BoxState::Starting).await?;
+        self.transition(&mut l.row, BoxState::Starting).await?;
         let t0 = Instant::now();
         let sockets = SocketPaths::for_box(&self.id);
         let home = self.ctx.layout().home().to_path_buf();
@@ -73,6 +63,7 @@ impl LiteBox {
         let mut guard = BootGuard::new(sockets);
         let booted = match made {
             Ok(()) => {
+                let row = &mut l.row;
                 let paths = self.home().box_paths(&self.id);
                 let spec = VmSpec {
                     id: &self.id,
@@ -97,45 +88,69 @@ impl LiteBox {
         let result = match booted {
             Ok(client) => {
                 *self.client.lock().await = Some(client);
-                row.status.last_error = None;
-                row.status.started_at = Some(now_secs());
-                row.status.health = Health::default();
-                self.transition(row, BoxState::Running).await
+                let st = &mut l.row.status;
+                st.last_error = None;
+                st.started_at = Some(now_secs());
+                st.health = Health::default();
+                self.transition(&mut l.row, BoxState::Running).await
             }
-            Err(cause) => Err(BoxError::BootFailed {
+            Err(cause) => Err(self.boot_error(cause, l.row.status.vmm.is_some())),
+        };
+        if let Err(e) = result {
+            let survivors = guard.cleanup().await;
+            *self.client.lock().await = None;
+            let st = &mut l.row.status;
+            st.keep_processes(&survivors);
+            st.last_error = Some(crate::util::error_chain(&e));
+            st.stopped_at = Some(now_secs());
+            if let Err(te) = self.transition(&mut l.row, BoxState::Failed).await {
+                tracing::warn!(box_id = %self.id, error = %te, "recording a failed start");
+            }
+            if l.row.config.auto_remove {
+                let (home, row) = (self.home().clone(), l.row.clone());
+                match blocking::run(move || remove_blocking(&home, &row)).await {
+                    Ok(()) => l.lock.remove_file(),
+                    Err(re) => {
+                        tracing::warn!(box_id = %self.id, error = %crate::util::error_chain(&re), "removing a --rm box whose start failed")
+                    }
+                }
+            }
+            return Err(e);
+        }
+        guard.disarm();
+        tracing::info!(box_id = %self.id, ms = ms_since(t0), "box started");
+        launch_monitor(self.home(), &mut l.row).await;
+        if !self.ctx.note_started(&self.id) {
+            // The runtime was shut down while this box booted: it goes too.
+            self.stop_locked(l, SHUTDOWN_STOP).await?;
+            return Err(crate::Error::ShutDown);
+        }
+        Ok(())
+    }
+
+    /// The error of a failed boot. What failed before anything ran (assets, binaries,
+    /// the socket directory, the volume gate) keeps its own kind, as a check would; a
+    /// VM that did not come up is `BootFailed`, with the console when QEMU had started.
+    fn boot_error(&self, cause: crate::vm::BootError, vmm_started: bool) -> crate::Error {
+        use crate::vm::BootError as B;
+        match cause {
+            B::Assets(e) => e.into(),
+            B::Binary(e) => e.into(),
+            B::SocketDir(e) => e.into(),
+            B::Volume(e) => e.into(),
+            cause => BoxError::BootFailed {
                 id: self.id.clone(),
-                console: crate::util::fsutil::tail_file(
-                    &self.home().box_paths(&self.id).console_log(),
-                    3000,
-                ),
+                console: if vmm_started {
+                    crate::util::fsutil::tail_file(
+                        &self.home().box_paths(&self.id).console_log(),
+                        3000,
+                    )
+                } else {
+                    String::new()
+                },
                 cause: Box::new(cause),
             }
-            .into()),
-        };
-        match result {
-            Ok(()) => {
-                guard.disarm();
-                self.ctx.note_started(&self.id);
-                tracing::info!(box_id = %self.id, ms = ms_since(t0), "box started");
-                launch_monitor(self.home(), row).await;
-                Ok(())
-            }
-            Err(e) => {
-                guard.cleanup().await;
-                *self.client.lock().await = None;
-                let st = &mut row.status;
-                st.clear_processes();
-                st.last_error = Some(crate::util::error_chain(&e));
-                st.stopped_at = Some(now_secs());
-                let _ = self.transition(row, BoxState::Failed).await;
-                if row.config.auto_remove {
-                    let home = self.home().clone();
-                    let row = row.clone();
-                    blocking::run(move || remove_blocking(&home, &row)).await?;
-                    lock.remove_file();
-                }
-                Err(e)
-            }
+            .into(),
         }
     }
 

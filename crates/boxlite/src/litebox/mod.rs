@@ -10,11 +10,13 @@
 //! execs from many processes proceed at once.
 //!
 //! Files: `options.rs` (what a box is built from), `info.rs` (what `inspect` shows),
-//! `lifecycle.rs` (start, stop, restart, remove, the monitor), `reconcile.rs`, `exec.rs`,
+//! `lifecycle.rs` (start, stop, restart, remove, the monitor), `reconcile.rs`, `exec.rs`
+//! (commands, exec, attach, ping), `execution.rs` (a running process and its streams),
 //! `copy.rs`, `metrics.rs`.
 
 pub mod copy;
 pub mod exec;
+pub mod execution;
 mod info;
 mod lifecycle;
 pub mod metrics;
@@ -28,7 +30,8 @@ use tokio::sync::Mutex;
 
 pub use crate::model::{BoxConfig, BoxState, Health, HealthOptions, HealthState};
 pub use copy::{CopyError, CopyOptions, CopyStats, InBoxKind};
-pub use exec::{BoxCommand, ExecError, ExecOutput, ExecStdin, Execution};
+pub use exec::{BoxCommand, ExecError};
+pub use execution::{ExecOutput, ExecStdin, Execution};
 pub use info::BoxInfo;
 pub use metrics::{BootStages, BoxMetrics};
 pub use options::{BoxOptions, validate_name};
@@ -53,18 +56,20 @@ pub enum BoxError {
         to: BoxState,
     },
     #[error(
-        "box {id} failed to boot: {}\n--- console log (tail) ---\n{console}",
-        crate::util::error_chain(cause)
+        "box {id} failed to boot: {}{}",
+        crate::util::error_chain(cause.as_ref()),
+        console_section(console)
     )]
     BootFailed {
         id: String,
         /// What went wrong, as a kind callers can match on.
         cause: Box<crate::vm::BootError>,
+        /// The tail of the console log, when the VM had started (empty otherwise).
         console: String,
     },
     #[error("box {id} is {state}; stop it first or remove it with force")]
     Busy { id: String, state: BoxState },
-    #[error("box {id} is {state}, not running")]
+    #[error("box {id} is {state}; its executions ended with its VM")]
     NotRunning { id: String, state: BoxState },
     #[error("invalid box option: {0}")]
     InvalidOption(String),
@@ -75,6 +80,38 @@ pub enum BoxError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl BoxError {
+    /// A refused state change of box `id`.
+    pub(crate) fn transition(id: &str, e: crate::model::InvalidTransition) -> Self {
+        BoxError::InvalidTransition {
+            id: id.to_string(),
+            from: e.from,
+            to: e.to,
+        }
+    }
+}
+
+fn console_section(console: &str) -> String {
+    if console.trim().is_empty() {
+        String::new()
+    } else {
+        format!("\n--- console log (tail) ---\n{console}")
+    }
+}
+
+/// Save a box's status; false when the box no longer exists.
+pub(crate) async fn save_status(
+    home: &Home,
+    id: &str,
+    status: &crate::model::BoxStatus,
+) -> Result<(), crate::Error> {
+    let (bid, st) = (id.to_string(), status.clone());
+    if !home.db(move |db| db.update_status(&bid, &st)).await? {
+        return Err(BoxError::NotFound(id.to_string()).into());
+    }
+    Ok(())
 }
 
 pub(crate) fn now_secs() -> u64 {
@@ -181,29 +218,15 @@ impl LiteBox {
         }
     }
 
-    /// Save the row's status; the box must still exist.
-    async fn save(&self, row: &BoxRow) -> Result<(), crate::Error> {
-        let (id, status) = (row.id.clone(), row.status.clone());
-        if !self
-            .home()
-            .db(move |db| db.update_status(&id, &status))
-            .await?
-        {
-            return Err(self.not_found());
-        }
-        Ok(())
-    }
-
-    /// Move the row to `to` through the state machine and save it.
+    /// Move the row to `to` through the state machine and save it. The row changes
+    /// only once the new status is stored.
     async fn transition(&self, row: &mut BoxRow, to: BoxState) -> Result<(), crate::Error> {
-        row.status
-            .transition(to)
-            .map_err(|e| BoxError::InvalidTransition {
-                id: self.id.clone(),
-                from: e.from,
-                to: e.to,
-            })?;
-        self.save(row).await
+        let mut next = row.status.clone();
+        next.transition(to)
+            .map_err(|e| BoxError::transition(&self.id, e))?;
+        save_status(self.home(), &self.id, &next).await?;
+        row.status = next;
+        Ok(())
     }
 
     /// The box as stored now, reconciled with reality when nobody else is working on it.
@@ -267,27 +290,18 @@ impl LiteBox {
 /// remove the box if the plan says so (`None`), and start a monitor for a running box
 /// that lost its own.
 pub(crate) async fn reconcile_held(home: &Home, l: Locked) -> Result<Option<Locked>, crate::Error> {
-    let plan = reconcile::decide(reconcile::observe(&l.row, true));
-    if plan.is_leave() {
+    if reconcile::decide(reconcile::observe(&l.row, true)).is_leave() {
         return Ok(Some(l));
     }
     let h = home.clone();
-    let (mut l, removed) = blocking::run(move || {
+    let (mut l, done) = blocking::run(move || {
         let mut l = l;
-        let r = reconcile::apply_blocking(&h, &mut l.row, plan).and_then(|()| {
-            if plan.remove {
-                reconcile::remove_blocking(&h, &l.row).map(|()| {
-                    l.lock.remove_file();
-                    true
-                })
-            } else {
-                Ok(false)
-            }
-        });
+        let r = reconcile::reconcile_blocking(&h, &mut l.row, &l.lock);
         (l, r)
     })
     .await;
-    if removed? {
+    let (plan, removed) = done?;
+    if removed {
         return Ok(None);
     }
     if plan.relaunch_monitor {

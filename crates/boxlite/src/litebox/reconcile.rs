@@ -26,6 +26,9 @@ pub(crate) struct Observed {
     pub vmm_alive: bool,
     /// Any recorded helper other than the VMM and the monitor still runs.
     pub helpers_alive: bool,
+    /// A recorded helper other than the VMM and the monitor (the vsock device, a
+    /// virtiofsd) is gone: the box cannot work without it.
+    pub helper_died: bool,
     pub monitor_alive: bool,
     /// A monitor binary exists, so a running box can have one.
     pub monitor_available: bool,
@@ -40,6 +43,7 @@ pub(crate) enum Why {
     StartInterrupted,
     StopInterrupted,
     VmExited,
+    HelperExited,
     StrayProcesses,
 }
 
@@ -92,6 +96,7 @@ pub(crate) fn decide(o: Observed) -> Plan {
         Starting => Plan::settle(Some(Failed), Why::StartInterrupted),
         Stopping => Plan::settle(Some(Stopped), Why::StopInterrupted),
         Running if !o.vmm_alive => Plan::settle(Some(Stopped), Why::VmExited),
+        Running if o.helper_died => Plan::settle(Some(Stopped), Why::HelperExited),
         Running if !o.monitor_alive && o.monitor_available => Plan {
             relaunch_monitor: true,
             ..Plan::LEAVE
@@ -120,6 +125,11 @@ pub(crate) fn observe(row: &BoxRow, lock_free: bool) -> Observed {
             .iter()
             .chain(st.virtiofsd.iter())
             .any(|p| p.is_alive()),
+        helper_died: st
+            .vsock_helper
+            .iter()
+            .chain(st.virtiofsd.iter())
+            .any(|p| !p.is_alive()),
         monitor_alive: st.monitor.is_some_and(|m| m.is_alive()),
         monitor_available: crate::context::shim_binary().is_some(),
         auto_remove: row.config.auto_remove,
@@ -145,6 +155,9 @@ impl Why {
                 row.status.vmm.map_or(0, |p| p.pid),
                 console_hint()
             ),
+            Why::HelperExited => {
+                "a helper of the box (the vsock device or a virtiofsd) exited while it was running; the VM was terminated".into()
+            }
             Why::StrayProcesses => {
                 "processes of an interrupted operation were still running; they were terminated"
                     .into()
@@ -175,11 +188,7 @@ pub(crate) fn apply_blocking(
     if let Some(to) = plan.to {
         row.status
             .transition(to)
-            .map_err(|e| super::BoxError::InvalidTransition {
-                id: row.id.clone(),
-                from: e.from,
-                to: e.to,
-            })?;
+            .map_err(|e| super::BoxError::transition(&row.id, e))?;
     }
     if plan.kill || plan.to.is_some() || plan.why.is_some() {
         tracing::info!(box_id = %row.id, to = %row.status.state(),
@@ -189,13 +198,33 @@ pub(crate) fn apply_blocking(
     Ok(())
 }
 
+/// Reconcile a row whose exclusive lock `lock` is held, on the calling thread: decide,
+/// apply, and remove the box (unlinking its lock file) when the plan says so. Returns
+/// the plan and whether the box is gone. Blocking.
+pub(crate) fn reconcile_blocking(
+    home: &Home,
+    row: &mut BoxRow,
+    lock: &crate::util::lock::FileLock,
+) -> Result<(Plan, bool), crate::Error> {
+    let plan = decide(observe(row, true));
+    if plan.is_leave() {
+        return Ok((plan, false));
+    }
+    apply_blocking(home, row, plan)?;
+    if plan.remove {
+        remove_blocking(home, row)?;
+        lock.remove_file();
+    }
+    Ok((plan, plan.remove))
+}
+
 /// End every recorded process of the box and its descendants (the one kill path), remove
 /// its sockets, and record that nothing of it runs. Shared by every way a box stops.
 /// Blocking.
 pub(crate) fn settle_blocking(home: &Home, row: &mut BoxRow) {
     let st = &mut row.status;
-    crate::util::kill::terminate_blocking(&st.processes(), Duration::ZERO);
-    st.clear_processes();
+    let survivors = crate::util::kill::terminate_blocking(&st.processes(), Duration::ZERO);
+    st.keep_processes(&survivors);
     SocketPaths::for_box(&row.id).remove_if_owned(home.layout.home());
     st.stopped_at = Some(super::now_secs());
     // Health describes a running agent; a stopped box has none.
@@ -235,13 +264,14 @@ mod tests {
     fn all() -> Vec<Observed> {
         let mut v = Vec::new();
         for state in ALL_STATES {
-            for bits in 0..64u32 {
+            for bits in 0..128u32 {
                 let b = |i: u32| bits & (1 << i) != 0;
                 v.push(Observed {
                     state,
                     lock_free: b(0),
                     vmm_alive: b(1),
                     helpers_alive: b(2),
+                    helper_died: b(6),
                     monitor_alive: b(3),
                     monitor_available: b(4),
                     auto_remove: b(5),
@@ -300,17 +330,26 @@ mod tests {
     }
 
     #[test]
-    fn a_running_box_is_stopped_exactly_when_its_vmm_is_gone() {
+    fn a_running_box_is_stopped_exactly_when_its_vmm_or_a_helper_is_gone() {
         for o in all()
             .into_iter()
             .filter(|o| o.lock_free && o.state == Running)
         {
             let p = decide(o);
-            assert_eq!(p.to == Some(Stopped), !o.vmm_alive, "{o:?}");
-            assert_eq!(p.kill, !o.vmm_alive, "{o:?}");
+            let broken = !o.vmm_alive || o.helper_died;
+            assert_eq!(p.to == Some(Stopped), broken, "{o:?}");
+            assert_eq!(p.kill, broken, "{o:?}");
+            if broken {
+                let why = if o.vmm_alive {
+                    Why::HelperExited
+                } else {
+                    Why::VmExited
+                };
+                assert_eq!(p.why, Some(why), "{o:?}");
+            }
             assert_eq!(
                 p.relaunch_monitor,
-                o.vmm_alive && !o.monitor_alive && o.monitor_available,
+                !broken && !o.monitor_alive && o.monitor_available,
                 "{o:?}"
             );
         }

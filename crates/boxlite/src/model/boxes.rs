@@ -251,12 +251,14 @@ impl BoxStatus {
             .collect()
     }
 
-    /// Forget every recorded process (they are gone).
-    pub fn clear_processes(&mut self) {
-        self.vmm = None;
-        self.vsock_helper = None;
-        self.monitor = None;
-        self.virtiofsd.clear();
+    /// Forget every recorded process except `survivors` (processes that would not die,
+    /// kept so a later reconciliation ends them).
+    pub fn keep_processes(&mut self, survivors: &[ProcessId]) {
+        let keep = |p: &Option<ProcessId>| p.filter(|p| survivors.contains(p));
+        self.vmm = keep(&self.vmm);
+        self.vsock_helper = keep(&self.vsock_helper);
+        self.monitor = keep(&self.monitor);
+        self.virtiofsd.retain(|p| survivors.contains(p));
     }
 }
 

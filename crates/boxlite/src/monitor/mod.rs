@@ -19,7 +19,7 @@ use std::time::Duration;
 use crate::context::Home;
 use crate::litebox::{Locked, now_secs, reconcile_held};
 use crate::model::{BoxRow, BoxState, Health, HealthState};
-use crate::portal::AgentClient;
+use crate::portal::PortalError;
 use crate::util::lock::{FileLock, LockMode};
 use crate::util::process::ProcessId;
 use crate::vmm::vsock::AgentAddr;
@@ -32,14 +32,12 @@ async fn exited(id: ProcessId) {
 /// One health probe: connect afresh and ping, within `timeout`.
 async fn probe(row: &BoxRow, timeout: Duration) -> Result<(), String> {
     let addr = AgentAddr::of_box(&row.status, &row.id);
-    let fut = async {
-        let c = AgentClient::connect(addr, &row.id).await?;
-        c.ping().await
-    };
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(crate::util::error_chain(&e)),
-        Err(_) => Err(format!(
+    match crate::portal::ping_agent(addr, &row.id, timeout).await {
+        Ok(()) => Ok(()),
+        Err(e @ PortalError::Connect { .. } | e @ PortalError::Rpc { .. }) => {
+            Err(crate::util::error_chain(&e))
+        }
+        Err(PortalError::Timeout { .. }) => Err(format!(
             "no answer to ping within {}s{}",
             timeout.as_secs(),
             row.status

@@ -135,6 +135,22 @@ pub fn target(id: &str, addr: &AgentAddr) -> String {
     format!("box {} ({addr})", &id[..id.len().min(12)])
 }
 
+/// Connect afresh to the agent of box `id` at `addr` and ping it, within `timeout`.
+pub async fn ping_agent(addr: AgentAddr, id: &str, timeout: Duration) -> Result<(), PortalError> {
+    let target = target(id, &addr);
+    let fut = async {
+        let c = AgentClient::connect(addr, id).await?;
+        c.ping().await.map(|_| ())
+    };
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(PortalError::Timeout {
+            target,
+            after: timeout,
+        }),
+    }
+}
+
 impl AgentClient {
     /// Connect to the agent of box `id` (named in errors) at `addr`.
     pub async fn connect(addr: AgentAddr, id: &str) -> Result<Self, PortalError> {

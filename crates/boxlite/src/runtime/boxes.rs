@@ -7,7 +7,7 @@ use super::Boxlite;
 use crate::db::DbError;
 use crate::images::Image;
 use crate::layout::SocketPaths;
-use crate::litebox::reconcile::{apply_blocking, decide, observe, remove_blocking};
+use crate::litebox::reconcile::{reconcile_blocking, remove_blocking};
 use crate::litebox::{self, BoxError, BoxInfo, BoxOptions, LiteBox, now_secs};
 use crate::model::{
     BoxConfig, BoxRow, BoxState, BoxStatus, LEGACY_RECORD, VolumeMount, legacy_row,
@@ -259,7 +259,8 @@ impl Boxlite {
                 }
             }
         }
-        // Every box nobody is working on, through the same decision as everywhere.
+        // Every box nobody is working on, through the same decision as everywhere. One
+        // box that cannot be reconciled does not stop the others (or the command).
         for row in home.db.list()? {
             let lock_path = home.layout.lock_path(&row.id);
             if !litebox::reconcile::needs_reconcile(&row) {
@@ -271,11 +272,8 @@ impl Boxlite {
             let Some(mut row) = home.db.get(&row.id)? else {
                 continue;
             };
-            let plan = decide(observe(&row, true));
-            apply_blocking(home, &mut row, plan)?;
-            if plan.remove {
-                remove_blocking(home, &row)?;
-                lock.remove_file();
+            if let Err(e) = reconcile_blocking(home, &mut row, &lock) {
+                tracing::warn!(box_id = %row.id, error = %crate::util::error_chain(&e), "reconciling a box");
             }
         }
         let rows = home.db.list()?;
@@ -391,13 +389,9 @@ fn make_box(
             Ok(())
         })
         .and_then(|()| {
-            row.status.transition(BoxState::Configured).map_err(|e| {
-                BoxError::InvalidTransition {
-                    id: row.id.clone(),
-                    from: e.from,
-                    to: e.to,
-                }
-            })?;
+            row.status
+                .transition(BoxState::Configured)
+                .map_err(|e| BoxError::transition(&row.id, e))?;
             Ok(home.db.update_status(&row.id, &row.status).map(|_| ())?)
         });
     if let Err(e) = made {

@@ -154,14 +154,9 @@ impl Boxlite {
         let _gc = self.gc_lock(LockMode::Shared).await?;
         let blobs = self.images.blobs();
         let (input, tag) = (input.to_path_buf(), tag.map(str::to_string));
-        let records = tokio::task::spawn_blocking(move || {
-            crate::images::load::load(&blobs, &input, tag.as_deref())
-        })
-        .await
-        .map_err(|e| crate::Error::Io {
-            context: "loading images".into(),
-            source: std::io::Error::other(e),
-        })??;
+        let records =
+            blocking::run(move || crate::images::load::load(&blobs, &input, tag.as_deref()))
+                .await?;
         let mut out = Vec::new();
         for rec in records {
             out.push(self.install(rec, progress).await?);

@@ -86,8 +86,8 @@ impl Boxlite {
     /// directories are swept. Fails on an invalid `BOXLITE_ACCEL`, a missing QEMU or an
     /// unusable state database; missing assets are reported when a box first needs them.
     ///
-    /// This does blocking I/O (SQLite, ending leftover processes): call it before serving
-    /// requests, or from `spawn_blocking`.
+    /// This does blocking I/O (SQLite, ending leftover processes) on the calling thread:
+    /// from async code, use [`Boxlite::open`].
     pub fn new(opts: RuntimeOptions) -> Result<Self, crate::Error> {
         let home = opts.home.unwrap_or_else(default_home);
         let ctx = Context::open(&home, opts.assets)?;
@@ -99,6 +99,12 @@ impl Boxlite {
         };
         rt.reconcile_blocking()?;
         Ok(rt)
+    }
+
+    /// [`Boxlite::new`] on the blocking pool, for callers already on an async runtime
+    /// (a server opening a home while it serves others).
+    pub async fn open(opts: RuntimeOptions) -> Result<Self, crate::Error> {
+        blocking::run(move || Boxlite::new(opts)).await
     }
 
     /// Open with defaults from the environment.

@@ -10,7 +10,9 @@
 //!    grace period; whatever is left gets SIGKILL and a last wait.
 //!
 //! Waiting blocks the thread (`poll`): async callers use [`terminate`], which runs it on
-//! the blocking pool.
+//! the blocking pool. Where the kernel has no pidfds (before 5.3, or a seccomp filter
+//! that refuses them), the same steps use `kill(2)` right after checking the start time
+//! and poll `/proc` for the exit: a narrow pid-reuse window instead of none.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -20,35 +22,49 @@ use super::process::{ProcessId, descendants, read_stat};
 /// How long processes get after SIGKILL before we stop waiting for them.
 const KILL_WAIT: Duration = Duration::from_secs(5);
 
-/// A process pinned by a pidfd, checked to be the process `id` names.
+/// A process checked to be the process `id` names, pinned by a pidfd where the kernel
+/// gives one.
 struct Pinned {
     id: ProcessId,
-    fd: OwnedFd,
+    fd: Option<OwnedFd>,
 }
 
-/// Open a pidfd for `id`, only if it is still the very process recorded. `None` when it
-/// is gone (or its pid now belongs to another process).
+/// Pin `id`, only if it is still the very process recorded. `None` when it is gone (or
+/// its pid now belongs to another process).
 fn pin(id: ProcessId) -> Option<Pinned> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, id.pid, 0) };
-    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
-    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, id.pid, 0) };
+    let fd = match i32::try_from(r).ok().filter(|fd| *fd >= 0) {
+        // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
+        Some(fd) => Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+        None if std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) => {
+            return None;
+        }
+        // No pidfds here: fall back on the start-time check alone.
+        None => None,
+    };
     // The pid could have been recycled before the pidfd was opened; now that the pidfd
     // holds the process, its start time tells whether it is ours.
     id.is_alive().then_some(Pinned { id, fd })
 }
 
 fn send(p: &Pinned, sig: i32) {
-    // SAFETY: pidfd_send_signal on a pidfd we own, with no siginfo.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            p.fd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
+    let r = match &p.fd {
+        // SAFETY: pidfd_send_signal on a pidfd we own, with no siginfo.
+        Some(fd) => unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        },
+        None if p.id.is_alive() => {
+            // SAFETY: kill has no memory-safety preconditions.
+            i64::from(unsafe { libc::kill(p.id.pid, sig) })
+        }
+        None => return,
     };
     if r < 0 {
         let e = std::io::Error::last_os_error();
@@ -58,7 +74,7 @@ fn send(p: &Pinned, sig: i32) {
     }
 }
 
-/// Whether the pinned process has exited (its pidfd is readable, or it is a zombie).
+/// Whether the pinned process has exited (it is gone, or a zombie).
 fn exited(p: &Pinned) -> bool {
     !matches!(read_stat(p.id.pid), Some(st) if st.start_time == p.id.start_time && st.state != 'Z' && st.state != 'X')
 }
@@ -72,20 +88,23 @@ fn wait_all(mut left: Vec<Pinned>, timeout: Duration) -> Vec<Pinned> {
         if left.is_empty() || now >= deadline {
             return left;
         }
+        // Readable pidfds wake us at once; without them (or for a process whose parent
+        // reaps it just as we poll) the /proc check above settles it, at least every
+        // 50 ms.
         let mut fds: Vec<libc::pollfd> = left
             .iter()
-            .map(|p| libc::pollfd {
-                fd: p.fd.as_raw_fd(),
+            .filter_map(|p| p.fd.as_ref())
+            .map(|fd| libc::pollfd {
+                fd: fd.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             })
             .collect();
-        // Wake at least every 50 ms: a zombie's pidfd is readable, but a process whose
-        // parent reaps it races the poll, and the stat check above settles it.
         let ms = (deadline - now).as_millis().clamp(1, 50);
         let ms = i32::try_from(ms).unwrap_or(50);
         let n = libc::nfds_t::try_from(fds.len()).unwrap_or(libc::nfds_t::MAX);
-        // SAFETY: `fds` is a valid array of `n` pollfd structs that outlives the call.
+        // SAFETY: `fds` is a valid array of `n` pollfd structs (possibly none) that
+        // outlives the call.
         unsafe { libc::poll(fds.as_mut_ptr(), n, ms) };
     }
 }
@@ -119,12 +138,13 @@ pub fn signal_tree(procs: &[ProcessId], sig: i32) {
 
 /// End the processes and their descendants: SIGTERM, up to `grace` for them to exit,
 /// then SIGKILL (a zero `grace` sends SIGKILL at once). Blocks the thread until they are
-/// gone (or did not die within five seconds of SIGKILL, which is logged). Processes
-/// already gone, and the calling process itself, are skipped.
-pub fn terminate_blocking(procs: &[ProcessId], grace: Duration) {
+/// gone. Processes already gone, and the calling process itself, are skipped. Returns
+/// those still running five seconds after SIGKILL (a process stuck in the kernel), so
+/// the caller keeps them recorded.
+pub fn terminate_blocking(procs: &[ProcessId], grace: Duration) -> Vec<ProcessId> {
     let pinned = pin_tree(procs);
     if pinned.is_empty() {
-        return;
+        return Vec::new();
     }
     let left = if grace.is_zero() {
         pinned
@@ -137,29 +157,33 @@ pub fn terminate_blocking(procs: &[ProcessId], grace: Duration) {
     for p in &left {
         send(p, libc::SIGKILL);
     }
-    for p in wait_all(left, KILL_WAIT) {
-        tracing::warn!(pid = p.id.pid, "a process did not exit after SIGKILL");
+    let survivors: Vec<ProcessId> = wait_all(left, KILL_WAIT).iter().map(|p| p.id).collect();
+    for p in &survivors {
+        tracing::warn!(pid = p.pid, "a process did not exit after SIGKILL");
     }
+    survivors
 }
 
 /// [`terminate_blocking`] on the blocking pool.
-pub async fn terminate(procs: Vec<ProcessId>, grace: Duration) {
-    super::blocking::run(move || terminate_blocking(&procs, grace)).await;
+pub async fn terminate(procs: Vec<ProcessId>, grace: Duration) -> Vec<ProcessId> {
+    super::blocking::run(move || terminate_blocking(&procs, grace)).await
 }
 
 /// Wait until the process exits, up to `timeout`; false on timeout. Async: waits on the
-/// process's pidfd.
+/// process's pidfd (on the blocking pool, polling, where there is none).
 pub async fn wait_exit(id: ProcessId, timeout: Duration) -> bool {
     let Some(p) = pin(id) else {
         return true;
     };
-    // SAFETY: the AsyncFd owns the pidfd for its whole life; nothing else closes or
-    // replaces the descriptor.
-    let registered = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(p.fd, tokio::io::Interest::READABLE)
-    };
-    if let Ok(afd) = registered {
-        return tokio::time::timeout(timeout, afd.readable()).await.is_ok() || !id.is_alive();
+    if let Some(fd) = p.fd {
+        // SAFETY: the AsyncFd owns the pidfd for its whole life; nothing else closes or
+        // replaces the descriptor.
+        let registered = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        };
+        if let Ok(afd) = registered {
+            return tokio::time::timeout(timeout, afd.readable()).await.is_ok() || !id.is_alive();
+        }
     }
     super::blocking::run(move || pin(id).is_none_or(|p| wait_all(vec![p], timeout).is_empty()))
         .await
@@ -183,21 +207,13 @@ mod tests {
 
     /// Wait (bounded) until `id` has `n` descendants: the shell has forked them.
     fn wait_for_children(id: ProcessId, n: usize) -> Vec<ProcessId> {
-        let pinned = pin(id).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let kids = descendants(&[id]);
             if kids.len() >= n || Instant::now() > deadline {
-                drop(pinned);
                 return kids;
             }
-            let mut fd = libc::pollfd {
-                fd: pinned.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd for the duration of the call.
-            unsafe { libc::poll(&mut fd, 1, 5) };
+            crate::util::blocking::sleep(Duration::from_millis(5));
         }
     }
 

@@ -84,20 +84,24 @@ impl FileLock {
     }
 
     /// Take the lock, blocking this thread until it is free.
+    #[cfg(test)]
     pub fn acquire_blocking(path: &Path, mode: LockMode) -> io::Result<FileLock> {
         Self::attempt(path, mode, true).map(|l| l.expect("a waiting flock always returns a lock"))
     }
 
-    /// Take the lock without blocking the async runtime.
+    /// Take the lock without blocking the async runtime. A lock held elsewhere (a box
+    /// booting, for as long as two minutes under TCG) is retried with a growing pause
+    /// of up to 25 ms, on the runtime's timer: waiters never occupy blocking threads, so
+    /// any number of them cannot starve the pool that the holder's own SQLite calls need.
     pub async fn acquire(path: &Path, mode: LockMode) -> io::Result<FileLock> {
-        // Fast path: most of the time nobody holds it.
-        if let Some(l) = Self::attempt(path, mode, false)? {
-            return Ok(l);
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            if let Some(l) = Self::attempt(path, mode, false)? {
+                return Ok(l);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(25));
         }
-        let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || Self::acquire_blocking(&path, mode))
-            .await
-            .map_err(io::Error::other)?
     }
 
     /// Take the lock only if nobody holds it.

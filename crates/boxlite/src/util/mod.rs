@@ -9,6 +9,11 @@ pub mod lock;
 pub mod process;
 pub mod spawn;
 
+/// Milliseconds since `t`, for timings in logs and reports.
+pub fn ms_since(t: std::time::Instant) -> u64 {
+    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 /// An error and its sources on one line, `: `-separated.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

@@ -5,9 +5,11 @@
 //! therefore started behind a **gate**: the child is forked and set up (its own session,
 //! its log as stdout and stderr), reports its pid, and then waits before `execve` until
 //! the spawner has recorded it durably ([`Pending::release`]). If the spawner dies first
-//! (SIGKILL, a crash), the child sees its parent change and exits without ever running
-//! the helper; if the spawner gives up ([`Pending`] dropped), the child is told to exit.
-//! So no helper ever runs that is not recorded.
+//! (SIGKILL, a crash), the child dies with it (`PR_SET_PDEATHSIG`, reset once the gate
+//! opens; a change of parent is checked too) without ever running the helper; if the
+//! spawner gives up ([`Pending`] dropped), the child is told to exit. So no helper ever
+//! runs that is not recorded, and no waiting child outlives its spawner to keep the
+//! spawner's lock descriptors (which it holds until `execve`) busy.
 //!
 //! The child gets an allowlisted environment (see [`PASSED_ENV`]) plus what the caller
 //! adds, never the caller's whole environment: registry passwords and tokens must not be
@@ -120,11 +122,19 @@ fn env_from(
 }
 
 /// A `std` command with the helper environment, for short-lived tools (`qemu-img`,
-/// `mkfs.ext4`): they get the allowlisted environment too, and inherit no descriptors
-/// beyond the standard ones (`std` opens everything close-on-exec).
+/// `mkfs.ext4`): they get the allowlisted environment too, and inherit no descriptor
+/// beyond stdin, stdout and stderr.
 pub fn tool_command(binary: &Path) -> std::process::Command {
     let mut c = std::process::Command::new(binary);
     c.env_clear().envs(helper_env(&[])).stdin(Stdio::null());
+    // SAFETY: the hook runs in the forked child before execve and only calls
+    // close_range or fcntl, which are async-signal-safe; it allocates nothing.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+            mark_cloexec_from(3);
+            Ok(())
+        });
+    }
     c
 }
 
@@ -150,13 +160,18 @@ pub struct Pending {
 }
 
 /// The parent's end of a child's gate. Unless opened, it tells the child to exit when
-/// dropped, including when a spawn is cancelled halfway.
+/// dropped, including when a spawn is cancelled halfway. It keeps the pipe's read end
+/// open too, so writing to a child that already died never raises SIGPIPE in the host
+/// process.
 #[derive(Debug)]
-struct Gate(Option<OwnedFd>);
+struct Gate {
+    write: Option<OwnedFd>,
+    _read: OwnedFd,
+}
 
 impl Gate {
     fn open(&mut self) -> io::Result<()> {
-        match self.0.take() {
+        match self.write.take() {
             Some(fd) => write_byte(&fd, GO),
             None => Ok(()),
         }
@@ -165,7 +180,7 @@ impl Gate {
 
 impl Drop for Gate {
     fn drop(&mut self) {
-        if let Some(fd) = self.0.take() {
+        if let Some(fd) = self.write.take() {
             // The child exits on its own; std reaps it when it reports the failed hook.
             let _ = write_byte(&fd, ABORT);
         }
@@ -186,11 +201,13 @@ pub async fn spawn_gated(cmd: &HelperCommand) -> Result<Pending, SpawnError> {
     let err = out.try_clone().map_err(start_err)?;
     let (pid_r, pid_w) = pipe().map_err(start_err)?;
     let (gate_r, gate_w) = pipe().map_err(start_err)?;
-    let gate_w_raw = gate_w.as_raw_fd();
-    let gate = Gate(Some(gate_w));
+    let (gate_r_raw, gate_w_raw) = (gate_r.as_raw_fd(), gate_w.as_raw_fd());
+    let gate = Gate {
+        write: Some(gate_w),
+        _read: gate_r,
+    };
     let parent = i32::try_from(std::process::id()).unwrap_or(0);
     let (pid_r_raw, pid_w_raw) = (pid_r.as_raw_fd(), pid_w.as_raw_fd());
-    let gate_r_raw = gate_r.as_raw_fd();
 
     let mut c = tokio::process::Command::new(&cmd.binary);
     c.args(&cmd.args)
@@ -201,8 +218,8 @@ pub async fn spawn_gated(cmd: &HelperCommand) -> Result<Pending, SpawnError> {
         .stderr(err)
         .kill_on_drop(false);
     // SAFETY: the hook runs in the forked child before execve and only makes
-    // async-signal-safe calls (setsid, close, write, read, poll, getpid, getppid, fcntl,
-    // close_range); it allocates nothing.
+    // async-signal-safe calls (setsid, prctl, close, write, read, poll, getpid, getppid,
+    // fcntl, close_range); it allocates nothing.
     unsafe {
         c.pre_exec(move || gate_child(parent, pid_r_raw, pid_w_raw, gate_r_raw, gate_w_raw));
     }
@@ -212,7 +229,7 @@ pub async fn spawn_gated(cmd: &HelperCommand) -> Result<Pending, SpawnError> {
     // that fails before reporting its pid shows up as end of file.
     let spawned = tokio::task::spawn_blocking(move || {
         let r = super::blocking::spawn_tokio(&mut c);
-        drop((pid_w, gate_r));
+        drop(pid_w);
         r
     });
     let pid = super::blocking::run(move || read_pid(&pid_r)).await;
@@ -275,11 +292,21 @@ fn gate_child(
     // SAFETY: plain syscalls on descriptors inherited through fork and on stack buffers;
     // no memory is shared with other threads of the parent.
     unsafe {
+        // Die with the spawner while waiting: until execve this child holds copies of
+        // all the spawner's descriptors, its box and build locks among them. The
+        // spawning thread stays in `spawn` until the execve, so this fires exactly when
+        // the spawner dies.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // Already reparented before the prctl: the spawner is gone.
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
         if libc::setsid() < 0 {
             return Err(io::Error::last_os_error());
         }
-        // Our copies of the parent's ends: without closing them the child would keep its
-        // own gate open and never see the parent go.
+        // Our copies of the parent's ends: the child must not write its own gate.
         libc::close(pid_r);
         libc::close(gate_w);
         let pid = libc::getpid().to_ne_bytes();
@@ -306,14 +333,18 @@ fn gate_child(
                 // ABORT, or end of file: the spawner gave up.
                 return Err(io::Error::from_raw_os_error(libc::ECANCELED));
             }
-            // Reparented: the spawner died before recording us. (Another child forked at
-            // the same moment may hold a copy of our gate's write end, so end of file
-            // alone cannot be relied on.)
+            // Reparented: the spawner died before recording us (the death signal is the
+            // first line of defence; this covers a spawner in another pid namespace's
+            // view, where it may not fire).
             if libc::getppid() != parent {
                 libc::_exit(1);
             }
         }
         libc::close(gate_r);
+        // The helper outlives its spawner from here on.
+        if libc::prctl(libc::PR_SET_PDEATHSIG, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
         mark_cloexec_from(3);
     }
     Ok(())
@@ -434,6 +465,9 @@ mod tests {
             .envs(&[("BOXLITE_BOX_ID".into(), "abc".into())]);
 
         let pending = spawn_gated(&cmd).await.unwrap();
+        // At the gate the child is still a copy of this process: it has not executed
+        // the helper.
+        let exe_at_gate = std::fs::read_link(format!("/proc/{}/exe", pending.id().pid)).unwrap();
         let ran_early = out.exists();
         let alive_at_gate = pending.id().is_alive();
         let mut child = pending.release().await.unwrap();
@@ -441,6 +475,7 @@ mod tests {
 
         let env = std::fs::read_to_string(&out).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(exe_at_gate, std::env::current_exe().unwrap());
         assert!(!ran_early);
         assert!(alive_at_gate);
         assert!(status.success());
@@ -474,16 +509,64 @@ mod tests {
         assert!(!ran);
     }
 
+    /// This test runs twice: as itself, and (with `BOXLITE_TEST_SPAWNER` set) as a
+    /// spawner process that forks a helper and dies at once, before releasing it.
+    #[tokio::test]
+    #[allow(clippy::disallowed_methods)]
+    async fn a_helper_whose_spawner_dies_at_the_gate_never_runs() {
+        if let Ok(out) = std::env::var("BOXLITE_TEST_SPAWNER") {
+            let cmd = HelperCommand::new("/bin/sh", format!("{out}.log"))
+                .args(["-c", &format!("touch {out}")]);
+            let pending = spawn_gated(&cmd).await.unwrap();
+            println!("gated pid {}", pending.id().pid);
+            use std::io::Write;
+            std::io::stdout().flush().unwrap();
+            // SAFETY: ends this process at once, as a SIGKILL would: no destructor runs.
+            unsafe { libc::_exit(0) };
+        }
+        let dir = temp_dir();
+        let out = dir.join("ran");
+        let spawner = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "util::spawn::tests::a_helper_whose_spawner_dies_at_the_gate_never_runs",
+                "--nocapture",
+            ])
+            .env("BOXLITE_TEST_SPAWNER", &out)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&spawner.stdout);
+        let pid: i32 = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("gated pid "))
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the spawner did not report its child: {stdout}"));
+        let id = ProcessId {
+            pid,
+            start_time: super::super::process::read_stat(pid).map_or(0, |s| s.start_time),
+        };
+        let gone = crate::util::kill::wait_exit(id, std::time::Duration::from_secs(10)).await;
+
+        let ran = out.exists();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(gone, "the gated child outlived its spawner");
+        assert!(!ran, "the helper ran although it was never released");
+    }
+
     #[tokio::test]
     async fn a_missing_binary_is_an_error_naming_it() {
         let dir = temp_dir();
         let cmd = HelperCommand::new("/nonexistent/helper", dir.join("log"));
 
         let pending = spawn_gated(&cmd).await.unwrap();
-        let err = pending.release().await.unwrap_err().to_string();
+        let err = pending.release().await.unwrap_err();
 
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(err.contains("/nonexistent/helper"), "{err}");
+        let SpawnError::Start { binary, source } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(binary, Path::new("/nonexistent/helper"));
+        assert_eq!(source.kind(), io::ErrorKind::NotFound, "{err:?}");
     }
 
     #[tokio::test]

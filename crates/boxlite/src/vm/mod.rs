@@ -1,7 +1,7 @@
 //! Booting a VM, for a box or for the image builder: start its helpers (vhost-device-vsock
 //! when the kernel has no vhost-vsock, one virtiofsd per volume), bind the readiness
 //! listener, start QEMU, and wait for whichever comes first: the agent's readiness
-//! connection, the death of a helper or of QEMU, or the boot deadline.
+//! connection, the death of vhost-device-vsock or of QEMU, or the boot deadline.
 //!
 //! Every process is started behind the spawn gate ([`crate::util::spawn`]) and recorded
 //! through a [`ProcessLedger`] before it runs, so a caller that dies at any point leaves
@@ -18,6 +18,7 @@ use crate::model::{BootTimings, BoxStatus, VolumeMount, VsockMode};
 use crate::portal::{AgentClient, PortalError};
 use crate::util::fsutil::tail_file;
 use crate::util::kill;
+use crate::util::ms_since;
 use crate::util::process::ProcessId;
 use crate::util::spawn::{HelperCommand, SpawnError, spawn_gated};
 use crate::vmm::vsock::{AgentAddr, ReadyListener, random_cid};
@@ -111,12 +112,15 @@ impl BootGuard {
         }
     }
 
-    /// End what was spawned (the one kill path) and remove the sockets.
-    pub async fn cleanup(mut self) {
+    /// End what was spawned (the one kill path) and remove the sockets. Returns the
+    /// processes that would not die.
+    pub async fn cleanup(mut self) -> Vec<ProcessId> {
         self.armed = false;
-        kill::terminate(std::mem::take(&mut self.procs), Duration::from_secs(2)).await;
+        let survivors =
+            kill::terminate(std::mem::take(&mut self.procs), Duration::from_secs(2)).await;
         let sockets = self.sockets.clone();
         crate::util::blocking::run(move || sockets.remove()).await;
+        survivors
     }
 
     /// The boot succeeded: the processes belong to the box now.
@@ -394,10 +398,6 @@ pub(crate) async fn launch<L: ProcessLedger>(
     timings.ready_ms = ms_since(t0);
     rec.boot = Some(timings);
     Ok(client)
-}
-
-fn ms_since(t: Instant) -> u64 {
-    u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 fn status_text(st: Option<std::process::ExitStatus>) -> String {
