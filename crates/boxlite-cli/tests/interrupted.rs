@@ -207,12 +207,7 @@ fn create_killed_while_its_row_says_creating_is_failed_and_removable() {
     );
     assert!(ls_all(&h).is_empty());
     assert!(h.box_dirs().is_empty(), "{:?}", h.box_dirs());
-    let locks: Vec<_> = std::fs::read_dir(h.home.join("locks"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert!(locks.is_empty(), "{locks:?}");
+    assert!(h.lock_files().is_empty(), "{:?}", h.lock_files());
 }
 
 #[test]

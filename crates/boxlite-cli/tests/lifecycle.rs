@@ -166,12 +166,7 @@ fn cli_killed_at_any_point_of_create_leaves_nothing_that_cannot_be_removed() {
 
     assert!(ls_all(&h).is_empty());
     assert!(h.box_dirs().is_empty(), "{:?}", h.box_dirs());
-    let locks: Vec<_> = std::fs::read_dir(h.home.join("locks"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert!(locks.is_empty(), "{locks:?}");
+    assert!(h.lock_files().is_empty(), "{:?}", h.lock_files());
 }
 
 #[test]

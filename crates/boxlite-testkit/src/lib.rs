@@ -156,6 +156,13 @@ impl TestHome {
             .unwrap_or_default()
     }
 
+    /// Lock files left in this home (one per box while it exists).
+    pub fn lock_files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.home.join("locks"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
     /// Box directories left in this home.
     pub fn box_dirs(&self) -> Vec<PathBuf> {
         std::fs::read_dir(self.home.join("boxes"))
