@@ -194,10 +194,12 @@ impl LiteBox {
                     .is_ok_and(|r| r.is_ok()),
                 None => false,
             };
+            tracing::debug!(ms = ms_since(t0), asked, "shutdown asked");
             let left = timeout.saturating_sub(t0.elapsed());
             if !asked || !crate::util::kill::wait_exit(vmm, left).await {
                 tracing::warn!(box_id = %self.id, "guest did not power off in time; killing the VMM");
             }
+            tracing::debug!(ms = ms_since(t0), "vmm exited");
         }
         let home = self.home().clone();
         let mut r = row.clone();
@@ -206,6 +208,7 @@ impl LiteBox {
             r
         })
         .await;
+        tracing::debug!(ms = ms_since(t0), "helpers ended");
         row.status = r.status;
         self.transition(row, BoxState::Stopped).await?;
         tracing::info!(box_id = %self.id, ms = ms_since(t0), "box stopped");

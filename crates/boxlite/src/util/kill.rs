@@ -17,7 +17,7 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use super::process::{ProcessId, descendants, read_stat};
+use super::process::{ProcessId, descendants};
 
 /// How long processes get after SIGKILL before we stop waiting for them.
 const KILL_WAIT: Duration = Duration::from_secs(5);
@@ -74,9 +74,21 @@ fn send(p: &Pinned, sig: i32) {
     }
 }
 
-/// Whether the pinned process has exited (it is gone, or a zombie).
+/// Whether the pinned process has exited, every thread of it: its pidfd is readable
+/// then (a main thread that became a zombie while others still run does not count).
 fn exited(p: &Pinned) -> bool {
-    !matches!(read_stat(p.id.pid), Some(st) if st.start_time == p.id.start_time && st.state != 'Z' && st.state != 'X')
+    match &p.fd {
+        Some(fd) => {
+            let mut pfd = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the duration of the call; no wait.
+            unsafe { libc::poll(&mut pfd, 1, 0) == 1 }
+        }
+        None => !p.id.is_alive(),
+    }
 }
 
 /// Wait until every pinned process has exited or `timeout` passes; returns those left.

@@ -65,10 +65,25 @@ impl ProcessId {
         })
     }
 
-    /// True while the very same process exists and has not exited (zombies count as exited).
+    /// True while the very same process exists and has not exited. A zombie has exited,
+    /// unless it is the main thread of a process whose other threads still run: QEMU's
+    /// main thread ends before its vCPU and I/O threads have finished (flushing the
+    /// disk), and the process is not gone until they have.
     pub fn is_alive(&self) -> bool {
-        matches!(read_stat(self.pid), Some(st) if st.start_time == self.start_time && st.state != 'Z' && st.state != 'X')
+        match read_stat(self.pid) {
+            Some(st) if st.start_time == self.start_time => match st.state {
+                'Z' | 'X' => threads_left(self.pid) > 1,
+                _ => true,
+            },
+            _ => false,
+        }
     }
+}
+
+/// How many threads of `pid` are listed in `/proc/<pid>/task` (a zombie main thread
+/// counts itself).
+fn threads_left(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
 }
 
 /// Every live descendant of the live processes among `roots`, found by walking `/proc`
