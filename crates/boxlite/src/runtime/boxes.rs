@@ -15,11 +15,6 @@ use crate::model::{
 use crate::util::blocking;
 use crate::util::lock::{FileLock, LockMode};
 
-fn new_box_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    hex::encode(bytes)
-}
-
 /// Options that passed every check that does not need the image.
 struct Checked {
     opts: BoxOptions,
@@ -79,7 +74,7 @@ impl Boxlite {
             .config
             .clone()
             .with_overrides(opts.entrypoint.clone(), opts.cmd.clone());
-        let id = new_box_id();
+        let id = super::random_id();
         let home = self.ctx.home.clone();
         let lock_path = home.layout.lock_path(&id);
         let lock = FileLock::acquire(&lock_path, LockMode::Exclusive)

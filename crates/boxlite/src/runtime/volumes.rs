@@ -54,7 +54,7 @@ impl Boxlite {
                     volumes::validate_name(n)?;
                     (VolumeKind::Named, n.clone())
                 }
-                VolumeSource::Anonymous => (VolumeKind::Anonymous, new_volume_id()),
+                VolumeSource::Anonymous => (VolumeKind::Anonymous, super::random_id()),
                 VolumeSource::HostPath(p) => {
                     let (kind, name, _) = volumes::gate(layout, p)?;
                     (kind, name)
@@ -183,9 +183,4 @@ fn info(root: &std::path::Path, kind: VolumeKind, name: String, users: &Users) -
         created_at,
         used_by,
     }
-}
-
-fn new_volume_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    hex::encode(bytes)
 }
