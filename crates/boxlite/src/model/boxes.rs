@@ -243,14 +243,6 @@ impl BoxStatus {
             .collect()
     }
 
-    /// Every recorded helper process that still runs.
-    pub fn live_processes(&self) -> Vec<ProcessId> {
-        self.processes()
-            .into_iter()
-            .filter(|p| p.is_alive())
-            .collect()
-    }
-
     /// Forget every recorded process except `survivors` (processes that would not die,
     /// kept so a later reconciliation ends them).
     pub fn keep_processes(&mut self, survivors: &[ProcessId]) {

@@ -86,11 +86,6 @@ impl BoxState {
         }
     }
 
-    /// Whether the box can be booted from this state.
-    pub fn can_start(self) -> bool {
-        self.can_transition(BoxState::Starting)
-    }
-
     /// Whether the lifecycle allows going from `self` to `to`. Exhaustive on both sides:
     /// a new state cannot be added without deciding every pair.
     pub fn can_transition(self, to: BoxState) -> bool {
@@ -202,7 +197,7 @@ mod tests {
             .into_iter()
             .filter(|s| !s.is_active() && *s != Creating)
         {
-            assert!(s.can_start(), "{s} cannot be started");
+            assert!(s.can_transition(Starting), "{s} cannot be started");
         }
     }
 
