@@ -14,12 +14,15 @@ echo "[test] cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 export BOXLITE_ASSETS="$REPO/build/assets"
+# Network tests only ever reach 127.0.0.0/8: every box's helper refuses (and logs) any
+# other dial, and DNS forwarding goes to the discard port, never a real resolver.
+export BOXLITE_NET_TEST_GUARD=1 BOXLITE_NET_DNS=127.0.0.1:9
 # Each VM test boots its own box; two at a time keeps a 2-core machine busy without
 # starving the emulated CPUs.
 echo "[test] cargo test" >&2
 cargo test --workspace --locked --no-fail-fast -- --test-threads="${BOXLITE_TEST_THREADS:-2}"
 
-leftover=$(pgrep -fa 'qemu-system|vhost-device-vsock' | grep -F "$REPO" || true)
+leftover=$(pgrep -fa 'qemu-system|vhost-device-vsock|boxlite-net' | grep -F "$REPO" || true)
 if [[ -n $leftover ]]; then
   echo "[test] VM processes outlived the tests:" >&2
   echo "$leftover" >&2

@@ -82,6 +82,25 @@ pub(crate) struct CreateArgs {
     /// default command is dropped with it, as in Docker.
     #[arg(long, value_name = "PROGRAM")]
     pub(crate) entrypoint: Option<String>,
+    /// The box's network: on by default; `none` gives it no network device at all.
+    #[arg(long, value_name = "MODE", value_parser = ["none", "default", "bridge"])]
+    pub(crate) network: Option<String>,
+    /// Publish a box port on the host: [HOST_IP:]HOST_PORT:BOX_PORT[/tcp|/udp], bound to
+    /// 127.0.0.1 unless an address is written out. Repeatable.
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub(crate) publish: Vec<String>,
+    /// Add a name to the box's DNS: NAME:IP, or NAME:host-gateway for the host. The name
+    /// still needs a rule to be reachable, like any other. Repeatable.
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub(crate) add_host: Vec<String>,
+    /// Allow egress to RULE (a name, *.name, an IP, a CIDR, or a group: public, private,
+    /// loopback, link-local, metadata, host; optionally :PORT or :LOW-HIGH and /tcp or
+    /// /udp). One allow rule switches the box to allow-list mode. Repeatable.
+    #[arg(long = "allow-net", value_name = "RULE")]
+    pub(crate) allow_net: Vec<String>,
+    /// Deny egress to RULE (same syntax); a deny beats any allow. Repeatable.
+    #[arg(long = "deny-net", value_name = "RULE")]
+    pub(crate) deny_net: Vec<String>,
 }
 
 impl CreateArgs {
@@ -116,6 +135,21 @@ impl CreateArgs {
         if !cmd.is_empty() {
             o.cmd = Some(cmd.to_vec());
         }
+        let mut net = if self.network.as_deref() == Some("none") {
+            boxlite::model::NetworkSpec::none()
+        } else {
+            boxlite::model::NetworkSpec::default()
+        };
+        for p in &self.publish {
+            net.ports.push(boxlite::model::PortSpec::parse(p)?);
+        }
+        for h in &self.add_host {
+            net.hosts.push(boxlite::model::HostSpec::parse(h)?);
+        }
+        net.allow = self.allow_net.clone();
+        net.deny = self.deny_net.clone();
+        net.validate()?;
+        o.network = net;
         Ok(o)
     }
 }
@@ -264,6 +298,16 @@ pub(crate) enum Command {
         #[arg(long, default_value = "table")]
         format: String,
     },
+    /// List a box's published ports as bound (HOST -> BOX/PROTO).
+    Port {
+        #[arg(value_name = "BOX")]
+        id: String,
+    },
+    /// A box's network: the egress decisions its policy made.
+    Network {
+        #[command(subcommand)]
+        command: NetworkCommand,
+    },
     /// Show boxes as JSON.
     Inspect {
         #[arg(required = true, value_name = "BOX")]
@@ -334,6 +378,22 @@ pub(crate) enum ImageCommand {
     },
     /// Remove root filesystems and blobs that no image reference and no box uses.
     Prune,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum NetworkCommand {
+    /// Show the decisions of a box's egress policy, oldest first: what was allowed or
+    /// refused, the destination, and the rule or default that decided.
+    Log {
+        /// Only refusals.
+        #[arg(long)]
+        denied: bool,
+        /// Output format: table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+        #[arg(value_name = "BOX")]
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -19,6 +19,7 @@ mod boxes;
 mod cp;
 mod images;
 mod info;
+mod network;
 mod run;
 mod stats;
 mod term;
@@ -112,6 +113,8 @@ async fn real_main(cli: Cli) -> Result<i32> {
         }
         Command::Ls { all, quiet, format } => boxes::ls(&rt, all, quiet, &format).await,
         Command::Inspect { boxes: keys } => boxes::inspect(&rt, &keys).await,
+        Command::Port { id } => network::ports(&rt, &id).await,
+        Command::Network { command } => network::command(&rt, command).await,
         Command::Logs { follow, id } => {
             tokio::select! {
                 r = boxes::logs(&rt, &id, follow) => r,

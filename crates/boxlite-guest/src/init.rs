@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,83 @@ pub struct BootConfig {
     pub builder: bool,
     /// `module.param=value` pairs, grouped by module name (dashes folded to underscores).
     pub module_params: HashMap<String, Vec<String>>,
+    /// The box's network; `None` when the host gave it no NIC.
+    pub net: Option<NetConfig>,
+}
+
+/// The kernel command-line key carrying the box's network settings.
+pub const CMDLINE_NET: &str = "boxlite.net";
+
+/// A box's IPv4 settings, from `boxlite.net=<ip>/<prefix_len>,<gateway>,<dns>,<mtu>`
+/// (for example `boxlite.net=10.0.2.15/24,10.0.2.2,10.0.2.3,65520`). The host's network
+/// helper answers at the gateway and DNS addresses; there is no DHCP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub dns: Ipv4Addr,
+    pub mtu: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{CMDLINE_NET}={value:?} ignored, {reason} (expected <ip>/<prefix_len>,<gateway>,<dns>,<mtu>)"
+)]
+pub struct BadNetConfig {
+    value: String,
+    reason: &'static str,
+}
+
+impl NetConfig {
+    /// The smallest MTU IPv4 allows, and the largest a virtio-net device takes.
+    const MTU_RANGE: std::ops::RangeInclusive<u32> = 68..=65535;
+
+    /// Parse the value of `boxlite.net=`. Strict: exactly four comma-separated fields.
+    pub fn parse(value: &str) -> Result<Self, BadNetConfig> {
+        let bad = |reason| BadNetConfig {
+            value: value.to_string(),
+            reason,
+        };
+        let fields: Vec<&str> = value.split(',').collect();
+        let [cidr, gateway, dns, mtu] = fields[..] else {
+            return Err(bad("not four comma-separated fields"));
+        };
+        let (ip, prefix_len) = cidr
+            .split_once('/')
+            .ok_or_else(|| bad("the guest address has no /prefix_len"))?;
+        let ip: Ipv4Addr = ip.parse().map_err(|_| bad("bad guest IPv4 address"))?;
+        if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() {
+            return Err(bad("the guest address is not a unicast address"));
+        }
+        let prefix_len: u8 = prefix_len
+            .parse()
+            .ok()
+            .filter(|p| (1..=32).contains(p))
+            .ok_or_else(|| bad("the prefix length is not 1 to 32"))?;
+        let gateway = gateway
+            .parse()
+            .map_err(|_| bad("bad gateway IPv4 address"))?;
+        let dns = dns.parse().map_err(|_| bad("bad DNS IPv4 address"))?;
+        let mtu = mtu
+            .parse()
+            .ok()
+            .filter(|m| Self::MTU_RANGE.contains(m))
+            .ok_or_else(|| bad("the MTU is not 68 to 65535"))?;
+        Ok(NetConfig {
+            ip,
+            prefix_len,
+            gateway,
+            dns,
+            mtu,
+        })
+    }
+
+    /// The netmask of [`Self::prefix_len`].
+    pub fn netmask(&self) -> Ipv4Addr {
+        let host_bits = 32 - u32::from(self.prefix_len.min(32));
+        Ipv4Addr::from(u32::MAX.checked_shl(host_bits).unwrap_or(0))
+    }
 }
 
 impl BootConfig {
@@ -72,6 +150,7 @@ impl BootConfig {
             hostname: None,
             builder: false,
             module_params: HashMap::new(),
+            net: None,
         };
         for word in cmdline.split_ascii_whitespace() {
             let Some((key, value)) = word.split_once('=') else {
@@ -85,6 +164,13 @@ impl BootConfig {
                 }
                 "boxlite.hostname" => cfg.hostname = Some(value.to_string()),
                 "boxlite.builder" => cfg.builder = value == "1",
+                // The last word wins, as for any kernel parameter; a malformed one leaves
+                // the box without a network rather than failing its boot.
+                CMDLINE_NET => {
+                    cfg.net = NetConfig::parse(value)
+                        .inspect_err(|e| eprintln!("boxlite-guest: {e}"))
+                        .ok();
+                }
                 _ => {
                     if let Some((module, param)) = key.split_once('.') {
                         cfg.module_params
@@ -398,6 +484,113 @@ mod tests {
         assert_eq!(ext4_size(&sb).unwrap(), ((1 << 32) + 65536, 4096));
         sb[0x38] = 0;
         assert!(ext4_size(&sb).is_err());
+    }
+
+    #[test]
+    fn cmdline_net_word_is_parsed_into_net_config() {
+        let c = BootConfig::parse(
+            "console=ttyS0 boxlite.hostname=web boxlite.net=10.0.2.15/24,10.0.2.2,10.0.2.3,65520 quiet",
+        );
+
+        assert_eq!(
+            c.net,
+            Some(NetConfig {
+                ip: Ipv4Addr::new(10, 0, 2, 15),
+                prefix_len: 24,
+                gateway: Ipv4Addr::new(10, 0, 2, 2),
+                dns: Ipv4Addr::new(10, 0, 2, 3),
+                mtu: 65520,
+            })
+        );
+        assert_eq!(c.hostname.as_deref(), Some("web"));
+        assert!(!c.module_params.contains_key("boxlite"));
+    }
+
+    #[test]
+    fn cmdline_without_net_word_has_no_network() {
+        let c = BootConfig::parse("console=ttyS0 boxlite.hostname=web quiet");
+
+        assert_eq!(c.net, None);
+    }
+
+    #[test]
+    fn cmdline_malformed_net_words_are_ignored_and_the_rest_still_parses() {
+        let malformed = [
+            "",
+            "10.0.2.15,10.0.2.2,10.0.2.3,65520",
+            "10.0.2.15/24,10.0.2.2,10.0.2.3",
+            "10.0.2.15/24,10.0.2.2,10.0.2.3,65520,",
+            "10.0.2.15/24,10.0.2.2,10.0.2.3,65520,1",
+            "10.0.2.15/0,10.0.2.2,10.0.2.3,65520",
+            "10.0.2.15/33,10.0.2.2,10.0.2.3,65520",
+            "10.0.2.15/,10.0.2.2,10.0.2.3,65520",
+            "10.0.2/24,10.0.2.2,10.0.2.3,65520",
+            "0.0.0.0/24,10.0.2.2,10.0.2.3,65520",
+            "224.0.0.1/24,10.0.2.2,10.0.2.3,65520",
+            "fd00::15/64,fd00::2,fd00::3,65520",
+            "10.0.2.15/24,gateway,10.0.2.3,65520",
+            "10.0.2.15/24,10.0.2.2,,65520",
+            "10.0.2.15/24,10.0.2.2,10.0.2.3,67",
+            "10.0.2.15/24,10.0.2.2,10.0.2.3,65536",
+            "10.0.2.15/24,10.0.2.2,10.0.2.3,-1",
+            "10.0.2.15/24,10.0.2.2,10.0.2.3,big",
+        ];
+
+        let parsed: Vec<_> = malformed
+            .iter()
+            .map(|v| {
+                BootConfig::parse(&format!(
+                    "boxlite.hostname=h boxlite.net={v} boxlite.builder=1"
+                ))
+            })
+            .collect();
+
+        for (v, c) in malformed.iter().zip(&parsed) {
+            assert_eq!(c.net, None, "boxlite.net={v} accepted");
+            assert_eq!(c.hostname.as_deref(), Some("h"));
+            assert!(c.builder);
+            assert!(!c.module_params.contains_key("boxlite"));
+        }
+    }
+
+    #[test]
+    fn cmdline_last_net_word_wins_and_a_malformed_last_word_means_no_network() {
+        let good = "boxlite.net=10.0.2.15/24,10.0.2.2,10.0.2.3,65520";
+
+        let later_good = BootConfig::parse(&format!(
+            "boxlite.net=10.9.9.9/8,10.0.0.1,10.0.0.1,1500 {good}"
+        ));
+        let later_bad = BootConfig::parse(&format!("{good} boxlite.net=oops"));
+
+        assert_eq!(
+            later_good.net.map(|n| n.ip),
+            Some(Ipv4Addr::new(10, 0, 2, 15))
+        );
+        assert_eq!(later_bad.net, None);
+    }
+
+    #[test]
+    fn netmask_follows_the_prefix_length() {
+        let net = |prefix_len| NetConfig {
+            ip: Ipv4Addr::new(10, 0, 2, 15),
+            prefix_len,
+            gateway: Ipv4Addr::new(10, 0, 2, 2),
+            dns: Ipv4Addr::new(10, 0, 2, 3),
+            mtu: 1500,
+        };
+
+        let masks: Vec<Ipv4Addr> = [1, 8, 24, 31, 32].map(|p| net(p).netmask()).into();
+
+        assert_eq!(
+            masks,
+            [
+                Ipv4Addr::new(128, 0, 0, 0),
+                Ipv4Addr::new(255, 0, 0, 0),
+                Ipv4Addr::new(255, 255, 255, 0),
+                Ipv4Addr::new(255, 255, 255, 254),
+                Ipv4Addr::new(255, 255, 255, 255),
+            ]
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod copy;
 mod exec;
 mod init;
 mod layer;
+mod net;
 mod server;
 mod stats;
 mod sys;
@@ -116,18 +117,26 @@ async fn serve(cfg: init::BootConfig) -> Result<(), Box<dyn std::error::Error>> 
         }
     });
     tokio::spawn(signal_ready(cfg.ready_port));
-    if std::process::id() == 1 {
+    let pid1 = std::process::id() == 1;
+    // The network is configured right after its driver loads, and exec waits for that.
+    let (net_done, net_ready) = net::readiness(pid1 && cfg.net.is_some());
+    if pid1 {
         let cfg = cfg.clone();
         std::thread::spawn(move || {
             if let Err(e) = init::load_modules(&cfg, init::MODULE_LIST_LATER) {
                 eprintln!("boxlite-guest: {}", error_chain(&e));
             }
+            if let Some(net) = &cfg.net {
+                net::configure(&cfg, net);
+            }
+            net_done.finish();
         });
     }
 
     let service = AgentServer::new(server::AgentService {
         procs,
         cfg: cfg.clone(),
+        net_ready,
         ready_uptime: exec::uptime_secs(),
     })
     .max_decoding_message_size(boxlite_protocol::MAX_MESSAGE)

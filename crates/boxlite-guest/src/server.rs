@@ -16,6 +16,8 @@ use crate::exec::{Chunk, ExecError, Execution, Exit, OutputSlot, Processes, Spec
 pub struct AgentService {
     pub procs: Arc<Processes>,
     pub cfg: crate::init::BootConfig,
+    /// Released once the network is configured; commands wait for it (bounded).
+    pub net_ready: crate::net::NetReady,
     /// Guest uptime when the service was built, just before it started serving.
     pub ready_uptime: f64,
 }
@@ -120,6 +122,8 @@ impl Agent for AgentService {
                 (dim(r.tty_rows, 24), dim(r.tty_cols, 80))
             }),
         };
+        // A box's first command (a download, say) must find the network configured.
+        self.net_ready.wait().await;
         let procs = self.procs.clone();
         // fork+exec can block; keep it off the async workers.
         let exec = tokio::task::spawn_blocking(move || {

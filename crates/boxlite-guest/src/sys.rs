@@ -99,18 +99,83 @@ pub fn sethostname(name: &str) -> io::Result<()> {
 
 /// Bring the loopback interface up, so programs that bind 127.0.0.1 work even without a NIC.
 pub fn loopback_up() -> io::Result<()> {
+    set_if_up(&inet_socket()?, "lo")
+}
+
+/// An `AF_INET` datagram socket: the handle the interface and route ioctls go through.
+pub fn inet_socket() -> io::Result<OwnedFd> {
     // SAFETY: plain socket creation; the fd is owned right away.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fd is a freshly created, valid socket that nothing else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// An `ifreq` naming interface `name`, the rest zeroed.
+pub fn ifreq(name: &str) -> io::Result<libc::ifreq> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name {name:?}"),
+        ));
+    }
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = libc::c_char::from_ne_bytes([*src]);
+    // The name is shorter than the array, so the zeroed tail terminates it.
+    for (dst, src) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = libc::c_char::from_ne_bytes([src]);
     }
+    Ok(req)
+}
+
+/// `AF_INET` as the kernel stores it in a socket address.
+#[allow(clippy::cast_possible_truncation)] // AF_INET is 2.
+const AF_INET_FAMILY: libc::sa_family_t = libc::AF_INET as libc::sa_family_t;
+
+/// `ip` as a generic socket address (a `sockaddr_in` with port 0), the form the
+/// interface and route ioctls take.
+fn sockaddr_v4(ip: std::net::Ipv4Addr) -> libc::sockaddr {
+    let mut sa_data = [0 as libc::c_char; 14];
+    // sockaddr_in: two bytes of port, then the address in network order.
+    for (dst, src) in sa_data[2..6].iter_mut().zip(ip.octets()) {
+        *dst = libc::c_char::from_ne_bytes([src]);
+    }
+    libc::sockaddr {
+        sa_family: AF_INET_FAMILY,
+        sa_data,
+    }
+}
+
+/// Set interface `name`'s IPv4 address (`SIOCSIFADDR`).
+pub fn set_if_addr(sock: &OwnedFd, name: &str, ip: std::net::Ipv4Addr) -> io::Result<()> {
+    let mut req = ifreq(name)?;
+    req.ifr_ifru.ifru_addr = sockaddr_v4(ip);
+    // SAFETY: SIOCSIFADDR reads the ifreq we own, whose address field is set.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR, &req) })
+}
+
+/// Set interface `name`'s IPv4 netmask (`SIOCSIFNETMASK`).
+pub fn set_if_netmask(sock: &OwnedFd, name: &str, mask: std::net::Ipv4Addr) -> io::Result<()> {
+    let mut req = ifreq(name)?;
+    req.ifr_ifru.ifru_netmask = sockaddr_v4(mask);
+    // SAFETY: SIOCSIFNETMASK reads the ifreq we own, whose netmask field is set.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFNETMASK, &req) })
+}
+
+/// Set interface `name`'s MTU (`SIOCSIFMTU`).
+pub fn set_if_mtu(sock: &OwnedFd, name: &str, mtu: u32) -> io::Result<()> {
+    let mut req = ifreq(name)?;
+    req.ifr_ifru.ifru_mtu = libc::c_int::try_from(mtu)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("MTU {mtu}")))?;
+    // SAFETY: SIOCSIFMTU reads the ifreq we own, whose MTU field is set.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFMTU, &req) })
+}
+
+/// Bring interface `name` up, keeping its other flags (`SIOCGIFFLAGS`, `SIOCSIFFLAGS`).
+pub fn set_if_up(sock: &OwnedFd, name: &str) -> io::Result<()> {
+    let mut req = ifreq(name)?;
     // SAFETY: SIOCGIFFLAGS reads into the ifreq we own.
     check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) })?;
     let up = libc::c_short::try_from(libc::IFF_UP).unwrap_or(1);
@@ -118,6 +183,27 @@ pub fn loopback_up() -> io::Result<()> {
     unsafe { req.ifr_ifru.ifru_flags |= up };
     // SAFETY: SIOCSIFFLAGS reads the ifreq we own.
     check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) })
+}
+
+/// Add the IPv4 default route through `gateway` on interface `name` (`SIOCADDRT`).
+/// The interface must be up and the gateway inside one of its subnets.
+pub fn add_default_route(
+    sock: &OwnedFd,
+    name: &str,
+    gateway: std::net::Ipv4Addr,
+) -> io::Result<()> {
+    let dev = cstr(name)?;
+    // SAFETY: rtentry is plain old data; all-zero is a valid value (no device, metric 0).
+    let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
+    rt.rt_dst = sockaddr_v4(std::net::Ipv4Addr::UNSPECIFIED);
+    rt.rt_genmask = sockaddr_v4(std::net::Ipv4Addr::UNSPECIFIED);
+    rt.rt_gateway = sockaddr_v4(gateway);
+    rt.rt_flags = libc::RTF_UP | libc::RTF_GATEWAY;
+    // The kernel only reads the device name (it copies it in).
+    rt.rt_dev = dev.as_ptr().cast_mut();
+    // SAFETY: SIOCADDRT reads the rtentry we own; rt_dev points at a NUL-terminated name
+    // that lives until the call returns.
+    check(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCADDRT, &rt) })
 }
 
 /// Open `path` relative to `root` as if `root` were `/`: `..` and symlinks, absolute or

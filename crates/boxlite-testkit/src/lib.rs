@@ -83,6 +83,10 @@ impl TestHome {
         let mut c = Command::new(binary);
         c.env("BOXLITE_HOME", &self.home)
             .env("BOXLITE_ASSETS", assets_dir())
+            // Every box's network helper refuses any dial outside 127.0.0.0/8, and no
+            // test ever reaches a real resolver (port 9 is discard).
+            .env("BOXLITE_NET_TEST_GUARD", "1")
+            .env("BOXLITE_NET_DNS", "127.0.0.1:9")
             .env_remove("RUST_LOG");
         c
     }

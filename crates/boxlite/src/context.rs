@@ -22,6 +22,7 @@ use crate::vmm::{Vmm, VmmError};
 
 /// The monitor binary's name.
 pub const SHIM: &str = "boxlite-shim";
+pub const NET_HELPER: &str = "boxlite-net";
 
 /// One home: where things are and the state database. Cheap to clone. This is all the
 /// box monitor opens.
@@ -69,6 +70,8 @@ pub(crate) struct Context {
     pub vmm: Arc<dyn Vmm>,
     pub vsock_mode: VsockMode,
     pub boot_timeout: Duration,
+    /// Resolvers and the test guard for every box's network helper.
+    pub net: crate::net::NetSettings,
     assets_dir: Option<PathBuf>,
     assets: OnceLock<Arc<Assets>>,
     /// Boxes this runtime started, which [`Context::shut_down`] stops.
@@ -97,6 +100,7 @@ impl Context {
             vmm: Arc::new(qemu),
             vsock_mode: VsockMode::detect(),
             boot_timeout,
+            net: crate::net::NetSettings::from_env(),
             assets_dir,
             assets: OnceLock::new(),
             started: Mutex::new(HashSet::new()),
@@ -198,13 +202,27 @@ impl Context {
 /// Where the monitor binary is: `$BOXLITE_SHIM`, else next to the running executable (or
 /// one level up, for test binaries in `target/*/deps`), else `PATH`.
 pub fn shim_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("BOXLITE_SHIM") {
+    sibling_binary(SHIM, "BOXLITE_SHIM")
+}
+
+/// The network helper: `$BOXLITE_NET`, else next to the running executable, else `PATH`.
+pub fn net_binary() -> Result<PathBuf, VmmError> {
+    sibling_binary(NET_HELPER, "BOXLITE_NET").ok_or_else(|| VmmError::BinaryMissing {
+        binary: NET_HELPER.into(),
+        hint: "it is built with boxlite (cargo build --release puts it next to boxlite), or set BOXLITE_NET; --network none needs no helper".into(),
+    })
+}
+
+/// A binary built with boxlite: `$env`, else next to the running executable (or one
+/// level up, for test binaries in `target/*/deps`), else `PATH`.
+fn sibling_binary(name: &str, env: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
         return Some(PathBuf::from(p));
     }
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
-    [dir.join(SHIM), dir.parent()?.join(SHIM)]
+    [dir.join(name), dir.parent()?.join(name)]
         .into_iter()
         .find(|p| p.is_file())
-        .or_else(|| find_binary(SHIM, "BOXLITE_SHIM"))
+        .or_else(|| find_binary(name, env))
 }

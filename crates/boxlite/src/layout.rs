@@ -121,6 +121,14 @@ impl BoxPaths {
     pub fn vsock_log(&self) -> PathBuf {
         self.dir.join("vsock.log")
     }
+    /// The network helper's own output (errors; guest-caused events are not logged here).
+    pub fn net_log(&self) -> PathBuf {
+        self.dir.join("net.log")
+    }
+    /// The network helper's decisions, one JSON object per line, size-capped.
+    pub fn net_decisions(&self) -> PathBuf {
+        self.dir.join("net.jsonl")
+    }
     pub fn monitor_log(&self) -> PathBuf {
         self.dir.join("monitor.log")
     }
@@ -229,6 +237,14 @@ impl SocketPaths {
     /// vhost-user control socket between QEMU and vhost-device-vsock.
     pub fn vhost(&self) -> PathBuf {
         self.dir.join("v.sock")
+    }
+    /// The network helper's data socket, which QEMU's `-netdev stream` connects to once.
+    pub fn net(&self) -> PathBuf {
+        self.dir.join("n.sock")
+    }
+    /// The network helper's control socket: stats, the decision log, bound ports.
+    pub fn net_control(&self) -> PathBuf {
+        self.dir.join("nc.sock")
     }
     /// Host side of the hybrid vsock: connect here and send `CONNECT <port>`.
     pub fn agent(&self) -> PathBuf {

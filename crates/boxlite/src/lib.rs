@@ -31,6 +31,7 @@ pub(crate) mod assets;
 pub(crate) mod db;
 pub(crate) mod disk;
 pub(crate) mod layout;
+pub mod net;
 pub(crate) mod portal;
 pub(crate) mod vmm;
 pub mod volumes;

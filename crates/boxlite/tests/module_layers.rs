@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["util"],
     &["model"],
     &["layout"],
-    &["assets", "db", "disk", "volumes", "vmm"],
+    &["assets", "db", "disk", "net", "volumes", "vmm"],
     &["portal"],
     &["context"],
     &["images"],

@@ -361,6 +361,7 @@ async fn build_in(
         cpus: 2,
         volumes: &[],
         cmdline: vec!["boxlite.builder=1".into()],
+        network: None,
     };
     let ledger = FileLedger {
         path: work.join(PROCESSES),

@@ -25,6 +25,8 @@ pub struct BoxInfo {
     pub vmm_pid: Option<i32>,
     pub vsock_helper_pid: Option<i32>,
     pub monitor_pid: Option<i32>,
+    /// The network and its helper's state.
+    pub network: NetworkStatus,
     /// Derived from the id and home, never stored.
     pub dir: std::path::PathBuf,
     pub console_log: std::path::PathBuf,
@@ -51,9 +53,60 @@ impl BoxInfo {
             vmm_pid: st.vmm.map(|p| p.pid),
             vsock_helper_pid: st.vsock_helper.map(|p| p.pid),
             monitor_pid: st.monitor.map(|p| p.pid),
+            network: NetworkStatus::of(row),
             console_log: paths.console_log(),
             dir: paths.dir,
             socket_dir: SocketPaths::for_box(&row.id).dir,
+        }
+    }
+}
+
+/// The state of a box's network, derived from its row and its helper process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkState {
+    /// `--network none`: no NIC.
+    None,
+    /// The box is not running.
+    Stopped,
+    /// The helper runs.
+    Running,
+    /// The box runs but its helper is gone: the NIC is dead until the box restarts
+    /// (QEMU cannot reconnect its stream netdev). Exec and files still work.
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkStatus {
+    pub state: NetworkState,
+    pub helper_pid: Option<i32>,
+    /// The box's own address on its private network.
+    pub guest_ip: Option<String>,
+    /// Published ports as the helper bound them (while it runs).
+    pub ports: Vec<crate::net::BoundPort>,
+}
+
+impl NetworkStatus {
+    fn of(row: &BoxRow) -> NetworkStatus {
+        let st = &row.status;
+        let state = if !row.config.network.enabled() {
+            NetworkState::None
+        } else if st.state() != BoxState::Running {
+            NetworkState::Stopped
+        } else if st.net_helper.is_some_and(|p| p.is_alive()) {
+            NetworkState::Running
+        } else {
+            NetworkState::Failed
+        };
+        NetworkStatus {
+            state,
+            helper_pid: st.net_helper.map(|p| p.pid),
+            guest_ip: row
+                .config
+                .network
+                .enabled()
+                .then(|| crate::net::guest_ip().to_string()),
+            ports: Vec::new(),
         }
     }
 }

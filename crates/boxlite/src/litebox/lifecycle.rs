@@ -74,6 +74,7 @@ impl LiteBox {
                     cpus: row.config.cpus,
                     volumes: &row.config.volumes,
                     cmdline: Vec::new(),
+                    network: Some(&row.config.network),
                 };
                 let ledger = RowLedger {
                     home: self.home(),

@@ -38,6 +38,8 @@ pub struct BoxMetrics {
     /// Processes the guest kernel's OOM killer ended since the box started.
     pub oom_kills: Option<u64>,
     pub boot: Option<BootStages>,
+    /// The network helper's counters (bytes, connections, denials), while it runs.
+    pub network: Option<crate::net::StatsSnapshot>,
 }
 
 /// Where the last start spent its time, in milliseconds.
@@ -124,6 +126,7 @@ impl LiteBox {
             execs_running: None,
             oom_kills: None,
             boot: None,
+            network: None,
         };
         let running = row.status.state() == BoxState::Running && row.status.vmm_alive();
         if !running {
@@ -145,6 +148,10 @@ impl LiteBox {
                     m.cpu_percent = Some(cpu / age * 100.0);
                 }
             }
+        }
+        if row.status.net_helper.is_some() {
+            let sockets = crate::layout::SocketPaths::for_box(&self.id);
+            m.network = crate::util::blocking::run(move || crate::net::stats(&sockets)).await;
         }
         let timings: Option<BootTimings> = row.status.boot;
         let client = self.cached_client(&row).await?;

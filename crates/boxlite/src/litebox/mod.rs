@@ -20,6 +20,7 @@ pub mod execution;
 mod info;
 mod lifecycle;
 pub mod metrics;
+mod network;
 mod options;
 pub(crate) mod reconcile;
 
@@ -32,11 +33,12 @@ pub use crate::model::{BoxConfig, BoxState, Health, HealthOptions, HealthState};
 pub use copy::{CopyError, CopyOptions, CopyStats, InBoxKind};
 pub use exec::{BoxCommand, ExecError};
 pub use execution::{ExecOutput, ExecStdin, Execution};
-pub use info::BoxInfo;
+pub use info::{BoxInfo, NetworkState, NetworkStatus};
 pub use metrics::{BootStages, BoxMetrics};
 pub use options::{BoxOptions, validate_name};
 
 use crate::context::{Context, Home};
+use crate::layout::SocketPaths;
 use crate::model::BoxRow;
 use crate::portal::AgentClient;
 use crate::util::blocking;
@@ -73,6 +75,8 @@ pub enum BoxError {
     NotRunning { id: String, state: BoxState },
     #[error("invalid box option: {0}")]
     InvalidOption(String),
+    #[error("invalid network option")]
+    Network(#[source] crate::model::NetworkSpecError),
     #[error("box {id}: locking {}", path.display())]
     Lock {
         id: String,
@@ -233,7 +237,15 @@ impl LiteBox {
     pub async fn info(&self) -> Result<BoxInfo, crate::Error> {
         let row = self.row().await?;
         let row = reconcile_if_idle(self.home(), row).await?;
-        Ok(BoxInfo::from_row(self.home(), &row))
+        let mut info = BoxInfo::from_row(self.home(), &row);
+        if info.network.state == NetworkState::Running {
+            let sockets = SocketPaths::for_box(&self.id);
+            info.network.ports =
+                crate::util::blocking::run(move || crate::net::bound_ports(&sockets))
+                    .await
+                    .unwrap_or_default();
+        }
+        Ok(info)
     }
 
     pub async fn state(&self) -> Result<BoxState, crate::Error> {

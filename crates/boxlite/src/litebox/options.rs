@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::BoxError;
-use crate::model::HealthOptions;
+use crate::model::{HealthOptions, NetworkSpec};
 use crate::volumes::VolumeSpec;
 
 fn default_memory() -> u32 {
@@ -47,6 +47,10 @@ pub struct BoxOptions {
     /// Replaces the image's default command (`Cmd`), as `docker create IMAGE CMD` does.
     #[serde(default)]
     pub cmd: Option<Vec<String>>,
+    /// The box's network: on by default (public internet allowed, private ranges, the
+    /// host and metadata denied); see `docs/network.md`.
+    #[serde(default)]
+    pub network: NetworkSpec,
 }
 
 impl BoxOptions {
@@ -62,6 +66,7 @@ impl BoxOptions {
             disk_size_mib: None,
             entrypoint: None,
             cmd: None,
+            network: NetworkSpec::default(),
         }
     }
 
@@ -88,6 +93,11 @@ impl BoxOptions {
         S: Into<String>,
     {
         self.cmd = Some(argv.into_iter().map(Into::into).collect());
+        self
+    }
+
+    pub fn network(mut self, network: NetworkSpec) -> Self {
+        self.network = network;
         self
     }
 
@@ -158,6 +168,7 @@ impl BoxOptions {
                 return bad(format!("command argument {arg:?} contains a NUL byte"));
             }
         }
+        self.network.validate().map_err(BoxError::Network)?;
         let h = &self.health;
         if h.interval_secs > 0 && (h.timeout_secs == 0 || h.retries == 0) {
             return bad(format!(

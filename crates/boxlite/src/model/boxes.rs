@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::image::RunConfig;
+use super::network::NetworkSpec;
 use super::platform::{Accel, VsockMode};
 use super::state::{BoxState, InvalidTransition};
 use super::volume::VolumeMount;
@@ -61,6 +62,9 @@ pub struct BoxConfig {
     /// Root disk size in bytes (0: the image's).
     #[serde(default)]
     pub disk_bytes: u64,
+    /// The box's network: on by default.
+    #[serde(default)]
+    pub network: NetworkSpec,
 }
 
 impl Default for BoxConfig {
@@ -75,6 +79,7 @@ impl Default for BoxConfig {
             volumes: Vec::new(),
             run: Default::default(),
             disk_bytes: 0,
+            network: NetworkSpec::default(),
         }
     }
 }
@@ -118,6 +123,9 @@ pub struct BoxStatus {
     pub monitor: Option<ProcessId>,
     /// One virtiofsd per volume, in the order of the config's volumes.
     pub virtiofsd: Vec<ProcessId>,
+    /// The network helper (`boxlite-net`), when the box has a network. Not essential:
+    /// the box keeps running without it, with its network marked failed.
+    pub net_helper: Option<ProcessId>,
     /// Why the box last failed or stopped without being asked to.
     pub last_error: Option<String>,
     pub health: Health,
@@ -142,6 +150,7 @@ struct StoredStatus {
     vsock_helper: Option<ProcessId>,
     monitor: Option<ProcessId>,
     virtiofsd: Vec<ProcessId>,
+    net_helper: Option<ProcessId>,
     last_error: Option<String>,
     health: Health,
     started_at: Option<u64>,
@@ -164,6 +173,7 @@ impl From<StoredStatus> for BoxStatus {
             vsock_helper: s.vsock_helper,
             monitor: s.monitor,
             virtiofsd: s.virtiofsd,
+            net_helper: s.net_helper,
             last_error: s.last_error,
             health: s.health,
             started_at: s.started_at,
@@ -236,7 +246,7 @@ impl BoxStatus {
 
     /// Every recorded helper process, the VMM first.
     pub fn processes(&self) -> Vec<ProcessId> {
-        [self.vmm, self.vsock_helper, self.monitor]
+        [self.vmm, self.vsock_helper, self.monitor, self.net_helper]
             .into_iter()
             .flatten()
             .chain(self.virtiofsd.iter().copied())
@@ -250,6 +260,7 @@ impl BoxStatus {
         self.vmm = keep(&self.vmm);
         self.vsock_helper = keep(&self.vsock_helper);
         self.monitor = keep(&self.monitor);
+        self.net_helper = keep(&self.net_helper);
         self.virtiofsd.retain(|p| survivors.contains(p));
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod boxes;
 pub mod image;
+pub mod network;
 pub mod platform;
 pub mod state;
 pub mod volume;
@@ -14,6 +15,7 @@ pub use boxes::{
     legacy_row,
 };
 pub use image::{BuildReport, Compression, ImageRecord, Layer, RunConfig};
+pub use network::{HostSpec, NetworkMode, NetworkSpec, NetworkSpecError, PortSpec};
 pub use platform::{Accel, VsockMode};
 pub use state::{ALL_STATES, BoxState, InvalidTransition};
 pub use volume::{VolumeKind, VolumeMount};

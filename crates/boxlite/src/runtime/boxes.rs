@@ -98,6 +98,7 @@ impl Boxlite {
                 volumes,
                 run,
                 disk_bytes,
+                network: opts.network.clone(),
             },
             status: BoxStatus::creating(),
         };

@@ -68,7 +68,15 @@ pub struct HelperCommand {
     pub log: PathBuf,
     /// Added to the allowlisted environment: the box markers and the like.
     pub env: Vec<(String, String)>,
+    /// What the helper reads on stdin (a pipe, closed after these bytes): its
+    /// configuration, which never goes in argv (world-readable in `/proc/<pid>/cmdline`)
+    /// or the environment. At most [`MAX_STDIN`] bytes. `None`: stdin is `/dev/null`.
+    pub stdin: Option<Vec<u8>>,
 }
+
+/// The most a helper's stdin may carry: one pipe buffer, written before the helper runs,
+/// so the spawner never blocks on it.
+pub const MAX_STDIN: usize = 64 * 1024;
 
 impl HelperCommand {
     pub fn new(binary: impl Into<PathBuf>, log: impl Into<PathBuf>) -> Self {
@@ -77,7 +85,14 @@ impl HelperCommand {
             args: Vec::new(),
             log: log.into(),
             env: Vec::new(),
+            stdin: None,
         }
+    }
+
+    /// Hand `data` to the helper on its stdin; see [`HelperCommand::stdin`].
+    pub fn stdin_data(mut self, data: Vec<u8>) -> Self {
+        self.stdin = Some(data);
+        self
     }
 
     pub fn args<I, S>(mut self, args: I) -> Self
@@ -136,6 +151,38 @@ pub fn tool_command(binary: &Path) -> std::process::Command {
         });
     }
     c
+}
+
+/// A pipe already holding `data`, its write end closed: the read end becomes a child's
+/// stdin, which reads `data` and then end of file.
+fn stdin_pipe(data: &[u8]) -> io::Result<OwnedFd> {
+    if data.len() > MAX_STDIN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{} bytes for a helper's stdin; at most {MAX_STDIN} fit",
+                data.len()
+            ),
+        ));
+    }
+    let (r, w) = pipe()?;
+    let mut off = 0;
+    while off < data.len() {
+        // SAFETY: writing from a live slice to a pipe we own; the pipe's buffer (64 KiB
+        // on Linux) holds all of it, so this never blocks.
+        let n =
+            unsafe { libc::write(w.as_raw_fd(), data[off..].as_ptr().cast(), data.len() - off) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        off += usize::try_from(n).unwrap_or(0);
+    }
+    drop(w);
+    Ok(r)
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -208,12 +255,16 @@ pub async fn spawn_gated(cmd: &HelperCommand) -> Result<Pending, SpawnError> {
     };
     let parent = i32::try_from(std::process::id()).unwrap_or(0);
     let (pid_r_raw, pid_w_raw) = (pid_r.as_raw_fd(), pid_w.as_raw_fd());
+    let stdin = match &cmd.stdin {
+        None => Stdio::null(),
+        Some(data) => Stdio::from(stdin_pipe(data).map_err(start_err)?),
+    };
 
     let mut c = tokio::process::Command::new(&cmd.binary);
     c.args(&cmd.args)
         .env_clear()
         .envs(helper_env(&cmd.env))
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(out)
         .stderr(err)
         .kill_on_drop(false);
@@ -489,6 +540,41 @@ mod tests {
                 "unexpected variable {line:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn stdin_data_reaches_the_helper_and_never_its_argv_or_environment() {
+        let dir = temp_dir();
+        let out = dir.join("out");
+        let secret = "config-that-must-stay-private";
+        let cmd = HelperCommand::new("/bin/sh", dir.join("log"))
+            .args([
+                "-c",
+                &format!(
+                    "cat > {o}; tr '\\0' ' ' < /proc/$$/cmdline >> {o}.argv; env >> {o}.argv",
+                    o = out.display()
+                ),
+            ])
+            .stdin_data(secret.as_bytes().to_vec());
+        let status = spawn_gated(&cmd)
+            .await
+            .unwrap()
+            .release()
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+        let got = std::fs::read_to_string(&out).unwrap();
+        let visible = std::fs::read_to_string(out.with_extension("argv")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(status.success());
+        assert_eq!(got, secret);
+        assert!(!visible.contains(secret), "{visible}");
+        let too_big =
+            HelperCommand::new("/bin/true", "/dev/null").stdin_data(vec![0; MAX_STDIN + 1]);
+        let e = spawn_gated(&too_big).await.unwrap_err();
+        assert!(format!("{:?}", e).contains("at most"), "{e:?}");
     }
 
     #[tokio::test]

@@ -164,6 +164,8 @@ pub(crate) struct VmSpec<'a> {
     pub volumes: &'a [VolumeMount],
     /// Kernel command line words for the agent, after the readiness port and hostname.
     pub cmdline: Vec<String>,
+    /// The box's network; `None` (or mode none): no NIC and no helper.
+    pub network: Option<&'a crate::model::NetworkSpec>,
 }
 
 /// Start one helper behind the gate: record it (through `set` and the ledger), then let
@@ -302,6 +304,41 @@ pub(crate) async fn launch<L: ProcessLedger>(
         }
         tracing::debug!(ms = ms_since(t0), volumes = fs.len(), "virtiofsd ready");
     }
+    // The network helper listens before QEMU starts: QEMU's stream netdev connects once
+    // and does not retry. It is not essential: if it dies later the box keeps running.
+    let mut net = None;
+    let mut net_word = None;
+    if let Some(spec) = spec.network.filter(|n| n.enabled()) {
+        let cfg = crate::net::helper_config(spec, &sockets, paths, &ctx.net);
+        let json = serde_json::to_vec(&cfg).map_err(|e| BootError::Spawn {
+            helper: "boxlite-net",
+            source: SpawnError::Start {
+                binary: "boxlite-net".into(),
+                source: std::io::Error::other(e),
+            },
+        })?;
+        let cmd = HelperCommand::new(crate::context::net_binary()?, paths.net_log())
+            .envs(&marker)
+            .stdin_data(json);
+        let mut helper = start_helper("boxlite-net", &cmd, rec, guard, ledger, |r, p| {
+            r.net_helper = Some(p);
+        })
+        .await?;
+        wait_for_socket(
+            "boxlite-net",
+            &cfg.data_socket,
+            &mut helper,
+            &paths.net_log(),
+        )
+        .await?;
+        tracing::debug!(ms = ms_since(t0), "network helper ready");
+        net_word = Some(crate::net::cmdline_word(&cfg.subnet));
+        net = Some(crate::vmm::NetDevice {
+            socket: cfg.data_socket.clone(),
+            mac: cfg.subnet.guest_mac,
+            mtu: cfg.subnet.mtu,
+        });
+    }
     let ready_at = sockets.agent_port(ready_port);
     let ready = ReadyListener::bind(&addr, &ready_at, ready_port).map_err(|source| {
         BootError::ReadyListener {
@@ -323,6 +360,7 @@ pub(crate) async fn launch<L: ProcessLedger>(
         ]
         .into_iter()
         .chain(spec.cmdline.iter().cloned())
+        .chain(net_word)
         .collect(),
         root_disk: spec.root_disk.clone(),
         root_raw: spec.root_format == DiskFormat::Raw,
@@ -330,6 +368,7 @@ pub(crate) async fn launch<L: ProcessLedger>(
         cpus: spec.cpus,
         vsock: device,
         fs,
+        net,
         console_log: paths.console_log(),
         vmm_log: paths.vmm_log(),
         marker,

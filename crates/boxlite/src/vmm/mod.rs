@@ -53,10 +53,21 @@ pub struct VmConfig {
     pub vsock: VsockDevice,
     /// Shared directories, in order.
     pub fs: Vec<FsDevice>,
+    /// The NIC, when the box has a network.
+    pub net: Option<NetDevice>,
     pub console_log: PathBuf,
     pub vmm_log: PathBuf,
     /// Environment added to the engine process to mark it as this box's.
     pub marker: Vec<(String, String)>,
+}
+
+/// A virtio-net device whose backend is the box's network helper, reached over a unix
+/// socket that carries length-prefixed Ethernet frames (QEMU's `-netdev stream`).
+#[derive(Debug, Clone)]
+pub struct NetDevice {
+    pub socket: PathBuf,
+    pub mac: [u8; 6],
+    pub mtu: u16,
 }
 
 /// A VMM engine.

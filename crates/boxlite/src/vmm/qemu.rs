@@ -94,6 +94,21 @@ impl Qemu {
                 fs.tag
             ));
         }
+        if let Some(net) = &cfg.net {
+            // QEMU connects once and never reconnects (7.2 has no `reconnect`): the
+            // helper must be listening already, and lives as long as this VM.
+            push("-netdev");
+            push(&format!(
+                "stream,id=net0,server=off,addr.type=unix,addr.path={}",
+                net.socket.display()
+            ));
+            let m = net.mac;
+            push("-device");
+            push(&format!(
+                "virtio-net-device,netdev=net0,mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x},host_mtu={}",
+                m[0], m[1], m[2], m[3], m[4], m[5], net.mtu
+            ));
+        }
         // Entropy for the guest: without it, early getrandom() calls block for seconds
         // under TCG, where there is no RDRAND.
         push("-device");
@@ -199,6 +214,7 @@ mod tests {
                 socket: "/tmp/boxlite-0/x/v.sock".into(),
             },
             fs: Vec::new(),
+            net: None,
             console_log: "/b/console.log".into(),
             vmm_log: "/b/qemu.log".into(),
             marker: Vec::new(),
@@ -254,6 +270,22 @@ mod tests {
             assert!(a.contains(want), "missing {want:?} in {a}");
         }
         assert!(!a.contains("-cpu host"));
+    }
+
+    #[test]
+    fn a_network_is_a_stream_netdev_on_the_helper_socket_and_none_is_no_nic() {
+        let q = Qemu {
+            binary: "qemu".into(),
+        };
+        let mut c = cfg(Accel::Tcg);
+        assert!(!joined(&q, &c).contains("netdev"));
+        c.net = Some(crate::vmm::NetDevice {
+            socket: "/tmp/boxlite-0/x/n.sock".into(),
+            mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+            mtu: 65520,
+        });
+        let a = joined(&q, &c);
+        assert!(a.contains("-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/tmp/boxlite-0/x/n.sock -device virtio-net-device,netdev=net0,mac=52:54:00:12:34:56,host_mtu=65520"), "{a}");
     }
 
     #[test]

@@ -1,0 +1,110 @@
+//! `boxlite-net`: the per-box network helper. Started by the library behind its spawn
+//! gate, with its configuration (JSON, [`boxlite_net::config::NetConfig`]) on stdin.
+//!
+//! Order: read and check the configuration, bind the published ports and the control
+//! socket, then listen on the data socket, which is the library's readiness signal. QEMU
+//! connects once; the socket path is unlinked right after, so nothing else can. The helper
+//! exits when QEMU hangs up.
+
+use std::error::Error as _;
+use std::io::Read;
+use std::sync::Arc;
+
+use boxlite_net::config::NetConfig;
+use boxlite_net::control::{self, Shared};
+use boxlite_net::engine::{Engine, Listeners};
+
+/// The configuration is small; anything larger is not ours.
+const MAX_CONFIG: u64 = 1 << 20;
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("boxlite-net: {e}");
+        let mut src = e.source();
+        while let Some(s) = src {
+            eprintln!("  caused by: {s}");
+            src = s.source();
+        }
+        std::process::exit(2);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error("reading the configuration from stdin")]
+    Read(#[source] std::io::Error),
+    #[error("the configuration on stdin is not valid")]
+    Parse(#[source] serde_json::Error),
+    #[error(transparent)]
+    Engine(#[from] boxlite_net::engine::EngineError),
+    #[error("listening on {path}")]
+    Listen {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("accepting QEMU's connection")]
+    Accept(#[source] std::io::Error),
+    #[error("starting the runtime")]
+    Runtime(#[source] std::io::Error),
+}
+
+fn harden() {
+    // SAFETY: prctl and setrlimit with valid arguments; they affect only this process.
+    unsafe {
+        // No core dumps and no ptrace or /proc/<pid>/mem by other processes of this uid:
+        // this process will hold secrets (issue: secrets at the network boundary).
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+        let zero = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::setrlimit(libc::RLIMIT_CORE, &zero);
+    }
+}
+
+fn run() -> Result<(), MainError> {
+    harden();
+    let mut text = Vec::new();
+    std::io::stdin()
+        .take(MAX_CONFIG)
+        .read_to_end(&mut text)
+        .map_err(MainError::Read)?;
+    let cfg: NetConfig = serde_json::from_slice(&text).map_err(MainError::Parse)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(MainError::Runtime)?;
+    rt.block_on(serve(cfg))
+}
+
+async fn serve(cfg: NetConfig) -> Result<(), MainError> {
+    let shared = Arc::new(Shared::new(cfg.decision_log.as_deref()));
+    let (engine, parts) = Engine::new(cfg.clone(), shared.clone())?;
+    let listeners = Listeners::bind(&cfg, &shared).await?;
+    let listen = |p: &std::path::Path| {
+        let _ = std::fs::remove_file(p);
+        tokio::net::UnixListener::bind(p).map_err(|source| MainError::Listen {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let control_listener = listen(&cfg.control_socket)?;
+    tokio::spawn(control::serve(control_listener, shared));
+    let data = listen(&cfg.data_socket)?;
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    let stream = loop {
+        let (s, _) = data.accept().await.map_err(MainError::Accept)?;
+        if s.peer_cred().map(|c| c.uid()).ok() == Some(me) {
+            break s;
+        }
+    };
+    drop(data);
+    let _ = std::fs::remove_file(&cfg.data_socket);
+    engine.run(parts, stream, listeners).await;
+    let _ = std::fs::remove_file(&cfg.control_socket);
+    Ok(())
+}
