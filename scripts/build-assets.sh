@@ -253,11 +253,13 @@ build_busybox_image() {
   cp --sparse=always "$img" "$OUT/images/busybox.ext4"
 }
 
-# boxlite/python: Debian's python3 on a minbase debootstrap. The root tree stays in the
-# cache (bench/images.sh pushes it to a local registry as an image); only a change of
-# the recipe below rebuilds it.
+# boxlite/python: Debian's python3 and pip on a minbase debootstrap. The root tree stays
+# in the cache (bench/images.sh pushes it to a local registry as an image); only a change
+# of the recipe below rebuilds it. pip installs into the image's Python as it does in
+# Docker's python images: Debian's EXTERNALLY-MANAGED marker (PEP 668), which makes
+# `pip install` refuse outside a virtualenv, is removed; a box is the isolation.
 DEBIAN_MIRROR=${BOXLITE_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-PYTHON_RECIPE="bookworm minbase +python3 trimmed v1"
+PYTHON_RECIPE="bookworm minbase +python3 +pip trimmed v2"
 PYTHON_FS="journal v1"
 build_python_image() {
   [[ $(id -u) == 0 ]] || die "building boxlite/python needs root (debootstrap)"
@@ -267,12 +269,13 @@ build_python_image() {
   if [[ ! -d $r || $(cat "$r.stamp" 2>/dev/null) != "$PYTHON_RECIPE" ]]; then
     log "building boxlite/python (debootstrap from $DEBIAN_MIRROR; a few minutes)"
     rm -rf "$r" "$r.stamp" "$img"
-    debootstrap --variant=minbase --include=python3 bookworm "$r" "$DEBIAN_MIRROR" \
+    debootstrap --variant=minbase --include=python3,python3-pip bookworm "$r" "$DEBIAN_MIRROR" \
       > "$CACHE/images/python-debootstrap.log" 2>&1 \
       || die "debootstrap failed; see $CACHE/images/python-debootstrap.log"
     # What an image does not need: package caches and lists, docs, logs.
     rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/* \
       "$r"/usr/share/doc/* "$r"/usr/share/man/* "$r"/usr/share/info/* "$r"/var/log/*
+    rm -f "$r"/usr/lib/python3*/EXTERNALLY-MANAGED
     echo "$PYTHON_RECIPE" > "$r.stamp"
   fi
   if [[ ! -f $img || $(cat "$img.stamp" 2>/dev/null) != "$PYTHON_RECIPE $PYTHON_FS" ]]; then

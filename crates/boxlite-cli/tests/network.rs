@@ -231,3 +231,127 @@ fn network_none_has_no_nic_and_no_helper_and_rejects_network_options() {
         "nothing half-created"
     );
 }
+
+/// A static HTTP server on 127.0.0.1 for the files under `root` (GET only).
+fn file_server(root: std::path::PathBuf) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let root = root.clone();
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).is_ok_and(|n| n == 1) {
+                    head.push(b[0]);
+                }
+                let head = String::from_utf8_lossy(&head);
+                let path = head.split_whitespace().nth(1).unwrap_or("/");
+                let rel = path.trim_start_matches('/');
+                let file = if rel.contains("..") {
+                    None
+                } else {
+                    let p = root.join(rel);
+                    let p = if p.is_dir() { p.join("index.html") } else { p };
+                    let kind = if p.extension().is_some_and(|e| e == "html") {
+                        "text/html"
+                    } else {
+                        "application/octet-stream"
+                    };
+                    std::fs::read(p).ok().map(|b| (b, kind))
+                };
+                match file {
+                    Some((body, kind)) => {
+                        let _ = write!(
+                            s,
+                            "HTTP/1.0 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = s.write_all(&body);
+                    }
+                    None => {
+                        let _ = s.write_all(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn pip_installs_a_wheel_from_a_simple_index_on_the_host() {
+    // A one-module wheel, built here, served in PyPI's /simple/ layout.
+    let root = std::env::temp_dir().join(format!(
+        "bx-pypi-{}-{port_hint}",
+        std::process::id(),
+        port_hint = line!()
+    ));
+    let files = root.join("files");
+    std::fs::create_dir_all(root.join("simple/hello-boxlite")).unwrap();
+    std::fs::create_dir_all(&files).unwrap();
+    let wheel = files.join("hello_boxlite-1.0-py3-none-any.whl");
+    let built = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            r#"
+import sys, zipfile, hashlib, base64
+files = {
+    "hello_boxlite/__init__.py": "GREETING = 'installed from the host index'\n",
+    "hello_boxlite-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: hello-boxlite\nVersion: 1.0\n",
+    "hello_boxlite-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: boxlite-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+record = []
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    for name, text in files.items():
+        data = text.encode()
+        z.writestr(name, data)
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    record.append("hello_boxlite-1.0.dist-info/RECORD,,")
+    z.writestr("hello_boxlite-1.0.dist-info/RECORD", "\n".join(record) + "\n")
+"#,
+        )
+        .arg(&wheel)
+        .status()
+        .expect("python3 on the host builds the test wheel");
+    assert!(built.success());
+    use sha2::Digest;
+    let sum = hex_digest(&sha2::Sha256::digest(std::fs::read(&wheel).unwrap()));
+    std::fs::write(
+        root.join("simple/hello-boxlite/index.html"),
+        format!(
+            "<!DOCTYPE html><html><body><a href=\"/files/hello_boxlite-1.0-py3-none-any.whl#sha256={sum}\">hello_boxlite-1.0-py3-none-any.whl</a></body></html>"
+        ),
+    )
+    .unwrap();
+    let port = file_server(root.clone());
+
+    let home = TestHome::new();
+    let script = format!(
+        "pip install -q --no-cache-dir --disable-pip-version-check --index-url http://pypi.test:{port}/simple/ --trusted-host pypi.test hello-boxlite \
+         && python3 -c 'import hello_boxlite; print(hello_boxlite.GREETING)'"
+    );
+    let out = home.ok(
+        BIN,
+        &[
+            "run",
+            "--rm",
+            "--add-host",
+            "pypi.test:host-gateway",
+            "--allow-net",
+            &format!("pypi.test:{port}"),
+            "boxlite/python",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+    assert_eq!(out.trim(), "installed from the host index");
+}
+
+fn hex_digest(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}

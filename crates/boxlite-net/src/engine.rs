@@ -259,7 +259,7 @@ pub struct Engine {
     inbound_udp: Vec<std::net::UdpSocket>,
     /// Inbound UDP: (published port, peer) <-> the gateway port the guest sees it from.
     udp_peers: HashMap<(usize, SocketAddr), u16>,
-    udp_peer_of: HashMap<u16, (usize, SocketAddr)>,
+    udp_peer_of: HashMap<u16, (usize, SocketAddr, Instant)>,
     next_ephemeral: u16,
     notify: Arc<Notify>,
     events: mpsc::Sender<Event>,
@@ -562,7 +562,15 @@ impl Engine {
         self.shared.stats.add_in(f.len());
         match frame::classify(&f, &self.cfg.subnet) {
             Kind::Drop(r) => self.shared.count_drop(r),
-            Kind::Arp | Kind::OtherIpv4 => self.dev.rx.push_back(f),
+            Kind::Arp => self.dev.rx.push_back(f),
+            // smoltcp would answer a ping to any address (it accepts every destination);
+            // only the gateway and the DNS address are really there.
+            Kind::OtherIpv4 { dst }
+                if dst == self.cfg.subnet.gateway_ip || dst == self.cfg.subnet.dns_ip =>
+            {
+                self.dev.rx.push_back(f)
+            }
+            Kind::OtherIpv4 { .. } => self.shared.count_drop(DropReason::Unsupported),
             Kind::Udp { src, dst, payload } => {
                 let data = f[payload].to_vec();
                 self.on_udp(src, dst, &data);
@@ -879,10 +887,10 @@ impl Engine {
                     return;
                 };
                 self.udp_peers.insert((port, peer), e);
-                self.udp_peer_of.insert(e, (port, peer));
                 e
             }
         };
+        self.udp_peer_of.insert(eph, (port, peer, Instant::now()));
         let Some(guest_port) = self
             .cfg
             .ports
@@ -911,7 +919,7 @@ impl Engine {
         }
         // A reply to a datagram that came in through a published UDP port.
         if *dst.ip() == self.cfg.subnet.gateway_ip
-            && let Some((port, peer)) = self.udp_peer_of.get(&dst.port()).copied()
+            && let Some((port, peer, _)) = self.udp_peer_of.get(&dst.port()).copied()
             && let Some(sock) = self.inbound_udp.get(port)
         {
             let _ = sock.send_to(data, peer);
@@ -1282,6 +1290,17 @@ impl Engine {
     fn sweep(&mut self) {
         self.last_sweep = Instant::now();
         self.udp.retain(|_, f| f.last.elapsed() < UDP_IDLE);
+        let idle: Vec<u16> = self
+            .udp_peer_of
+            .iter()
+            .filter(|(_, (_, _, last))| last.elapsed() >= UDP_IDLE)
+            .map(|(eph, _)| *eph)
+            .collect();
+        for eph in idle {
+            if let Some((port, peer, _)) = self.udp_peer_of.remove(&eph) {
+                self.udp_peers.remove(&(port, peer));
+            }
+        }
         let stuck: Vec<u64> = self
             .flows
             .iter()

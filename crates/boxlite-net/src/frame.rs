@@ -37,9 +37,9 @@ pub enum Kind {
         dst: SocketAddrV4,
         payload: std::ops::Range<usize>,
     },
-    /// Another IPv4 protocol (ICMP): smoltcp answers pings to the gateway, and nothing
-    /// else of it leaves the box.
-    OtherIpv4,
+    /// Another IPv4 protocol (ICMP), to `dst`: smoltcp answers pings to the gateway and
+    /// the DNS address; nothing else of it leaves the box.
+    OtherIpv4 { dst: Ipv4Addr },
     /// Dropped, and counted under this reason.
     Drop(DropReason),
 }
@@ -145,7 +145,7 @@ fn classify_ipv4(payload: &[u8], subnet: &Subnet) -> Kind {
                 payload: start..start + len,
             }
         }
-        _ => Kind::OtherIpv4,
+        _ => Kind::OtherIpv4 { dst: dst_ip },
     }
 }
 

@@ -567,6 +567,10 @@ impl Decision {
 }
 
 const ALLOW_LIST_MISS: &str = "allow-list: no rule allows it";
+/// DNS over TLS and over QUIC.
+const DOT_PORT: u16 = 853;
+const DEFAULT_DOT: &str =
+    "default: port 853 (dns over tls or quic) is denied; the box's dns is its resolver";
 const NOT_RESOLVED: &str = "not resolved by this box's DNS";
 const NO_UDP: &str = "domain rules never open UDP";
 const DEFAULT_PUBLIC: &str = "default: public internet";
@@ -697,6 +701,10 @@ impl Policy {
             return Decision::deny(reason);
         }
         match group {
+            // Encrypted DNS would resolve names this box's DNS never sees, so nothing it
+            // returns could be pinned; it needs an explicit rule. (DoH is ordinary HTTPS:
+            // its answers are never pinned either.)
+            Group::Public if port == DOT_PORT => Decision::deny(DEFAULT_DOT),
             Group::Public if denied_names.is_empty() => Decision::allow(DEFAULT_PUBLIC),
             Group::Public if proto == Proto::Udp => {
                 Decision::deny("udp to an address shared with a denied name")
@@ -724,7 +732,7 @@ impl Policy {
         if let Some(rule) = Self::addr_rule(&self.deny, dst, group, port, Proto::Tcp) {
             return Decision::by_rule(rule);
         }
-        let default_open = !self.allow_list_mode() && group == Group::Public;
+        let default_open = !self.allow_list_mode() && group == Group::Public && port != DOT_PORT;
         let Some(raw) = authority else {
             let every_name_allowed = !names.is_empty()
                 && names.iter().all(|n| {
@@ -919,6 +927,34 @@ mod tests {
             deny: list(deny),
         };
         Policy::new(&rules, &Subnet::default()).unwrap()
+    }
+
+    #[test]
+    fn dns_over_tls_and_quic_need_an_explicit_rule() {
+        let p = policy("", "");
+        for proto in [Proto::Tcp, Proto::Udp] {
+            let d = p.decide_connect(ip("198.51.100.9"), 853, proto, &[]);
+            assert_eq!(d.verdict, Deny);
+            assert!(d.reason.contains("853"), "{d:?}");
+        }
+        assert_eq!(
+            p.decide_connect(ip("198.51.100.9"), 443, Proto::Tcp, &[])
+                .verdict,
+            Allow
+        );
+        let p = policy("", "x.test");
+        let names = vec!["x.test".to_string(), "y.test".to_string()];
+        assert_eq!(
+            p.decide_authority(ip("198.51.100.9"), 853, Some("y.test"), &names)
+                .verdict,
+            Deny
+        );
+        let p = policy("198.51.100.9:853", "");
+        assert_eq!(
+            p.decide_connect(ip("198.51.100.9"), 853, Proto::Tcp, &[])
+                .verdict,
+            Allow
+        );
     }
 
     #[test]

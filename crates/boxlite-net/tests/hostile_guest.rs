@@ -503,3 +503,106 @@ fn syn(s: &boxlite_net::config::Subnet, sport: u16, dst: SocketAddrV4) -> Vec<u8
     );
     buf
 }
+
+#[tokio::test]
+async fn a_published_udp_port_maps_each_host_peer_and_the_replies_return() {
+    let mut c = cfg();
+    c.ports = vec![PortMap {
+        host: "127.0.0.1:0".parse().unwrap(),
+        guest_port: 5353,
+        proto: Proto::Udp,
+    }];
+    let mut h = Harness::start(c).await.unwrap();
+    let bound = h.shared.ports()[0].host;
+    let a = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let b = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    a.send_to(b"from a", bound).await.unwrap();
+    let (from_a, data) = h.guest.udp_recv(5353, T).await.expect("a's datagram");
+    assert_eq!(data, b"from a");
+    b.send_to(b"from b", bound).await.unwrap();
+    let (from_b, data) = h.guest.udp_recv(5353, T).await.expect("b's datagram");
+    assert_eq!(data, b"from b");
+    // Each host peer appears to the box as its own gateway port.
+    assert_eq!(from_a.ip(), &Ipv4Addr::new(10, 0, 2, 2));
+    assert_ne!(from_a.port(), from_b.port());
+    h.guest.udp_send(5353, from_b, b"to b").await;
+    h.guest.udp_send(5353, from_a, b"to a").await;
+    h.guest.idle(Duration::from_millis(50)).await;
+    let mut buf = [0u8; 64];
+    let (n, src) = tokio::time::timeout(T, a.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((&buf[..n], src), (&b"to a"[..], bound));
+    let (n, _) = tokio::time::timeout(T, b.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"to b");
+}
+
+#[tokio::test]
+async fn pings_are_answered_by_the_gateway_only() {
+    let mut h = Harness::start(cfg()).await.unwrap();
+    let s = h.guest.subnet().clone();
+    // Let the two stacks learn each other's MAC first (a refused connection does it),
+    // as a real guest's ARP would.
+    assert_eq!(h.guest.connect(v4("10.0.2.2:1")).await, Err(GuestError::Reset));
+    h.guest.seen = Some(Vec::new());
+    for (dst, id) in [(s.gateway_ip, 1u16), (Ipv4Addr::new(203, 0, 113, 1), 2)] {
+        h.guest.raw(&echo_request(&s, dst, id)).await;
+    }
+    h.guest.idle(Duration::from_millis(200)).await;
+    let replies: Vec<u16> = h
+        .guest
+        .seen
+        .take()
+        .unwrap()
+        .iter()
+        .filter_map(|f| echo_reply_id(f))
+        .collect();
+    assert_eq!(replies, vec![1], "only the gateway answers");
+    assert_eq!(h.shared.stats.snapshot().dropped_other, 1);
+}
+
+fn echo_request(s: &boxlite_net::config::Subnet, dst: Ipv4Addr, ident: u16) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::*;
+    let icmp = Icmpv4Repr::EchoRequest {
+        ident,
+        seq_no: 1,
+        data: b"ping",
+    };
+    let ip = Ipv4Repr {
+        src_addr: s.guest_ip,
+        dst_addr: dst,
+        next_header: IpProtocol::Icmp,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut buf = vec![0u8; 14 + ip.buffer_len() + icmp.buffer_len()];
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+    EthernetRepr {
+        src_addr: EthernetAddress(s.guest_mac),
+        dst_addr: EthernetAddress(boxlite_net::config::GATEWAY_MAC),
+        ethertype: EthernetProtocol::Ipv4,
+    }
+    .emit(&mut eth);
+    let caps = ChecksumCapabilities::default();
+    let mut ipp = Ipv4Packet::new_unchecked(eth.payload_mut());
+    ip.emit(&mut ipp, &caps);
+    let mut ic = Icmpv4Packet::new_unchecked(ipp.payload_mut());
+    icmp.emit(&mut ic, &caps);
+    buf
+}
+
+fn echo_reply_id(f: &[u8]) -> Option<u16> {
+    use smoltcp::wire::*;
+    let eth = EthernetFrame::new_checked(f).ok()?;
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    if ip.next_header() != IpProtocol::Icmp {
+        return None;
+    }
+    let ic = Icmpv4Packet::new_checked(ip.payload()).ok()?;
+    (ic.msg_type() == Icmpv4Message::EchoReply).then(|| ic.echo_ident())
+}

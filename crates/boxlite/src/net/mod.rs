@@ -26,6 +26,12 @@ pub struct NetSettings {
     /// `BOXLITE_NET_TEST_GUARD=1`: every helper refuses, and logs, a dial outside
     /// 127.0.0.0/8. The test suite sets it.
     pub loopback_only: bool,
+    /// `BOXLITE_BENCH_SLIRP=1`: a benchmark yardstick only, never for real use. Boxes with
+    /// a network get QEMU's own slirp (`-netdev user`) instead of the helper, so
+    /// `bench/net.sh` can compare the two on the same machine. It bypasses everything the
+    /// helper enforces: the egress policy, published ports, `--add-host`, the DNS
+    /// filter and the test guard.
+    pub bench_slirp: bool,
 }
 
 impl NetSettings {
@@ -37,6 +43,7 @@ impl NetSettings {
         NetSettings {
             dns,
             loopback_only: std::env::var("BOXLITE_NET_TEST_GUARD").is_ok_and(|v| v == "1"),
+            bench_slirp: std::env::var("BOXLITE_BENCH_SLIRP").is_ok_and(|v| v == "1"),
         }
     }
 }

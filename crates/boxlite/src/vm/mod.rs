@@ -308,7 +308,21 @@ pub(crate) async fn launch<L: ProcessLedger>(
     // and does not retry. It is not essential: if it dies later the box keeps running.
     let mut net = None;
     let mut net_word = None;
-    if let Some(spec) = spec.network.filter(|n| n.enabled()) {
+    let mut slirp_nic = None;
+    if spec.network.is_some_and(|n| n.enabled()) && ctx.net.bench_slirp {
+        // Benchmark yardstick only (`BOXLITE_BENCH_SLIRP=1`, see `NetSettings`): QEMU's own
+        // slirp, no helper and so no egress policy. Same subnet and cmdline word, so the
+        // agent configures the guest exactly as it would for the helper.
+        let subnet = boxlite_net::config::Subnet::default();
+        tracing::warn!(
+            "BOXLITE_BENCH_SLIRP=1: this box's network is QEMU's slirp, with no egress policy"
+        );
+        net_word = Some(crate::net::cmdline_word(&subnet));
+        slirp_nic = Some(crate::vmm::qemu::slirp_yardstick_args(
+            subnet.guest_mac,
+            subnet.mtu,
+        ));
+    } else if let Some(spec) = spec.network.filter(|n| n.enabled()) {
         let cfg = crate::net::helper_config(spec, &sockets, paths, &ctx.net);
         let json = serde_json::to_vec(&cfg).map_err(|e| BootError::Spawn {
             helper: "boxlite-net",
@@ -373,7 +387,10 @@ pub(crate) async fn launch<L: ProcessLedger>(
         vmm_log: paths.vmm_log(),
         marker,
     };
-    let vmm_cmd = ctx.vmm.command(&cfg);
+    let mut vmm_cmd = ctx.vmm.command(&cfg);
+    if let Some(nic) = slirp_nic {
+        vmm_cmd = vmm_cmd.args(nic);
+    }
     tracing::debug!(binary = %vmm_cmd.binary.display(), args = ?vmm_cmd.args, "starting the VMM");
     let vm = start_helper(ctx.vmm.name(), &vmm_cmd, rec, guard, ledger, |r, p| {
         r.vmm = Some(p);

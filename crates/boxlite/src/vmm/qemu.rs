@@ -102,12 +102,8 @@ impl Qemu {
                 "stream,id=net0,server=off,addr.type=unix,addr.path={}",
                 net.socket.display()
             ));
-            let m = net.mac;
             push("-device");
-            push(&format!(
-                "virtio-net-device,netdev=net0,mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x},host_mtu={}",
-                m[0], m[1], m[2], m[3], m[4], m[5], net.mtu
-            ));
+            push(&nic_device(net.mac, net.mtu));
         }
         // Entropy for the guest: without it, early getrandom() calls block for seconds
         // under TCG, where there is no RDRAND.
@@ -145,6 +141,28 @@ impl Qemu {
         push(&cmdline.join(" "));
         a
     }
+}
+
+/// The guest's NIC, attached to netdev `net0`.
+fn nic_device(m: [u8; 6], mtu: u16) -> String {
+    format!(
+        "virtio-net-device,netdev=net0,mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x},host_mtu={mtu}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+/// The NIC of a box booted with `BOXLITE_BENCH_SLIRP=1`, appended to the VMM's arguments
+/// instead of [`VmConfig::net`]: the same device on QEMU's own slirp (`-netdev user`),
+/// whose defaults are the helper's subnet (10.0.2.0/24, the gateway .2 reaching the host's
+/// loopback, DNS .3). A benchmark yardstick for `bench/net.sh`, never for real use: slirp
+/// applies no egress policy, so anything the guest dials is dialled.
+pub(crate) fn slirp_yardstick_args(mac: [u8; 6], mtu: u16) -> Vec<OsString> {
+    vec![
+        "-netdev".into(),
+        "user,id=net0,ipv6=off".into(),
+        "-device".into(),
+        nic_device(mac, mtu).into(),
+    ]
 }
 
 /// The host TSC frequency in kHz, from `/proc/cpuinfo` (x86 only).
@@ -286,6 +304,20 @@ mod tests {
         });
         let a = joined(&q, &c);
         assert!(a.contains("-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/tmp/boxlite-0/x/n.sock -device virtio-net-device,netdev=net0,mac=52:54:00:12:34:56,host_mtu=65520"), "{a}");
+    }
+
+    #[test]
+    fn the_slirp_yardstick_is_a_user_netdev_with_the_same_nic() {
+        let a = slirp_yardstick_args([0x52, 0x54, 0, 0x12, 0x34, 0x56], 65520)
+            .iter()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+
+        assert_eq!(
+            a,
+            "-netdev user,id=net0,ipv6=off -device virtio-net-device,netdev=net0,mac=52:54:00:12:34:56,host_mtu=65520"
+        );
     }
 
     #[test]
