@@ -47,7 +47,7 @@ log "building guest assets"
 bash scripts/build-assets.sh
 
 log "building the boxlite CLI (release)"
-cargo build --release --locked -p boxlite-cli
+cargo build --release --locked -p boxlite-cli -p boxlite-net
 
 # The runtime looks for assets beside its binary; point the release build at them.
 ln -sfn "$REPO/build/assets" "$REPO/target/release/assets"
