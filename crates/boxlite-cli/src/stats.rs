@@ -54,8 +54,17 @@ async fn snapshot(rt: &Boxlite, keys: &[String]) -> Result<Vec<BoxMetrics>> {
 
 fn table(now: &[BoxMetrics], before: &HashMap<String, BoxMetrics>) -> String {
     let mut s = format!(
-        "{:<12}  {:<16}  {:>7}  {:>21}  {:>10}  {:>10}  {:>6}  {:>8}\n",
-        "BOX ID", "NAME", "CPU %", "MEM USED / TOTAL", "HOST RSS", "DISK", "EXECS", "BOOT"
+        "{:<12}  {:<16}  {:>7}  {:>21}  {:>10}  {:>10}  {:>6}  {:>8}  {:>21}  {:>6}\n",
+        "BOX ID",
+        "NAME",
+        "CPU %",
+        "MEM USED / TOTAL",
+        "HOST RSS",
+        "DISK",
+        "EXECS",
+        "BOOT",
+        "NET IN / OUT",
+        "DENIED"
     );
     for m in now {
         let cpu = before
@@ -66,8 +75,12 @@ fn table(now: &[BoxMetrics], before: &HashMap<String, BoxMetrics>) -> String {
             (Some(u), Some(t)) => format!("{} / {}", bytes(u), bytes(t)),
             _ => "-".into(),
         };
+        let net = m
+            .network
+            .as_ref()
+            .map(|n| format!("{} / {}", bytes(n.bytes_in), bytes(n.bytes_out)));
         s.push_str(&format!(
-            "{:<12}  {:<16}  {:>7}  {:>21}  {:>10}  {:>10}  {:>6}  {:>8}\n",
+            "{:<12}  {:<16}  {:>7}  {:>21}  {:>10}  {:>10}  {:>6}  {:>8}  {:>21}  {:>6}\n",
             &m.id[..12.min(m.id.len())],
             m.name.as_deref().unwrap_or("-"),
             opt(cpu, |c| format!("{c:.1}%")),
@@ -79,6 +92,8 @@ fn table(now: &[BoxMetrics], before: &HashMap<String, BoxMetrics>) -> String {
                 "{:.2}s",
                 ms as f64 / 1000.0
             )),
+            net.unwrap_or_else(|| "-".into()),
+            opt(m.network.as_ref().map(|n| n.denied), |n| n.to_string()),
         ));
     }
     s

@@ -547,7 +547,10 @@ async fn pings_are_answered_by_the_gateway_only() {
     let s = h.guest.subnet().clone();
     // Let the two stacks learn each other's MAC first (a refused connection does it),
     // as a real guest's ARP would.
-    assert_eq!(h.guest.connect(v4("10.0.2.2:1")).await, Err(GuestError::Reset));
+    assert_eq!(
+        h.guest.connect(v4("10.0.2.2:1")).await,
+        Err(GuestError::Reset)
+    );
     h.guest.seen = Some(Vec::new());
     for (dst, id) in [(s.gateway_ip, 1u16), (Ipv4Addr::new(203, 0, 113, 1), 2)] {
         h.guest.raw(&echo_request(&s, dst, id)).await;

@@ -45,6 +45,30 @@ impl Engine {
             self.remove_flow(id);
         }
         let names = self.names(*dst.ip());
+        if self.flows.len() >= MAX_TCP_FLOWS
+            || self
+                .flows
+                .values()
+                .filter(|f| {
+                    matches!(
+                        f.phase,
+                        Phase::Dialing | Phase::Peek { .. } | Phase::Dns { .. }
+                    ) && f.handle.is_none_or(|h| {
+                        self.sockets.get::<tcp::Socket>(h).state() != tcp::State::Established
+                    })
+                })
+                .count()
+                >= MAX_PENDING_DIALS
+        {
+            let d = Decision {
+                verdict: Verdict::Deny,
+                reason: "too many connections in progress".into(),
+                rule: None,
+            };
+            self.record(Proto::Tcp, dst, &names, &d);
+            self.dev.rx.push_back(syn);
+            return;
+        }
         // DNS over TCP to any address is answered here, under the same policy as UDP.
         if dst.port() == 53 {
             let id = self.add_flow(Flow::new(
@@ -57,23 +81,6 @@ impl Engine {
                 },
             ));
             self.open_guest_side(id, syn);
-            return;
-        }
-        if self.flows.len() >= MAX_TCP_FLOWS
-            || self
-                .flows
-                .values()
-                .filter(|f| matches!(f.phase, Phase::Dialing | Phase::Peek { .. }))
-                .count()
-                >= MAX_PENDING_DIALS
-        {
-            let d = Decision {
-                verdict: Verdict::Deny,
-                reason: "too many connections in progress".into(),
-                rule: None,
-            };
-            self.record(Proto::Tcp, dst, &names, &d);
-            self.dev.rx.push_back(syn);
             return;
         }
         let d = self
@@ -322,7 +329,7 @@ impl Engine {
             };
             let sock = self.sockets.get_mut::<tcp::Socket>(h);
             match &mut flow.phase {
-                Phase::Dialing => {}
+                Phase::Dialing | Phase::Refused => {}
                 Phase::Peek { buf, deadline } => {
                     while sock.can_recv() && buf.len() < l7::MAX_PEEK {
                         let room = l7::MAX_PEEK - buf.len();
@@ -370,7 +377,7 @@ impl Engine {
                         dns_queries.push((id, msg));
                     }
                     moved |= flush_pending(sock, &mut flow.pending, &mut flow.pending_off);
-                    if !sock.may_recv()
+                    if guest_closed(sock)
                         && *inflight == 0
                         && flow.pending.is_empty()
                         && !flow.closing
@@ -490,6 +497,9 @@ impl Engine {
             self.dial(id);
         } else {
             self.shared.stats.add_denied();
+            // Decided once: the reset goes out with the next poll, and the flow is
+            // removed when its socket is closed.
+            flow.phase = Phase::Refused;
             if let Some(h) = flow.handle {
                 self.sockets.get_mut::<tcp::Socket>(h).abort();
             }

@@ -124,6 +124,8 @@ enum Phase {
     Relay,
     /// DNS over TCP, answered here.
     Dns { buf: Vec<u8>, inflight: usize },
+    /// Refused after its first flight: waiting for the reset to go out.
+    Refused,
 }
 
 struct Flow {
