@@ -122,9 +122,38 @@ fn a_box_fetches_a_host_fixture_by_name_and_the_decisions_are_logged() {
     home.ok(BIN, &["rm", "-f", &id]);
 }
 
+/// A server on 127.0.0.1 that streams zeros to each client until it goes away, and
+/// counts the bytes it managed to send.
+fn endless_fixture() -> (u16, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let c = sent.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                if s.write_all(b"HTTP/1.0 200 OK\r\n\r\n").is_err() {
+                    return;
+                }
+                let chunk = [0u8; 65536];
+                while s.write_all(&chunk).is_ok() {
+                    c.fetch_add(chunk.len(), Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (port, sent)
+}
+
 #[test]
-fn a_published_port_serves_the_box_to_the_host_and_survives_a_dead_helper_only_as_failed() {
+fn a_published_port_serves_the_box_and_a_helper_killed_mid_transfer_only_fails_the_network() {
     let home = TestHome::new();
+    let (stream_port, streamed) = endless_fixture();
+    let (hello_port, _) = http_fixture("hello again");
     let id = home
         .ok(
             BIN,
@@ -133,6 +162,10 @@ fn a_published_port_serves_the_box_to_the_host_and_survives_a_dead_helper_only_a
                 "-d",
                 "-p",
                 "127.0.0.1:0:8080",
+                "--allow-net",
+                &format!("host:{stream_port}"),
+                "--allow-net",
+                &format!("host:{hello_port}"),
                 "boxlite/busybox",
                 "sh",
                 "-c",
@@ -158,8 +191,23 @@ fn a_published_port_serves_the_box_to_the_host_and_survives_a_dead_helper_only_a
     });
     assert!(body.starts_with("HTTP/1."), "{body}");
 
-    // Kill the helper: the box keeps running, its network is marked failed, exec works,
-    // and a restart brings the network back.
+    // A download in progress when the helper dies.
+    home.ok(
+        BIN,
+        &[
+            "exec",
+            "-d",
+            &id,
+            "wget",
+            "-q",
+            "-O",
+            "/dev/null",
+            &format!("http://10.0.2.2:{stream_port}/"),
+        ],
+    );
+    boxlite_testkit::wait_for(30, "the download to be under way", || {
+        (streamed.load(Ordering::SeqCst) > 4 << 20).then_some(())
+    });
     let info: serde_json::Value = serde_json::from_str(&home.ok(BIN, &["inspect", &id])).unwrap();
     let pid = info[0]["network"]["helper_pid"].as_i64().unwrap();
     // SAFETY: kill with a pid read from the box's record; a plain syscall.
@@ -175,9 +223,25 @@ fn a_published_port_serves_the_box_to_the_host_and_survives_a_dead_helper_only_a
         home.ok(BIN, &["exec", &id, "echo", "still here"]),
         "still here\n"
     );
+    // The published port went with the helper.
+    assert!(TcpStream::connect(&host).is_err(), "{host} still accepts");
+
     home.ok(BIN, &["restart", &id]);
     let info: serde_json::Value = serde_json::from_str(&home.ok(BIN, &["inspect", &id])).unwrap();
     assert_eq!(info[0]["network"]["state"], "running");
+    let again = home.ok(
+        BIN,
+        &[
+            "exec",
+            &id,
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://10.0.2.2:{hello_port}/"),
+        ],
+    );
+    assert_eq!(again, "hello again");
     home.ok(BIN, &["rm", "-f", &id]);
 }
 
