@@ -21,6 +21,10 @@ use crate::control::Shared;
 use crate::engine::{Engine, Listeners, Queues};
 use crate::frame;
 
+/// One read from the socket pair, and how many more a step takes without waiting.
+const READ_CHUNK: usize = 256 * 1024;
+const READ_BATCH: usize = 8;
+
 /// Why a fake-guest operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GuestError {
@@ -37,6 +41,9 @@ pub struct FakeGuest {
     sockets: SocketSet<'static>,
     stream: UnixStream,
     inbox: Vec<u8>,
+    /// Read and write buffers, kept across steps.
+    rbuf: Box<[u8]>,
+    outbox: Vec<u8>,
     /// UDP datagrams that reached the guest: (from, to port, payload).
     pub udp: VecDeque<(SocketAddrV4, u16, Vec<u8>)>,
     /// Every frame the guest received, when recording is on.
@@ -107,6 +114,8 @@ impl FakeGuest {
             sockets: SocketSet::new(Vec::new()),
             stream,
             inbox: Vec::new(),
+            rbuf: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            outbox: Vec::new(),
             udp: VecDeque::new(),
             seen: None,
             next_port: 40000,
@@ -130,24 +139,28 @@ impl FakeGuest {
 
     /// Move frames both ways for up to `wait`, returning early once something arrived.
     pub async fn step(&mut self, wait: Duration) {
-        let now = self.now();
-        self.iface.poll(now, &mut self.dev, &mut self.sockets);
-        let frames: Vec<Vec<u8>> = self.dev.tx.drain(..).collect();
-        for f in frames {
-            self.raw(&f).await;
-        }
-        let mut buf = vec![0u8; 256 * 1024];
-        let got = tokio::time::timeout(wait, self.stream.read(&mut buf)).await;
+        self.poll_and_send().await;
+        let got = tokio::time::timeout(wait, self.stream.read(&mut self.rbuf)).await;
         if let Ok(Ok(n)) = got {
-            self.inbox.extend_from_slice(&buf[..n]);
+            self.inbox.extend_from_slice(&self.rbuf[..n]);
+            // Whatever else has already arrived, without waiting (bounded, so one step
+            // stays short).
+            for _ in 0..READ_BATCH {
+                match self.stream.try_read(&mut self.rbuf) {
+                    Ok(n) if n > 0 => self.inbox.extend_from_slice(&self.rbuf[..n]),
+                    _ => break,
+                }
+            }
         }
-        while self.inbox.len() >= 4 {
-            let n = u32::from_be_bytes([self.inbox[0], self.inbox[1], self.inbox[2], self.inbox[3]])
-                as usize;
-            if self.inbox.len() < 4 + n {
+        let mut off = 0;
+        while self.inbox.len() - off >= 4 {
+            let h = &self.inbox[off..off + 4];
+            let n = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+            if self.inbox.len() - off < 4 + n {
                 break;
             }
-            let f: Vec<u8> = self.inbox.drain(..4 + n).skip(4).collect();
+            let f = self.inbox[off + 4..off + 4 + n].to_vec();
+            off += 4 + n;
             if let Some(seen) = self.seen.as_mut() {
                 seen.push(f.clone());
             }
@@ -157,12 +170,24 @@ impl FakeGuest {
                 self.dev.rx.push_back(f);
             }
         }
+        self.inbox.drain(..off);
+        self.poll_and_send().await;
+    }
+
+    /// Poll the stack and send what it queued, in one write.
+    async fn poll_and_send(&mut self) {
         let now = self.now();
         self.iface.poll(now, &mut self.dev, &mut self.sockets);
-        let frames: Vec<Vec<u8>> = self.dev.tx.drain(..).collect();
-        for f in frames {
-            self.raw(&f).await;
+        if self.dev.tx.is_empty() {
+            return;
         }
+        self.outbox.clear();
+        for f in self.dev.tx.drain(..) {
+            self.outbox
+                .extend_from_slice(&u32::try_from(f.len()).unwrap_or(0).to_be_bytes());
+            self.outbox.extend_from_slice(&f);
+        }
+        let _ = self.stream.write_all(&self.outbox).await;
     }
 
     async fn until<T>(
@@ -253,7 +278,7 @@ impl FakeGuest {
                 return Err(GuestError::Reset);
             }
             if s.send_queue() == 0 || self.segment.is_none() {
-                let upto = (off + piece).min(data.len());
+                let upto = off.saturating_add(piece).min(data.len());
                 off += s.send_slice(&data[off..upto]).unwrap_or(0);
             }
             if Instant::now() > end {
@@ -301,7 +326,7 @@ impl FakeGuest {
                     (b.len(), ())
                 });
             }
-            if !s.may_recv() {
+            if out.len() >= n || !s.may_recv() {
                 break;
             }
             self.step(Duration::from_millis(2)).await;
