@@ -41,13 +41,13 @@ use crate::frame::{self, DropReason, Kind};
 use crate::policy::{Decision, PinSet, Policy, Verdict};
 
 /// Bytes each smoltcp socket buffers in each direction.
-const TCP_BUFFER: usize = 512 * 1024;
+const TCP_BUFFER: usize = 256 * 1024;
 /// One read from or write to a host socket.
 const CHUNK: usize = 64 * 1024;
 /// Chunks queued between the loop and one host socket, each way.
-const CHANNEL_DEPTH: usize = 4;
+const CHANNEL_DEPTH: usize = 2;
 /// Concurrent TCP flows per box, and how many of them may be waiting for a dial.
-pub const MAX_TCP_FLOWS: usize = 4096;
+pub const MAX_TCP_FLOWS: usize = 1024;
 pub const MAX_PENDING_DIALS: usize = 256;
 /// A dial that takes longer is a refused connection.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
