@@ -44,6 +44,7 @@ pub(crate) async fn info_cmd(rt: Boxlite, format: &str) -> Result<i32> {
             println!("initramfs:     {}", show(&info.initramfs));
             println!("images:        {}", info.builtin_images.join(", "));
             println!("monitor:       {}", show(&info.monitor));
+            println!("net helper:    {}", show(&info.network_helper));
             println!("database:      {}", info.database.display());
             println!("boxes:         {} ({} running)", info.boxes, info.running);
             println!("volumes:       {}", info.volumes);

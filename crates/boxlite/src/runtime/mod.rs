@@ -82,6 +82,8 @@ pub struct RuntimeInfo {
     pub running: usize,
     pub volumes: usize,
     pub monitor: Result<PathBuf, String>,
+    /// The network helper, `boxlite-net`: boxes with a network need it.
+    pub network_helper: Result<PathBuf, String>,
     pub database: PathBuf,
 }
 
@@ -172,6 +174,7 @@ impl Boxlite {
                     .count(),
                 volumes,
                 monitor: shim_binary().ok_or_else(|| format!("{SHIM} not found; set BOXLITE_SHIM")),
+                network_helper: crate::context::net_binary().map_err(|e| e.to_string()),
                 database: ctx.home.db.path().to_path_buf(),
             }
         })
