@@ -49,24 +49,10 @@ const FORWARDED_NAME: &str = "www.example.com.";
 /// keeps it.
 const UPSTREAM_ANSWER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
 
-fn stats(name: &str, unit: &str, mut v: Vec<f64>) {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        println!("{name:<44} no samples");
-        return;
-    }
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    println!(
-        "{name:<44} median {median:8.3} {unit}   min {:8.3}   max {:8.3}   (n={n})",
-        v[0],
-        v[n - 1]
-    );
-}
+// The same figure printer as the library's bench examples.
+#[path = "../../boxlite/examples/common/mod.rs"]
+mod common;
+use common::stats;
 
 /// The 99th percentile of `v`.
 fn p99(v: &[f64]) -> f64 {

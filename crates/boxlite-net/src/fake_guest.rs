@@ -407,3 +407,80 @@ fn udp_to_us(f: &[u8], subnet: &Subnet) -> Option<(SocketAddrV4, u16, Vec<u8>)> 
         udp.payload().to_vec(),
     ))
 }
+
+/// A frame from the guest carrying one IPv4 packet of `proto`, whose payload `emit`
+/// writes into the `len` bytes after the IPv4 header.
+fn guest_ipv4_frame(
+    s: &Subnet,
+    dst: Ipv4Addr,
+    proto: smoltcp::wire::IpProtocol,
+    len: usize,
+    emit: impl FnOnce(&mut [u8]),
+) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{EthernetFrame, EthernetProtocol, EthernetRepr, Ipv4Packet, Ipv4Repr};
+    let ip = Ipv4Repr {
+        src_addr: s.guest_ip,
+        dst_addr: dst,
+        next_header: proto,
+        payload_len: len,
+        hop_limit: 64,
+    };
+    let mut buf = vec![0u8; 14 + ip.buffer_len() + len];
+    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
+    EthernetRepr {
+        src_addr: EthernetAddress(s.guest_mac),
+        dst_addr: EthernetAddress(crate::config::GATEWAY_MAC),
+        ethertype: EthernetProtocol::Ipv4,
+    }
+    .emit(&mut eth);
+    let mut ipp = Ipv4Packet::new_unchecked(eth.payload_mut());
+    ip.emit(&mut ipp, &ChecksumCapabilities::default());
+    emit(ipp.payload_mut());
+    buf
+}
+
+/// A bare TCP SYN from the guest, outside any stack (floods, raw rigs).
+pub fn raw_syn(s: &Subnet, sport: u16, dst: SocketAddrV4) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{IpAddress, IpProtocol, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+    let tcp = TcpRepr {
+        src_port: sport,
+        dst_port: dst.port(),
+        control: TcpControl::Syn,
+        seq_number: TcpSeqNumber(1000),
+        ack_number: None,
+        window_len: 1024,
+        window_scale: None,
+        max_seg_size: Some(1400),
+        sack_permitted: false,
+        sack_ranges: [None, None, None],
+        timestamp: None,
+        payload: &[],
+    };
+    guest_ipv4_frame(s, *dst.ip(), IpProtocol::Tcp, tcp.buffer_len(), |b| {
+        tcp.emit(
+            &mut TcpPacket::new_unchecked(b),
+            &IpAddress::Ipv4(s.guest_ip),
+            &IpAddress::Ipv4(*dst.ip()),
+            &ChecksumCapabilities::default(),
+        );
+    })
+}
+
+/// An ICMP echo request from the guest to `dst`.
+pub fn raw_echo_request(s: &Subnet, dst: Ipv4Addr, ident: u16) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, IpProtocol};
+    let icmp = Icmpv4Repr::EchoRequest {
+        ident,
+        seq_no: 1,
+        data: b"ping",
+    };
+    guest_ipv4_frame(s, dst, IpProtocol::Icmp, icmp.buffer_len(), |b| {
+        icmp.emit(
+            &mut Icmpv4Packet::new_unchecked(b),
+            &ChecksumCapabilities::default(),
+        );
+    })
+}

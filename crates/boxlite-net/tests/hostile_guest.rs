@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use boxlite_net::config::{HostEntry, NetConfig, PortMap, Proto};
 use boxlite_net::control::LogEntry;
-use boxlite_net::fake_guest::{GuestError, Harness};
+use boxlite_net::fake_guest::{GuestError, Harness, raw_echo_request, raw_syn};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -440,7 +440,7 @@ async fn a_syn_flood_is_capped_and_the_helper_stays_responsive() {
     let mut h = Harness::start(c).await.unwrap();
     let s = h.guest.subnet().clone();
     for port in 1000..6000u16 {
-        h.guest.raw(&syn(&s, port, v4("203.0.113.40:80"))).await;
+        h.guest.raw(&raw_syn(&s, port, v4("203.0.113.40:80"))).await;
     }
     h.guest.idle(Duration::from_millis(300)).await;
     let st = h.shared.stats.snapshot();
@@ -456,52 +456,6 @@ async fn a_syn_flood_is_capped_and_the_helper_stays_responsive() {
         .dns(s.dns_ip, &query("host.boxlite.internal.", RecordType::A))
         .await;
     assert!(r.is_some());
-}
-
-/// A bare SYN from the guest.
-fn syn(s: &boxlite_net::config::Subnet, sport: u16, dst: SocketAddrV4) -> Vec<u8> {
-    use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::*;
-    let tcp = TcpRepr {
-        src_port: sport,
-        dst_port: dst.port(),
-        control: TcpControl::Syn,
-        seq_number: TcpSeqNumber(1000),
-        ack_number: None,
-        window_len: 1024,
-        window_scale: None,
-        max_seg_size: Some(1400),
-        sack_permitted: false,
-        sack_ranges: [None, None, None],
-        timestamp: None,
-        payload: &[],
-    };
-    let ip = Ipv4Repr {
-        src_addr: s.guest_ip,
-        dst_addr: *dst.ip(),
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let mut buf = vec![0u8; 14 + ip.buffer_len() + tcp.buffer_len()];
-    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
-    EthernetRepr {
-        src_addr: EthernetAddress(s.guest_mac),
-        dst_addr: EthernetAddress(boxlite_net::config::GATEWAY_MAC),
-        ethertype: EthernetProtocol::Ipv4,
-    }
-    .emit(&mut eth);
-    let caps = ChecksumCapabilities::default();
-    let mut ipp = Ipv4Packet::new_unchecked(eth.payload_mut());
-    ip.emit(&mut ipp, &caps);
-    let mut tp = TcpPacket::new_unchecked(ipp.payload_mut());
-    tcp.emit(
-        &mut tp,
-        &IpAddress::Ipv4(s.guest_ip),
-        &IpAddress::Ipv4(*dst.ip()),
-        &caps,
-    );
-    buf
 }
 
 #[tokio::test]
@@ -553,7 +507,7 @@ async fn pings_are_answered_by_the_gateway_only() {
     );
     h.guest.seen = Some(Vec::new());
     for (dst, id) in [(s.gateway_ip, 1u16), (Ipv4Addr::new(203, 0, 113, 1), 2)] {
-        h.guest.raw(&echo_request(&s, dst, id)).await;
+        h.guest.raw(&raw_echo_request(&s, dst, id)).await;
     }
     h.guest.idle(Duration::from_millis(200)).await;
     let replies: Vec<u16> = h
@@ -566,37 +520,6 @@ async fn pings_are_answered_by_the_gateway_only() {
         .collect();
     assert_eq!(replies, vec![1], "only the gateway answers");
     assert_eq!(h.shared.stats.snapshot().dropped_other, 1);
-}
-
-fn echo_request(s: &boxlite_net::config::Subnet, dst: Ipv4Addr, ident: u16) -> Vec<u8> {
-    use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::*;
-    let icmp = Icmpv4Repr::EchoRequest {
-        ident,
-        seq_no: 1,
-        data: b"ping",
-    };
-    let ip = Ipv4Repr {
-        src_addr: s.guest_ip,
-        dst_addr: dst,
-        next_header: IpProtocol::Icmp,
-        payload_len: icmp.buffer_len(),
-        hop_limit: 64,
-    };
-    let mut buf = vec![0u8; 14 + ip.buffer_len() + icmp.buffer_len()];
-    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
-    EthernetRepr {
-        src_addr: EthernetAddress(s.guest_mac),
-        dst_addr: EthernetAddress(boxlite_net::config::GATEWAY_MAC),
-        ethertype: EthernetProtocol::Ipv4,
-    }
-    .emit(&mut eth);
-    let caps = ChecksumCapabilities::default();
-    let mut ipp = Ipv4Packet::new_unchecked(eth.payload_mut());
-    ip.emit(&mut ipp, &caps);
-    let mut ic = Icmpv4Packet::new_unchecked(ipp.payload_mut());
-    icmp.emit(&mut ic, &caps);
-    buf
 }
 
 fn echo_reply_id(f: &[u8]) -> Option<u16> {

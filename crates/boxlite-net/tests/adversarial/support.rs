@@ -450,52 +450,6 @@ pub fn csum_fold(mut sum: u32) -> u16 {
     !u16::try_from(sum).unwrap()
 }
 
-/// A bare TCP SYN from the guest.
-pub fn syn(s: &Subnet, sport: u16, dst: SocketAddrV4) -> Vec<u8> {
-    use smoltcp::phy::ChecksumCapabilities;
-    use smoltcp::wire::*;
-    let tcp = TcpRepr {
-        src_port: sport,
-        dst_port: dst.port(),
-        control: TcpControl::Syn,
-        seq_number: TcpSeqNumber(1000),
-        ack_number: None,
-        window_len: 1024,
-        window_scale: None,
-        max_seg_size: Some(1400),
-        sack_permitted: false,
-        sack_ranges: [None, None, None],
-        timestamp: None,
-        payload: &[],
-    };
-    let ip = Ipv4Repr {
-        src_addr: s.guest_ip,
-        dst_addr: *dst.ip(),
-        next_header: IpProtocol::Tcp,
-        payload_len: tcp.buffer_len(),
-        hop_limit: 64,
-    };
-    let mut buf = vec![0u8; 14 + ip.buffer_len() + tcp.buffer_len()];
-    let mut eth = EthernetFrame::new_unchecked(&mut buf[..]);
-    EthernetRepr {
-        src_addr: EthernetAddress(s.guest_mac),
-        dst_addr: EthernetAddress(GATEWAY_MAC),
-        ethertype: EthernetProtocol::Ipv4,
-    }
-    .emit(&mut eth);
-    let caps = ChecksumCapabilities::default();
-    let mut ipp = Ipv4Packet::new_unchecked(eth.payload_mut());
-    ip.emit(&mut ipp, &caps);
-    let mut tp = TcpPacket::new_unchecked(ipp.payload_mut());
-    tcp.emit(
-        &mut tp,
-        &IpAddress::Ipv4(s.guest_ip),
-        &IpAddress::Ipv4(*dst.ip()),
-        &caps,
-    );
-    buf
-}
-
 /// An ARP request from the guest for `target`.
 pub fn arp_request(s: &Subnet, target: Ipv4Addr) -> Vec<u8> {
     let mut f = vec![0xff; 6];
@@ -700,3 +654,5 @@ impl RawRig {
         )
     }
 }
+
+pub use boxlite_net::fake_guest::raw_syn as syn;
