@@ -171,10 +171,10 @@ fn add(c: &AtomicU64, n: usize) {
 }
 
 impl Stats {
-    pub fn add_in(&self, _len: usize) {
+    pub fn frame_in(&self) {
         add(&self.frames_in, 1);
     }
-    pub fn add_out(&self, _len: usize) {
+    pub fn frame_out(&self) {
         add(&self.frames_out, 1);
     }
     pub fn add_tcp_out(&self, n: usize) {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tokio::net::UdpSocket;
 
-use super::{Engine, Event, MAX_DNS_INFLIGHT, MAX_UDP_FLOWS, UdpFlow, tracing_debug};
+use super::{Engine, Event, MAX_DNS_INFLIGHT, MAX_UDP_FLOWS, UdpFlow};
 use crate::config::Proto;
 use crate::control::LogEntry;
 use crate::dns::{self, Forward, QueryOutcome};
@@ -191,23 +191,15 @@ impl Engine {
         fwd: &Forward,
         reply: Result<Vec<u8>, String>,
     ) -> Option<Vec<u8>> {
-        match reply {
-            Ok(r) => {
-                match self
-                    .resolver
-                    .on_reply(fwd, &r, &self.policy, &mut self.pins, Instant::now())
-                {
-                    Ok(b) => Some(b),
-                    Err(e) => {
-                        tracing_debug(&format!("dropping a dns reply for {}: {e}", fwd.name));
-                        None
-                    }
-                }
-            }
-            Err(e) => {
-                self.shared.log(LogEntry::dns(&fwd.name, "error", &e, None));
-                None
-            }
-        }
+        // A failed forward or a reply that does not answer the query (wrong id or
+        // question): the guest gets nothing and retries; the log says why.
+        let answer = reply.and_then(|r| {
+            self.resolver
+                .on_reply(fwd, &r, &self.policy, &mut self.pins, Instant::now())
+                .map_err(|e| e.to_string())
+        });
+        answer
+            .map_err(|e| self.shared.log(LogEntry::dns(&fwd.name, "error", &e, None)))
+            .ok()
     }
 }

@@ -34,7 +34,7 @@ use tokio::net::{TcpStream, UdpSocket, UnixStream};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::config::{GATEWAY_MAC, NetConfig, Proto, Subnet};
+use crate::config::{GATEWAY_MAC, NetConfig, Proto};
 use crate::control::{LogEntry, Shared};
 use crate::dns::{self, Forward, Resolver};
 use crate::frame::{self, DropReason, Kind};
@@ -424,7 +424,7 @@ impl Engine {
             if !self.dev.tx.is_empty() {
                 out.clear();
                 for f in self.dev.tx.drain(..) {
-                    self.shared.stats.add_out(f.len());
+                    self.shared.stats.frame_out();
                     out.extend_from_slice(&u32::try_from(f.len()).unwrap_or(0).to_be_bytes());
                     out.extend_from_slice(&f);
                 }
@@ -541,7 +541,7 @@ impl Engine {
     }
 
     fn on_frame(&mut self, f: Vec<u8>) {
-        self.shared.stats.add_in(f.len());
+        self.shared.stats.frame_in();
         match frame::classify(&f, &self.cfg.subnet) {
             Kind::Drop(r) => self.shared.count_drop(r),
             Kind::Arp => self.dev.rx.push_back(f),
@@ -661,17 +661,4 @@ fn rand_seed() -> u64 {
     // SAFETY: the buffer is valid for its length.
     let _ = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
     u64::from_ne_bytes(b)
-}
-
-/// Guest-triggered events are logged only when asked (RUST_LOG-like switch), so a hostile
-/// guest cannot flood the helper's log.
-fn tracing_debug(msg: &str) {
-    if std::env::var_os("BOXLITE_NET_DEBUG").is_some() {
-        eprintln!("boxlite-net: {msg}");
-    }
-}
-
-/// A subnet accessor for the fake guest.
-pub fn subnet_of(cfg: &NetConfig) -> &Subnet {
-    &cfg.subnet
 }
