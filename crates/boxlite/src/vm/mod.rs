@@ -22,7 +22,8 @@ use crate::util::ms_since;
 use crate::util::process::ProcessId;
 use crate::util::spawn::{HelperCommand, SpawnError, spawn_gated};
 use crate::vmm::vsock::{AgentAddr, ReadyListener, random_cid};
-use crate::vmm::{FsDevice, VmConfig, VmmError, VsockDevice};
+use crate::vmm::{FsDevice, NetBackend, NetDevice, VmConfig, VmmError, VsockDevice};
+use boxlite_net::config::Subnet;
 
 /// How long a vhost-user backend may take to listen on its socket.
 const HELPER_READY: Duration = Duration::from_secs(10);
@@ -304,55 +305,11 @@ pub(crate) async fn launch<L: ProcessLedger>(
         }
         tracing::debug!(ms = ms_since(t0), volumes = fs.len(), "virtiofsd ready");
     }
-    // The network helper listens before QEMU starts: QEMU's stream netdev connects once
-    // and does not retry. It is not essential: if it dies later the box keeps running.
-    let mut net = None;
-    let mut net_word = None;
-    let mut slirp_nic = None;
-    if spec.network.is_some_and(|n| n.enabled()) && ctx.net.bench_slirp {
-        // Benchmark yardstick only (`BOXLITE_BENCH_SLIRP=1`, see `NetSettings`): QEMU's own
-        // slirp, no helper and so no egress policy. Same subnet and cmdline word, so the
-        // agent configures the guest exactly as it would for the helper.
-        let subnet = boxlite_net::config::Subnet::default();
-        tracing::warn!(
-            "BOXLITE_BENCH_SLIRP=1: this box's network is QEMU's slirp, with no egress policy"
-        );
-        net_word = Some(crate::net::cmdline_word(&subnet));
-        slirp_nic = Some(crate::vmm::qemu::slirp_yardstick_args(
-            subnet.guest_mac,
-            subnet.mtu,
-        ));
-    } else if let Some(spec) = spec.network.filter(|n| n.enabled()) {
-        let cfg = crate::net::helper_config(spec, &sockets, paths, &ctx.net);
-        let json = serde_json::to_vec(&cfg).map_err(|e| BootError::Spawn {
-            helper: "boxlite-net",
-            source: SpawnError::Start {
-                binary: "boxlite-net".into(),
-                source: std::io::Error::other(e),
-            },
-        })?;
-        let cmd = HelperCommand::new(crate::context::net_binary()?, paths.net_log())
-            .envs(&marker)
-            .stdin_data(json);
-        let mut helper = start_helper("boxlite-net", &cmd, rec, guard, ledger, |r, p| {
-            r.net_helper = Some(p);
-        })
-        .await?;
-        wait_for_socket(
-            "boxlite-net",
-            &cfg.data_socket,
-            &mut helper,
-            &paths.net_log(),
-        )
-        .await?;
-        tracing::debug!(ms = ms_since(t0), "network helper ready");
-        net_word = Some(crate::net::cmdline_word(&cfg.subnet));
-        net = Some(crate::vmm::NetDevice {
-            socket: cfg.data_socket.clone(),
-            mac: cfg.subnet.guest_mac,
-            mtu: cfg.subnet.mtu,
-        });
-    }
+    let net = match spec.network.filter(|n| n.enabled()) {
+        Some(n) => Some(start_network(ctx, n, &sockets, paths, &marker, rec, guard, ledger).await?),
+        None => None,
+    };
+    tracing::debug!(ms = ms_since(t0), "network ready");
     let ready_at = sockets.agent_port(ready_port);
     let ready = ReadyListener::bind(&addr, &ready_at, ready_port).map_err(|source| {
         BootError::ReadyListener {
@@ -374,7 +331,10 @@ pub(crate) async fn launch<L: ProcessLedger>(
         ]
         .into_iter()
         .chain(spec.cmdline.iter().cloned())
-        .chain(net_word)
+        .chain(
+            net.as_ref()
+                .map(|_| crate::net::cmdline_word(&Subnet::default())),
+        )
         .collect(),
         root_disk: spec.root_disk.clone(),
         root_raw: spec.root_format == DiskFormat::Raw,
@@ -387,10 +347,7 @@ pub(crate) async fn launch<L: ProcessLedger>(
         vmm_log: paths.vmm_log(),
         marker,
     };
-    let mut vmm_cmd = ctx.vmm.command(&cfg);
-    if let Some(nic) = slirp_nic {
-        vmm_cmd = vmm_cmd.args(nic);
-    }
+    let vmm_cmd = ctx.vmm.command(&cfg);
     tracing::debug!(binary = %vmm_cmd.binary.display(), args = ?vmm_cmd.args, "starting the VMM");
     let vm = start_helper(ctx.vmm.name(), &vmm_cmd, rec, guard, ledger, |r, p| {
         r.vmm = Some(p);
@@ -454,6 +411,58 @@ pub(crate) async fn launch<L: ProcessLedger>(
     timings.ready_ms = ms_since(t0);
     rec.boot = Some(timings);
     Ok(client)
+}
+
+/// A box's NIC. The network helper is started first and must listen before QEMU starts:
+/// QEMU's stream netdev connects once and does not retry. The helper is not essential:
+/// if it dies later the box keeps running with its network marked failed.
+#[allow(clippy::too_many_arguments)]
+async fn start_network<L: ProcessLedger>(
+    ctx: &Context,
+    spec: &crate::model::NetworkSpec,
+    sockets: &SocketPaths,
+    paths: &BoxPaths,
+    marker: &[(String, String)],
+    rec: &mut BoxStatus,
+    guard: &mut BootGuard,
+    ledger: &L,
+) -> Result<NetDevice, BootError> {
+    let cfg = crate::net::helper_config(spec, sockets, paths, &ctx.net);
+    let device = |backend| NetDevice {
+        mac: cfg.subnet.guest_mac,
+        mtu: cfg.subnet.mtu,
+        backend,
+    };
+    if ctx.net.bench_slirp {
+        tracing::warn!(
+            "BOXLITE_BENCH_SLIRP=1: this box's network is QEMU's slirp, with no egress policy"
+        );
+        return Ok(device(NetBackend::SlirpYardstick));
+    }
+    let json = serde_json::to_vec(&cfg).map_err(|e| BootError::Spawn {
+        helper: "boxlite-net",
+        source: SpawnError::Start {
+            binary: "boxlite-net".into(),
+            source: std::io::Error::other(e),
+        },
+    })?;
+    let cmd = HelperCommand::new(crate::context::net_binary()?, paths.net_log())
+        .envs(marker)
+        .stdin_data(json);
+    let mut helper = start_helper("boxlite-net", &cmd, rec, guard, ledger, |r, p| {
+        r.net_helper = Some(p);
+    })
+    .await?;
+    wait_for_socket(
+        "boxlite-net",
+        &cfg.data_socket,
+        &mut helper,
+        &paths.net_log(),
+    )
+    .await?;
+    Ok(device(NetBackend::Helper {
+        socket: cfg.data_socket.clone(),
+    }))
 }
 
 fn status_text(st: Option<std::process::ExitStatus>) -> String {

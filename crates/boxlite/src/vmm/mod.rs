@@ -61,13 +61,23 @@ pub struct VmConfig {
     pub marker: Vec<(String, String)>,
 }
 
-/// A virtio-net device whose backend is the box's network helper, reached over a unix
-/// socket that carries length-prefixed Ethernet frames (QEMU's `-netdev stream`).
+/// A box's virtio-net device and its backend.
 #[derive(Debug, Clone)]
 pub struct NetDevice {
-    pub socket: PathBuf,
     pub mac: [u8; 6],
     pub mtu: u16,
+    pub backend: NetBackend,
+}
+
+#[derive(Debug, Clone)]
+pub enum NetBackend {
+    /// The box's network helper, reached over a unix socket that carries
+    /// length-prefixed Ethernet frames (QEMU's `-netdev stream`).
+    Helper { socket: PathBuf },
+    /// QEMU's own slirp (`-netdev user`), whose defaults are the helper's subnet. A
+    /// benchmark yardstick only (`BOXLITE_BENCH_SLIRP=1`, for `bench/net.sh`): slirp applies
+    /// no egress policy, so anything the guest dials is dialled.
+    SlirpYardstick,
 }
 
 /// A VMM engine.

@@ -7,7 +7,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::{Accel, VmConfig, Vmm, VmmError, VsockDevice};
+use super::{Accel, NetBackend, VmConfig, Vmm, VmmError, VsockDevice};
 use crate::util::process::find_binary;
 use crate::util::spawn::{HelperCommand, tool_command};
 
@@ -95,13 +95,16 @@ impl Qemu {
             ));
         }
         if let Some(net) = &cfg.net {
-            // QEMU connects once and never reconnects (7.2 has no `reconnect`): the
-            // helper must be listening already, and lives as long as this VM.
             push("-netdev");
-            push(&format!(
-                "stream,id=net0,server=off,addr.type=unix,addr.path={}",
-                net.socket.display()
-            ));
+            match &net.backend {
+                // QEMU connects once and never reconnects (7.2 has no `reconnect`): the
+                // helper must be listening already, and lives as long as this VM.
+                NetBackend::Helper { socket } => push(&format!(
+                    "stream,id=net0,server=off,addr.type=unix,addr.path={}",
+                    socket.display()
+                )),
+                NetBackend::SlirpYardstick => push("user,id=net0,ipv6=off"),
+            }
             push("-device");
             push(&nic_device(net.mac, net.mtu));
         }
@@ -149,20 +152,6 @@ fn nic_device(m: [u8; 6], mtu: u16) -> String {
         "virtio-net-device,netdev=net0,mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x},host_mtu={mtu}",
         m[0], m[1], m[2], m[3], m[4], m[5]
     )
-}
-
-/// The NIC of a box booted with `BOXLITE_BENCH_SLIRP=1`, appended to the VMM's arguments
-/// instead of [`VmConfig::net`]: the same device on QEMU's own slirp (`-netdev user`),
-/// whose defaults are the helper's subnet (10.0.2.0/24, the gateway .2 reaching the host's
-/// loopback, DNS .3). A benchmark yardstick for `bench/net.sh`, never for real use: slirp
-/// applies no egress policy, so anything the guest dials is dialled.
-pub(crate) fn slirp_yardstick_args(mac: [u8; 6], mtu: u16) -> Vec<OsString> {
-    vec![
-        "-netdev".into(),
-        "user,id=net0,ipv6=off".into(),
-        "-device".into(),
-        nic_device(mac, mtu).into(),
-    ]
 }
 
 /// The host TSC frequency in kHz, from `/proc/cpuinfo` (x86 only).
@@ -298,26 +287,18 @@ mod tests {
         let mut c = cfg(Accel::Tcg);
         assert!(!joined(&q, &c).contains("netdev"));
         c.net = Some(crate::vmm::NetDevice {
-            socket: "/tmp/boxlite-0/x/n.sock".into(),
             mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
             mtu: 65520,
+            backend: NetBackend::Helper {
+                socket: "/tmp/boxlite-0/x/n.sock".into(),
+            },
         });
         let a = joined(&q, &c);
         assert!(a.contains("-netdev stream,id=net0,server=off,addr.type=unix,addr.path=/tmp/boxlite-0/x/n.sock -device virtio-net-device,netdev=net0,mac=52:54:00:12:34:56,host_mtu=65520"), "{a}");
-    }
-
-    #[test]
-    fn the_slirp_yardstick_is_a_user_netdev_with_the_same_nic() {
-        let a = slirp_yardstick_args([0x52, 0x54, 0, 0x12, 0x34, 0x56], 65520)
-            .iter()
-            .map(|s| s.to_string_lossy().into_owned())
-            .collect::<Vec<_>>()
-            .join(" ");
-
-        assert_eq!(
-            a,
-            "-netdev user,id=net0,ipv6=off -device virtio-net-device,netdev=net0,mac=52:54:00:12:34:56,host_mtu=65520"
-        );
+        // The benchmark yardstick: the same NIC on QEMU's slirp.
+        c.net.as_mut().unwrap().backend = NetBackend::SlirpYardstick;
+        let a = joined(&q, &c);
+        assert!(a.contains("-netdev user,id=net0,ipv6=off -device virtio-net-device,netdev=net0,mac=52:54:00:12:34:56,host_mtu=65520"), "{a}");
     }
 
     #[test]
