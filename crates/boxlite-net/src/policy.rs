@@ -223,18 +223,21 @@ impl Rule {
     fn matches_addr(&self, ip: Ipv4Addr, group: Group) -> bool {
         match &self.dest {
             Dest::Ip(a) => *a == ip,
-            Dest::Cidr(net) => net.contains(&ip),
+            // A range never opens the host, its loopback or a metadata service by
+            // accident (`10.0.0.0/8` holds the gateway, `100.64.0.0/10` a metadata
+            // address, `0.0.0.0/0` everything): those need their group or their exact
+            // address.
+            Dest::Cidr(net) => {
+                net.contains(&ip)
+                    && !matches!(group, Group::Host | Group::Loopback | Group::Metadata)
+            }
             Dest::Group(g) => *g == group,
             Dest::Name(_) | Dest::Wildcard(_) => false,
         }
     }
 
     fn matches_name(&self, name: &str) -> bool {
-        match &self.dest {
-            Dest::Name(exact) => exact == name,
-            Dest::Wildcard(suffix) => below_suffix(suffix, name),
-            _ => false,
-        }
+        self.pattern().is_some_and(|p| name_matches(&p, name))
     }
 }
 
@@ -477,14 +480,13 @@ const METADATA: [Ipv4Addr; 3] = [
     Ipv4Addr::new(100, 100, 100, 200),
 ];
 
-/// Ranges that never reach the public internet: RFC 1918, CGNAT, "this network", IETF
+/// Ranges that never reach the public internet: RFC 1918, CGNAT, IETF
 /// protocol assignments, benchmarking, multicast and reserved (with broadcast).
-const PRIVATE: [(Ipv4Addr, u8); 9] = [
+const PRIVATE: [(Ipv4Addr, u8); 8] = [
     (Ipv4Addr::new(10, 0, 0, 0), 8),
     (Ipv4Addr::new(172, 16, 0, 0), 12),
     (Ipv4Addr::new(192, 168, 0, 0), 16),
     (Ipv4Addr::new(100, 64, 0, 0), 10),
-    (Ipv4Addr::new(0, 0, 0, 0), 8),
     (Ipv4Addr::new(192, 0, 0, 0), 24),
     (Ipv4Addr::new(198, 18, 0, 0), 15),
     (Ipv4Addr::new(224, 0, 0, 0), 4),
@@ -503,7 +505,8 @@ pub fn classify(ip: Ipv4Addr, subnet: &Subnet) -> Group {
         Group::Metadata
     } else if ip == subnet.gateway_ip {
         Group::Host
-    } else if ip.is_loopback() {
+    } else if ip.is_loopback() || in_range(ip, (Ipv4Addr::UNSPECIFIED, 8)) {
+        // A host socket connecting to 0.0.0.0/8 reaches the host itself.
         Group::Loopback
     } else if ip.is_link_local() {
         Group::LinkLocal
@@ -673,7 +676,18 @@ impl Policy {
             return Decision::by_rule(rule);
         }
         if let Some(rule) = Self::addr_rule(&self.allow, dst, group, port, proto) {
-            return Decision::by_rule(rule);
+            // A deny by name still wins on an address the rule opens: when the box
+            // resolved a denied name to it, the first flight must name another.
+            return match (denied_names.is_empty(), proto) {
+                (true, _) => Decision::by_rule(rule),
+                (false, Proto::Udp) => {
+                    Decision::deny("udp to an address shared with a denied name")
+                }
+                (false, Proto::Tcp) => Decision::new(
+                    Verdict::DeferL7,
+                    "address shared with a denied name: checking sni/host",
+                ),
+            };
         }
         let allowed: Vec<&Rule> = names
             .iter()
@@ -732,12 +746,14 @@ impl Policy {
         if let Some(rule) = Self::addr_rule(&self.deny, dst, group, port, Proto::Tcp) {
             return Decision::by_rule(rule);
         }
+        let addr_allow = Self::addr_rule(&self.allow, dst, group, port, Proto::Tcp);
         let default_open = !self.allow_list_mode() && group == Group::Public && port != DOT_PORT;
+        let open = default_open || addr_allow.is_some();
         let Some(raw) = authority else {
             let every_name_allowed = !names.is_empty()
                 && names.iter().all(|n| {
                     Self::name_rule(&self.deny, n, Some(port), Some(Proto::Tcp)).is_none()
-                        && (default_open
+                        && (open
                             || Self::name_rule(&self.allow, n, Some(port), Some(Proto::Tcp))
                                 .is_some())
                 });
@@ -760,6 +776,9 @@ impl Policy {
             return Decision::by_rule(rule);
         }
         if let Some(rule) = Self::name_rule(&self.allow, &name, Some(port), Some(Proto::Tcp)) {
+            return Decision::by_rule(rule);
+        }
+        if let Some(rule) = addr_allow {
             return Decision::by_rule(rule);
         }
         if default_open {
@@ -927,6 +946,65 @@ mod tests {
             deny: list(deny),
         };
         Policy::new(&rules, &Subnet::default()).unwrap()
+    }
+
+    #[test]
+    fn ranges_never_open_the_host_its_loopback_or_metadata_and_0_0_0_0_is_loopback() {
+        let p = policy("10.0.0.0/8 100.64.0.0/10 0.0.0.0/0", "");
+        for (dst, group) in [
+            ("10.0.2.2", Group::Host),
+            ("100.100.100.200", Group::Metadata),
+            ("127.0.0.1", Group::Loopback),
+            ("0.0.0.0", Group::Loopback),
+            ("0.1.2.3", Group::Loopback),
+        ] {
+            assert_eq!(p.classify(ip(dst)), group, "{dst}");
+            let d = p.decide_connect(ip(dst), 80, Proto::Tcp, &[]);
+            assert_eq!(d.verdict, Deny, "{dst}: {d:?}");
+            assert!(!p.answer_allowed(ip(dst)), "{dst}");
+        }
+        assert_eq!(
+            p.decide_connect(ip("10.1.2.3"), 80, Proto::Tcp, &[])
+                .verdict,
+            Allow
+        );
+        // The group or the exact address still opens them.
+        let p = policy("host 169.254.169.254", "");
+        assert_eq!(
+            p.decide_connect(ip("10.0.2.2"), 80, Proto::Tcp, &[])
+                .verdict,
+            Allow
+        );
+        assert_eq!(
+            p.decide_connect(ip("169.254.169.254"), 80, Proto::Tcp, &[])
+                .verdict,
+            Allow
+        );
+    }
+
+    #[test]
+    fn a_denied_name_holds_on_an_address_an_address_rule_opens() {
+        let p = policy("203.0.113.0/24", "evil.test");
+        let names = vec!["evil.test".to_string(), "good.test".to_string()];
+        let dst = ip("203.0.113.9");
+        assert_eq!(
+            p.decide_connect(dst, 443, Proto::Tcp, &names).verdict,
+            DeferL7
+        );
+        assert_eq!(p.decide_connect(dst, 443, Proto::Udp, &names).verdict, Deny);
+        assert_eq!(
+            p.decide_authority(dst, 443, Some("evil.test"), &names)
+                .verdict,
+            Deny
+        );
+        let d = p.decide_authority(dst, 443, Some("good.test"), &names);
+        assert_eq!(
+            (d.verdict, d.rule.as_deref()),
+            (Allow, Some("203.0.113.0/24"))
+        );
+        assert_eq!(p.decide_authority(dst, 443, None, &names).verdict, Deny);
+        // Without a denied name pinned there, the address rule decides at once.
+        assert_eq!(p.decide_connect(dst, 443, Proto::Tcp, &[]).verdict, Allow);
     }
 
     #[test]
@@ -1225,7 +1303,7 @@ mod tests {
             ("10.0.2.2", Private), ("10.255.0.1", Private),
             ("172.16.0.1", Private), ("172.31.255.255", Private), ("172.32.0.1", Public),
             ("192.168.1.1", Private), ("100.64.0.1", Private), ("100.127.255.255", Private),
-            ("100.128.0.1", Public), ("0.0.0.0", Private), ("192.0.0.9", Private),
+            ("100.128.0.1", Public), ("0.0.0.0", Loopback), ("192.0.0.9", Private),
             ("198.18.0.1", Private), ("198.19.255.255", Private), ("224.0.0.251", Private),
             ("239.255.255.250", Private), ("240.0.0.1", Private), ("255.255.255.255", Private),
             ("198.51.100.7", Public), ("203.0.113.9", Public), ("8.8.8.8", Public),
