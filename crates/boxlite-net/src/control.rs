@@ -361,7 +361,10 @@ pub async fn serve(listener: tokio::net::UnixListener, shared: std::sync::Arc<Sh
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     // SAFETY: getuid has no preconditions.
     let me = unsafe { libc::getuid() };
-    while let Ok((stream, _)) = listener.accept().await {
+    loop {
+        let Some(stream) = crate::engine::accept_or_wait(listener.accept().await).await else {
+            continue;
+        };
         if stream.peer_cred().map(|c| c.uid()).ok() != Some(me) {
             continue;
         }

@@ -289,6 +289,23 @@ impl FakeGuest {
         Ok(())
     }
 
+    /// Offer `data` (repeated) to a connection for `dur` without ever reading from it;
+    /// returns how many bytes the peer took (sent and acknowledged).
+    pub async fn offer(&mut self, h: SocketHandle, data: &[u8], dur: Duration) -> usize {
+        let end = Instant::now() + dur;
+        let mut queued = 0usize;
+        while Instant::now() < end {
+            let s = self.sockets.get_mut::<tcp::Socket>(h);
+            if !s.may_send() {
+                break;
+            }
+            let off = queued % data.len();
+            queued += s.send_slice(&data[off..]).unwrap_or(0);
+            self.step(Duration::from_millis(2)).await;
+        }
+        queued - self.sockets.get::<tcp::Socket>(h).send_queue()
+    }
+
     /// Read until the peer closes (or `limit` passes); returns what arrived and whether
     /// the connection ended with a reset rather than a close.
     pub async fn read_to_end(&mut self, h: SocketHandle, limit: Duration) -> (Vec<u8>, bool) {

@@ -9,8 +9,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket, UdpPacket, UdpRepr,
+    ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpAddress,
+    IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket, UdpPacket, UdpRepr,
 };
 
 use crate::config::{GATEWAY_MAC, Subnet};
@@ -124,6 +124,13 @@ fn classify_ipv4(payload: &[u8], subnet: &Subnet) -> Kind {
             let Ok(tcp) = TcpPacket::new_checked(body) else {
                 return Kind::Drop(DropReason::Malformed);
             };
+            // smoltcp checks these too, but the helper decides on a SYN before smoltcp
+            // sees it: a SYN it would reject must not count as a connection attempt.
+            if !tcp.verify_checksum(&IpAddress::Ipv4(ip.src_addr()), &IpAddress::Ipv4(dst_ip))
+                || (tcp.syn() && (tcp.fin() || tcp.rst()))
+            {
+                return Kind::Drop(DropReason::Malformed);
+            }
             Kind::Tcp {
                 src: SocketAddrV4::new(ip.src_addr(), tcp.src_port()),
                 dst: SocketAddrV4::new(dst_ip, tcp.dst_port()),
@@ -157,9 +164,12 @@ pub fn udp_to_guest(
     to_port: u16,
     payload: &[u8],
 ) -> Option<Vec<u8>> {
+    // Checked before building: an IPv4 length field cannot hold more.
+    if 14 + 20 + 8 + payload.len() > max_frame(subnet) {
+        return None;
+    }
     let to = SocketAddrV4::new(subnet.guest_ip, to_port);
-    let f = udp_frame(GATEWAY_MAC, subnet.guest_mac, from, to, payload);
-    (f.len() <= max_frame(subnet)).then_some(f)
+    Some(udp_frame(GATEWAY_MAC, subnet.guest_mac, from, to, payload))
 }
 
 /// A UDP frame as the guest would send it; for tests and the fake guest.
@@ -208,17 +218,6 @@ fn udp_frame(
         &caps,
     );
     buf
-}
-
-/// Is this ARP request one the guest sent for `ip`? (For tests.)
-pub fn is_arp_request_for(frame: &[u8], ip: Ipv4Addr) -> bool {
-    EthernetFrame::new_checked(frame)
-        .ok()
-        .filter(|e| e.ethertype() == EthernetProtocol::Arp)
-        .and_then(|e| ArpPacket::new_checked(e.payload()).ok().map(|p| ArpRepr::parse(&p)))
-        .is_some_and(|r| {
-            matches!(r, Ok(ArpRepr::EthernetIpv4 { operation: ArpOperation::Request, target_protocol_addr, .. }) if target_protocol_addr == ip)
-        })
 }
 
 #[cfg(test)]
@@ -276,6 +275,38 @@ mod tests {
                 "cut {cut}"
             );
         }
+    }
+
+    #[test]
+    fn a_datagram_too_large_for_the_mtu_is_refused_not_built() {
+        let s = Subnet::default();
+        let from = SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 2), 7);
+        let fits = vec![0u8; max_frame(&s) - 42];
+        assert!(udp_to_guest(&s, from, 9, &fits).is_some());
+        assert!(udp_to_guest(&s, from, 9, &[0u8; 65_527]).is_none());
+    }
+
+    #[test]
+    fn a_syn_with_fin_or_rst_or_a_bad_checksum_is_no_connection_attempt() {
+        use smoltcp::wire::{IpAddress, TcpPacket};
+        let s = Subnet::default();
+        let dst = SocketAddrV4::new(Ipv4Addr::new(203, 0, 113, 9), 443);
+        let good = crate::fake_guest::raw_syn(&s, 4000, dst);
+        assert!(matches!(classify(&good, &s), Kind::Tcp { syn: true, .. }));
+        for flag in [0x01u8, 0x04] {
+            let mut f = good.clone();
+            f[14 + 20 + 13] |= flag;
+            let mut tcp = TcpPacket::new_unchecked(&mut f[34..]);
+            tcp.fill_checksum(&IpAddress::Ipv4(s.guest_ip), &IpAddress::Ipv4(*dst.ip()));
+            assert_eq!(
+                classify(&f, &s),
+                Kind::Drop(DropReason::Malformed),
+                "flag {flag}"
+            );
+        }
+        let mut f = good.clone();
+        f[34 + 16] ^= 0xff;
+        assert_eq!(classify(&f, &s), Kind::Drop(DropReason::Malformed));
     }
 
     #[test]

@@ -532,3 +532,79 @@ fn echo_reply_id(f: &[u8]) -> Option<u16> {
     let ic = Icmpv4Packet::new_checked(ip.payload()).ok()?;
     (ic.msg_type() == Icmpv4Message::EchoReply).then(|| ic.echo_ident())
 }
+
+#[tokio::test]
+async fn dns_over_tcp_stops_reading_a_guest_that_never_reads_its_answers() {
+    // Locally answered queries (AAAA) need no upstream: without a bound, their answers
+    // would pile up in the helper for as long as the guest keeps sending.
+    let mut h = Harness::start(cfg()).await.unwrap();
+    let q = query("x.example.com.", RecordType::AAAA);
+    let mut framed = (u16::try_from(q.len()).unwrap()).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    let stream: Vec<u8> = framed
+        .iter()
+        .copied()
+        .cycle()
+        .take(framed.len() * 4096)
+        .collect();
+    let s = h.guest.connect(v4("10.0.2.3:53")).await.unwrap();
+    let taken = h.guest.offer(s, &stream, Duration::from_secs(3)).await;
+    // What the answers fill (the guest's own 512 KiB receive buffer, the helper's send
+    // buffer and answer backlog) plus the helper's receive and parse buffers: about
+    // 1.2 MiB. Without the bound the helper took 11 MB in these 3 s, and kept going.
+    assert!(taken > 0, "the helper read nothing");
+    assert!(taken < 2 << 20, "the helper took {taken} bytes");
+    // And it still answers others.
+    let r = h
+        .guest
+        .dns(
+            Ipv4Addr::new(10, 0, 2, 3),
+            &query("y.example.com.", RecordType::AAAA),
+        )
+        .await;
+    assert!(r.is_some());
+}
+
+#[tokio::test]
+async fn a_refused_udp_flow_is_decided_and_logged_once() {
+    let mut h = Harness::start(cfg()).await.unwrap();
+    for _ in 0..500 {
+        h.guest.udp_send(7000, v4("10.9.9.9:9999"), b"x").await;
+    }
+    h.guest.idle(Duration::from_millis(200)).await;
+    let entries: Vec<_> = h
+        .log()
+        .into_iter()
+        .filter(|e| e.dst.as_deref() == Some("10.9.9.9:9999"))
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    assert_eq!(entries[0].verdict, "deny");
+    assert_eq!(h.shared.stats.snapshot().denied, 500);
+}
+
+#[tokio::test]
+async fn what_the_guest_sends_last_reaches_a_host_that_closed_first() {
+    // The host stops sending at once; the guest then sends its data and closes. The
+    // guest's last bytes and FIN may end the flow in one poll: they must still arrive.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let got = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).await.unwrap();
+        all
+    });
+    let mut c = cfg();
+    c.test.dial_override = vec![("203.0.113.50:80".parse().unwrap(), addr)];
+    let mut h = Harness::start(c).await.unwrap();
+    let s = h.guest.connect(v4("203.0.113.50:80")).await.unwrap();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let _ = h.guest.read_to_end(s, Duration::from_millis(200)).await;
+    h.guest.send(s, &data).await.unwrap();
+    h.guest.close(s).await;
+    h.guest.idle(Duration::from_millis(300)).await;
+    let all = tokio::time::timeout(T, got).await.unwrap().unwrap();
+    assert_eq!(all.len(), data.len());
+    assert!(all == data);
+}

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use tokio::net::UdpSocket;
 
-use super::{Engine, Event, MAX_DNS_INFLIGHT, MAX_UDP_FLOWS, UdpFlow};
+use super::{Engine, Event, MAX_DNS_INFLIGHT, MAX_UDP_FLOWS, UDP_REFUSED_KEEP, UdpFlow};
 use crate::config::Proto;
 use crate::control::LogEntry;
 use crate::dns::{self, Forward, QueryOutcome};
@@ -72,6 +72,10 @@ impl Engine {
             self.shared.stats.add_udp_out(data.len());
             return;
         }
+        if self.udp_refused.contains_key(&key) {
+            self.shared.stats.add_denied();
+            return;
+        }
         let names = self.names(*dst.ip());
         let mut d = self
             .policy
@@ -84,7 +88,8 @@ impl Engine {
                 rule: d.rule,
             };
         }
-        if self.udp.len() >= MAX_UDP_FLOWS && d.verdict == Verdict::Allow {
+        let full = self.udp.len() >= MAX_UDP_FLOWS && d.verdict == Verdict::Allow;
+        if full {
             d = Decision {
                 verdict: Verdict::Deny,
                 reason: "too many udp flows".into(),
@@ -93,6 +98,13 @@ impl Engine {
         }
         self.record(Proto::Udp, dst, &names, &d);
         if d.verdict != Verdict::Allow {
+            // Only the policy's refusals are remembered; a full table may have room soon.
+            if !full {
+                if self.udp_refused.len() >= UDP_REFUSED_KEEP {
+                    self.udp_refused.clear();
+                }
+                self.udp_refused.insert(key, Instant::now());
+            }
             return;
         }
         let target = match self.guarded_target(Proto::Udp, dst, &names) {

@@ -15,8 +15,8 @@ use tokio::task::JoinHandle;
 
 use super::{
     CHANNEL_DEPTH, CHUNK, DIAL_TIMEOUT, EPHEMERAL, Engine, Event, Flow, HANDSHAKE_TIMEOUT,
-    MAX_DNS_INFLIGHT, MAX_DNS_TCP_BUFFER, MAX_PENDING_DIALS, MAX_TCP_FLOWS, PEEK_TIMEOUT, Phase,
-    TCP_BUFFER,
+    MAX_DNS_INFLIGHT, MAX_DNS_TCP_BACKLOG, MAX_DNS_TCP_BUFFER, MAX_DNS_TCP_PER_FLOW,
+    MAX_PENDING_DIALS, MAX_TCP_FLOWS, PEEK_TIMEOUT, Phase, TCP_BUFFER,
 };
 use crate::config::Proto;
 use crate::control::LogEntry;
@@ -49,13 +49,13 @@ impl Engine {
             || self
                 .flows
                 .values()
-                .filter(|f| {
-                    matches!(
-                        f.phase,
-                        Phase::Dialing | Phase::Peek { .. } | Phase::Dns { .. }
-                    ) && f.handle.is_none_or(|h| {
+                .filter(|f| match f.phase {
+                    Phase::Dialing | Phase::Peek { .. } => true,
+                    // A DNS-over-TCP flow whose handshake is not finished.
+                    Phase::Dns { .. } => f.handle.is_none_or(|h| {
                         self.sockets.get::<tcp::Socket>(h).state() != tcp::State::Established
-                    })
+                    }),
+                    Phase::Relay | Phase::Refused => false,
                 })
                 .count()
                 >= MAX_PENDING_DIALS
@@ -331,6 +331,7 @@ impl Engine {
             match &mut flow.phase {
                 Phase::Dialing | Phase::Refused => {}
                 Phase::Peek { buf, deadline } => {
+                    let had = buf.len();
                     while sock.can_recv() && buf.len() < l7::MAX_PEEK {
                         let room = l7::MAX_PEEK - buf.len();
                         let _ = sock.recv(|b| {
@@ -340,7 +341,14 @@ impl Engine {
                         });
                         moved = true;
                     }
-                    let peek = l7::peek(buf);
+                    // Parse again only when bytes arrived (or time is up).
+                    let waiting =
+                        buf.len() == had && Instant::now() < *deadline && !guest_closed(sock);
+                    let peek = if waiting && had > 0 {
+                        Peek::NeedMore
+                    } else {
+                        l7::peek(buf)
+                    };
                     let authority = match peek {
                         Peek::NeedMore
                             if buf.len() < l7::MAX_PEEK
@@ -358,7 +366,14 @@ impl Engine {
                     }
                 }
                 Phase::Dns { buf, inflight } => {
-                    while sock.can_recv() && buf.len() < MAX_DNS_TCP_BUFFER {
+                    // A guest that sends queries and never reads the answers stops
+                    // being read: answers wait in `pending`, which stays bounded.
+                    let backlog = flow.pending.len() - flow.pending_off;
+                    while sock.can_recv()
+                        && buf.len() < MAX_DNS_TCP_BUFFER
+                        && backlog < MAX_DNS_TCP_BACKLOG
+                        && *inflight < MAX_DNS_TCP_PER_FLOW
+                    {
                         let room = MAX_DNS_TCP_BUFFER - buf.len();
                         let _ = sock.recv(|b| {
                             let n = b.len().min(room);
@@ -367,7 +382,7 @@ impl Engine {
                         });
                         moved = true;
                     }
-                    while buf.len() >= 2 {
+                    while buf.len() >= 2 && *inflight < MAX_DNS_TCP_PER_FLOW {
                         let n = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
                         if buf.len() < 2 + n {
                             break;
@@ -417,9 +432,7 @@ impl Engine {
                     // Host to guest.
                     loop {
                         if flow.pending_off < flow.pending.len() {
-                            let before = flow.pending_off;
                             moved |= flush_pending(sock, &mut flow.pending, &mut flow.pending_off);
-                            let _ = before;
                             if !flow.pending.is_empty() {
                                 break;
                             }
@@ -450,11 +463,25 @@ impl Engine {
                 }
             }
             let state = sock.state();
-            let expired = matches!(
-                state,
-                tcp::State::SynReceived | tcp::State::SynSent | tcp::State::Listen
-            ) && flow.started.elapsed() > HANDSHAKE_TIMEOUT;
-            if state == tcp::State::Closed || state == tcp::State::TimeWait || expired {
+            let expired = matches!(state, tcp::State::SynReceived | tcp::State::SynSent)
+                && flow.started.elapsed() > HANDSHAKE_TIMEOUT;
+            // Its SYN was handed in before this poll: a socket still listening refused
+            // it (or went back to listening on a reset) and must not accept another
+            // guest connection in its place.
+            let relisten = state == tcp::State::Listen;
+            let hijacked = !flow.inbound
+                && sock
+                    .remote_endpoint()
+                    .is_some_and(|r| r != smoltcp::wire::IpEndpoint::from(flow.guest));
+            // A socket seen closed goes one poll later, so the reset of an aborted one
+            // (sent by that poll) reaches the guest.
+            let gone =
+                (state == tcp::State::Closed && flow.closed) || state == tcp::State::TimeWait;
+            flow.closed |= state == tcp::State::Closed;
+            if expired || relisten || hijacked {
+                sock.abort();
+            }
+            if gone || relisten {
                 done.push(id);
             }
         }
@@ -516,14 +543,14 @@ impl Engine {
                 if let Some(f) = self.flows.get_mut(&id)
                     && let Phase::Dns { inflight, .. } = &mut f.phase
                 {
-                    *inflight -= 1;
+                    *inflight = inflight.saturating_sub(1);
                 }
             }
             QueryOutcome::Answer { reply, decision } => {
                 self.note_dns(decision);
                 if let Some(f) = self.flows.get_mut(&id) {
                     if let Phase::Dns { inflight, .. } = &mut f.phase {
-                        *inflight -= 1;
+                        *inflight = inflight.saturating_sub(1);
                     }
                     push_dns_tcp(&mut f.pending, &reply);
                 }
@@ -534,7 +561,7 @@ impl Engine {
                     if let Some(f) = self.flows.get_mut(&id)
                         && let Phase::Dns { inflight, .. } = &mut f.phase
                     {
-                        *inflight -= 1;
+                        *inflight = inflight.saturating_sub(1);
                     }
                     return;
                 }
@@ -609,10 +636,16 @@ pub(super) fn flush_pending(
 type Relay = (
     mpsc::Sender<Vec<u8>>,
     mpsc::Receiver<Vec<u8>>,
-    [JoinHandle<()>; 2],
+    [JoinHandle<()>; 1],
 );
 
-/// Start the two tasks that move bytes between a host socket and the loop.
+/// How long a write to a host socket may stall before the writer gives up.
+const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Start the two tasks that move bytes between a host socket and the loop. Only the
+/// reader is returned, to be aborted with the flow: the writer ends by itself once the
+/// flow drops its sender, after writing what the guest sent last (a guest's final data
+/// and FIN can arrive in the same poll that ends the flow), or after a stall.
 pub(super) fn relay_tasks(stream: TcpStream, notify: Arc<Notify>) -> Relay {
     let (mut rd, mut wr) = stream.into_split();
     let (to_host, mut for_host) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
@@ -620,15 +653,19 @@ pub(super) fn relay_tasks(stream: TcpStream, notify: Arc<Notify>) -> Relay {
     let n1 = notify.clone();
     let writer = tokio::spawn(async move {
         while let Some(buf) = for_host.recv().await {
-            if wr.write_all(&buf).await.is_err() {
+            if !matches!(
+                tokio::time::timeout(WRITE_STALL, wr.write_all(&buf)).await,
+                Ok(Ok(()))
+            ) {
                 break;
             }
             // Room in the channel again: the loop may read more from the guest.
             n1.notify_one();
         }
-        let _ = wr.shutdown().await;
+        let _ = tokio::time::timeout(WRITE_STALL, wr.shutdown()).await;
         n1.notify_one();
     });
+    drop(writer);
     let reader = tokio::spawn(async move {
         loop {
             let mut buf = vec![0u8; CHUNK];
@@ -646,5 +683,5 @@ pub(super) fn relay_tasks(stream: TcpStream, notify: Arc<Notify>) -> Relay {
         drop(from_host_tx);
         notify.notify_one();
     });
-    (to_host, from_host, [writer, reader])
+    (to_host, from_host, [reader])
 }

@@ -57,9 +57,15 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 const PEEK_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MAX_UDP_FLOWS: usize = 512;
 const UDP_IDLE: Duration = Duration::from_secs(60);
+/// Refused UDP flows remembered (for `UDP_IDLE`) before the memory is cleared.
+const UDP_REFUSED_KEEP: usize = 4096;
 const MAX_DNS_INFLIGHT: usize = 128;
-/// DNS over TCP: the most a guest may have buffered unparsed.
+/// DNS over TCP: the most a guest may have buffered unparsed, queries one connection may
+/// have unanswered, and answers waiting for the guest to read them before the helper
+/// stops reading its queries.
 const MAX_DNS_TCP_BUFFER: usize = 65_537;
+const MAX_DNS_TCP_PER_FLOW: usize = 16;
+const MAX_DNS_TCP_BACKLOG: usize = 64 * 1024;
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +151,8 @@ struct Flow {
     closing: bool,
     tasks: Vec<JoinHandle<()>>,
     started: Instant,
+    /// Its socket was seen closed by an earlier pass.
+    closed: bool,
     inbound: bool,
 }
 
@@ -166,6 +174,7 @@ impl Flow {
             closing: false,
             tasks: Vec::new(),
             started: Instant::now(),
+            closed: false,
             inbound: false,
         }
     }
@@ -258,6 +267,10 @@ pub struct Engine {
     by_tuple: HashMap<(SocketAddrV4, SocketAddrV4), u64>,
     next_id: u64,
     udp: HashMap<UdpKey, UdpFlow>,
+    /// UDP flows refused lately: their next datagrams are dropped without a new decision
+    /// or log entry, so a guest cannot flush the decision log or make the loop write per
+    /// datagram.
+    udp_refused: HashMap<UdpKey, Instant>,
     dns_inflight: usize,
     inbound_udp: Vec<std::net::UdpSocket>,
     /// Inbound UDP: (published port, peer) <-> the gateway port the guest sees it from.
@@ -344,7 +357,7 @@ impl Engine {
             mtu: usize::from(cfg.subnet.mtu),
         };
         let mut icfg = Config::new(HardwareAddress::Ethernet(EthernetAddress(GATEWAY_MAC)));
-        icfg.random_seed = rand_seed();
+        icfg.random_seed = rand::random();
         let mut iface = Interface::new(icfg, &mut dev, smoltcp::time::Instant::ZERO);
         let s = &cfg.subnet;
         iface.update_ip_addrs(|a| {
@@ -371,6 +384,7 @@ impl Engine {
                 by_tuple: HashMap::new(),
                 next_id: 1,
                 udp: HashMap::new(),
+                udp_refused: HashMap::new(),
                 dns_inflight: 0,
                 inbound_udp: Vec::new(),
                 udp_peers: HashMap::new(),
@@ -470,12 +484,14 @@ impl Engine {
             .map_or(Duration::from_secs(5), |d| {
                 Duration::from_micros(d.total_micros())
             });
-        if self
-            .flows
-            .values()
-            .any(|f| matches!(f.phase, Phase::Peek { .. }))
-        {
-            d = d.min(Duration::from_millis(100));
+        for f in self.flows.values() {
+            if f.closed {
+                // Seen closed: removed by the next pass.
+                return d.min(Duration::from_millis(5));
+            }
+            if matches!(f.phase, Phase::Peek { .. }) {
+                d = d.min(Duration::from_millis(100));
+            }
         }
         d.min(Duration::from_secs(5))
     }
@@ -522,7 +538,7 @@ impl Engine {
                 if let Some(flow) = self.flows.get_mut(&id)
                     && let Phase::Dns { inflight, .. } = &mut flow.phase
                 {
-                    *inflight -= 1;
+                    *inflight = inflight.saturating_sub(1);
                     if let Some(b) = bytes {
                         flows::push_dns_tcp(&mut flow.pending, &b);
                     }
@@ -581,6 +597,7 @@ impl Engine {
     fn sweep(&mut self) {
         self.last_sweep = Instant::now();
         self.udp.retain(|_, f| f.last.elapsed() < UDP_IDLE);
+        self.udp_refused.retain(|_, at| at.elapsed() < UDP_IDLE);
         let idle: Vec<u16> = self
             .udp_peer_of
             .iter()
@@ -612,7 +629,10 @@ impl Engine {
         for (listener, guest_port) in l.tcp {
             let tx = self.events.clone();
             tokio::spawn(async move {
-                while let Ok((stream, _)) = listener.accept().await {
+                loop {
+                    let Some(stream) = accept_or_wait(listener.accept().await).await else {
+                        continue;
+                    };
                     if tx
                         .send(Event::Inbound { stream, guest_port })
                         .await
@@ -655,10 +675,15 @@ impl std::fmt::Debug for Event {
     }
 }
 
-fn rand_seed() -> u64 {
-    let mut b = [0u8; 8];
-    // getrandom never fails for 8 bytes on Linux >= 3.17; a zero seed is only weaker.
-    // SAFETY: the buffer is valid for its length.
-    let _ = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    u64::from_ne_bytes(b)
+/// One accepted connection, or `None` after a failed accept (out of descriptors, an
+/// aborted connection): a listener keeps serving after a short pause rather than going
+/// away for the rest of the box's life.
+pub(crate) async fn accept_or_wait<S, A>(r: std::io::Result<(S, A)>) -> Option<S> {
+    match r {
+        Ok((s, _)) => Some(s),
+        Err(_) => {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            None
+        }
+    }
 }
