@@ -166,18 +166,37 @@ fn stdin_pipe(data: &[u8]) -> io::Result<OwnedFd> {
         ));
     }
     let (r, w) = pipe()?;
+    // SAFETY: fcntl on a pipe we own. The pipe is made large enough for `data` (a user
+    // over `pipe-user-pages-soft` gets 4 KiB pipes), and non-blocking, so a write that
+    // does not fit fails instead of blocking the caller forever.
+    unsafe {
+        libc::fcntl(
+            w.as_raw_fd(),
+            libc::F_SETPIPE_SZ,
+            libc::c_int::try_from(MAX_STDIN).unwrap_or(libc::c_int::MAX),
+        );
+        libc::fcntl(w.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK);
+    }
     let mut off = 0;
     while off < data.len() {
-        // SAFETY: writing from a live slice to a pipe we own; the pipe's buffer (64 KiB
-        // on Linux) holds all of it, so this never blocks.
+        // SAFETY: writing from a live slice to a pipe we own.
         let n =
             unsafe { libc::write(w.as_raw_fd(), data[off..].as_ptr().cast(), data.len() - off) };
         if n < 0 {
             let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::OutOfMemory,
+                        format!(
+                            "{} bytes for a helper's stdin do not fit the pipe the kernel gave",
+                            data.len()
+                        ),
+                    ));
+                }
+                _ => return Err(e),
             }
-            return Err(e);
         }
         off += usize::try_from(n).unwrap_or(0);
     }

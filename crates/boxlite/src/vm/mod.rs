@@ -69,6 +69,10 @@ pub enum BootError {
         #[source]
         source: SpawnError,
     },
+    #[error(
+        "BOXLITE_BENCH_SLIRP=1 boots boxes on QEMU's slirp, a benchmark yardstick that applies no network rules, publishes no ports and adds no hosts; unset it, or create the box without them"
+    )]
+    SlirpYardstick,
     #[error("recording the VM's processes")]
     Record(#[source] Box<crate::Error>),
     #[error(transparent)]
@@ -434,6 +438,13 @@ async fn start_network<L: ProcessLedger>(
         backend,
     };
     if ctx.net.bench_slirp {
+        if !(spec.allow.is_empty()
+            && spec.deny.is_empty()
+            && spec.ports.is_empty()
+            && spec.hosts.is_empty())
+        {
+            return Err(BootError::SlirpYardstick);
+        }
         tracing::warn!(
             "BOXLITE_BENCH_SLIRP=1: this box's network is QEMU's slirp, with no egress policy"
         );
