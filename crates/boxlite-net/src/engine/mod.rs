@@ -266,6 +266,8 @@ pub struct Engine {
     flows: HashMap<u64, Flow>,
     by_tuple: HashMap<(SocketAddrV4, SocketAddrV4), u64>,
     next_id: u64,
+    /// Sockets of finished flows, for new ones ([`Engine::new_socket`]).
+    spare_sockets: Vec<smoltcp::socket::tcp::Socket<'static>>,
     udp: HashMap<UdpKey, UdpFlow>,
     /// UDP flows refused lately: their next datagrams are dropped without a new decision
     /// or log entry, so a guest cannot flush the decision log or make the loop write per
@@ -383,6 +385,7 @@ impl Engine {
                 flows: HashMap::new(),
                 by_tuple: HashMap::new(),
                 next_id: 1,
+                spare_sockets: Vec::new(),
                 udp: HashMap::new(),
                 udp_refused: HashMap::new(),
                 dns_inflight: 0,
