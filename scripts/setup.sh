@@ -23,6 +23,7 @@ PACKAGES=(
   protobuf-compiler                   # protoc, for the agent protocol
   libseccomp-dev libcap-ng-dev        # building virtiofsd (volumes)
   docker-registry openssl             # the local OCI registry the image tests pull from, its test CA
+  python3                             # the network tests' wheel and simple index; bench/net.sh's fixtures
   ca-certificates
 )
 missing=()
