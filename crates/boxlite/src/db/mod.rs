@@ -77,6 +77,9 @@ pub struct Db {
     conn: Arc<Mutex<Connection>>,
 }
 
+/// How long a statement waits for another process's lock on the state.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Db {
     /// Open (creating if needed) and migrate the database at `path`.
     pub fn open(path: &Path) -> Result<Db, DbError> {
@@ -85,12 +88,10 @@ impl Db {
             source,
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(Duration::from_secs(30))
-            .map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
         // WAL is persistent in the file; asking again is cheap. NORMAL is durable across
         // process crashes, which is what the state needs to survive.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
+        set_wal(&conn).map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
         migrate(&mut conn, path)?;
@@ -223,6 +224,26 @@ impl Db {
             .query_row("SELECT count(*) FROM boxes", [], |r| r.get::<_, i64>(0))
             .map(|n| usize::try_from(n).unwrap_or(0))
             .map_err(sql("counting boxes"))
+    }
+}
+
+/// Switch the file to WAL. Changing the journal mode needs the file to itself, and SQLite
+/// answers "database is locked" at once rather than through the busy handler while
+/// another process is creating or switching the same new file (two commands started
+/// together on a fresh home), so this waits for that itself, as long as the busy
+/// timeout.
+fn set_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                crate::util::blocking::sleep(Duration::from_millis(5));
+            }
+            r => return r,
+        }
     }
 }
 
@@ -440,6 +461,35 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
         assert_eq!(ids, vec!["abc1".to_string(), "abc2".to_string()]);
         assert_eq!(by_name.as_deref(), Some("abc1"));
+    }
+
+    #[test]
+    fn commands_opening_a_new_home_together_all_open_it() {
+        // Two commands started at once on a fresh home both create and switch the same
+        // new file to WAL; SQLite refuses one at once, outside its busy handler.
+        for round in 0..20 {
+            let dir = std::env::temp_dir()
+                .join(format!("bx-db-race-{:016x}-{round}", rand::random::<u64>()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("boxlite.db");
+            let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let opened: Vec<_> = (0..6)
+                .map(|_| {
+                    let (path, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        Db::open(&path).map(|_| ()).map_err(|e| e.to_string())
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .collect();
+            std::fs::remove_dir_all(&dir).unwrap();
+            for r in opened {
+                r.unwrap();
+            }
+        }
     }
 
     #[test]

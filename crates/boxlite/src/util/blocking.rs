@@ -32,8 +32,8 @@ pub fn output(cmd: &mut Command) -> io::Result<Output> {
     cmd.output()
 }
 
-/// Sleep the calling thread, for tests that poll for an event.
-#[cfg(test)]
+/// Sleep the calling thread: for blocking code that must wait for another process (a
+/// database another process is creating) and for tests that poll for an event.
 #[allow(clippy::disallowed_methods)]
 pub fn sleep(d: std::time::Duration) {
     std::thread::sleep(d);
