@@ -74,15 +74,20 @@ def source(conn, n):
     log("source %d %.6f" % (n, time.monotonic() - t0))
 
 
-def sink(conn, want):
-    t0 = time.monotonic()
-    got = 0
+def drain(conn, got, want):
+    """Receive until `want` bytes in all (`got` already) or the peer closes."""
     buf = bytearray(CHUNK)
     while got < want:
         k = conn.recv_into(buf)
         if k == 0:
             break
         got += k
+    return got
+
+
+def sink(conn, want):
+    t0 = time.monotonic()
+    got = drain(conn, 0, want)
     log("sink %d %.6f" % (got, time.monotonic() - t0))
 
 
@@ -130,13 +135,7 @@ def connect_box(port, probe):
 def fetch(port, want):
     c, first = connect_box(port, lambda c: c.recv(CHUNK) or None)
     t0 = time.monotonic()
-    got = len(first)
-    buf = bytearray(CHUNK)
-    while got < want:
-        k = c.recv_into(buf)
-        if k == 0:
-            break
-        got += k
+    got = drain(c, len(first), want)
     t = time.monotonic() - t0
     c.close()
     if got < want:

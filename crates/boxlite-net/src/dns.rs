@@ -114,18 +114,15 @@ pub struct Forward {
     pub qtype: u16,
     /// The bytes to send upstream: the guest's question alone, rebuilt.
     pub query: Vec<u8>,
+    /// The largest UDP reply the guest said it accepts (512 without EDNS).
+    udp_limit: u16,
 }
 
 impl Forward {
     /// The largest UDP reply the guest said it accepts (512 without EDNS). A reply that the
     /// upstream sent over TCP can exceed it; see [`truncate_for_udp`].
     pub fn udp_limit(&self) -> usize {
-        Message::from_vec(&self.query)
-            .ok()
-            .and_then(|m| m.edns)
-            .map_or(usize::from(MIN_UDP), |e| {
-                usize::from(e.max_payload().clamp(MIN_UDP, MAX_UDP))
-            })
+        usize::from(self.udp_limit)
     }
 }
 
@@ -442,9 +439,11 @@ fn forward_query(query: &Message, question: Query, name: String, qtype: u16) -> 
     msg.metadata.recursion_desired = query.metadata.recursion_desired;
     msg.metadata.checking_disabled = query.metadata.checking_disabled;
     msg.queries.push(question);
+    let mut udp_limit = MIN_UDP;
     if let Some(guest) = &query.edns {
+        udp_limit = guest.max_payload().clamp(MIN_UDP, MAX_UDP);
         let mut e = Edns::new();
-        e.set_max_payload(guest.max_payload().clamp(MIN_UDP, MAX_UDP));
+        e.set_max_payload(udp_limit);
         msg.edns = Some(e);
     }
     let query = msg.to_vec().ok()?;
@@ -453,6 +452,7 @@ fn forward_query(query: &Message, question: Query, name: String, qtype: u16) -> 
         name,
         qtype,
         query,
+        udp_limit,
     })
 }
 

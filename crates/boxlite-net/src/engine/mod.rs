@@ -63,7 +63,7 @@ const MAX_DNS_INFLIGHT: usize = 128;
 /// DNS over TCP: the most a guest may have buffered unparsed, queries one connection may
 /// have unanswered, and answers waiting for the guest to read them before the helper
 /// stops reading its queries.
-const MAX_DNS_TCP_BUFFER: usize = 65_537;
+const MAX_DNS_TCP_BUFFER: usize = 2 + crate::dns::MAX_DNS_TCP;
 const MAX_DNS_TCP_PER_FLOW: usize = 16;
 const MAX_DNS_TCP_BACKLOG: usize = 64 * 1024;
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
