@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the guest assets boxlite boots: an uncompressed kernel for direct PVH boot, the
 # initramfs (the static guest agent as /init plus kernel modules), the built-in images
-# and the vhost-user vsock device. Output goes to $BOXLITE_ASSETS_OUT (default:
+# and virtiofsd. Output goes to $BOXLITE_ASSETS_OUT (default:
 # build/assets), with manifest.json recording every file's size and sha256.
 #
 # Re-running is cheap: the kernel package, the tools and the built-in images are cached
@@ -20,21 +20,16 @@ KERNEL_PKG=linux-image-6.1.0-56-cloud-amd64-unsigned
 KERNEL_VERSION=6.1.192-2
 KERNEL_SHA256=7ff7fc8da85d313242c20698c6b34542aea447673c7c1975b0d38bd6005100b5
 
-# vhost-device-vsock from crates.io, with our patches from scripts/patches applied (0.3.0
-# panics its vring worker when a host client hangs up mid-connect, cutting the VM's agent
-# channel for good). The crate file's sha256 is pinned.
-VHOST_VSOCK_VERSION=0.3.0
-VHOST_VSOCK_SHA256=52ce95d81af89ad693d067c650e42df0f217addfbc96cc4820f7c62eb4a28b13
-
 # virtiofsd from crates.io (the Rust one; QEMU 8 dropped its C virtiofsd). Needs
 # libseccomp-dev and libcap-ng-dev, which setup.sh installs.
 VIRTIOFSD_VERSION=1.14.0
 
 # Modules the guest needs; their dependencies are resolved from the kernel's own
 # modules.dep, so load order follows the kernel, not these lists. The agent loads the
-# boot list before it reports ready (disk, entropy, vsock) and the later list right
-# after, in the background, because loading modules under TCG costs ~30 ms each.
-MODULES_BOOT=(virtio_mmio virtio_blk virtio_rng vmw_vsock_virtio_transport)
+# boot list before it serves (disk, entropy, and virtio_console for its virtio-serial
+# port) and the later list right after, in the background, because loading modules under
+# TCG costs ~30 ms each.
+MODULES_BOOT=(virtio_mmio virtio_blk virtio_rng virtio_console)
 MODULES_LATER=(virtio_net overlay virtiofs)
 
 log() { printf '\033[1m[build-assets]\033[0m %s\n' "$*" >&2; }
@@ -165,43 +160,6 @@ pack_initramfs() {
 }
 
 # ---------------------------------------------------------------- tools
-build_vhost_vsock() {
-  local root=$CACHE/tools bin src fetch crate patches stamp
-  bin=$root/bin/vhost-device-vsock
-  patches=("$REPO"/scripts/patches/vhost-device-vsock-"$VHOST_VSOCK_VERSION"-*.patch)
-  stamp="$VHOST_VSOCK_VERSION $(cat "${patches[@]}" | sha256sum | cut -c1-16)"
-  if [[ ! -x $bin || $(cat "$root/vhost-device-vsock.version" 2>/dev/null) != "$stamp" ]]; then
-    log "building vhost-device-vsock $VHOST_VSOCK_VERSION from crates.io with ${#patches[@]} patch(es)"
-    # cargo fetch through a throwaway manifest downloads the crate (bin-only crates
-    # cannot be depended on, but they are fetched) through whatever registry cargo uses.
-    # Outside the repo, so cargo does not take it for a member of our workspace.
-    fetch=$(mktemp -d)
-    mkdir -p "$fetch/src"
-    printf '[package]\nname = "vhost-fetch"\nversion = "0.0.0"\nedition = "2021"\n[dependencies]\nvhost-device-vsock = "=%s"\n[workspace]\n' \
-      "$VHOST_VSOCK_VERSION" > "$fetch/Cargo.toml"
-    : > "$fetch/src/lib.rs"
-    (cd "$fetch" && cargo fetch --quiet) >&2
-    crate=$(find "${CARGO_HOME:-$HOME/.cargo}/registry/cache" -name "vhost-device-vsock-$VHOST_VSOCK_VERSION.crate" | head -1)
-    [[ -n $crate ]] || die "cargo fetch did not download vhost-device-vsock $VHOST_VSOCK_VERSION"
-    echo "$VHOST_VSOCK_SHA256  $crate" | sha256sum -c --quiet - || die "$crate does not match the pinned sha256"
-    rm -rf "$fetch"
-    # Also outside the fetch manifest's directory, which would claim it as a member.
-    fetch=$(mktemp -d)
-    src=$fetch/vhost-device-vsock-$VHOST_VSOCK_VERSION
-    tar -xzf "$crate" -C "$fetch"
-    for p in "${patches[@]}"; do
-      patch -s -p1 -d "$src" < "$p" || die "applying $p"
-    done
-    cargo install --locked --quiet --path "$src" --root "$root" --force >&2
-    echo "$stamp" > "$root/vhost-device-vsock.version"
-    rm -rf "$fetch"
-  fi
-  mkdir -p "$OUT/bin"
-  # Replace rather than overwrite: a running box may be executing the old copy.
-  cp "$bin" "$OUT/bin/.vhost-device-vsock.new"
-  mv -f "$OUT/bin/.vhost-device-vsock.new" "$OUT/bin/vhost-device-vsock"
-}
-
 build_virtiofsd() {
   local root=$CACHE/tools bin
   bin=$root/bin/virtiofsd
@@ -293,7 +251,7 @@ build_python_image() {
 write_manifest() {
   local f entries=() kver
   kver=$(cat "$OUT/kernel.release")
-  for f in vmlinux initramfs.cpio bin/vhost-device-vsock images/busybox.ext4 images/python.ext4; do
+  for f in vmlinux initramfs.cpio images/busybox.ext4 images/python.ext4; do
     entries+=("$(printf '    "%s": {"size": %s, "sha256": "%s"}' "$f" "$(stat -c %s "$OUT/$f")" "$(sha "$OUT/$f")")")
   done
   {
@@ -315,7 +273,6 @@ KERNEL_DEB=$(fetch_kernel)
 build_kernel_and_modules "$KERNEL_DEB"
 AGENT=$(build_agent)
 pack_initramfs "$AGENT"
-build_vhost_vsock
 build_virtiofsd
 build_busybox_image
 build_python_image

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian 12 machine to build and run boxlite: system packages, the guest
-# assets (kernel, initramfs, built-in images, vhost-device-vsock) and the release binary.
+# assets (kernel, initramfs, built-in images, virtiofsd) and the release binary.
 # Idempotent and cached: a second run only rebuilds what changed.
 set -euo pipefail
 
@@ -19,7 +19,7 @@ PACKAGES=(
   qemu-system-x86 qemu-utils          # the VMM and qemu-img
   busybox-static                      # the built-in boxlite/busybox image
   debootstrap                         # the built-in boxlite/python image
-  e2fsprogs cpio lz4 zstd xz-utils kmod binutils patch   # asset build: mkfs.ext4, initramfs, vmlinux, depmod
+  e2fsprogs cpio lz4 zstd xz-utils kmod binutils   # asset build: mkfs.ext4, initramfs, vmlinux, depmod
   protobuf-compiler                   # protoc, for the agent protocol
   libseccomp-dev libcap-ng-dev        # building virtiofsd (volumes)
   docker-registry openssl             # the local OCI registry the image tests pull from, its test CA

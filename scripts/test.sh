@@ -22,7 +22,7 @@ export BOXLITE_NET_TEST_GUARD=1 BOXLITE_NET_DNS=127.0.0.1:9
 echo "[test] cargo test" >&2
 cargo test --workspace --locked --no-fail-fast -- --test-threads="${BOXLITE_TEST_THREADS:-2}"
 
-leftover=$(pgrep -fa 'qemu-system|vhost-device-vsock|boxlite-net' | grep -F "$REPO" || true)
+leftover=$(pgrep -fa 'qemu-system|boxlite-shim|boxlite-net|virtiofsd' | grep -F "$REPO" || true)
 if [[ -n $leftover ]]; then
   echo "[test] VM processes outlived the tests:" >&2
   echo "$leftover" >&2

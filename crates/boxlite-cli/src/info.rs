@@ -29,8 +29,8 @@ pub(crate) async fn info_cmd(rt: Boxlite, format: &str) -> Result<i32> {
                 info.vmm_binary.display(),
                 info.vmm_version.as_deref().unwrap_or_else(|e| e)
             );
-            println!("vsock:         {:?}", info.vsock);
-            println!("vhost-vsock:   {}", show(&info.vhost_vsock));
+            println!("agent channel: {}", info.agent_channel);
+            println!("guest RAM:     {}", info.ram_dir.display());
             println!("virtiofsd:     {}", show(&info.virtiofsd));
             println!("assets:        {}", show(&info.assets));
             println!(
@@ -43,7 +43,7 @@ pub(crate) async fn info_cmd(rt: Boxlite, format: &str) -> Result<i32> {
             );
             println!("initramfs:     {}", show(&info.initramfs));
             println!("images:        {}", info.builtin_images.join(", "));
-            println!("monitor:       {}", show(&info.monitor));
+            println!("shim:          {}", show(&info.monitor));
             println!("net helper:    {}", show(&info.network_helper));
             println!("database:      {}", info.database.display());
             println!("boxes:         {} ({} running)", info.boxes, info.running);

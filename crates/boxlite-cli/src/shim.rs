@@ -1,4 +1,5 @@
-//! `boxlite-shim --home DIR --box ID`: the per-box monitor. All of its logic lives in
+//! `boxlite-shim --home DIR --box ID [--channel-only]`: the per-box shim (owner of the
+//! agent channel, and the box's monitor). All of its logic lives in
 //! `boxlite::monitor`; this is only the process around it. Its log is the box's
 //! `monitor.log` (stdout and stderr), written at info level.
 
@@ -17,6 +18,9 @@ struct Args {
     home: PathBuf,
     #[arg(long = "box", value_name = "ID")]
     id: String,
+    /// Serve the agent channel only (an image build: no box row, no health checks).
+    #[arg(long)]
+    channel_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -36,7 +40,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(boxlite::run_box_monitor(&args.home, &args.id)) {
+    match rt.block_on(boxlite::run_box_monitor(
+        &args.home,
+        &args.id,
+        args.channel_only,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(box_id = %args.id, "monitor failed: {}", boxlite::error_chain(&e));

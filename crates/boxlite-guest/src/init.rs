@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::sys;
 
-/// File in the initramfs listing the modules to load before reporting ready, one file
+/// File in the initramfs listing the modules to load before serving, one file
 /// name per line, in order.
 pub const MODULE_LIST: &str = "/lib/modules/boxlite.load";
 /// Modules loaded in the background once the agent is serving.
@@ -57,7 +57,6 @@ pub enum InitError {
 /// Settings the host passes on the kernel command line. Nothing secret ever goes there.
 #[derive(Debug, Clone)]
 pub struct BootConfig {
-    pub ready_port: u32,
     pub hostname: Option<String>,
     /// The image builder: the root disk is a blank ext4 that layers are applied to, so
     /// no container root is prepared on it and it is never grown.
@@ -146,7 +145,6 @@ impl NetConfig {
 impl BootConfig {
     pub fn parse(cmdline: &str) -> Self {
         let mut cfg = BootConfig {
-            ready_port: boxlite_protocol::DEFAULT_READY_PORT,
             hostname: None,
             builder: false,
             module_params: HashMap::new(),
@@ -157,11 +155,6 @@ impl BootConfig {
                 continue;
             };
             match key {
-                k if k == boxlite_protocol::CMDLINE_READY_PORT => {
-                    if let Ok(p) = value.parse() {
-                        cfg.ready_port = p;
-                    }
-                }
                 "boxlite.hostname" => cfg.hostname = Some(value.to_string()),
                 "boxlite.builder" => cfg.builder = value == "1",
                 // The last word wins, as for any kernel parameter; a malformed one leaves
@@ -455,9 +448,8 @@ mod tests {
     #[test]
     fn cmdline_module_params_are_grouped_by_module() {
         let c = BootConfig::parse(
-            "console=ttyS0 virtio_mmio.device=512@0xfeb00e00:12 virtio-mmio.device=512@0xfeb00c00:11 boxlite.ready_port=7000 quiet",
+            "console=ttyS0 virtio_mmio.device=512@0xfeb00e00:12 virtio-mmio.device=512@0xfeb00c00:11 quiet",
         );
-        assert_eq!(c.ready_port, 7000);
         assert_eq!(
             c.module_params["virtio_mmio"],
             vec!["device=512@0xfeb00e00:12", "device=512@0xfeb00c00:11"]
@@ -591,11 +583,5 @@ mod tests {
                 Ipv4Addr::new(255, 255, 255, 255),
             ]
         );
-    }
-
-    #[test]
-    fn cmdline_bad_ready_port_keeps_default() {
-        let c = BootConfig::parse("boxlite.ready_port=notanumber");
-        assert_eq!(c.ready_port, boxlite_protocol::DEFAULT_READY_PORT);
     }
 }

@@ -1,28 +1,37 @@
 //! boxlite-guest: the agent that runs as PID 1 in every box VM.
 //!
 //! It mounts the basics, loads the kernel modules, mounts the container rootfs, and then
-//! serves the agent protocol over vsock to any number of host connections. When serving,
-//! it connects back to the host's readiness port once, which is how the host knows the
-//! box is up without polling or sleeping.
+//! serves the agent protocol over its one virtio-serial port ([`port`]): the port carries
+//! the agent channel (`boxlite_protocol::channel`), in which every gRPC connection of the
+//! host is a stream. The host knows the box is up when the agent answers its first
+//! session's hello, without polling or sleeping; the host end may go away and come back
+//! at any time, and the agent serves each new session.
 
 mod copy;
 mod exec;
 mod init;
 mod layer;
 mod net;
+mod port;
 mod server;
 mod stats;
 mod sys;
 mod users;
 mod volumes;
 
+use std::io;
 use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use boxlite_protocol::channel::{self, LinkStats};
 use boxlite_protocol::v1::agent_server::AgentServer;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::signal::unix::{SignalKind, signal};
-use tokio_vsock::{VMADDR_CID_ANY, VMADDR_CID_HOST, VsockAddr, VsockListener, VsockStream};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 
 /// Sync, stop everything and power off. Never returns.
 pub(crate) fn shutdown() -> ! {
@@ -59,24 +68,86 @@ fn fatal(what: &str, err: &dyn std::error::Error) -> ! {
     std::process::exit(1)
 }
 
-async fn signal_ready(port: u32) {
-    for attempt in 0..50 {
-        match VsockStream::connect(VsockAddr::new(VMADDR_CID_HOST, port)).await {
-            Ok(mut s) => {
-                let _ = s.write_all(boxlite_protocol::READY_LINE).await;
-                let _ = s.shutdown(std::net::Shutdown::Write);
-                let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
-                eprintln!(
-                    "boxlite-guest: ready at {} s uptime",
-                    uptime.split_whitespace().next().unwrap_or("?")
-                );
-                return;
+/// A stream of the agent channel, as a connection for the gRPC server.
+#[derive(Debug)]
+struct ChannelConn(channel::Stream);
+
+impl AsyncRead for ChannelConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ChannelConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for ChannelConn {
+    type ConnectInfo = ();
+
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+/// Own the agent's port for good: serve the channel on it, sending every stream the host
+/// opens to `accepted`, and open it again if it fails. PID 1 never gives up on it.
+async fn run_link(accepted: mpsc::UnboundedSender<channel::Stream>) {
+    let stats = Arc::new(LinkStats::default());
+    let mut first = true;
+    loop {
+        let result = match port::open().await {
+            Ok((reader, writer)) => {
+                channel::run_guest(reader, writer, accepted.clone(), stats.clone(), |_epoch| {
+                    if first {
+                        first = false;
+                        let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+                        eprintln!(
+                            "boxlite-guest: ready at {} s uptime",
+                            uptime.split_whitespace().next().unwrap_or("?")
+                        );
+                    } else {
+                        eprintln!("boxlite-guest: new host session");
+                    }
+                })
+                .await
+                .map_err(|e| format!("agent channel: {e}"))
             }
-            Err(e) if attempt == 49 => {
-                eprintln!("boxlite-guest: could not signal readiness on port {port}: {e}");
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => Err(error_chain(&e)),
+        };
+        match result {
+            Ok(()) => eprintln!("boxlite-guest: agent channel ended; opening the port again"),
+            Err(e) => eprintln!("boxlite-guest: {e}; opening the port again"),
         }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -96,27 +167,10 @@ async fn serve(cfg: init::BootConfig) -> Result<(), Box<dyn std::error::Error>> 
         }
     });
 
-    let listener =
-        VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, boxlite_protocol::AGENT_PORT))?;
-    // Accept errors (a peer resetting mid-handshake) must not end the server, so accepting
-    // is a loop of its own feeding the server.
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
-        loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    if tx.send(Ok::<_, std::io::Error>(stream)).await.is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    eprintln!("boxlite-guest: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        }
-    });
-    tokio::spawn(signal_ready(cfg.ready_port));
+    // Streams are handed to the server through a queue, so the link outlives any one
+    // session (or port) and the server never sees the end of its input.
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run_link(tx));
     let pid1 = std::process::id() == 1;
     // The network is configured right after its driver loads, and exec waits for that.
     let (net_done, net_ready) = net::readiness(pid1 && cfg.net.is_some());
@@ -146,7 +200,10 @@ async fn serve(cfg: init::BootConfig) -> Result<(), Box<dyn std::error::Error>> 
         .initial_stream_window_size(boxlite_protocol::STREAM_WINDOW)
         .initial_connection_window_size(boxlite_protocol::CONNECTION_WINDOW)
         .add_service(service)
-        .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .serve_with_incoming(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx)
+                .map(|s| Ok::<_, io::Error>(ChannelConn(s))),
+        )
         .await?;
     Ok(())
 }

@@ -6,11 +6,17 @@
 
 #![allow(missing_debug_implementations)]
 
+pub mod channel;
+
 /// Generated gRPC types and stubs for `boxlite.agent.v1`.
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("boxlite.agent.v1");
 }
+
+/// Name of the virtio-serial port that carries the agent channel (`virtserialport
+/// name=`); the guest finds it under `/sys/class/virtio-ports/*/name`.
+pub const PORT_NAME: &str = "boxlite.agent";
 
 /// vsock port the agent serves gRPC on.
 pub const AGENT_PORT: u32 = 1024;

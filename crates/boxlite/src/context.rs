@@ -14,13 +14,13 @@ use std::time::Duration;
 use crate::assets::{AssetError, Assets};
 use crate::db::{Db, DbError};
 use crate::layout::{BoxPaths, Layout};
-use crate::model::VsockMode;
 use crate::util::process::find_binary;
 use crate::vmm::accel::{self, Accel, AccelChoice};
 use crate::vmm::qemu::Qemu;
 use crate::vmm::{Vmm, VmmError};
 
-/// The monitor binary's name.
+/// The shim binary's name: one per running box (or image build), owner of the agent
+/// channel, and the box's monitor.
 pub const SHIM: &str = "boxlite-shim";
 pub const NET_HELPER: &str = "boxlite-net";
 
@@ -68,7 +68,6 @@ pub(crate) struct Context {
     pub home: Home,
     pub accel: AccelChoice,
     pub vmm: Arc<dyn Vmm>,
-    pub vsock_mode: VsockMode,
     pub boot_timeout: Duration,
     /// Resolvers and the test guard for every box's network helper.
     pub net: crate::net::NetSettings,
@@ -98,7 +97,6 @@ impl Context {
             home,
             accel,
             vmm: Arc::new(qemu),
-            vsock_mode: VsockMode::detect(),
             boot_timeout,
             net: crate::net::NetSettings::from_env(),
             assets_dir,
@@ -157,15 +155,6 @@ impl Context {
         ids
     }
 
-    /// vhost-device-vsock: see [`Context::helper_binary`].
-    pub fn vhost_vsock_binary(&self) -> Result<PathBuf, VmmError> {
-        self.helper_binary(
-            "vhost-device-vsock",
-            "BOXLITE_VHOST_VSOCK",
-            "build the assets with scripts/build-assets.sh (it builds it), or set BOXLITE_VHOST_VSOCK",
-        )
-    }
-
     /// virtiofsd: see [`Context::helper_binary`].
     pub fn virtiofsd_binary(&self) -> Result<PathBuf, VmmError> {
         self.helper_binary(
@@ -199,7 +188,7 @@ impl Context {
     }
 }
 
-/// Where the monitor binary is: `$BOXLITE_SHIM`, else next to the running executable (or
+/// Where the shim binary is: `$BOXLITE_SHIM`, else next to the running executable (or
 /// one level up, for test binaries in `target/*/deps`), else `PATH`.
 pub fn shim_binary() -> Option<PathBuf> {
     sibling_binary(SHIM, "BOXLITE_SHIM")

@@ -118,8 +118,14 @@ impl BoxPaths {
     pub fn vmm_log(&self) -> PathBuf {
         self.dir.join("qemu.log")
     }
-    pub fn vsock_log(&self) -> PathBuf {
-        self.dir.join("vsock.log")
+    /// The host end of the agent's virtio-serial port: QEMU listens here and only the box's
+    /// shim connects. Relative to the box directory, which is QEMU's and the shim's working
+    /// directory, so the path fits `sun_path` whatever the home's length, and it lives
+    /// outside `/tmp`, where temp cleaners cannot remove it under a running box.
+    pub const AGENT_PORT: &'static str = "port.sock";
+
+    pub fn agent_port(&self) -> PathBuf {
+        self.dir.join(Self::AGENT_PORT)
     }
     /// The network helper's own output (errors; guest-caused events are not logged here).
     pub fn net_log(&self) -> PathBuf {
@@ -162,8 +168,8 @@ pub enum SocketDirError {
     },
 }
 
-/// The longest socket root accepted: room for `/<12-char id>/a.sock_<u32>` within the
-/// 104-byte `sun_path` of macOS (Linux has 108).
+/// The longest socket root accepted: room for `/<12-char id>/<socket>` within the 104-byte
+/// `sun_path` of macOS (Linux has 108), with room to spare for new sockets.
 pub const MAX_SOCKET_ROOT: usize = 104 - 1 - "/0123456789ab/a.sock_4294967295".len();
 
 /// The short per-user directory for unix sockets: `$BOXLITE_SOCKET_DIR`, else
@@ -182,10 +188,6 @@ pub fn socket_root() -> PathBuf {
 /// Create (0700) or verify the per-user socket root, refusing one that another user owns
 /// or that others can write.
 pub fn ensure_socket_root(root: &Path) -> Result<(), SocketDirError> {
-    let io_err = |source| SocketDirError::Io {
-        path: root.to_path_buf(),
-        source,
-    };
     let len = root.as_os_str().len();
     if len > MAX_SOCKET_ROOT {
         return Err(SocketDirError::TooLong {
@@ -194,6 +196,16 @@ pub fn ensure_socket_root(root: &Path) -> Result<(), SocketDirError> {
             max: MAX_SOCKET_ROOT,
         });
     }
+    ensure_private_dir(root)
+}
+
+/// Create (0700) or verify a per-user directory, refusing one that another user owns or
+/// that is not a directory, and closing one that others can enter.
+pub fn ensure_private_dir(root: &Path) -> Result<(), SocketDirError> {
+    let io_err = |source| SocketDirError::Io {
+        path: root.to_path_buf(),
+        source,
+    };
     match std::fs::DirBuilder::new().mode(0o700).create(root) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -220,6 +232,35 @@ pub fn ensure_socket_root(root: &Path) -> Result<(), SocketDirError> {
     Ok(())
 }
 
+/// Whether two paths name the same home: compared by their canonical paths (a home reached
+/// through a symlink, `..` or a relative path is the same home), or as given when either
+/// no longer exists.
+pub fn same_home(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Where guest RAM files live: `$BOXLITE_RAM_DIR`, else `/dev/shm/boxlite-<uid>` (tmpfs,
+/// so a box's memory never reaches a disk), else the socket root. A RAM file is created
+/// when its box starts and removed when it stops; the memory-snapshot work moves it into
+/// the box's directory instead.
+pub fn ram_root() -> PathBuf {
+    if let Some(d) = std::env::var_os("BOXLITE_RAM_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if Path::new("/dev/shm").is_dir() {
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() };
+        return PathBuf::from(format!("/dev/shm/boxlite-{uid}"));
+    }
+    socket_root()
+}
+
 /// Socket paths of one box, derived from its id. The socket root is shared by every home
 /// of the user, so each box's directory records which home it belongs to (the `home`
 /// file), and a home only ever sweeps its own.
@@ -234,10 +275,6 @@ impl SocketPaths {
             dir: socket_root().join(&id[..id.len().min(12)]),
         }
     }
-    /// vhost-user control socket between QEMU and vhost-device-vsock.
-    pub fn vhost(&self) -> PathBuf {
-        self.dir.join("v.sock")
-    }
     /// The network helper's data socket, which QEMU's `-netdev stream` connects to once.
     pub fn net(&self) -> PathBuf {
         self.dir.join("n.sock")
@@ -246,7 +283,8 @@ impl SocketPaths {
     pub fn net_control(&self) -> PathBuf {
         self.dir.join("nc.sock")
     }
-    /// Host side of the hybrid vsock: connect here and send `CONNECT <port>`.
+    /// The box shim's socket: every host client of the agent connects here, and each
+    /// connection becomes one stream of the agent channel.
     pub fn agent(&self) -> PathBuf {
         self.dir.join("a.sock")
     }
@@ -254,9 +292,10 @@ impl SocketPaths {
     pub fn fs(&self, index: usize) -> PathBuf {
         self.dir.join(format!("fs{index}.sock"))
     }
-    /// Where guest-initiated connections to host port `port` arrive.
-    pub fn agent_port(&self, port: u32) -> PathBuf {
-        self.dir.join(format!("a.sock_{port}"))
+    /// The guest's RAM: a file on tmpfs (see [`ram_root`]), named like this directory.
+    pub fn ram(&self) -> PathBuf {
+        let name = self.dir.file_name().unwrap_or_default().to_string_lossy();
+        ram_root().join(format!("{name}.ram"))
     }
     fn home_marker(&self) -> PathBuf {
         self.dir.join("home")
@@ -272,7 +311,7 @@ impl SocketPaths {
             source,
         };
         if let Some(owner) = self.owner_home()
-            && owner != home
+            && !same_home(&owner, home)
         {
             // Another home's box with the same 12-character id prefix (1 in 2^48).
             return Err(io_err(io::Error::new(
@@ -281,6 +320,7 @@ impl SocketPaths {
             )));
         }
         self.remove();
+        ensure_private_dir(&ram_root())?;
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&self.dir)
@@ -296,15 +336,43 @@ impl SocketPaths {
         })
     }
 
+    /// Remove the directory and the guest RAM file.
     pub fn remove(&self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(self.ram());
     }
 
-    /// Remove the directory unless it belongs to a box of another home.
+    /// Remove the directory (and RAM file) unless it belongs to a box of another home.
     pub fn remove_if_owned(&self, home: &Path) {
         match self.owner_home() {
-            Some(owner) if owner != home => {}
+            Some(owner) if !same_home(&owner, home) => {}
             _ => self.remove(),
+        }
+    }
+
+    /// Create the directory again if a temp cleaner removed it under a running box, for
+    /// the shim to bind its socket in. Unlike [`SocketPaths::create`], nothing in an
+    /// existing directory is cleared.
+    pub fn ensure(&self, home: &Path) -> Result<(), SocketDirError> {
+        let root = self.dir.parent().unwrap_or(Path::new("/tmp"));
+        ensure_socket_root(root)?;
+        let io_err = |source| SocketDirError::Io {
+            path: self.dir.clone(),
+            source,
+        };
+        match std::fs::DirBuilder::new().mode(0o700).create(&self.dir) {
+            Ok(()) => std::fs::write(self.home_marker(), home.as_os_str().as_encoded_bytes())
+                .map_err(io_err),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match self.owner_home() {
+                Some(owner) if !same_home(&owner, home) => Err(io_err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("in use by a box of {}", owner.display()),
+                ))),
+                Some(_) => Ok(()),
+                None => std::fs::write(self.home_marker(), home.as_os_str().as_encoded_bytes())
+                    .map_err(io_err),
+            },
+            Err(e) => Err(io_err(e)),
         }
     }
 }
@@ -330,7 +398,7 @@ mod tests {
     fn socket_paths_fit_sun_path_whatever_the_home() {
         let id = "0123456789abcdef0123456789abcdef";
         let s = SocketPaths::for_box(id);
-        for p in [s.vhost(), s.agent(), s.agent_port(u32::MAX)] {
+        for p in [s.agent(), s.net(), s.net_control(), s.fs(99)] {
             assert!(p.as_os_str().len() < 104, "{} is too long", p.display());
         }
     }

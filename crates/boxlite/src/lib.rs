@@ -114,6 +114,10 @@ pub enum Error {
 /// The body of the `boxlite-shim` binary: monitor box `id` of `home` until its VM
 /// stops. Not for applications; the runtime starts it.
 #[doc(hidden)]
-pub async fn run_box_monitor(home: &std::path::Path, id: &str) -> Result<(), Error> {
-    monitor::run(home, id).await
+pub async fn run_box_monitor(
+    home: &std::path::Path,
+    id: &str,
+    channel_only: bool,
+) -> Result<(), Error> {
+    monitor::run(home, id, channel_only).await
 }

@@ -362,6 +362,7 @@ async fn build_in(
         volumes: &[],
         cmdline: vec!["boxlite.builder=1".into()],
         network: None,
+        builder: true,
     };
     let ledger = FileLedger {
         path: work.join(PROCESSES),

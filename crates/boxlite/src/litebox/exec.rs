@@ -26,7 +26,7 @@ pub enum ExecError {
         source: PortalError,
     },
     #[error(
-        "execution {id}: the box stopped while the command was running ({detail}){hint}; `boxlite logs` shows its console"
+        "execution {id}: the box stopped while the command was running, or its shim went away ({detail}){hint}; if the box still runs, `boxlite attach` picks the execution up by its id, and `boxlite logs` shows the console"
     )]
     BoxStopped {
         id: String,
@@ -283,11 +283,9 @@ impl LiteBox {
         let row = match locked.await {
             Ok(l) => l?.row,
             Err(_) => {
-                let addr = crate::vmm::vsock::AgentAddr::Hybrid {
-                    uds: crate::layout::SocketPaths::for_box(&self.id).agent(),
-                };
+                let socket = crate::layout::SocketPaths::for_box(&self.id).agent();
                 return Err(PortalError::Timeout {
-                    target: crate::portal::target(&self.id, &addr),
+                    target: crate::portal::target(&self.id, &socket),
                     after: timeout,
                 }
                 .into());
@@ -301,9 +299,20 @@ impl LiteBox {
             }
             .into());
         }
-        let addr = crate::vmm::vsock::AgentAddr::of_box(st, &self.id);
         let left = timeout.saturating_sub(t0.elapsed());
-        Ok(crate::portal::ping_agent(addr, &self.id, left).await?)
+        let socket = crate::layout::SocketPaths::for_box(&self.id).agent();
+        let ping = async {
+            let c = super::connect_agent(&self.id, &row).await?;
+            c.ping().await.map(|_| ())
+        };
+        match tokio::time::timeout(left, ping).await {
+            Ok(r) => Ok(r?),
+            Err(_) => Err(PortalError::Timeout {
+                target: crate::portal::target(&self.id, &socket),
+                after: timeout,
+            }
+            .into()),
+        }
     }
 }
 

@@ -23,7 +23,7 @@ pub struct BoxInfo {
     /// The accelerator the box last started with.
     pub accelerator: Option<crate::model::Accel>,
     pub vmm_pid: Option<i32>,
-    pub vsock_helper_pid: Option<i32>,
+    /// The box's shim (`boxlite-shim`): owner of the agent channel, health checks.
     pub monitor_pid: Option<i32>,
     /// The network and its helper's state.
     pub network: NetworkStatus,
@@ -31,6 +31,8 @@ pub struct BoxInfo {
     pub dir: std::path::PathBuf,
     pub console_log: std::path::PathBuf,
     pub socket_dir: std::path::PathBuf,
+    /// The guest's RAM while the box runs (a file on tmpfs).
+    pub ram_file: std::path::PathBuf,
 }
 
 impl BoxInfo {
@@ -51,12 +53,12 @@ impl BoxInfo {
             config: row.config.clone(),
             accelerator: st.accel,
             vmm_pid: st.vmm.map(|p| p.pid),
-            vsock_helper_pid: st.vsock_helper.map(|p| p.pid),
             monitor_pid: st.monitor.map(|p| p.pid),
             network: NetworkStatus::of(row),
             console_log: paths.console_log(),
             dir: paths.dir,
             socket_dir: SocketPaths::for_box(&row.id).dir,
+            ram_file: SocketPaths::for_box(&row.id).ram(),
         }
     }
 }

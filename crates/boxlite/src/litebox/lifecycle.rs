@@ -10,14 +10,12 @@ use std::time::{Duration, Instant};
 
 use super::reconcile::{remove_blocking, settle_blocking};
 use super::{BoxError, LiteBox, Locked, now_secs};
-use crate::context::{Home, shim_binary};
+use crate::context::Home;
 use crate::layout::SocketPaths;
 use crate::model::{BoxRow, BoxState, BoxStatus, Health};
-use crate::portal::AgentClient;
-use crate::util::spawn::{HelperCommand, spawn_gated};
+use crate::util::spawn::spawn_gated;
 use crate::util::{blocking, ms_since};
 use crate::vm::{BootGuard, DiskFormat, ProcessLedger, VmSpec};
-use crate::vmm::vsock::AgentAddr;
 
 /// Records a box's processes in its row.
 struct RowLedger<'a> {
@@ -75,6 +73,7 @@ impl LiteBox {
                     volumes: &row.config.volumes,
                     cmdline: Vec::new(),
                     network: Some(&row.config.network),
+                    builder: false,
                 };
                 let ledger = RowLedger {
                     home: self.home(),
@@ -120,7 +119,6 @@ impl LiteBox {
         }
         guard.disarm();
         tracing::info!(box_id = %self.id, ms = ms_since(t0), "box started");
-        launch_monitor(self.home(), &mut l.row).await;
         if !self.ctx.note_started(&self.id) {
             // The runtime was shut down while this box booted: it goes too.
             self.stop_locked(l, SHUTDOWN_STOP).await?;
@@ -185,9 +183,7 @@ impl LiteBox {
             let cached = self.client.lock().await.take();
             let client = match cached {
                 Some(c) => Some(c),
-                None => AgentClient::connect(AgentAddr::of_box(&row.status, &self.id), &self.id)
-                    .await
-                    .ok(),
+                None => super::connect_agent(&self.id, row).await.ok(),
             };
             let asked = match client {
                 Some(c) => tokio::time::timeout(timeout, c.shutdown())
@@ -252,33 +248,19 @@ impl LiteBox {
     }
 }
 
-/// Start the monitor for a running box, recording it in the row (saved before the monitor
-/// runs). A monitor that cannot start is logged, not fatal: nothing depends on it for
-/// correctness.
+/// Start a new shim for a running box whose shim is gone, recording it in the row (saved
+/// before it runs). It reconnects to the VM's agent port and opens a new session; until it
+/// runs, nobody reaches the agent, so a failure here is logged and the next command tries
+/// again.
 pub(crate) async fn launch_monitor(home: &Home, row: &mut BoxRow) {
-    let Some(binary) = shim_binary() else {
-        tracing::warn!(box_id = %row.id, "{} not found (set BOXLITE_SHIM); health checks are off and a VM that dies on its own is noticed only on the next operation", crate::context::SHIM);
-        return;
+    let paths = home.box_paths(&row.id);
+    let cmd = match crate::vm::shim_command(home.layout.home(), &row.id, &paths, false) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(box_id = %row.id, "{}", crate::util::error_chain(&e));
+            return;
+        }
     };
-    let cmd = HelperCommand::new(binary, home.box_paths(&row.id).monitor_log())
-        .args([
-            std::ffi::OsString::from("--home"),
-            home.layout.home().as_os_str().to_owned(),
-            "--box".into(),
-            row.id.clone().into(),
-        ])
-        .envs(&[
-            (
-                "BOXLITE_HOME".into(),
-                home.layout.home().display().to_string(),
-            ),
-            ("BOXLITE_BOX_ID".into(), row.id.clone()),
-            // The monitor reaches the agent through the same socket root as its spawner.
-            (
-                "BOXLITE_SOCKET_DIR".into(),
-                crate::layout::socket_root().display().to_string(),
-            ),
-        ]);
     let id = row.id.clone();
     let ledger = RowLedger { home, id: &id };
     let started = async {

@@ -43,7 +43,6 @@ use crate::model::BoxRow;
 use crate::portal::AgentClient;
 use crate::util::blocking;
 use crate::util::lock::{FileLock, LockMode};
-use crate::vmm::vsock::AgentAddr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BoxError {
@@ -256,6 +255,15 @@ impl LiteBox {
     /// [`BoxError::NotRunning`] otherwise. The shared lock is held while connecting, so
     /// a concurrent stop cannot slip in between the check and the connection.
     async fn running_client(&self) -> Result<AgentClient, crate::Error> {
+        {
+            let l = self.lock(LockMode::Shared).await?;
+            let st = &l.row.status;
+            if st.state() == BoxState::Running && st.vmm_alive() && !shim_alive(&l.row) {
+                drop(l);
+                // A running box whose shim is gone: reconciliation starts a new one.
+                drop(self.lock_reconciled().await?);
+            }
+        }
         let l = self.lock(LockMode::Shared).await?;
         let st = &l.row.status;
         if st.state() != BoxState::Running || !st.vmm_alive() {
@@ -274,7 +282,10 @@ impl LiteBox {
         self.ctx.check_open()?;
         {
             let l = self.lock(LockMode::Shared).await?;
-            if l.row.status.state() == BoxState::Running && l.row.status.vmm_alive() {
+            if l.row.status.state() == BoxState::Running
+                && l.row.status.vmm_alive()
+                && shim_alive(&l.row)
+            {
                 return self.cached_client(&l.row).await;
             }
         }
@@ -292,9 +303,56 @@ impl LiteBox {
         if let Some(c) = cached.as_ref() {
             return Ok(c.clone());
         }
-        let c = AgentClient::connect(AgentAddr::of_box(&row.status, &self.id), &self.id).await?;
+        let c = connect_agent(&self.id, row).await?;
         *cached = Some(c.clone());
         Ok(c)
+    }
+}
+
+/// Whether the box's shim, the only way to its agent, runs.
+fn shim_alive(row: &BoxRow) -> bool {
+    row.status.monitor.is_some_and(|m| m.is_alive())
+}
+
+/// How long a client waits for a live shim to bind its socket again.
+const SHIM_REBIND: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Connect to a running box's agent through its shim's socket. When nothing listens there
+/// (a temp cleaner removed the socket directory, or a shim the reconciliation just
+/// restarted has not bound it yet) and the shim runs, wait for it to bind again: a shim
+/// checks its socket every second and binds a new one when it is gone.
+pub(crate) async fn connect_agent(
+    id: &str,
+    row: &BoxRow,
+) -> Result<AgentClient, crate::portal::PortalError> {
+    let socket = SocketPaths::for_box(id).agent();
+    if shim_alive(row) && !accepts(&socket).await {
+        tracing::debug!(
+            box_id = id,
+            "nothing listens at the shim's socket yet; waiting for it"
+        );
+        let _ = tokio::time::timeout(SHIM_REBIND, async {
+            let mut pause = std::time::Duration::from_millis(2);
+            while !accepts(&socket).await {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+        })
+        .await;
+    }
+    AgentClient::connect(&socket, id).await
+}
+
+/// Whether a connection to `socket` is accepted now. A stale socket file (its shim was
+/// killed) refuses, a removed one is missing; the probe connection is closed at once, and
+/// the shim opens no stream for a client that never spoke.
+async fn accepts(socket: &std::path::Path) -> bool {
+    match tokio::net::UnixStream::connect(socket).await {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+        ),
     }
 }
 

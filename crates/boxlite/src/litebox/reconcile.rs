@@ -26,7 +26,7 @@ pub(crate) struct Observed {
     pub vmm_alive: bool,
     /// Any recorded helper other than the VMM and the monitor still runs.
     pub helpers_alive: bool,
-    /// A recorded helper other than the VMM and the monitor (the vsock device, a
+    /// A recorded helper other than the VMM and the monitor (a
     /// virtiofsd) is gone: the box cannot work without it.
     pub helper_died: bool,
     pub monitor_alive: bool,
@@ -121,14 +121,14 @@ pub(crate) fn observe(row: &BoxRow, lock_free: bool) -> Observed {
         lock_free,
         vmm_alive: st.vmm_alive(),
         helpers_alive: st
-            .vsock_helper
+            .virtiofsd
             .iter()
-            .chain(st.virtiofsd.iter())
+            .chain(st.legacy_helpers.iter())
             .any(|p| p.is_alive()),
         helper_died: st
-            .vsock_helper
+            .virtiofsd
             .iter()
-            .chain(st.virtiofsd.iter())
+            .chain(st.legacy_helpers.iter())
             .any(|p| !p.is_alive()),
         monitor_alive: st.monitor.is_some_and(|m| m.is_alive()),
         monitor_available: crate::context::shim_binary().is_some(),
@@ -156,7 +156,7 @@ impl Why {
                 console_hint()
             ),
             Why::HelperExited => {
-                "a helper of the box (the vsock device or a virtiofsd) exited while it was running; the VM was terminated".into()
+                "a helper of the box (a virtiofsd) exited while it was running; the VM was terminated".into()
             }
             Why::StrayProcesses => {
                 "processes of an interrupted operation were still running; they were terminated"

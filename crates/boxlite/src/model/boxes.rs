@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::image::RunConfig;
 use super::network::NetworkSpec;
-use super::platform::{Accel, VsockMode};
+use super::platform::Accel;
 use super::state::{BoxState, InvalidTransition};
 use super::volume::VolumeMount;
 use crate::util::process::ProcessId;
@@ -113,14 +113,15 @@ pub struct Health {
 #[serde(from = "StoredStatus")]
 pub struct BoxStatus {
     state: BoxState,
-    pub vsock_mode: Option<VsockMode>,
-    pub cid: Option<u32>,
     /// The accelerator the box was last started with.
     pub accel: Option<Accel>,
     pub vmm: Option<ProcessId>,
-    pub vsock_helper: Option<ProcessId>,
-    /// The per-box monitor (health checks, reaction to the VM dying on its own).
+    /// The box's shim: owner of the agent channel's host end, health checks, reaction to
+    /// the VM dying on its own. Restarted by the next command when it is gone.
     pub monitor: Option<ProcessId>,
+    /// Helpers of a box started by an older version (its vhost-device-vsock), ended with
+    /// the box.
+    pub legacy_helpers: Vec<ProcessId>,
     /// One virtiofsd per volume, in the order of the config's volumes.
     pub virtiofsd: Vec<ProcessId>,
     /// The network helper (`boxlite-net`), when the box has a network. Not essential:
@@ -143,12 +144,12 @@ pub struct BoxStatus {
 struct StoredStatus {
     state: BoxState,
     creating: Option<ProcessId>,
-    vsock_mode: Option<VsockMode>,
-    cid: Option<u32>,
     accel: Option<Accel>,
     vmm: Option<ProcessId>,
+    /// Written by versions that reached the agent over vhost-user-vsock.
     vsock_helper: Option<ProcessId>,
     monitor: Option<ProcessId>,
+    legacy_helpers: Vec<ProcessId>,
     virtiofsd: Vec<ProcessId>,
     net_helper: Option<ProcessId>,
     last_error: Option<String>,
@@ -166,12 +167,10 @@ impl From<StoredStatus> for BoxStatus {
             } else {
                 s.state
             },
-            vsock_mode: s.vsock_mode,
-            cid: s.cid,
             accel: s.accel,
             vmm: s.vmm,
-            vsock_helper: s.vsock_helper,
             monitor: s.monitor,
+            legacy_helpers: s.legacy_helpers.into_iter().chain(s.vsock_helper).collect(),
             virtiofsd: s.virtiofsd,
             net_helper: s.net_helper,
             last_error: s.last_error,
@@ -246,10 +245,11 @@ impl BoxStatus {
 
     /// Every recorded helper process, the VMM first.
     pub fn processes(&self) -> Vec<ProcessId> {
-        [self.vmm, self.vsock_helper, self.monitor, self.net_helper]
+        [self.vmm, self.monitor, self.net_helper]
             .into_iter()
             .flatten()
             .chain(self.virtiofsd.iter().copied())
+            .chain(self.legacy_helpers.iter().copied())
             .collect()
     }
 
@@ -258,7 +258,7 @@ impl BoxStatus {
     pub fn keep_processes(&mut self, survivors: &[ProcessId]) {
         let keep = |p: &Option<ProcessId>| p.filter(|p| survivors.contains(p));
         self.vmm = keep(&self.vmm);
-        self.vsock_helper = keep(&self.vsock_helper);
+        self.legacy_helpers.retain(|p| survivors.contains(p));
         self.monitor = keep(&self.monitor);
         self.net_helper = keep(&self.net_helper);
         self.virtiofsd.retain(|p| survivors.contains(p));

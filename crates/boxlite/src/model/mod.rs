@@ -16,6 +16,6 @@ pub use boxes::{
 };
 pub use image::{BuildReport, Compression, ImageRecord, Layer, RunConfig};
 pub use network::{HostSpec, NetworkMode, NetworkSpec, NetworkSpecError, PortSpec};
-pub use platform::{Accel, VsockMode};
+pub use platform::Accel;
 pub use state::{ALL_STATES, BoxState, InvalidTransition};
 pub use volume::{VolumeKind, VolumeMount};

@@ -20,11 +20,3 @@ impl fmt::Display for Accel {
         })
     }
 }
-
-/// How the guest's virtio-vsock device is provided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum VsockMode {
-    VhostUser,
-    Kernel,
-}

@@ -1,6 +1,10 @@
-//! The per-box monitor: a small process (`boxlite-shim`) that lives as long as the box's
-//! VM and does what a daemon would otherwise do for it.
+//! The per-box shim: a small process (`boxlite-shim`) that lives as long as the box's VM
+//! and does what a daemon would otherwise do for it.
 //!
+//! - **The agent channel.** It owns the host end of the box's virtio-serial port and serves
+//!   every host client on the box's socket ([`channel`]). Without it nobody reaches the
+//!   agent, so a shim that is gone is started again by the next command that needs the box
+//!   (reconciliation), and the new one opens a new session with the agent.
 //! - **Health.** Every `interval` it pings the agent over a fresh connection. After
 //!   `retries` consecutive failures the box is marked unhealthy, with the reason; one
 //!   success marks it healthy again.
@@ -9,20 +13,23 @@
 //!   as Stopped with the reason at once, and removes it if it was created with
 //!   `auto_remove`, so `--rm` holds even when nobody is watching.
 //!
-//! It never needs to be running for correctness: reconciliation at runtime start and on
-//! every operation reaches the same states, only later. Boxes keep working without it
-//! when the binary is missing; `boxlite info` says so.
+//! Its bookkeeping is not needed for correctness: reconciliation at runtime start and on
+//! every operation reaches the same states, only later.
+
+pub mod channel;
 
 use std::path::Path;
 use std::time::Duration;
 
+use boxlite_protocol::channel::host_link;
+
 use crate::context::Home;
+use crate::layout::{BoxPaths, SocketPaths};
 use crate::litebox::{Locked, now_secs, reconcile_held};
 use crate::model::{BoxRow, BoxState, Health, HealthState};
 use crate::portal::PortalError;
 use crate::util::lock::{FileLock, LockMode};
 use crate::util::process::ProcessId;
-use crate::vmm::vsock::AgentAddr;
 
 /// Resolve when the process exits.
 async fn exited(id: ProcessId) {
@@ -31,8 +38,8 @@ async fn exited(id: ProcessId) {
 
 /// One health probe: connect afresh and ping, within `timeout`.
 async fn probe(row: &BoxRow, timeout: Duration) -> Result<(), String> {
-    let addr = AgentAddr::of_box(&row.status, &row.id);
-    match crate::portal::ping_agent(addr, &row.id, timeout).await {
+    let socket = SocketPaths::for_box(&row.id).agent();
+    match crate::portal::ping_agent(&socket, &row.id, timeout).await {
         Ok(()) => Ok(()),
         Err(e @ PortalError::Connect { .. } | e @ PortalError::Rpc { .. }) => {
             Err(crate::util::error_chain(&e))
@@ -67,8 +74,64 @@ pub(crate) fn record_probe(h: &mut Health, result: Result<(), String>, retries: 
     }
 }
 
-/// The monitor's main loop, until the box stops or disappears.
-pub async fn run(home: &Path, id: &str) -> Result<(), crate::Error> {
+/// The shim's main loop, in the box's directory (its working directory): own the agent
+/// port and serve clients until the VM exits; unless `channel_only` (an image build, which
+/// has no row), also check the box's health and record the VM's end.
+pub async fn run(home_dir: &Path, id: &str, channel_only: bool) -> Result<(), crate::Error> {
+    let io_err = |context: String| move |source| crate::Error::Io { context, source };
+    let Some(_one) = FileLock::try_acquire(Path::new(channel::SHIM_LOCK), LockMode::Exclusive)
+        .map_err(io_err(format!("locking {}", channel::SHIM_LOCK)))?
+    else {
+        tracing::info!(box_id = id, "another shim serves this box");
+        return Ok(());
+    };
+    let port = channel::connect_port(Path::new(BoxPaths::AGENT_PORT), channel::PORT_CONNECT)
+        .await
+        .map_err(io_err("reaching the VM's agent port".into()))?;
+    let (link, driver) = host_link();
+    let (r, w) = port.into_split();
+    let link_done = driver.run(r, w);
+    let serve = channel::serve_clients(
+        link.clone(),
+        SocketPaths::for_box(id),
+        home_dir.to_path_buf(),
+    );
+    tokio::pin!(link_done, serve);
+    if channel_only {
+        tokio::select! {
+            r = &mut link_done => tracing::info!(result = ?r, "the agent port closed"),
+            r = &mut serve => tracing::error!(result = ?r, "serving clients stopped"),
+        }
+        return Ok(());
+    }
+    let channel = async {
+        tokio::select! {
+            r = &mut link_done => tracing::info!(result = ?r, "the agent port closed"),
+            r = &mut serve => tracing::error!(result = ?r, "serving clients stopped"),
+        }
+    };
+    tokio::select! {
+        r = monitor(home_dir, id) => r,
+        () = channel => {
+            // The port closes when QEMU exits: record the VM's end as the monitor would.
+            let home = Home::open(home_dir)?;
+            let bid = id.to_string();
+            match home.db(move |db| db.get(&bid)).await? {
+                Some(row) => match row.status.vmm {
+                    Some(vmm) => {
+                        crate::util::kill::wait_exit(vmm, Duration::from_secs(10)).await;
+                        on_vm_exit(&home, id, vmm).await
+                    }
+                    None => Ok(()),
+                },
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+/// Health checks and the VM's death, until the box stops or disappears.
+async fn monitor(home: &Path, id: &str) -> Result<(), crate::Error> {
     let home = Home::open(home)?;
     let get = |home: &Home| {
         let id = id.to_string();
@@ -78,10 +141,11 @@ pub async fn run(home: &Path, id: &str) -> Result<(), crate::Error> {
     let Some(row) = get(&home).await? else {
         return Ok(());
     };
+    // The shim starts while the box is still Starting; its VMM is recorded by then.
     let Some(vmm) = row
         .status
         .vmm
-        .filter(|_| row.status.state() == BoxState::Running)
+        .filter(|_| matches!(row.status.state(), BoxState::Running | BoxState::Starting))
     else {
         return Ok(());
     };
@@ -103,9 +167,14 @@ pub async fn run(home: &Path, id: &str) -> Result<(), crate::Error> {
         let Some(row) = get(&home).await? else {
             return Ok(());
         };
-        if row.status.state() != BoxState::Running || row.status.vmm != Some(vmm) {
-            // Stopped or restarted by someone else; a restart has its own monitor.
+        if row.status.vmm != Some(vmm)
+            || !matches!(row.status.state(), BoxState::Running | BoxState::Starting)
+        {
+            // Stopped or restarted by someone else; a restart has its own shim.
             return Ok(());
+        }
+        if row.status.state() == BoxState::Starting {
+            continue;
         }
         let result = probe(&row, Duration::from_secs(hc.timeout_secs.into())).await;
         let was = health.state;

@@ -1,21 +1,22 @@
-//! The host side of the agent protocol: one gRPC channel per box handle, over vsock.
+//! The host side of the agent protocol: one gRPC channel per box handle, over the box
+//! shim's socket (each connection there is one stream of the agent channel).
 //!
 //! Generated protocol types stop here; the rest of the library sees its own types.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use boxlite_protocol::v1;
 use boxlite_protocol::v1::agent_client::AgentClient as Stub;
 use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint};
-
-use crate::vmm::vsock::{self, AgentAddr};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PortalError {
     #[error("connecting to the agent of {target}")]
     Connect {
-        /// The box and the socket (or vsock CID) tried.
+        /// The box and the socket tried.
         target: String,
         #[source]
         source: tonic::transport::Error,
@@ -130,16 +131,16 @@ pub struct AgentClient {
     stub: Stub<Channel>,
 }
 
-/// How errors name a box's agent: the box (or build) and where it was reached.
-pub fn target(id: &str, addr: &AgentAddr) -> String {
-    format!("box {} ({addr})", &id[..id.len().min(12)])
+/// How errors name a box's agent: the box (or build) and the socket it was reached at.
+pub fn target(id: &str, socket: &Path) -> String {
+    format!("box {} ({})", &id[..id.len().min(12)], socket.display())
 }
 
-/// Connect afresh to the agent of box `id` at `addr` and ping it, within `timeout`.
-pub async fn ping_agent(addr: AgentAddr, id: &str, timeout: Duration) -> Result<(), PortalError> {
-    let target = target(id, &addr);
+/// Connect afresh to the agent of box `id` through `socket` and ping it, within `timeout`.
+pub async fn ping_agent(socket: &Path, id: &str, timeout: Duration) -> Result<(), PortalError> {
+    let target = target(id, socket);
     let fut = async {
-        let c = AgentClient::connect(addr, id).await?;
+        let c = AgentClient::connect(socket, id).await?;
         c.ping().await.map(|_| ())
     };
     match tokio::time::timeout(timeout, fut).await {
@@ -152,9 +153,12 @@ pub async fn ping_agent(addr: AgentAddr, id: &str, timeout: Duration) -> Result<
 }
 
 impl AgentClient {
-    /// Connect to the agent of box `id` (named in errors) at `addr`.
-    pub async fn connect(addr: AgentAddr, id: &str) -> Result<Self, PortalError> {
-        let target = target(id, &addr);
+    /// Connect to the agent of box `id` (named in errors) through its shim's `socket`.
+    /// The connection is made at once; if it breaks later (the shim restarted), the next
+    /// call connects again.
+    pub async fn connect(socket: &Path, id: &str) -> Result<Self, PortalError> {
+        let target = target(id, socket);
+        let socket: PathBuf = socket.to_path_buf();
         let endpoint = Endpoint::from_static("http://boxlite-agent")
             .connect_timeout(Duration::from_secs(10))
             .initial_stream_window_size(boxlite_protocol::STREAM_WINDOW)
@@ -165,9 +169,9 @@ impl AgentClient {
             .keep_alive_while_idle(false);
         let channel = endpoint
             .connect_with_connector(tower::service_fn(move |_| {
-                let addr = addr.clone();
+                let socket = socket.clone();
                 async move {
-                    let conn = vsock::connect(&addr, boxlite_protocol::AGENT_PORT).await?;
+                    let conn = UnixStream::connect(&socket).await?;
                     Ok::<_, std::io::Error>(TokioIo::new(conn))
                 }
             }))

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::assets::AssetError;
 use crate::context::{Context, SHIM, shim_binary};
 use crate::images::ImageStore;
-use crate::model::{BoxState, VsockMode};
+use crate::model::BoxState;
 use crate::util::blocking;
 use crate::vmm::accel::AccelChoice;
 use crate::vmm::qemu::Qemu;
@@ -70,12 +70,15 @@ pub struct RuntimeInfo {
     pub vmm: String,
     pub vmm_binary: PathBuf,
     pub vmm_version: Result<String, String>,
-    pub vsock: VsockMode,
+    /// How the host reaches each box's agent: one virtio-serial port, multiplexed by the
+    /// box's shim.
+    pub agent_channel: &'static str,
+    /// Where guest RAM files live while boxes run (tmpfs).
+    pub ram_dir: PathBuf,
     pub assets: Result<PathBuf, String>,
     pub kernel: Result<PathBuf, String>,
     pub kernel_release: Option<String>,
     pub initramfs: Result<PathBuf, String>,
-    pub vhost_vsock: Result<PathBuf, String>,
     pub virtiofsd: Result<PathBuf, String>,
     pub builtin_images: Vec<String>,
     pub boxes: usize,
@@ -147,7 +150,8 @@ impl Boxlite {
                     .map(|q| q.binary().to_path_buf())
                     .unwrap_or_default(),
                 vmm_version: ctx.vmm.version().map_err(|e| e.to_string()),
-                vsock: ctx.vsock_mode,
+                agent_channel: "virtio-serial, multiplexed by boxlite-shim",
+                ram_dir: crate::layout::ram_root(),
                 assets: assets
                     .as_ref()
                     .map(|a| a.dir().to_path_buf())
@@ -161,7 +165,6 @@ impl Boxlite {
                     .as_ref()
                     .map_err(|e| e.to_string())
                     .and_then(|a| s(a.initramfs())),
-                vhost_vsock: ctx.vhost_vsock_binary().map_err(|e| e.to_string()),
                 virtiofsd: ctx.virtiofsd_binary().map_err(|e| e.to_string()),
                 builtin_images: assets
                     .as_ref()

@@ -72,6 +72,8 @@ pub struct HelperCommand {
     /// configuration, which never goes in argv (world-readable in `/proc/<pid>/cmdline`)
     /// or the environment. At most [`MAX_STDIN`] bytes. `None`: stdin is `/dev/null`.
     pub stdin: Option<Vec<u8>>,
+    /// The working directory; `None`: the spawner's.
+    pub dir: Option<PathBuf>,
 }
 
 /// The most a helper's stdin may carry: one pipe buffer, written before the helper runs,
@@ -86,7 +88,15 @@ impl HelperCommand {
             log: log.into(),
             env: Vec::new(),
             stdin: None,
+            dir: None,
         }
+    }
+
+    /// Start the helper in `dir`: relative socket paths in its arguments resolve there,
+    /// which keeps them short whatever the length of the home's path.
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
     }
 
     /// Hand `data` to the helper on its stdin; see [`HelperCommand::stdin`].
@@ -287,6 +297,9 @@ pub async fn spawn_gated(cmd: &HelperCommand) -> Result<Pending, SpawnError> {
         .stdout(out)
         .stderr(err)
         .kill_on_drop(false);
+    if let Some(d) = &cmd.dir {
+        c.current_dir(d);
+    }
     // SAFETY: the hook runs in the forked child before execve and only makes
     // async-signal-safe calls (setsid, prctl, close, write, read, poll, getpid, getppid,
     // fcntl, close_range); it allocates nothing.

@@ -1,7 +1,7 @@
-//! Booting a VM, for a box or for the image builder: start its helpers (vhost-device-vsock
-//! when the kernel has no vhost-vsock, one virtiofsd per volume), bind the readiness
-//! listener, start QEMU, and wait for whichever comes first: the agent's readiness
-//! connection, the death of vhost-device-vsock or of QEMU, or the boot deadline.
+//! Booting a VM, for a box or for the image builder: start its helpers (one virtiofsd per
+//! volume, the network helper), start QEMU, then the shim that owns the agent channel,
+//! and wait for whichever comes first: the agent answering a ping through the shim, the
+//! death of QEMU or of the shim, or the boot deadline.
 //!
 //! Every process is started behind the spawn gate ([`crate::util::spawn`]) and recorded
 //! through a [`ProcessLedger`] before it runs, so a caller that dies at any point leaves
@@ -14,15 +14,14 @@ use std::time::{Duration, Instant};
 
 use crate::context::Context;
 use crate::layout::{BoxPaths, SocketDirError, SocketPaths};
-use crate::model::{BootTimings, BoxStatus, VolumeMount, VsockMode};
+use crate::model::{BootTimings, BoxStatus, VolumeMount};
 use crate::portal::{AgentClient, PortalError};
 use crate::util::fsutil::tail_file;
 use crate::util::kill;
 use crate::util::ms_since;
 use crate::util::process::ProcessId;
 use crate::util::spawn::{HelperCommand, SpawnError, spawn_gated};
-use crate::vmm::vsock::{AgentAddr, ReadyListener, random_cid};
-use crate::vmm::{FsDevice, NetBackend, NetDevice, VmConfig, VmmError, VsockDevice};
+use crate::vmm::{FsDevice, NetBackend, NetDevice, VmConfig, VmmError};
 use boxlite_net::config::Subnet;
 
 /// How long a vhost-user backend may take to listen on its socket.
@@ -53,14 +52,12 @@ pub enum BootError {
         after: Duration,
         accel: crate::model::Accel,
     },
-    #[error("the agent's readiness listener on {what} failed")]
-    ReadyListener {
-        what: String,
+    #[error("the agent did not answer through the shim's socket {}", socket.display())]
+    Handshake {
+        socket: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: PortalError,
     },
-    #[error("the agent reported ready but did not accept a connection")]
-    Handshake(#[source] PortalError),
     #[error("mounting volumes in the box")]
     MountVolumes(#[source] PortalError),
     #[error("starting {helper}")]
@@ -171,6 +168,8 @@ pub(crate) struct VmSpec<'a> {
     pub cmdline: Vec<String>,
     /// The box's network; `None` (or mode none): no NIC and no helper.
     pub network: Option<&'a crate::model::NetworkSpec>,
+    /// An image build: its shim serves the channel only (there is no box row).
+    pub builder: bool,
 }
 
 /// Start one helper behind the gate: record it (through `set` and the ledger), then let
@@ -224,55 +223,7 @@ pub(crate) async fn launch<L: ProcessLedger>(
         ("BOXLITE_HOME".to_string(), home),
         ("BOXLITE_BOX_ID".to_string(), id.clone()),
     ];
-    let mode = ctx.vsock_mode;
-    rec.vsock_mode = Some(mode);
     rec.accel = Some(ctx.accel.accel);
-    let mut helper_child = None;
-    let (device, addr, ready_port) = match mode {
-        VsockMode::VhostUser => {
-            let cmd = HelperCommand::new(ctx.vhost_vsock_binary()?, paths.vsock_log())
-                .args([
-                    "--vm".to_string(),
-                    format!(
-                        "guest-cid=3,socket={},uds-path={}",
-                        sockets.vhost().display(),
-                        sockets.agent().display()
-                    ),
-                ])
-                .envs(&marker);
-            let helper = start_helper("vhost-device-vsock", &cmd, rec, guard, ledger, |r, p| {
-                r.vsock_helper = Some(p);
-            })
-            .await?;
-            helper_child = Some(helper);
-            (
-                VsockDevice::VhostUser {
-                    socket: sockets.vhost(),
-                },
-                AgentAddr::Hybrid {
-                    uds: sockets.agent(),
-                },
-                boxlite_protocol::DEFAULT_READY_PORT,
-            )
-        }
-        VsockMode::Kernel => {
-            let cid = random_cid();
-            rec.cid = Some(cid);
-            // A per-box readiness port: host vsock ports are shared by all boxes.
-            let port = rand::random_range(1 << 20..1 << 30);
-            (VsockDevice::Kernel { cid }, AgentAddr::Kernel { cid }, port)
-        }
-    };
-    if let Some(child) = helper_child.as_mut() {
-        wait_for_socket(
-            "vhost-device-vsock",
-            &sockets.vhost(),
-            child,
-            &paths.vsock_log(),
-        )
-        .await?;
-        tracing::debug!(ms = ms_since(t0), "vsock device ready");
-    }
     // One virtiofsd per volume, each sharing exactly one managed directory, checked
     // against the gate again now: the directory could have been replaced since creation.
     let mut fs = Vec::new();
@@ -314,37 +265,27 @@ pub(crate) async fn launch<L: ProcessLedger>(
         None => None,
     };
     tracing::debug!(ms = ms_since(t0), "network ready");
-    let ready_at = sockets.agent_port(ready_port);
-    let ready = ReadyListener::bind(&addr, &ready_at, ready_port).map_err(|source| {
-        BootError::ReadyListener {
-            what: match &addr {
-                AgentAddr::Hybrid { .. } => ready_at.display().to_string(),
-                AgentAddr::Kernel { .. } => format!("vsock port {ready_port}"),
-            },
-            source,
-        }
-    })?;
-
+    let port = paths.agent_port();
+    let _ = std::fs::remove_file(&port);
     let cfg = VmConfig {
         accel: ctx.accel.accel,
         kernel,
         initrd,
-        cmdline: [
-            format!("{}={ready_port}", boxlite_protocol::CMDLINE_READY_PORT),
-            format!("boxlite.hostname={}", &id[..id.len().min(12)]),
-        ]
-        .into_iter()
-        .chain(spec.cmdline.iter().cloned())
-        .chain(
-            net.as_ref()
-                .map(|_| crate::net::cmdline_word(&Subnet::default())),
-        )
-        .collect(),
+        cmdline: [format!("boxlite.hostname={}", &id[..id.len().min(12)])]
+            .into_iter()
+            .chain(spec.cmdline.iter().cloned())
+            .chain(
+                net.as_ref()
+                    .map(|_| crate::net::cmdline_word(&Subnet::default())),
+            )
+            .collect(),
         root_disk: spec.root_disk.clone(),
         root_raw: spec.root_format == DiskFormat::Raw,
         memory_mib: spec.memory_mib,
         cpus: spec.cpus,
-        vsock: device,
+        dir: paths.dir.clone(),
+        agent_port: PathBuf::from(crate::layout::BoxPaths::AGENT_PORT),
+        ram_file: sockets.ram(),
         fs,
         net,
         console_log: paths.console_log(),
@@ -363,42 +304,68 @@ pub(crate) async fn launch<L: ProcessLedger>(
     };
     tracing::debug!(ms = timings.vmm_spawned_ms, "vmm spawned");
 
+    // The shim owns the host end of the agent's port from now on; it connects to QEMU's
+    // socket and listens on the box's own.
+    let shim = shim_command(ctx.layout().home(), &id, paths, spec.builder)?;
+    let mut shim_child = start_helper(SHIM_HELPER, &shim, rec, guard, ledger, |r, p| {
+        r.monitor = Some(p);
+    })
+    .await?;
+    tracing::debug!(ms = ms_since(t0), "shim spawned");
+
     let mut vm_child = vm;
-    let helper_exit = async {
-        match helper_child.as_mut() {
-            Some(c) => c.wait().await.ok(),
-            None => std::future::pending().await,
-        }
-    };
+    let socket = sockets.agent();
     let timeout = ctx.boot_timeout;
-    tokio::select! {
-        r = ready.accept_ready() => {
-            r.map_err(|source| BootError::ReadyListener { what: "the readiness connection".into(), source })?;
-        }
+    let ready = async {
+        // The first of many pings: the shim holds each connection until the agent serves.
+        wait_listening(&socket).await;
+        tracing::debug!(ms = ms_since(t0), "shim listening");
+        let client = AgentClient::connect(&socket, &id).await?;
+        client.ping().await?;
+        Ok::<_, PortalError>(client)
+    };
+    let client = tokio::select! {
+        r = ready => match r {
+            Ok(c) => c,
+            Err(source) => {
+                // A VM that dies takes the shim's link down first: report the death, not
+                // the broken ping, when that is what happened.
+                let grace = Duration::from_secs(2);
+                if let Ok(st) = tokio::time::timeout(grace, vm_child.wait()).await {
+                    return Err(BootError::VmmExited {
+                        status: status_text(st.ok()),
+                        qemu_log: tail_file(&paths.vmm_log(), 1000),
+                    });
+                }
+                if let Ok(Some(st)) = shim_child.try_wait() {
+                    return Err(BootError::HelperExited {
+                        helper: SHIM_HELPER,
+                        status: st.to_string(),
+                        log: tail_file(&paths.monitor_log(), 1000),
+                    });
+                }
+                return Err(BootError::Handshake { socket: socket.clone(), source });
+            }
+        },
         st = vm_child.wait() => {
             return Err(BootError::VmmExited {
                 status: status_text(st.ok()),
                 qemu_log: tail_file(&paths.vmm_log(), 1000),
             });
         }
-        st = helper_exit => {
+        st = shim_child.wait() => {
             return Err(BootError::HelperExited {
-                helper: "vhost-device-vsock",
-                status: status_text(st),
-                log: tail_file(&paths.vsock_log(), 1000),
+                helper: SHIM_HELPER,
+                status: status_text(st.ok()),
+                log: tail_file(&paths.monitor_log(), 1000),
             });
         }
         _ = tokio::time::sleep(timeout) => {
             return Err(BootError::Deadline { after: timeout, accel: ctx.accel.accel });
         }
-    }
-    drop(ready);
+    };
     timings.agent_ready_ms = ms_since(t0);
     tracing::debug!(ms = timings.agent_ready_ms, "agent ready");
-    let client = AgentClient::connect(addr, &id)
-        .await
-        .map_err(BootError::Handshake)?;
-    tracing::debug!(ms = ms_since(t0), "agent connected");
     if !spec.volumes.is_empty() {
         let mounts: Vec<(String, String, bool)> = spec
             .volumes
@@ -415,6 +382,52 @@ pub(crate) async fn launch<L: ProcessLedger>(
     timings.ready_ms = ms_since(t0);
     rec.boot = Some(timings);
     Ok(client)
+}
+
+const SHIM_HELPER: &str = "boxlite-shim";
+
+/// How the shim of box (or build) `id` is started: in the box directory, where QEMU's end
+/// of the agent port is, with the same socket root as its spawner. `channel_only` (image
+/// builds): no database row, so no health checks; it serves the channel until QEMU exits.
+pub(crate) fn shim_command(
+    home: &Path,
+    id: &str,
+    paths: &BoxPaths,
+    channel_only: bool,
+) -> Result<HelperCommand, BootError> {
+    let binary = crate::context::shim_binary().ok_or_else(|| VmmError::BinaryMissing {
+        binary: SHIM_HELPER.into(),
+        hint: "it is built with boxlite (cargo build --release puts it next to boxlite), or set BOXLITE_SHIM".into(),
+    })?;
+    let mut cmd = HelperCommand::new(binary, paths.monitor_log())
+        .args([
+            std::ffi::OsString::from("--home"),
+            home.as_os_str().to_owned(),
+            "--box".into(),
+            id.into(),
+        ])
+        .envs(&[
+            ("BOXLITE_HOME".into(), home.display().to_string()),
+            ("BOXLITE_BOX_ID".into(), id.to_string()),
+            (
+                "BOXLITE_SOCKET_DIR".into(),
+                crate::layout::socket_root().display().to_string(),
+            ),
+        ])
+        .current_dir(&paths.dir);
+    if channel_only {
+        cmd = cmd.args(["--channel-only"]);
+    }
+    Ok(cmd)
+}
+
+/// Wait until a unix socket listens. The caller bounds the wait.
+pub(crate) async fn wait_listening(path: &Path) {
+    let mut pause = Duration::from_millis(1);
+    while !crate::util::fsutil::unix_socket_ready(path) {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
 }
 
 /// A box's NIC. The network helper is started first and must listen before QEMU starts:

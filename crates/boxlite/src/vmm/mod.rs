@@ -3,7 +3,6 @@
 
 pub mod accel;
 pub mod qemu;
-pub mod vsock;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -18,15 +17,6 @@ pub enum VmmError {
     BinaryMissing { binary: String, hint: String },
     #[error("{binary} --version failed: {detail}")]
     Version { binary: String, detail: String },
-}
-
-/// How the guest's virtio-vsock device is provided.
-#[derive(Debug, Clone)]
-pub enum VsockDevice {
-    /// A vhost-user backend (vhost-device-vsock) listening on this socket.
-    VhostUser { socket: PathBuf },
-    /// The kernel's vhost-vsock, with this guest CID.
-    Kernel { cid: u32 },
 }
 
 /// A virtio-fs device served by a vhost-user backend (virtiofsd).
@@ -50,7 +40,14 @@ pub struct VmConfig {
     pub root_raw: bool,
     pub memory_mib: u32,
     pub cpus: u32,
-    pub vsock: VsockDevice,
+    /// The engine's working directory (the box directory): relative paths below resolve
+    /// there.
+    pub dir: PathBuf,
+    /// The agent's virtio-serial port: the engine listens on this unix socket (relative to
+    /// `dir`) and the box's shim connects to it.
+    pub agent_port: PathBuf,
+    /// Guest RAM: a file on tmpfs, mapped shared.
+    pub ram_file: PathBuf,
     /// Shared directories, in order.
     pub fs: Vec<FsDevice>,
     /// The NIC, when the box has a network.

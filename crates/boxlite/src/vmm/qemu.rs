@@ -1,5 +1,6 @@
 //! The QEMU engine: the `microvm` machine, direct PVH boot of an uncompressed kernel, the
-//! root disk as a qcow2 overlay on virtio-blk, and virtio-vsock for the agent.
+//! root disk as a qcow2 overlay on virtio-blk, guest RAM in a file on tmpfs, and one
+//! virtio-serial port for the agent channel.
 //!
 //! QEMU runs with `-sandbox on` (seccomp), in its own session so it outlives the caller,
 //! with its console on a per-box log file.
@@ -7,7 +8,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use super::{Accel, NetBackend, VmConfig, Vmm, VmmError, VsockDevice};
+use super::{Accel, NetBackend, VmConfig, Vmm, VmmError};
 use crate::util::process::find_binary;
 use crate::util::spawn::{HelperCommand, tool_command};
 
@@ -65,26 +66,31 @@ impl Qemu {
         push("on");
         push("-serial");
         push(&format!("file:{}", cfg.console_log.display()));
-        // Guest RAM as a shared memfd: vhost-user backends (vsock, virtiofs) map it.
+        // Guest RAM in a file on tmpfs, shared: vhost-user backends (virtiofsd) map it, and a
+        // memory snapshot is the device state plus this file.
         push("-object");
         push(&format!(
-            "memory-backend-memfd,id=mem,size={}M,share=on",
-            cfg.memory_mib
+            "memory-backend-file,id=mem,size={}M,mem-path={},share=on",
+            cfg.memory_mib,
+            cfg.ram_file.display()
         ));
         push("-machine");
         push("memory-backend=mem");
-        match &cfg.vsock {
-            VsockDevice::VhostUser { socket } => {
-                push("-chardev");
-                push(&format!("socket,id=vsock,path={}", socket.display()));
-                push("-device");
-                push("vhost-user-vsock-device,chardev=vsock");
-            }
-            VsockDevice::Kernel { cid } => {
-                push("-device");
-                push(&format!("vhost-vsock-device,guest-cid={cid}"));
-            }
-        }
+        // The agent channel: one virtio-serial port whose host end is a unix socket QEMU
+        // listens on, for the box's shim (the only client it ever has) to connect and
+        // reconnect to. `wait=off`: the guest boots without waiting for it.
+        push("-device");
+        push("virtio-serial-device,max_ports=2");
+        push("-chardev");
+        push(&format!(
+            "socket,id=agent,path={},server=on,wait=off",
+            cfg.agent_port.display()
+        ));
+        push("-device");
+        push(&format!(
+            "virtserialport,chardev=agent,name={}",
+            boxlite_protocol::PORT_NAME
+        ));
         for (i, fs) in cfg.fs.iter().enumerate() {
             push("-chardev");
             push(&format!("socket,id=fs{i},path={}", fs.socket.display()));
@@ -200,6 +206,7 @@ impl Vmm for Qemu {
         HelperCommand::new(&self.binary, &cfg.vmm_log)
             .args(self.args(cfg, host_tsc_khz()))
             .envs(&cfg.marker)
+            .current_dir(&cfg.dir)
     }
 }
 
@@ -212,14 +219,14 @@ mod tests {
             accel,
             kernel: "/a/vmlinux".into(),
             initrd: "/a/initramfs.cpio".into(),
-            cmdline: vec!["boxlite.ready_port=1025".into()],
+            cmdline: vec!["boxlite.hostname=abc".into()],
             root_disk: "/b/disk.qcow2".into(),
             root_raw: false,
             memory_mib: 512,
             cpus: 2,
-            vsock: VsockDevice::VhostUser {
-                socket: "/tmp/boxlite-0/x/v.sock".into(),
-            },
+            dir: "/b".into(),
+            agent_port: "port.sock".into(),
+            ram_file: "/dev/shm/boxlite-0/x.ram".into(),
             fs: Vec::new(),
             net: None,
             console_log: "/b/console.log".into(),
@@ -260,7 +267,7 @@ mod tests {
     }
 
     #[test]
-    fn tcg_args_use_microvm_memfd_vhost_user_vsock_and_seccomp() {
+    fn tcg_args_use_microvm_ram_file_agent_port_and_seccomp() {
         let q = Qemu {
             binary: "qemu".into(),
         };
@@ -269,10 +276,10 @@ mod tests {
             "-M microvm",
             "-accel tcg,thread=multi,tb-size=64",
             "-sandbox on",
-            "memory-backend-memfd,id=mem,size=512M,share=on",
-            "vhost-user-vsock-device,chardev=vsock",
+            "memory-backend-file,id=mem,size=512M,mem-path=/dev/shm/boxlite-0/x.ram,share=on -machine memory-backend=mem",
+            "-device virtio-serial-device,max_ports=2 -chardev socket,id=agent,path=port.sock,server=on,wait=off -device virtserialport,chardev=agent,name=boxlite.agent",
             "-serial file:/b/console.log",
-            "tsc_early_khz=2445426 boxlite.ready_port=1025",
+            "tsc_early_khz=2445426 boxlite.hostname=abc",
         ] {
             assert!(a.contains(want), "missing {want:?} in {a}");
         }
@@ -302,15 +309,13 @@ mod tests {
     }
 
     #[test]
-    fn kvm_args_use_host_cpu_and_kernel_vsock() {
+    fn kvm_args_use_host_cpu() {
         let q = Qemu {
             binary: "qemu".into(),
         };
-        let mut c = cfg(Accel::Kvm);
-        c.vsock = VsockDevice::Kernel { cid: 42 };
-        let a = joined(&q, &c);
+        let a = joined(&q, &cfg(Accel::Kvm));
         assert!(a.contains("-accel kvm -cpu host"), "{a}");
-        assert!(a.contains("vhost-vsock-device,guest-cid=42"), "{a}");
+        assert!(!a.contains("vsock"), "{a}");
     }
 
     #[test]
