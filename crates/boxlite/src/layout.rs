@@ -418,4 +418,36 @@ mod tests {
         let err = res.unwrap_err().to_string();
         assert!(err.contains("owned by uid 65534"), "{err}");
     }
+
+    #[test]
+    fn a_home_reached_through_a_symlink_or_a_relative_path_owns_its_socket_directories() {
+        let base = std::env::temp_dir().join(format!("bx-home-{}", rand::random::<u64>()));
+        let home = base.join("real");
+        std::fs::create_dir_all(&home).unwrap();
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&home, &link).unwrap();
+        let dotted = base.join("real/../real");
+        assert!(same_home(&home, &link));
+        assert!(same_home(&dotted, &link));
+        assert!(!same_home(&home, &base));
+
+        // Created through the symlink, the directory is the home's own by either name:
+        // `ensure` keeps it, and `remove_if_owned` with the real path removes it.
+        let sockets = SocketPaths {
+            dir: base.join("sock").join("0123456789ab"),
+        };
+        std::fs::create_dir_all(base.join("sock")).unwrap();
+        sockets.create(&link).unwrap();
+        sockets.ensure(&home).unwrap();
+        assert!(sockets.dir.exists());
+        // Another home's directory is refused and kept.
+        let other = base.join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        assert!(sockets.ensure(&other).is_err());
+        sockets.remove_if_owned(&other);
+        assert!(sockets.dir.exists());
+        sockets.remove_if_owned(&home);
+        assert!(!sockets.dir.exists());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 }
