@@ -110,23 +110,44 @@ pub async fn run(home_dir: &Path, id: &str, channel_only: bool) -> Result<(), cr
             r = &mut serve => tracing::error!(result = ?r, "serving clients stopped"),
         }
     };
-    tokio::select! {
-        r = monitor(home_dir, id) => r,
-        () = channel => {
-            // The port closes when QEMU exits: record the VM's end as the monitor would.
-            let home = Home::open(home_dir)?;
-            let bid = id.to_string();
-            match home.db(move |db| db.get(&bid)).await? {
-                Some(row) => match row.status.vmm {
-                    Some(vmm) => {
-                        crate::util::kill::wait_exit(vmm, Duration::from_secs(10)).await;
-                        on_vm_exit(&home, id, vmm).await
-                    }
-                    None => Ok(()),
-                },
-                None => Ok(()),
+    // Health checks end when the box stops or is restarted by someone else; the channel
+    // is served until the VM's port closes either way.
+    let settled = std::cell::Cell::new(false);
+    let checks = async {
+        match monitor(home_dir, id).await {
+            // It recorded the VM's end, or someone else stopped or restarted the box.
+            Ok(()) => settled.set(true),
+            Err(e) => {
+                tracing::warn!(
+                    box_id = id,
+                    "health checks stopped: {}",
+                    crate::util::error_chain(&e)
+                );
             }
         }
+        std::future::pending::<()>().await;
+    };
+    // `checks` never completes: this waits for the VM's port to close.
+    tokio::select! {
+        () = checks => {}
+        () = channel => {}
+    }
+    if settled.get() {
+        return Ok(());
+    }
+    // The port closes when QEMU exits: record the VM's end as the health loop would have.
+    let home = Home::open(home_dir)?;
+    let bid = id.to_string();
+    match home
+        .db(move |db| db.get(&bid))
+        .await?
+        .and_then(|row| row.status.vmm)
+    {
+        Some(vmm) => {
+            crate::util::kill::wait_exit(vmm, Duration::from_secs(10)).await;
+            on_vm_exit(&home, id, vmm).await
+        }
+        None => Ok(()),
     }
 }
 
