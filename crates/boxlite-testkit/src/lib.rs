@@ -186,6 +186,21 @@ impl Drop for TestHome {
         for d in &sockets {
             let _ = std::fs::remove_dir_all(d);
         }
+        // Guest RAM files of this home's boxes (a file on tmpfs outlives its QEMU).
+        let ram: Vec<PathBuf> = self
+            .box_dirs()
+            .iter()
+            .filter_map(|d| {
+                d.file_name()?
+                    .to_str()
+                    .map(|id| id[..id.len().min(12)].to_string())
+            })
+            .map(|id12| boxlite::ram_root().join(format!("{id12}.ram")))
+            .filter(|p| p.exists())
+            .collect();
+        for f in &ram {
+            let _ = std::fs::remove_file(f);
+        }
         let _ = std::fs::remove_dir_all(&self.home);
         if std::thread::panicking() {
             return;
@@ -195,6 +210,9 @@ impl Drop for TestHome {
         }
         if !sockets.is_empty() {
             panic!("socket directories outlived the test: {sockets:?}");
+        }
+        if !ram.is_empty() {
+            panic!("guest RAM files outlived the test: {ram:?}");
         }
     }
 }

@@ -51,7 +51,7 @@ pub use assets::AssetError;
 pub use builder::{BuildError, BuildFailed};
 pub use db::DbError;
 pub use disk::DiskError;
-pub use layout::{SocketDirError, socket_root};
+pub use layout::{SocketDirError, ram_root, socket_root};
 pub use litebox::{
     BootStages, BoxCommand, BoxError, BoxInfo, BoxMetrics, BoxOptions, BoxState, CopyError,
     CopyOptions, CopyStats, ExecError, ExecOutput, ExecStdin, Execution, Health, HealthOptions,
