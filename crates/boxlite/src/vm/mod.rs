@@ -70,6 +70,17 @@ pub enum BootError {
         "BOXLITE_BENCH_SLIRP=1 boots boxes on QEMU's slirp, a benchmark yardstick that applies no network rules, publishes no ports and adds no hosts; unset it, or create the box without them"
     )]
     SlirpYardstick,
+    #[error(
+        "guest RAM files go to {} ({}), which has {avail_mib} MiB free, and this VM needs {need_mib} MiB; give it room (a container's /dev/shm: --shm-size) or point BOXLITE_RAM_DIR at a tmpfs that has it",
+        dir.display(),
+        if *tmpfs { "tmpfs" } else { "not a tmpfs" }
+    )]
+    RamDirFull {
+        dir: PathBuf,
+        tmpfs: bool,
+        need_mib: u64,
+        avail_mib: u64,
+    },
     #[error("recording the VM's processes")]
     Record(#[source] Box<crate::Error>),
     #[error(transparent)]
@@ -265,6 +276,7 @@ pub(crate) async fn launch<L: ProcessLedger>(
         None => None,
     };
     tracing::debug!(ms = ms_since(t0), "network ready");
+    check_ram_room(&sockets.ram(), spec.memory_mib)?;
     let port = paths.agent_port();
     let _ = std::fs::remove_file(&port);
     let cfg = VmConfig {
@@ -385,6 +397,47 @@ pub(crate) async fn launch<L: ProcessLedger>(
 }
 
 const SHIM_HELPER: &str = "boxlite-shim";
+
+/// Refuse to start a VM whose RAM file cannot fit where it goes: a full tmpfs makes QEMU
+/// die of SIGBUS on the guest's next page fault, long after the start looked fine.
+/// (Docker gives containers a 64 MiB /dev/shm by default.)
+fn check_ram_room(ram_file: &Path, memory_mib: u32) -> Result<(), BootError> {
+    let Some(dir) = ram_file.parent() else {
+        return Ok(());
+    };
+    let Some((avail, tmpfs)) = fs_room(dir) else {
+        return Ok(());
+    };
+    let need_mib = u64::from(memory_mib);
+    let avail_mib = avail >> 20;
+    if avail_mib < need_mib {
+        return Err(BootError::RamDirFull {
+            dir: dir.to_path_buf(),
+            tmpfs,
+            need_mib,
+            avail_mib,
+        });
+    }
+    Ok(())
+}
+
+/// Free bytes for an unprivileged writer, and whether it is a tmpfs.
+fn fs_room(dir: &Path) -> Option<(u64, bool)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs writes into a zeroed struct we own; the path is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    #[allow(clippy::cast_sign_loss, clippy::unnecessary_cast)]
+    let avail = (st.f_bavail as u64).saturating_mul(st.f_bsize as u64);
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    #[allow(clippy::unnecessary_cast, clippy::cast_possible_wrap)]
+    let tmpfs = st.f_type as i64 == TMPFS_MAGIC;
+    Some((avail, tmpfs))
+}
 
 /// How the shim of box (or build) `id` is started: in the box directory, where QEMU's end
 /// of the agent port is, with the same socket root as its spawner. `channel_only` (image
@@ -520,5 +573,28 @@ async fn wait_for_socket(
             });
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ram_file_that_cannot_fit_is_refused_before_qemu_starts() {
+        let dir = std::env::temp_dir().join(format!("bx-ram-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("0123456789ab.ram");
+        let (avail, _) = fs_room(&dir).unwrap();
+
+        let too_big = u32::try_from((avail >> 20) + 1).unwrap_or(u32::MAX);
+        let err = check_ram_room(&file, too_big).unwrap_err().to_string();
+        let fits = check_ram_room(&file, 1);
+
+        assert!(err.contains(&dir.display().to_string()), "{err}");
+        assert!(err.contains("BOXLITE_RAM_DIR"), "{err}");
+        assert!(err.contains(&format!("needs {too_big} MiB")), "{err}");
+        assert!(fits.is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
