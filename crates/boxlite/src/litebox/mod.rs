@@ -326,21 +326,27 @@ pub(crate) async fn connect_agent(
     row: &BoxRow,
 ) -> Result<AgentClient, crate::portal::PortalError> {
     let socket = SocketPaths::for_box(id).agent();
-    if shim_alive(row) && !accepts(&socket).await {
-        tracing::debug!(
-            box_id = id,
-            "nothing listens at the shim's socket yet; waiting for it"
-        );
-        let _ = tokio::time::timeout(SHIM_REBIND, async {
-            let mut pause = std::time::Duration::from_millis(2);
-            while !accepts(&socket).await {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+    match AgentClient::connect(&socket, id).await {
+        Err(e) if shim_alive(row) && !accepts(&socket).await => {
+            tracing::debug!(
+                box_id = id,
+                "nothing listens at the shim's socket yet; waiting for it"
+            );
+            let waited = tokio::time::timeout(SHIM_REBIND, async {
+                let mut pause = std::time::Duration::from_millis(2);
+                while !accepts(&socket).await {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                }
+            })
+            .await;
+            match waited {
+                Ok(()) => AgentClient::connect(&socket, id).await,
+                Err(_) => Err(e),
             }
-        })
-        .await;
+        }
+        r => r,
     }
-    AgentClient::connect(&socket, id).await
 }
 
 /// Whether a connection to `socket` is accepted now. A stale socket file (its shim was
