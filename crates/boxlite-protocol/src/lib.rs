@@ -18,20 +18,6 @@ pub mod v1 {
 /// name=`); the guest finds it under `/sys/class/virtio-ports/*/name`.
 pub const PORT_NAME: &str = "boxlite.agent";
 
-/// vsock port the agent serves gRPC on.
-pub const AGENT_PORT: u32 = 1024;
-
-/// Default vsock port on the host that the agent connects to once it is serving, as its
-/// readiness signal. The host may choose another and pass it as `boxlite.ready_port=`
-/// on the kernel command line.
-pub const DEFAULT_READY_PORT: u32 = 1025;
-
-/// The line the agent writes on the readiness connection.
-pub const READY_LINE: &[u8] = b"BOXLITE-READY 1\n";
-
-/// Kernel command line key for the readiness port.
-pub const CMDLINE_READY_PORT: &str = "boxlite.ready_port";
-
 /// Largest output chunk the agent sends in one message.
 pub const MAX_CHUNK: usize = 64 * 1024;
 

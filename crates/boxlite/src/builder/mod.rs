@@ -398,8 +398,8 @@ async fn build_in(
         let _ = guard.cleanup().await;
         return Err(e);
     }
-    // The agent syncs, unmounts and powers off; wait for QEMU to go. The vsock helper
-    // outlives it and is stopped with the rest.
+    // The agent syncs, unmounts and powers off; wait for QEMU to go. The shim exits when
+    // QEMU's port closes, and is stopped with the rest if it has not yet.
     let t_finish = Instant::now();
     let powered_off = match status.vmm {
         Some(vmm) => crate::util::kill::wait_exit(vmm, POWEROFF_TIMEOUT).await,

@@ -192,7 +192,7 @@ impl Default for BoxStatus {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BootTimings {
-    /// Helpers (vsock device, virtiofsd) ready and the VMM process spawned.
+    /// Helpers (virtiofsd, the network helper) ready and the VMM process spawned.
     pub vmm_spawned_ms: u64,
     /// The agent reported ready (kernel boot, init, agent start).
     pub agent_ready_ms: u64,

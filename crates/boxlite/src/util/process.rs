@@ -1,4 +1,4 @@
-//! Identity of helper processes (QEMU, vhost-device-vsock, virtiofsd, the box monitor).
+//! Identity of helper processes (QEMU, virtiofsd, the network helper, the box shim).
 //!
 //! A pid alone is not an identity: after the process exits the kernel can hand the same
 //! pid to something else. A [`ProcessId`] pairs the pid with the process start time from

@@ -1,6 +1,6 @@
 //! Starting helper processes the way a jailer would.
 //!
-//! Helpers (QEMU, vhost-device-vsock, virtiofsd, the box monitor, a builder VM) outlive
+//! Helpers (QEMU, virtiofsd, the network helper, the box shim, a builder VM) outlive
 //! the process that starts them, so they must be findable after it dies. Each is
 //! therefore started behind a **gate**: the child is forked and set up (its own session,
 //! its log as stdout and stderr), reports its pid, and then waits before `execve` until
