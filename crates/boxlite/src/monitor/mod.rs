@@ -96,20 +96,16 @@ pub async fn run(home_dir: &Path, id: &str, channel_only: bool) -> Result<(), cr
         SocketPaths::for_box(id),
         home_dir.to_path_buf(),
     );
-    tokio::pin!(link_done, serve);
-    if channel_only {
-        tokio::select! {
-            r = &mut link_done => tracing::info!(result = ?r, "the agent port closed"),
-            r = &mut serve => tracing::error!(result = ?r, "serving clients stopped"),
-        }
-        return Ok(());
-    }
     let channel = async {
         tokio::select! {
-            r = &mut link_done => tracing::info!(result = ?r, "the agent port closed"),
-            r = &mut serve => tracing::error!(result = ?r, "serving clients stopped"),
+            r = link_done => tracing::info!(result = ?r, "the agent port closed"),
+            r = serve => tracing::error!(result = ?r, "serving clients stopped"),
         }
     };
+    if channel_only {
+        channel.await;
+        return Ok(());
+    }
     // Health checks end when the box stops or is restarted by someone else; the channel
     // is served until the VM's port closes either way.
     let settled = std::cell::Cell::new(false);

@@ -475,7 +475,7 @@ pub(crate) fn shim_command(
 }
 
 /// Wait until a unix socket listens. The caller bounds the wait.
-pub(crate) async fn wait_listening(path: &Path) {
+async fn wait_listening(path: &Path) {
     let mut pause = Duration::from_millis(1);
     while !crate::util::fsutil::unix_socket_ready(path) {
         tokio::time::sleep(pause).await;
