@@ -15,6 +15,7 @@
 
 mod chan;
 pub mod fs;
+pub mod layers;
 mod pack;
 mod unpack;
 

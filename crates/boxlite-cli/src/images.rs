@@ -98,14 +98,25 @@ impl Display {
                     let secs = |ms: u64| ms as f64 / 1000.0;
                     let detail = build
                         .map(|b| {
-                            format!(
-                                " (builder boot {:.1}s, layers {:.1}s, check and shrink {:.1}s; {} files, {})",
-                                secs(b.boot_ms),
-                                secs(b.apply_ms),
-                                secs(b.finish_ms),
-                                b.entries,
-                                bytes(b.bytes)
-                            )
+                            if b.builder == "vm" {
+                                format!(
+                                    " in a builder VM (layers read {:.1}s, VM boot {:.1}s, written {:.1}s, check and shrink {:.1}s; {} files, {})",
+                                    secs(b.plan_ms),
+                                    secs(b.boot_ms),
+                                    secs(b.apply_ms),
+                                    secs(b.finish_ms),
+                                    b.entries,
+                                    bytes(b.bytes)
+                                )
+                            } else {
+                                format!(
+                                    " (layers read {:.1}s, written {:.1}s; {} files, {})",
+                                    secs(b.plan_ms),
+                                    secs(b.apply_ms),
+                                    b.entries,
+                                    bytes(b.bytes)
+                                )
+                            }
                         })
                         .unwrap_or_default();
                     let _ = writeln!(err, "root filesystem built in {:.1}s{detail}", secs(ms));

@@ -30,6 +30,11 @@ pub(crate) async fn info_cmd(rt: Boxlite, format: &str) -> Result<i32> {
                 info.vmm_version.as_deref().unwrap_or_else(|e| e)
             );
             println!("agent channel: {}", info.agent_channel);
+            println!(
+                "mke2fs:        {}",
+                info.mke2fs.as_deref().unwrap_or_else(|e| e)
+            );
+            println!("image builds:  {}", info.image_builder);
             println!("guest RAM:     {}", info.ram_dir.display());
             println!("virtiofsd:     {}", show(&info.virtiofsd));
             println!("assets:        {}", show(&info.assets));

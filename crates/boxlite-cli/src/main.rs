@@ -64,6 +64,7 @@ async fn real_main(cli: Cli) -> Result<i32> {
         home: Some(home),
         assets: None,
         config: cli.config.clone(),
+        image_builder: None,
     })?;
     match cli.command {
         Command::Run {

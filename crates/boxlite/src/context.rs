@@ -71,6 +71,8 @@ pub(crate) struct Context {
     pub boot_timeout: Duration,
     /// Resolvers and the test guard for every box's network helper.
     pub net: crate::net::NetSettings,
+    /// Where image bases are built.
+    pub image_builder: crate::builder::ImageBuilder,
     assets_dir: Option<PathBuf>,
     assets: OnceLock<Arc<Assets>>,
     /// Boxes this runtime started, which [`Context::shut_down`] stops.
@@ -99,6 +101,7 @@ impl Context {
             vmm: Arc::new(qemu),
             boot_timeout,
             net: crate::net::NetSettings::from_env(),
+            image_builder: crate::builder::ImageBuilder::from_env()?,
             assets_dir,
             assets: OnceLock::new(),
             started: Mutex::new(HashSet::new()),

@@ -49,6 +49,7 @@ pub mod runtime;
 
 pub use assets::AssetError;
 pub use builder::{BuildError, BuildFailed};
+pub use builder::{ImageBuilder, Mke2fs};
 pub use db::DbError;
 pub use disk::DiskError;
 pub use layout::{SocketDirError, ram_root, socket_root};
@@ -103,6 +104,8 @@ pub enum Error {
     Spawn(#[from] SpawnError),
     #[error("the boxlite runtime has been shut down; open a new one")]
     ShutDown,
+    #[error("{0}")]
+    InvalidOption(String),
     #[error("{context}")]
     Io {
         context: String,

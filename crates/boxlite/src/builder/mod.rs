@@ -1,17 +1,21 @@
-//! Building an image's ext4 base in a builder VM.
+//! Building an image's ext4 base from its layers.
 //!
-//! Layers are hostile input, so they are never unpacked on the host. The host makes a
-//! blank sparse ext4 file (`mkfs.ext4`, no root needed), boots the ordinary guest kernel
-//! and agent on it in builder mode (`boxlite.builder=1`: the agent mounts the disk and
-//! prepares nothing on it), and streams each verified layer blob to the agent's
-//! `ApplyLayer`, which decompresses and unpacks it inside the VM under
-//! `RESOLVE_IN_ROOT`. Whatever a layer does, it can only write into that disk, and only
-//! as much as the disk holds. After a clean power-off the host checks the filesystem
-//! (`e2fsck`), shrinks it to the content plus headroom (`resize2fs`), and renames it into
-//! `bases/<manifest hex>.ext4`.
+//! Layers are hostile input, so they are never unpacked on the host. The host reads
+//! them twice, streamed: once for their headers, which the flattener
+//! (`boxlite_archive::layers`) applies in order to an in-memory tree, refusing anything
+//! hostile; once for the contents of the files that survive, written as one canonical
+//! tar stream. That stream becomes the base in one of two ways:
+//! - on the host (the default where it can): `mke2fs -d -` (e2fsprogs 1.47.1 or newer)
+//!   writes it into a fresh ext4 image file, sized for the tree plus free room;
+//! - in a builder VM (the fallback for an older `mke2fs`, or when asked): the ordinary
+//!   guest kernel and agent boot on a blank sparse ext4 disk in builder mode
+//!   (`boxlite.builder=1`) and apply the stream with `ApplyLayer`; after a clean
+//!   power-off the host checks the filesystem (`e2fsck`) and shrinks it (`resize2fs`).
+//!
+//! Either way the result is renamed into `bases/<manifest hex>.ext4`.
 //!
 //! This is orchestration above the image store: the store keeps blobs, records and
-//! bases; this module boots a VM to make a base from them.
+//! bases; this module makes a base from them.
 //!
 //! One build per image at a time: builds take `locks/<manifest hex>` and re-check for a
 //! finished base once they hold it. Each build works in `tmp/img-<random>/`, locked by
@@ -19,14 +23,22 @@
 //! `processes.json` before each may run, so cleanup can tell a live build from the
 //! leftovers of a killed one, and end the leftovers' processes.
 
+mod host;
+
+pub use host::{Mke2fs, mke2fs};
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::context::Context;
-use crate::images::blobs::digest_hex;
+use std::sync::Arc;
+
+use boxlite_archive::layers::{self, FlattenError, Limits, Plan};
+
+use crate::images::blobs::{BlobError, BlobStore, digest_hex};
 use crate::images::{ImageError, ImageStore};
 use crate::layout::{BoxPaths, SocketPaths, socket_root};
-use crate::model::{BoxStatus, BuildReport, ImageRecord};
+use crate::model::{BoxStatus, BuildReport, Compression, ImageRecord, Layer};
 use crate::util::fsutil::{tail_file, write_atomic};
 use crate::util::lock::{FileLock, LockMode};
 use crate::util::process::{ProcessId, find_binary};
@@ -45,6 +57,9 @@ const PROCESSES: &str = "processes.json";
 /// bomb fills it and fails the build).
 const MIN_BUILD_DISK: u64 = 16 << 30;
 
+/// Entries an image may hold (each costs the flattener about 250 bytes while it builds).
+const MAX_ENTRIES: u64 = 1 << 21;
+
 /// Builder VM memory.
 const BUILD_MEMORY_MIB: u32 = 512;
 
@@ -56,6 +71,10 @@ const POWEROFF_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum BuildError {
     #[error("{tool} not found; install e2fsprogs (Debian: apt-get install e2fsprogs)")]
     ToolMissing { tool: String },
+    #[error(
+        "building on the host was asked for (BOXLITE_IMAGE_BUILDER=host), but {why}; install e2fsprogs 1.47.1 or newer (Debian 12: apt-get install -t bookworm-backports e2fsprogs) and libarchive, or build in a VM (BOXLITE_IMAGE_BUILDER=vm)"
+    )]
+    NoHostBuilder { why: String },
     #[error("{tool} failed ({status}): {output}")]
     ToolFailed {
         tool: String,
@@ -114,11 +133,19 @@ fn console_section(console: &str) -> String {
     }
 }
 
+/// An e2fsprogs tool: `BOXLITE_<NAME>`, else on `PATH`, else in the sbin directories
+/// (which an ordinary user's `PATH` may lack).
 fn tool(name: &str) -> Result<PathBuf, BuildError> {
     find_binary(
         name,
         &format!("BOXLITE_{}", name.replace('.', "_").to_uppercase()),
     )
+    .or_else(|| {
+        ["/usr/sbin", "/sbin"]
+            .iter()
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.is_file())
+    })
     .ok_or_else(|| BuildError::ToolMissing { tool: name.into() })
 }
 
@@ -226,7 +253,17 @@ pub(crate) async fn ensure_base(
     let sockets = SocketPaths {
         dir: socket_root().join(&name),
     };
-    let result = build_in(ctx, store, rec, &work, &sockets, &base).await;
+    let limits = Limits {
+        max_entries: MAX_ENTRIES,
+        max_bytes: disk_limit(&rec.layers),
+    };
+    let result = match build_in(ctx, store, rec, &work, &sockets, &base, limits).await {
+        Err(Failure::Flatten(e)) => {
+            let (layers, blobs) = (rec.layers.clone(), store.blobs());
+            Err(blocking::run(move || flatten_failure(e, &layers, &blobs, limits.max_bytes)).await)
+        }
+        other => other,
+    };
     let console = tail_file(&work.join("console.log"), 2000);
     blocking::run({
         let (sockets, work) = (sockets.clone(), work.clone());
@@ -240,11 +277,16 @@ pub(crate) async fn ensure_base(
     match result {
         Ok(r) => Ok((base, Some(r))),
         Err(Failure::Passthrough(e)) => Err(*e),
+        Err(Failure::Flatten(e)) => unreachable!("mapped above: {e}"),
         Err(Failure::Build(cause)) => Err(BuildFailed {
             reference: rec.reference.clone(),
             // Only a build that got as far as booting has a console worth quoting.
             console: match &cause {
-                BuildError::ToolMissing { .. } | BuildError::Io { .. } => String::new(),
+                BuildError::ToolMissing { .. }
+                | BuildError::Io { .. }
+                | BuildError::NoHostBuilder { .. }
+                | BuildError::LayerRefused { .. }
+                | BuildError::DiskFull { .. } => String::new(),
                 _ => console,
             },
             cause: Box::new(cause),
@@ -255,9 +297,11 @@ pub(crate) async fn ensure_base(
 
 /// How a build fails: with a build error, or with an error whose own type the caller
 /// acts on (a blob found corrupt is removed and fetched again by the next pull).
-enum Failure {
+pub(crate) enum Failure {
     Build(BuildError),
     Passthrough(Box<crate::Error>),
+    /// The flattener failed; mapped onto the layer by [`flatten_failure`].
+    Flatten(FlattenError),
 }
 
 impl From<BuildError> for Failure {
@@ -293,6 +337,162 @@ fn layer_failure(digest: &str, disk_size: u64, e: crate::Error) -> Failure {
     }
 }
 
+/// The most a build may write: the builder disk's size when the layers are small, 8x
+/// the compressed layers otherwise. A decompression bomb stops here.
+fn disk_limit(layers: &[Layer]) -> u64 {
+    let compressed: u64 = layers.iter().map(|l| l.size).sum();
+    MIN_BUILD_DISK.max(compressed.saturating_mul(8))
+}
+
+/// Opens an image's layers as tar streams: each blob re-hashed as it is read (a
+/// mismatch fails the read with [`BlobError::Corrupt`]) and decompressed.
+#[derive(Clone)]
+struct LayerSource {
+    blobs: BlobStore,
+    layers: Arc<Vec<Layer>>,
+}
+
+impl LayerSource {
+    fn open(&self, i: usize) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        let l = &self.layers[i];
+        let r = self
+            .blobs
+            .open_verified(&l.digest)
+            .map_err(std::io::Error::other)?;
+        let r = std::io::BufReader::with_capacity(256 << 10, r);
+        layers::decompress(
+            r,
+            match l.compression {
+                Compression::None => layers::Compression::None,
+                Compression::Gzip => layers::Compression::Gzip,
+                Compression::Zstd => layers::Compression::Zstd,
+            },
+        )
+    }
+}
+
+/// Which builder makes bases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageBuilder {
+    /// On the host where `mke2fs` reads tar streams, else in a builder VM.
+    #[default]
+    Auto,
+    /// On the host only; an error names what to install when it cannot.
+    Host,
+    /// In a builder VM always.
+    Vm,
+}
+
+impl ImageBuilder {
+    /// `BOXLITE_IMAGE_BUILDER` (`auto`, `host` or `vm`), else `auto`.
+    pub fn from_env() -> Result<Self, crate::Error> {
+        match std::env::var("BOXLITE_IMAGE_BUILDER").ok().as_deref() {
+            None | Some("" | "auto") => Ok(ImageBuilder::Auto),
+            Some("host") => Ok(ImageBuilder::Host),
+            Some("vm") => Ok(ImageBuilder::Vm),
+            Some(other) => Err(crate::Error::InvalidOption(format!(
+                "invalid BOXLITE_IMAGE_BUILDER {other:?}; valid values are auto, host and vm"
+            ))),
+        }
+    }
+}
+
+/// Where builds run with `builder`, and why, for `boxlite info`. Blocking (probes
+/// `mke2fs` once).
+pub(crate) fn describe(builder: ImageBuilder) -> String {
+    match (builder, choose_quiet(builder)) {
+        (ImageBuilder::Vm, _) => "in a builder VM (BOXLITE_IMAGE_BUILDER=vm)".into(),
+        (_, Ok(Some(_))) => "on the host (mke2fs reads tar streams)".into(),
+        (_, Ok(None)) => format!(
+            "in a builder VM, slowly: {}",
+            host_builder().err().unwrap_or_default()
+        ),
+        (_, Err(e)) => format!("unavailable: {e}"),
+    }
+}
+
+/// The host's `mke2fs` if it builds from a tar stream, else why not.
+fn host_builder() -> Result<&'static Mke2fs, String> {
+    mke2fs()
+        .map_err(str::to_string)
+        .and_then(|m| match &m.no_tar {
+            None => Ok(m),
+            Some(why) => Err(why.clone()),
+        })
+}
+
+fn choose_quiet(builder: ImageBuilder) -> Result<Option<&'static Mke2fs>, BuildError> {
+    match (builder, host_builder()) {
+        (ImageBuilder::Vm, _) => Ok(None),
+        (_, Ok(m)) => Ok(Some(m)),
+        (ImageBuilder::Host, Err(why)) => Err(BuildError::NoHostBuilder { why }),
+        (ImageBuilder::Auto, Err(_)) => Ok(None),
+    }
+}
+
+/// Whether this build runs on the host (with its `mke2fs`) or in a VM.
+fn choose(builder: ImageBuilder) -> Result<Option<&'static Mke2fs>, BuildError> {
+    let chosen = choose_quiet(builder)?;
+    if chosen.is_none() && builder == ImageBuilder::Auto {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "image bases are built in a VM, which is much slower: {}; install e2fsprogs 1.47.1 or newer and libarchive to build them on the host",
+                host_builder().err().unwrap_or_default()
+            );
+        });
+    }
+    Ok(chosen)
+}
+
+/// Map a flattener error onto the layer it is about. A read that failed because the
+/// blob does not match its digest (or that found what a corrupt blob would give) is a
+/// blob error, which the next pull repairs; the rest refuse the layer. Blocking: may
+/// re-hash the blob.
+fn flatten_failure(e: FlattenError, layers: &[Layer], blobs: &BlobStore, limit: u64) -> Failure {
+    let Some(layer) = e.layer().and_then(|i| layers.get(i)) else {
+        return Failure::Build(BuildError::LayerRefused {
+            digest: String::new(),
+            message: crate::util::error_chain(&e),
+        });
+    };
+    let digest = layer.digest.clone();
+    let corrupt = |b: BlobError| Failure::Passthrough(Box::new(ImageError::from(b).into()));
+    match e {
+        FlattenError::Read { source, .. } => match source.downcast::<BlobError>() {
+            Ok(b) => corrupt(b),
+            Err(source) => match blobs.verify(&digest) {
+                Err(b) => corrupt(b),
+                Ok(()) => Failure::Build(BuildError::LayerRefused {
+                    message: format!(
+                        "it is not a valid {} stream: {source}",
+                        match layer.compression {
+                            Compression::None => "tar",
+                            Compression::Gzip => "gzip",
+                            Compression::Zstd => "zstd",
+                        }
+                    ),
+                    digest,
+                }),
+            },
+        },
+        FlattenError::Malformed { .. } | FlattenError::Changed { .. } => {
+            match blobs.verify(&digest) {
+                Err(b) => corrupt(b),
+                Ok(()) => Failure::Build(BuildError::LayerRefused {
+                    message: e.to_string(),
+                    digest,
+                }),
+            }
+        }
+        FlattenError::TooLarge { .. } => Failure::Build(BuildError::DiskFull { digest, limit }),
+        e => Failure::Build(BuildError::LayerRefused {
+            message: e.to_string(),
+            digest,
+        }),
+    }
+}
+
 async fn build_in(
     ctx: &Context,
     store: &ImageStore,
@@ -300,27 +500,97 @@ async fn build_in(
     work: &Path,
     sockets: &SocketPaths,
     base: &Path,
+    limits: Limits,
 ) -> Result<BuildReport, Failure> {
     let mut report = BuildReport {
         layers: rec.layers.len(),
         ..Default::default()
     };
+    let source = LayerSource {
+        blobs: store.blobs(),
+        layers: Arc::new(rec.layers.clone()),
+    };
+    let t = Instant::now();
+    let builder = ctx.image_builder;
+    let (plan, host) = blocking::run({
+        let source = source.clone();
+        move || -> Result<_, Failure> {
+            let host = choose(builder)?;
+            let plan = layers::plan(source.layers.len(), |i| source.open(i), &limits)
+                .map_err(Failure::Flatten)?;
+            Ok((Arc::new(plan), host))
+        }
+    })
+    .await?;
+    report.plan_ms = ms_since(t);
+    report.entries = plan.stats.entries;
+    report.bytes = plan.stats.bytes;
+    let disk = work.join("rootfs.ext4");
+    match host {
+        Some(mke2fs) => {
+            report.builder = "host".into();
+            let t = Instant::now();
+            let size = blocking::run({
+                let (plan, disk) = (plan.clone(), disk.clone());
+                move || host::build(mke2fs, &plan, |i| source.open(i), &disk)
+            })
+            .await?;
+            report.apply_ms = ms_since(t);
+            store_base(&disk, base)?;
+            report.base_size = size;
+        }
+        None => {
+            report.builder = "vm".into();
+            build_in_vm(
+                ctx,
+                &mut report,
+                plan,
+                source,
+                work,
+                sockets,
+                limits.max_bytes,
+            )
+            .await?;
+            let t_finish = Instant::now();
+            let base = base.to_path_buf();
+            report.base_size = blocking::run(move || finish(&disk, &base)).await?;
+            report.finish_ms = ms_since(t_finish);
+        }
+    }
+    tracing::info!(
+        image = %rec.reference, builder = %report.builder, layers = report.layers,
+        entries = report.entries, bytes = report.bytes, base_size = report.base_size,
+        plan_ms = report.plan_ms, boot_ms = report.boot_ms, apply_ms = report.apply_ms,
+        finish_ms = report.finish_ms, "image base built"
+    );
+    Ok(report)
+}
+
+/// Move a finished image into the store.
+fn store_base(disk: &Path, base: &Path) -> Result<(), BuildError> {
+    let parent = base.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)
+        .and_then(|()| std::fs::rename(disk, base))
+        .map_err(io_err("storing", base))
+}
+
+/// Apply the flattened stream in a builder VM, onto `work/rootfs.ext4`, and wait for
+/// the VM to power off.
+async fn build_in_vm(
+    ctx: &Context,
+    report: &mut BuildReport,
+    plan: Arc<Plan>,
+    source: LayerSource,
+    work: &Path,
+    sockets: &SocketPaths,
+    disk_size: u64,
+) -> Result<(), Failure> {
     let mkfs = tool("mkfs.ext4")?;
-    let blobs = store.blobs();
     let t = Instant::now();
     let disk = work.join("rootfs.ext4");
-    let compressed: u64 = rec.layers.iter().map(|l| l.size).sum();
-    let disk_size = MIN_BUILD_DISK.max(compressed.saturating_mul(8));
-    // Every blob is checked before the VM boots: a missing one fails fast, a corrupt one
-    // is removed (and fetched again by the next pull). Hashing is slow: off the runtime.
     blocking::run({
-        let (blobs, layers, disk) = (blobs.clone(), rec.layers.clone(), disk.clone());
+        let disk = disk.clone();
         move || -> Result<(), Failure> {
-            for l in &layers {
-                blobs
-                    .verify(&l.digest)
-                    .map_err(|e| Failure::Passthrough(Box::new(ImageError::from(e).into())))?;
-            }
             std::fs::File::create(&disk)
                 .and_then(|f| f.set_len(disk_size))
                 .map_err(io_err("creating", &disk))?;
@@ -368,24 +638,37 @@ async fn build_in(
         path: work.join(PROCESSES),
     };
     let mut status = BoxStatus::default();
+    let digest = source
+        .layers
+        .last()
+        .map(|l| l.digest.clone())
+        .unwrap_or_default();
     let applied = async {
         let client = launch(ctx, &spec, &mut status, &mut guard, &ledger)
             .await
             .map_err(BuildError::Boot)?;
         report.boot_ms = ms_since(t);
         let t_apply = Instant::now();
-        for l in &rec.layers {
-            let reader = blobs
-                .open_verified(&l.digest)
-                .map_err(|e| Failure::Passthrough(Box::new(ImageError::from(e).into())))?;
-            let what = format!("layer {} of {}", l.digest, rec.reference);
-            let stats =
-                crate::litebox::copy::send_layer(&client, &what, reader, l.compression, &l.digest)
-                    .await
-                    .map_err(|e| layer_failure(&l.digest, disk_size, e))?;
-            report.entries += stats.entries;
-            report.bytes += stats.bytes;
-        }
+        let (reader, writer) = std::io::pipe().map_err(io_err("creating a pipe for", &disk))?;
+        let emitted = blocking::run(move || {
+            layers::emit(
+                &plan,
+                |i| source.open(i),
+                std::io::BufWriter::with_capacity(1 << 20, writer),
+            )
+        });
+        let sent = crate::litebox::copy::send_layer(
+            &client,
+            "the flattened layers",
+            reader,
+            Compression::None,
+            &digest,
+        )
+        .await;
+        // The stream's own failure first: the VM may have taken a cut stream as whole.
+        emitted.await.map_err(Failure::Flatten)?;
+        let stats = sent.map_err(|e| layer_failure(&digest, disk_size, e))?;
+        report.entries = stats.entries;
         report.apply_ms = ms_since(t_apply);
         client
             .shutdown()
@@ -400,7 +683,6 @@ async fn build_in(
     }
     // The agent syncs, unmounts and powers off; wait for QEMU to go. The shim exits when
     // QEMU's port closes, and is stopped with the rest if it has not yet.
-    let t_finish = Instant::now();
     let powered_off = match status.vmm {
         Some(vmm) => crate::util::kill::wait_exit(vmm, POWEROFF_TIMEOUT).await,
         None => true,
@@ -412,16 +694,7 @@ async fn build_in(
         }
         .into());
     }
-    let (disk, base) = (disk.clone(), base.to_path_buf());
-    let base_size = blocking::run(move || finish(&disk, &base)).await?;
-    report.base_size = base_size;
-    report.finish_ms = ms_since(t_finish);
-    tracing::info!(
-        image = %rec.reference, layers = report.layers, entries = report.entries,
-        bytes = report.bytes, base_size = report.base_size, boot_ms = report.boot_ms,
-        apply_ms = report.apply_ms, finish_ms = report.finish_ms, "image base built"
-    );
-    Ok(report)
+    Ok(())
 }
 
 /// Check the built filesystem, shrink it to its content plus headroom and store it as
@@ -458,10 +731,7 @@ fn finish(disk: &Path, base: &Path) -> Result<u64, BuildError> {
             .and_then(|f| f.set_len(target * block_size))
             .map_err(io_err("truncating", disk))?;
     }
-    let parent = base.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent)
-        .and_then(|()| std::fs::rename(disk, base))
-        .map_err(io_err("storing", base))?;
+    store_base(disk, base)?;
     Ok(target.min(blocks) * block_size)
 }
 

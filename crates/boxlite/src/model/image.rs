@@ -123,13 +123,19 @@ impl ImageRecord {
 /// What a build did.
 #[derive(Debug, Clone, Default)]
 pub struct BuildReport {
+    /// Where the base was built: `host` (`mke2fs`) or `vm` (a builder VM).
+    pub builder: String,
     pub layers: usize,
     /// Entries and bytes the layers unpacked.
     pub entries: u64,
     pub bytes: u64,
     /// The finished base's size.
     pub base_size: u64,
+    /// Reading the layers' headers into the final tree.
+    pub plan_ms: u64,
+    /// Booting the builder VM (0 on the host).
     pub boot_ms: u64,
+    /// Writing the tree into the filesystem.
     pub apply_ms: u64,
     pub finish_ms: u64,
 }

@@ -33,6 +33,9 @@ pub struct RuntimeOptions {
     /// Registry settings file; default `BOXLITE_HOME/config.toml` (optional there, required
     /// when named here).
     pub config: Option<PathBuf>,
+    /// Where image bases are built; default `$BOXLITE_IMAGE_BUILDER`, else
+    /// [`ImageBuilder::Auto`](crate::ImageBuilder::Auto).
+    pub image_builder: Option<crate::ImageBuilder>,
 }
 
 /// The default home: `$BOXLITE_HOME`, else `~/.boxlite`.
@@ -73,6 +76,10 @@ pub struct RuntimeInfo {
     /// How the host reaches each box's agent: one virtio-serial port, multiplexed by the
     /// box's shim.
     pub agent_channel: &'static str,
+    /// Where image bases are built, and why.
+    pub image_builder: String,
+    /// The host's `mke2fs` and its version, or why there is none.
+    pub mke2fs: Result<String, String>,
     /// Where guest RAM files live while boxes run (tmpfs).
     pub ram_dir: PathBuf,
     pub assets: Result<PathBuf, String>,
@@ -101,7 +108,10 @@ impl Boxlite {
     /// from async code, use [`Boxlite::open`].
     pub fn new(opts: RuntimeOptions) -> Result<Self, crate::Error> {
         let home = opts.home.unwrap_or_else(default_home);
-        let ctx = Context::open(&home, opts.assets)?;
+        let mut ctx = Context::open(&home, opts.assets)?;
+        if let Some(b) = opts.image_builder {
+            ctx.image_builder = b;
+        }
         tracing::info!(accel = %ctx.accel.accel, reason = %ctx.accel.reason, "accelerator chosen");
         let rt = Boxlite {
             images: ImageStore::new(ctx.layout().images_dir()),
@@ -151,6 +161,10 @@ impl Boxlite {
                     .unwrap_or_default(),
                 vmm_version: ctx.vmm.version().map_err(|e| e.to_string()),
                 agent_channel: "virtio-serial, multiplexed by boxlite-shim",
+                image_builder: crate::builder::describe(ctx.image_builder),
+                mke2fs: crate::builder::mke2fs()
+                    .map(|m| format!("{} {}", m.path.display(), m.version))
+                    .map_err(str::to_string),
                 ram_dir: crate::layout::ram_root(),
                 assets: assets
                     .as_ref()

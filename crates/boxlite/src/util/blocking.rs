@@ -32,6 +32,46 @@ pub fn output(cmd: &mut Command) -> io::Result<Output> {
     cmd.output()
 }
 
+/// Run a tool whose stdin `feed` writes, on the calling thread. Returns what `feed`
+/// returned, the tool's exit status and the start of its stderr (64 KiB at most). When
+/// `feed` fails the tool is killed: a partial input is never taken as whole. Blocks the
+/// calling thread, as [`output`] does.
+#[allow(clippy::disallowed_methods)]
+pub fn feed<T, E>(
+    cmd: &mut Command,
+    feed: impl FnOnce(std::process::ChildStdin) -> Result<T, E>,
+) -> io::Result<(Result<T, E>, std::process::ExitStatus, String)> {
+    use std::io::Read;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stderr = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = e.by_ref().take(64 << 10).read_to_string(&mut s);
+            let _ = io::copy(&mut e, &mut io::sink());
+            s
+        })
+    });
+    let fed = match child.stdin.take() {
+        Some(stdin) => feed(stdin),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(io::Error::other("the tool has no stdin"));
+        }
+    };
+    if fed.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait()?;
+    let text = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+    Ok((fed, status, text))
+}
+
 /// Sleep the calling thread: for blocking code that must wait for another process (a
 /// database another process is creating) and for tests that poll for an event.
 #[allow(clippy::disallowed_methods)]
