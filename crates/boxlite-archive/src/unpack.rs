@@ -220,13 +220,14 @@ pub fn unpack<R: Read>(
                         }
                     })?;
                 summary.bytes += n;
+                fs::set_meta_at(parent.as_fd(), name, owner, Some(mode), Some(mtime))
+                    .map_err(io("setting metadata"))?;
+                // After the owner: a chown drops `security.capability`.
                 for (k, v) in &xattrs {
                     fs::set_xattr(file.get_ref().as_fd(), k, v)
                         .map_err(io("setting an extended attribute"))?;
                 }
                 drop(file);
-                fs::set_meta_at(parent.as_fd(), name, owner, Some(mode), Some(mtime))
-                    .map_err(io("setting metadata"))?;
             }
             tar::EntryType::Symlink => {
                 let target = entry

@@ -130,6 +130,22 @@ impl Layer {
         self
     }
 
+    /// A PAX extended header (`x`) with this body, for the entry that follows.
+    pub fn pax_header(mut self, body: &[u8]) -> Self {
+        let h = header(tar::EntryType::XHeader, 0o644, (0, 0), body.len() as u64);
+        self.raw(h, "PaxHeader", body);
+        self
+    }
+
+    /// PAX records (`key=value`) for the entry that follows.
+    pub fn pax(self, records: &[(&str, &[u8])]) -> Self {
+        let body: Vec<u8> = records
+            .iter()
+            .flat_map(|(k, v)| boxlite_archive::layers::pax_record(k.as_bytes(), v))
+            .collect();
+        self.pax_header(&body)
+    }
+
     /// A GNU sparse entry claiming `size` bytes with (almost) no data: a tar bomb.
     pub fn sparse_bomb(mut self, name: &str, size: u64) -> Self {
         let mut h = header(tar::EntryType::GNUSparse, 0o644, (0, 0), 0);

@@ -1,8 +1,8 @@
 //! Images pulled from a real registry on 127.0.0.1 boot as boxes: the root filesystem
-//! is built in a builder VM from the layers (whiteouts, opaque directories, exact
-//! owners and modes), the image config is honored (Env, Entrypoint, Cmd, WorkingDir,
-//! User), hostile layers are refused or stay inside the image, and the store lists,
-//! removes and prunes what it holds.
+//! is built from the layers (whiteouts, opaque directories, exact owners and modes), on
+//! the host by `mke2fs` or in the builder VM, with the same result; the image config is
+//! honored (Env, Entrypoint, Cmd, WorkingDir, User), hostile layers are refused or stay
+//! inside the image, and the store lists, removes and prunes what it holds.
 
 use std::path::Path;
 
@@ -26,17 +26,27 @@ async fn run(b: &LiteBox, cmd: BoxCommand) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// A `security.capability` value: version 2, effective, CAP_NET_RAW permitted.
+const CAP_NET_RAW: &[u8] =
+    b"\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+
 fn app_image() -> TestImage {
     let lower = busybox_layer()
         .dir("opt/", 0o755, (0, 0))
         .dir("opt/app/", 0o755, (0, 0))
         .file("opt/app/config", 0o644, (0, 0), b"lower")
         .file("opt/app/old-only", 0o644, (0, 0), b"x")
-        .file("opt/doomed", 0o644, (0, 0), b"to be whited out");
+        .file("opt/doomed", 0o644, (0, 0), b"to be whited out")
+        .file("opt/orig", 0o644, (0, 0), b"kept by its link")
+        .hardlink("opt/keep", "opt/orig");
     let upper = Layer::new()
         .file("opt/app/.wh..wh..opq", 0o644, (0, 0), b"")
         .file("opt/app/config", 0o600, (0, 0), b"upper")
         .file("opt/.wh.doomed", 0o644, (0, 0), b"")
+        .file("opt/.wh.orig", 0o644, (0, 0), b"")
+        .file("etc/motd", 0o644, (0, 0), b"first")
+        .file("etc/motd", 0o644, (0, 0), b"second")
+        .pax(&[("SCHILY.xattr.security.capability", CAP_NET_RAW)])
         .file("opt/suid", 0o4755, (1234, 5678), b"#!/bin/sh\n")
         .file("etc/shadow", 0o640, (0, 42), b"root:*::0:::::\n")
         .symlink("opt/link", "suid")
@@ -121,7 +131,8 @@ async fn a_pulled_image_boots_with_its_layers_and_config() {
         BoxCommand::new("sh").user("root").arg("-c").arg(
             "cd /opt && stat -c '%n %u:%g %a %F' suid link hard fifo /etc/shadow && \
          stat -c '%n %F %t:%T' null && \
-         stat -c %i suid hard && ls -A app && cat app/config && echo && ls doomed 2>&1; true",
+         stat -c %i suid hard && ls -A app && cat app/config && echo && ls doomed 2>&1; \
+         cat keep; echo; ls orig 2>&1; cat /etc/motd; echo",
         ),
     )
     .await;
@@ -142,6 +153,12 @@ async fn a_pulled_image_boots_with_its_layers_and_config() {
         lines[10].contains("No such file"),
         "the whiteout removed it: {stat}"
     );
+    assert_eq!(
+        lines[11], "kept by its link",
+        "a link outlives the path a later layer removed: {stat}"
+    );
+    assert!(lines[12].contains("No such file"), "{stat}");
+    assert_eq!(lines[13], "second", "the last of two entries wins: {stat}");
 
     // A second pull of the same image builds nothing.
     let again = rt.pull(&reference, &|_| {}).await.unwrap();
@@ -172,6 +189,144 @@ async fn a_pulled_image_boots_with_its_layers_and_config() {
     );
     assert!(!img.base.exists());
     assert!(rt.images().await.is_empty());
+}
+
+/// Everything in a box's root filesystem, as `stat` reports it, with file checksums;
+/// but the files the agent writes at each boot (`/etc/hosts`, `/etc/resolv.conf`).
+async fn listing(b: &LiteBox) -> String {
+    run(
+        b,
+        BoxCommand::new("sh").user("root").arg("-c").arg(
+            "cd / && find . -xdev ! -type d | grep -v -e ^./etc/hosts -e ^./etc/resolv.conf | sort | xargs stat -c '%n %u:%g %a %F %h %s %Y' && \
+         find . -xdev -type d | sort | xargs stat -c '%n %u:%g %a %F' && \
+         find . -xdev -type f | grep -v -e ^./etc/hosts -e ^./etc/resolv.conf | sort | xargs md5sum",
+        ),
+    )
+    .await
+}
+
+/// The value of extended attribute `name` of `path` in an ext4 image, read by debugfs.
+fn xattr(image: &Path, path: &str, name: &str) -> String {
+    let out = std::process::Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("ea_get {path} {name}"))
+        .arg(image)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_builder_vm_makes_the_same_root_filesystem_as_the_host() {
+    let reg = Registry::start();
+    app_image().push(&reg, "test/app", "v1");
+    let reference = format!("{}/test/app:v1", reg.addr);
+    let mut seen = Vec::new();
+    for builder in [boxlite::ImageBuilder::Host, boxlite::ImageBuilder::Vm] {
+        let h = TestHome::new();
+        h.allow_http(&reg);
+        let rt = Boxlite::new(boxlite::RuntimeOptions {
+            home: Some(h.home.clone()),
+            assets: Some(boxlite_testkit::assets_dir()),
+            image_builder: Some(builder),
+            ..Default::default()
+        })
+        .unwrap();
+        let built = std::sync::Mutex::new(None);
+        let img = rt
+            .pull(&reference, &|p| {
+                if let Progress::Built { build, .. } = p {
+                    *built.lock().unwrap() = build;
+                }
+            })
+            .await
+            .unwrap();
+        let report = built.into_inner().unwrap().expect("built now");
+        let want = if builder == boxlite::ImageBuilder::Vm {
+            "vm"
+        } else {
+            "host"
+        };
+        assert_eq!(report.builder, want);
+        // A clean filesystem with the layer's extended attribute.
+        let fsck = std::process::Command::new("e2fsck")
+            .args(["-fn"])
+            .arg(&img.base)
+            .output()
+            .unwrap();
+        assert!(
+            fsck.status.success(),
+            "{builder:?}: {}",
+            String::from_utf8_lossy(&fsck.stdout)
+        );
+        let cap = xattr(&img.base, "/opt/suid", "security.capability");
+        assert!(
+            cap.contains("0x2000") || cap.contains("01 00 00 02 00 20"),
+            "{builder:?}: {cap}"
+        );
+        let size = std::fs::metadata(&img.base).unwrap().len();
+        let b = rt.create(BoxOptions::new(&reference)).await.unwrap();
+        b.start().await.unwrap();
+        // Free blocks (the 5% reserved for root included, as mkfs leaves them).
+        let free: u64 = sh(&b, "df -k / | awk 'NR==2 {print $2 - $3}'")
+            .await
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            free >= 1 << 20,
+            "{builder:?}: at least 1 GiB free, {free} KiB"
+        );
+        seen.push((listing(&b).await, size));
+        b.remove(true).await.unwrap();
+        drop(rt);
+    }
+    assert!(seen[0].0.lines().count() > 50, "{}", seen[0].0);
+    let (host, vm) = (&seen[0].0, &seen[1].0);
+    let only = |a: &str, b: &str| -> Vec<String> {
+        let b: std::collections::HashSet<&str> = b.lines().collect();
+        a.lines()
+            .filter(|l| !b.contains(l))
+            .map(String::from)
+            .collect()
+    };
+    assert!(
+        host == vm,
+        "the same tree from both builders; only from the host: {:?}; only from the VM: {:?}",
+        only(host, vm),
+        only(vm, host)
+    );
+
+    // An extended attribute mke2fs does not copy: built in the VM, which keeps it.
+    let tagged = TestImage::new(
+        vec![(
+            busybox_layer()
+                .pax(&[("SCHILY.xattr.user.origin", b"layer 1")])
+                .file("tagged", 0o644, (0, 0), b"x"),
+            Comp::Gzip,
+        )],
+        serde_json::json!({"Cmd": ["/bin/sh"]}),
+    );
+    tagged.push(&reg, "test/tagged", "v1");
+    let h = TestHome::new();
+    h.allow_http(&reg);
+    let rt = h.runtime();
+    let built = std::sync::Mutex::new(None);
+    let r = format!("{}/test/tagged:v1", reg.addr);
+    let img = rt
+        .pull(&r, &|p| {
+            if let Progress::Built { build, .. } = p {
+                *built.lock().unwrap() = build;
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(built.into_inner().unwrap().unwrap().builder, "vm");
+    assert!(
+        xattr(&img.base, "/tagged", "user.origin").contains("layer 1"),
+        "{}",
+        xattr(&img.base, "/tagged", "user.origin")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,6 +424,26 @@ async fn hostile_layers_are_refused_or_stay_inside_the_image() {
             Layer::new().hardlink("x", "../../../../etc/passwd"),
         ),
         ("sparse-bomb", Layer::new().sparse_bomb("bomb", 100 << 30)),
+        (
+            "control-bytes",
+            Layer::new().file("etc/evil\x1b[2Jname", 0o644, (0, 0), b"x"),
+        ),
+        (
+            "pax-bomb",
+            Layer::new()
+                .pax_header(&vec![b'7'; 4 << 20])
+                .file("x", 0o644, (0, 0), b"x"),
+        ),
+        (
+            "xattr-namespace",
+            Layer::new()
+                .pax(&[("SCHILY.xattr.system.nfs4_acl", b"x")])
+                .file("x", 0o644, (0, 0), b"x"),
+        ),
+        (
+            "link-to-nothing",
+            Layer::new().hardlink("x", "no/such/file"),
+        ),
     ] {
         let img = TestImage::new(
             vec![(busybox_layer(), Comp::Gzip), (layer, Comp::Gzip)],

@@ -479,6 +479,24 @@ impl Plan {
         Ok(())
     }
 
+    /// The first entry (in emission order) with an extended attribute not in `kept`,
+    /// and the attribute's name: for a consumer that can only write some of them.
+    pub fn xattr_not_in(&self, kept: &[&[u8]]) -> Option<(String, String)> {
+        let mut found = None;
+        let _ = self.walk(|path, id| {
+            let meta = match &self.nodes[id as usize].body {
+                Body::Dir { meta, .. } => meta,
+                Body::Leaf(ino) => &self.inodes[*ino as usize].meta,
+            };
+            if let Some((name, _)) = meta.xattrs.iter().find(|(n, _)| !kept.contains(&&n[..])) {
+                found = Some((show(path), show(name)));
+                return Err(FlattenError::Write(io::Error::other("found")));
+            }
+            Ok(())
+        });
+        found
+    }
+
     /// Walk the final tree in emission order (names sorted, parents first), calling
     /// `f(path, node)` for every node but the root.
     fn walk(

@@ -25,7 +25,7 @@ mod tarout;
 pub use decompress::{Compression, decompress};
 pub use flatten::{FlattenError, Limits, Plan, PlanStats, emit, plan};
 pub use tarin::{Header, Kind, MAX_EXTENDED, MAX_XATTR_BYTES, TarError, TarReader};
-pub use tarout::{Meta, TarWriter};
+pub use tarout::{Meta, TarWriter, pax_record};
 
 #[cfg(test)]
 mod tests;

@@ -147,8 +147,8 @@ impl<W: Write> TarWriter<W> {
     }
 }
 
-/// One PAX record; its length counts its own digits.
-fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
+/// One PAX record (`LEN KEY=VALUE\n`); its length counts its own digits.
+pub fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
     let body = key.len() + value.len() + 3; // ' ', '=', '\n'
     let mut len = body + 1;
     while len != body + len.to_string().len() {

@@ -64,17 +64,10 @@ impl L {
         self.raw(&h, b"")
     }
     fn pax(self, records: &[(&str, &[u8])]) -> Self {
-        let mut body = Vec::new();
-        for (k, v) in records {
-            let base = k.len() + v.len() + 3;
-            let mut len = base + 1;
-            while len != base + len.to_string().len() {
-                len = base + len.to_string().len();
-            }
-            body.extend(format!("{len} {k}=").as_bytes());
-            body.extend_from_slice(v);
-            body.push(b'\n');
-        }
+        let body: Vec<u8> = records
+            .iter()
+            .flat_map(|(k, v)| pax_record(k.as_bytes(), v))
+            .collect();
         let h = raw_header(b"pax", b'x', 0o644, (0, 0), body.len() as u64, b"");
         self.raw(&h, &body)
     }
@@ -301,7 +294,19 @@ fn metadata_survives_long_names_large_ids_and_xattrs() {
         .pax(&[("linkpath", "t".repeat(150).as_bytes())])
         .symlink("longlink", "ignored")
         .end();
-    let t = tree(&flatten(&[layer]).unwrap().0);
+    let layers = [layer];
+    let p = plan(
+        1,
+        |i| Ok::<_, std::io::Error>(&layers[i][..]),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(p.xattr_not_in(&[b"security.capability"]), None);
+    assert_eq!(
+        p.xattr_not_in(&[]),
+        Some(("bin/ping".into(), "security.capability".into()))
+    );
+    let t = tree(&flatten(&layers).unwrap().0);
     let ping = &t["bin/ping"];
     assert_eq!((ping.mode, ping.owner), (0o4755, (3_000_000, 0)));
     assert_eq!(

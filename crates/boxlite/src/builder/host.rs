@@ -15,6 +15,10 @@ use boxlite_archive::layers::{self, Plan, PlanStats};
 use super::{BuildError, Failure, io_err, tool};
 use crate::util::spawn::tool_command;
 
+/// The extended attributes `mke2fs` sets from a tar stream (1.47.1 to at least 1.47.2;
+/// it skips the rest).
+pub(crate) const XATTRS_COPIED: &[&[u8]] = &[b"security.capability"];
+
 /// The first e2fsprogs whose `mke2fs -d` takes a tarball.
 const TAR_SINCE: (u32, u32, u32) = (1, 47, 1);
 
@@ -37,7 +41,10 @@ pub fn mke2fs() -> Result<&'static Mke2fs, &'static str> {
 }
 
 fn probe() -> Result<Mke2fs, String> {
-    let path = tool("mke2fs").map_err(|e| e.to_string())?;
+    probe_at(tool("mke2fs").map_err(|e| e.to_string())?)
+}
+
+fn probe_at(path: PathBuf) -> Result<Mke2fs, String> {
     let out = crate::util::blocking::output(tool_command(&path).arg("-V"))
         .map_err(|e| format!("running {}: {e}", path.display()))?;
     let text =
@@ -187,6 +194,50 @@ pub(crate) fn build<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stand-in `mke2fs` (a shell script) for the probe's decisions.
+    fn fake(dir: &Path, version: &str, on_build: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = dir.join(format!("mke2fs-{version}"));
+        std::fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\nif [ \"$1\" = -V ]; then echo 'mke2fs {version} (1-Jan-2025)' >&2; exit 0; fi\ncat >/dev/null\n{on_build}\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn the_probe_tells_an_old_mke2fs_and_a_missing_libarchive_from_a_working_one() {
+        let dir = std::env::temp_dir().join(format!("boxlite-probe-{:08x}", rand::random::<u32>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = probe_at(fake(&dir, "1.47.0", "exit 0")).unwrap();
+        assert_eq!(old.version, "1.47.0");
+        assert!(
+            old.no_tar.as_deref().unwrap().contains("older than 1.47.1"),
+            "{old:?}"
+        );
+        let no_lib = probe_at(fake(
+            &dir,
+            "1.47.2",
+            "echo 'you need libarchive to be able to process tarballs' >&2; exit 1",
+        ))
+        .unwrap();
+        assert!(
+            no_lib.no_tar.as_deref().unwrap().contains("libarchive13"),
+            "{no_lib:?}"
+        );
+        let good = probe_at(fake(&dir, "1.47.3", "exit 0")).unwrap();
+        assert_eq!((good.version.as_str(), good.no_tar), ("1.47.3", None));
+        assert!(probe_at(dir.join("missing")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+        // The real one on this machine: the setup script installs one that reads tar.
+        let real = mke2fs().unwrap();
+        assert_eq!(real.no_tar, None, "{real:?}");
+    }
 
     #[test]
     fn versions_compare_as_numbers() {

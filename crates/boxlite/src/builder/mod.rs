@@ -422,7 +422,14 @@ fn host_builder() -> Result<&'static Mke2fs, String> {
 }
 
 fn choose_quiet(builder: ImageBuilder) -> Result<Option<&'static Mke2fs>, BuildError> {
-    match (builder, host_builder()) {
+    choose_from(builder, host_builder())
+}
+
+fn choose_from<'a>(
+    builder: ImageBuilder,
+    host: Result<&'a Mke2fs, String>,
+) -> Result<Option<&'a Mke2fs>, BuildError> {
+    match (builder, host) {
         (ImageBuilder::Vm, _) => Ok(None),
         (_, Ok(m)) => Ok(Some(m)),
         (ImageBuilder::Host, Err(why)) => Err(BuildError::NoHostBuilder { why }),
@@ -515,9 +522,24 @@ async fn build_in(
     let (plan, host) = blocking::run({
         let source = source.clone();
         move || -> Result<_, Failure> {
-            let host = choose(builder)?;
+            let mut host = choose(builder)?;
             let plan = layers::plan(source.layers.len(), |i| source.open(i), &limits)
                 .map_err(Failure::Flatten)?;
+            // mke2fs copies only these extended attributes from a tar stream (the ones
+            // Docker itself records); an image with others is built in the VM, which
+            // keeps them all.
+            if host.is_some() {
+                if let Some((path, name)) = plan.xattr_not_in(host::XATTRS_COPIED) {
+                    let why = format!(
+                        "/{path} has the extended attribute {name:?}, which mke2fs does not copy from a tar stream"
+                    );
+                    if builder == ImageBuilder::Host {
+                        return Err(BuildError::NoHostBuilder { why }.into());
+                    }
+                    tracing::info!("building in a VM: {why}");
+                    host = None;
+                }
+            }
             Ok((Arc::new(plan), host))
         }
     })
@@ -663,10 +685,10 @@ async fn build_in_vm(
             reader,
             Compression::None,
             &digest,
-        )
-        .await;
+        );
+        let (emitted, sent) = tokio::join!(emitted, sent);
         // The stream's own failure first: the VM may have taken a cut stream as whole.
-        emitted.await.map_err(Failure::Flatten)?;
+        emitted.map_err(Failure::Flatten)?;
         let stats = sent.map_err(|e| layer_failure(&digest, disk_size, e))?;
         report.entries = stats.entries;
         report.apply_ms = ms_since(t_apply);
@@ -810,6 +832,27 @@ pub(crate) fn is_live_build(store: &ImageStore, socket_dir_name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_builder_follows_the_option_and_what_the_host_can_do() {
+        let m = Mke2fs {
+            path: "/sbin/mke2fs".into(),
+            version: "1.47.2".into(),
+            no_tar: None,
+        };
+        let old = || Err("mke2fs 1.47.0 is older than 1.47.1".to_string());
+        assert!(choose_from(ImageBuilder::Auto, Ok(&m)).unwrap().is_some());
+        assert!(choose_from(ImageBuilder::Auto, old()).unwrap().is_none());
+        assert!(choose_from(ImageBuilder::Vm, Ok(&m)).unwrap().is_none());
+        assert!(choose_from(ImageBuilder::Host, Ok(&m)).unwrap().is_some());
+        let err = choose_from(ImageBuilder::Host, old())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("1.47.0 is older") && err.contains("bookworm-backports e2fsprogs"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn bases_get_a_quarter_or_1_gib_of_headroom_rounded_to_a_mib() {
