@@ -23,6 +23,7 @@ PACKAGES=(
   protobuf-compiler                   # protoc, for the agent protocol
   libseccomp-dev libcap-ng-dev        # building virtiofsd (volumes)
   docker-registry openssl             # the local OCI registry the image tests pull from, its test CA
+  libarchive13                        # loaded by mke2fs to read the root filesystem's tar stream
   python3                             # the network tests' wheel and simple index; bench/net.sh's fixtures
   ca-certificates
 )
@@ -40,6 +41,25 @@ fi
 if [[ ${#missing[@]} -gt 0 ]]; then
   log "installing: ${missing[*]}"
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Image bases are built on the host by `mke2fs -d -`, which reads a tar stream from
+# e2fsprogs 1.47.1 on. Debian 12 ships 1.47.0; its backports archive has 1.47.2.
+e2fs=$(dpkg-query -W -f='${Version}' e2fsprogs 2>/dev/null || echo 0)
+if dpkg --compare-versions "$e2fs" lt 1.47.1; then
+  if grep -q '^VERSION_CODENAME=bookworm' /etc/os-release; then
+    if ! apt-cache policy 2>/dev/null | grep -q 'bookworm-backports'; then
+      log "adding bookworm-backports (for e2fsprogs 1.47.2)"
+      echo 'deb http://deb.debian.org/debian bookworm-backports main' |
+        $SUDO tee /etc/apt/sources.list.d/boxlite-bookworm-backports.list >/dev/null
+      $SUDO apt-get update -qq
+    fi
+    log "installing e2fsprogs from bookworm-backports (mke2fs that reads tar streams)"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      -t bookworm-backports e2fsprogs >/dev/null
+  else
+    log "WARNING: e2fsprogs $e2fs is older than 1.47.1: image bases will be built in a VM (much slower)"
+  fi
 fi
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust 1.95.0 (see rust-toolchain.toml)" >&2; exit 1; }

@@ -459,7 +459,7 @@ fn concurrent_pulls_succeed_with_one_copy_and_a_corrupt_blob_is_fetched_again() 
 }
 
 #[test]
-fn a_pull_killed_mid_download_leaves_nothing_trusted_and_the_next_pull_completes() {
+fn a_pull_killed_mid_download_or_mid_build_leaves_nothing_trusted_and_the_next_pull_completes() {
     let reg = Registry::start();
     // 96 MiB that does not compress: a download long enough to interrupt.
     let mut big = vec![0u8; 96 << 20];
@@ -527,7 +527,70 @@ fn a_pull_killed_mid_download_leaves_nothing_trusted_and_the_next_pull_completes
         "no reference to a half-pulled image"
     );
 
+    // Killed while the root filesystem is being written: mke2fs goes with it, and
+    // nothing half-built is trusted.
+    let builds = h.home.join("images/tmp");
+    let mut child = h
+        .cli(BIN)
+        .args(["pull", "-q", &r])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut killed_mid_build = false;
+    while started.elapsed() < std::time::Duration::from_secs(120) {
+        let building = std::fs::read_dir(&builds)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.path().join("rootfs.ext4").exists());
+        if building {
+            child.kill().unwrap();
+            killed_mid_build = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let _ = child.wait();
+    assert!(
+        killed_mid_build,
+        "the build finished before it could be interrupted"
+    );
+    let home = h.home.display().to_string();
+    let mut left = String::new();
+    for _ in 0..100 {
+        left = String::from_utf8(
+            std::process::Command::new("pgrep")
+                .args(["-fa", &home])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(left, "", "no process of the killed build is left");
+    assert!(
+        std::fs::read_dir(h.home.join("images/bases"))
+            .map(|d| d.count() == 0)
+            .unwrap_or(true),
+        "no base from a killed build"
+    );
+    assert!(h.ok(BIN, &["images", "-q"]).is_empty());
+
     h.ok(BIN, &["pull", "-q", &r]);
+    assert_eq!(
+        std::fs::read_dir(&builds).unwrap().count(),
+        0,
+        "the next command swept the killed build"
+    );
     assert_eq!(
         h.ok(BIN, &["run", "--rm", &r, "wc", "-c", "/srv/big"]),
         format!("{} /srv/big\n", 96 << 20)

@@ -1,14 +1,21 @@
 //! Image figures for `bench/images.sh`: pull plus root filesystem build of an image from
-//! a local registry, cold (empty store) and warm (everything cached), the same pull by
-//! `skopeo copy` to a directory as a yardstick, and the time to a first exec in a box
-//! of a cached image. Prints medians and spreads; asserts nothing.
+//! a local registry, cold (empty store) and warm (everything cached), as one layer and as
+//! five, built on the host (the default) and, for comparison, in the builder VM; the
+//! same pull by `skopeo copy` to a directory as a yardstick; the peak memory of a build;
+//! and the time to a first exec in a box of a cached image. Prints medians and spreads;
+//! asserts nothing.
 //!
 //!   bench_images RUNS LAYER.tar
+//!
+//! `BENCH_LAYER_COMPRESSION=none|gzip|zstd` (default gzip); `BENCH_VM=0` skips the
+//! builder VM runs.
 
+use std::io::Read;
 use std::path::Path;
 use std::time::Instant;
 
-use boxlite::{BoxCommand, BoxOptions, Boxlite, RuntimeOptions};
+use boxlite::images::registry::Progress;
+use boxlite::{BoxCommand, BoxOptions, Boxlite, ImageBuilder, RuntimeOptions};
 use boxlite_testkit::Registry;
 use boxlite_testkit::oci::{Comp, TestImage};
 
@@ -16,7 +23,7 @@ use boxlite_testkit::oci::{Comp, TestImage};
 mod common;
 use common::stats;
 
-fn runtime(home: &Path, reg: &Registry) -> Result<Boxlite, boxlite::Error> {
+fn runtime(home: &Path, reg: &Registry, builder: ImageBuilder) -> Result<Boxlite, boxlite::Error> {
     std::fs::create_dir_all(home).expect("home");
     std::fs::write(
         home.join("config.toml"),
@@ -25,8 +32,197 @@ fn runtime(home: &Path, reg: &Registry) -> Result<Boxlite, boxlite::Error> {
     .expect("config");
     Boxlite::new(RuntimeOptions {
         home: Some(home.to_path_buf()),
+        image_builder: Some(builder),
         ..Default::default()
     })
+}
+
+/// This process's peak resident set since the last reset, in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The largest resident set of any child process waited for so far, in MiB.
+fn children_peak_rss_mib() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_CHILDREN is a valid selector.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    ru.ru_maxrss as f64 / 1024.0
+}
+
+/// Split one layer's entries into `n` consecutive layers.
+fn split(tar: &[u8], n: usize) -> Vec<Vec<u8>> {
+    let mut entries = Vec::new();
+    let mut a = tar::Archive::new(tar);
+    for e in a.entries().expect("tar") {
+        let mut e = e.expect("entry");
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).expect("data");
+        let mut h = e.header().clone();
+        let path = e.path_bytes().into_owned();
+        let link = e.link_name_bytes().map(|l| l.into_owned());
+        let pax: Vec<(String, Vec<u8>)> = e
+            .pax_extensions()
+            .ok()
+            .flatten()
+            .map(|x| {
+                x.filter_map(Result::ok)
+                    .filter_map(|r| Some((r.key().ok()?.to_string(), r.value_bytes().to_vec())))
+                    .filter(|(k, _)| k.starts_with("SCHILY.xattr."))
+                    .collect()
+            })
+            .unwrap_or_default();
+        h.set_size(data.len() as u64);
+        entries.push((h, path, link, pax, data));
+    }
+    let per = entries.len().div_ceil(n);
+    entries
+        .chunks(per)
+        .map(|chunk| {
+            let mut b = tar::Builder::new(Vec::new());
+            for (h, path, link, pax, data) in chunk {
+                let mut h = h.clone();
+                if !pax.is_empty() {
+                    b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), &v[..])))
+                        .expect("pax");
+                }
+                let path = String::from_utf8_lossy(path).to_string();
+                match link {
+                    Some(l) => {
+                        let l = String::from_utf8_lossy(l).to_string();
+                        b.append_link(&mut h, &path, &l).expect("link");
+                    }
+                    None => b.append_data(&mut h, &path, &data[..]).expect("entry"),
+                }
+            }
+            b.into_inner().expect("tar")
+        })
+        .collect()
+}
+
+struct Cold {
+    total: Vec<f64>,
+    build: Vec<f64>,
+    plan: Vec<f64>,
+    boot: Vec<f64>,
+    apply: Vec<f64>,
+    finish: Vec<f64>,
+    warm: Vec<f64>,
+    peak: Vec<f64>,
+}
+
+async fn cold_pulls(
+    reg: &Registry,
+    reference: &str,
+    builder: ImageBuilder,
+    runs: usize,
+    scratch: &Path,
+) -> Result<Cold, boxlite::Error> {
+    let mut c = Cold {
+        total: Vec::new(),
+        build: Vec::new(),
+        plan: Vec::new(),
+        boot: Vec::new(),
+        apply: Vec::new(),
+        finish: Vec::new(),
+        warm: Vec::new(),
+        peak: Vec::new(),
+    };
+    for i in 0..runs {
+        let home = scratch.join(format!("cold-{builder:?}-{i}"));
+        let rt = runtime(&home, reg, builder)?;
+        let built = std::sync::Mutex::new(None);
+        reset_peak_rss();
+        let t = Instant::now();
+        rt.pull(reference, &|p| {
+            if let Progress::Built { ms, build, .. } = p {
+                *built.lock().unwrap() = Some((ms, build));
+            }
+        })
+        .await?;
+        c.total.push(t.elapsed().as_secs_f64());
+        c.peak.push(peak_rss_mib());
+        if let Some((ms, Some(b))) = built.lock().unwrap().take() {
+            let s = |ms: u64| ms as f64 / 1000.0;
+            c.build.push(s(ms));
+            c.plan.push(s(b.plan_ms));
+            c.boot.push(s(b.boot_ms));
+            c.apply.push(s(b.apply_ms));
+            c.finish.push(s(b.finish_ms));
+        }
+        let t = Instant::now();
+        rt.pull(reference, &|_| {}).await?;
+        c.warm.push(t.elapsed().as_secs_f64());
+        drop(rt);
+        let _ = std::fs::remove_dir_all(&home);
+    }
+    Ok(c)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn skopeo(reference: &str, runs: usize, scratch: &Path) -> Vec<f64> {
+    let mut out = Vec::new();
+    for i in 0..runs {
+        let dst = scratch.join(format!("skopeo{i}"));
+        let t = Instant::now();
+        // The yardstick, timed as a whole process; the benchmark has nothing else to do.
+        #[allow(clippy::disallowed_methods)]
+        let st = std::process::Command::new("skopeo")
+            .args(["copy", "-q", "--src-tls-verify=false"])
+            .arg(format!("docker://{reference}"))
+            .arg(format!("dir:{}", dst.display()))
+            .status();
+        match st {
+            Ok(s) if s.success() => out.push(t.elapsed().as_secs_f64()),
+            other => {
+                println!("skopeo copy failed ({other:?}); no yardstick");
+                break;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dst);
+    }
+    out
+}
+
+fn report(name: &str, c: Cold, skopeo_median: Option<f64>, vm: bool) {
+    let total = median(&c.total);
+    stats(&format!("{name}: pull + rootfs build, cold"), "s", c.total);
+    stats("  of which the rootfs build", "s", c.build);
+    stats("    layers read (headers, plan)", "s", c.plan);
+    if vm {
+        stats("    builder VM boot", "s", c.boot);
+        stats("    tree written by the builder VM", "s", c.apply);
+        stats("    e2fsck, shrink, store", "s", c.finish);
+    } else {
+        stats("    tree written by mke2fs", "s", c.apply);
+    }
+    stats("  peak RSS of this process", "MiB", c.peak);
+    stats(&format!("{name}: pull, warm (all cached)"), "s", c.warm);
+    if let Some(s) = skopeo_median {
+        println!(
+            "{:<44} {:.2}x skopeo (pull+build cold / skopeo copy, medians)",
+            "  ratio",
+            total / s
+        );
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -42,91 +238,48 @@ async fn main() -> Result<(), boxlite::Error> {
         Ok("zstd") => Comp::Zstd,
         _ => Comp::Gzip,
     };
-    let img = TestImage::from_tars(
-        vec![(layer, comp)],
-        serde_json::json!({"Cmd": ["python3"], "Env": ["LANG=C.UTF-8"]}),
+    let run = serde_json::json!({"Cmd": ["python3"], "Env": ["LANG=C.UTF-8"]});
+    let one = TestImage::from_tars(vec![(layer.clone(), comp)], run.clone());
+    one.push(&reg, "bench/python", "1");
+    let five = TestImage::from_tars(
+        split(&layer, 5).into_iter().map(|t| (t, comp)).collect(),
+        run,
     );
-    img.push(&reg, "bench/python", "latest");
-    let size: usize = img.layers.iter().map(|l| l.data.len()).sum();
+    five.push(&reg, "bench/python", "5");
+    drop(layer);
+    let size = |img: &TestImage| img.layers.iter().map(|l| l.data.len()).sum::<usize>();
     println!(
-        "image: one {comp:?} layer, {:.1} MB as pushed",
-        size as f64 / 1e6
+        "image: one {comp:?} layer of {:.1} MB as pushed; the same tree as five layers, {:.1} MB",
+        size(&one) as f64 / 1e6,
+        size(&five) as f64 / 1e6
     );
-    let reference = format!("{}/bench/python:latest", reg.addr);
     let scratch = std::env::temp_dir().join(format!("boxlite-bench-img-{}", std::process::id()));
 
-    let (mut cold, mut build, mut warm) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut boot, mut apply, mut finish) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..runs {
-        let home = scratch.join(format!("cold{i}"));
-        let rt = runtime(&home, &reg)?;
-        let built = std::sync::Mutex::new(None);
-        let t = Instant::now();
-        rt.pull(&reference, &|p| {
-            if let boxlite::images::registry::Progress::Built { ms, build, .. } = p {
-                *built.lock().unwrap() = Some((ms, build));
-            }
-        })
-        .await?;
-        cold.push(t.elapsed().as_secs_f64());
-        if let Some((ms, Some(b))) = built.lock().unwrap().take() {
-            build.push(ms as f64 / 1000.0);
-            boot.push(b.boot_ms as f64 / 1000.0);
-            apply.push(b.apply_ms as f64 / 1000.0);
-            finish.push(b.finish_ms as f64 / 1000.0);
+    for (tag, name) in [("1", "1 layer"), ("5", "5 layers")] {
+        let reference = format!("{}/bench/python:{tag}", reg.addr);
+        let sk = skopeo(&reference, runs, &scratch);
+        let sk_median = (!sk.is_empty()).then(|| median(&sk));
+        if !sk.is_empty() {
+            stats(&format!("{name}: skopeo copy to a directory"), "s", sk);
         }
-        let t = Instant::now();
-        rt.pull(&reference, &|_| {}).await?;
-        warm.push(t.elapsed().as_secs_f64());
-        if i + 1 < runs {
-            let _ = std::fs::remove_dir_all(&home);
-        }
-    }
-    let med = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
-    };
-    let cold_median = med(&cold);
-    stats("pull + rootfs build, cold", "s", cold);
-    stats("  of which the rootfs build", "s", build);
-    stats("    builder boot", "s", boot);
-    stats("    layers applied in the builder", "s", apply);
-    stats("    e2fsck, shrink, store", "s", finish);
-    stats("pull, warm (all cached)", "s", warm);
-
-    let mut skopeo = Vec::new();
-    for i in 0..runs {
-        let dst = scratch.join(format!("skopeo{i}"));
-        let t = Instant::now();
-        // The yardstick, timed as a whole process; the benchmark has nothing else to do.
-        #[allow(clippy::disallowed_methods)]
-        let st = std::process::Command::new("skopeo")
-            .args(["copy", "-q", "--src-tls-verify=false"])
-            .arg(format!("docker://{reference}"))
-            .arg(format!("dir:{}", dst.display()))
-            .status();
-        match st {
-            Ok(s) if s.success() => skopeo.push(t.elapsed().as_secs_f64()),
-            other => {
-                println!("skopeo copy failed ({other:?}); no yardstick");
-                break;
-            }
-        }
-        let _ = std::fs::remove_dir_all(&dst);
-    }
-    if !skopeo.is_empty() {
-        let s = med(&skopeo);
-        stats("skopeo copy to a directory", "s", skopeo);
+        let c = cold_pulls(&reg, &reference, ImageBuilder::Host, runs, &scratch).await?;
+        report(&format!("{name}, host"), c, sk_median, false);
         println!(
-            "{:<44} {:.2}x skopeo (pull+build cold / skopeo copy, medians)",
-            "ratio",
-            cold_median / s
+            "{:<44} {:.0} MiB (largest of any child so far)",
+            "  peak RSS of mke2fs",
+            children_peak_rss_mib()
         );
+        if std::env::var("BENCH_VM").as_deref() != Ok("0") && tag == "1" {
+            let c = cold_pulls(&reg, &reference, ImageBuilder::Vm, runs, &scratch).await?;
+            report(&format!("{name}, builder VM"), c, sk_median, true);
+        }
     }
 
-    // A box on the cached image: create, boot, first exec answered.
-    let rt = runtime(&scratch.join(format!("cold{}", runs - 1)), &reg)?;
+    // A box on a cached image: create, boot, first exec answered.
+    let reference = format!("{}/bench/python:1", reg.addr);
+    let home = scratch.join("boxes");
+    let rt = runtime(&home, &reg, ImageBuilder::Auto)?;
+    rt.pull(&reference, &|_| {}).await?;
     let mut first = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();

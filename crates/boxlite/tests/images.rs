@@ -205,14 +205,19 @@ async fn listing(b: &LiteBox) -> String {
     .await
 }
 
+/// Run an e2fsprogs tool on a built image (the test itself blocks on it).
+#[allow(clippy::disallowed_methods)]
+fn e2fs_tool(name: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    std::process::Command::new(name)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// The value of extended attribute `name` of `path` in an ext4 image, read by debugfs.
 fn xattr(image: &Path, path: &str, name: &str) -> String {
-    let out = std::process::Command::new("debugfs")
-        .arg("-R")
-        .arg(format!("ea_get {path} {name}"))
-        .arg(image)
-        .output()
-        .unwrap();
+    let cmd = format!("ea_get {path} {name}");
+    let out = e2fs_tool("debugfs", &["-R".as_ref(), cmd.as_ref(), image.as_os_str()]);
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -249,11 +254,7 @@ async fn the_builder_vm_makes_the_same_root_filesystem_as_the_host() {
         };
         assert_eq!(report.builder, want);
         // A clean filesystem with the layer's extended attribute.
-        let fsck = std::process::Command::new("e2fsck")
-            .args(["-fn"])
-            .arg(&img.base)
-            .output()
-            .unwrap();
+        let fsck = e2fs_tool("e2fsck", &["-fn".as_ref(), img.base.as_os_str()]);
         assert!(
             fsck.status.success(),
             "{builder:?}: {}",

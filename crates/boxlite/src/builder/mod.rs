@@ -425,10 +425,10 @@ fn choose_quiet(builder: ImageBuilder) -> Result<Option<&'static Mke2fs>, BuildE
     choose_from(builder, host_builder())
 }
 
-fn choose_from<'a>(
+fn choose_from(
     builder: ImageBuilder,
-    host: Result<&'a Mke2fs, String>,
-) -> Result<Option<&'a Mke2fs>, BuildError> {
+    host: Result<&Mke2fs, String>,
+) -> Result<Option<&Mke2fs>, BuildError> {
     match (builder, host) {
         (ImageBuilder::Vm, _) => Ok(None),
         (_, Ok(m)) => Ok(Some(m)),
@@ -528,17 +528,17 @@ async fn build_in(
             // mke2fs copies only these extended attributes from a tar stream (the ones
             // Docker itself records); an image with others is built in the VM, which
             // keeps them all.
-            if host.is_some() {
-                if let Some((path, name)) = plan.xattr_not_in(host::XATTRS_COPIED) {
-                    let why = format!(
-                        "/{path} has the extended attribute {name:?}, which mke2fs does not copy from a tar stream"
-                    );
-                    if builder == ImageBuilder::Host {
-                        return Err(BuildError::NoHostBuilder { why }.into());
-                    }
-                    tracing::info!("building in a VM: {why}");
-                    host = None;
+            if host.is_some()
+                && let Some((path, name)) = plan.xattr_not_in(host::XATTRS_COPIED)
+            {
+                let why = format!(
+                    "/{path} has the extended attribute {name:?}, which mke2fs does not copy from a tar stream"
+                );
+                if builder == ImageBuilder::Host {
+                    return Err(BuildError::NoHostBuilder { why }.into());
                 }
+                tracing::info!("building in a VM: {why}");
+                host = None;
             }
             Ok((Arc::new(plan), host))
         }
