@@ -590,40 +590,145 @@ fn xattr_blocks(meta: &Meta) -> u64 {
     u64::from(bytes > 96)
 }
 
-/// Read every layer's headers, in order, into the final tree. `open(i)` gives layer
-/// `i`'s tar stream (decompressed); it is read to its end.
-pub fn plan<R: Read>(
+/// Read every layer's headers into the final tree. `open(i)` gives layer `i`'s tar
+/// stream (decompressed); it is read to its end. Layers are read (decompressed and
+/// parsed) on up to as many threads as the machine has cores, a layer per thread at a
+/// time, and applied strictly in order; the first error in layer order is the one
+/// returned.
+pub fn plan<R: Read + Send>(
     layers: usize,
-    mut open: impl FnMut(usize) -> io::Result<R>,
+    open: impl Fn(usize) -> io::Result<R> + Sync,
     limits: &Limits,
 ) -> Result<Plan, FlattenError> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(layers);
     let mut p = Plan::new(layers);
-    let mut total: u64 = 0;
-    for layer in 0..layers {
-        let r = open(layer).map_err(|source| FlattenError::Read { layer, source })?;
-        let mut t = TarReader::new(Bounded::new(r, limits.max_bytes - total));
-        let mut index = 0u64;
-        while let Some(h) = t.next_entry().map_err(|e| bounded_err(layer, e, limits))? {
-            p.stats.read += 1;
-            if p.stats.read > limits.max_entries {
-                return Err(FlattenError::TooManyEntries {
-                    layer,
-                    limit: limits.max_entries,
-                });
-            }
-            if h.size > limits.max_bytes {
-                return Err(FlattenError::TooLarge {
-                    layer,
-                    limit: limits.max_bytes,
-                });
-            }
-            p.apply(layer, index, h)?;
-            index += 1;
+    if workers <= 1 {
+        let mut total = 0;
+        for layer in 0..layers {
+            let mut apply = |index, h| p.apply_counted(layer, index, h, limits);
+            total += read_layer(layer, &open, limits, &mut apply)?;
+            check_total(layer, total, limits)?;
         }
-        total += drain(t, layer, limits)?;
+        p.finish();
+        return Ok(p);
     }
-    p.finish();
-    Ok(p)
+    // Headers wait in a bounded queue per layer until their turn.
+    const QUEUE: usize = 4096;
+    std::thread::scope(|scope| {
+        let mut rxs = Vec::with_capacity(layers);
+        let mut txs: Vec<Vec<(usize, std::sync::mpsc::SyncSender<Item>)>> =
+            (0..workers).map(|_| Vec::new()).collect();
+        for layer in 0..layers {
+            let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+            txs[layer % workers].push((layer, tx));
+            rxs.push(rx);
+        }
+        for mine in txs {
+            let open = &open;
+            scope.spawn(move || {
+                for (layer, tx) in mine {
+                    let mut send = |index, h| {
+                        tx.send(Item::Entry(index, h))
+                            .map_err(|_| FlattenError::Write(io::ErrorKind::BrokenPipe.into()))
+                    };
+                    let end = match read_layer(layer, open, limits, &mut send) {
+                        Ok(bytes) => Item::End(bytes),
+                        Err(e) => Item::Failed(e),
+                    };
+                    let failed = matches!(end, Item::Failed(_));
+                    if tx.send(end).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+        }
+        let mut total = 0;
+        for (layer, rx) in rxs.iter().enumerate() {
+            loop {
+                match rx.recv() {
+                    Ok(Item::Entry(index, h)) => p.apply_counted(layer, index, h, limits)?,
+                    Ok(Item::End(bytes)) => {
+                        total += bytes;
+                        check_total(layer, total, limits)?;
+                        break;
+                    }
+                    Ok(Item::Failed(e)) => return Err(e),
+                    Err(_) => {
+                        return Err(FlattenError::Read {
+                            layer,
+                            source: io::Error::other("the layer's reader stopped"),
+                        });
+                    }
+                }
+            }
+        }
+        // Dropping the queues on an early return stops the readers at their next header.
+        drop(rxs);
+        p.finish();
+        Ok(p)
+    })
+}
+
+/// What a layer's reader hands over.
+enum Item {
+    Entry(u64, Header),
+    End(u64),
+    Failed(FlattenError),
+}
+
+/// Read one layer's headers, passing each to `f`; returns the bytes the layer held.
+fn read_layer<R: Read>(
+    layer: usize,
+    open: &impl Fn(usize) -> io::Result<R>,
+    limits: &Limits,
+    f: &mut impl FnMut(u64, Header) -> Result<(), FlattenError>,
+) -> Result<u64, FlattenError> {
+    let r = open(layer).map_err(|source| FlattenError::Read { layer, source })?;
+    let mut t = TarReader::new(Bounded::new(r, limits.max_bytes));
+    let mut index = 0u64;
+    while let Some(h) = t.next_entry().map_err(|e| bounded_err(layer, e, limits))? {
+        if h.size > limits.max_bytes {
+            return Err(FlattenError::TooLarge {
+                layer,
+                limit: limits.max_bytes,
+            });
+        }
+        f(index, h)?;
+        index += 1;
+    }
+    drain(t, layer, limits)
+}
+
+fn check_total(layer: usize, total: u64, limits: &Limits) -> Result<(), FlattenError> {
+    if total > limits.max_bytes {
+        return Err(FlattenError::TooLarge {
+            layer,
+            limit: limits.max_bytes,
+        });
+    }
+    Ok(())
+}
+
+impl Plan {
+    /// Apply an entry, counting it against the entry limit.
+    fn apply_counted(
+        &mut self,
+        layer: usize,
+        index: u64,
+        h: Header,
+        limits: &Limits,
+    ) -> Result<(), FlattenError> {
+        self.stats.read += 1;
+        if self.stats.read > limits.max_entries {
+            return Err(FlattenError::TooManyEntries {
+                layer,
+                limit: limits.max_entries,
+            });
+        }
+        self.apply(layer, index, h)
+    }
 }
 
 /// Write the planned tree as one tar stream to `out`, reading the layers once more for

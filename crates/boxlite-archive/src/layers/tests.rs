@@ -492,3 +492,31 @@ fn a_layer_that_changes_between_passes_is_caught() {
         "{e:?}"
     );
 }
+
+#[test]
+fn many_layers_read_in_parallel_apply_in_order_and_the_first_error_wins() {
+    // Each layer rewrites the same file and removes the previous layer's marker.
+    let layers: Vec<Vec<u8>> = (0..9)
+        .map(|i| {
+            let mut l = L::default().file("same", 0o644, (0, 0), format!("layer {i}").as_bytes());
+            if i > 0 {
+                l = l.file(&format!(".wh.m{}", i - 1), 0o644, (0, 0), b"");
+            }
+            l.file(&format!("m{i}"), 0o644, (0, 0), b"").end()
+        })
+        .collect();
+    let t = tree(&flatten(&layers).unwrap().0);
+    assert_eq!(t.keys().collect::<Vec<_>>(), ["m8", "same"]);
+    assert_eq!(t["same"].body, b"layer 8");
+
+    // Layer 2 refused and layer 5 not a tar stream: layer 2 is reported, every time.
+    let mut bad = layers.clone();
+    bad[2] = L::default().file("/abs", 0o644, (0, 0), b"").end();
+    bad[5] = vec![0x55; 4096];
+    for _ in 0..20 {
+        match flatten(&bad) {
+            Err(FlattenError::Refused { layer: 2, .. }) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -360,15 +360,19 @@ impl LayerSource {
             .open_verified(&l.digest)
             .map_err(std::io::Error::other)?;
         let r = std::io::BufReader::with_capacity(256 << 10, r);
-        layers::decompress(
-            r,
-            match l.compression {
-                Compression::None => layers::Compression::None,
-                Compression::Gzip => layers::Compression::Gzip,
-                Compression::Zstd => layers::Compression::Zstd,
-            },
-        )
+        match l.compression {
+            Compression::None => layers::decompress(r, layers::Compression::None),
+            Compression::Gzip => layers::decompress(r, layers::Compression::Gzip),
+            Compression::Zstd => zstd_reader(r),
+        }
     }
+}
+
+/// A zstd layer's tar bytes: any number of frames, as a layer may hold.
+fn zstd_reader<'a, R: std::io::BufRead + Send + 'a>(
+    r: R,
+) -> std::io::Result<Box<dyn std::io::Read + Send + 'a>> {
+    Ok(Box::new(zstd::stream::read::Decoder::with_buffer(r)?))
 }
 
 /// Which builder makes bases.
@@ -832,6 +836,26 @@ pub(crate) fn is_live_build(store: &ImageStore, socket_dir_name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zstd_layers_of_several_frames_decode_whole() {
+        use std::io::Read;
+        let mut two = zstd::stream::encode_all(&b"hello "[..], 1).unwrap();
+        two.extend(zstd::stream::encode_all(&b"world"[..], 1).unwrap());
+        let mut out = String::new();
+        zstd_reader(&two[..])
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, "hello world");
+        let mut bad = two.clone();
+        bad[6] ^= 0xff;
+        assert!(
+            zstd_reader(&bad[..])
+                .and_then(|mut r| r.read_to_end(&mut Vec::new()))
+                .is_err()
+        );
+    }
 
     #[test]
     fn the_builder_follows_the_option_and_what_the_host_can_do() {
