@@ -292,6 +292,27 @@ fn info_names_the_accelerator_qemu_and_kernel() {
     assert!(text.contains("boxes:         0 (0 running)"), "{text}");
     assert!(text.contains("volumes:       0"), "{text}");
     assert!(text.contains("bin/virtiofsd"), "{text}");
+    // The setup installs an mke2fs that builds bases from a tar stream.
+    assert!(text.contains("mke2fs:        /"), "{text}");
+    assert!(text.contains(" 1.47."), "{text}");
+    assert!(
+        text.contains("image builds:  on the host (mke2fs reads tar streams)"),
+        "{text}"
+    );
+    let mut c = h.cli(BIN);
+    c.args(["info"]).env("BOXLITE_IMAGE_BUILDER", "vm");
+    let out = String::from_utf8(output(c).stdout).unwrap();
+    assert!(out.contains("image builds:  in a builder VM"), "{out}");
+
+    let mut c = h.cli(BIN);
+    c.args(["info"]).env("BOXLITE_IMAGE_BUILDER", "fast");
+    let out = output(c);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        err.contains("invalid BOXLITE_IMAGE_BUILDER \"fast\"; valid values are auto, host and vm"),
+        "{err}"
+    );
 }
 
 /// Two host processes on one box: one is SIGKILLed mid-exec, the other's exec carries

@@ -458,6 +458,33 @@ fn concurrent_pulls_succeed_with_one_copy_and_a_corrupt_blob_is_fetched_again() 
     );
 }
 
+/// Start `boxlite pull -q REFERENCE` and SIGKILL it as soon as `now()` holds; whether
+/// it was killed (rather than finishing first).
+fn pull_killed_when(h: &TestHome, reference: &str, now: impl Fn() -> bool) -> bool {
+    let mut child = h
+        .cli(BIN)
+        .args(["pull", "-q", reference])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut killed = false;
+    while started.elapsed() < std::time::Duration::from_secs(120) {
+        if now() {
+            child.kill().unwrap();
+            killed = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let _ = child.wait();
+    killed
+}
+
 #[test]
 fn a_pull_killed_mid_download_or_mid_build_leaves_nothing_trusted_and_the_next_pull_completes() {
     let reg = Registry::start();
@@ -491,32 +518,14 @@ fn a_pull_killed_mid_download_or_mid_build_leaves_nothing_trusted_and_the_next_p
         .join(&img.layers[1].digest[7..]);
     let tmp = h.home.join("images/blobs/tmp");
 
-    let mut child = h
-        .cli(BIN)
-        .args(["pull", "-q", &r])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    let mut killed_mid_download = false;
-    while started.elapsed() < std::time::Duration::from_secs(60) {
+    let killed_mid_download = pull_killed_when(&h, &r, || {
         let partial = std::fs::read_dir(&tmp)
             .into_iter()
             .flatten()
             .flatten()
             .any(|e| e.metadata().map(|m| m.len() > (1 << 20)).unwrap_or(false));
-        if partial && !layer.exists() {
-            child.kill().unwrap();
-            killed_mid_download = true;
-            break;
-        }
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    let _ = child.wait();
+        partial && !layer.exists()
+    });
     assert!(
         killed_mid_download,
         "the pull finished before it could be interrupted"
@@ -530,32 +539,13 @@ fn a_pull_killed_mid_download_or_mid_build_leaves_nothing_trusted_and_the_next_p
     // Killed while the root filesystem is being written: mke2fs goes with it, and
     // nothing half-built is trusted.
     let builds = h.home.join("images/tmp");
-    let mut child = h
-        .cli(BIN)
-        .args(["pull", "-q", &r])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    let mut killed_mid_build = false;
-    while started.elapsed() < std::time::Duration::from_secs(120) {
-        let building = std::fs::read_dir(&builds)
+    let killed_mid_build = pull_killed_when(&h, &r, || {
+        std::fs::read_dir(&builds)
             .into_iter()
             .flatten()
             .flatten()
-            .any(|e| e.path().join("rootfs.ext4").exists());
-        if building {
-            child.kill().unwrap();
-            killed_mid_build = true;
-            break;
-        }
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    let _ = child.wait();
+            .any(|e| e.path().join("rootfs.ext4").exists())
+    });
     assert!(
         killed_mid_build,
         "the build finished before it could be interrupted"

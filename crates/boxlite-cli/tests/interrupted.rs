@@ -89,13 +89,15 @@ fn assert_clean(h: &TestHome) {
     assert!(h.socket_dirs().is_empty(), "{:?}", h.socket_dirs());
 }
 
-/// Start `args` with the secrets in its environment, and SIGKILL it once the builder
-/// VM's QEMU runs, after checking what the builder's helpers expose.
+/// Start `args` with the secrets in its environment, building in the builder VM, and
+/// SIGKILL it once the VM's QEMU runs, after checking what the builder's helpers
+/// expose. (A build on the host killed mid-`mke2fs` is in `tests/images.rs`.)
 fn kill_during_build(h: &TestHome, args: &[&str]) {
     let mut cli = h
         .cli(BIN)
         .args(args)
         .envs(SECRETS.iter().copied())
+        .env("BOXLITE_IMAGE_BUILDER", "vm")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -72,7 +72,7 @@ pub(crate) struct Context {
     /// Resolvers and the test guard for every box's network helper.
     pub net: crate::net::NetSettings,
     /// Where image bases are built.
-    pub image_builder: crate::builder::ImageBuilder,
+    pub image_builder: crate::model::ImageBuilder,
     assets_dir: Option<PathBuf>,
     assets: OnceLock<Arc<Assets>>,
     /// Boxes this runtime started, which [`Context::shut_down`] stops.
@@ -101,7 +101,8 @@ impl Context {
             vmm: Arc::new(qemu),
             boot_timeout,
             net: crate::net::NetSettings::from_env(),
-            image_builder: crate::builder::ImageBuilder::from_env()?,
+            image_builder: crate::model::ImageBuilder::from_env()
+                .map_err(|e| crate::Error::InvalidOption(e.to_string()))?,
             assets_dir,
             assets: OnceLock::new(),
             started: Mutex::new(HashSet::new()),

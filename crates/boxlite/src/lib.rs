@@ -48,8 +48,8 @@ pub(crate) mod monitor;
 pub mod runtime;
 
 pub use assets::AssetError;
+pub use builder::Mke2fs;
 pub use builder::{BuildError, BuildFailed};
-pub use builder::{ImageBuilder, Mke2fs};
 pub use db::DbError;
 pub use disk::DiskError;
 pub use layout::{SocketDirError, ram_root, socket_root};
@@ -58,6 +58,7 @@ pub use litebox::{
     CopyOptions, CopyStats, ExecError, ExecOutput, ExecStdin, Execution, Health, HealthOptions,
     HealthState, InBoxKind, LiteBox,
 };
+pub use model::ImageBuilder;
 pub use portal::{ExitStatus, PortalError};
 pub use runtime::{Boxlite, RemovedImage, RuntimeInfo, RuntimeOptions, VolumeInfo};
 pub use util::error_chain;

@@ -38,7 +38,7 @@ use boxlite_archive::layers::{self, FlattenError, Limits, Plan};
 use crate::images::blobs::{BlobError, BlobStore, digest_hex};
 use crate::images::{ImageError, ImageStore};
 use crate::layout::{BoxPaths, SocketPaths, socket_root};
-use crate::model::{BoxStatus, BuildReport, Compression, ImageRecord, Layer};
+use crate::model::{BoxStatus, BuildReport, Compression, ImageBuilder, ImageRecord, Layer};
 use crate::util::fsutil::{tail_file, write_atomic};
 use crate::util::lock::{FileLock, LockMode};
 use crate::util::process::{ProcessId, find_binary};
@@ -373,32 +373,6 @@ fn zstd_reader<'a, R: std::io::BufRead + Send + 'a>(
     r: R,
 ) -> std::io::Result<Box<dyn std::io::Read + Send + 'a>> {
     Ok(Box::new(zstd::stream::read::Decoder::with_buffer(r)?))
-}
-
-/// Which builder makes bases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ImageBuilder {
-    /// On the host where `mke2fs` reads tar streams, else in a builder VM.
-    #[default]
-    Auto,
-    /// On the host only; an error names what to install when it cannot.
-    Host,
-    /// In a builder VM always.
-    Vm,
-}
-
-impl ImageBuilder {
-    /// `BOXLITE_IMAGE_BUILDER` (`auto`, `host` or `vm`), else `auto`.
-    pub fn from_env() -> Result<Self, crate::Error> {
-        match std::env::var("BOXLITE_IMAGE_BUILDER").ok().as_deref() {
-            None | Some("" | "auto") => Ok(ImageBuilder::Auto),
-            Some("host") => Ok(ImageBuilder::Host),
-            Some("vm") => Ok(ImageBuilder::Vm),
-            Some(other) => Err(crate::Error::InvalidOption(format!(
-                "invalid BOXLITE_IMAGE_BUILDER {other:?}; valid values are auto, host and vm"
-            ))),
-        }
-    }
 }
 
 /// Where builds run with `builder`, and why, for `boxlite info`. Blocking (probes

@@ -120,6 +120,35 @@ impl ImageRecord {
     }
 }
 
+/// Which builder makes bases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ImageBuilder {
+    /// On the host where `mke2fs` reads tar streams, else in a builder VM.
+    #[default]
+    Auto,
+    /// On the host only; an error names what to install when it cannot.
+    Host,
+    /// In a builder VM always.
+    Vm,
+}
+
+impl ImageBuilder {
+    /// `BOXLITE_IMAGE_BUILDER` (`auto`, `host` or `vm`), else `auto`.
+    pub fn from_env() -> Result<Self, InvalidImageBuilder> {
+        match std::env::var("BOXLITE_IMAGE_BUILDER").ok().as_deref() {
+            None | Some("" | "auto") => Ok(ImageBuilder::Auto),
+            Some("host") => Ok(ImageBuilder::Host),
+            Some("vm") => Ok(ImageBuilder::Vm),
+            Some(other) => Err(InvalidImageBuilder(other.to_string())),
+        }
+    }
+}
+
+/// `BOXLITE_IMAGE_BUILDER` holds something else than `auto`, `host` or `vm`.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid BOXLITE_IMAGE_BUILDER {0:?}; valid values are auto, host and vm")]
+pub struct InvalidImageBuilder(pub String);
+
 /// What a build did.
 #[derive(Debug, Clone, Default)]
 pub struct BuildReport {

@@ -14,7 +14,7 @@ pub use boxes::{
     BootTimings, BoxConfig, BoxRow, BoxStatus, Health, HealthOptions, HealthState, LEGACY_RECORD,
     legacy_row,
 };
-pub use image::{BuildReport, Compression, ImageRecord, Layer, RunConfig};
+pub use image::{BuildReport, Compression, ImageBuilder, ImageRecord, Layer, RunConfig};
 pub use network::{HostSpec, NetworkMode, NetworkSpec, NetworkSpecError, PortSpec};
 pub use platform::Accel;
 pub use state::{ALL_STATES, BoxState, InvalidTransition};

@@ -34,8 +34,8 @@ pub struct RuntimeOptions {
     /// when named here).
     pub config: Option<PathBuf>,
     /// Where image bases are built; default `$BOXLITE_IMAGE_BUILDER`, else
-    /// [`ImageBuilder::Auto`](crate::ImageBuilder::Auto).
-    pub image_builder: Option<crate::ImageBuilder>,
+    /// [`ImageBuilder::Auto`](crate::model::ImageBuilder::Auto).
+    pub image_builder: Option<crate::model::ImageBuilder>,
 }
 
 /// The default home: `$BOXLITE_HOME`, else `~/.boxlite`.
