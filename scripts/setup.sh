@@ -50,8 +50,9 @@ if dpkg --compare-versions "$e2fs" lt 1.47.1; then
   if grep -q '^VERSION_CODENAME=bookworm' /etc/os-release; then
     if ! apt-cache policy 2>/dev/null | grep -q 'bookworm-backports'; then
       log "adding bookworm-backports (for e2fsprogs 1.47.2)"
-      echo 'deb http://deb.debian.org/debian bookworm-backports main' |
-        $SUDO tee /etc/apt/sources.list.d/boxlite-bookworm-backports.list >/dev/null
+      printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm-backports' \
+        'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' |
+        $SUDO tee /etc/apt/sources.list.d/boxlite-bookworm-backports.sources >/dev/null
       $SUDO apt-get update -qq
     fi
     log "installing e2fsprogs from bookworm-backports (mke2fs that reads tar streams)"
