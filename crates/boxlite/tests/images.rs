@@ -23,12 +23,22 @@ async fn run(b: &LiteBox, cmd: BoxCommand) -> String {
     let err = ex.take_stderr().unwrap().read_to_end().await.unwrap();
     let st = ex.wait().await.unwrap();
     assert!(st.success(), "{st:?}: {}", String::from_utf8_lossy(&err));
-    String::from_utf8(out).unwrap()
+    // Lossy: a listing may hold names that are not UTF-8.
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A `security.capability` value: version 2, effective, CAP_NET_RAW permitted.
 const CAP_NET_RAW: &[u8] =
     b"\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+
+/// `opt/` and 124 bytes of Latin-1: a name that needs a PAX record and is not UTF-8.
+fn latin1_long_name() -> Vec<u8> {
+    let mut n = b"opt/".to_vec();
+    for _ in 0..31 {
+        n.extend_from_slice(b"caf\xe9");
+    }
+    n
+}
 
 fn app_image() -> TestImage {
     let lower = busybox_layer()
@@ -46,6 +56,8 @@ fn app_image() -> TestImage {
         .file("opt/.wh.orig", 0o644, (0, 0), b"")
         .file("etc/motd", 0o644, (0, 0), b"first")
         .file("etc/motd", 0o644, (0, 0), b"second")
+        .pax(&[("path", &latin1_long_name())])
+        .file("placeholder", 0o644, (0, 0), b"a long name, not UTF-8")
         .pax(&[("SCHILY.xattr.security.capability", CAP_NET_RAW)])
         .file("opt/suid", 0o4755, (1234, 5678), b"#!/bin/sh\n")
         .file("etc/shadow", 0o640, (0, 42), b"root:*::0:::::\n")
@@ -159,6 +171,11 @@ async fn a_pulled_image_boots_with_its_layers_and_config() {
     );
     assert!(lines[12].contains("No such file"), "{stat}");
     assert_eq!(lines[13], "second", "the last of two entries wins: {stat}");
+    assert_eq!(
+        sh(&b, "cat /opt/caf* 2>&1").await,
+        "a long name, not UTF-8",
+        "a long Latin-1 name"
+    );
 
     // A second pull of the same image builds nothing.
     let again = rt.pull(&reference, &|_| {}).await.unwrap();

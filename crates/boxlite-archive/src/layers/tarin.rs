@@ -487,7 +487,7 @@ fn check_xattr_name(path: &[u8], name: &[u8]) -> Result<(), TarError> {
         .any(|p| name.starts_with(p) && name.len() > p.len());
     let acl = name == b"system.posix_acl_access" || name == b"system.posix_acl_default";
     let ok_ns = in_ns || acl;
-    if !ok_ns || name.len() > 255 || name.contains(&0) {
+    if !ok_ns || name.len() > 255 || name.contains(&0) || std::str::from_utf8(name).is_err() {
         return Err(entry_err(
             path,
             format!(

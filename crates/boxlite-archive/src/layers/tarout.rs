@@ -84,6 +84,11 @@ impl<W: Write> TarWriter<W> {
             .map(|(k, _)| [&b"SCHILY.xattr."[..], k].concat())
             .collect();
         let mut records = Vec::new();
+        // Names are bytes, not always UTF-8: say so, or a reader (libarchive in a C
+        // locale) fails to convert them.
+        if pax.iter().any(|(_, v)| std::str::from_utf8(v).is_err()) {
+            records.extend(pax_record(b"hdrcharset", b"BINARY"));
+        }
         for (k, v) in &pax {
             records.extend(pax_record(k, v));
         }

@@ -306,7 +306,12 @@ fn metadata_survives_long_names_large_ids_and_xattrs() {
         p.xattr_not_in(&[]),
         Some(("bin/ping".into(), "security.capability".into()))
     );
-    let t = tree(&flatten(&layers).unwrap().0);
+    let (stream, _) = flatten(&layers).unwrap();
+    assert!(
+        !stream.windows(18).any(|w| w == b"hdrcharset=BINARY\n"),
+        "UTF-8 names need no charset record"
+    );
+    let t = tree(&stream);
     let ping = &t["bin/ping"];
     assert_eq!((ping.mode, ping.owner), (0o4755, (3_000_000, 0)));
     assert_eq!(
@@ -519,4 +524,25 @@ fn many_layers_read_in_parallel_apply_in_order_and_the_first_error_wins() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+#[test]
+fn long_names_that_are_not_utf8_are_marked_binary() {
+    let mut name = b"d/".to_vec();
+    for _ in 0..40 {
+        name.extend_from_slice(b"caf\xe9");
+    }
+    let layer = L::default()
+        .pax(&[("path", &name)])
+        .file("placeholder", 0o644, (0, 0), b"latin-1")
+        .end();
+    let (stream, _) = flatten(&[layer]).unwrap();
+    assert!(stream.windows(18).any(|w| w == b"hdrcharset=BINARY\n"));
+    let mut a = tar::Archive::new(&stream[..]);
+    let names: Vec<Vec<u8>> = a
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path_bytes().into_owned())
+        .collect();
+    assert_eq!(names, [b"d/".to_vec(), name]);
 }
