@@ -15,6 +15,7 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// Shared locks for operations that only need the box to stay as it is (exec), exclusive
 /// ones for operations that change it.
@@ -22,6 +23,49 @@ use std::path::{Path, PathBuf};
 pub enum LockMode {
     Shared,
     Exclusive,
+}
+
+/// The descriptors of the locks this process holds (-1: a free slot), so that a child
+/// forked to start a helper can close its copies at once (`util::spawn`): until its
+/// `execve` it would otherwise keep the locks of a spawner that has died, and the next
+/// command would take that dying child for a live holder. Registered after the
+/// descriptor is open and removed before it is closed, so a slot never names a
+/// descriptor that is not a lock. Past the last slot a lock is simply not listed.
+static HELD: [AtomicI32; 256] = [const { AtomicI32::new(-1) }; 256];
+
+fn register(fd: i32) {
+    for slot in &HELD {
+        if slot
+            .compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+fn unregister(fd: i32) {
+    for slot in &HELD {
+        if slot
+            .compare_exchange(fd, -1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            return;
+        }
+    }
+}
+
+/// In a forked child: close its copies of the parent's lock descriptors, except those
+/// in `keep`. The parent still holds the locks; they are released when it closes them
+/// or dies. Async-signal-safe (atomic loads and `close`).
+pub(crate) fn close_held_locks_in_child(keep: &[i32]) {
+    for slot in &HELD {
+        let fd = slot.load(Ordering::SeqCst);
+        if fd > 2 && !keep.contains(&fd) {
+            // SAFETY: close on a descriptor number of this (forked) process.
+            unsafe { libc::close(fd) };
+        }
+    }
 }
 
 /// A held lock; released on drop.
@@ -70,6 +114,7 @@ impl FileLock {
             let held = file.metadata()?;
             match std::fs::metadata(path) {
                 Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+                    register(file.as_raw_fd());
                     return Ok(Some(FileLock {
                         file,
                         path: path.to_path_buf(),
@@ -117,6 +162,7 @@ impl FileLock {
 
 impl Drop for FileLock {
     fn drop(&mut self) {
+        unregister(self.file.as_raw_fd());
         // Closing the descriptor releases the lock; unlock explicitly anyway so a clone of
         // the descriptor elsewhere cannot keep it.
         // SAFETY: flock on a descriptor we own.

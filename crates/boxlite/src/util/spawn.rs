@@ -382,6 +382,9 @@ fn gate_child(
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
             return Err(io::Error::last_os_error());
         }
+        // And let go of the box and build locks now: the death signal takes a moment to
+        // end us, and a next command must not see a dead spawner's lock as held.
+        super::lock::close_held_locks_in_child(&[pid_r, pid_w, gate_r, gate_w]);
         // Already reparented before the prctl: the spawner is gone.
         if libc::getppid() != parent {
             libc::_exit(1);
@@ -537,6 +540,28 @@ mod tests {
             .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
             .collect();
         assert_eq!(keys, ["PATH=/bin", "LC_TIME=C", "BOXLITE_BOX_ID=abc"]);
+    }
+
+    #[tokio::test]
+    async fn a_child_at_the_gate_holds_none_of_its_spawners_locks() {
+        use super::super::lock::{FileLock, LockMode};
+        let dir = temp_dir();
+        let lock_path = dir.join("box.lock");
+        let lock = FileLock::try_acquire(&lock_path, LockMode::Exclusive)
+            .unwrap()
+            .unwrap();
+        let cmd = HelperCommand::new("/bin/true", dir.join("log"));
+        let pending = spawn_gated(&cmd).await.unwrap();
+        let fds: Vec<PathBuf> = std::fs::read_dir(format!("/proc/{}/fd", pending.id().pid))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .collect();
+        drop(pending);
+        drop(lock);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(!fds.is_empty());
+        assert!(!fds.contains(&lock_path), "{fds:?}");
     }
 
     #[tokio::test]
