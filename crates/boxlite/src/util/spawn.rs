@@ -8,8 +8,9 @@
 //! (SIGKILL, a crash), the child dies with it (`PR_SET_PDEATHSIG`, reset once the gate
 //! opens; a change of parent is checked too) without ever running the helper; if the
 //! spawner gives up ([`Pending`] dropped), the child is told to exit. So no helper ever
-//! runs that is not recorded, and no waiting child outlives its spawner to keep the
-//! spawner's lock descriptors (which it holds until `execve`) busy.
+//! runs that is not recorded. A waiting child closes its copies of the spawner's lock
+//! descriptors first thing, so even while it is dying with its spawner it never keeps
+//! the spawner's locks busy.
 //!
 //! The child gets an allowlisted environment (see [`PASSED_ENV`]) plus what the caller
 //! adds, never the caller's whole environment: registry passwords and tokens must not be
