@@ -482,27 +482,23 @@ impl Plan {
     /// The first entry (in emission order) with an extended attribute not in `kept`,
     /// and the attribute's name: for a consumer that can only write some of them.
     pub fn xattr_not_in(&self, kept: &[&[u8]]) -> Option<(String, String)> {
-        let mut found = None;
-        let _ = self.walk(|path, id| {
+        // The walk stops at the first find, carried out as its "error".
+        self.walk(|path, id| {
             let meta = match &self.nodes[id as usize].body {
                 Body::Dir { meta, .. } => meta,
                 Body::Leaf(ino) => &self.inodes[*ino as usize].meta,
             };
-            if let Some((name, _)) = meta.xattrs.iter().find(|(n, _)| !kept.contains(&&n[..])) {
-                found = Some((show(path), show(name)));
-                return Err(FlattenError::Write(io::Error::other("found")));
+            match meta.xattrs.iter().find(|(n, _)| !kept.contains(&&n[..])) {
+                Some((name, _)) => Err((show(path), show(name))),
+                None => Ok(()),
             }
-            Ok(())
-        });
-        found
+        })
+        .err()
     }
 
     /// Walk the final tree in emission order (names sorted, parents first), calling
     /// `f(path, node)` for every node but the root.
-    fn walk(
-        &self,
-        mut f: impl FnMut(&[u8], NodeId) -> Result<(), FlattenError>,
-    ) -> Result<(), FlattenError> {
+    fn walk<E>(&self, mut f: impl FnMut(&[u8], NodeId) -> Result<(), E>) -> Result<(), E> {
         let mut stack: Vec<(Vec<u8>, NodeId)> = vec![(Vec::new(), ROOT)];
         while let Some((path, id)) = stack.pop() {
             if id != ROOT {
@@ -532,7 +528,7 @@ impl Plan {
             read: self.stats.read,
             ..PlanStats::default()
         };
-        let _ = self.walk(|path, id| {
+        let Ok::<(), std::convert::Infallible>(()) = self.walk(|path, id| {
             stats.entries += 1;
             match &self.nodes[id as usize].body {
                 Body::Dir { children, meta } => {

@@ -28,13 +28,12 @@ mod host;
 pub use host::{Mke2fs, mke2fs};
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-use crate::context::Context;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use boxlite_archive::layers::{self, FlattenError, Limits, Plan};
 
+use crate::context::Context;
 use crate::images::blobs::{BlobError, BlobStore, digest_hex};
 use crate::images::{ImageError, ImageStore};
 use crate::layout::{BoxPaths, SocketPaths, socket_root};
@@ -667,8 +666,8 @@ async fn build_in_vm(
         let (emitted, sent) = tokio::join!(emitted, sent);
         // The stream's own failure first: the VM may have taken a cut stream as whole.
         emitted.map_err(Failure::Flatten)?;
-        let stats = sent.map_err(|e| layer_failure(&digest, disk_size, e))?;
-        report.entries = stats.entries;
+        // The entries and bytes are the plan's, as on the host.
+        sent.map_err(|e| layer_failure(&digest, disk_size, e))?;
         report.apply_ms = ms_since(t_apply);
         client
             .shutdown()
