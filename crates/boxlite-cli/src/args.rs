@@ -352,6 +352,20 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: VolumeCommand,
     },
+    /// Serve BoxLite's REST API (base path /v1) over this home. The API key comes from
+    /// BOXLITE_API_KEY or --api-key-file, never the command line; without one, only a
+    /// loopback address is served.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        /// Port to listen on.
+        #[arg(long, default_value_t = 8100)]
+        port: u16,
+        /// A file holding the API key (its surrounding white space is ignored).
+        #[arg(long)]
+        api_key_file: Option<std::path::PathBuf>,
+    },
     /// Show the accelerator, QEMU, kernel and asset paths.
     Info {
         /// Output format: text or json.

@@ -21,6 +21,7 @@ mod images;
 mod info;
 mod network;
 mod run;
+mod serve;
 mod stats;
 mod term;
 
@@ -123,6 +124,11 @@ async fn real_main(cli: Cli) -> Result<i32> {
             }
         }
         Command::Info { format } => info::info_cmd(rt, &format).await,
+        Command::Serve {
+            host,
+            port,
+            api_key_file,
+        } => serve::serve_cmd(rt, host, port, api_key_file).await,
         // Interrupted, these drop their work: a build in progress ends its builder VM
         // at once instead of leaving it to the next command.
         Command::Pull {

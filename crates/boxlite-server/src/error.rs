@@ -1,0 +1,146 @@
+//! Library errors as HTTP responses: one table from error kind to status, and a JSON
+//! body that says what went wrong without host paths or secrets.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use boxlite::images::ImageError;
+use boxlite::{BoxError, CopyError, ExecError, InBoxKind};
+
+/// An error as the API returns it.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// A stable machine-readable kind, e.g. `not_found`.
+    pub code: &'static str,
+    /// For people; never a host path or a secret.
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthorized() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid API key is required (Authorization: Bearer <key>)",
+        )
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", message)
+    }
+}
+
+/// The kind, status and whether the library's message may be shown as it is.
+fn classify(e: &boxlite::Error) -> (StatusCode, &'static str, bool) {
+    use StatusCode as S;
+    use boxlite::Error as E;
+    match e {
+        E::Box(BoxError::NotFound(_)) => (S::NOT_FOUND, "not_found", true),
+        E::Box(BoxError::Ambiguous { .. }) => (S::BAD_REQUEST, "invalid_argument", true),
+        E::Box(BoxError::InvalidOption(_) | BoxError::Network(_)) => {
+            (S::BAD_REQUEST, "invalid_argument", true)
+        }
+        E::Box(
+            BoxError::InvalidTransition { .. }
+            | BoxError::Busy { .. }
+            | BoxError::NotRunning { .. },
+        ) => (S::CONFLICT, "invalid_state", true),
+        E::InvalidOption(_) => (S::BAD_REQUEST, "invalid_argument", true),
+        E::Exec(ExecError::NoSuchExecution(_)) => (S::NOT_FOUND, "not_found", true),
+        E::Exec(ExecError::CommandNotFound(_) | ExecError::NotExecutable(_)) => {
+            (S::BAD_REQUEST, "invalid_argument", true)
+        }
+        E::Exec(ExecError::InvalidCommand(_)) => (S::BAD_REQUEST, "invalid_argument", true),
+        E::Exec(ExecError::BoxStopped { .. }) => (S::CONFLICT, "invalid_state", true),
+        E::Exec(ExecError::NoTty { .. } | ExecError::StdinClosed { .. }) => {
+            (S::CONFLICT, "invalid_state", true)
+        }
+        E::Image(ImageError::InvalidReference { .. } | ImageError::UnknownBuiltin { .. }) => {
+            (S::BAD_REQUEST, "invalid_argument", true)
+        }
+        E::Image(ImageError::NotLocal { .. } | ImageError::NotInStore { .. }) => {
+            (S::NOT_FOUND, "not_found", true)
+        }
+        E::Image(ImageError::NotFoundRemote { .. }) => (S::NOT_FOUND, "not_found", true),
+        E::Image(ImageError::InUse { .. }) => (S::CONFLICT, "invalid_state", true),
+        E::Image(ImageError::AuthFailed { .. }) => (S::BAD_GATEWAY, "registry_auth", true),
+        E::Image(ImageError::Unreachable { .. } | ImageError::Registry { .. }) => {
+            (S::BAD_GATEWAY, "registry", true)
+        }
+        E::Image(ImageError::NoPlatform { .. }) => (S::BAD_REQUEST, "invalid_argument", true),
+        E::Copy(CopyError::InBox {
+            kind: InBoxKind::NotFound,
+            ..
+        }) => (S::NOT_FOUND, "not_found", true),
+        E::Copy(CopyError::InBox {
+            kind: InBoxKind::Refused,
+            ..
+        })
+        | E::Copy(CopyError::Archive { .. }) => (S::BAD_REQUEST, "invalid_argument", true),
+        E::Copy(CopyError::InBox {
+            kind: InBoxKind::NoSpace,
+            ..
+        }) => (S::INSUFFICIENT_STORAGE, "no_space", true),
+        E::ShutDown => (S::SERVICE_UNAVAILABLE, "unavailable", true),
+        // Everything else is ours: the details go to the log, not to the caller.
+        _ => (S::INTERNAL_SERVER_ERROR, "internal", false),
+    }
+}
+
+impl From<boxlite::Error> for ApiError {
+    fn from(e: boxlite::Error) -> Self {
+        let (status, code, show) = classify(&e);
+        let message = if show {
+            boxlite::error_chain(&e)
+        } else {
+            tracing::error!(error = %boxlite::error_chain(&e), "request failed");
+            "internal error; the server's log has the details".to_string()
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "status": self.status.as_u16(),
+            }
+        });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_errors_map_to_statuses_and_internal_ones_say_nothing() {
+        let nf: ApiError = boxlite::Error::Box(BoxError::NotFound("x".into())).into();
+        assert_eq!((nf.status, nf.code), (StatusCode::NOT_FOUND, "not_found"));
+        let busy: ApiError = boxlite::Error::Box(BoxError::Busy {
+            id: "b".into(),
+            state: boxlite::BoxState::Running,
+        })
+        .into();
+        assert_eq!(busy.status, StatusCode::CONFLICT);
+        let io: ApiError = boxlite::Error::Io {
+            context: "reading /home/alice/.boxlite/secret".into(),
+            source: std::io::Error::other("boom"),
+        }
+        .into();
+        assert_eq!(io.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!io.message.contains("/home"), "{}", io.message);
+    }
+}

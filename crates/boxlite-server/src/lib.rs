@@ -1,0 +1,104 @@
+//! `boxlite serve`: BoxLite's REST API (base path `/v1`) over the boxlite library.
+//!
+//! A thin frontend: every handler calls the same library API the CLI uses, and maps its
+//! errors onto HTTP statuses in one table ([`error`]). Authentication is a bearer API
+//! key compared in constant time; without a key the server only listens on loopback.
+
+pub mod auth;
+pub mod error;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::routing::get;
+
+/// How the server runs.
+#[derive(Clone)]
+pub struct ServeConfig {
+    pub addr: SocketAddr,
+    /// The bearer key every route but the health probe requires; `None` only on loopback.
+    pub api_key: Option<auth::ApiKey>,
+}
+
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("addr", &self.addr)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// Why the server would not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "refusing to listen on {0} without an API key: set BOXLITE_API_KEY or --api-key-file, or listen on a loopback address"
+    )]
+    NoKeyOffLoopback(SocketAddr),
+    #[error("listening on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub rt: boxlite::Boxlite,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// The whole API: `/health` open, everything under `/v1` behind the key.
+pub fn router(state: AppState, key: Option<auth::ApiKey>) -> Router {
+    let v1 = Router::new()
+        .route("/config", get(config))
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(key, auth::require_key));
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .nest("/v1", v1)
+}
+
+async fn config() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+/// Serve until `shutdown` resolves: then stop accepting, let in-flight requests finish,
+/// and return. Boxes keep running: they are durable and outlive the server.
+pub async fn serve(
+    rt: boxlite::Boxlite,
+    cfg: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    if cfg.api_key.is_none() && !cfg.addr.ip().is_loopback() {
+        return Err(ServeError::NoKeyOffLoopback(cfg.addr));
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: cfg.addr,
+            source,
+        })?;
+    let local = listener.local_addr().unwrap_or(cfg.addr);
+    if cfg.api_key.is_none() {
+        tracing::warn!(addr = %local, "no API key: serving on loopback only, to this machine's users");
+    }
+    tracing::info!(addr = %local, "serving the boxlite REST API");
+    let app = router(AppState { rt }, cfg.api_key);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServeError::Serve)
+}
