@@ -75,30 +75,61 @@ async fn config() -> axum::Json<serde_json::Value> {
     }))
 }
 
-/// Serve until `shutdown` resolves: then stop accepting, let in-flight requests finish,
-/// and return. Boxes keep running: they are durable and outlive the server.
+/// A bound server, not yet serving.
+#[derive(Debug)]
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    app: Router,
+}
+
+impl Server {
+    /// Check the configuration and bind. Without a key only a loopback address is
+    /// accepted.
+    pub async fn bind(rt: boxlite::Boxlite, cfg: ServeConfig) -> Result<Server, ServeError> {
+        if cfg.api_key.is_none() && !cfg.addr.ip().is_loopback() {
+            return Err(ServeError::NoKeyOffLoopback(cfg.addr));
+        }
+        let listener = tokio::net::TcpListener::bind(cfg.addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: cfg.addr,
+                source,
+            })?;
+        if cfg.api_key.is_none() {
+            tracing::warn!(addr = %cfg.addr, "no API key: serving on loopback only, to this machine's users");
+        }
+        Ok(Server {
+            listener,
+            app: router(AppState { rt }, cfg.api_key),
+        })
+    }
+
+    /// Where it listens (the port chosen, for port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve until `shutdown` resolves: then stop accepting, let in-flight requests
+    /// finish, and return. Boxes keep running: they are durable and outlive the server.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        if let Ok(a) = self.listener.local_addr() {
+            tracing::info!(addr = %a, "serving the boxlite REST API");
+        }
+        axum::serve(self.listener, self.app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ServeError::Serve)
+    }
+}
+
+/// Bind and serve until `shutdown` resolves.
 pub async fn serve(
     rt: boxlite::Boxlite,
     cfg: ServeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    if cfg.api_key.is_none() && !cfg.addr.ip().is_loopback() {
-        return Err(ServeError::NoKeyOffLoopback(cfg.addr));
-    }
-    let listener = tokio::net::TcpListener::bind(cfg.addr)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: cfg.addr,
-            source,
-        })?;
-    let local = listener.local_addr().unwrap_or(cfg.addr);
-    if cfg.api_key.is_none() {
-        tracing::warn!(addr = %local, "no API key: serving on loopback only, to this machine's users");
-    }
-    tracing::info!(addr = %local, "serving the boxlite REST API");
-    let app = router(AppState { rt }, cfg.api_key);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServeError::Serve)
+    Server::bind(rt, cfg).await?.run(shutdown).await
 }
