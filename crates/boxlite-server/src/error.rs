@@ -28,7 +28,7 @@ impl ApiError {
     pub fn unauthorized() -> Self {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            "unauthenticated",
             "a valid API key is required (Authorization: Bearer <key>)",
         )
     }
@@ -71,9 +71,11 @@ fn classify(e: &boxlite::Error) -> (StatusCode, &'static str, bool) {
         }
         E::Image(ImageError::NotFoundRemote { .. }) => (S::NOT_FOUND, "not_found", true),
         E::Image(ImageError::InUse { .. }) => (S::CONFLICT, "invalid_state", true),
-        E::Image(ImageError::AuthFailed { .. }) => (S::BAD_GATEWAY, "registry_auth", true),
+        E::Image(ImageError::AuthFailed { .. }) => {
+            (S::UNPROCESSABLE_ENTITY, "image_pull_failed", true)
+        }
         E::Image(ImageError::Unreachable { .. } | ImageError::Registry { .. }) => {
-            (S::BAD_GATEWAY, "registry", true)
+            (S::UNPROCESSABLE_ENTITY, "image_pull_failed", true)
         }
         E::Image(ImageError::NoPlatform { .. }) => (S::BAD_REQUEST, "invalid_argument", true),
         E::Copy(CopyError::InBox {
@@ -88,8 +90,9 @@ fn classify(e: &boxlite::Error) -> (StatusCode, &'static str, bool) {
         E::Copy(CopyError::InBox {
             kind: InBoxKind::NoSpace,
             ..
-        }) => (S::INSUFFICIENT_STORAGE, "no_space", true),
-        E::ShutDown => (S::SERVICE_UNAVAILABLE, "unavailable", true),
+        }) => (S::INSUFFICIENT_STORAGE, "resource_exhausted", true),
+        E::Db(boxlite::DbError::NameTaken(_)) => (S::CONFLICT, "already_exists", true),
+        E::ShutDown => (S::SERVICE_UNAVAILABLE, "engine_unavailable", true),
         // Everything else is ours: the details go to the log, not to the caller.
         _ => (S::INTERNAL_SERVER_ERROR, "internal", false),
     }
@@ -108,13 +111,35 @@ impl From<boxlite::Error> for ApiError {
     }
 }
 
+/// The document's error `type` for a `code`.
+fn error_type(code: &str) -> &'static str {
+    match code {
+        "invalid_argument" => "InvalidArgumentError",
+        "unsupported" => "UnsupportedError",
+        "unauthenticated" | "permission_denied" => "AuthError",
+        "not_found" => "NotFoundError",
+        "already_exists" => "AlreadyExistsError",
+        "invalid_state" => "InvalidStateError",
+        "stopped" => "StoppedError",
+        "image_pull_failed" => "ImageError",
+        "execution_failed" => "ExecutionError",
+        "resource_exhausted" => "ResourceExhaustedError",
+        "network_unavailable" => "NetworkError",
+        "upstream_unavailable" => "UpstreamUnavailableError",
+        "engine_unavailable" => "EngineError",
+        "timeout" => "TimeoutError",
+        _ => "InternalError",
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // `ErrorResponse` of BoxLite's document; clients dispatch on `code`.
         let body = serde_json::json!({
             "error": {
-                "code": self.code,
                 "message": self.message,
-                "status": self.status.as_u16(),
+                "type": error_type(self.code),
+                "code": self.code,
             }
         });
         (self.status, axum::Json(body)).into_response()

@@ -5,12 +5,13 @@
 //! key compared in constant time; without a key the server only listens on loopback.
 
 pub mod auth;
+pub mod boxes;
 pub mod error;
 
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 /// How the server runs.
 #[derive(Clone)]
@@ -62,6 +63,13 @@ impl std::fmt::Debug for AppState {
 pub fn router(state: AppState, key: Option<auth::ApiKey>) -> Router {
     let v1 = Router::new()
         .route("/config", get(config))
+        .route("/boxes", post(boxes::create).get(boxes::list))
+        .route(
+            "/boxes/{id}",
+            get(boxes::get).head(boxes::head).delete(boxes::remove),
+        )
+        .route("/boxes/{id}/start", post(boxes::start))
+        .route("/boxes/{id}/stop", post(boxes::stop))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(key, auth::require_key));
     Router::new()
