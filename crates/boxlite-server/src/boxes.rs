@@ -199,8 +199,7 @@ impl CreateBox {
             }
         }
         if let Some(n) = self.network {
-            let mut spec = boxlite::model::NetworkSpec::default();
-            spec.mode = match n.mode.as_str() {
+            let mode = match n.mode.as_str() {
                 "enabled" => NetworkMode::Enabled,
                 "disabled" => NetworkMode::None,
                 other => {
@@ -209,8 +208,11 @@ impl CreateBox {
                     )));
                 }
             };
-            spec.allow = n.allow_net;
-            o = o.network(spec);
+            o = o.network(boxlite::model::NetworkSpec {
+                mode,
+                allow: n.allow_net,
+                ..Default::default()
+            });
         }
         Ok(o)
     }
