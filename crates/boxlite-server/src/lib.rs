@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod boxes;
 pub mod error;
+pub mod exec;
 
 use std::net::SocketAddr;
 
@@ -51,6 +52,7 @@ pub enum ServeError {
 #[derive(Clone)]
 pub struct AppState {
     pub rt: boxlite::Boxlite,
+    pub executions: std::sync::Arc<exec::Executions>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -70,6 +72,14 @@ pub fn router(state: AppState, key: Option<auth::ApiKey>) -> Router {
         )
         .route("/boxes/{id}/start", post(boxes::start))
         .route("/boxes/{id}/stop", post(boxes::stop))
+        .route("/boxes/{id}/exec", post(exec::start))
+        .route(
+            "/boxes/{id}/executions/{exec_id}",
+            get(exec::status).delete(exec::kill),
+        )
+        .route("/boxes/{id}/executions/{exec_id}/attach", get(exec::attach))
+        .route("/boxes/{id}/executions/{exec_id}/signal", post(exec::signal))
+        .route("/boxes/{id}/executions/{exec_id}/resize", post(exec::resize))
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(key, auth::require_key));
     Router::new()
@@ -108,7 +118,13 @@ impl Server {
         }
         Ok(Server {
             listener,
-            app: router(AppState { rt }, cfg.api_key),
+            app: router(
+                AppState {
+                    rt,
+                    executions: Default::default(),
+                },
+                cfg.api_key,
+            ),
         })
     }
 

@@ -1,0 +1,388 @@
+//! Executions: start (`POST /boxes/{id}/exec`), status, kill, signal, resize, and attach
+//! over a WebSocket in BoxLite's frame protocol:
+//! - server to client: binary `[0x01|0x02][bytes]` (stdout, stderr), then a text
+//!   `{"type":"exit","exit_code":N}` and a normal close; a ping at once on upgrade (the
+//!   released SDK drops a socket that says nothing for 10 s) and every 15 s;
+//! - client to server: binary frames are stdin, text `{"type":"stdin_eof"}` closes it,
+//!   `{"type":"resize","cols","rows"}` and `{"type":"signal","sig"}` as the REST routes.
+//!
+//! Output waits in the agent until someone reads it, so a command that finishes before
+//! the attach loses nothing, and the server holds at most one chunk per stream: each is
+//! read only after the previous one was written to the socket (a slow client slows the
+//! process, never grows the server's memory).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use boxlite::{BoxCommand, ExecStdin, Execution, ExitStatus};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Executions this server started, by id.
+#[derive(Debug, Default)]
+pub struct Executions {
+    map: std::sync::Mutex<HashMap<String, Arc<Entry>>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    box_id: String,
+    /// A handle for status, kill, signal and resize (clones share the status).
+    handle: Execution,
+    /// The first handle's output streams, for the first attach; later attaches ask the
+    /// agent for what is left.
+    first: std::sync::Mutex<Option<Execution>>,
+    /// Kept across attaches: an execution has one stdin.
+    stdin: tokio::sync::Mutex<Option<ExecStdin>>,
+    attached: std::sync::atomic::AtomicBool,
+}
+
+impl Executions {
+    fn get(&self, box_id: &str, exec_id: &str) -> Result<Arc<Entry>, ApiError> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(exec_id) {
+            Some(e) if e.box_id == box_id => Ok(e.clone()),
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no execution {exec_id:?} in box {box_id:?}"),
+            )),
+        }
+    }
+
+    fn forget(&self, exec_id: &str) {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(exec_id);
+    }
+}
+
+/// `ExecRequest` of the document (and the upstream server's `stdin`).
+#[derive(Debug, Deserialize)]
+pub struct ExecRequest {
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub timeout_seconds: Option<f64>,
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub tty: bool,
+    /// Written to the process's stdin, which is then closed.
+    pub stdin: Option<String>,
+}
+
+/// The box id as the library knows it (a name or prefix resolved).
+async fn resolve(s: &AppState, id: &str) -> Result<boxlite::LiteBox, ApiError> {
+    Ok(s.rt.get(id).await?)
+}
+
+pub async fn start(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<ExecRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let b = resolve(&s, &id).await?;
+    let mut cmd = BoxCommand::new(req.command).args(req.args).stdin(true);
+    for (k, v) in req.env {
+        cmd = cmd.env(k, v);
+    }
+    if let Some(d) = req.working_dir {
+        cmd = cmd.working_dir(d);
+    }
+    if let Some(t) = req.timeout_seconds {
+        if !(t.is_finite() && t > 0.0) {
+            return Err(ApiError::bad_request(format!(
+                "invalid timeout_seconds {t}: a positive number of seconds"
+            )));
+        }
+        cmd = cmd.timeout(Duration::from_secs_f64(t.min(86_400.0)));
+    }
+    if req.tty {
+        cmd = cmd.tty(24, 80);
+    }
+    let mut ex = b.exec(cmd).await?;
+    let mut stdin = ex.take_stdin();
+    if let (Some(text), Some(pipe)) = (req.stdin, stdin.as_mut()) {
+        pipe.write_all(text.as_bytes()).await.map_err(boxlite::Error::from)?;
+        pipe.close().await.map_err(boxlite::Error::from)?;
+        stdin = None;
+    }
+    let exec_id = ex.id().to_string();
+    let entry = Entry {
+        box_id: id.clone(),
+        handle: ex.clone(),
+        first: std::sync::Mutex::new(Some(ex)),
+        stdin: tokio::sync::Mutex::new(stdin),
+        attached: std::sync::atomic::AtomicBool::new(false),
+    };
+    s.executions
+        .map
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(exec_id.clone(), Arc::new(entry));
+    let location = format!("/v1/boxes/{id}/executions/{exec_id}");
+    Ok((
+        StatusCode::CREATED,
+        [(axum::http::header::LOCATION, location)],
+        Json(serde_json::json!({ "execution_id": exec_id })),
+    )
+        .into_response())
+}
+
+/// The document's status and exit code for a finished execution.
+fn finished(st: &ExitStatus) -> (&'static str, i64) {
+    match *st {
+        ExitStatus::Code(c) => ("completed", i64::from(c)),
+        ExitStatus::Signal { signal, .. } => ("killed", 128 + i64::from(signal)),
+        ExitStatus::TimedOut => ("timed_out", 124),
+        ExitStatus::OutOfMemory => ("killed", 137),
+    }
+}
+
+pub async fn status(
+    State(s): State<AppState>,
+    Path((id, exec_id)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let e = s.executions.get(&id, &exec_id)?;
+    // Finished executions answer at once; a running one does not within the moment.
+    match tokio::time::timeout(Duration::from_millis(50), e.handle.wait()).await {
+        Ok(Ok(st)) => {
+            let (status, code) = finished(&st);
+            Ok(Json(serde_json::json!({
+                "execution_id": exec_id, "status": status, "exit_code": code,
+            })))
+        }
+        Ok(Err(err)) => Ok(Json(serde_json::json!({
+            "execution_id": exec_id, "status": "killed", "exit_code": -1,
+            "error_message": ApiError::from(boxlite::Error::from(err)).message,
+        }))),
+        Err(_) => Ok(Json(serde_json::json!({
+            "execution_id": exec_id, "status": "running", "exit_code": null,
+        }))),
+    }
+}
+
+/// Kill and forget.
+pub async fn kill(
+    State(s): State<AppState>,
+    Path((id, exec_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let e = s.executions.get(&id, &exec_id)?;
+    // An execution that already ended has nothing to kill.
+    if tokio::time::timeout(Duration::from_millis(20), e.handle.wait())
+        .await
+        .is_err()
+    {
+        e.handle.kill().await.map_err(boxlite::Error::from)?;
+    }
+    s.executions.forget(&exec_id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SignalRequest {
+    pub signal: i32,
+}
+
+/// Signals a client may send (SIGKILL is `DELETE`).
+const SIGNALS: &[i32] = &[
+    libc_sig::HUP,
+    libc_sig::INT,
+    libc_sig::QUIT,
+    libc_sig::ABRT,
+    libc_sig::USR1,
+    libc_sig::USR2,
+    libc_sig::TERM,
+    libc_sig::WINCH,
+];
+
+mod libc_sig {
+    pub const HUP: i32 = 1;
+    pub const INT: i32 = 2;
+    pub const QUIT: i32 = 3;
+    pub const ABRT: i32 = 6;
+    pub const USR1: i32 = 10;
+    pub const USR2: i32 = 12;
+    pub const TERM: i32 = 15;
+    pub const WINCH: i32 = 28;
+}
+
+pub async fn signal(
+    State(s): State<AppState>,
+    Path((id, exec_id)): Path<(String, String)>,
+    body: Result<Json<SignalRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if !SIGNALS.contains(&req.signal) {
+        return Err(ApiError::bad_request(format!(
+            "signal {} is not accepted; valid: {SIGNALS:?} (use DELETE to kill)",
+            req.signal
+        )));
+    }
+    let e = s.executions.get(&id, &exec_id)?;
+    e.handle
+        .signal(req.signal)
+        .await
+        .map_err(boxlite::Error::from)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ResizeRequest {
+    pub cols: u16,
+    pub rows: u16,
+}
+
+pub async fn resize(
+    State(s): State<AppState>,
+    Path((id, exec_id)): Path<(String, String)>,
+    body: Result<Json<ResizeRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if req.cols == 0 || req.rows == 0 {
+        return Err(ApiError::bad_request("cols and rows must be 1 or more"));
+    }
+    let e = s.executions.get(&id, &exec_id)?;
+    e.handle
+        .resize_tty(req.rows, req.cols)
+        .await
+        .map_err(boxlite::Error::from)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn attach(
+    State(s): State<AppState>,
+    Path((id, exec_id)): Path<(String, String)>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let e = s.executions.get(&id, &exec_id)?;
+    if e.attached.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "already_exists",
+            format!("another client is attached to execution {exec_id:?}"),
+        ));
+    }
+    let first = e.first.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let ex = match first {
+        Some(ex) => ex,
+        None => match resolve(&s, &id).await {
+            Ok(b) => match b.attach(&exec_id).await {
+                Ok(ex) => ex,
+                Err(err) => {
+                    e.attached.store(false, std::sync::atomic::Ordering::SeqCst);
+                    return Err(err.into());
+                }
+            },
+            Err(err) => {
+                e.attached.store(false, std::sync::atomic::Ordering::SeqCst);
+                return Err(err);
+            }
+        },
+    };
+    Ok(ws
+        .max_message_size(1 << 20)
+        .on_upgrade(move |socket| async move {
+            pump(socket, ex, &e).await;
+            e.attached.store(false, std::sync::atomic::Ordering::SeqCst);
+        }))
+}
+
+fn framed(channel: u8, data: &[u8]) -> Message {
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(channel);
+    v.extend_from_slice(data);
+    Message::Binary(v.into())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Control {
+    StdinEof,
+    Resize { cols: u16, rows: u16 },
+    Signal { sig: i32 },
+}
+
+/// Move bytes between the socket and the execution until it exits or the client goes.
+async fn pump(mut socket: WebSocket, mut ex: Execution, e: &Entry) {
+    if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+        return;
+    }
+    let mut out = ex.take_stdout();
+    let mut err = ex.take_stderr();
+    let mut ping = tokio::time::interval(Duration::from_secs(15));
+    ping.tick().await;
+    loop {
+        if out.is_none() && err.is_none() {
+            break;
+        }
+        tokio::select! {
+            chunk = async { out.as_mut()?.next_chunk().await }, if out.is_some() => match chunk {
+                Some(Ok(c)) => if socket.send(framed(1, &c)).await.is_err() { return },
+                _ => out = None,
+            },
+            chunk = async { err.as_mut()?.next_chunk().await }, if err.is_some() => match chunk {
+                Some(Ok(c)) => if socket.send(framed(2, &c)).await.is_err() { return },
+                _ => err = None,
+            },
+            msg = socket.recv() => match msg {
+                Some(Ok(m)) => if !client_message(m, &ex, e).await { return },
+                _ => return,
+            },
+            _ = ping.tick() => if socket.send(Message::Ping(Vec::new().into())).await.is_err() { return },
+        }
+    }
+    let code = match ex.wait().await {
+        Ok(st) => finished(&st).1,
+        Err(_) => -1,
+    };
+    let exit = serde_json::json!({"type": "exit", "exit_code": code}).to_string();
+    let _ = socket.send(Message::Text(exit.into())).await;
+    let _ = socket
+        .send(Message::Close(Some(axum::extract::ws::CloseFrame {
+            code: 1000,
+            reason: "exited".into(),
+        })))
+        .await;
+}
+
+/// Handle one message from the client; false when it closed.
+async fn client_message(m: Message, ex: &Execution, e: &Entry) -> bool {
+    match m {
+        Message::Binary(data) => {
+            if let Some(stdin) = e.stdin.lock().await.as_mut() {
+                let _ = stdin.write_all(&data).await;
+            }
+        }
+        Message::Text(t) => match serde_json::from_str::<Control>(&t) {
+            Ok(Control::StdinEof) => {
+                if let Some(mut stdin) = e.stdin.lock().await.take() {
+                    let _ = stdin.close().await;
+                }
+            }
+            Ok(Control::Resize { cols, rows }) => {
+                let _ = ex.resize_tty(rows.max(1), cols.max(1)).await;
+            }
+            Ok(Control::Signal { sig }) if SIGNALS.contains(&sig) => {
+                let _ = ex.signal(sig).await;
+            }
+            // Unknown messages are ignored, as the protocol says.
+            _ => {}
+        },
+        Message::Close(_) => return false,
+        Message::Ping(_) | Message::Pong(_) => {}
+    }
+    true
+}
