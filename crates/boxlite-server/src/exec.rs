@@ -115,7 +115,9 @@ pub async fn start(
     let mut ex = b.exec(cmd).await?;
     let mut stdin = ex.take_stdin();
     if let (Some(text), Some(pipe)) = (req.stdin, stdin.as_mut()) {
-        pipe.write_all(text.as_bytes()).await.map_err(boxlite::Error::from)?;
+        pipe.write_all(text.as_bytes())
+            .await
+            .map_err(boxlite::Error::from)?;
         pipe.close().await.map_err(boxlite::Error::from)?;
         stdin = None;
     }

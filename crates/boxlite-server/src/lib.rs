@@ -78,8 +78,14 @@ pub fn router(state: AppState, key: Option<auth::ApiKey>) -> Router {
             get(exec::status).delete(exec::kill),
         )
         .route("/boxes/{id}/executions/{exec_id}/attach", get(exec::attach))
-        .route("/boxes/{id}/executions/{exec_id}/signal", post(exec::signal))
-        .route("/boxes/{id}/executions/{exec_id}/resize", post(exec::resize))
+        .route(
+            "/boxes/{id}/executions/{exec_id}/signal",
+            post(exec::signal),
+        )
+        .route(
+            "/boxes/{id}/executions/{exec_id}/resize",
+            post(exec::resize),
+        )
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(key, auth::require_key));
     Router::new()

@@ -249,3 +249,177 @@ async fn a_box_lives_its_whole_life_through_the_api() {
     assert_eq!(head.status(), 404);
     s.stop().await;
 }
+
+/// Attach to an execution; collect stdout, stderr and the exit code, sending `stdin`
+/// first (and closing it) when given.
+async fn attach(
+    base: &str,
+    box_id: &str,
+    exec_id: &str,
+    stdin: Option<&[u8]>,
+) -> (Vec<u8>, Vec<u8>, i64, bool) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let ws_url = format!(
+        "{}/v1/boxes/{box_id}/executions/{exec_id}/attach",
+        base.replace("http://", "ws://")
+    );
+    let mut req = ws_url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", "Bearer k".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    if let Some(data) = stdin {
+        ws.send(Message::Binary(data.to_vec().into()))
+            .await
+            .unwrap();
+        ws.send(Message::Text(r#"{"type":"stdin_eof"}"#.into()))
+            .await
+            .unwrap();
+    }
+    let (mut out, mut err, mut code, mut pinged) = (Vec::new(), Vec::new(), -99, false);
+    while let Some(m) = ws.next().await {
+        match m.unwrap() {
+            Message::Binary(b) => match b.first() {
+                Some(1) => out.extend_from_slice(&b[1..]),
+                Some(2) => err.extend_from_slice(&b[1..]),
+                other => panic!("unknown channel {other:?}"),
+            },
+            Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                assert_eq!(v["type"], "exit", "{v}");
+                code = v["exit_code"].as_i64().unwrap();
+            }
+            Message::Ping(_) => pinged = true,
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    (out, err, code, pinged)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_streams_output_takes_stdin_reports_the_exit_code_and_outlives_a_detach() {
+    let h = TestHome::new();
+    let s = TestServer::start(&h, Some("k")).await;
+    let c = reqwest::Client::new();
+    let url = |p: &str| format!("{}/v1{p}", s.base);
+    let created: serde_json::Value = c
+        .post(url("/boxes"))
+        .bearer_auth("k")
+        .json(&serde_json::json!({"image": "boxlite/busybox", "network": {"mode": "disabled"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["box_id"].as_str().unwrap().to_string();
+    let exec = |body: serde_json::Value| {
+        let c = c.clone();
+        let u = url(&format!("/boxes/{id}/exec"));
+        async move {
+            let r = c.post(u).bearer_auth("k").json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 201);
+            let v: serde_json::Value = r.json().await.unwrap();
+            v["execution_id"].as_str().unwrap().to_string()
+        }
+    };
+
+    // Exec starts the box; output written before anyone attaches is not lost.
+    let e1 = exec(serde_json::json!({"command": "sh",
+        "args": ["-c", "echo out; echo err >&2; exit 7"], "env": {"A": "1"}}))
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (out, err, code, pinged) = attach(&s.base, &id, &e1, None).await;
+    assert_eq!(
+        (out.as_slice(), err.as_slice(), code),
+        (&b"out\n"[..], &b"err\n"[..], 7)
+    );
+    assert!(pinged, "a ping at once on upgrade");
+    let st: serde_json::Value = c
+        .get(url(&format!("/boxes/{id}/executions/{e1}")))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (st["status"].as_str(), st["exit_code"].as_i64()),
+        (Some("completed"), Some(7)),
+        "{st}"
+    );
+
+    // Stdin through the socket; env and working directory reach the process.
+    let e2 = exec(serde_json::json!({"command": "sh", "working_dir": "/tmp",
+        "env": {"GREETING": "hi"}, "args": ["-c", "echo $GREETING $(pwd); cat"]}))
+    .await;
+    let (out, _, code, _) = attach(&s.base, &id, &e2, Some(b"through stdin\n")).await;
+    assert_eq!(String::from_utf8_lossy(&out), "hi /tmp\nthrough stdin\n");
+    assert_eq!(code, 0);
+
+    // A long runner: status running, a second attach refused while one is attached,
+    // then killed through DELETE.
+    let e3 = exec(serde_json::json!({"command": "sleep", "args": ["600"]})).await;
+    let st: serde_json::Value = c
+        .get(url(&format!("/boxes/{id}/executions/{e3}")))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(st["status"], "running", "{st}");
+    let ws_url = |eid: &str| {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!(
+            "{}/v1/boxes/{id}/executions/{eid}/attach",
+            s.base.replace("http://", "ws://")
+        )
+        .into_client_request()
+        .unwrap();
+        req.headers_mut()
+            .insert("authorization", "Bearer k".parse().unwrap());
+        req
+    };
+    let (first, _) = tokio_tungstenite::connect_async(ws_url(&e3)).await.unwrap();
+    match tokio_tungstenite::connect_async(ws_url(&e3)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 409),
+        other => panic!("a second attach: {:?}", other.map(|_| ())),
+    }
+    drop(first);
+    let bad = c
+        .post(url(&format!("/boxes/{id}/executions/{e3}/signal")))
+        .bearer_auth("k")
+        .json(&serde_json::json!({"signal": 9}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let killed = c
+        .delete(url(&format!("/boxes/{id}/executions/{e3}")))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(killed.status(), 204);
+    let gone = c
+        .get(url(&format!("/boxes/{id}/executions/{e3}")))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+
+    let del = c
+        .delete(url(&format!("/boxes/{id}?force=true")))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 204);
+    s.stop().await;
+}
