@@ -222,7 +222,7 @@ pub async fn create(
     State(s): State<AppState>,
     body: Result<Json<CreateBox>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Json(req) = body.map_err(ApiError::from_json)?;
     let opts = req.options()?;
     let b = s.rt.create(opts).await?;
     let info = b.info().await?;

@@ -36,6 +36,24 @@ impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_argument", message)
     }
+
+    /// A JSON body that could not be taken: too large (413), not JSON (400, 415), or
+    /// not the expected shape (422 in axum; 400 here, as the document says).
+    pub fn from_json(e: axum::extract::rejection::JsonRejection) -> Self {
+        match e.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "resource_exhausted",
+                format!("the request body is larger than {} bytes", crate::MAX_BODY),
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_argument",
+                e.body_text(),
+            ),
+            _ => ApiError::bad_request(e.body_text()),
+        }
+    }
 }
 
 /// The kind, status and whether the library's message may be shown as it is.

@@ -92,7 +92,7 @@ pub async fn start(
     Path(id): Path<String>,
     body: Result<Json<ExecRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Json(req) = body.map_err(ApiError::from_json)?;
     let b = resolve(&s, &id).await?;
     let mut cmd = BoxCommand::new(req.command).args(req.args).stdin(true);
     for (k, v) in req.env {
@@ -226,7 +226,7 @@ pub async fn signal(
     Path((id, exec_id)): Path<(String, String)>,
     body: Result<Json<SignalRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Json(req) = body.map_err(ApiError::from_json)?;
     if !SIGNALS.contains(&req.signal) {
         return Err(ApiError::bad_request(format!(
             "signal {} is not accepted; valid: {SIGNALS:?} (use DELETE to kill)",
@@ -252,7 +252,7 @@ pub async fn resize(
     Path((id, exec_id)): Path<(String, String)>,
     body: Result<Json<ResizeRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Json(req) = body.map_err(ApiError::from_json)?;
     if req.cols == 0 || req.rows == 0 {
         return Err(ApiError::bad_request("cols and rows must be 1 or more"));
     }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod boxes;
 pub mod error;
 pub mod exec;
+pub mod metrics;
 
 use std::net::SocketAddr;
 
@@ -73,6 +74,9 @@ pub fn router(state: AppState, key: Option<auth::ApiKey>) -> Router {
         .route("/boxes/{id}/start", post(boxes::start))
         .route("/boxes/{id}/stop", post(boxes::stop))
         .route("/boxes/{id}/exec", post(exec::start))
+        .route("/metrics", get(metrics::runtime))
+        .route("/boxes/{id}/metrics", get(metrics::of_box))
+        .route("/me", get(me))
         .route(
             "/boxes/{id}/executions/{exec_id}",
             get(exec::status).delete(exec::kill),
@@ -87,17 +91,47 @@ pub fn router(state: AppState, key: Option<auth::ApiKey>) -> Router {
             post(exec::resize),
         )
         .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(key, auth::require_key));
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .nest("/v1", v1)
 }
 
+/// `ServerConfig`: what this server can do. Features it lacks are `false`, so BoxLite's
+/// SDK refuses them cleanly (`UnsupportedError`) instead of calling missing routes.
 async fn config() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "defaults": {
+            "cpus": boxlite::BoxOptions::new("").cpus,
+            "memory_mib": boxlite::BoxOptions::new("").memory_mib,
+        },
+        "capabilities": {
+            "tty_enabled": true,
+            "streaming_enabled": true,
+            "snapshots_enabled": false,
+            "clone_enabled": false,
+            "export_enabled": false,
+            "import_enabled": false,
+            "linux_capabilities_enabled": false,
+            "max_request_body_bytes": MAX_BODY,
+        },
     }))
 }
+
+/// `Principal`: one key, one local principal, no routing prefix.
+async fn me() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "sub": "local",
+        "principal_type": "service_account",
+        "scopes": ["boxes", "images"],
+        "path_prefix": null,
+    }))
+}
+
+/// The largest JSON request body accepted.
+pub const MAX_BODY: usize = 1 << 20;
 
 /// A bound server, not yet serving.
 #[derive(Debug)]

@@ -156,6 +156,24 @@ async fn a_box_lives_its_whole_life_through_the_api() {
     )
     .await;
     assert_eq!(st, 400);
+    let huge = format!("{{\"image\": \"{}\"}}", "x".repeat(2 << 20));
+    let resp = c
+        .post(url("/boxes"))
+        .bearer_auth("k")
+        .body(huge)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413, "a body over the limit");
+    let (st, me) = json(c.get(url("/me")).bearer_auth("k").send().await.unwrap()).await;
+    assert_eq!((st, me["path_prefix"].is_null()), (200, true), "{me}");
+    let (st, cfg) = json(c.get(url("/config")).bearer_auth("k").send().await.unwrap()).await;
+    assert_eq!(
+        (st, cfg["capabilities"]["snapshots_enabled"].as_bool()),
+        (200, Some(false)),
+        "{cfg}"
+    );
 
     // By name and by id; HEAD; the list.
     let (st, by_name) = json(
@@ -193,6 +211,30 @@ async fn a_box_lives_its_whole_life_through_the_api() {
         "{started}"
     );
     assert!(started["pid"].as_u64().is_some(), "{started}");
+    let (st, m) = json(
+        c.get(url(&format!("/boxes/{id}/metrics")))
+            .bearer_auth("k")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, 200, "{m}");
+    assert!(m["memory_bytes"].as_u64().unwrap() > 0, "{m}");
+    assert!(m["boot_timing"]["box_spawn_ms"].is_u64(), "{m}");
+    let (st, rm) = json(
+        c.get(url("/metrics"))
+            .bearer_auth("k")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (st, rm["num_running_boxes"].as_u64()),
+        (200, Some(1)),
+        "{rm}"
+    );
     let (st, busy) = json(
         c.delete(url(&format!("/boxes/{id}")))
             .bearer_auth("k")
