@@ -150,16 +150,21 @@ fn error_type(code: &str) -> &'static str {
     }
 }
 
+impl ApiError {
+    /// The inside of the document's `ErrorResponse`.
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "message": self.message,
+            "type": error_type(self.code),
+            "code": self.code,
+        })
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // `ErrorResponse` of BoxLite's document; clients dispatch on `code`.
-        let body = serde_json::json!({
-            "error": {
-                "message": self.message,
-                "type": error_type(self.code),
-                "code": self.code,
-            }
-        });
+        let body = serde_json::json!({ "error": self.body() });
         (self.status, axum::Json(body)).into_response()
     }
 }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod boxes;
 pub mod error;
 pub mod exec;
+pub mod images;
 pub mod metrics;
 
 use std::net::SocketAddr;
@@ -77,6 +78,9 @@ pub fn router(state: AppState, key: Option<auth::ApiKey>) -> Router {
         .route("/metrics", get(metrics::runtime))
         .route("/boxes/{id}/metrics", get(metrics::of_box))
         .route("/me", get(me))
+        .route("/images/pull", post(images::pull))
+        .route("/images", get(images::list))
+        .route("/images/{*key}", get(images::get).head(images::head))
         .route(
             "/boxes/{id}/executions/{exec_id}",
             get(exec::status).delete(exec::kill),

@@ -465,3 +465,92 @@ async fn exec_streams_output_takes_stdin_reports_the_exit_code_and_outlives_a_de
     assert_eq!(del.status(), 204);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_pull_with_progress_list_and_get() {
+    use boxlite_testkit::oci::{Comp, TestImage, busybox_layer};
+    let reg = boxlite_testkit::Registry::start();
+    let digest = TestImage::new(
+        vec![(busybox_layer(), Comp::Gzip)],
+        serde_json::json!({"Cmd": ["sh"]}),
+    )
+    .push(&reg, "api/img", "v1");
+    let h = TestHome::new();
+    h.allow_http(&reg);
+    let s = TestServer::start(&h, Some("k")).await;
+    let c = reqwest::Client::new();
+    let url = |p: &str| format!("{}/v1{p}", s.base);
+    let reference = format!("{}/api/img:v1", reg.addr);
+
+    // Streamed: progress lines, then the image.
+    let text = c
+        .post(url("/images/pull"))
+        .bearer_auth("k")
+        .header("accept", "application/x-ndjson")
+        .json(&serde_json::json!({"reference": reference}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["type"], "resolved", "{text}");
+    assert!(lines.iter().any(|l| l["type"] == "built"), "{text}");
+    let last = lines.last().unwrap();
+    assert_eq!(last["type"], "done", "{text}");
+    assert_eq!(last["image"]["id"], digest.as_str());
+    assert_eq!(last["image"]["tag"], "v1");
+
+    // Plain: one ImageInfo. A bad reference is a 400, a missing image a 404 or 422.
+    let again: serde_json::Value = c
+        .post(url("/images/pull"))
+        .bearer_auth("k")
+        .json(&serde_json::json!({"reference": reference}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["id"], digest.as_str());
+    let bad = c
+        .post(url("/images/pull"))
+        .bearer_auth("k")
+        .json(&serde_json::json!({"reference": "UPPER/case::bad"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let list: serde_json::Value = c
+        .get(url("/images"))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["images"].as_array().unwrap().len(), 1, "{list}");
+    for key in [digest.clone(), reference.clone()] {
+        let got = c
+            .get(url(&format!("/images/{key}")))
+            .bearer_auth("k")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.status(), 200, "{key}");
+    }
+    let missing = c
+        .head(url("/images/sha256:00"))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+    s.stop().await;
+}
