@@ -4,6 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use boxlite::images::ImageError;
+use boxlite::volumes::VolumeError;
 use boxlite::{BoxError, CopyError, ExecError, InBoxKind};
 
 /// An error as the API returns it.
@@ -109,6 +110,12 @@ fn classify(e: &boxlite::Error) -> (StatusCode, &'static str, bool) {
             kind: InBoxKind::NoSpace,
             ..
         }) => (S::INSUFFICIENT_STORAGE, "resource_exhausted", true),
+        E::Volume(VolumeError::NotFound(_)) => (S::NOT_FOUND, "not_found", true),
+        E::Volume(VolumeError::InvalidName(_) | VolumeError::InvalidSpec { .. }) => {
+            (S::BAD_REQUEST, "invalid_argument", true)
+        }
+        E::Volume(VolumeError::InUse { .. }) => (S::CONFLICT, "invalid_state", true),
+        E::Volume(VolumeError::Exists { .. }) => (S::CONFLICT, "already_exists", true),
         E::Db(boxlite::DbError::NameTaken(_)) => (S::CONFLICT, "already_exists", true),
         E::ShutDown => (S::SERVICE_UNAVAILABLE, "engine_unavailable", true),
         // Everything else is ours: the details go to the log, not to the caller.

@@ -10,6 +10,7 @@ pub mod error;
 pub mod exec;
 pub mod images;
 pub mod metrics;
+pub mod volumes;
 
 use std::net::SocketAddr;
 
@@ -78,6 +79,8 @@ pub fn router(state: AppState, key: Option<auth::ApiKey>) -> Router {
         .route("/metrics", get(metrics::runtime))
         .route("/boxes/{id}/metrics", get(metrics::of_box))
         .route("/me", get(me))
+        .route("/volumes", post(volumes::create).get(volumes::list))
+        .route("/volumes/{name}", get(volumes::get).delete(volumes::remove))
         .route("/images/pull", post(images::pull))
         .route("/images", get(images::list))
         .route("/images/{*key}", get(images::get).head(images::head))

@@ -554,3 +554,71 @@ async fn images_pull_with_progress_list_and_get() {
     assert_eq!(missing.status(), 404);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_are_managed_by_name_and_never_show_a_host_path() {
+    let h = TestHome::new();
+    let s = TestServer::start(&h, Some("k")).await;
+    let c = reqwest::Client::new();
+    let url = |p: &str| format!("{}/v1{p}", s.base);
+    let made = c
+        .post(url("/volumes"))
+        .bearer_auth("k")
+        .json(&serde_json::json!({"name": "data"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let made = made.text().await.unwrap();
+    assert!(!made.contains(&h.home.display().to_string()), "{made}");
+    let list: serde_json::Value = c
+        .get(url("/volumes"))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["volumes"][0]["id"], "data", "{list}");
+    let bad = c
+        .post(url("/volumes"))
+        .bearer_auth("k")
+        .json(&serde_json::json!({"name": "../escape"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    // A box mounting it keeps it from being removed unless forced.
+    let b = c
+        .post(url("/boxes"))
+        .bearer_auth("k")
+        .json(&serde_json::json!({"image": "boxlite/busybox",
+            "volumes": [{"managed_volume": "data", "guest_path": "/data"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(b.status(), 201);
+    let busy = c
+        .delete(url("/volumes/data"))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(busy.status(), 409);
+    let forced = c
+        .delete(url("/volumes/data?force=true"))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forced.status(), 204);
+    let gone = c
+        .get(url("/volumes/data"))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    s.stop().await;
+}
