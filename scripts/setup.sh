@@ -25,6 +25,7 @@ PACKAGES=(
   docker-registry openssl             # the local OCI registry the image tests pull from, its test CA
   libarchive13                        # loaded by mke2fs to read the root filesystem's tar stream
   python3                             # the network tests' wheel and simple index; bench/net.sh's fixtures
+  python3-venv                        # the REST compatibility test's virtualenv
   ca-certificates
 )
 missing=()
@@ -64,6 +65,16 @@ if dpkg --compare-versions "$e2fs" lt 1.47.1; then
 fi
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust 1.95.0 (see rust-toolchain.toml)" >&2; exit 1; }
+
+# BoxLite's released Python SDK, for the REST compatibility test (crates/boxlite-server/
+# tests/sdk_compat.rs). Pinned: the version whose REST mode was verified.
+BOXLITE_SDK_VERSION=0.10.8
+if ! build/compat-venv/bin/python -c "import boxlite, sys; sys.exit(boxlite.__version__ != '$BOXLITE_SDK_VERSION')" 2>/dev/null; then
+  log "installing BoxLite's Python SDK $BOXLITE_SDK_VERSION into build/compat-venv"
+  rm -rf build/compat-venv
+  python3 -m venv build/compat-venv
+  build/compat-venv/bin/pip install -q --disable-pip-version-check "boxlite==$BOXLITE_SDK_VERSION"
+fi
 
 log "building guest assets"
 bash scripts/build-assets.sh

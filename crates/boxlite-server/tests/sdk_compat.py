@@ -1,0 +1,53 @@
+"""BoxLite's released Python SDK, in REST mode, against `boxlite serve`.
+
+Run by tests/sdk_compat.rs with the SDK version pinned in scripts/setup.sh. Every check
+raises on a mismatch; the last line printed is "ok".
+"""
+import asyncio
+import os
+
+from boxlite import ApiKeyCredential, Boxlite, BoxliteRestOptions, BoxOptions
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+async def main():
+    rt = Boxlite.rest(
+        BoxliteRestOptions(url=os.environ["URL"], credential=ApiKeyCredential(os.environ["KEY"]))
+    )
+    box = await rt.create(BoxOptions(image="boxlite/busybox"), name="compat")
+    check(box.name == "compat", f"name {box.name!r}")
+    infos = await rt.list_info()
+    check([i.id for i in infos] == [box.id], f"list {infos!r}")
+    check(await rt.get("compat") is not None, "get by name")
+    check(await rt.get("no-such-box") is None, "a missing box is None")
+
+    await box.start()
+    ex = await box.exec("sh", args=["-c", "echo hello $WHO; echo oops >&2; exit 3"], env=[("WHO", "sdk")])
+    out = "".join([chunk async for chunk in ex.stdout()])
+    err = "".join([chunk async for chunk in ex.stderr()])
+    res = await ex.wait()
+    check(out == "hello sdk\n", f"stdout {out!r}")
+    check(err == "oops\n", f"stderr {err!r}")
+    check(res.exit_code == 3, f"exit code {res.exit_code}")
+
+    ex = await box.exec("cat")
+    stdin = ex.stdin()
+    await stdin.send_input(b"through stdin\n")
+    await stdin.close()
+    out = "".join([chunk async for chunk in ex.stdout()])
+    res = await ex.wait()
+    check(out == "through stdin\n" and res.exit_code == 0, f"cat {out!r} {res.exit_code}")
+
+    await box.stop()
+    info = await box.info()
+    check(info.state.status.lower().endswith("stopped"), f"state {info.state!r}")
+    await rt.remove(box.id, force=True)
+    check(await rt.list_info() == [], "removed")
+    print("ok")
+
+
+asyncio.run(main())
