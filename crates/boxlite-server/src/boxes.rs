@@ -152,11 +152,6 @@ impl CreateBox {
         if self.rootfs_path.is_some() {
             return Err(unsupported("rootfs_path"));
         }
-        if !self.env.is_empty() || self.working_dir.is_some() || self.user.is_some() {
-            return Err(unsupported(
-                "a box-wide env, working_dir or user (give them to each exec)",
-            ));
-        }
         if !self.secrets.is_empty() {
             return Err(unsupported("secrets"));
         }
@@ -172,6 +167,15 @@ impl CreateBox {
         }
         if let Some(gb) = self.disk_size_gb {
             o = o.disk_size_mib(gb.saturating_mul(1024));
+        }
+        for (k, v) in self.env {
+            o = o.env(k, v);
+        }
+        if let Some(d) = self.working_dir {
+            o = o.working_dir(d);
+        }
+        if let Some(u) = self.user {
+            o = o.user(u);
         }
         if let Some(e) = self.entrypoint {
             o = o.entrypoint(e);
@@ -345,8 +349,22 @@ mod tests {
         .unwrap();
         assert!(req.options().unwrap_err().message.contains("host paths"));
         let req: CreateBox =
-            serde_json::from_value(serde_json::json!({"image": "x", "env": {"A": "1"}})).unwrap();
+            serde_json::from_value(serde_json::json!({"image": "x", "secrets": [{"name": "K"}]}))
+                .unwrap();
         assert_eq!(req.options().unwrap_err().code, "unsupported");
+        let req: CreateBox = serde_json::from_value(serde_json::json!({
+            "image": "x", "env": {"A": "1"}, "working_dir": "/w", "user": "1000"
+        }))
+        .unwrap();
+        let o = req.options().unwrap();
+        assert_eq!(
+            (o.env, o.working_dir.as_deref(), o.user.as_deref()),
+            (
+                vec![("A".to_string(), "1".to_string())],
+                Some("/w"),
+                Some("1000")
+            )
+        );
         // What the released SDK sends, unknown fields included.
         let req: CreateBox = serde_json::from_value(serde_json::json!({
             "name": "demo", "image": "alpine:latest", "network": {"mode": "enabled"},

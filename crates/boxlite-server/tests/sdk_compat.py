@@ -18,7 +18,10 @@ async def main():
     rt = Boxlite.rest(
         BoxliteRestOptions(url=os.environ["URL"], credential=ApiKeyCredential(os.environ["KEY"]))
     )
-    box = await rt.create(BoxOptions(image="boxlite/busybox"), name="compat")
+    box = await rt.create(
+        BoxOptions(image="boxlite/busybox", env=[("BOXWIDE", "yes")], working_dir="/tmp"),
+        name="compat",
+    )
     check(box.name == "compat", f"name {box.name!r}")
     infos = await rt.list_info()
     check([i.id for i in infos] == [box.id], f"list {infos!r}")
@@ -33,6 +36,11 @@ async def main():
     check(out == "hello sdk\n", f"stdout {out!r}")
     check(err == "oops\n", f"stderr {err!r}")
     check(res.exit_code == 3, f"exit code {res.exit_code}")
+
+    ex = await box.exec("sh", args=["-c", "echo $BOXWIDE $(pwd)"])
+    out = "".join([chunk async for chunk in ex.stdout()])
+    await ex.wait()
+    check(out == "yes /tmp\n", f"box-wide env and working dir: {out!r}")
 
     ex = await box.exec("cat")
     stdin = ex.stdin()

@@ -51,6 +51,18 @@ pub struct BoxOptions {
     /// host and metadata denied); see `docs/network.md`.
     #[serde(default)]
     pub network: NetworkSpec,
+    /// Environment for every command in the box, over the image's `Env` (a command's
+    /// own variables win over both).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Working directory of every command that does not set one, instead of the
+    /// image's `WorkingDir`.
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// User of every command that does not set one (`name|uid[:group|gid]`), instead
+    /// of the image's `User`.
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 impl BoxOptions {
@@ -67,7 +79,28 @@ impl BoxOptions {
             entrypoint: None,
             cmd: None,
             network: NetworkSpec::default(),
+            env: Vec::new(),
+            working_dir: None,
+            user: None,
         }
+    }
+
+    /// An environment variable for every command in the box.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The working directory of commands that do not set one.
+    pub fn working_dir(mut self, dir: impl Into<String>) -> Self {
+        self.working_dir = Some(dir.into());
+        self
+    }
+
+    /// The user of commands that do not set one.
+    pub fn user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
     }
 
     /// The root disk's size; see [`BoxOptions::disk_size_mib`].
@@ -169,6 +202,20 @@ impl BoxOptions {
             }
         }
         self.network.validate().map_err(BoxError::Network)?;
+        let invalid = |e: crate::ExecError| BoxError::InvalidOption(e.to_string());
+        for (k, v) in &self.env {
+            crate::BoxCommand::check_env(k, v).map_err(invalid)?;
+        }
+        if let Some(d) = &self.working_dir {
+            crate::BoxCommand::check_working_dir(d).map_err(invalid)?;
+        }
+        if let Some(u) = &self.user
+            && (u.is_empty() || u.contains('\0'))
+        {
+            return bad(format!(
+                "user {u:?} must be a name or uid, optionally :group or :gid"
+            ));
+        }
         let h = &self.health;
         if h.interval_secs > 0 && (h.timeout_secs == 0 || h.retries == 0) {
             return bad(format!(

@@ -78,6 +78,28 @@ impl RunConfig {
         }
         self
     }
+
+    /// A box's defaults for its commands: variables over the image's (by name), and a
+    /// working directory and user in place of the image's.
+    pub fn with_box_defaults(
+        mut self,
+        env: &[(String, String)],
+        working_dir: Option<String>,
+        user: Option<String>,
+    ) -> Self {
+        for (k, v) in env {
+            let prefix = format!("{k}=");
+            self.env.retain(|kv| !kv.starts_with(&prefix) && kv != k);
+            self.env.push(format!("{k}={v}"));
+        }
+        if let Some(d) = working_dir {
+            self.working_dir = d;
+        }
+        if let Some(u) = user {
+            self.user = u;
+        }
+        self
+    }
 }
 
 /// A pulled image: what the store records about it.
@@ -192,6 +214,23 @@ mod tests {
 
     #[test]
     fn an_entrypoint_override_drops_cmd_and_a_cmd_override_replaces_it() {
+        let image = RunConfig {
+            env: vec!["PATH=/usr/bin".into(), "KEEP=1".into()],
+            user: "app".into(),
+            working_dir: "/srv".into(),
+            ..run()
+        };
+        let boxed = image.with_box_defaults(
+            &[
+                ("PATH".into(), "/opt/bin".into()),
+                ("NEW".into(), "1".into()),
+            ],
+            Some("/work".into()),
+            None,
+        );
+        assert_eq!(boxed.env, ["KEEP=1", "PATH=/opt/bin", "NEW=1"], "{boxed:?}");
+        assert_eq!(boxed.working_dir, "/work");
+        assert_eq!(boxed.user, "app", "no user given: the image's stays");
         let ep = run().with_overrides(Some(vec!["/bin/sh".into()]), None);
         let cleared = run().with_overrides(Some(Vec::new()), None);
         let cmd = run().with_overrides(None, Some(vec!["work".into()]));

@@ -73,7 +73,8 @@ impl Boxlite {
         let run = image
             .config
             .clone()
-            .with_overrides(opts.entrypoint.clone(), opts.cmd.clone());
+            .with_overrides(opts.entrypoint.clone(), opts.cmd.clone())
+            .with_box_defaults(&opts.env, opts.working_dir.clone(), opts.user.clone());
         let id = super::random_id();
         let home = self.ctx.home.clone();
         let lock_path = home.layout.lock_path(&id);
