@@ -8,6 +8,7 @@ pub mod auth;
 pub mod boxes;
 pub mod error;
 pub mod exec;
+pub mod files;
 pub mod images;
 pub mod metrics;
 pub mod volumes;
@@ -97,8 +98,17 @@ pub fn router(state: AppState, key: Option<auth::ApiKey>) -> Router {
             "/boxes/{id}/executions/{exec_id}/resize",
             post(exec::resize),
         )
-        .with_state(state)
+        .with_state(state.clone())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        // Uploads stream, bounded by their own limit (files::MAX_UPLOAD).
+        .merge(
+            Router::new()
+                .route(
+                    "/boxes/{id}/files",
+                    axum::routing::put(files::upload).get(files::download),
+                )
+                .with_state(state),
+        )
         .layer(axum::middleware::from_fn_with_state(key, auth::require_key));
     Router::new()
         .route("/health", get(|| async { "ok" }))

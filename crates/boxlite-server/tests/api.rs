@@ -622,3 +622,168 @@ async fn volumes_are_managed_by_name_and_never_show_a_host_path() {
     assert_eq!(gone.status(), 404);
     s.stop().await;
 }
+
+/// A tar of `(name, content)` entries; a name ending in `/` is a directory.
+fn tarball(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in entries {
+        let mut h = tar::Header::new_ustar();
+        if name.ends_with('/') {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+        } else {
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+        }
+        h.set_path(name).unwrap();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// Entry names and contents of a tar.
+fn untar(data: &[u8]) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    let mut a = tar::Archive::new(data);
+    a.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+            let mut body = Vec::new();
+            e.read_to_end(&mut body).unwrap();
+            (name, body)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_go_in_and_out_as_docker_cp_places_them_and_hostile_tars_are_refused() {
+    let h = TestHome::new();
+    let s = TestServer::start(&h, Some("k")).await;
+    let c = reqwest::Client::new();
+    let url = |p: &str| format!("{}/v1{p}", s.base);
+    let created: serde_json::Value = c
+        .post(url("/boxes"))
+        .bearer_auth("k")
+        .json(&serde_json::json!({"image": "boxlite/busybox", "network": {"mode": "disabled"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["box_id"].as_str().unwrap().to_string();
+    let put = |path: &str, body: Vec<u8>| {
+        let (c, u) = (c.clone(), url(&format!("/boxes/{id}/files")));
+        let path = path.to_string();
+        async move {
+            c.put(u)
+                .query(&[("path", path.as_str())])
+                .bearer_auth("k")
+                .header("content-type", "application/x-tar")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let get = |path: &str| {
+        let (c, u) = (c.clone(), url(&format!("/boxes/{id}/files")));
+        let path = path.to_string();
+        async move {
+            c.get(u)
+                .query(&[("path", path.as_str())])
+                .bearer_auth("k")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+
+    // A file as a new path (the box starts for it), a directory into an existing one,
+    // and a directory's contents into a new one.
+    let one = put("/root/renamed.txt", tarball(&[("hello.txt", b"hi\n")])).await;
+    assert_eq!(one.status(), 204, "{:?}", one.text().await);
+    assert_eq!(
+        put(
+            "/tmp",
+            tarball(&[("app/", b""), ("app/run.sh", b"echo run\n")])
+        )
+        .await
+        .status(),
+        204
+    );
+    assert_eq!(
+        put(
+            "/tmp/flat",
+            tarball(&[
+                ("./", b""),
+                ("a.txt", b"a"),
+                ("sub/", b""),
+                ("sub/b.txt", b"b")
+            ])
+        )
+        .await
+        .status(),
+        204
+    );
+
+    // An item whose destination does not exist becomes it.
+    let made = put("/srv", tarball(&[("whatever/", b""), ("whatever/x", b"x")])).await;
+    assert_eq!(made.status(), 204);
+    let srv = untar(&get("/srv/x").await.bytes().await.unwrap());
+    assert_eq!(srv, [("x".to_string(), b"x".to_vec())]);
+
+    let file = get("/root/renamed.txt").await;
+    assert_eq!(file.status(), 200);
+    assert_eq!(file.headers()["x-boxlite-source-is-dir"], "false");
+    let entries = untar(&file.bytes().await.unwrap());
+    assert_eq!(entries, [("renamed.txt".to_string(), b"hi\n".to_vec())]);
+
+    let dir = get("/tmp/app").await;
+    assert_eq!(dir.status(), 200);
+    assert_eq!(dir.headers()["x-boxlite-source-is-dir"], "true");
+    let names: Vec<String> = untar(&dir.bytes().await.unwrap())
+        .into_iter()
+        .map(|e| e.0)
+        .collect();
+    assert!(names.contains(&"app/run.sh".to_string()), "{names:?}");
+    let flat: Vec<(String, Vec<u8>)> = untar(&get("/tmp/flat/sub").await.bytes().await.unwrap());
+    assert!(
+        flat.iter().any(|(n, b)| n == "sub/b.txt" && b == b"b"),
+        "{flat:?}"
+    );
+
+    // Missing paths, relative paths and hostile archives.
+    let missing = get("/no/such/file").await;
+    assert_eq!(missing.status(), 404);
+    let relative = get("etc/hostname").await;
+    assert_eq!(relative.status(), 400);
+    let mut evil = tar::Header::new_gnu();
+    evil.set_size(4);
+    evil.set_mode(0o644);
+    evil.as_old_mut().name[..16].copy_from_slice(b"../../etc/evil\0\0");
+    evil.set_cksum();
+    let mut evil_tar = evil.as_bytes().to_vec();
+    evil_tar.extend_from_slice(b"evil");
+    evil_tar.resize(512 * 4, 0);
+    let refused = put("/tmp", evil_tar).await;
+    assert_eq!(refused.status(), 400, "{:?}", refused.text().await);
+    let not_tar = put("/tmp", b"short".to_vec()).await;
+    assert_eq!(not_tar.status(), 400);
+
+    let del = c
+        .delete(url(&format!("/boxes/{id}?force=true")))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 204);
+    s.stop().await;
+}

@@ -5,6 +5,7 @@ raises on a mismatch; the last line printed is "ok".
 """
 import asyncio
 import os
+import tempfile
 
 from boxlite import ApiKeyCredential, Boxlite, BoxliteRestOptions, BoxOptions
 
@@ -49,6 +50,29 @@ async def main():
     out = "".join([chunk async for chunk in ex.stdout()])
     res = await ex.wait()
     check(out == "through stdin\n" and res.exit_code == 0, f"cat {out!r} {res.exit_code}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "hello.txt")
+        with open(src, "w") as f:
+            f.write("from the host\n")
+        await box.copy_in(src, "/root/hello.txt")
+        os.makedirs(os.path.join(tmp, "tree", "sub"))
+        with open(os.path.join(tmp, "tree", "sub", "deep.txt"), "w") as f:
+            f.write("deep\n")
+        await box.copy_in(os.path.join(tmp, "tree"), "/tmp")
+        ex = await box.exec("cat", args=["/root/hello.txt", "/tmp/tree/sub/deep.txt"])
+        out = "".join([chunk async for chunk in ex.stdout()])
+        await ex.wait()
+        check(out == "from the host\ndeep\n", f"copied in: {out!r}")
+        back = os.path.join(tmp, "back.txt")
+        await box.copy_out("/root/hello.txt", back)
+        with open(back) as f:
+            check(f.read() == "from the host\n", "copied out")
+        await box.copy_out("/tmp/tree", os.path.join(tmp, "out"))
+        # The directory itself, under its name (the SDK unpacks the tar into the
+        # destination, and the tar is rooted at the source's name).
+        found = os.path.join(tmp, "out", "tree", "sub", "deep.txt")
+        check(os.path.exists(found), f"tree out: {list(os.walk(os.path.join(tmp, 'out')))!r}")
 
     await box.stop()
     info = await box.info()

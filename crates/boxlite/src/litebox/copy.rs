@@ -139,6 +139,19 @@ fn in_box_error(what: &str, e: PortalError) -> CopyError {
     }
 }
 
+/// Where a tar stream copied into a box lands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TarPlacement {
+    /// Its entries as they are, into an existing directory (`boxlite cp - BOX:DIR`).
+    Archive,
+    /// Its one top-level item (a file, or a directory and its contents) into the path
+    /// if that is an existing directory, else as the path itself (`docker cp`).
+    Item,
+    /// Its one top-level directory's contents into the path, created if missing
+    /// (`docker cp DIR/. BOX:PATH`).
+    Contents,
+}
+
 fn header_chunk(dest: &str, mode: v1::CopyInMode, overwrite: bool) -> v1::CopyInChunk {
     v1::CopyInChunk {
         header: Some(v1::CopyInHeader {
@@ -230,13 +243,34 @@ impl LiteBox {
     /// cp - BOX:DIR`). Entries keep the archive's owners and modes.
     pub async fn copy_in_tar<R>(
         &self,
-        mut tar: R,
+        tar: R,
         box_dir: &str,
         overwrite: bool,
     ) -> Result<CopyStats, crate::Error>
     where
         R: AsyncRead + Unpin + Send + 'static,
     {
+        self.copy_in_tar_as(tar, box_dir, TarPlacement::Archive, overwrite)
+            .await
+    }
+
+    /// Unpack a tar stream at `box_path` as `placement` says (see [`TarPlacement`]);
+    /// the stream is treated as hostile in the guest, as every copy is.
+    pub async fn copy_in_tar_as<R>(
+        &self,
+        mut tar: R,
+        box_dir: &str,
+        placement: TarPlacement,
+        overwrite: bool,
+    ) -> Result<CopyStats, crate::Error>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        let mode = match placement {
+            TarPlacement::Archive => v1::CopyInMode::Archive,
+            TarPlacement::Item => v1::CopyInMode::Item,
+            TarPlacement::Contents => v1::CopyInMode::Contents,
+        };
         let what = format!("a tar stream into box {} at {box_dir}", self.id);
         let client = self.client().await?;
         let (tx, rx) = mpsc::channel::<Vec<u8>>(DEPTH);
@@ -249,7 +283,7 @@ impl LiteBox {
                 }
             }
         });
-        let stream = tokio_stream::once(header_chunk(box_dir, v1::CopyInMode::Archive, overwrite))
+        let stream = tokio_stream::once(header_chunk(box_dir, mode, overwrite))
             .chain(ReceiverStream::new(rx).map(|data| v1::CopyInChunk { header: None, data }));
         let sent = client.copy_in(stream).await;
         reader

@@ -1,0 +1,171 @@
+//! Files: `PUT /boxes/{id}/files?path=` unpacks a tar stream in the box, `GET` packs a
+//! path of the box as one. Both go through the library's copy paths, which treat every
+//! archive as hostile in the guest; the server only streams.
+//!
+//! Placement follows `docker cp`, as BoxLite's SDK expects: a tar whose first entry is
+//! `./` puts its contents into `path` (created if missing); otherwise its one top-level
+//! item lands inside `path` if that is an existing directory, else as `path`. A download
+//! says whether the source was a directory in `x-boxlite-source-is-dir`.
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use boxlite::{CopyOptions, TarPlacement};
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_stream::StreamExt as _;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The largest upload accepted, in bytes of tar stream.
+pub const MAX_UPLOAD: u64 = 16 << 30;
+
+#[derive(Debug, Deserialize)]
+pub struct UploadQuery {
+    pub path: String,
+    #[serde(default = "yes")]
+    pub overwrite: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Read up to `n` bytes (fewer only at end of stream).
+async fn read_up_to<R: AsyncRead + Unpin>(r: &mut R, n: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        let k = r.read(&mut buf[got..]).await?;
+        if k == 0 {
+            break;
+        }
+        got += k;
+    }
+    buf.truncate(got);
+    Ok(buf)
+}
+
+/// The name in a tar header block (its first 100 bytes, NUL-terminated).
+fn header_name(block: &[u8]) -> &[u8] {
+    let f = &block[..block.len().min(100)];
+    f.iter().position(|&b| b == 0).map_or(f, |i| &f[..i])
+}
+
+/// Counts what passes and fails past `limit`.
+struct Limited<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Limited<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        if n > self.left {
+            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
+                "the upload is larger than {MAX_UPLOAD} bytes"
+            ))));
+        }
+        self.left -= n;
+        r
+    }
+}
+
+pub async fn upload(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<UploadQuery>,
+    body: Body,
+) -> Result<StatusCode, ApiError> {
+    if !q.path.starts_with('/') {
+        return Err(ApiError::bad_request(format!(
+            "path {:?} must be absolute",
+            q.path
+        )));
+    }
+    let b = s.rt.get(&id).await?;
+    let stream = body
+        .into_data_stream()
+        .map(|r| r.map_err(std::io::Error::other));
+    let mut reader = Limited {
+        inner: tokio_util::io::StreamReader::new(stream),
+        left: MAX_UPLOAD,
+    };
+    let first = read_up_to(&mut reader, 512)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("reading the upload: {e}")))?;
+    if first.len() < 512 {
+        return Err(ApiError::bad_request("the upload is not a tar stream"));
+    }
+    let placement = match header_name(&first) {
+        b"./" | b"." => TarPlacement::Contents,
+        _ => TarPlacement::Item,
+    };
+    let reader = std::io::Cursor::new(first).chain(reader);
+    b.copy_in_tar_as(reader, &q.path, placement, q.overwrite)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DownloadQuery {
+    pub path: String,
+    #[serde(default)]
+    pub follow_symlinks: bool,
+}
+
+pub async fn download(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<DownloadQuery>,
+) -> Result<Response, ApiError> {
+    if !q.path.starts_with('/') {
+        return Err(ApiError::bad_request(format!(
+            "path {:?} must be absolute",
+            q.path
+        )));
+    }
+    let b = s.rt.get(&id).await?;
+    // The tar streams through a small pipe: a slow client slows the box's packer.
+    let (mut w, mut r) = tokio::io::duplex(256 << 10);
+    let opts = CopyOptions {
+        follow_symlinks: q.follow_symlinks,
+        ..CopyOptions::default()
+    };
+    let path = q.path.clone();
+    let packer = tokio::spawn(async move { b.copy_out_tar(&path, &mut w, &opts).await });
+    let first = read_up_to(&mut r, 512).await.unwrap_or_default();
+    if first.len() < 512 {
+        // Nothing came: the packer's error says why.
+        drop(r);
+        return match packer.await {
+            Ok(Err(e)) => Err(e.into()),
+            _ => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the box sent no archive",
+            )),
+        };
+    }
+    let is_dir = first[156] == b'5' || header_name(&first).ends_with(b"/");
+    let rest = tokio_util::io::ReaderStream::new(std::io::Cursor::new(first).chain(r));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-tar".to_string()),
+            (
+                header::HeaderName::from_static("x-boxlite-source-is-dir"),
+                is_dir.to_string(),
+            ),
+        ],
+        Body::from_stream(rest),
+    )
+        .into_response())
+}
