@@ -302,11 +302,83 @@ pub async fn attach(
         }))
 }
 
+/// Where to cut `buf` so a multi-byte UTF-8 character is never split across two
+/// frames: BoxLite's SDK decodes each frame on its own. Holds back at most 3 bytes of
+/// an unfinished character; bytes that are not UTF-8 are cut anywhere.
+fn utf8_cut(buf: &[u8]) -> usize {
+    let n = buf.len();
+    for back in 1..=3.min(n) {
+        let b = buf[n - back];
+        if b & 0xC0 == 0x80 {
+            continue; // a continuation byte: look further back for the lead
+        }
+        let width = match b {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        return if width > back { n - back } else { n };
+    }
+    n
+}
+
+/// One output stream's bytes held back for the next frame.
+#[derive(Default)]
+struct Carry(Vec<u8>);
+
+impl Carry {
+    /// The frame to send for `chunk` (with what was held back), keeping an unfinished
+    /// character for later; `None` when there is nothing whole to send yet.
+    fn frame(&mut self, channel: u8, chunk: &[u8]) -> Option<Message> {
+        self.0.extend_from_slice(chunk);
+        let cut = utf8_cut(&self.0);
+        if cut == 0 {
+            return None;
+        }
+        let rest = self.0.split_off(cut);
+        let whole = std::mem::replace(&mut self.0, rest);
+        Some(framed(channel, &whole))
+    }
+
+    /// What is left at end of stream.
+    fn flush(&mut self, channel: u8) -> Option<Message> {
+        (!self.0.is_empty()).then(|| framed(channel, &std::mem::take(&mut self.0)))
+    }
+}
+
 fn framed(channel: u8, data: &[u8]) -> Message {
     let mut v = Vec::with_capacity(data.len() + 1);
     v.push(channel);
     v.extend_from_slice(data);
     Message::Binary(v.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_end_on_whole_utf8_characters() {
+        let euro = "€".as_bytes(); // 3 bytes
+        assert_eq!(utf8_cut(b"abc"), 3);
+        assert_eq!(utf8_cut(&[b'a', euro[0]]), 1);
+        assert_eq!(utf8_cut(&[b'a', euro[0], euro[1]]), 1);
+        assert_eq!(utf8_cut(&[b'a', euro[0], euro[1], euro[2]]), 4);
+        assert_eq!(utf8_cut(&[0xff, 0xfe]), 2, "not UTF-8: cut anywhere");
+        let mut c = Carry::default();
+        assert!(c.frame(1, &[euro[0]]).is_none(), "nothing whole yet");
+        let Some(Message::Binary(b)) = c.frame(1, &[euro[1], euro[2], b'!']) else {
+            panic!("a frame")
+        };
+        assert_eq!(&b[..], [&[1u8][..], euro, b"!"].concat());
+        assert!(c.flush(1).is_none());
+        let _ = c.frame(2, &[b'x', euro[0]]);
+        let Some(Message::Binary(tail)) = c.flush(2) else {
+            panic!("the tail at end of stream")
+        };
+        assert_eq!(&tail[..], [2u8, euro[0]]);
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -326,24 +398,30 @@ async fn pump(mut socket: WebSocket, mut ex: Execution, e: &Entry) {
     let mut err = ex.take_stderr();
     let mut ping = tokio::time::interval(Duration::from_secs(15));
     ping.tick().await;
+    let (mut carry_out, mut carry_err) = (Carry::default(), Carry::default());
     loop {
         if out.is_none() && err.is_none() {
             break;
         }
-        tokio::select! {
+        let frame = tokio::select! {
             chunk = async { out.as_mut()?.next_chunk().await }, if out.is_some() => match chunk {
-                Some(Ok(c)) => if socket.send(framed(1, &c)).await.is_err() { return },
-                _ => out = None,
+                Some(Ok(c)) => carry_out.frame(1, &c),
+                _ => { out = None; carry_out.flush(1) }
             },
             chunk = async { err.as_mut()?.next_chunk().await }, if err.is_some() => match chunk {
-                Some(Ok(c)) => if socket.send(framed(2, &c)).await.is_err() { return },
-                _ => err = None,
+                Some(Ok(c)) => carry_err.frame(2, &c),
+                _ => { err = None; carry_err.flush(2) }
             },
             msg = socket.recv() => match msg {
-                Some(Ok(m)) => if !client_message(m, &ex, e).await { return },
+                Some(Ok(m)) => { if !client_message(m, &ex, e).await { return } None }
                 _ => return,
             },
-            _ = ping.tick() => if socket.send(Message::Ping(Vec::new().into())).await.is_err() { return },
+            _ = ping.tick() => Some(Message::Ping(Vec::new().into())),
+        };
+        if let Some(f) = frame
+            && socket.send(f).await.is_err()
+        {
+            return;
         }
     }
     let code = match ex.wait().await {
