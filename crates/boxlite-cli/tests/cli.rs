@@ -377,3 +377,87 @@ async fn sigkilled_client_does_not_disturb_another_client_or_its_own_execution()
     b.stop(Duration::from_secs(10)).await.unwrap();
     rt.remove(&b, false).await.unwrap();
 }
+
+/// One HTTP/1.1 request on a fresh connection; the status and body.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr)?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer k\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Ok((status, body))
+}
+
+#[test]
+fn serve_finishes_a_request_in_flight_on_sigterm_and_leaves_the_box_running() {
+    let h = TestHome::new();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = h
+        .cli(BIN)
+        .args(["serve", "--port", &port.to_string()])
+        .env("BOXLITE_API_KEY", "k")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while http(&addr, "GET", "/health", "").is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (st, created) = http(
+        &addr,
+        "POST",
+        "/v1/boxes",
+        r#"{"image":"boxlite/busybox","name":"durable"}"#,
+    )
+    .unwrap();
+    assert_eq!(st, 201, "{created}");
+    // Starting boots a VM (a second or more): SIGTERM arrives while it is in flight.
+    let a = addr.clone();
+    let start = std::thread::spawn(move || http(&a, "POST", "/v1/boxes/durable/start", ""));
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill on the pid of a child this test started.
+    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    let (st, body) = start.join().unwrap().unwrap();
+    assert_eq!(st, 200, "the request in flight finished: {body}");
+    let status = server.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        http(&addr, "GET", "/health", "").is_err(),
+        "no longer listening"
+    );
+    // The box outlives the server.
+    let ls = output({
+        let mut c = h.cli(BIN);
+        c.args(["ls"]);
+        c
+    });
+    let text = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        text.contains("durable") && text.contains("Running"),
+        "{text}"
+    );
+    let _ = output({
+        let mut c = h.cli(BIN);
+        c.args(["rm", "-f", "durable"]);
+        c
+    });
+}
