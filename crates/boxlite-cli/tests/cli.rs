@@ -435,7 +435,7 @@ fn serve_finishes_a_request_in_flight_on_sigterm_and_leaves_the_box_running() {
     let start = std::thread::spawn(move || http(&a, "POST", "/v1/boxes/durable/start", ""));
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: kill on the pid of a child this test started.
-    unsafe { libc::kill(server.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(i32::try_from(server.id()).unwrap(), libc::SIGTERM) };
     let (st, body) = start.join().unwrap().unwrap();
     assert_eq!(st, 200, "the request in flight finished: {body}");
     let status = server.wait().unwrap();
