@@ -787,3 +787,71 @@ async fn files_go_in_and_out_as_docker_cp_places_them_and_hostile_tars_are_refus
     assert_eq!(del.status(), 204);
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_clients_each_stream_a_mib_intact_at_once() {
+    let h = TestHome::new();
+    let s = TestServer::start(&h, Some("k")).await;
+    let c = reqwest::Client::new();
+    let url = |p: &str| format!("{}/v1{p}", s.base);
+    let created: serde_json::Value = c
+        .post(url("/boxes"))
+        .bearer_auth("k")
+        .json(&serde_json::json!({"image": "boxlite/busybox", "network": {"mode": "disabled"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["box_id"].as_str().unwrap().to_string();
+    let started = c
+        .post(url(&format!("/boxes/{id}/start")))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 200);
+
+    const MIB: usize = 1 << 20;
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let (c, base, id) = (c.clone(), s.base.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            // Each client's own pattern, so a mix-up between streams shows.
+            let line = format!("client {i:02} 0123456789abcdef");
+            let r: serde_json::Value = c
+                .post(format!("{base}/v1/boxes/{id}/exec"))
+                .bearer_auth("k")
+                .json(&serde_json::json!({"command": "sh",
+                    "args": ["-c", format!("yes '{line}' | head -c {MIB}")]}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let eid = r["execution_id"].as_str().unwrap().to_string();
+            let (out, _, code, _) = attach(&base, &id, &eid, None).await;
+            let want: Vec<u8> = format!("{line}\n")
+                .into_bytes()
+                .into_iter()
+                .cycle()
+                .take(MIB)
+                .collect();
+            (i, out == want, out.len(), code)
+        }));
+    }
+    for t in tasks {
+        let (i, same, len, code) = t.await.unwrap();
+        assert!(same && code == 0, "client {i}: {len} bytes, exit {code}");
+    }
+    let del = c
+        .delete(url(&format!("/boxes/{id}?force=true")))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 204);
+    s.stop().await;
+}
