@@ -149,6 +149,24 @@ pub async fn get(
     Ok(Json(image_json(&find(&s, &key).await?)))
 }
 
+#[derive(Debug, Deserialize)]
+pub struct RemoveQuery {
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Remove an image's reference (by reference or digest prefix) and prune what nothing
+/// needs; refused while a box uses it, unless forced (then only the reference goes).
+pub async fn remove(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<RemoveQuery>,
+) -> Result<StatusCode, ApiError> {
+    s.rt.remove_image(key.trim_start_matches('/'), q.force)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub async fn head(State(s): State<AppState>, Path(key): Path<String>) -> StatusCode {
     match find(&s, &key).await {
         Ok(_) => StatusCode::NO_CONTENT,

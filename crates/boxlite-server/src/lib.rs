@@ -84,7 +84,10 @@ pub fn router(state: AppState, key: Option<auth::ApiKey>) -> Router {
         .route("/volumes/{name}", get(volumes::get).delete(volumes::remove))
         .route("/images/pull", post(images::pull))
         .route("/images", get(images::list))
-        .route("/images/{*key}", get(images::get).head(images::head))
+        .route(
+            "/images/{*key}",
+            get(images::get).head(images::head).delete(images::remove),
+        )
         .route(
             "/boxes/{id}/executions/{exec_id}",
             get(exec::status).delete(exec::kill),

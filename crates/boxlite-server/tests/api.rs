@@ -552,6 +552,36 @@ async fn images_pull_with_progress_list_and_get() {
         .await
         .unwrap();
     assert_eq!(missing.status(), 404);
+    // In use by a box: refused unless forced.
+    let b = c
+        .post(url("/boxes"))
+        .bearer_auth("k")
+        .json(&serde_json::json!({"image": reference}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(b.status(), 201);
+    let busy = c
+        .delete(url(&format!("/images/{reference}")))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(busy.status(), 409);
+    let forced = c
+        .delete(url(&format!("/images/{reference}?force=true")))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forced.status(), 204);
+    let gone = c
+        .get(url(&format!("/images/{reference}")))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
     s.stop().await;
 }
 
