@@ -202,12 +202,12 @@ impl BoxOptions {
             }
         }
         self.network.validate().map_err(BoxError::Network)?;
-        let invalid = |e: crate::ExecError| BoxError::InvalidOption(e.to_string());
+        let invalid = |e: super::exec::ExecError| BoxError::InvalidOption(e.to_string());
         for (k, v) in &self.env {
-            crate::BoxCommand::check_env(k, v).map_err(invalid)?;
+            super::exec::BoxCommand::check_env(k, v).map_err(invalid)?;
         }
         if let Some(d) = &self.working_dir {
-            crate::BoxCommand::check_working_dir(d).map_err(invalid)?;
+            super::exec::BoxCommand::check_working_dir(d).map_err(invalid)?;
         }
         if let Some(u) = &self.user
             && (u.is_empty() || u.contains('\0'))
