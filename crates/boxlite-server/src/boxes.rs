@@ -12,39 +12,61 @@ use axum::response::{IntoResponse, Response};
 use boxlite::model::{BoxState, NetworkMode};
 use boxlite::{BoxInfo, BoxOptions};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorResponse};
 
 /// A box as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = Box)]
 pub struct BoxJson {
+    /// The box's id; every route also takes its name or a unique id prefix.
     pub box_id: String,
     pub name: Option<String>,
-    pub status: &'static str,
+    pub status: BoxStatus,
+    /// RFC 3339, UTC.
+    #[schema(format = DateTime)]
     pub created_at: String,
+    /// The latest of creation, start and stop (RFC 3339, UTC).
+    #[schema(format = DateTime)]
     pub updated_at: String,
+    /// The VMM's process id while it runs.
     pub pid: Option<u32>,
     pub image: String,
     pub cpus: u8,
     pub memory_mib: u32,
     pub labels: BTreeMap<String, String>,
-    /// Seconds idle before a pause; 0: never (boxes do not pause themselves yet).
+    /// Seconds idle before a pause; always 0 (never) until boxes pause themselves.
     pub auto_pause: u64,
-    /// The same, under the name the released Python SDK reads.
+    /// The same, under the name BoxLite's released Python SDK reads.
     pub auto_stop: u64,
+    /// Seconds after a stop before removal; always 0 (never).
     pub auto_delete: u64,
     pub auto_resume: bool,
 }
 
+/// `BoxStatus` of the document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BoxStatus {
+    Configured,
+    Running,
+    Stopping,
+    Stopped,
+    Paused,
+    Failed,
+    Unknown,
+}
+
 /// The document's `BoxStatus` for a box state.
-fn status(s: BoxState) -> &'static str {
+fn status(s: BoxState) -> BoxStatus {
     match s {
-        BoxState::Creating | BoxState::Configured => "configured",
-        BoxState::Starting | BoxState::Running => "running",
-        BoxState::Stopping => "stopping",
-        BoxState::Stopped => "stopped",
-        BoxState::Failed => "failed",
+        BoxState::Creating | BoxState::Configured => BoxStatus::Configured,
+        BoxState::Starting | BoxState::Running => BoxStatus::Running,
+        BoxState::Stopping => BoxStatus::Stopping,
+        BoxState::Stopped => BoxStatus::Stopped,
+        BoxState::Failed => BoxStatus::Failed,
     }
 }
 
@@ -97,17 +119,25 @@ impl From<&BoxInfo> for BoxJson {
 }
 
 /// `NetworkSpec` of the document.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = NetworkSpec)]
 pub struct NetworkJson {
+    /// `enabled` or `disabled` (no network device at all).
     pub mode: String,
+    /// Egress allow rules (a name, `*.name`, an IP, a CIDR or a group); one rule switches
+    /// the box to allow-list mode.
     #[serde(default)]
     pub allow_net: Vec<String>,
 }
 
-/// `VolumeSpec` of the document, and the released SDK's managed-volume form.
-#[derive(Debug, Deserialize)]
+/// `VolumeSpec` of the document, and the released SDK's managed-volume form. Only
+/// managed volumes are mounted: a `host_path` is refused.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = VolumeSpec)]
 pub struct VolumeJson {
+    /// Refused: host paths are never mounted through the API.
     pub host_path: Option<String>,
+    /// The managed volume's name (created on first use).
     pub managed_volume: Option<String>,
     pub guest_path: String,
     #[serde(default)]
@@ -115,26 +145,53 @@ pub struct VolumeJson {
 }
 
 /// `CreateBoxRequest`, read leniently: the released SDK sends fields the document does
-/// not have (`auto_stop`, `tty`), and unknown fields are ignored.
-#[derive(Debug, Default, Deserialize)]
+/// not have (`auto_stop`, `tty`), and unknown fields are ignored. What the library cannot
+/// do is refused with `unsupported`, never dropped.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[schema(as = CreateBoxRequest)]
 pub struct CreateBox {
     pub name: Option<String>,
+    /// Default `alpine:latest`.
     pub image: Option<String>,
+    /// Refused: boxes start from images.
     pub rootfs_path: Option<String>,
     pub cpus: Option<u32>,
     pub memory_mib: Option<u32>,
     pub disk_size_gb: Option<u64>,
+    /// The default working directory of the box's commands.
     pub working_dir: Option<String>,
+    /// The default environment of the box's commands.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     pub entrypoint: Option<Vec<String>>,
     pub cmd: Option<Vec<String>>,
+    /// The default user of the box's commands: `name|uid[:group|gid]`.
     pub user: Option<String>,
     #[serde(default)]
     pub volumes: Vec<VolumeJson>,
     pub network: Option<NetworkJson>,
+    /// Refused until secrets exist.
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     pub secrets: Vec<serde_json::Value>,
+    /// Accepted; a box created here never depends on the caller's connection.
+    #[serde(default)]
+    pub detach: bool,
+    /// Accepted: commands ask for a terminal one by one.
+    #[serde(default)]
+    pub tty: bool,
+    /// Only 0 (never): boxes do not pause themselves yet.
+    pub auto_pause: Option<u64>,
+    /// The released SDK's name for `auto_pause`.
+    pub auto_stop: Option<u64>,
+    /// Only 0 (never).
+    pub auto_delete: Option<u64>,
+    pub auto_resume: Option<bool>,
+    /// Only `standard`, this runtime's one preset.
+    pub security: Option<String>,
+    /// Refused when it asks for anything (`linux_capabilities_enabled` is false).
+    #[schema(value_type = Option<Object>)]
+    pub advanced: Option<serde_json::Value>,
 }
 
 fn unsupported(what: &str) -> ApiError {
@@ -154,6 +211,29 @@ impl CreateBox {
         }
         if !self.secrets.is_empty() {
             return Err(unsupported("secrets"));
+        }
+        for (field, v) in [
+            ("auto_pause", self.auto_pause),
+            ("auto_stop", self.auto_stop),
+            ("auto_delete", self.auto_delete),
+        ] {
+            if v.is_some_and(|v| v != 0) {
+                return Err(unsupported(&format!("{field} other than 0")));
+            }
+        }
+        if let Some(p) = self.security.as_deref().filter(|p| *p != "standard") {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported",
+                format!("security preset {p:?} is not supported; the one preset is standard"),
+            ));
+        }
+        if self
+            .advanced
+            .as_ref()
+            .is_some_and(|a| a.as_object().is_none_or(|o| o.values().any(is_set)))
+        {
+            return Err(unsupported("advanced (Linux capabilities)"));
         }
         let mut o = BoxOptions::new(self.image.unwrap_or_else(|| "alpine:latest".into()));
         if let Some(n) = self.name {
@@ -222,6 +302,31 @@ impl CreateBox {
     }
 }
 
+/// Whether a JSON value asks for something (`null`, `[]`, `{}` and `false` do not).
+fn is_set(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Null | serde_json::Value::Bool(false) => false,
+        serde_json::Value::Array(a) => !a.is_empty(),
+        serde_json::Value::Object(o) => o.values().any(is_set),
+        _ => true,
+    }
+}
+
+/// The path parameter every box route takes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct BoxPath {
+    /// The box's id, a unique prefix of it, or its name.
+    pub box_id: String,
+}
+
+#[utoipa::path(post, path = "/v1/boxes", operation_id = "createBox", tag = "boxes",
+    request_body = CreateBox,
+    responses(
+        (status = 201, description = "Created (not started)", body = BoxJson),
+        (status = 400, description = "Invalid or unsupported request", body = ErrorResponse),
+        (status = 409, description = "The name is taken", body = ErrorResponse),
+    ))]
 pub async fn create(
     State(s): State<AppState>,
     body: Result<Json<CreateBox>, axum::extract::rejection::JsonRejection>,
@@ -239,27 +344,49 @@ pub async fn create(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    pub status: Option<String>,
+    /// Only boxes in this status.
+    pub status: Option<BoxStatus>,
 }
 
+/// `ListBoxesResponse`: every box on one page.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = ListBoxesResponse)]
+pub struct BoxList {
+    pub boxes: Vec<BoxJson>,
+    /// Always null: one page holds every box.
+    pub next_page_token: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/boxes", operation_id = "listBoxes", tag = "boxes",
+    params(ListQuery),
+    responses(
+        (status = 200, body = BoxList),
+        (status = 400, description = "Not a status", body = ErrorResponse),
+    ))]
 pub async fn list(
     State(s): State<AppState>,
-    Query(q): Query<ListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<BoxList>, ApiError> {
+    let Query(q) = q.map_err(ApiError::from_query)?;
     let boxes: Vec<BoxJson> =
         s.rt.list()
             .await?
             .iter()
             .map(BoxJson::from)
-            .filter(|b| q.status.as_deref().is_none_or(|st| st == b.status))
+            .filter(|b| q.status.is_none_or(|st| st == b.status))
             .collect();
-    Ok(Json(
-        serde_json::json!({ "boxes": boxes, "next_page_token": null }),
-    ))
+    Ok(Json(BoxList {
+        boxes,
+        next_page_token: None,
+    }))
 }
 
+#[utoipa::path(get, path = "/v1/boxes/{box_id}", operation_id = "getBox", tag = "boxes",
+    params(BoxPath),
+    responses((status = 200, body = BoxJson), (status = 404, body = ErrorResponse)))]
 pub async fn get(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -268,6 +395,9 @@ pub async fn get(
     Ok(Json(BoxJson::from(&info)))
 }
 
+#[utoipa::path(head, path = "/v1/boxes/{box_id}", operation_id = "boxExists", tag = "boxes",
+    params(BoxPath),
+    responses((status = 204, description = "The box exists"), (status = 404, description = "No such box")))]
 pub async fn head(State(s): State<AppState>, Path(id): Path<String>) -> StatusCode {
     match s.rt.get(&id).await {
         Ok(_) => StatusCode::NO_CONTENT,
@@ -275,22 +405,39 @@ pub async fn head(State(s): State<AppState>, Path(id): Path<String>) -> StatusCo
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RemoveQuery {
+    /// Stop a running box first (without it, a running box is refused with 409).
     #[serde(default)]
     pub force: bool,
 }
 
+#[utoipa::path(delete, path = "/v1/boxes/{box_id}", operation_id = "removeBox", tag = "boxes",
+    params(BoxPath, RemoveQuery),
+    responses(
+        (status = 204, description = "Removed, with its disks and anonymous volumes"),
+        (status = 404, body = ErrorResponse),
+        (status = 409, description = "Running, and not forced", body = ErrorResponse),
+    ))]
 pub async fn remove(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<RemoveQuery>,
+    q: Result<Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let Query(q) = q.map_err(ApiError::from_query)?;
     let b = s.rt.get(&id).await?;
     s.rt.remove(&b, q.force).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/v1/boxes/{box_id}/start", operation_id = "startBox", tag = "boxes",
+    params(BoxPath),
+    responses(
+        (status = 200, description = "Running (starting a running box is a no-op)", body = BoxJson),
+        (status = 404, body = ErrorResponse),
+        (status = 409, body = ErrorResponse),
+    ))]
 pub async fn start(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -300,11 +447,22 @@ pub async fn start(
     Ok(Json(BoxJson::from(&b.info().await?)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `StopBoxRequest`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[schema(as = StopBoxRequest)]
 pub struct StopBox {
+    /// Seconds to wait for a clean shutdown before the VM is killed (default 30).
     pub timeout_seconds: Option<f64>,
 }
 
+#[utoipa::path(post, path = "/v1/boxes/{box_id}/stop", operation_id = "stopBox", tag = "boxes",
+    params(BoxPath),
+    request_body(content = Option<StopBox>, description = "Optional; the released SDK sends no body"),
+    responses(
+        (status = 200, body = BoxJson),
+        (status = 400, body = ErrorResponse),
+        (status = 404, body = ErrorResponse),
+    ))]
 pub async fn stop(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -368,9 +526,33 @@ mod tests {
         // What the released SDK sends, unknown fields included.
         let req: CreateBox = serde_json::from_value(serde_json::json!({
             "name": "demo", "image": "alpine:latest", "network": {"mode": "enabled"},
-            "detach": false, "auto_stop": 600, "tty": false
+            "detach": false, "auto_stop": 0, "auto_resume": false, "tty": false,
+            "security": "standard", "advanced": {"capabilities": {"add": [], "drop": []}},
+            "some_future_field": 1
         }))
         .unwrap();
         req.options().unwrap();
+        // What it cannot honour is refused, each naming the field.
+        for (field, bad) in [
+            ("auto_stop", serde_json::json!(600)),
+            ("auto_pause", serde_json::json!(1)),
+            ("auto_delete", serde_json::json!(3600)),
+            ("security", serde_json::json!("maximum")),
+            (
+                "advanced",
+                serde_json::json!({"capabilities": {"add": ["NET_ADMIN"]}}),
+            ),
+        ] {
+            let mut body = serde_json::json!({"image": "x"});
+            body[field] = bad;
+            let req: CreateBox = serde_json::from_value(body).unwrap();
+            let err = req.options().unwrap_err();
+            assert_eq!(err.code, "unsupported", "{field}");
+            assert!(
+                err.message.contains(field) || err.message.contains("preset"),
+                "{field}: {}",
+                err.message
+            );
+        }
     }
 }

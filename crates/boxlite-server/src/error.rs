@@ -55,6 +55,11 @@ impl ApiError {
             _ => ApiError::bad_request(e.body_text()),
         }
     }
+
+    /// A query string that is not what the route takes: 400, naming the parameter.
+    pub fn from_query(e: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::bad_request(e.body_text())
+    }
 }
 
 /// The kind, status and whether the library's message may be shown as it is.
@@ -157,21 +162,39 @@ fn error_type(code: &str) -> &'static str {
     }
 }
 
+/// `ErrorResponse` of BoxLite's document; clients dispatch on `error.code`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorResponse {
+    pub error: ErrorBody,
+}
+
+/// What went wrong (`ErrorModel` of the document).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[schema(as = ErrorModel)]
+pub struct ErrorBody {
+    /// For people; never a host path or a secret.
+    pub message: String,
+    /// The error class, e.g. `NotFoundError`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Stable and machine-readable, e.g. `not_found`.
+    pub code: String,
+}
+
 impl ApiError {
     /// The inside of the document's `ErrorResponse`.
-    pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({
-            "message": self.message,
-            "type": error_type(self.code),
-            "code": self.code,
-        })
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            message: self.message.clone(),
+            kind: error_type(self.code).to_string(),
+            code: self.code.to_string(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        // `ErrorResponse` of BoxLite's document; clients dispatch on `code`.
-        let body = serde_json::json!({ "error": self.body() });
+        let body = ErrorResponse { error: self.body() };
         (self.status, axum::Json(body)).into_response()
     }
 }

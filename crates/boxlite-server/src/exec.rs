@@ -21,10 +21,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use boxlite::{BoxCommand, ExecStdin, Execution, ExitStatus};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorResponse};
 
 /// Executions this server started, by id.
 #[derive(Debug, Default)]
@@ -67,19 +68,63 @@ impl Executions {
 }
 
 /// `ExecRequest` of the document (and the upstream server's `stdin`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ExecRequest {
+    /// The program: a path, or a name looked up in the command's `PATH`.
     pub command: String,
     #[serde(default)]
     pub args: Vec<String>,
+    /// Added to the box's default environment.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Kill the command (its process group) after this many seconds; it then ends as
+    /// `timed_out` with exit code 124.
     pub timeout_seconds: Option<f64>,
     pub working_dir: Option<String>,
+    /// Run on a terminal (80x24 until resized); output then comes on stdout only.
     #[serde(default)]
     pub tty: bool,
-    /// Written to the process's stdin, which is then closed.
+    /// Written to the process's stdin, which is then closed. Without it, stdin stays
+    /// open for an attached client.
     pub stdin: Option<String>,
+}
+
+/// `ExecResponse`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExecResponse {
+    pub execution_id: String,
+}
+
+/// `ExecutionStatus` of the document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionStatus {
+    Running,
+    Completed,
+    Killed,
+    TimedOut,
+}
+
+/// `ExecutionInfo`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExecutionInfo {
+    pub execution_id: String,
+    pub status: ExecutionStatus,
+    /// Null while running; 128+N for a signal N, 124 for a timeout, 137 for the OOM
+    /// killer, -1 when the box went away.
+    pub exit_code: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+}
+
+/// The path parameters of an execution's routes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ExecPath {
+    /// The box's id, a unique prefix of it, or its name.
+    pub box_id: String,
+    /// As `POST /exec` returned it.
+    pub exec_id: String,
 }
 
 /// The box id as the library knows it (a name or prefix resolved).
@@ -87,6 +132,14 @@ async fn resolve(s: &AppState, id: &str) -> Result<boxlite::LiteBox, ApiError> {
     Ok(s.rt.get(id).await?)
 }
 
+#[utoipa::path(post, path = "/v1/boxes/{box_id}/exec", operation_id = "startExecution",
+    tag = "executions", params(crate::boxes::BoxPath), request_body = ExecRequest,
+    responses(
+        (status = 201, description = "Started (the box too, if it was not running)", body = ExecResponse),
+        (status = 400, body = ErrorResponse),
+        (status = 404, body = ErrorResponse),
+        (status = 409, body = ErrorResponse),
+    ))]
 pub async fn start(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -138,45 +191,65 @@ pub async fn start(
     Ok((
         StatusCode::CREATED,
         [(axum::http::header::LOCATION, location)],
-        Json(serde_json::json!({ "execution_id": exec_id })),
+        Json(ExecResponse {
+            execution_id: exec_id,
+        }),
     )
         .into_response())
 }
 
 /// The document's status and exit code for a finished execution.
-fn finished(st: &ExitStatus) -> (&'static str, i64) {
+fn finished(st: &ExitStatus) -> (ExecutionStatus, i64) {
     match *st {
-        ExitStatus::Code(c) => ("completed", i64::from(c)),
-        ExitStatus::Signal { signal, .. } => ("killed", 128 + i64::from(signal)),
-        ExitStatus::TimedOut => ("timed_out", 124),
-        ExitStatus::OutOfMemory => ("killed", 137),
+        ExitStatus::Code(c) => (ExecutionStatus::Completed, i64::from(c)),
+        ExitStatus::Signal { signal, .. } => (ExecutionStatus::Killed, 128 + i64::from(signal)),
+        ExitStatus::TimedOut => (ExecutionStatus::TimedOut, 124),
+        ExitStatus::OutOfMemory => (ExecutionStatus::Killed, 137),
     }
 }
 
+#[utoipa::path(get, path = "/v1/boxes/{box_id}/executions/{exec_id}", operation_id = "getExecution",
+    tag = "executions", params(ExecPath),
+    responses((status = 200, body = ExecutionInfo), (status = 404, body = ErrorResponse)))]
 pub async fn status(
     State(s): State<AppState>,
     Path((id, exec_id)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ExecutionInfo>, ApiError> {
     let e = s.executions.get(&id, &exec_id)?;
     // Finished executions answer at once; a running one does not within the moment.
-    match tokio::time::timeout(Duration::from_millis(50), e.handle.wait()).await {
+    let info = match tokio::time::timeout(Duration::from_millis(50), e.handle.wait()).await {
         Ok(Ok(st)) => {
             let (status, code) = finished(&st);
-            Ok(Json(serde_json::json!({
-                "execution_id": exec_id, "status": status, "exit_code": code,
-            })))
+            ExecutionInfo {
+                execution_id: exec_id,
+                status,
+                exit_code: Some(code),
+                error_message: None,
+            }
         }
-        Ok(Err(err)) => Ok(Json(serde_json::json!({
-            "execution_id": exec_id, "status": "killed", "exit_code": -1,
-            "error_message": ApiError::from(boxlite::Error::from(err)).message,
-        }))),
-        Err(_) => Ok(Json(serde_json::json!({
-            "execution_id": exec_id, "status": "running", "exit_code": null,
-        }))),
-    }
+        Ok(Err(err)) => ExecutionInfo {
+            execution_id: exec_id,
+            status: ExecutionStatus::Killed,
+            exit_code: Some(-1),
+            error_message: Some(ApiError::from(boxlite::Error::from(err)).message),
+        },
+        Err(_) => ExecutionInfo {
+            execution_id: exec_id,
+            status: ExecutionStatus::Running,
+            exit_code: None,
+            error_message: None,
+        },
+    };
+    Ok(Json(info))
 }
 
 /// Kill and forget.
+#[utoipa::path(delete, path = "/v1/boxes/{box_id}/executions/{exec_id}", operation_id = "killExecution",
+    tag = "executions", params(ExecPath),
+    responses(
+        (status = 204, description = "Killed (SIGKILL to its process group) and forgotten"),
+        (status = 404, body = ErrorResponse),
+    ))]
 pub async fn kill(
     State(s): State<AppState>,
     Path((id, exec_id)): Path<(String, String)>,
@@ -193,8 +266,10 @@ pub async fn kill(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+/// `SignalRequest`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SignalRequest {
+    /// One of 1, 2, 3, 6, 10, 12, 15, 28 (kill with `DELETE`).
     pub signal: i32,
 }
 
@@ -221,6 +296,14 @@ mod libc_sig {
     pub const WINCH: i32 = 28;
 }
 
+#[utoipa::path(post, path = "/v1/boxes/{box_id}/executions/{exec_id}/signal",
+    operation_id = "signalExecution", tag = "executions", params(ExecPath),
+    request_body = SignalRequest,
+    responses(
+        (status = 204, description = "Delivered"),
+        (status = 400, body = ErrorResponse),
+        (status = 404, body = ErrorResponse),
+    ))]
 pub async fn signal(
     State(s): State<AppState>,
     Path((id, exec_id)): Path<(String, String)>,
@@ -241,12 +324,24 @@ pub async fn signal(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+/// `ResizeRequest`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ResizeRequest {
+    #[schema(minimum = 1)]
     pub cols: u16,
+    #[schema(minimum = 1)]
     pub rows: u16,
 }
 
+#[utoipa::path(post, path = "/v1/boxes/{box_id}/executions/{exec_id}/resize",
+    operation_id = "resizeExecution", tag = "executions", params(ExecPath),
+    request_body = ResizeRequest,
+    responses(
+        (status = 204, description = "Resized"),
+        (status = 400, body = ErrorResponse),
+        (status = 404, body = ErrorResponse),
+        (status = 409, description = "Not a terminal", body = ErrorResponse),
+    ))]
 pub async fn resize(
     State(s): State<AppState>,
     Path((id, exec_id)): Path<(String, String)>,
@@ -264,6 +359,18 @@ pub async fn resize(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The WebSocket attach. Server to client: binary `[0x01|0x02][bytes]` (stdout, stderr),
+/// then text `{"type":"exit","exit_code":N}` and a normal close. Client to server: binary
+/// frames are stdin; text `{"type":"stdin_eof"}`, `{"type":"resize","cols","rows"}`,
+/// `{"type":"signal","sig"}`.
+#[utoipa::path(get, path = "/v1/boxes/{box_id}/executions/{exec_id}/attach",
+    operation_id = "attachExecution", tag = "executions", params(ExecPath),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket upgrade"),
+        (status = 404, body = ErrorResponse),
+        (status = 409, description = "Another client is attached", body = ErrorResponse),
+    ))]
 pub async fn attach(
     State(s): State<AppState>,
     Path((id, exec_id)): Path<(String, String)>,

@@ -15,17 +15,22 @@ use boxlite::{CopyOptions, TarPlacement};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_stream::StreamExt as _;
+use utoipa::IntoParams;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorResponse};
 
 /// The largest upload accepted, in bytes of tar stream.
 pub const MAX_UPLOAD: u64 = 16 << 30;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
+    /// Where the archive goes in the box (absolute).
     pub path: String,
+    /// Replace existing files (default true).
     #[serde(default = "yes")]
+    #[param(default = true)]
     pub overwrite: bool,
 }
 
@@ -79,12 +84,23 @@ impl<R: AsyncRead + Unpin> AsyncRead for Limited<R> {
     }
 }
 
+#[utoipa::path(put, path = "/v1/boxes/{box_id}/files", operation_id = "uploadFiles", tag = "files",
+    params(crate::boxes::BoxPath, UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/x-tar",
+        description = "A tar stream, at most 16 GiB; chunked is fine"),
+    responses(
+        (status = 204, description = "Unpacked (the box was started if it was not running)"),
+        (status = 400, description = "Not a tar, a hostile entry, or a bad path", body = ErrorResponse),
+        (status = 404, body = ErrorResponse),
+        (status = 409, body = ErrorResponse),
+    ))]
 pub async fn upload(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<UploadQuery>,
+    q: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
+    let Query(q) = q.map_err(ApiError::from_query)?;
     if !q.path.starts_with('/') {
         return Err(ApiError::bad_request(format!(
             "path {:?} must be absolute",
@@ -115,18 +131,30 @@ pub async fn upload(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DownloadQuery {
+    /// What to pack (absolute).
     pub path: String,
+    /// Pack what a symlink at `path` points to, not the link.
     #[serde(default)]
     pub follow_symlinks: bool,
 }
 
+#[utoipa::path(get, path = "/v1/boxes/{box_id}/files", operation_id = "downloadFiles", tag = "files",
+    params(crate::boxes::BoxPath, DownloadQuery),
+    responses(
+        (status = 200, description = "A tar rooted at the path's name; header `x-boxlite-source-is-dir` says whether it was a directory",
+            content_type = "application/x-tar", body = Vec<u8>),
+        (status = 400, body = ErrorResponse),
+        (status = 404, description = "No such box or path", body = ErrorResponse),
+    ))]
 pub async fn download(
     State(s): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<DownloadQuery>,
+    q: Result<Query<DownloadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(ApiError::from_query)?;
     if !q.path.starts_with('/') {
         return Err(ApiError::bad_request(format!(
             "path {:?} must be absolute",

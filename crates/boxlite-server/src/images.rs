@@ -6,23 +6,44 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use boxlite::images::ImageInfo;
 use boxlite::images::registry::Progress;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody, ErrorResponse};
 
-/// The document's `ImageInfo`. `cached_at` is the image's creation time as its config
-/// says: the store does not record when it pulled an image.
-fn image_json(i: &ImageInfo) -> serde_json::Value {
-    let (repository, tag) = split_reference(&i.reference);
-    serde_json::json!({
-        "reference": i.reference,
-        "repository": repository,
-        "tag": tag,
-        "id": i.digest,
-        "cached_at": i.created,
-        "size_bytes": i.size,
-    })
+/// The document's `ImageInfo`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = ImageInfo)]
+pub struct ImageJson {
+    /// Normalized, e.g. `docker.io/library/alpine:latest`.
+    pub reference: String,
+    pub repository: String,
+    pub tag: String,
+    /// The manifest digest.
+    pub id: String,
+    /// The image's creation time as its config says (the store does not record when it
+    /// pulled an image); null when the config has none.
+    pub cached_at: Option<String>,
+    pub size_bytes: Option<u64>,
+}
+
+impl From<&ImageInfo> for ImageJson {
+    fn from(i: &ImageInfo) -> Self {
+        let (repository, tag) = split_reference(&i.reference);
+        ImageJson {
+            reference: i.reference.clone(),
+            repository: repository.to_string(),
+            tag: tag.to_string(),
+            id: i.digest.clone(),
+            cached_at: i.created.clone(),
+            size_bytes: Some(i.size),
+        }
+    }
+}
+
+fn image_json(i: &ImageInfo) -> ImageJson {
+    ImageJson::from(i)
 }
 
 /// `repo/name:tag` into its repository and tag (a tag never holds a `/`).
@@ -34,28 +55,79 @@ fn split_reference(r: &str) -> (&str, &str) {
     }
 }
 
-fn progress_json(p: &Progress) -> serde_json::Value {
+/// One line of a streamed pull (`Accept: application/x-ndjson`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PullEvent {
+    /// The manifest is resolved.
+    Resolved {
+        layers: usize,
+        total_bytes: u64,
+    },
+    /// A layer's download progress.
+    Layer {
+        digest: String,
+        done: u64,
+        total: u64,
+        cached: bool,
+    },
+    /// The root filesystem is being built.
+    Building {
+        layers: usize,
+    },
+    Built {
+        ms: u64,
+        cached: bool,
+    },
+    /// The last line of a pull that succeeded.
+    Done {
+        image: ImageJson,
+    },
+    /// The last line of a pull that failed.
+    Error {
+        error: ErrorBody,
+    },
+}
+
+fn progress_json(p: &Progress) -> PullEvent {
     match p {
         Progress::Resolved {
             layers,
             total_bytes,
-        } => serde_json::json!({"type": "resolved", "layers": layers, "total_bytes": total_bytes}),
+        } => PullEvent::Resolved {
+            layers: *layers,
+            total_bytes: *total_bytes,
+        },
         Progress::Layer {
             digest,
             done,
             total,
             cached,
-        } => serde_json::json!({"type": "layer", "digest": digest, "done": done,
-            "total": total, "cached": cached}),
-        Progress::Building { layers } => serde_json::json!({"type": "building", "layers": layers}),
-        Progress::Built { ms, cached, .. } => {
-            serde_json::json!({"type": "built", "ms": ms, "cached": cached})
-        }
+        } => PullEvent::Layer {
+            digest: digest.clone(),
+            done: *done,
+            total: *total,
+            cached: *cached,
+        },
+        Progress::Building { layers } => PullEvent::Building { layers: *layers },
+        Progress::Built { ms, cached, .. } => PullEvent::Built {
+            ms: *ms,
+            cached: *cached,
+        },
     }
 }
 
-#[derive(Debug, Deserialize)]
+fn line(e: &PullEvent) -> String {
+    let mut l = serde_json::to_string(e).unwrap_or_default();
+    l.push('\n');
+    l
+}
+
+/// `PullImageRequest`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = PullImageRequest)]
 pub struct PullRequest {
+    /// An image reference, e.g. `alpine:3.20` or `ghcr.io/org/app@sha256:...`.
     pub reference: String,
 }
 
@@ -76,6 +148,17 @@ async fn listed(s: &AppState, reference: &str) -> Result<ImageInfo, ApiError> {
 /// Pull an image. With `Accept: application/x-ndjson` the answer is a stream of JSON
 /// lines: progress events, then `{"type":"done","image":{..}}` or
 /// `{"type":"error","error":{..}}`; otherwise one `ImageInfo` once the pull is done.
+#[utoipa::path(post, path = "/v1/images/pull", operation_id = "pullImage", tag = "images",
+    request_body = PullRequest,
+    responses(
+        (status = 200, description = "Pulled and built; with `Accept: application/x-ndjson`, a stream of `PullEvent` lines",
+            content(
+                (ImageJson = "application/json"),
+                (PullEvent = "application/x-ndjson"),
+            )),
+        (status = 400, body = ErrorResponse),
+        (status = 422, description = "The pull failed", body = ErrorResponse),
+    ))]
 pub async fn pull(
     State(s): State<AppState>,
     headers: HeaderMap,
@@ -97,17 +180,21 @@ pub async fn pull(
         let events = tx.clone();
         let pulled =
             s.rt.pull(&req.reference, &move |p| {
-                let _ = events.try_send(progress_json(&p).to_string() + "\n");
+                let _ = events.try_send(line(&progress_json(&p)));
             })
             .await;
         let last = match pulled {
             Ok(img) => match listed(&s, &img.reference).await {
-                Ok(info) => serde_json::json!({"type": "done", "image": image_json(&info)}),
-                Err(e) => serde_json::json!({"type": "error", "error": e.body()}),
+                Ok(info) => PullEvent::Done {
+                    image: image_json(&info),
+                },
+                Err(e) => PullEvent::Error { error: e.body() },
             },
-            Err(e) => serde_json::json!({"type": "error", "error": ApiError::from(e).body()}),
+            Err(e) => PullEvent::Error {
+                error: ApiError::from(e).body(),
+            },
         };
-        let _ = tx.send(last.to_string() + "\n").await;
+        let _ = tx.send(line(&last)).await;
     });
     let stream =
         tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
@@ -120,9 +207,31 @@ pub async fn pull(
 
 use tokio_stream::StreamExt as _;
 
-pub async fn list(State(s): State<AppState>) -> Json<serde_json::Value> {
-    let images: Vec<serde_json::Value> = s.rt.images().await.iter().map(image_json).collect();
-    Json(serde_json::json!({"images": images, "next_page_token": null}))
+/// `ListImagesResponse`: every image on one page.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = ListImagesResponse)]
+pub struct ImageList {
+    pub images: Vec<ImageJson>,
+    /// Always null.
+    pub next_page_token: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/images", operation_id = "listImages", tag = "images",
+    responses((status = 200, body = ImageList)))]
+pub async fn list(State(s): State<AppState>) -> Json<ImageList> {
+    let images = s.rt.images().await.iter().map(image_json).collect();
+    Json(ImageList {
+        images,
+        next_page_token: None,
+    })
+}
+
+/// The path parameter of an image's routes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ImagePath {
+    /// The manifest digest (`sha256:...`) or a reference (slashes and all).
+    pub image_id: String,
 }
 
 /// An image by manifest digest, or by reference.
@@ -142,31 +251,48 @@ async fn find(s: &AppState, key: &str) -> Result<ImageInfo, ApiError> {
         })
 }
 
+#[utoipa::path(get, path = "/v1/images/{image_id}", operation_id = "getImage", tag = "images",
+    params(ImagePath),
+    responses((status = 200, body = ImageJson), (status = 404, body = ErrorResponse)))]
 pub async fn get(
     State(s): State<AppState>,
     Path(key): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ImageJson>, ApiError> {
     Ok(Json(image_json(&find(&s, &key).await?)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RemoveQuery {
+    /// Remove the reference even while boxes use the image (its files stay until the
+    /// last such box goes).
     #[serde(default)]
     pub force: bool,
 }
 
 /// Remove an image's reference (by reference or digest prefix) and prune what nothing
 /// needs; refused while a box uses it, unless forced (then only the reference goes).
+#[utoipa::path(delete, path = "/v1/images/{image_id}", operation_id = "removeImage", tag = "images",
+    params(ImagePath, RemoveQuery),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, body = ErrorResponse),
+        (status = 409, description = "A box uses it", body = ErrorResponse),
+    ))]
 pub async fn remove(
     State(s): State<AppState>,
     Path(key): Path<String>,
-    axum::extract::Query(q): axum::extract::Query<RemoveQuery>,
+    q: Result<axum::extract::Query<RemoveQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let axum::extract::Query(q) = q.map_err(ApiError::from_query)?;
     s.rt.remove_image(key.trim_start_matches('/'), q.force)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(head, path = "/v1/images/{image_id}", operation_id = "imageExists", tag = "images",
+    params(ImagePath),
+    responses((status = 204, description = "Present"), (status = 404, description = "Absent")))]
 pub async fn head(State(s): State<AppState>, Path(key): Path<String>) -> StatusCode {
     match find(&s, &key).await {
         Ok(_) => StatusCode::NO_CONTENT,

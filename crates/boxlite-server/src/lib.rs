@@ -11,6 +11,7 @@ pub mod exec;
 pub mod files;
 pub mod images;
 pub mod metrics;
+pub mod openapi;
 pub mod volumes;
 
 use std::net::SocketAddr;
@@ -112,42 +113,97 @@ pub fn router(state: AppState, key: Option<auth::ApiKey>) -> Router {
                 )
                 .with_state(state),
         )
-        .layer(axum::middleware::from_fn_with_state(key, auth::require_key));
+        .layer(axum::middleware::from_fn_with_state(
+            key.clone(),
+            auth::require_key,
+        ));
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .nest("/v1", v1)
+        .merge(
+            Router::new()
+                .route("/openapi.json", get(openapi::serve))
+                .layer(axum::middleware::from_fn_with_state(key, auth::require_key)),
+        )
 }
 
 /// `ServerConfig`: what this server can do. Features it lacks are `false`, so BoxLite's
 /// SDK refuses them cleanly (`UnsupportedError`) instead of calling missing routes.
-async fn config() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "defaults": {
-            "cpus": boxlite::BoxOptions::new("").cpus,
-            "memory_mib": boxlite::BoxOptions::new("").memory_mib,
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ServerConfig {
+    /// This server's version.
+    pub version: String,
+    pub defaults: ConfigDefaults,
+    pub capabilities: Capabilities,
+}
+
+/// What a box gets when the request does not say.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ConfigDefaults {
+    pub cpus: u32,
+    pub memory_mib: u32,
+}
+
+/// Feature flags and limits.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Capabilities {
+    pub tty_enabled: bool,
+    pub streaming_enabled: bool,
+    pub snapshots_enabled: bool,
+    pub clone_enabled: bool,
+    pub export_enabled: bool,
+    pub import_enabled: bool,
+    pub linux_capabilities_enabled: bool,
+    /// The largest JSON request body, in bytes.
+    pub max_request_body_bytes: u64,
+    /// The largest file upload (tar stream), in bytes.
+    pub file_transfer_max_bytes: u64,
+}
+
+#[utoipa::path(get, path = "/v1/config", operation_id = "getConfig", tag = "server",
+    responses((status = 200, body = ServerConfig)))]
+pub async fn config() -> axum::Json<ServerConfig> {
+    let d = boxlite::BoxOptions::new("");
+    axum::Json(ServerConfig {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        defaults: ConfigDefaults {
+            cpus: d.cpus,
+            memory_mib: d.memory_mib,
         },
-        "capabilities": {
-            "tty_enabled": true,
-            "streaming_enabled": true,
-            "snapshots_enabled": false,
-            "clone_enabled": false,
-            "export_enabled": false,
-            "import_enabled": false,
-            "linux_capabilities_enabled": false,
-            "max_request_body_bytes": MAX_BODY,
+        capabilities: Capabilities {
+            tty_enabled: true,
+            streaming_enabled: true,
+            snapshots_enabled: false,
+            clone_enabled: false,
+            export_enabled: false,
+            import_enabled: false,
+            linux_capabilities_enabled: false,
+            max_request_body_bytes: MAX_BODY as u64,
+            file_transfer_max_bytes: files::MAX_UPLOAD,
         },
-    }))
+    })
 }
 
 /// `Principal`: one key, one local principal, no routing prefix.
-async fn me() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({
-        "sub": "local",
-        "principal_type": "service_account",
-        "scopes": ["boxes", "images"],
-        "path_prefix": null,
-    }))
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Principal {
+    pub sub: String,
+    /// `user` or `service_account`.
+    pub principal_type: String,
+    pub scopes: Vec<String>,
+    /// Always null: routes have no prefix segment.
+    pub path_prefix: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/me", operation_id = "getCurrentPrincipal", tag = "server",
+    responses((status = 200, body = Principal), (status = 401, body = error::ErrorResponse)))]
+pub async fn me() -> axum::Json<Principal> {
+    axum::Json(Principal {
+        sub: "local".into(),
+        principal_type: "service_account".into(),
+        scopes: vec!["boxes".into(), "images".into()],
+        path_prefix: None,
+    })
 }
 
 /// The largest JSON request body accepted.

@@ -70,6 +70,44 @@ async fn the_key_guards_every_route_but_health_and_is_required_off_loopback() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
+    // Every operation the document lists, and the document itself, needs the key.
+    let doc: serde_json::Value =
+        serde_json::from_str(&boxlite_server::openapi::document()).unwrap();
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let concrete = path
+            .split('/')
+            .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in item.as_object().unwrap().keys() {
+            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let resp = c
+                .request(m, format!("{}{concrete}", s.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 401, "{method} {path}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 28, "{checked} operations");
+    let resp = c
+        .get(format!("{}/openapi.json", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let served = c
+        .get(format!("{}/openapi.json", s.base))
+        .bearer_auth("s3cret")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(served, boxlite_server::openapi::document());
     s.stop().await;
 
     let open = ServeConfig {
