@@ -26,6 +26,7 @@ PACKAGES=(
   libarchive13                        # loaded by mke2fs to read the root filesystem's tar stream
   python3                             # the network tests' wheel and simple index; bench/net.sh's fixtures
   python3-venv                        # the REST compatibility test's virtualenv
+  iproute2 util-linux                 # ip and unshare: the API fuzz test's own network namespace
   ca-certificates
 )
 missing=()
@@ -67,13 +68,21 @@ fi
 command -v cargo >/dev/null || { echo "cargo not found: install Rust 1.95.0 (see rust-toolchain.toml)" >&2; exit 1; }
 
 # BoxLite's released Python SDK, for the REST compatibility test (crates/boxlite-server/
-# tests/sdk_compat.rs). Pinned: the version whose REST mode was verified.
+# tests/sdk_compat.rs), and schemathesis, for the API fuzz test (crates/boxlite-cli/tests/
+# fuzz_api.rs). Pinned: the versions these tests were verified with.
 BOXLITE_SDK_VERSION=0.10.8
-if ! build/compat-venv/bin/python -c "import boxlite, sys; sys.exit(boxlite.__version__ != '$BOXLITE_SDK_VERSION')" 2>/dev/null; then
-  log "installing BoxLite's Python SDK $BOXLITE_SDK_VERSION into build/compat-venv"
+SCHEMATHESIS_VERSION=4.32.5
+if ! build/compat-venv/bin/python - "$BOXLITE_SDK_VERSION" "$SCHEMATHESIS_VERSION" 2>/dev/null <<'PY'
+import sys
+from importlib.metadata import version
+sys.exit(version("boxlite") != sys.argv[1] or version("schemathesis") != sys.argv[2])
+PY
+then
+  log "installing BoxLite's Python SDK $BOXLITE_SDK_VERSION and schemathesis $SCHEMATHESIS_VERSION into build/compat-venv"
   rm -rf build/compat-venv
   python3 -m venv build/compat-venv
-  build/compat-venv/bin/pip install -q --disable-pip-version-check "boxlite==$BOXLITE_SDK_VERSION"
+  build/compat-venv/bin/pip install -q --disable-pip-version-check \
+    "boxlite==$BOXLITE_SDK_VERSION" "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
 log "building guest assets"

@@ -326,6 +326,7 @@ pub struct BoxPath {
         (status = 201, description = "Created (not started)", body = BoxJson),
         (status = 400, description = "Invalid or unsupported request", body = ErrorResponse),
         (status = 409, description = "The name is taken", body = ErrorResponse),
+        (status = 422, description = "The image could not be pulled", body = ErrorResponse),
     ))]
 pub async fn create(
     State(s): State<AppState>,

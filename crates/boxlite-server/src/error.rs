@@ -93,7 +93,10 @@ fn classify(e: &boxlite::Error) -> (StatusCode, &'static str, bool) {
         E::Image(ImageError::NotLocal { .. } | ImageError::NotInStore { .. }) => {
             (S::NOT_FOUND, "not_found", true)
         }
-        E::Image(ImageError::NotFoundRemote { .. }) => (S::NOT_FOUND, "not_found", true),
+        // A pull that fails for any reason is BoxLite's 422 `image_pull_failed`.
+        E::Image(ImageError::NotFoundRemote { .. }) => {
+            (S::UNPROCESSABLE_ENTITY, "image_pull_failed", true)
+        }
         E::Image(ImageError::InUse { .. }) => (S::CONFLICT, "invalid_state", true),
         E::Image(ImageError::AuthFailed { .. }) => {
             (S::UNPROCESSABLE_ENTITY, "image_pull_failed", true)
@@ -195,7 +198,16 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorResponse { error: self.body() };
-        (self.status, axum::Json(body)).into_response()
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // The rest of the body was not read: the connection cannot carry another
+            // request, and a client must not reuse it.
+            resp.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        resp
     }
 }
 

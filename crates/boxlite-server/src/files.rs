@@ -20,6 +20,11 @@ use utoipa::IntoParams;
 use crate::AppState;
 use crate::error::{ApiError, ErrorResponse};
 
+/// A tar stream, as the document describes the files routes' bodies.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct TarStream(pub Vec<u8>);
+
 /// The largest upload accepted, in bytes of tar stream.
 pub const MAX_UPLOAD: u64 = 16 << 30;
 
@@ -86,7 +91,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Limited<R> {
 
 #[utoipa::path(put, path = "/v1/boxes/{box_id}/files", operation_id = "uploadFiles", tag = "files",
     params(crate::boxes::BoxPath, UploadQuery),
-    request_body(content = Vec<u8>, content_type = "application/x-tar",
+    request_body(content = TarStream, content_type = "application/x-tar",
         description = "A tar stream, at most 16 GiB; chunked is fine"),
     responses(
         (status = 204, description = "Unpacked (the box was started if it was not running)"),
@@ -145,7 +150,7 @@ pub struct DownloadQuery {
     params(crate::boxes::BoxPath, DownloadQuery),
     responses(
         (status = 200, description = "A tar rooted at the path's name; header `x-boxlite-source-is-dir` says whether it was a directory",
-            content_type = "application/x-tar", body = Vec<u8>),
+            content_type = "application/x-tar", body = TarStream),
         (status = 400, body = ErrorResponse),
         (status = 404, description = "No such box or path", body = ErrorResponse),
     ))]

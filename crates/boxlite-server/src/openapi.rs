@@ -46,7 +46,7 @@ use crate::{boxes, error, exec, files, images, metrics, volumes};
         volumes::remove,
     ),
     components(schemas(error::ErrorResponse, error::ErrorBody, images::PullEvent)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonErrors),
     tags(
         (name = "server", description = "What this server is and can do"),
         (name = "boxes", description = "Box life cycle"),
@@ -73,6 +73,58 @@ impl Modify for BearerAuth {
             "BearerAuth",
             Vec::<String>::new(),
         )]);
+    }
+}
+
+/// Answers every operation can give, documented once here: 401 without the key; 400 for
+/// a parameter or body that does not parse; 413 and 415 for a JSON body too large or not
+/// JSON.
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorResponse")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in doc.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.head,
+            ];
+            for op in ops.into_iter().flatten() {
+                let r = &mut op.responses.responses;
+                let takes_input = op.parameters.as_ref().is_some_and(|p| !p.is_empty())
+                    || op.request_body.is_some();
+                r.entry("401".into())
+                    .or_insert_with(|| error("No key, or the wrong one").into());
+                if takes_input {
+                    r.entry("400".into())
+                        .or_insert_with(|| error("A parameter or the body is invalid").into());
+                }
+                let json_body = op
+                    .request_body
+                    .as_ref()
+                    .is_some_and(|b| b.content.contains_key("application/json"));
+                if json_body {
+                    r.entry("413".into())
+                        .or_insert_with(|| error("The body is larger than 1 MiB").into());
+                    r.entry("415".into())
+                        .or_insert_with(|| error("The body is not JSON").into());
+                }
+            }
+        }
     }
 }
 

@@ -132,7 +132,7 @@ async fn a_box_lives_its_whole_life_through_the_api() {
 
     // What the released Python SDK sends, unknown fields included.
     let body = serde_json::json!({"name": "life", "image": "boxlite/busybox",
-        "network": {"mode": "disabled"}, "detach": false, "auto_stop": 600});
+        "network": {"mode": "disabled"}, "detach": false, "auto_stop": 0, "tty": false});
     let (st, created) = json(
         c.post(url("/boxes"))
             .bearer_auth("k")
@@ -543,7 +543,8 @@ async fn images_pull_with_progress_list_and_get() {
     assert_eq!(last["image"]["id"], digest.as_str());
     assert_eq!(last["image"]["tag"], "v1");
 
-    // Plain: one ImageInfo. A bad reference is a 400, a missing image a 404 or 422.
+    // Plain: one ImageInfo. A bad reference is a 400; an image the registry does not
+    // have is a failed pull, 422, as BoxLite's document says.
     let again: serde_json::Value = c
         .post(url("/images/pull"))
         .bearer_auth("k")
@@ -563,6 +564,20 @@ async fn images_pull_with_progress_list_and_get() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
+    let absent = c
+        .post(url("/images/pull"))
+        .bearer_auth("k")
+        .json(&serde_json::json!({"reference": format!("{}/api/absent:v1", reg.addr)}))
+        .send()
+        .await
+        .unwrap();
+    let st = absent.status();
+    let absent: serde_json::Value = absent.json().await.unwrap();
+    assert_eq!(
+        (st.as_u16(), absent["error"]["code"].as_str()),
+        (422, Some("image_pull_failed")),
+        "{absent}"
+    );
 
     let list: serde_json::Value = c
         .get(url("/images"))

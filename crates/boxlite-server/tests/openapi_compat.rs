@@ -169,12 +169,13 @@ impl Ours {
 }
 
 /// Two signatures are compatible when equal, or equal after refs are resolved to their
-/// schemas' types (`ref:ExecutionStatus` against an inline `string` enum); bytes are
-/// `array<integer>` in utoipa and `string` in the reference.
+/// schemas' types (`ref:ExecutionStatus` against an inline `string` enum).
 fn compatible(ours: &Ours, reference: &Value, theirs: &str, mine: &str) -> bool {
-    theirs == mine
-        || ours.base(theirs, reference) == ours.base(mine, reference)
-        || (theirs.ends_with(" string") && mine.ends_with(" array<integer>"))
+    let base = |t: &str| match t.split_once(' ') {
+        Some((media, t)) => format!("{media} {}", ours.base(t, reference)),
+        None => ours.base(t, reference),
+    };
+    theirs == mine || base(theirs) == base(mine)
 }
 
 #[test]
