@@ -332,6 +332,18 @@ async fn a_box_lives_its_whole_life_through_the_api() {
 
 /// Attach to an execution; collect stdout, stderr and the exit code, sending `stdin`
 /// first (and closing it) when given.
+/// This process's resident memory.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
 async fn attach(
     base: &str,
     box_id: &str,
@@ -872,7 +884,7 @@ async fn files_go_in_and_out_as_docker_cp_places_them_and_hostile_tars_are_refus
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_clients_each_stream_a_mib_intact_at_once() {
+async fn a_stalled_client_costs_the_server_little_and_fifty_clients_each_stream_a_mib_intact() {
     let h = TestHome::new();
     let s = TestServer::start(&h, Some("k")).await;
     let c = reqwest::Client::new();
@@ -897,6 +909,79 @@ async fn fifty_clients_each_stream_a_mib_intact_at_once() {
     assert_eq!(started.status(), 200);
 
     const MIB: usize = 1 << 20;
+    // A client that attaches and then reads nothing: the command's output waits in the
+    // box, not in the server. The server runs in this process; the stalled client holds
+    // nothing, so this process's memory is the server's.
+    const WRITTEN: usize = 64 * MIB;
+    let r: serde_json::Value = c
+        .post(url(&format!("/boxes/{id}/exec")))
+        .bearer_auth("k")
+        .json(&serde_json::json!({"command": "head", "args": ["-c", WRITTEN.to_string(), "/dev/zero"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let eid = r["execution_id"].as_str().unwrap().to_string();
+    let before = rss_bytes();
+    let mut ws = {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!(
+            "{}/v1/boxes/{id}/executions/{eid}/attach",
+            s.base.replace("http://", "ws://")
+        )
+        .into_client_request()
+        .unwrap();
+        req.headers_mut()
+            .insert("authorization", "Bearer k".parse().unwrap());
+        tokio_tungstenite::connect_async(req).await.unwrap().0
+    };
+    // Long enough for the whole output to have been produced several times over, had
+    // nothing held it back (the same box streams about 27 MB/s here).
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let stalled = rss_bytes();
+    let status: serde_json::Value = c
+        .get(url(&format!("/boxes/{id}/executions/{eid}")))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status["status"], "running",
+        "held back by the stalled client: {status}"
+    );
+    let grew = stalled.saturating_sub(before);
+    assert!(
+        grew < (WRITTEN / 4) as u64,
+        "the server grew by {grew} bytes for a client that reads nothing"
+    );
+    // Then it reads: every byte arrives.
+    let mut got = 0usize;
+    let mut code = None;
+    {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        while let Some(m) = ws.next().await {
+            match m.unwrap() {
+                Message::Binary(b) => {
+                    assert_eq!(b.first(), Some(&1));
+                    assert!(b[1..].iter().all(|&x| x == 0));
+                    got += b.len() - 1;
+                }
+                Message::Text(t) => code = Some(t.to_string()),
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(got, WRITTEN);
+    assert!(code.unwrap_or_default().contains(r#""exit_code":0"#));
+    eprintln!("a stalled client: the server grew by {} KiB", grew >> 10);
+
     let mut tasks = Vec::new();
     for i in 0..50 {
         let (c, base, id) = (c.clone(), s.base.clone(), id.clone());
@@ -929,6 +1014,7 @@ async fn fifty_clients_each_stream_a_mib_intact_at_once() {
         let (i, same, len, code) = t.await.unwrap();
         assert!(same && code == 0, "client {i}: {len} bytes, exit {code}");
     }
+
     let del = c
         .delete(url(&format!("/boxes/{id}?force=true")))
         .bearer_auth("k")
