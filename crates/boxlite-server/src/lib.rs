@@ -78,6 +78,7 @@ pub fn router(state: AppState, key: Option<auth::ApiKey>) -> Router {
         .route("/boxes/{id}/start", post(boxes::start))
         .route("/boxes/{id}/stop", post(boxes::stop))
         .route("/boxes/{id}/exec", post(exec::start))
+        .route("/boxes/{id}/attach", get(main_attach))
         .route("/metrics", get(metrics::runtime))
         .route("/boxes/{id}/metrics", get(metrics::of_box))
         .route("/me", get(me))
@@ -102,6 +103,7 @@ pub fn router(state: AppState, key: Option<auth::ApiKey>) -> Router {
             "/boxes/{id}/executions/{exec_id}/resize",
             post(exec::resize),
         )
+        .fallback(no_route)
         .with_state(state.clone())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         // Uploads stream, bounded by their own limit (files::MAX_UPLOAD).
@@ -204,6 +206,26 @@ pub async fn me() -> axum::Json<Principal> {
         scopes: vec!["boxes".into(), "images".into()],
         path_prefix: None,
     })
+}
+
+/// Any other path: the error envelope clients parse, not an empty 404.
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> error::ApiError {
+    error::ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route {method} {}", uri.path()),
+    )
+}
+
+/// BoxLite's main-session attach. A box here runs nothing until asked (`run -d` and
+/// the SDKs start commands as executions), so there is no session to attach to.
+async fn main_attach() -> error::ApiError {
+    error::ApiError::new(
+        axum::http::StatusCode::BAD_REQUEST,
+        "unsupported",
+        "a box has no main session here: start a command with POST /v1/boxes/{id}/exec and \
+         attach to /v1/boxes/{id}/executions/{execution_id}/attach",
+    )
 }
 
 /// The largest JSON request body accepted.

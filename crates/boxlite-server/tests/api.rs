@@ -108,6 +108,21 @@ async fn the_key_guards_every_route_but_health_and_is_required_off_loopback() {
         .await
         .unwrap();
     assert_eq!(served, boxlite_server::openapi::document());
+    // Unknown routes answer in the error envelope; the main-session attach says why not.
+    for (path, status, code) in [
+        ("/v1/nope", 404, "not_found"),
+        ("/v1/boxes/b/attach", 400, "unsupported"),
+    ] {
+        let resp = c
+            .get(format!("{}{path}", s.base))
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "{path}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{path}: {body}");
+    }
     s.stop().await;
 
     let open = ServeConfig {
