@@ -28,10 +28,7 @@ pub(crate) async fn serve_cmd(
     port: u16,
     api_key_file: Option<PathBuf>,
 ) -> Result<i32> {
-    let cfg = ServeConfig {
-        addr: SocketAddr::new(host, port),
-        api_key: api_key(api_key_file)?,
-    };
+    let cfg = ServeConfig::new(SocketAddr::new(host, port), api_key(api_key_file)?);
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");

@@ -60,10 +60,7 @@ async fn main() -> Result<(), boxlite::Error> {
     let rt = Boxlite::from_env()?;
     let server = Server::bind(
         rt.clone(),
-        ServeConfig {
-            addr: "127.0.0.1:0".parse().expect("addr"),
-            api_key: ApiKey::new("k"),
-        },
+        ServeConfig::new("127.0.0.1:0".parse().expect("addr"), ApiKey::new("k")),
     )
     .await
     .expect("bind");

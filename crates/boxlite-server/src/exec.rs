@@ -46,15 +46,21 @@ struct Entry {
     attached: std::sync::atomic::AtomicBool,
 }
 
+/// How long a finished execution stays known (for its status and a late attach).
+pub const KEEP_FINISHED: Duration = Duration::from_secs(300);
+
 impl Executions {
-    fn get(&self, box_id: &str, exec_id: &str) -> Result<Arc<Entry>, ApiError> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+    /// An execution of the box `box_key` (an id, a name or a unique id prefix, resolved
+    /// by the library as in every box route).
+    async fn find(s: &AppState, box_key: &str, exec_id: &str) -> Result<Arc<Entry>, ApiError> {
+        let b = s.rt.get(box_key).await?;
+        let map = s.executions.map.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(exec_id) {
-            Some(e) if e.box_id == box_id => Ok(e.clone()),
+            Some(e) if e.box_id == b.id() => Ok(e.clone()),
             _ => Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                format!("no execution {exec_id:?} in box {box_id:?}"),
+                format!("no execution {exec_id:?} in box {box_key:?}"),
             )),
         }
     }
@@ -64,6 +70,38 @@ impl Executions {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(exec_id);
+    }
+
+    /// Forget `entry` once it has been finished for [`KEEP_FINISHED`] (unless it was
+    /// already forgotten or replaced), so a long-running server's table holds only
+    /// running executions and recent ones.
+    fn reap_later(self: &Arc<Self>, exec_id: String, entry: &Arc<Entry>, keep: Duration) {
+        let table = Arc::downgrade(self);
+        let entry = Arc::downgrade(entry);
+        let handle = match entry.upgrade() {
+            Some(e) => e.handle.clone(),
+            None => return,
+        };
+        tokio::spawn(async move {
+            let _ = handle.wait().await;
+            tokio::time::sleep(keep).await;
+            let (Some(table), Some(entry)) = (table.upgrade(), entry.upgrade()) else {
+                return;
+            };
+            let mut map = table.map.lock().unwrap_or_else(|p| p.into_inner());
+            if map.get(&exec_id).is_some_and(|e| Arc::ptr_eq(e, &entry)) {
+                map.remove(&exec_id);
+            }
+        });
+    }
+
+    /// How many executions the table holds.
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -175,18 +213,20 @@ pub async fn start(
         stdin = None;
     }
     let exec_id = ex.id().to_string();
-    let entry = Entry {
-        box_id: id.clone(),
+    let entry = Arc::new(Entry {
+        box_id: b.id().to_string(),
         handle: ex.clone(),
         first: std::sync::Mutex::new(Some(ex)),
         stdin: tokio::sync::Mutex::new(stdin),
         attached: std::sync::atomic::AtomicBool::new(false),
-    };
+    });
     s.executions
         .map
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(exec_id.clone(), Arc::new(entry));
+        .insert(exec_id.clone(), entry.clone());
+    s.executions
+        .reap_later(exec_id.clone(), &entry, s.keep_finished);
     let location = format!("/v1/boxes/{id}/executions/{exec_id}");
     Ok((
         StatusCode::CREATED,
@@ -215,7 +255,7 @@ pub async fn status(
     State(s): State<AppState>,
     Path((id, exec_id)): Path<(String, String)>,
 ) -> Result<Json<ExecutionInfo>, ApiError> {
-    let e = s.executions.get(&id, &exec_id)?;
+    let e = Executions::find(&s, &id, &exec_id).await?;
     // Finished executions answer at once; a running one does not within the moment.
     let info = match tokio::time::timeout(Duration::from_millis(50), e.handle.wait()).await {
         Ok(Ok(st)) => {
@@ -254,7 +294,7 @@ pub async fn kill(
     State(s): State<AppState>,
     Path((id, exec_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    let e = s.executions.get(&id, &exec_id)?;
+    let e = Executions::find(&s, &id, &exec_id).await?;
     // An execution that already ended has nothing to kill.
     if tokio::time::timeout(Duration::from_millis(20), e.handle.wait())
         .await
@@ -316,7 +356,7 @@ pub async fn signal(
             req.signal
         )));
     }
-    let e = s.executions.get(&id, &exec_id)?;
+    let e = Executions::find(&s, &id, &exec_id).await?;
     e.handle
         .signal(req.signal)
         .await
@@ -351,7 +391,7 @@ pub async fn resize(
     if req.cols == 0 || req.rows == 0 {
         return Err(ApiError::bad_request("cols and rows must be 1 or more"));
     }
-    let e = s.executions.get(&id, &exec_id)?;
+    let e = Executions::find(&s, &id, &exec_id).await?;
     e.handle
         .resize_tty(req.rows, req.cols)
         .await
@@ -376,7 +416,7 @@ pub async fn attach(
     Path((id, exec_id)): Path<(String, String)>,
     ws: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    let e = s.executions.get(&id, &exec_id)?;
+    let e = Executions::find(&s, &id, &exec_id).await?;
     if e.attached.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

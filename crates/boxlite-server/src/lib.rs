@@ -25,6 +25,18 @@ pub struct ServeConfig {
     pub addr: SocketAddr,
     /// The bearer key every route but the health probe requires; `None` only on loopback.
     pub api_key: Option<auth::ApiKey>,
+    /// How long a finished execution stays known ([`exec::KEEP_FINISHED`] by default).
+    pub keep_finished: std::time::Duration,
+}
+
+impl ServeConfig {
+    pub fn new(addr: SocketAddr, api_key: Option<auth::ApiKey>) -> Self {
+        ServeConfig {
+            addr,
+            api_key,
+            keep_finished: exec::KEEP_FINISHED,
+        }
+    }
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -32,6 +44,7 @@ impl std::fmt::Debug for ServeConfig {
         f.debug_struct("ServeConfig")
             .field("addr", &self.addr)
             .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("keep_finished", &self.keep_finished)
             .finish()
     }
 }
@@ -58,6 +71,8 @@ pub enum ServeError {
 pub struct AppState {
     pub rt: boxlite::Boxlite,
     pub executions: std::sync::Arc<exec::Executions>,
+    /// How long a finished execution stays known ([`exec::KEEP_FINISHED`]).
+    pub keep_finished: std::time::Duration,
 }
 
 impl std::fmt::Debug for AppState {
@@ -260,6 +275,7 @@ impl Server {
                 AppState {
                     rt,
                     executions: Default::default(),
+                    keep_finished: cfg.keep_finished,
                 },
                 cfg.api_key,
             ),

@@ -13,10 +13,7 @@ struct TestServer {
 
 impl TestServer {
     async fn start(h: &TestHome, key: Option<&str>) -> TestServer {
-        let cfg = ServeConfig {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            api_key: key.and_then(ApiKey::new),
-        };
+        let cfg = ServeConfig::new("127.0.0.1:0".parse().unwrap(), key.and_then(ApiKey::new));
         let server = Server::bind(h.runtime(), cfg).await.unwrap();
         let addr = server.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -125,10 +122,7 @@ async fn the_key_guards_every_route_but_health_and_is_required_off_loopback() {
     }
     s.stop().await;
 
-    let open = ServeConfig {
-        addr: "0.0.0.0:0".parse().unwrap(),
-        api_key: None,
-    };
+    let open = ServeConfig::new("0.0.0.0:0".parse().unwrap(), None);
     let err = Server::bind(h.runtime(), open).await.unwrap_err();
     assert!(matches!(err, ServeError::NoKeyOffLoopback(_)), "{err}");
     assert!(err.to_string().contains("BOXLITE_API_KEY"), "{err}");
@@ -520,6 +514,56 @@ async fn exec_streams_output_takes_stdin_reports_the_exit_code_and_outlives_a_de
         .await
         .unwrap();
     assert_eq!(gone.status(), 404);
+
+    // A second server on the same home that keeps finished executions for 1 s: an
+    // execution is found by the box's id, name or prefix whichever started it; a
+    // finished one is forgotten after that time, a running one never.
+    let short = {
+        let mut cfg = ServeConfig::new("127.0.0.1:0".parse().unwrap(), ApiKey::new("k"));
+        cfg.keep_finished = std::time::Duration::from_secs(1);
+        let server = Server::bind(h.runtime(), cfg).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        tokio::spawn(server.run(std::future::pending()));
+        format!("http://{addr}/v1/boxes")
+    };
+    let start = |cmd: serde_json::Value| {
+        let (c, u) = (c.clone(), format!("{short}/{}/exec", &id[..12]));
+        async move {
+            let v: serde_json::Value = c
+                .post(u)
+                .bearer_auth("k")
+                .json(&cmd)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["execution_id"].as_str().unwrap().to_string()
+        }
+    };
+    let done = start(serde_json::json!({"command": "true"})).await;
+    let running = start(serde_json::json!({"command": "sleep", "args": ["600"]})).await;
+    let status = |eid: String| {
+        let (c, u) = (c.clone(), format!("{short}/{id}/executions/{eid}"));
+        async move {
+            let r = c.get(u).bearer_auth("k").send().await.unwrap();
+            let st = r.status().as_u16();
+            (st, r.json::<serde_json::Value>().await.unwrap_or_default())
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (st, v) = status(done.clone()).await;
+        if st == 404 {
+            break;
+        }
+        assert_eq!((st, v["status"].as_str()), (200, Some("completed")), "{v}");
+        assert!(std::time::Instant::now() < deadline, "never forgotten");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (st, v) = status(running.clone()).await;
+    assert_eq!((st, v["status"].as_str()), (200, Some("running")), "{v}");
 
     let del = c
         .delete(url(&format!("/boxes/{id}?force=true")))

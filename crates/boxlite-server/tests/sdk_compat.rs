@@ -20,10 +20,7 @@ async fn boxlites_released_python_sdk_drives_boxlite_serve() {
         python.display()
     );
     let h = TestHome::new();
-    let cfg = ServeConfig {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        api_key: ApiKey::new("compat-key"),
-    };
+    let cfg = ServeConfig::new("127.0.0.1:0".parse().unwrap(), ApiKey::new("compat-key"));
     let server = Server::bind(h.runtime(), cfg).await.unwrap();
     let addr = server.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
