@@ -300,7 +300,11 @@ pub async fn kill(
         .await
         .is_err()
     {
-        e.handle.kill().await.map_err(boxlite::Error::from)?;
+        match e.handle.kill().await {
+            // Its box stopped: the process went with it.
+            Ok(()) | Err(boxlite::ExecError::BoxStopped { .. }) => {}
+            Err(err) => return Err(boxlite::Error::from(err).into()),
+        }
     }
     s.executions.forget(&exec_id);
     Ok(StatusCode::NO_CONTENT)
@@ -343,6 +347,7 @@ mod libc_sig {
         (status = 204, description = "Delivered"),
         (status = 400, body = ErrorResponse),
         (status = 404, body = ErrorResponse),
+        (status = 409, description = "The box is not running", body = ErrorResponse),
     ))]
 pub async fn signal(
     State(s): State<AppState>,
@@ -380,7 +385,7 @@ pub struct ResizeRequest {
         (status = 204, description = "Resized"),
         (status = 400, body = ErrorResponse),
         (status = 404, body = ErrorResponse),
-        (status = 409, description = "Not a terminal", body = ErrorResponse),
+        (status = 409, description = "Not a terminal, or the box is not running", body = ErrorResponse),
     ))]
 pub async fn resize(
     State(s): State<AppState>,

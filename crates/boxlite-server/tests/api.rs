@@ -565,6 +565,43 @@ async fn exec_streams_output_takes_stdin_reports_the_exit_code_and_outlives_a_de
     let (st, v) = status(running.clone()).await;
     assert_eq!((st, v["status"].as_str()), (200, Some("running")), "{v}");
 
+    // The box stops under a running execution: signal and resize say so (409), DELETE
+    // forgets it (the process went with the box).
+    let stopped = c
+        .post(url(&format!("/boxes/{id}/stop")))
+        .bearer_auth("k")
+        .json(&serde_json::json!({"timeout_seconds": 0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stopped.status(), 200);
+    for (what, body) in [
+        ("signal", serde_json::json!({"signal": 15})),
+        ("resize", serde_json::json!({"cols": 80, "rows": 24})),
+    ] {
+        let r = c
+            .post(format!("{short}/{id}/executions/{running}/{what}"))
+            .bearer_auth("k")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let st = r.status().as_u16();
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (409, Some("invalid_state")),
+            "{what}: {v}"
+        );
+    }
+    let killed = c
+        .delete(format!("{short}/{id}/executions/{running}"))
+        .bearer_auth("k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(killed.status(), 204);
+
     let del = c
         .delete(url(&format!("/boxes/{id}?force=true")))
         .bearer_auth("k")

@@ -153,24 +153,47 @@ impl Execution {
                 Some(tonic::Code::FailedPrecondition) => ExecError::NoTty {
                     id: self.id.clone(),
                 },
-                _ => ExecError::Agent(e),
+                _ => self.call_failed(e),
             })
     }
 
     /// End the process and its process group for certain (SIGKILL).
     pub async fn kill(&self) -> Result<(), ExecError> {
-        Ok(self.client.signal(&self.id, libc::SIGKILL, true).await?)
+        self.client
+            .signal(&self.id, libc::SIGKILL, true)
+            .await
+            .map_err(|e| self.call_failed(e))
     }
 
     /// Send a signal to the process.
     pub async fn signal(&self, signal: i32) -> Result<(), ExecError> {
-        Ok(self.client.signal(&self.id, signal, false).await?)
+        self.client
+            .signal(&self.id, signal, false)
+            .await
+            .map_err(|e| self.call_failed(e))
     }
 
     /// Deliver `signal` to the process's whole process group (it and the children it
     /// started), as a terminal's Ctrl-C does.
     pub async fn signal_group(&self, signal: i32) -> Result<(), ExecError> {
-        Ok(self.client.signal(&self.id, signal, true).await?)
+        self.client
+            .signal(&self.id, signal, true)
+            .await
+            .map_err(|e| self.call_failed(e))
+    }
+
+    /// A call that failed because the box is gone (stopped, removed, its shim away) says
+    /// so, as `wait` does; anything else is the agent's answer.
+    fn call_failed(&self, e: PortalError) -> ExecError {
+        if agent_lost(&e) {
+            ExecError::BoxStopped {
+                id: self.id.clone(),
+                detail: crate::util::error_chain(&e),
+                hint: String::new(),
+            }
+        } else {
+            ExecError::Agent(e)
+        }
     }
 }
 
@@ -427,7 +450,11 @@ fn agent_lost(e: &PortalError) -> bool {
         PortalError::Rpc { code, message, .. } => {
             matches!(code, tonic::Code::Unavailable | tonic::Code::Cancelled)
                 || (*code == tonic::Code::Unknown
-                    && (message.contains("transport") || message.contains("h2")))
+                    && (message.contains("transport")
+                        || message.contains("h2")
+                        // The shim's socket is gone (ENOENT) or nobody listens on it.
+                        || message.contains("(os error 2)")
+                        || message.contains("(os error 111)")))
         }
         PortalError::Connect { .. } => true,
         PortalError::Timeout { .. } => false,
