@@ -18,6 +18,10 @@ pub(crate) struct Cli {
     /// Registry settings file (default: BOXLITE_HOME/config.toml).
     #[arg(long, global = true, value_name = "FILE")]
     pub(crate) config: Option<PathBuf>,
+    /// Run box commands against a boxlite server (`boxlite serve`) at this http(s) URL
+    /// instead of a local home. The API key comes from BOXLITE_API_KEY only.
+    #[arg(long, global = true, value_name = "URL", env = "BOXLITE_URL")]
+    pub(crate) url: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }

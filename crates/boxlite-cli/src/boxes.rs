@@ -36,7 +36,7 @@ pub async fn create(rt: &Boxlite, opts: BoxOptions) -> Result<i32> {
     Ok(0)
 }
 
-fn ago(secs: u64) -> String {
+pub(crate) fn ago(secs: u64) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -64,7 +64,11 @@ fn status(b: &BoxInfo) -> String {
         s.push_str(": ");
         s.push_str(e.lines().next().unwrap_or(""));
     }
-    // Keep the table aligned; `inspect` has the whole reason.
+    s
+}
+
+/// Keep the table aligned; `inspect` has the whole reason.
+fn fit_status(mut s: String) -> String {
     if s.chars().count() > STATUS_WIDTH {
         s = s.chars().take(STATUS_WIDTH - 1).collect();
         s.push('…');
@@ -89,27 +93,52 @@ pub async fn ls(rt: &Boxlite, all: bool, quiet: bool, format: &str) -> Result<i3
             }
         }
         "table" => {
-            let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "{:<12}  {:<24}  {:<16}  {:<40}  NAME",
-                "BOX ID", "IMAGE", "CREATED", "STATUS"
-            )?;
-            for b in &boxes {
-                writeln!(
-                    out,
-                    "{:<12}  {:<24}  {:<16}  {:<40}  {}",
-                    &b.id[..12.min(b.id.len())],
-                    b.image,
-                    ago(b.created_at),
-                    status(b),
-                    b.name.as_deref().unwrap_or("")
-                )?;
-            }
+            let rows: Vec<BoxRow> = boxes
+                .iter()
+                .map(|b| BoxRow {
+                    id: b.id.clone(),
+                    image: b.image.clone(),
+                    created: ago(b.created_at),
+                    status: status(b),
+                    name: b.name.clone().unwrap_or_default(),
+                })
+                .collect();
+            print_box_table(&rows)?;
         }
         other => bail!("invalid --format {other:?}; valid values are table and json"),
     }
     Ok(0)
+}
+
+/// One line of `ls`, as plain data (from the library here, from a server with `--url`).
+#[derive(Debug)]
+pub(crate) struct BoxRow {
+    pub(crate) id: String,
+    pub(crate) image: String,
+    pub(crate) created: String,
+    pub(crate) status: String,
+    pub(crate) name: String,
+}
+
+pub(crate) fn print_box_table(rows: &[BoxRow]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<12}  {:<24}  {:<16}  {:<40}  NAME",
+        "BOX ID", "IMAGE", "CREATED", "STATUS"
+    )?;
+    for b in rows {
+        writeln!(
+            out,
+            "{:<12}  {:<24}  {:<16}  {:<40}  {}",
+            b.id.chars().take(12).collect::<String>(),
+            b.image,
+            b.created,
+            fit_status(b.status.clone()),
+            b.name
+        )?;
+    }
+    Ok(())
 }
 
 pub async fn inspect(rt: &Boxlite, keys: &[String]) -> Result<i32> {
@@ -193,24 +222,16 @@ pub async fn volume(rt: &Boxlite, cmd: crate::args::VolumeCommand) -> Result<i32
             match format.as_str() {
                 "json" => println!("{}", serde_json::to_string_pretty(&vols)?),
                 "table" => {
-                    let mut out = std::io::stdout().lock();
-                    writeln!(
-                        out,
-                        "{:<10}  {:<34}  {:<16}  USED BY",
-                        "KIND", "NAME", "CREATED"
-                    )?;
-                    for v in &vols {
-                        let users: Vec<&str> =
-                            v.used_by.iter().map(|u| &u[..12.min(u.len())]).collect();
-                        writeln!(
-                            out,
-                            "{:<10}  {:<34}  {:<16}  {}",
-                            format!("{:?}", v.kind).to_lowercase(),
-                            v.name,
-                            ago(v.created_at),
-                            users.join(",")
-                        )?;
-                    }
+                    let rows: Vec<VolumeRow> = vols
+                        .iter()
+                        .map(|v| VolumeRow {
+                            kind: format!("{:?}", v.kind).to_lowercase(),
+                            name: v.name.clone(),
+                            created: ago(v.created_at),
+                            used_by: v.used_by.clone(),
+                        })
+                        .collect();
+                    print_volume_table(&rows)?;
                 }
                 other => bail!("invalid --format {other:?}; valid values are table and json"),
             }
@@ -232,4 +253,38 @@ pub async fn volume(rt: &Boxlite, cmd: crate::args::VolumeCommand) -> Result<i32
         }
     }
     Ok(if failed { 125 } else { 0 })
+}
+
+/// One line of `volume ls`, as plain data.
+#[derive(Debug)]
+pub(crate) struct VolumeRow {
+    pub(crate) kind: String,
+    pub(crate) name: String,
+    pub(crate) created: String,
+    pub(crate) used_by: Vec<String>,
+}
+
+pub(crate) fn print_volume_table(rows: &[VolumeRow]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<10}  {:<34}  {:<16}  USED BY",
+        "KIND", "NAME", "CREATED"
+    )?;
+    for v in rows {
+        let users: Vec<String> = v
+            .used_by
+            .iter()
+            .map(|u| u.chars().take(12).collect())
+            .collect();
+        writeln!(
+            out,
+            "{:<10}  {:<34}  {:<16}  {}",
+            v.kind,
+            v.name,
+            v.created,
+            users.join(",")
+        )?;
+    }
+    Ok(())
 }

@@ -33,47 +33,94 @@ pub fn parse(arg: &str) -> Place {
     }
 }
 
-fn box_path(path: &str) -> Result<&str> {
+fn box_path(path: String) -> Result<String> {
     if !path.starts_with('/') {
         bail!("the path in the box must be absolute, like BOX:/dir/file (got {path:?})");
     }
     Ok(path)
 }
 
+/// What a `cp SRC DST` asks for, its box path checked; the local and the remote CLI
+/// carry it out.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Copy {
+    /// `cp - BOX:DIR`: a tar on stdin.
+    TarIn { key: String, path: String },
+    /// `cp BOX:PATH -`: a tar on stdout.
+    TarOut { key: String, path: String },
+    In {
+        host: String,
+        key: String,
+        path: String,
+    },
+    Out {
+        key: String,
+        path: String,
+        host: String,
+    },
+}
+
+impl Copy {
+    pub fn parse(src: &str, dst: &str) -> Result<Copy> {
+        Ok(match (parse(src), parse(dst)) {
+            (Place::Stream, Place::Box { key, path }) => Copy::TarIn {
+                key,
+                path: box_path(path)?,
+            },
+            (Place::Box { key, path }, Place::Stream) => Copy::TarOut {
+                key,
+                path: box_path(path)?,
+            },
+            (Place::Host(host), Place::Box { key, path }) => Copy::In {
+                host,
+                key,
+                path: box_path(path)?,
+            },
+            (Place::Box { key, path }, Place::Host(host)) => Copy::Out {
+                key,
+                path: box_path(path)?,
+                host,
+            },
+            (Place::Box { .. }, Place::Box { .. }) => {
+                bail!(
+                    "copying from one box to another is not supported; copy out to the host, then in"
+                )
+            }
+            (Place::Stream, Place::Stream)
+            | (Place::Stream, Place::Host(_))
+            | (Place::Host(_), Place::Stream) => {
+                bail!(
+                    "`-` (a tar stream) needs a box on the other side: `cp - BOX:DIR` or `cp BOX:PATH -`"
+                )
+            }
+            (Place::Host(_), Place::Host(_)) => {
+                bail!(
+                    "one side of a copy must be BOX:PATH (a box id or name, a colon, an absolute path)"
+                )
+            }
+        })
+    }
+}
+
 pub async fn run(rt: &Boxlite, src: &str, dst: &str, opts: CopyOptions) -> Result<i32> {
-    match (parse(src), parse(dst)) {
-        (Place::Stream, Place::Box { key, path }) => {
+    match Copy::parse(src, dst)? {
+        Copy::TarIn { key, path } => {
             let b = rt.get(&key).await?;
-            b.copy_in_tar(tokio::io::stdin(), box_path(&path)?, opts.overwrite)
+            b.copy_in_tar(tokio::io::stdin(), &path, opts.overwrite)
                 .await?;
         }
-        (Place::Box { key, path }, Place::Stream) => {
+        Copy::TarOut { key, path } => {
             let b = rt.get(&key).await?;
-            b.copy_out_tar(box_path(&path)?, &mut tokio::io::stdout(), &opts)
+            b.copy_out_tar(&path, &mut tokio::io::stdout(), &opts)
                 .await?;
         }
-        (Place::Host(h), Place::Box { key, path }) => {
+        Copy::In { host, key, path } => {
             let b = rt.get(&key).await?;
-            b.copy_in(&h, box_path(&path)?, &opts).await?;
+            b.copy_in(&host, &path, &opts).await?;
         }
-        (Place::Box { key, path }, Place::Host(h)) => {
+        Copy::Out { key, path, host } => {
             let b = rt.get(&key).await?;
-            b.copy_out(box_path(&path)?, &h, &opts).await?;
-        }
-        (Place::Box { .. }, Place::Box { .. }) => {
-            bail!("copying from one box to another is not supported; copy out to the host, then in")
-        }
-        (Place::Stream, Place::Stream)
-        | (Place::Stream, Place::Host(_))
-        | (Place::Host(_), Place::Stream) => {
-            bail!(
-                "`-` (a tar stream) needs a box on the other side: `cp - BOX:DIR` or `cp BOX:PATH -`"
-            )
-        }
-        (Place::Host(_), Place::Host(_)) => {
-            bail!(
-                "one side of a copy must be BOX:PATH (a box id or name, a colon, an absolute path)"
-            )
+            b.copy_out(&path, &host, &opts).await?;
         }
     }
     Ok(0)

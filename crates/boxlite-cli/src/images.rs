@@ -12,7 +12,7 @@ use crate::stats::bytes;
 
 /// Progress on stderr: one line rewritten in place on a terminal, otherwise a line per
 /// finished layer, so logs stay readable.
-struct Display {
+pub(crate) struct Display {
     tty: bool,
     state: Mutex<State>,
 }
@@ -26,14 +26,14 @@ struct State {
 }
 
 impl Display {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Display {
             tty: std::io::stderr().is_terminal(),
             state: Mutex::new(State::default()),
         }
     }
 
-    fn event(&self, reference: &str, p: Progress) {
+    pub(crate) fn event(&self, reference: &str, p: Progress) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut err = std::io::stderr().lock();
         match p {
@@ -150,11 +150,20 @@ pub async fn pull(rt: &Boxlite, references: &[String], quiet: bool) -> Result<i3
 }
 
 pub async fn list(rt: &Boxlite, quiet: bool, format: &str) -> Result<i32> {
-    let images = rt.images().await;
+    print_images(&rt.images().await, quiet, format)?;
+    Ok(0)
+}
+
+/// `images` output for a list of images (the local store's, or a server's).
+pub(crate) fn print_images(
+    images: &[boxlite::images::ImageInfo],
+    quiet: bool,
+    format: &str,
+) -> Result<()> {
     match format {
         "json" => println!("{}", serde_json::to_string_pretty(&images)?),
         "table" if quiet => {
-            for i in &images {
+            for i in images {
                 println!("{}", i.reference);
             }
         }
@@ -169,11 +178,12 @@ pub async fn list(rt: &Boxlite, quiet: bool, format: &str) -> Result<i32> {
                 "{:w$}  {:12}  {:>9}  CREATED",
                 "REFERENCE", "DIGEST", "SIZE"
             );
-            for i in &images {
+            for i in images {
+                let short = i.digest.trim_start_matches("sha256:");
                 println!(
                     "{:w$}  {:12}  {:>9}  {}",
                     i.reference,
-                    &i.digest["sha256:".len()..][..12],
+                    short.get(..12).unwrap_or(short),
                     bytes(i.size),
                     i.created.as_deref().unwrap_or("-")
                 );
@@ -181,7 +191,7 @@ pub async fn list(rt: &Boxlite, quiet: bool, format: &str) -> Result<i32> {
         }
         other => bail!("invalid --format {other:?}; valid values are table and json"),
     }
-    Ok(0)
+    Ok(())
 }
 
 pub async fn remove(rt: &Boxlite, keys: &[String], force: bool) -> Result<i32> {

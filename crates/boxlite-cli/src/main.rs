@@ -6,6 +6,7 @@
 //!
 //! `args.rs` holds the command line's shape, `run.rs` runs and streams commands, and
 //! `boxes.rs`, `images.rs`, `cp.rs`, `stats.rs` and `info.rs` the other subcommands.
+//! With `--url` (or `BOXLITE_URL`), `remote/` runs the box commands against a server.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,6 +21,7 @@ mod cp;
 mod images;
 mod info;
 mod network;
+mod remote;
 mod run;
 mod serve;
 mod stats;
@@ -27,17 +29,27 @@ mod term;
 
 use args::{Cli, Command, ImageCommand};
 
-fn init_logging(debug: bool, home: &std::path::Path) {
+/// Logs to stderr with `--debug` or `RUST_LOG`, else to the home's log file (none for a
+/// remote CLI, which has no home).
+fn init_logging(debug: bool, home: Option<&std::path::Path>) {
     use tracing_subscriber::EnvFilter;
     let env = std::env::var("RUST_LOG").ok();
     if debug || env.is_some() {
         let filter = env.unwrap_or_else(|| "debug,h2=info,tower=info,hyper=info".into());
+        let mut filter = EnvFilter::new(filter);
+        // tungstenite traces its whole handshake request, the API key's header included.
+        if let Ok(d) = "tungstenite::handshake=debug".parse() {
+            filter = filter.add_directive(d);
+        }
         tracing_subscriber::fmt()
-            .with_env_filter(EnvFilter::new(filter))
+            .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .init();
         return;
     }
+    let Some(home) = home else {
+        return;
+    };
     let dir = home.join("logs");
     if std::fs::create_dir_all(&dir).is_err() {
         return;
@@ -56,11 +68,15 @@ fn init_logging(debug: bool, home: &std::path::Path) {
 }
 
 async fn real_main(cli: Cli) -> Result<i32> {
+    if let Some(url) = &cli.url {
+        init_logging(cli.debug, None);
+        return remote::main(url, cli.command).await;
+    }
     let home = cli
         .home
         .clone()
         .unwrap_or_else(boxlite::runtime::default_home);
-    init_logging(cli.debug, &home);
+    init_logging(cli.debug, Some(&home));
     let rt = Boxlite::new(RuntimeOptions {
         home: Some(home),
         assets: None,

@@ -24,12 +24,12 @@ fn parse_env(specs: &[String]) -> Result<Vec<(String, String)>> {
 /// before anything is created; applied to whatever command runs.
 #[derive(Debug)]
 pub(crate) struct ExecSettings {
-    interactive: bool,
-    env: Vec<(String, String)>,
-    workdir: Option<String>,
-    user: Option<String>,
-    tty: bool,
-    timeout: Option<Duration>,
+    pub(crate) interactive: bool,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) workdir: Option<String>,
+    pub(crate) user: Option<String>,
+    pub(crate) tty: bool,
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl ExecSettings {
@@ -160,7 +160,16 @@ pub(crate) async fn interrupted() -> i32 {
     }
 }
 
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `run` flags checked and parsed, as the local and the remote `run` take them.
+pub(crate) fn run_settings(exec: &ExecArgs, detach: bool) -> Result<ExecSettings> {
+    if detach && exec.interactive {
+        bail!("-i cannot be combined with -d: a detached command has no terminal to read from");
+    }
+    check_tty(exec)?;
+    ExecSettings::parse(exec)
+}
 
 /// `boxlite run`: create a box (the command, if any, replacing the image's `Cmd`), start
 /// it, and run its command. In the foreground the box lives as long as its command:
@@ -173,12 +182,8 @@ pub(crate) async fn run_cmd(
     image: String,
     command: Vec<String>,
 ) -> Result<i32> {
-    if detach && exec.interactive {
-        bail!("-i cannot be combined with -d: a detached command has no terminal to read from");
-    }
-    check_tty(&exec)?;
     // Every flag is checked before anything is created.
-    let settings = ExecSettings::parse(&exec)?;
+    let settings = run_settings(&exec, detach)?;
     let b = rt.create(create.options(&image, &command)?).await?;
     // Entrypoint + (the command or the image's Cmd). Detached with nothing to run is
     // fine: the box runs idle.
@@ -255,7 +260,7 @@ pub(crate) async fn exec_cmd(
 }
 
 /// `-it` needs a terminal to read keystrokes from, as with docker.
-fn check_tty(exec: &ExecArgs) -> Result<()> {
+pub(crate) fn check_tty(exec: &ExecArgs) -> Result<()> {
     if exec.tty && exec.interactive && !term::is_tty(0) {
         bail!("the input device is not a TTY; drop -t, or run from a terminal");
     }

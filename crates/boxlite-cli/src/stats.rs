@@ -52,7 +52,43 @@ async fn snapshot(rt: &Boxlite, keys: &[String]) -> Result<Vec<BoxMetrics>> {
     Ok(out)
 }
 
-fn table(now: &[BoxMetrics], before: &HashMap<String, BoxMetrics>) -> String {
+/// One line of the stats table, as plain data (from the library here, from a server
+/// with `--url`).
+#[derive(Debug, Default)]
+pub(crate) struct StatRow {
+    pub(crate) id: String,
+    pub(crate) name: Option<String>,
+    pub(crate) cpu_percent: Option<f64>,
+    pub(crate) mem_used_total: Option<(u64, u64)>,
+    pub(crate) vmm_rss_bytes: Option<u64>,
+    pub(crate) disk_overlay_bytes: u64,
+    pub(crate) execs_started: Option<u64>,
+    pub(crate) ready_ms: Option<u64>,
+    pub(crate) net_in_out: Option<(u64, u64)>,
+    pub(crate) denied: Option<u64>,
+}
+
+fn rows(now: &[BoxMetrics], before: &HashMap<String, BoxMetrics>) -> Vec<StatRow> {
+    now.iter()
+        .map(|m| StatRow {
+            id: m.id.clone(),
+            name: m.name.clone(),
+            cpu_percent: before
+                .get(&m.id)
+                .and_then(|b| m.cpu_percent_since(b))
+                .or(m.cpu_percent),
+            mem_used_total: m.mem_used_bytes.zip(m.mem_total_bytes),
+            vmm_rss_bytes: m.vmm_rss_bytes,
+            disk_overlay_bytes: m.disk_overlay_bytes,
+            execs_started: m.execs_started,
+            ready_ms: m.boot.map(|b| b.ready_ms),
+            net_in_out: m.network.as_ref().map(|n| (n.bytes_in, n.bytes_out)),
+            denied: m.network.as_ref().map(|n| n.denied),
+        })
+        .collect()
+}
+
+pub(crate) fn table(now: &[StatRow]) -> String {
     let mut s = format!(
         "{:<12}  {:<16}  {:>7}  {:>21}  {:>10}  {:>10}  {:>6}  {:>8}  {:>21}  {:>6}\n",
         "BOX ID",
@@ -67,33 +103,25 @@ fn table(now: &[BoxMetrics], before: &HashMap<String, BoxMetrics>) -> String {
         "DENIED"
     );
     for m in now {
-        let cpu = before
-            .get(&m.id)
-            .and_then(|b| m.cpu_percent_since(b))
-            .or(m.cpu_percent);
-        let mem = match (m.mem_used_bytes, m.mem_total_bytes) {
-            (Some(u), Some(t)) => format!("{} / {}", bytes(u), bytes(t)),
+        let mem = match m.mem_used_total {
+            Some((u, t)) => format!("{} / {}", bytes(u), bytes(t)),
             _ => "-".into(),
         };
         let net = m
-            .network
-            .as_ref()
-            .map(|n| format!("{} / {}", bytes(n.bytes_in), bytes(n.bytes_out)));
+            .net_in_out
+            .map(|(i, o)| format!("{} / {}", bytes(i), bytes(o)));
         s.push_str(&format!(
             "{:<12}  {:<16}  {:>7}  {:>21}  {:>10}  {:>10}  {:>6}  {:>8}  {:>21}  {:>6}\n",
-            &m.id[..12.min(m.id.len())],
+            m.id.chars().take(12).collect::<String>(),
             m.name.as_deref().unwrap_or("-"),
-            opt(cpu, |c| format!("{c:.1}%")),
+            opt(m.cpu_percent, |c| format!("{c:.1}%")),
             mem,
             opt(m.vmm_rss_bytes, bytes),
             bytes(m.disk_overlay_bytes),
             opt(m.execs_started, |n| n.to_string()),
-            opt(m.boot.map(|b| b.ready_ms), |ms| format!(
-                "{:.2}s",
-                ms as f64 / 1000.0
-            )),
+            opt(m.ready_ms, |ms| format!("{:.2}s", ms as f64 / 1000.0)),
             net.unwrap_or_else(|| "-".into()),
-            opt(m.network.as_ref().map(|n| n.denied), |n| n.to_string()),
+            opt(m.denied, |n| n.to_string()),
         ));
     }
     s
@@ -118,9 +146,9 @@ pub async fn run(rt: &Boxlite, keys: &[String], no_stream: bool, format: &str) -
         match format {
             "json" if no_stream => println!("{}", serde_json::to_string_pretty(&now)?),
             "json" => println!("{}", serde_json::to_string(&now)?),
-            _ if no_stream => print!("{}", table(&now, &before)),
+            _ if no_stream => print!("{}", table(&rows(&now, &before))),
             // Clear the screen and redraw, as `docker stats` does.
-            _ => print!("\x1b[2J\x1b[H{}", table(&now, &before)),
+            _ => print!("\x1b[2J\x1b[H{}", table(&rows(&now, &before))),
         }
         if no_stream {
             return Ok(0);

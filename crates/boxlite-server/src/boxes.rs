@@ -23,6 +23,7 @@ use crate::error::{ApiError, ErrorResponse};
 pub struct BoxJson {
     /// The box's id; every route also takes its name or a unique id prefix.
     pub box_id: String,
+    #[serde(default)]
     pub name: Option<String>,
     pub status: BoxStatus,
     /// RFC 3339, UTC.
@@ -32,17 +33,23 @@ pub struct BoxJson {
     #[schema(format = DateTime)]
     pub updated_at: String,
     /// The VMM's process id while it runs.
+    #[serde(default)]
     pub pid: Option<u32>,
     pub image: String,
     pub cpus: u8,
     pub memory_mib: u32,
+    #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Seconds idle before a pause; always 0 (never) until boxes pause themselves.
+    #[serde(default)]
     pub auto_pause: u64,
     /// The same, under the name BoxLite's released Python SDK reads.
+    #[serde(default)]
     pub auto_stop: u64,
     /// Seconds after a stop before removal; always 0 (never).
+    #[serde(default)]
     pub auto_delete: u64,
+    #[serde(default)]
     pub auto_resume: bool,
 }
 
@@ -56,6 +63,8 @@ pub enum BoxStatus {
     Stopped,
     Paused,
     Failed,
+    /// Also what a client reads for a status it does not know.
+    #[serde(other)]
     Unknown,
 }
 
@@ -128,6 +137,10 @@ pub struct NetworkJson {
     /// the box to allow-list mode.
     #[serde(default)]
     pub allow_net: Vec<String>,
+    /// Egress deny rules, same syntax; a deny beats any allow. (Not in BoxLite's
+    /// document: `boxlite --url run --deny-net` sends it.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_net: Vec<String>,
 }
 
 /// `VolumeSpec` of the document, and the released SDK's managed-volume form. Only
@@ -177,6 +190,10 @@ pub struct CreateBox {
     /// Accepted; a box created here never depends on the caller's connection.
     #[serde(default)]
     pub detach: bool,
+    /// Remove the box as soon as it stops, however it stops (`boxlite run --rm`; not in
+    /// BoxLite's document).
+    #[serde(default)]
+    pub auto_remove: bool,
     /// Accepted: commands ask for a terminal one by one.
     #[serde(default)]
     pub tty: bool,
@@ -235,7 +252,8 @@ impl CreateBox {
         {
             return Err(unsupported("advanced (Linux capabilities)"));
         }
-        let mut o = BoxOptions::new(self.image.unwrap_or_else(|| "alpine:latest".into()));
+        let mut o = BoxOptions::new(self.image.unwrap_or_else(|| "alpine:latest".into()))
+            .auto_remove(self.auto_remove);
         if let Some(n) = self.name {
             o = o.name(n);
         }
@@ -292,11 +310,13 @@ impl CreateBox {
                     )));
                 }
             };
-            o = o.network(boxlite::model::NetworkSpec {
+            let net = boxlite::model::NetworkSpec {
                 mode,
                 allow: n.allow_net,
+                deny: n.deny_net,
                 ..Default::default()
-            });
+            };
+            o = o.network(net);
         }
         Ok(o)
     }
@@ -485,8 +505,24 @@ pub async fn stop(
         None => Duration::from_secs(30),
     };
     let b = s.rt.get(&id).await?;
+    let before = b.info().await?;
     b.stop(timeout).await?;
-    Ok(Json(BoxJson::from(&b.info().await?)))
+    match b.info().await {
+        Ok(info) => Ok(Json(BoxJson::from(&info))),
+        // An auto-remove box is gone once stopped: it is shown as it ended.
+        Err(boxlite::Error::Box(boxlite::BoxError::NotFound(_))) => {
+            let mut last = BoxJson::from(&before);
+            last.status = BoxStatus::Stopped;
+            last.pid = None;
+            last.updated_at = rfc3339(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            );
+            Ok(Json(last))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

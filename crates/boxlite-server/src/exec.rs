@@ -108,8 +108,15 @@ impl Executions {
 /// `ExecRequest` of the document (and the upstream server's `stdin`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ExecRequest {
-    /// The program: a path, or a name looked up in the command's `PATH`.
+    /// The program: a path, or a name looked up in the command's `PATH`. Empty (or
+    /// absent) only with `default_command`.
+    #[serde(default)]
     pub command: String,
+    /// Run the box's default command instead, as `docker run IMAGE [ARGS]` does: the
+    /// image's entrypoint (or the box's) followed by `args`, or by the image's (or the
+    /// box's) command when `args` is empty. Not in BoxLite's document.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub default_command: bool,
     #[serde(default)]
     pub args: Vec<String>,
     /// Added to the box's default environment.
@@ -122,6 +129,10 @@ pub struct ExecRequest {
     /// Run on a terminal (80x24 until resized); output then comes on stdout only.
     #[serde(default)]
     pub tty: bool,
+    /// Run as `name|uid[:group|gid]`, resolved in the image (not in BoxLite's document;
+    /// the box's default user otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
     /// Written to the process's stdin, which is then closed. Without it, stdin stays
     /// open for an attached client.
     pub stdin: Option<String>,
@@ -185,12 +196,29 @@ pub async fn start(
 ) -> Result<Response, ApiError> {
     let Json(req) = body.map_err(ApiError::from_json)?;
     let b = resolve(&s, &id).await?;
-    let mut cmd = BoxCommand::new(req.command).args(req.args).stdin(true);
+    let base = match (req.default_command, req.command.is_empty()) {
+        (true, true) => b.image_command(&req.args).await?,
+        (false, false) => BoxCommand::new(req.command).args(req.args),
+        (true, false) => {
+            return Err(ApiError::bad_request(
+                "command and default_command exclude each other; give one",
+            ));
+        }
+        (false, true) => {
+            return Err(ApiError::bad_request(
+                "command is empty; give the program to run (or default_command: true)",
+            ));
+        }
+    };
+    let mut cmd = base.stdin(true);
     for (k, v) in req.env {
         cmd = cmd.env(k, v);
     }
     if let Some(d) = req.working_dir {
         cmd = cmd.working_dir(d);
+    }
+    if let Some(u) = req.user {
+        cmd = cmd.user(u);
     }
     if let Some(t) = req.timeout_seconds {
         if !(t.is_finite() && t > 0.0) {

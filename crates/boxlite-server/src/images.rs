@@ -24,7 +24,9 @@ pub struct ImageJson {
     pub id: String,
     /// The image's creation time as its config says (the store does not record when it
     /// pulled an image); null when the config has none.
+    #[serde(default)]
     pub cached_at: Option<String>,
+    #[serde(default)]
     pub size_bytes: Option<u64>,
 }
 

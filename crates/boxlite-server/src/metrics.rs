@@ -81,6 +81,7 @@ pub struct BoxMetrics {
     pub vmm_rss_bytes: Option<u64>,
     pub memory_total_bytes: Option<u64>,
     /// Bytes the box's disk overlay uses on the host.
+    #[serde(default)]
     pub disk_overlay_bytes: u64,
     pub rootfs_used_bytes: Option<u64>,
     pub oom_kills: Option<u64>,

@@ -56,7 +56,7 @@ pub use layout::{SocketDirError, ram_root, socket_root};
 pub use litebox::{
     BootStages, BoxCommand, BoxError, BoxInfo, BoxMetrics, BoxOptions, BoxState, CopyError,
     CopyOptions, CopyStats, ExecError, ExecOutput, ExecStdin, Execution, Health, HealthOptions,
-    HealthState, InBoxKind, LiteBox, TarPlacement,
+    HealthState, HostDestination, HostSource, HostUnpackError, InBoxKind, LiteBox, TarPlacement,
 };
 pub use model::ImageBuilder;
 pub use portal::{ExitStatus, PortalError};

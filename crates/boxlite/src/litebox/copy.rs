@@ -152,6 +152,287 @@ pub enum TarPlacement {
     Contents,
 }
 
+/// A host file or directory read for a copy into a box, as `docker cp HOST BOX:PATH`
+/// reads it: the item under its own name, or a directory's contents for a source ending
+/// in `/.` (or any directory without [`CopyOptions::include_parent`]). Entries are owned
+/// by root. [`LiteBox::copy_in`] sends it to the agent; a client of the REST API sends
+/// the same stream to `PUT /files`.
+#[derive(Debug)]
+pub struct HostSource {
+    abs: PathBuf,
+    top: Vec<u8>,
+    pack: boxlite_archive::PackOptions,
+    /// Where the stream's entries go in the box.
+    pub placement: TarPlacement,
+}
+
+impl HostSource {
+    pub fn new(host: &Path, opts: &CopyOptions) -> Result<HostSource, CopyError> {
+        let bad = |reason: String| CopyError::HostPath {
+            path: host.to_path_buf(),
+            reason,
+        };
+        let meta = if opts.follow_symlinks {
+            std::fs::metadata(host)
+        } else {
+            std::fs::symlink_metadata(host)
+        }
+        .map_err(|e| bad(e.to_string()))?;
+        if meta.is_dir() && !opts.recursive {
+            return Err(bad(
+                "is a directory (a recursive copy was not asked for)".into()
+            ));
+        }
+        let abs = std::path::absolute(host).map_err(|e| bad(e.to_string()))?;
+        let contents =
+            meta.is_dir() && (!opts.include_parent || ends_with_dot(host.as_os_str().as_bytes()));
+        let (top, placement) = if contents {
+            (b".".to_vec(), TarPlacement::Contents)
+        } else {
+            let name = last_name(&abs).unwrap_or_else(|| b".".to_vec());
+            (name, TarPlacement::Item)
+        };
+        Ok(HostSource {
+            abs,
+            top,
+            pack: boxlite_archive::PackOptions {
+                follow_symlinks: opts.follow_symlinks,
+                recursive: opts.recursive,
+                owner: Some((0, 0)),
+            },
+            placement,
+        })
+    }
+
+    /// Pack it on a blocking thread into 64 KiB chunks on the returned channel (a few
+    /// in flight); the task's result says whether packing finished. Dropping the
+    /// receiver stops the packer.
+    pub fn spawn_pack(
+        self,
+    ) -> (
+        mpsc::Receiver<Vec<u8>>,
+        tokio::task::JoinHandle<Result<(), ArchiveError>>,
+    ) {
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(DEPTH);
+        let packer = tokio::task::spawn_blocking(move || {
+            let root = std::fs::File::open("/").map_err(|e| ArchiveError::Io {
+                path: "/".into(),
+                what: "opening",
+                source: e,
+            })?;
+            boxlite_archive::pack(
+                ChannelWriter::new(tx),
+                root.as_fd(),
+                self.abs.as_os_str().as_bytes(),
+                &self.top,
+                Resolve::Normal,
+                &self.pack,
+            )
+            .map(drop)
+        });
+        (rx, packer)
+    }
+}
+
+/// Where a copy out of a box lands on the host, decided before anything is read, as
+/// `docker cp BOX:PATH HOST` places it: into an existing directory under the source's
+/// name, else as the path (whose parent must exist); a source ending in `/.` puts its
+/// contents into the directory (created if missing). A new item is unpacked under a
+/// hidden staging name and renamed into place once complete, so a refused or failed
+/// copy leaves nothing behind. What arrives is hostile: it is unpacked below the
+/// destination with `RESOLVE_BENEATH`; `..`, absolute names, links leading out, hard
+/// links out and devices are refused and setuid bits dropped.
+#[derive(Debug)]
+pub struct HostDestination {
+    source: String,
+    base: PathBuf,
+    mapping: Mapping,
+    staged: Option<(PathBuf, PathBuf)>,
+    host: PathBuf,
+    overwrite: bool,
+}
+
+/// Why unpacking a copy on the host failed: the stream's own error, or the copy's.
+#[derive(Debug)]
+pub enum HostUnpackError<E> {
+    Source(E),
+    Copy(CopyError),
+}
+
+impl HostDestination {
+    pub fn plan(
+        box_path: &str,
+        host: &Path,
+        opts: &CopyOptions,
+    ) -> Result<HostDestination, CopyError> {
+        let bad = |reason: String| CopyError::HostPath {
+            path: host.to_path_buf(),
+            reason,
+        };
+        let contents = !opts.include_parent || ends_with_dot(box_path.as_bytes());
+        let source = if contents && !ends_with_dot(box_path.as_bytes()) {
+            format!("{}/.", box_path.trim_end_matches('/'))
+        } else {
+            box_path.to_string()
+        };
+        let dest_is_dir = std::fs::metadata(host).map(|m| m.is_dir()).ok();
+        let item = box_path
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(".")
+            .to_string();
+        let stage = format!(".boxlite-cp-{:016x}", rand::random::<u64>());
+        let (base, mapping, staged) = match dest_is_dir {
+            Some(true) if contents => (host.to_path_buf(), Mapping::AsIs, None),
+            Some(true) => {
+                let fin = host.join(&item);
+                if fin.symlink_metadata().is_ok() {
+                    if !opts.overwrite && !fin.is_dir() {
+                        return Err(bad(format!("{} already exists", fin.display())));
+                    }
+                    (host.to_path_buf(), Mapping::AsIs, None)
+                } else {
+                    let staged = (host.join(&stage), fin);
+                    (
+                        host.to_path_buf(),
+                        Mapping::RenameTop(stage.clone().into_bytes()),
+                        Some(staged),
+                    )
+                }
+            }
+            Some(false) if contents => return Err(bad("is not a directory".into())),
+            Some(false) if !opts.overwrite => {
+                return Err(bad("already exists (overwriting was not allowed)".into()));
+            }
+            None if host.as_os_str().as_bytes().ends_with(b"/") => {
+                return Err(bad("directory does not exist".into()));
+            }
+            _ => {
+                let abs = std::path::absolute(host).map_err(|e| bad(e.to_string()))?;
+                let parent = abs.parent().map(Path::to_path_buf).unwrap_or_default();
+                if !parent.is_dir() {
+                    return Err(bad(format!(
+                        "its parent directory {} does not exist",
+                        parent.display()
+                    )));
+                }
+                if contents {
+                    std::fs::create_dir(&abs).map_err(|e| bad(e.to_string()))?;
+                    (abs, Mapping::AsIs, None)
+                } else {
+                    let staged = (parent.join(&stage), abs);
+                    (
+                        parent,
+                        Mapping::RenameTop(stage.clone().into_bytes()),
+                        Some(staged),
+                    )
+                }
+            }
+        };
+        Ok(HostDestination {
+            source,
+            base,
+            mapping,
+            staged,
+            host: host.to_path_buf(),
+            overwrite: opts.overwrite,
+        })
+    }
+
+    /// The path to ask the box to pack (with `/.` for a contents copy).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Unpack the tar arriving as `chunks`, then move a staged item into place, or
+    /// remove it if anything failed. `what` names the copy in errors.
+    pub async fn unpack<S, E>(self, what: &str, chunks: S) -> Result<CopyStats, HostUnpackError<E>>
+    where
+        S: tokio_stream::Stream<Item = Result<Vec<u8>, E>>,
+        E: std::fmt::Display,
+    {
+        let (tx, rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(DEPTH);
+        let unpack_opts = boxlite_archive::UnpackOptions {
+            resolve: Resolve::Beneath,
+            mapping: self.mapping.clone(),
+            overwrite: self.overwrite,
+            preserve_owner: false,
+            keep_setid: false,
+            allow_devices: false,
+            allow_escaping_links: false,
+            layer: false,
+        };
+        let base = self.base.clone();
+        let unpacker = tokio::task::spawn_blocking(move || {
+            let dir = std::fs::File::open(&base).map_err(|e| ArchiveError::Io {
+                path: base.display().to_string(),
+                what: "opening",
+                source: e,
+            })?;
+            let mut reader = ChannelReader::new(rx);
+            boxlite_archive::unpack(&mut reader, dir.as_fd(), b"", &unpack_opts)
+        });
+        let mut source_error = None;
+        let mut chunks = std::pin::pin!(chunks);
+        while let Some(chunk) = chunks.next().await {
+            match chunk {
+                Ok(data) => {
+                    if tx.send(Ok(data)).await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    source_error = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let unpacked = unpacker.await;
+        let result = match (source_error, unpacked) {
+            (Some(e), _) => Err(HostUnpackError::Source(e)),
+            (None, Err(e)) => Err(HostUnpackError::Copy(CopyError::Stream {
+                what: what.to_string(),
+                source: std::io::Error::other(e),
+            })),
+            (None, Ok(Err(source))) => Err(HostUnpackError::Copy(CopyError::Archive {
+                what: what.to_string(),
+                source,
+            })),
+            (None, Ok(Ok(s))) => Ok(CopyStats {
+                entries: s.entries,
+                bytes: s.bytes,
+            }),
+        };
+        let Some((tmp, fin)) = self.staged else {
+            return result;
+        };
+        let placed = match &result {
+            Ok(_) => std::fs::rename(&tmp, &fin).map_err(|e| CopyError::HostPath {
+                path: self.host.clone(),
+                reason: format!("moving the copy into place: {e}"),
+            }),
+            Err(_) => Ok(()),
+        };
+        if result.is_err() || placed.is_err() {
+            // A refused copy can leave a large partial tree: off the runtime.
+            crate::util::blocking::run(move || {
+                let _ = match std::fs::symlink_metadata(&tmp) {
+                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(&tmp),
+                    Ok(_) => std::fs::remove_file(&tmp),
+                    Err(_) => Ok(()),
+                };
+            })
+            .await;
+        }
+        placed.map_err(HostUnpackError::Copy)?;
+        result
+    }
+}
+
 fn header_chunk(dest: &str, mode: v1::CopyInMode, overwrite: bool) -> v1::CopyInChunk {
     v1::CopyInChunk {
         header: Some(v1::CopyInHeader {
@@ -176,50 +457,13 @@ impl LiteBox {
     ) -> Result<CopyStats, crate::Error> {
         let host = host_path.as_ref();
         let what = format!("{} into box {} at {box_path}", host.display(), self.id);
-        let bad = |reason: String| CopyError::HostPath {
-            path: host.to_path_buf(),
-            reason,
-        };
-        let meta = if opts.follow_symlinks {
-            std::fs::metadata(host)
-        } else {
-            std::fs::symlink_metadata(host)
-        }
-        .map_err(|e| bad(e.to_string()))?;
-        if meta.is_dir() && !opts.recursive {
-            return Err(bad("is a directory (a recursive copy was not asked for)".into()).into());
-        }
-        let abs = std::path::absolute(host).map_err(|e| bad(e.to_string()))?;
-        let contents =
-            meta.is_dir() && (!opts.include_parent || ends_with_dot(host.as_os_str().as_bytes()));
-        let (top, mode) = if contents {
-            (b".".to_vec(), v1::CopyInMode::Contents)
-        } else {
-            let name = last_name(&abs).unwrap_or_else(|| b".".to_vec());
-            (name, v1::CopyInMode::Item)
+        let src = HostSource::new(host, opts)?;
+        let mode = match src.placement {
+            TarPlacement::Contents => v1::CopyInMode::Contents,
+            _ => v1::CopyInMode::Item,
         };
         let client = self.client().await?;
-        let (tx, rx) = mpsc::channel::<Vec<u8>>(DEPTH);
-        let pack_opts = boxlite_archive::PackOptions {
-            follow_symlinks: opts.follow_symlinks,
-            recursive: opts.recursive,
-            owner: Some((0, 0)),
-        };
-        let packer = tokio::task::spawn_blocking(move || {
-            let root = std::fs::File::open("/").map_err(|e| ArchiveError::Io {
-                path: "/".into(),
-                what: "opening",
-                source: e,
-            })?;
-            boxlite_archive::pack(
-                ChannelWriter::new(tx),
-                root.as_fd(),
-                abs.as_os_str().as_bytes(),
-                &top,
-                Resolve::Normal,
-                &pack_opts,
-            )
-        });
+        let (rx, packer) = src.spawn_pack();
         let stream = tokio_stream::once(header_chunk(box_path, mode, opts.overwrite))
             .chain(ReceiverStream::new(rx).map(|data| v1::CopyInChunk { header: None, data }));
         let sent = client.copy_in(stream).await;
@@ -228,14 +472,14 @@ impl LiteBox {
             source: std::io::Error::other(e),
         })?;
         match (packed, sent) {
-            (Ok(_), Ok(r)) => Ok(CopyStats {
+            (Ok(()), Ok(r)) => Ok(CopyStats {
                 entries: r.entries,
                 bytes: r.bytes,
             }),
             // The guest's answer explains a stream it stopped reading.
             (Err(ArchiveError::Write(_)), Err(e)) => Err(in_box_error(&what, e).into()),
             (Err(source), _) => Err(CopyError::Archive { what, source }.into()),
-            (Ok(_), Err(e)) => Err(in_box_error(&what, e).into()),
+            (Ok(()), Err(e)) => Err(in_box_error(&what, e).into()),
         }
     }
 
@@ -313,169 +557,25 @@ impl LiteBox {
     ) -> Result<CopyStats, crate::Error> {
         let host = host_path.as_ref();
         let what = format!("{box_path} out of box {} to {}", self.id, host.display());
-        let bad = |reason: String| CopyError::HostPath {
-            path: host.to_path_buf(),
-            reason,
-        };
-        let contents = !opts.include_parent || ends_with_dot(box_path.as_bytes());
-        let source = if contents && !ends_with_dot(box_path.as_bytes()) {
-            format!("{}/.", box_path.trim_end_matches('/'))
-        } else {
-            box_path.to_string()
-        };
-        let dest_is_dir = std::fs::metadata(host).map(|m| m.is_dir()).ok();
-        let item = box_path
-            .trim_end_matches('/')
-            .rsplit('/')
-            .next()
-            .filter(|n| !n.is_empty())
-            .unwrap_or(".")
-            .to_string();
-        // A new item is unpacked under a hidden staging name and renamed into place once
-        // complete, so a refused or failed copy leaves nothing behind.
-        let stage = format!(".boxlite-cp-{:016x}", rand::random::<u64>());
-        let (base, mapping, staged) = match dest_is_dir {
-            Some(true) if contents => (host.to_path_buf(), Mapping::AsIs, None),
-            Some(true) => {
-                let fin = host.join(&item);
-                if fin.symlink_metadata().is_ok() {
-                    if !opts.overwrite && !fin.is_dir() {
-                        return Err(bad(format!("{} already exists", fin.display())).into());
-                    }
-                    (host.to_path_buf(), Mapping::AsIs, None)
-                } else {
-                    let staged = (host.join(&stage), fin);
-                    (
-                        host.to_path_buf(),
-                        Mapping::RenameTop(stage.clone().into_bytes()),
-                        Some(staged),
-                    )
-                }
-            }
-            Some(false) if contents => return Err(bad("is not a directory".into()).into()),
-            Some(false) if !opts.overwrite => {
-                return Err(bad("already exists (overwriting was not allowed)".into()).into());
-            }
-            None if host.as_os_str().as_bytes().ends_with(b"/") => {
-                return Err(bad("directory does not exist".into()).into());
-            }
-            _ => {
-                let abs = std::path::absolute(host).map_err(|e| bad(e.to_string()))?;
-                let parent = abs.parent().map(Path::to_path_buf).unwrap_or_default();
-                if !parent.is_dir() {
-                    return Err(bad(format!(
-                        "its parent directory {} does not exist",
-                        parent.display()
-                    ))
-                    .into());
-                }
-                if contents {
-                    std::fs::create_dir(&abs).map_err(|e| bad(e.to_string()))?;
-                    (abs, Mapping::AsIs, None)
-                } else {
-                    let staged = (parent.join(&stage), abs);
-                    (
-                        parent,
-                        Mapping::RenameTop(stage.clone().into_bytes()),
-                        Some(staged),
-                    )
-                }
-            }
-        };
-        let result = self.copy_out_into(&what, source, base, mapping, opts).await;
-        if let Some((tmp, fin)) = staged {
-            let placed = match &result {
-                Ok(_) => std::fs::rename(&tmp, &fin).map_err(|e| {
-                    crate::Error::from(bad(format!("moving the copy into place: {e}")))
-                }),
-                Err(_) => Ok(()),
-            };
-            if result.is_err() || placed.is_err() {
-                // A refused copy can leave a large partial tree: off the runtime.
-                crate::util::blocking::run(move || {
-                    let _ = match std::fs::symlink_metadata(&tmp) {
-                        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&tmp),
-                        Ok(_) => std::fs::remove_file(&tmp),
-                        Err(_) => Ok(()),
-                    };
-                })
-                .await;
-            }
-            placed?;
-        }
-        result
-    }
-
-    /// Stream `source` out of the box and unpack it below `base`.
-    async fn copy_out_into(
-        &self,
-        what: &str,
-        source: String,
-        base: PathBuf,
-        mapping: Mapping,
-        opts: &CopyOptions,
-    ) -> Result<CopyStats, crate::Error> {
-        let what = what.to_string();
+        let dest = HostDestination::plan(box_path, host, opts)?;
         let client = self.client().await?;
-        let mut stream = client
+        let stream = client
             .copy_out(v1::CopyOutRequest {
-                path: source,
+                path: dest.source().to_string(),
                 follow_symlinks: opts.follow_symlinks,
                 no_recursive: !opts.recursive,
             })
             .await
             .map_err(|e| in_box_error(&what, e))?;
-        let (tx, rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(DEPTH);
-        let unpack_opts = boxlite_archive::UnpackOptions {
-            resolve: Resolve::Beneath,
-            mapping,
-            overwrite: opts.overwrite,
-            preserve_owner: false,
-            keep_setid: false,
-            allow_devices: false,
-            allow_escaping_links: false,
-            layer: false,
-        };
-        let unpacker = tokio::task::spawn_blocking(move || {
-            let dir = std::fs::File::open(&base).map_err(|e| ArchiveError::Io {
-                path: base.display().to_string(),
-                what: "opening",
-                source: e,
-            })?;
-            let mut reader = ChannelReader::new(rx);
-            boxlite_archive::unpack(&mut reader, dir.as_fd(), b"", &unpack_opts)
+        let chunks = stream.map(|m| {
+            m.map(|chunk| chunk.data)
+                .map_err(|status| PortalError::rpc("CopyOut", status))
         });
-        let mut guest_error = None;
-        loop {
-            match stream.message().await {
-                Ok(Some(chunk)) => {
-                    if tx.send(Ok(chunk.data)).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(status) => {
-                    let _ = tx
-                        .send(Err(std::io::Error::other(status.message().to_string())))
-                        .await;
-                    guest_error = Some(PortalError::rpc("CopyOut", status));
-                    break;
-                }
-            }
+        match dest.unpack(&what, chunks).await {
+            Ok(stats) => Ok(stats),
+            Err(HostUnpackError::Source(e)) => Err(in_box_error(&what, e).into()),
+            Err(HostUnpackError::Copy(e)) => Err(e.into()),
         }
-        drop(tx);
-        let unpacked = unpacker.await.map_err(|e| CopyError::Stream {
-            what: what.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        if let Some(e) = guest_error {
-            return Err(in_box_error(&what, e).into());
-        }
-        let s = unpacked.map_err(|source| CopyError::Archive { what, source })?;
-        Ok(CopyStats {
-            entries: s.entries,
-            bytes: s.bytes,
-        })
     }
 
     /// Write a path of the box to `out` as a tar stream, unchanged (`boxlite cp

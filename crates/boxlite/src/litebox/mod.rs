@@ -30,7 +30,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::Mutex;
 
 pub use crate::model::{BoxConfig, BoxState, Health, HealthOptions, HealthState};
-pub use copy::{CopyError, CopyOptions, CopyStats, InBoxKind, TarPlacement};
+pub use copy::{
+    CopyError, CopyOptions, CopyStats, HostDestination, HostSource, HostUnpackError, InBoxKind,
+    TarPlacement,
+};
 pub use exec::{BoxCommand, ExecError};
 pub use execution::{ExecOutput, ExecStdin, Execution};
 pub use info::{BoxInfo, NetworkState, NetworkStatus};
