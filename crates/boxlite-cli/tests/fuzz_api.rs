@@ -5,7 +5,10 @@
 //!
 //! The server and the fuzzer run in a network namespace of the test's own with only
 //! loopback, so a generated image reference can never make the server pull from the
-//! internet: every such pull fails at once as unreachable (422).
+//! internet: every such pull fails at once as unreachable (422). Before fuzzing, the
+//! remote CLI creates a box with a running execution, a second box and a volume, and
+//! `fuzz_api.toml` binds path parameters to them most of the time, so the fuzzer
+//! reaches a real VM, not only 404s.
 
 #![allow(clippy::disallowed_methods)]
 
@@ -34,12 +37,23 @@ fn schemathesis_finds_no_server_error_and_nothing_is_left_behind() {
 set -u
 ip link set lo up || exit 90
 "$BIN" serve --port 8100 2>"$HOME_DIR/serve.log" & srv=$!
-SCHEMATHESIS_HOOKS=fuzz_hooks PYTHONPATH="$HOOKS_DIR" "$ST" run http://127.0.0.1:8100/openapi.json \
-  --wait-for-schema 60 \
+export BOXLITE_URL=http://127.0.0.1:8100
+for _ in $(seq 200); do "$BIN" ls -q >/dev/null 2>&1 && break; sleep 0.1; done
+# Things for the fuzzer to find (fuzz_api.toml binds path parameters to them).
+"$BIN" create --name fuzzbox --network none boxlite/busybox >/dev/null || exit 91
+"$BIN" create --name victim --network none boxlite/busybox >/dev/null || exit 91
+"$BIN" volume create fuzzvol >/dev/null || exit 91
+eid=$("$BIN" exec -d fuzzbox sleep 600) || exit 91
+sed "s/EXEC_ID/$eid/" "$HOOKS_DIR/fuzz_api.toml" >"$HOME_DIR/schemathesis.toml"
+# One worker: CPython 3.11's ast module is not thread-safe, and hypothesis parses its
+# lambdas with it (two workers failed with "AST constructor recursion depth mismatch").
+SCHEMATHESIS_HOOKS=fuzz_hooks PYTHONPATH="$HOOKS_DIR" "$ST" \
+  --config-file "$HOME_DIR/schemathesis.toml" \
+  run http://127.0.0.1:8100/openapi.json \
   -H "Authorization: Bearer fuzz-key" \
   --phases examples,coverage,fuzzing \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-  --max-examples 12 --max-time 90 --workers 2 --request-timeout 60 \
+  --max-examples 12 --max-time 90 --request-timeout 60 --workers 1 \
   --generation-database none --no-color
 fuzz=$?
 kill -0 $srv 2>/dev/null; alive=$?
