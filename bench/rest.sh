@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # REST benchmark: the same calls through `boxlite serve` and through the library, side by
-# side in one run (create, box info, exec `true` round trip), and an exec's stdout
+# side in one run (create, ping, box info, exec `true` round trip), and an exec's stdout
 # streamed over the attach WebSocket against the library's stream. Prints figures;
 # asserts nothing.
 #
