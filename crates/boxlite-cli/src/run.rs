@@ -114,13 +114,16 @@ pub(crate) async fn pump(mut run: Execution, forward_signals: bool, tty: bool) -
     let out_task = tokio::spawn(async move { out.copy_to(&mut tokio::io::stdout()).await });
     let err_task = tokio::spawn(async move { err.copy_to(&mut tokio::io::stderr()).await });
     let mut winch = signal(SignalKind::window_change()).context("SIGWINCH handler")?;
+    // Created once, before the loop: a second Ctrl-C while the first is being passed on
+    // is kept, not lost.
+    let mut interrupts = Interrupts::new().context("signal handlers")?;
     let wait = run.wait();
     tokio::pin!(wait);
     let mut forwarded = false;
     let status = loop {
         tokio::select! {
             st = &mut wait => break st?,
-            code = interrupted(), if forward_signals => {
+            code = interrupts.recv(), if forward_signals => {
                 if forwarded {
                     tracing::info!(exec_id = run.id(), "interrupted twice; the execution keeps running in the box");
                     return Ok(code);
@@ -148,15 +151,41 @@ pub(crate) async fn pump(mut run: Execution, forward_signals: bool, tty: bool) -
     Ok(status.shell_code())
 }
 
+/// SIGINT, SIGTERM and SIGHUP, each kept by its stream until read: listening with one of
+/// these across a loop loses no signal that arrives while the loop does something else.
+pub(crate) struct Interrupts {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    pub(crate) fn new() -> std::io::Result<Interrupts> {
+        Ok(Interrupts {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The shell exit code of the next one (cancel-safe).
+    pub(crate) async fn recv(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.int.recv() => 128 + libc::SIGINT,
+            _ = self.term.recv() => 128 + libc::SIGTERM,
+            _ = self.hup.recv() => 128 + libc::SIGHUP,
+        }
+    }
+}
+
 /// Resolve on the first of SIGINT, SIGTERM or SIGHUP, with the shell exit code for it.
 pub(crate) async fn interrupted() -> i32 {
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    tokio::select! {
-        _ = int.recv() => 128 + libc::SIGINT,
-        _ = term.recv() => 128 + libc::SIGTERM,
-        _ = hup.recv() => 128 + libc::SIGHUP,
+    match Interrupts::new() {
+        Ok(mut i) => i.recv().await,
+        Err(e) => {
+            tracing::warn!(error = %e, "no signal handlers; interrupts are not caught");
+            std::future::pending().await
+        }
     }
 }
 

@@ -334,7 +334,7 @@ async fn stream(c: &Client, box_id: &str, exec_id: &str, how: Streaming) -> Resu
     let eid = segment("execution", exec_id)?;
     // Made once, before the loop: a signal that arrives while an output frame is being
     // written waits in the stream instead of being missed.
-    let mut interrupts = Interrupts::new()?;
+    let mut interrupts = crate::run::Interrupts::new()?;
     let ws = c
         .websocket(
             &format!("attaching to execution {eid}"),
@@ -463,32 +463,6 @@ async fn stream(c: &Client, box_id: &str, exec_id: &str, how: Streaming) -> Resu
         None => bail!(
             "the connection to the server closed before execution {eid} reported its exit status"
         ),
-    }
-}
-
-/// SIGINT, SIGTERM and SIGHUP, each buffered by its stream until read.
-struct Interrupts {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-}
-
-impl Interrupts {
-    fn new() -> std::io::Result<Interrupts> {
-        Ok(Interrupts {
-            int: signal(SignalKind::interrupt())?,
-            term: signal(SignalKind::terminate())?,
-            hup: signal(SignalKind::hangup())?,
-        })
-    }
-
-    /// The shell exit code of the next one (cancel-safe).
-    async fn recv(&mut self) -> i32 {
-        tokio::select! {
-            _ = self.int.recv() => 128 + libc::SIGINT,
-            _ = self.term.recv() => 128 + libc::SIGTERM,
-            _ = self.hup.recv() => 128 + libc::SIGHUP,
-        }
     }
 }
 
