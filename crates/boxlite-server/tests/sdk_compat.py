@@ -5,6 +5,7 @@ raises on a mismatch; the last line printed is "ok".
 """
 import asyncio
 import os
+import sys
 import tempfile
 
 from boxlite import ApiKeyCredential, Boxlite, BoxliteRestOptions, BoxOptions
@@ -83,3 +84,8 @@ async def main():
 
 
 asyncio.run(main())
+# BoxLite's SDK 0.10.8 sometimes aborts (SIGABRT) while the interpreter finalizes its
+# native runtime, after everything above has passed (seen once in CI, 2026-12-01); that
+# says nothing about the server. Leave without the finalization.
+sys.stdout.flush()
+os._exit(0)
