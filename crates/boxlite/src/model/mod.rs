@@ -8,6 +8,7 @@ pub mod image;
 pub mod network;
 pub mod platform;
 pub mod state;
+pub mod time;
 pub mod volume;
 
 pub use boxes::{
