@@ -77,11 +77,8 @@ impl Executions {
     /// running executions and recent ones.
     fn reap_later(self: &Arc<Self>, exec_id: String, entry: &Arc<Entry>, keep: Duration) {
         let table = Arc::downgrade(self);
+        let handle = entry.handle.clone();
         let entry = Arc::downgrade(entry);
-        let handle = match entry.upgrade() {
-            Some(e) => e.handle.clone(),
-            None => return,
-        };
         tokio::spawn(async move {
             let _ = handle.wait().await;
             tokio::time::sleep(keep).await;
@@ -93,15 +90,6 @@ impl Executions {
                 map.remove(&exec_id);
             }
         });
-    }
-
-    /// How many executions the table holds.
-    pub fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

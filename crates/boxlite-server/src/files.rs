@@ -43,6 +43,17 @@ fn yes() -> bool {
     true
 }
 
+/// A path in the box must be absolute.
+fn absolute(path: &str) -> Result<(), ApiError> {
+    if path.starts_with('/') {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "path {path:?} must be absolute"
+        )))
+    }
+}
+
 /// Read up to `n` bytes (fewer only at end of stream).
 async fn read_up_to<R: AsyncRead + Unpin>(r: &mut R, n: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; n];
@@ -106,12 +117,7 @@ pub async fn upload(
     body: Body,
 ) -> Result<StatusCode, ApiError> {
     let Query(q) = q.map_err(ApiError::from_query)?;
-    if !q.path.starts_with('/') {
-        return Err(ApiError::bad_request(format!(
-            "path {:?} must be absolute",
-            q.path
-        )));
-    }
+    absolute(&q.path)?;
     let b = s.rt.get(&id).await?;
     let stream = body
         .into_data_stream()
@@ -160,12 +166,7 @@ pub async fn download(
     q: Result<Query<DownloadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(ApiError::from_query)?;
-    if !q.path.starts_with('/') {
-        return Err(ApiError::bad_request(format!(
-            "path {:?} must be absolute",
-            q.path
-        )));
-    }
+    absolute(&q.path)?;
     let b = s.rt.get(&id).await?;
     // The tar streams through a small pipe: a slow client slows the box's packer.
     let (mut w, mut r) = tokio::io::duplex(256 << 10);

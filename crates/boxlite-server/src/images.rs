@@ -35,8 +35,8 @@ impl From<&ImageInfo> for ImageJson {
         let (repository, tag) = split_reference(&i.reference);
         ImageJson {
             reference: i.reference.clone(),
-            repository: repository.to_string(),
-            tag: tag.to_string(),
+            repository,
+            tag,
             id: i.digest.clone(),
             cached_at: i.created.clone(),
             size_bytes: Some(i.size),
@@ -44,16 +44,16 @@ impl From<&ImageInfo> for ImageJson {
     }
 }
 
-fn image_json(i: &ImageInfo) -> ImageJson {
-    ImageJson::from(i)
-}
-
-/// `repo/name:tag` into its repository and tag (a tag never holds a `/`).
-fn split_reference(r: &str) -> (&str, &str) {
-    let name_start = r.rfind('/').map_or(0, |i| i + 1);
-    match r[name_start..].rfind(':') {
-        Some(i) => (&r[..name_start + i], &r[name_start + i + 1..]),
-        None => (r, "latest"),
+/// A stored reference's repository (registry included) and tag, as the library parses
+/// references; a reference pinned by digest alone has no tag (empty).
+fn split_reference(r: &str) -> (String, String) {
+    match boxlite::images::reference::Reference::parse(r) {
+        Ok(p) => (
+            format!("{}/{}", p.registry, p.repository),
+            p.tag.unwrap_or_default(),
+        ),
+        // Stored references always parse; show one that does not as it is.
+        Err(_) => (r.to_string(), String::new()),
     }
 }
 
@@ -173,7 +173,7 @@ pub async fn pull(
         .is_some_and(|v| v.contains("application/x-ndjson"));
     if !streaming {
         let img = s.rt.pull(&req.reference, &|_| {}).await?;
-        return Ok(Json(image_json(&listed(&s, &img.reference).await?)).into_response());
+        return Ok(Json(ImageJson::from(&listed(&s, &img.reference).await?)).into_response());
     }
     // Progress events are small and few; a bounded channel keeps a stalled client from
     // holding more than a few of them.
@@ -188,7 +188,7 @@ pub async fn pull(
         let last = match pulled {
             Ok(img) => match listed(&s, &img.reference).await {
                 Ok(info) => PullEvent::Done {
-                    image: image_json(&info),
+                    image: ImageJson::from(&info),
                 },
                 Err(e) => PullEvent::Error { error: e.body() },
             },
@@ -221,7 +221,7 @@ pub struct ImageList {
 #[utoipa::path(get, path = "/v1/images", operation_id = "listImages", tag = "images",
     responses((status = 200, body = ImageList)))]
 pub async fn list(State(s): State<AppState>) -> Json<ImageList> {
-    let images = s.rt.images().await.iter().map(image_json).collect();
+    let images = s.rt.images().await.iter().map(ImageJson::from).collect();
     Json(ImageList {
         images,
         next_page_token: None,
@@ -260,7 +260,7 @@ pub async fn get(
     State(s): State<AppState>,
     Path(key): Path<String>,
 ) -> Result<Json<ImageJson>, ApiError> {
-    Ok(Json(image_json(&find(&s, &key).await?)))
+    Ok(Json(ImageJson::from(&find(&s, &key).await?)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -308,17 +308,24 @@ mod tests {
 
     #[test]
     fn references_split_into_repository_and_tag() {
+        let split = split_reference;
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
         assert_eq!(
-            split_reference("boxlite/busybox:latest"),
-            ("boxlite/busybox", "latest")
+            split("boxlite/busybox:latest"),
+            pair("boxlite/busybox", "latest")
         );
         assert_eq!(
-            split_reference("127.0.0.1:5000/a/b:v1"),
-            ("127.0.0.1:5000/a/b", "v1")
+            split("127.0.0.1:5000/a/b:v1"),
+            pair("127.0.0.1:5000/a/b", "v1")
         );
         assert_eq!(
-            split_reference("127.0.0.1:5000/a/b"),
-            ("127.0.0.1:5000/a/b", "latest")
+            split("127.0.0.1:5000/a/b"),
+            pair("127.0.0.1:5000/a/b", "latest")
+        );
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            split(&format!("docker.io/library/alpine@{digest}")),
+            pair("docker.io/library/alpine", "")
         );
     }
 }

@@ -353,18 +353,25 @@ impl HostDestination {
         S: tokio_stream::Stream<Item = Result<Vec<u8>, E>>,
         E: std::fmt::Display,
     {
+        let HostDestination {
+            base,
+            mapping,
+            staged,
+            host,
+            overwrite,
+            ..
+        } = self;
         let (tx, rx) = mpsc::channel::<std::io::Result<Vec<u8>>>(DEPTH);
         let unpack_opts = boxlite_archive::UnpackOptions {
             resolve: Resolve::Beneath,
-            mapping: self.mapping.clone(),
-            overwrite: self.overwrite,
+            mapping,
+            overwrite,
             preserve_owner: false,
             keep_setid: false,
             allow_devices: false,
             allow_escaping_links: false,
             layer: false,
         };
-        let base = self.base.clone();
         let unpacker = tokio::task::spawn_blocking(move || {
             let dir = std::fs::File::open(&base).map_err(|e| ArchiveError::Io {
                 path: base.display().to_string(),
@@ -407,12 +414,12 @@ impl HostDestination {
                 bytes: s.bytes,
             }),
         };
-        let Some((tmp, fin)) = self.staged else {
+        let Some((tmp, fin)) = staged else {
             return result;
         };
         let placed = match &result {
             Ok(_) => std::fs::rename(&tmp, &fin).map_err(|e| CopyError::HostPath {
-                path: self.host.clone(),
+                path: host,
                 reason: format!("moving the copy into place: {e}"),
             }),
             Err(_) => Ok(()),
