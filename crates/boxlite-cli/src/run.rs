@@ -94,19 +94,7 @@ pub(crate) async fn pump(mut run: Execution, forward_signals: bool, tty: bool) -
     };
     let stdin_task = run.take_stdin().map(|mut input| {
         tokio::spawn(async move {
-            let mut local = tokio::io::stdin();
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match local.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if input.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-            let _ = input.close().await;
+            forward_stdin(&mut input).await;
         })
     });
     let mut out = run.take_stdout().context("stdout already taken")?;
@@ -190,6 +178,42 @@ pub(crate) async fn interrupted() -> i32 {
 }
 
 pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where this process's stdin goes: a command's stdin, here or over the API.
+pub(crate) trait StdinSink: Send {
+    /// Pass a chunk on; `false` when the other side is gone.
+    fn send(&mut self, chunk: &[u8]) -> impl std::future::Future<Output = bool> + Send;
+    /// End of file.
+    fn close(&mut self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl StdinSink for boxlite::ExecStdin {
+    async fn send(&mut self, chunk: &[u8]) -> bool {
+        self.write_all(chunk).await.is_ok()
+    }
+
+    async fn close(&mut self) {
+        let _ = boxlite::ExecStdin::close(self).await;
+    }
+}
+
+/// Pass this process's stdin on to `sink` in chunks as it arrives, then close it (a read
+/// error counts as the end); stops early, without closing, if the sink is gone.
+pub(crate) async fn forward_stdin(sink: &mut impl StdinSink) {
+    let mut local = tokio::io::stdin();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match local.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if !sink.send(&buf[..n]).await {
+                    return;
+                }
+            }
+        }
+    }
+    sink.close().await;
+}
 
 /// The `run` flags checked and parsed, as the local and the remote `run` take them.
 pub(crate) fn run_settings(exec: &ExecArgs, detach: bool) -> Result<ExecSettings> {

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -364,28 +364,8 @@ async fn stream(c: &Client, box_id: &str, exec_id: &str, how: Streaming) -> Resu
         let _ = tx.send(resize_message(rows, cols)).await;
     }
     let stdin_task = how.stdin.then(|| {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut local = tokio::io::stdin();
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match local.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if tx
-                            .send(Message::Binary(buf[..n].to_vec().into()))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            }
-            let _ = tx
-                .send(Message::Text(r#"{"type":"stdin_eof"}"#.into()))
-                .await;
-        })
+        let mut sink = WsStdin(tx.clone());
+        tokio::spawn(async move { crate::run::forward_stdin(&mut sink).await })
     });
     let mut winch = signal(SignalKind::window_change())?;
     let mut out = tokio::io::stdout();
@@ -463,6 +443,25 @@ async fn stream(c: &Client, box_id: &str, exec_id: &str, how: Streaming) -> Resu
         None => bail!(
             "the connection to the server closed before execution {eid} reported its exit status"
         ),
+    }
+}
+
+/// Stdin over the attach WebSocket: binary frames, then `stdin_eof`.
+struct WsStdin(tokio::sync::mpsc::Sender<Message>);
+
+impl crate::run::StdinSink for WsStdin {
+    async fn send(&mut self, chunk: &[u8]) -> bool {
+        self.0
+            .send(Message::Binary(chunk.to_vec().into()))
+            .await
+            .is_ok()
+    }
+
+    async fn close(&mut self) {
+        let _ = self
+            .0
+            .send(Message::Text(r#"{"type":"stdin_eof"}"#.into()))
+            .await;
     }
 }
 
