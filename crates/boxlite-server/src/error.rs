@@ -3,9 +3,6 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use boxlite::images::ImageError;
-use boxlite::volumes::VolumeError;
-use boxlite::{BoxError, CopyError, ExecError, InBoxKind};
 
 /// An error as the API returns it.
 #[derive(Debug)]
@@ -62,81 +59,35 @@ impl ApiError {
     }
 }
 
-/// The kind, status and whether the library's message may be shown as it is.
-fn classify(e: &boxlite::Error) -> (StatusCode, &'static str, bool) {
+/// The HTTP status for a kind of library error.
+fn status(kind: boxlite::ErrorKind) -> StatusCode {
     use StatusCode as S;
-    use boxlite::Error as E;
-    match e {
-        E::Box(BoxError::NotFound(_)) => (S::NOT_FOUND, "not_found", true),
-        E::Box(BoxError::Ambiguous { .. }) => (S::BAD_REQUEST, "invalid_argument", true),
-        E::Box(BoxError::InvalidOption(_) | BoxError::Network(_)) => {
-            (S::BAD_REQUEST, "invalid_argument", true)
-        }
-        E::Box(
-            BoxError::InvalidTransition { .. }
-            | BoxError::Busy { .. }
-            | BoxError::NotRunning { .. },
-        ) => (S::CONFLICT, "invalid_state", true),
-        E::InvalidOption(_) => (S::BAD_REQUEST, "invalid_argument", true),
-        E::Exec(ExecError::NoSuchExecution(_)) => (S::NOT_FOUND, "not_found", true),
-        E::Exec(ExecError::CommandNotFound(_) | ExecError::NotExecutable(_)) => {
-            (S::BAD_REQUEST, "invalid_argument", true)
-        }
-        E::Exec(ExecError::InvalidCommand(_)) => (S::BAD_REQUEST, "invalid_argument", true),
-        E::Exec(ExecError::BoxStopped { .. }) => (S::CONFLICT, "invalid_state", true),
-        E::Exec(ExecError::NoTty { .. } | ExecError::StdinClosed { .. }) => {
-            (S::CONFLICT, "invalid_state", true)
-        }
-        E::Image(ImageError::InvalidReference { .. } | ImageError::UnknownBuiltin { .. }) => {
-            (S::BAD_REQUEST, "invalid_argument", true)
-        }
-        E::Image(ImageError::NotLocal { .. } | ImageError::NotInStore { .. }) => {
-            (S::NOT_FOUND, "not_found", true)
-        }
+    use boxlite::ErrorKind as K;
+    match kind {
+        K::InvalidArgument => S::BAD_REQUEST,
+        K::NotFound => S::NOT_FOUND,
+        K::AlreadyExists | K::InvalidState => S::CONFLICT,
         // A pull that fails for any reason is BoxLite's 422 `image_pull_failed`.
-        E::Image(ImageError::NotFoundRemote { .. }) => {
-            (S::UNPROCESSABLE_ENTITY, "image_pull_failed", true)
-        }
-        E::Image(ImageError::InUse { .. }) => (S::CONFLICT, "invalid_state", true),
-        E::Image(ImageError::AuthFailed { .. }) => {
-            (S::UNPROCESSABLE_ENTITY, "image_pull_failed", true)
-        }
-        E::Image(ImageError::Unreachable { .. } | ImageError::Registry { .. }) => {
-            (S::UNPROCESSABLE_ENTITY, "image_pull_failed", true)
-        }
-        E::Image(ImageError::NoPlatform { .. }) => (S::BAD_REQUEST, "invalid_argument", true),
-        E::Copy(CopyError::InBox {
-            kind: InBoxKind::NotFound,
-            ..
-        }) => (S::NOT_FOUND, "not_found", true),
-        E::Copy(CopyError::InBox {
-            kind: InBoxKind::Refused,
-            ..
-        })
-        | E::Copy(CopyError::Archive { .. }) => (S::BAD_REQUEST, "invalid_argument", true),
-        E::Copy(CopyError::InBox {
-            kind: InBoxKind::NoSpace,
-            ..
-        }) => (S::INSUFFICIENT_STORAGE, "resource_exhausted", true),
-        E::Volume(VolumeError::NotFound(_)) => (S::NOT_FOUND, "not_found", true),
-        E::Volume(VolumeError::InvalidName(_) | VolumeError::InvalidSpec { .. }) => {
-            (S::BAD_REQUEST, "invalid_argument", true)
-        }
-        E::Volume(VolumeError::InUse { .. }) => (S::CONFLICT, "invalid_state", true),
-        E::Volume(VolumeError::Exists { .. }) => (S::CONFLICT, "already_exists", true),
-        E::Db(boxlite::DbError::NameTaken(_)) => (S::CONFLICT, "already_exists", true),
-        E::ShutDown => (S::SERVICE_UNAVAILABLE, "engine_unavailable", true),
-        // Everything else is ours: the details go to the log, not to the caller.
-        _ => (S::INTERNAL_SERVER_ERROR, "internal", false),
+        K::ImagePullFailed => S::UNPROCESSABLE_ENTITY,
+        K::ResourceExhausted => S::INSUFFICIENT_STORAGE,
+        K::Timeout => S::GATEWAY_TIMEOUT,
+        K::Unavailable => S::SERVICE_UNAVAILABLE,
+        K::Internal => S::INTERNAL_SERVER_ERROR,
     }
 }
 
 impl From<boxlite::Error> for ApiError {
     fn from(e: boxlite::Error) -> Self {
-        let (status, code, show) = classify(&e);
-        let message = if show {
+        let kind = e.kind();
+        let (status, code) = (status(kind), kind.code());
+        let message = if kind == boxlite::ErrorKind::Timeout {
+            // The library's message names the agent's socket, a host path.
+            tracing::warn!(error = %boxlite::error_chain(&e), "request timed out");
+            "the box's agent did not answer in time".to_string()
+        } else if kind != boxlite::ErrorKind::Internal {
             boxlite::error_chain(&e)
         } else {
+            // Ours: the details go to the log, not to the caller.
             tracing::error!(error = %boxlite::error_chain(&e), "request failed");
             "internal error; the server's log has the details".to_string()
         };
@@ -214,6 +165,7 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use boxlite::BoxError;
 
     #[test]
     fn library_errors_map_to_statuses_and_internal_ones_say_nothing() {

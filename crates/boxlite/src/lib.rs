@@ -115,6 +115,104 @@ pub enum Error {
     },
 }
 
+/// What kind of failure an [`Error`] is, for frontends that map kinds onto their own
+/// codes (HTTP statuses, Python exception classes, C error codes). The names follow
+/// BoxLite's error codes ([`ErrorKind::code`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A bad argument: an option, a name, a reference, a command, a path.
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    /// Not now: the box is not running (or is), the image is in use, the stream closed.
+    InvalidState,
+    /// An image could not be pulled (unreachable, refused, not there).
+    ImagePullFailed,
+    /// A disk in the box is full.
+    ResourceExhausted,
+    Timeout,
+    /// The runtime has been shut down.
+    Unavailable,
+    /// Anything else: a fault of this machine or of boxlite; its message may name host
+    /// paths, so servers log it instead of showing it.
+    Internal,
+}
+
+impl ErrorKind {
+    /// BoxLite's code for the kind (`not_found`, `invalid_state`, ...).
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "invalid_argument",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::InvalidState => "invalid_state",
+            ErrorKind::ImagePullFailed => "image_pull_failed",
+            ErrorKind::ResourceExhausted => "resource_exhausted",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Unavailable => "engine_unavailable",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl Error {
+    /// The kind of failure (one table for every frontend).
+    pub fn kind(&self) -> ErrorKind {
+        use ErrorKind as K;
+        use images::ImageError as I;
+        use volumes::VolumeError as V;
+        match self {
+            Error::Box(BoxError::NotFound(_)) => K::NotFound,
+            Error::Box(
+                BoxError::Ambiguous { .. } | BoxError::InvalidOption(_) | BoxError::Network(_),
+            ) => K::InvalidArgument,
+            Error::Box(
+                BoxError::InvalidTransition { .. }
+                | BoxError::Busy { .. }
+                | BoxError::NotRunning { .. },
+            ) => K::InvalidState,
+            Error::InvalidOption(_) => K::InvalidArgument,
+            Error::Exec(ExecError::NoSuchExecution(_)) => K::NotFound,
+            Error::Exec(
+                ExecError::CommandNotFound(_)
+                | ExecError::NotExecutable(_)
+                | ExecError::InvalidCommand(_),
+            ) => K::InvalidArgument,
+            Error::Exec(
+                ExecError::BoxStopped { .. }
+                | ExecError::NoTty { .. }
+                | ExecError::StdinClosed { .. },
+            ) => K::InvalidState,
+            Error::Image(
+                I::InvalidReference { .. } | I::UnknownBuiltin { .. } | I::NoPlatform { .. },
+            ) => K::InvalidArgument,
+            Error::Image(I::NotLocal { .. } | I::NotInStore { .. }) => K::NotFound,
+            Error::Image(
+                I::NotFoundRemote { .. }
+                | I::AuthFailed { .. }
+                | I::Unreachable { .. }
+                | I::Registry { .. },
+            ) => K::ImagePullFailed,
+            Error::Image(I::InUse { .. }) => K::InvalidState,
+            Error::Copy(CopyError::InBox { kind, .. }) => match kind {
+                InBoxKind::NotFound => K::NotFound,
+                InBoxKind::Refused => K::InvalidArgument,
+                InBoxKind::NoSpace => K::ResourceExhausted,
+                InBoxKind::Other => K::Internal,
+            },
+            Error::Copy(CopyError::Archive { .. }) => K::InvalidArgument,
+            Error::Volume(V::NotFound(_)) => K::NotFound,
+            Error::Volume(V::InvalidName(_) | V::InvalidSpec { .. }) => K::InvalidArgument,
+            Error::Volume(V::InUse { .. }) => K::InvalidState,
+            Error::Volume(V::Exists { .. }) => K::AlreadyExists,
+            Error::Db(DbError::NameTaken(_)) => K::AlreadyExists,
+            Error::Portal(PortalError::Timeout { .. }) => K::Timeout,
+            Error::ShutDown => K::Unavailable,
+            _ => K::Internal,
+        }
+    }
+}
+
 /// The body of the `boxlite-shim` binary: monitor box `id` of `home` until its VM
 /// stops. Not for applications; the runtime starts it.
 #[doc(hidden)]
