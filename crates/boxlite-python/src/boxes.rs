@@ -1,179 +1,40 @@
-//! `BoxOptions`, `Box` and `BoxInfo`.
-
-use std::path::PathBuf;
+//! `Box`, `BoxInfo`, `BoxStateInfo` and `BoxMetrics`, shaped like BoxLite's.
 
 use pyo3::prelude::*;
 use pyo3_async_runtimes::tokio::future_into_py;
 
-use crate::errors::{InvalidArgumentError, to_py};
+use crate::errors::to_py;
 use crate::exec::Execution;
+use crate::options::CopyOptions;
 use crate::runtime::seconds;
 
-/// What a box is made of. Everything but `image` has the library's default.
-#[pyclass(module = "boxlite", get_all, set_all, from_py_object)]
-#[derive(Debug, Clone)]
-pub struct BoxOptions {
-    pub image: String,
-    pub name: Option<String>,
-    pub cpus: Option<u32>,
-    pub memory_mib: Option<u32>,
-    /// Root disk size in GiB (default: the image's, with at least 1 GiB free).
-    pub disk_size_gb: Option<u64>,
-    /// The environment of every command in the box, over the image's.
-    pub env: Vec<(String, String)>,
-    pub working_dir: Option<String>,
-    /// `name|uid[:group|gid]`, resolved in the image.
-    pub user: Option<String>,
-    pub entrypoint: Option<Vec<String>>,
-    pub cmd: Option<Vec<String>>,
-    /// Remove the box as soon as it stops, however it stops.
-    pub auto_remove: bool,
-    /// Managed volumes as `"NAME:/guest/path[:ro]"` or `"/guest/path"` (anonymous);
-    /// `(name, guest_path)` and `(name, guest_path, read_only)` tuples are taken too.
-    /// Host directories are never mounted; copy files in and out instead.
-    pub volumes: Vec<String>,
-    /// `"enabled"` (the default) or `"disabled"` (no network device at all).
-    pub network: Option<String>,
-    /// Egress allow rules; one switches the box to allow-list mode.
-    pub allow_net: Vec<String>,
-    /// Egress deny rules; a deny beats any allow.
-    pub deny_net: Vec<String>,
-}
-
-#[pymethods]
-impl BoxOptions {
-    #[new]
-    #[pyo3(signature = (
-        image="boxlite/busybox".to_string(), *, name=None, cpus=None, memory_mib=None,
-        disk_size_gb=None, env=Vec::new(), working_dir=None, user=None, entrypoint=None,
-        cmd=None, auto_remove=false, volumes=Vec::new(), network=None, allow_net=Vec::new(),
-        deny_net=Vec::new()
-    ))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        image: String,
-        name: Option<String>,
-        cpus: Option<u32>,
-        memory_mib: Option<u32>,
-        disk_size_gb: Option<u64>,
-        env: Vec<(String, String)>,
-        working_dir: Option<String>,
-        user: Option<String>,
-        entrypoint: Option<Vec<String>>,
-        cmd: Option<Vec<String>>,
-        auto_remove: bool,
-        volumes: Vec<Bound<'_, PyAny>>,
-        network: Option<String>,
-        allow_net: Vec<String>,
-        deny_net: Vec<String>,
-    ) -> PyResult<Self> {
-        let volumes = volumes
-            .iter()
-            .map(volume_spec)
-            .collect::<PyResult<Vec<_>>>()?;
-        Ok(BoxOptions {
-            image,
-            name,
-            cpus,
-            memory_mib,
-            disk_size_gb,
-            env,
-            working_dir,
-            user,
-            entrypoint,
-            cmd,
-            auto_remove,
-            volumes,
-            network,
-            allow_net,
-            deny_net,
-        })
-    }
-
-    fn __repr__(&self) -> String {
-        format!("BoxOptions(image={:?}, name={:?})", self.image, self.name)
-    }
-}
-
-impl BoxOptions {
-    /// The library's options; what cannot be honoured is refused, naming the field.
-    pub(crate) fn to_library(&self) -> PyResult<boxlite::BoxOptions> {
-        let mut o = boxlite::BoxOptions::new(&self.image).auto_remove(self.auto_remove);
-        if let Some(n) = &self.name {
-            o = o.name(n);
-        }
-        if let Some(c) = self.cpus {
-            o = o.cpus(c);
-        }
-        if let Some(m) = self.memory_mib {
-            o = o.memory_mib(m);
-        }
-        if let Some(gb) = self.disk_size_gb {
-            o = o.disk_size_mib(gb.saturating_mul(1024));
-        }
-        for (k, v) in &self.env {
-            o = o.env(k, v);
-        }
-        if let Some(d) = &self.working_dir {
-            o = o.working_dir(d);
-        }
-        if let Some(u) = &self.user {
-            o = o.user(u);
-        }
-        if let Some(e) = &self.entrypoint {
-            o = o.entrypoint(e.clone());
-        }
-        if let Some(c) = &self.cmd {
-            o = o.cmd(c.clone());
-        }
-        for v in &self.volumes {
-            o = o.volume(boxlite::VolumeSpec::parse(v).map_err(|e| to_py(e.into()))?);
-        }
-        let mut net = match self.network.as_deref() {
-            None | Some("enabled") => boxlite::model::NetworkSpec::default(),
-            Some("disabled") => boxlite::model::NetworkSpec::none(),
-            Some(other) => {
-                return Err(InvalidArgumentError::new_err(format!(
-                    "network {other:?} is not a network mode; valid values are \"enabled\" and \"disabled\""
-                )));
-            }
-        };
-        net.allow = self.allow_net.clone();
-        net.deny = self.deny_net.clone();
-        o.network = net;
-        o.validate().map_err(|e| to_py(e.into()))?;
-        Ok(o)
-    }
-}
-
-/// One volume as a spec string, from a string or a tuple.
-fn volume_spec(v: &Bound<'_, PyAny>) -> PyResult<String> {
-    if let Ok(s) = v.extract::<String>() {
-        return Ok(s);
-    }
-    let parsed = v
-        .extract::<(String, String, bool)>()
-        .or_else(|_| v.extract::<(String, String)>().map(|(n, g)| (n, g, false)));
-    match parsed {
-        Ok((name, guest, ro)) => Ok(format!("{name}:{guest}{}", if ro { ":ro" } else { "" })),
-        Err(_) => Err(InvalidArgumentError::new_err(format!(
-            "volume {v} is not \"NAME:/guest/path[:ro]\" nor a (name, guest_path[, read_only]) tuple"
-        ))),
-    }
-}
-
-/// A box: a handle that stays valid across processes (boxes are durable).
+/// A box. It stays valid across processes (boxes are durable); `async with box:` starts
+/// it and stops it at the end (a box with `auto_remove`, the default, is then removed).
 #[pyclass(module = "boxlite", name = "Box")]
 #[derive(Debug, Clone)]
 pub struct PyBox {
-    rt: boxlite::Boxlite,
     b: boxlite::LiteBox,
+    name: Option<String>,
 }
 
 impl PyBox {
-    pub(crate) fn new(rt: boxlite::Boxlite, b: boxlite::LiteBox) -> Self {
-        PyBox { rt, b }
+    pub(crate) fn new(b: boxlite::LiteBox, name: Option<String>) -> Self {
+        PyBox { b, name }
     }
+}
+
+/// `env` as a list of pairs or a dict.
+fn env_pairs(env: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<(String, String)>> {
+    let Some(env) = env.filter(|e| !e.is_none()) else {
+        return Ok(Vec::new());
+    };
+    if let Ok(d) = env.cast::<pyo3::types::PyDict>() {
+        return d
+            .iter()
+            .map(|(k, v)| Ok((k.extract()?, v.extract()?)))
+            .collect();
+    }
+    env.extract()
 }
 
 #[pymethods]
@@ -184,25 +45,25 @@ impl PyBox {
         self.b.id().to_string()
     }
 
+    /// The box's name, if it has one.
+    #[getter]
+    fn name(&self) -> Option<String> {
+        self.name.clone()
+    }
+
     /// Boot the box (a no-op if it runs).
     fn start<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let b = self.b.clone();
         future_into_py(py, async move { b.start().await.map_err(to_py) })
     }
 
-    /// Stop the box: a clean shutdown, then the VM is killed after `timeout` seconds.
-    #[pyo3(signature = (timeout=10.0))]
-    fn stop<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+    /// Stop the box: a clean shutdown, the VM killed after `timeout` seconds (default
+    /// 10). A box with `auto_remove` is removed as it stops.
+    #[pyo3(signature = (timeout=None))]
+    fn stop<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         let b = self.b.clone();
-        let t = seconds(timeout)?;
+        let t = seconds(timeout.unwrap_or(10.0))?;
         future_into_py(py, async move { b.stop(t).await.map_err(to_py) })
-    }
-
-    /// Remove the box and its disks; `force` stops it first if it runs.
-    #[pyo3(signature = (force=false))]
-    fn remove<'py>(&self, py: Python<'py>, force: bool) -> PyResult<Bound<'py, PyAny>> {
-        let (rt, b) = (self.rt.clone(), self.b.clone());
-        future_into_py(py, async move { rt.remove(&b, force).await.map_err(to_py) })
     }
 
     /// What the box is now.
@@ -214,46 +75,63 @@ impl PyBox {
         })
     }
 
-    /// Run a command in the box (starting the box if needed). `cmd` is the program, `args`
-    /// its arguments; `env` adds to the box's environment; `timeout` (seconds) kills it,
-    /// ending as exit code 124. stdin stays open until `stdin.close()` unless `stdin` is
-    /// given (written, then closed).
-    #[pyo3(signature = (cmd, args=None, env=None, working_dir=None, user=None, tty=false, timeout=None, stdin=None))]
+    /// What the box uses and has done.
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let b = self.b.clone();
+        future_into_py(py, async move {
+            let m = b.metrics().await.map_err(to_py)?;
+            Ok(BoxMetrics::from(&m))
+        })
+    }
+
+    /// Run `command` with `args` in the box, starting the box if needed. `env` (pairs or
+    /// a dict) adds to the box's environment; `timeout_secs` kills the command's process
+    /// group, which then ends with exit code 124; `cwd` and `user` as `docker exec`.
+    /// stdin stays open until `stdin().close()`, unless `stdin` is given (written, then
+    /// closed).
+    #[pyo3(signature = (command, args=None, env=None, tty=false, user=None, timeout_secs=None, cwd=None, *, stdin=None))]
     #[allow(clippy::too_many_arguments)]
     fn exec<'py>(
         &self,
         py: Python<'py>,
-        cmd: String,
+        command: String,
         args: Option<Vec<String>>,
-        env: Option<Vec<(String, String)>>,
-        working_dir: Option<String>,
-        user: Option<String>,
+        env: Option<Bound<'py, PyAny>>,
         tty: bool,
-        timeout: Option<f64>,
-        stdin: Option<Vec<u8>>,
+        user: Option<String>,
+        timeout_secs: Option<f64>,
+        cwd: Option<String>,
+        stdin: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let mut c = boxlite::BoxCommand::new(cmd)
+        let mut c = boxlite::BoxCommand::new(command)
             .args(args.unwrap_or_default())
             .stdin(true);
-        for (k, v) in env.unwrap_or_default() {
+        for (k, v) in env_pairs(env.as_ref())? {
             c = c.env(k, v);
         }
-        if let Some(d) = working_dir {
+        if let Some(d) = cwd {
             c = c.working_dir(d);
         }
-        if let Some(u) = user {
+        if let Some(u) = user.filter(|u| !u.is_empty()) {
             c = c.user(u);
         }
         if tty {
             c = c.tty(24, 80);
         }
-        if let Some(t) = timeout {
+        if let Some(t) = timeout_secs {
             c = c.timeout(seconds(t)?);
         }
+        let input: Option<Vec<u8>> = match stdin.filter(|s| !s.is_none()) {
+            None => None,
+            Some(s) => Some(match s.extract::<String>() {
+                Ok(text) => text.into_bytes(),
+                Err(_) => s.extract::<Vec<u8>>()?,
+            }),
+        };
         let b = self.b.clone();
         future_into_py(py, async move {
             let mut ex = b.exec(c).await.map_err(to_py)?;
-            if let Some(data) = stdin
+            if let Some(data) = input
                 && let Some(mut pipe) = ex.take_stdin()
             {
                 pipe.write_all(&data)
@@ -265,52 +143,68 @@ impl PyBox {
         })
     }
 
-    /// Copy a host file or directory into the box, as `docker cp` does.
-    #[pyo3(signature = (host_path, box_path, overwrite=true, follow_symlinks=false))]
+    /// Copy a host file or directory into the box, as `docker cp` does (starting the box
+    /// if needed).
+    #[pyo3(signature = (host_path, container_dest, copy_options=None))]
     fn copy_in<'py>(
         &self,
         py: Python<'py>,
-        host_path: PathBuf,
-        box_path: String,
-        overwrite: bool,
-        follow_symlinks: bool,
+        host_path: std::path::PathBuf,
+        container_dest: String,
+        copy_options: Option<CopyOptions>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let b = self.b.clone();
-        let opts = boxlite::CopyOptions {
-            overwrite,
-            follow_symlinks,
-            ..Default::default()
-        };
+        let opts = CopyOptions::to_library(copy_options.as_ref());
         future_into_py(py, async move {
-            b.copy_in(&host_path, &box_path, &opts)
+            b.copy_in(&host_path, &container_dest, &opts)
                 .await
                 .map(drop)
                 .map_err(to_py)
         })
     }
 
-    /// Copy a path of the box to the host, as `docker cp` does; what comes out is
-    /// treated as hostile (nothing lands outside `host_path`).
-    #[pyo3(signature = (box_path, host_path, overwrite=true, follow_symlinks=false))]
+    /// Copy a path of the box to the host, as `docker cp` does. What comes out is
+    /// treated as hostile: nothing lands outside `host_dest`, and a refused copy leaves
+    /// nothing behind.
+    #[pyo3(signature = (container_src, host_dest, copy_options=None))]
     fn copy_out<'py>(
         &self,
         py: Python<'py>,
-        box_path: String,
-        host_path: PathBuf,
-        overwrite: bool,
-        follow_symlinks: bool,
+        container_src: String,
+        host_dest: std::path::PathBuf,
+        copy_options: Option<CopyOptions>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let b = self.b.clone();
-        let opts = boxlite::CopyOptions {
-            overwrite,
-            follow_symlinks,
-            ..Default::default()
-        };
+        let opts = CopyOptions::to_library(copy_options.as_ref());
         future_into_py(py, async move {
-            b.copy_out(&box_path, &host_path, &opts)
+            b.copy_out(&container_src, &host_dest, &opts)
                 .await
                 .map(drop)
                 .map_err(to_py)
+        })
+    }
+
+    fn __aenter__<'py>(slf: PyRef<'py, Self>, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let b = slf.b.clone();
+        let me: Py<PyBox> = slf.into();
+        future_into_py(py, async move {
+            b.start().await.map_err(to_py)?;
+            Ok(me)
+        })
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __aexit__<'py>(
+        &self,
+        py: Python<'py>,
+        _exc: &Bound<'py, pyo3::types::PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let b = self.b.clone();
+        future_into_py(py, async move {
+            b.stop(std::time::Duration::from_secs(10))
+                .await
+                .map_err(to_py)?;
+            Ok(false)
         })
     }
 
@@ -319,40 +213,69 @@ impl PyBox {
     }
 }
 
-/// What a box is: identity, state, resources and times (seconds since the epoch).
+/// A box's state: `status` is `configured`, `running`, `stopping`, `stopped` or `failed`.
+#[pyclass(module = "boxlite", get_all, from_py_object)]
+#[derive(Debug, Clone)]
+pub struct BoxStateInfo {
+    pub status: String,
+    pub running: bool,
+    /// The VMM's process id while it runs.
+    pub pid: Option<i32>,
+    /// Always None: a box here has no main command of its own.
+    pub exit_code: Option<i32>,
+}
+
+#[pymethods]
+impl BoxStateInfo {
+    fn __repr__(&self) -> String {
+        format!("BoxStateInfo(status={:?}, pid={:?})", self.status, self.pid)
+    }
+}
+
+/// What a box is. Times are RFC 3339 (UTC).
 #[pyclass(module = "boxlite", get_all, from_py_object)]
 #[derive(Debug, Clone)]
 pub struct BoxInfo {
     pub id: String,
     pub name: Option<String>,
     pub image: String,
-    /// `configured`, `running`, `stopping`, `stopped` or `failed` (and `creating`,
-    /// `starting` in passing).
-    pub state: String,
+    pub state: BoxStateInfo,
     pub cpus: u32,
     pub memory_mib: u32,
-    pub created_at: u64,
-    pub started_at: Option<u64>,
-    pub stopped_at: Option<u64>,
-    /// Why the box last stopped or failed, if it did on its own.
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub stopped_at: Option<String>,
+    /// Why the box last stopped or failed on its own, if it did.
     pub last_error: Option<String>,
-    pub pid: Option<i32>,
+    pub auto_remove: bool,
 }
 
 impl From<&boxlite::BoxInfo> for BoxInfo {
     fn from(i: &boxlite::BoxInfo) -> Self {
+        let status = match i.state {
+            boxlite::BoxState::Creating | boxlite::BoxState::Configured => "configured",
+            boxlite::BoxState::Starting | boxlite::BoxState::Running => "running",
+            boxlite::BoxState::Stopping => "stopping",
+            boxlite::BoxState::Stopped => "stopped",
+            boxlite::BoxState::Failed => "failed",
+        };
         BoxInfo {
             id: i.id.clone(),
             name: i.name.clone(),
             image: i.image.clone(),
-            state: i.state.to_string().to_lowercase(),
+            state: BoxStateInfo {
+                status: status.into(),
+                running: status == "running",
+                pid: i.vmm_pid,
+                exit_code: None,
+            },
             cpus: i.config.cpus,
             memory_mib: i.config.memory_mib,
-            created_at: i.created_at,
-            started_at: i.started_at,
-            stopped_at: i.stopped_at,
+            created_at: boxlite::model::time::rfc3339(i.created_at),
+            started_at: i.started_at.map(boxlite::model::time::rfc3339),
+            stopped_at: i.stopped_at.map(boxlite::model::time::rfc3339),
             last_error: i.last_error.clone(),
-            pid: i.vmm_pid,
+            auto_remove: i.config.auto_remove,
         }
     }
 }
@@ -361,8 +284,61 @@ impl From<&boxlite::BoxInfo> for BoxInfo {
 impl BoxInfo {
     fn __repr__(&self) -> String {
         format!(
-            "BoxInfo(id={:?}, name={:?}, image={:?}, state={:?})",
-            self.id, self.name, self.image, self.state
+            "BoxInfo(id={:?}, name={:?}, image={:?}, status={:?})",
+            self.id, self.name, self.image, self.state.status
         )
+    }
+}
+
+/// What a box uses and has done; a figure the library does not measure is None.
+#[pyclass(module = "boxlite", get_all, from_py_object)]
+#[derive(Debug, Clone)]
+pub struct BoxMetrics {
+    pub commands_executed_total: Option<u64>,
+    pub exec_errors_total: Option<u64>,
+    pub bytes_sent_total: Option<u64>,
+    pub bytes_received_total: Option<u64>,
+    /// Percent of one host CPU since the VMM started.
+    pub cpu_percent: Option<f64>,
+    /// Memory used in the guest.
+    pub memory_bytes: Option<u64>,
+    pub memory_total_bytes: Option<u64>,
+    /// The VMM's resident memory on the host.
+    pub vmm_rss_bytes: Option<u64>,
+    pub network_bytes_sent: Option<u64>,
+    pub network_bytes_received: Option<u64>,
+    pub network_tcp_connections: Option<u64>,
+    pub network_tcp_errors: Option<u64>,
+    /// From the start call until the box was usable.
+    pub total_create_duration_ms: Option<u64>,
+    /// Guest uptime when the agent was ready: kernel boot plus init.
+    pub guest_boot_duration_ms: Option<u64>,
+    pub stage_box_spawn_ms: Option<u64>,
+    pub disk_overlay_bytes: u64,
+    pub oom_kills: Option<u64>,
+}
+
+impl From<&boxlite::BoxMetrics> for BoxMetrics {
+    fn from(m: &boxlite::BoxMetrics) -> Self {
+        let net = m.network.as_ref();
+        BoxMetrics {
+            commands_executed_total: m.execs_started,
+            exec_errors_total: None,
+            bytes_sent_total: net.map(|n| n.bytes_out),
+            bytes_received_total: net.map(|n| n.bytes_in),
+            cpu_percent: m.cpu_percent,
+            memory_bytes: m.mem_used_bytes,
+            memory_total_bytes: m.mem_total_bytes,
+            vmm_rss_bytes: m.vmm_rss_bytes,
+            network_bytes_sent: net.map(|n| n.bytes_out),
+            network_bytes_received: net.map(|n| n.bytes_in),
+            network_tcp_connections: net.map(|n| n.tcp_connections),
+            network_tcp_errors: None,
+            total_create_duration_ms: m.boot.map(|b| b.ready_ms),
+            guest_boot_duration_ms: m.boot.and_then(|b| b.kernel_to_agent_ready_ms),
+            stage_box_spawn_ms: m.boot.map(|b| b.vmm_spawn_ms),
+            disk_overlay_bytes: m.disk_overlay_bytes,
+            oom_kills: m.oom_kills,
+        }
     }
 }

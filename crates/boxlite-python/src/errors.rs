@@ -1,86 +1,45 @@
-//! One Python exception class per kind of library error ([`boxlite::ErrorKind`]), under a
-//! common base class; the message is the library's whole error chain, as the CLI prints it.
+//! Library errors as Python exceptions: one class per kind ([`boxlite::ErrorKind`]),
+//! defined in `boxlite/errors.py` (every one a `BoxliteError` and a `RuntimeError`), with
+//! the library's whole error chain as the message, as the CLI prints it.
 
-use pyo3::create_exception;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
-create_exception!(
-    _native,
-    BoxliteError,
-    PyException,
-    "Base class of every boxlite error."
-);
-create_exception!(
-    _native,
-    InvalidArgumentError,
-    BoxliteError,
-    "A bad argument: an option, a name, an image reference, a command, a path."
-);
-create_exception!(
-    _native,
-    NotFoundError,
-    BoxliteError,
-    "No such box, execution, image, volume or path."
-);
-create_exception!(
-    _native,
-    AlreadyExistsError,
-    BoxliteError,
-    "The name is taken."
-);
-create_exception!(
-    _native,
-    InvalidStateError,
-    BoxliteError,
-    "Not possible in the current state: the box is not running (or is), the image is in use, stdin is closed."
-);
-create_exception!(
-    _native,
-    ImageError,
-    BoxliteError,
-    "An image could not be pulled."
-);
-create_exception!(
-    _native,
-    ResourceExhaustedError,
-    BoxliteError,
-    "A disk in the box is full."
-);
-create_exception!(
-    _native,
-    TimeoutError,
-    BoxliteError,
-    "The box's agent did not answer in time."
-);
-create_exception!(
-    _native,
-    EngineError,
-    BoxliteError,
-    "The runtime has been shut down."
-);
-create_exception!(
-    _native,
-    InternalError,
-    BoxliteError,
-    "A fault of this machine or of boxlite; the message says what."
-);
+/// The class name in `boxlite.errors` for a kind.
+fn class_name(kind: boxlite::ErrorKind) -> &'static str {
+    use boxlite::ErrorKind as K;
+    match kind {
+        K::InvalidArgument => "InvalidArgumentError",
+        K::NotFound => "NotFoundError",
+        K::AlreadyExists => "AlreadyExistsError",
+        K::InvalidState => "InvalidStateError",
+        K::ImagePullFailed => "ImageError",
+        K::ResourceExhausted => "ResourceExhaustedError",
+        K::Timeout => "AgentTimeoutError",
+        K::Unavailable => "EngineError",
+        K::Internal => "InternalError",
+    }
+}
+
+/// An exception of class `name` from `boxlite.errors` (a plain `RuntimeError` if that
+/// module cannot be imported, which only a broken install causes).
+pub(crate) fn error(name: &str, msg: String) -> PyErr {
+    Python::attach(|py| {
+        let class = py.import("boxlite.errors").and_then(|m| m.getattr(name));
+        match class {
+            Ok(c) => PyErr::from_type(
+                c.cast_into()
+                    .unwrap_or_else(|_| py.get_type::<PyRuntimeError>()),
+                msg,
+            ),
+            Err(_) => PyRuntimeError::new_err(msg),
+        }
+    })
+}
 
 /// The Python exception for a library error.
 pub(crate) fn to_py(e: boxlite::Error) -> PyErr {
-    use boxlite::ErrorKind as K;
-    let msg = boxlite::error_chain(&e);
-    match e.kind() {
-        K::InvalidArgument => InvalidArgumentError::new_err(msg),
-        K::NotFound => NotFoundError::new_err(msg),
-        K::AlreadyExists => AlreadyExistsError::new_err(msg),
-        K::InvalidState => InvalidStateError::new_err(msg),
-        K::ImagePullFailed => ImageError::new_err(msg),
-        K::ResourceExhausted => ResourceExhaustedError::new_err(msg),
-        K::Timeout => TimeoutError::new_err(msg),
-        K::Unavailable => EngineError::new_err(msg),
-        K::Internal => InternalError::new_err(msg),
-    }
+    error(class_name(e.kind()), boxlite::error_chain(&e))
 }
 
 /// The same for an error of the library's exec layer.
@@ -88,23 +47,7 @@ pub(crate) fn exec_to_py(e: boxlite::ExecError) -> PyErr {
     to_py(boxlite::Error::from(e))
 }
 
-pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    let py = m.py();
-    m.add("BoxliteError", py.get_type::<BoxliteError>())?;
-    m.add(
-        "InvalidArgumentError",
-        py.get_type::<InvalidArgumentError>(),
-    )?;
-    m.add("NotFoundError", py.get_type::<NotFoundError>())?;
-    m.add("AlreadyExistsError", py.get_type::<AlreadyExistsError>())?;
-    m.add("InvalidStateError", py.get_type::<InvalidStateError>())?;
-    m.add("ImageError", py.get_type::<ImageError>())?;
-    m.add(
-        "ResourceExhaustedError",
-        py.get_type::<ResourceExhaustedError>(),
-    )?;
-    m.add("TimeoutError", py.get_type::<TimeoutError>())?;
-    m.add("EngineError", py.get_type::<EngineError>())?;
-    m.add("InternalError", py.get_type::<InternalError>())?;
-    Ok(())
+/// A bad argument found here, before the library saw it.
+pub(crate) fn invalid(msg: impl Into<String>) -> PyErr {
+    error("InvalidArgumentError", msg.into())
 }

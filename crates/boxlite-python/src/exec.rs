@@ -1,65 +1,78 @@
-//! `Execution`: a command running in a box, its output streams, stdin and exit.
+//! `Execution`: a command running in a box, its output streams, stdin and exit. Names
+//! and shapes follow BoxLite's SDK: `stdout()`, `stderr()` and `stdin()` can each be
+//! taken once; `wait()` gives an `ExecResult`.
 
 use std::sync::Arc;
 
 use pyo3::exceptions::PyStopAsyncIteration;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyString};
 use pyo3_async_runtimes::tokio::future_into_py;
 use tokio::sync::Mutex;
 
-use crate::errors::exec_to_py;
+use crate::errors::{error, exec_to_py};
 
-/// A command started in a box. Its output waits in the box until read; `wait` gives its
-/// exit; `kill`, `signal` and `resize_tty` act on it.
+/// A command started in a box. Its output waits in the box until read.
 #[pyclass(module = "boxlite")]
 #[derive(Debug)]
 pub struct Execution {
     handle: boxlite::Execution,
-    stdout: Arc<Mutex<Option<boxlite::ExecOutput>>>,
-    stderr: Arc<Mutex<Option<boxlite::ExecOutput>>>,
-    stdin: Arc<Mutex<Option<boxlite::ExecStdin>>>,
+    stdout: std::sync::Mutex<Option<boxlite::ExecOutput>>,
+    stderr: std::sync::Mutex<Option<boxlite::ExecOutput>>,
+    stdin: std::sync::Mutex<Option<boxlite::ExecStdin>>,
 }
 
 impl Execution {
     pub(crate) fn new(mut ex: boxlite::Execution) -> Self {
         Execution {
-            stdout: Arc::new(Mutex::new(ex.take_stdout())),
-            stderr: Arc::new(Mutex::new(ex.take_stderr())),
-            stdin: Arc::new(Mutex::new(ex.take_stdin())),
+            stdout: std::sync::Mutex::new(ex.take_stdout()),
+            stderr: std::sync::Mutex::new(ex.take_stderr()),
+            stdin: std::sync::Mutex::new(ex.take_stdin()),
             handle: ex,
         }
     }
 }
 
+fn take<T>(slot: &std::sync::Mutex<Option<T>>, what: &str) -> PyResult<T> {
+    slot.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .ok_or_else(|| {
+            error(
+                "InvalidStateError",
+                format!("{what} stream not available (it can be taken once)"),
+            )
+        })
+}
+
 #[pymethods]
 impl Execution {
-    /// The execution's id (for attaching from another process).
+    /// The execution's id; `execution.id` and `execution.id()` both give it.
     #[getter]
-    fn id(&self) -> String {
-        self.handle.id().to_string()
+    fn id<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        py.import("boxlite._types")?
+            .getattr("ExecutionId")?
+            .call1((self.handle.id(),))
     }
 
-    /// stdout as an async iterator of byte chunks, exactly as the command wrote them.
-    fn stdout_bytes(&self) -> OutputStream {
-        OutputStream {
-            out: self.stdout.clone(),
-        }
+    /// stdout as an async iterator: text lines (decoded as UTF-8, each with its newline)
+    /// by default, or the raw byte chunks exactly as written with `text=False`. Once.
+    #[pyo3(signature = (text=true))]
+    fn stdout(&self, text: bool) -> PyResult<OutputStream> {
+        Ok(OutputStream::new(take(&self.stdout, "stdout")?, text))
     }
 
-    /// stderr as an async iterator of byte chunks.
-    fn stderr_bytes(&self) -> OutputStream {
-        OutputStream {
-            out: self.stderr.clone(),
-        }
+    /// stderr, as `stdout`.
+    #[pyo3(signature = (text=true))]
+    fn stderr(&self, text: bool) -> PyResult<OutputStream> {
+        Ok(OutputStream::new(take(&self.stderr, "stderr")?, text))
     }
 
-    /// The command's stdin.
-    #[getter]
-    fn stdin(&self) -> Stdin {
-        Stdin {
-            pipe: self.stdin.clone(),
-        }
+    /// The command's stdin (`send_input`, `close`). Once.
+    fn stdin(&self) -> PyResult<ExecStdin> {
+        Ok(ExecStdin {
+            pipe: Arc::new(Mutex::new(Some(take(&self.stdin, "stdin")?))),
+        })
     }
 
     /// Wait for the command to end; the result is kept, so later calls answer at once.
@@ -104,11 +117,76 @@ impl Execution {
     }
 }
 
-/// One output stream of an execution: `async for chunk in stream`.
+/// Lines from chunks: bytes carried until a newline (or the end), then decoded.
+#[derive(Debug, Default)]
+struct Lines {
+    pending: Vec<u8>,
+}
+
+impl Lines {
+    /// The whole lines in `pending` after `chunk`, each with its newline.
+    fn push(&mut self, chunk: &[u8]) -> Vec<String> {
+        self.pending.extend_from_slice(chunk);
+        let Some(last) = self.pending.iter().rposition(|&b| b == b'\n') else {
+            return Vec::new();
+        };
+        let rest = self.pending.split_off(last + 1);
+        let whole = std::mem::replace(&mut self.pending, rest);
+        whole
+            .split_inclusive(|&b| b == b'\n')
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect()
+    }
+
+    /// What is left at the end: a last line without a newline.
+    fn finish(&mut self) -> Option<String> {
+        (!self.pending.is_empty())
+            .then(|| String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned())
+    }
+}
+
+#[derive(Debug)]
+struct StreamState {
+    out: Option<boxlite::ExecOutput>,
+    lines: Option<Lines>,
+    ready: std::collections::VecDeque<String>,
+}
+
+/// One output stream of an execution: `async for item in stream`.
 #[pyclass(module = "boxlite")]
 #[derive(Debug)]
 pub struct OutputStream {
-    out: Arc<Mutex<Option<boxlite::ExecOutput>>>,
+    state: Arc<Mutex<StreamState>>,
+}
+
+impl OutputStream {
+    fn new(out: boxlite::ExecOutput, text: bool) -> Self {
+        OutputStream {
+            state: Arc::new(Mutex::new(StreamState {
+                out: Some(out),
+                lines: text.then(Lines::default),
+                ready: Default::default(),
+            })),
+        }
+    }
+}
+
+enum Item {
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+impl<'py> IntoPyObject<'py> for Item {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = std::convert::Infallible;
+
+    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
+        Ok(match self {
+            Item::Text(s) => PyString::new(py, &s).into_any(),
+            Item::Bytes(b) => PyBytes::new(py, &b).into_any(),
+        })
+    }
 }
 
 #[pymethods]
@@ -118,18 +196,31 @@ impl OutputStream {
     }
 
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let out = self.out.clone();
+        let state = self.state.clone();
         future_into_py(py, async move {
-            let mut guard = out.lock().await;
-            let Some(stream) = guard.as_mut() else {
-                return Err(PyStopAsyncIteration::new_err(()));
-            };
-            match stream.next_chunk().await {
-                Some(Ok(chunk)) => Ok(Python::attach(|py| PyBytes::new(py, &chunk).unbind())),
-                Some(Err(e)) => Err(exec_to_py(e)),
-                None => {
-                    *guard = None;
-                    Err(PyStopAsyncIteration::new_err(()))
+            let mut s = state.lock().await;
+            loop {
+                if let Some(line) = s.ready.pop_front() {
+                    return Ok(Item::Text(line));
+                }
+                let Some(out) = s.out.as_mut() else {
+                    return Err(PyStopAsyncIteration::new_err(()));
+                };
+                match out.next_chunk().await {
+                    Some(Ok(chunk)) => {
+                        let st = &mut *s;
+                        match st.lines.as_mut() {
+                            None => return Ok(Item::Bytes(chunk)),
+                            Some(lines) => st.ready.extend(lines.push(&chunk)),
+                        }
+                    }
+                    Some(Err(e)) => return Err(exec_to_py(e)),
+                    None => {
+                        s.out = None;
+                        if let Some(last) = s.lines.as_mut().and_then(Lines::finish) {
+                            s.ready.push_back(last);
+                        }
+                    }
                 }
             }
         })
@@ -139,14 +230,18 @@ impl OutputStream {
 /// An execution's stdin.
 #[pyclass(module = "boxlite")]
 #[derive(Debug)]
-pub struct Stdin {
+pub struct ExecStdin {
     pipe: Arc<Mutex<Option<boxlite::ExecStdin>>>,
 }
 
 #[pymethods]
-impl Stdin {
+impl ExecStdin {
     /// Write bytes (or text, as UTF-8) to the command.
-    fn write<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn send_input<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let bytes: Vec<u8> = match data.extract::<String>() {
             Ok(s) => s.into_bytes(),
             Err(_) => data.extract::<Vec<u8>>()?,
@@ -154,9 +249,16 @@ impl Stdin {
         let pipe = self.pipe.clone();
         future_into_py(py, async move {
             let mut guard = pipe.lock().await;
-            let p = guard.as_mut().ok_or_else(closed)?;
+            let p = guard
+                .as_mut()
+                .ok_or_else(|| error("InvalidStateError", "stdin is closed".into()))?;
             p.write_all(&bytes).await.map_err(exec_to_py)
         })
+    }
+
+    /// `send_input` under the name of Python's streams.
+    fn write<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        self.send_input(py, data)
     }
 
     /// Close stdin: the command reads end of file.
@@ -170,10 +272,11 @@ impl Stdin {
             Ok(())
         })
     }
-}
 
-fn closed() -> PyErr {
-    crate::errors::InvalidStateError::new_err("stdin is closed")
+    /// Whether `close` was called.
+    fn is_closed(&self) -> bool {
+        self.pipe.try_lock().map(|g| g.is_none()).unwrap_or(false)
+    }
 }
 
 /// How a command ended.
@@ -182,6 +285,8 @@ fn closed() -> PyErr {
 pub struct ExecResult {
     /// The exit code, or 128+N for signal N, 124 for a timeout, 137 for the OOM killer.
     pub exit_code: i32,
+    /// Why it did not exit on its own, if it did not.
+    pub error_message: Option<String>,
     /// The signal that ended it, if one did.
     pub signal: Option<i32>,
     pub timed_out: bool,
@@ -190,8 +295,13 @@ pub struct ExecResult {
 
 impl From<boxlite::ExitStatus> for ExecResult {
     fn from(st: boxlite::ExitStatus) -> Self {
+        let error_message = match st {
+            boxlite::ExitStatus::Code(_) => None,
+            other => Some(other.to_string()),
+        };
         ExecResult {
             exit_code: st.shell_code(),
+            error_message,
             signal: match st {
                 boxlite::ExitStatus::Signal { signal, .. } => Some(signal),
                 _ => None,
@@ -206,5 +316,22 @@ impl From<boxlite::ExitStatus> for ExecResult {
 impl ExecResult {
     fn __repr__(&self) -> String {
         format!("ExecResult(exit_code={})", self.exit_code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_cross_chunks_and_split_characters() {
+        let mut l = Lines::default();
+        assert!(l.push(b"hel").is_empty());
+        assert_eq!(l.push(b"lo\nwor"), ["hello\n"]);
+        // "é" split across chunks is decoded whole.
+        assert!(l.push(b"ld \xc3").is_empty());
+        assert_eq!(l.push(b"\xa9\n\nend"), ["world \u{e9}\n", "\n"]);
+        assert_eq!(l.finish().as_deref(), Some("end"));
+        assert_eq!(l.finish(), None);
     }
 }

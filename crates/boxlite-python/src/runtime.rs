@@ -1,16 +1,19 @@
-//! `Options` and `Boxlite`: opening a home and the box collection's calls.
+//! `Options`, `Boxlite` and `RuntimeMetrics`: opening a home, and the box collection.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3_async_runtimes::tokio::future_into_py;
 
-use crate::boxes::{BoxInfo, BoxOptions, PyBox};
-use crate::errors::to_py;
+use crate::boxes::{BoxInfo, PyBox};
+use crate::errors::{invalid, to_py};
+use crate::options::BoxOptions;
 
-/// How a runtime opens: its home directory (`$BOXLITE_HOME`, else `~/.boxlite`), and
-/// where the guest assets are (`$BOXLITE_ASSETS`, else the ones the package carries).
+/// How a runtime opens: `home_dir` (default `$BOXLITE_HOME`, else `~/.boxlite`) and
+/// `assets_dir`, the guest assets (default `$BOXLITE_ASSETS`, else the ones this package
+/// carries, else the CLI's places).
 #[pyclass(module = "boxlite", get_all, set_all, from_py_object)]
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -34,7 +37,20 @@ impl Options {
     }
 }
 
-/// A boxlite runtime over one home: creates, finds and removes boxes. Opening one starts
+/// The assets this package carries, when the environment names none.
+fn packaged_assets(py: Python<'_>) -> Option<PathBuf> {
+    if std::env::var_os("BOXLITE_ASSETS").is_some() {
+        return None;
+    }
+    let found = py
+        .import("boxlite")
+        .and_then(|m| m.getattr("_packaged_assets"))
+        .and_then(|f| f.call0())
+        .and_then(|p| p.extract::<Option<PathBuf>>());
+    found.ok().flatten()
+}
+
+/// A runtime over one home: creates, finds and removes boxes. Opening one starts
 /// nothing; boxes are durable and outlive it.
 #[pyclass(module = "boxlite")]
 #[derive(Debug, Clone)]
@@ -42,20 +58,50 @@ pub struct Boxlite {
     rt: boxlite::Boxlite,
 }
 
+static DEFAULT: OnceLock<boxlite::Boxlite> = OnceLock::new();
+
+impl Boxlite {
+    fn open(py: Python<'_>, o: Options) -> PyResult<boxlite::Boxlite> {
+        let assets = o.assets_dir.or_else(|| packaged_assets(py));
+        boxlite::Boxlite::new(boxlite::RuntimeOptions {
+            home: o.home_dir,
+            assets,
+            config: None,
+            image_builder: None,
+        })
+        .map_err(to_py)
+    }
+}
+
 #[pymethods]
 impl Boxlite {
     #[new]
     #[pyo3(signature = (options=None))]
-    fn new(options: Option<Options>) -> PyResult<Self> {
-        let o = options.unwrap_or_default();
-        let rt = boxlite::Boxlite::new(boxlite::RuntimeOptions {
-            home: o.home_dir,
-            assets: o.assets_dir,
-            config: None,
-            image_builder: None,
+    fn new(py: Python<'_>, options: Option<Options>) -> PyResult<Self> {
+        Ok(Boxlite {
+            rt: Self::open(py, options.unwrap_or_default())?,
         })
-        .map_err(to_py)?;
-        Ok(Boxlite { rt })
+    }
+
+    /// The process's shared runtime over `$BOXLITE_HOME` (else `~/.boxlite`).
+    #[staticmethod]
+    fn default(py: Python<'_>) -> PyResult<Self> {
+        if let Some(rt) = DEFAULT.get() {
+            return Ok(Boxlite { rt: rt.clone() });
+        }
+        let rt = Self::open(py, Options::default())?;
+        Ok(Boxlite {
+            rt: DEFAULT.get_or_init(|| rt).clone(),
+        })
+    }
+
+    /// Configure the shared runtime before its first use.
+    #[staticmethod]
+    fn init_default(py: Python<'_>, options: Options) -> PyResult<()> {
+        let rt = Self::open(py, options)?;
+        DEFAULT
+            .set(rt)
+            .map_err(|_| invalid("the default runtime is already in use"))
     }
 
     /// The home directory.
@@ -65,42 +111,76 @@ impl Boxlite {
     }
 
     /// Create a box (pulling its image if needed); it is not started.
-    fn create<'py>(&self, py: Python<'py>, options: BoxOptions) -> PyResult<Bound<'py, PyAny>> {
+    #[pyo3(signature = (options, name=None))]
+    fn create<'py>(
+        &self,
+        py: Python<'py>,
+        options: PyRef<'py, BoxOptions>,
+        name: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let rt = self.rt.clone();
-        let opts = options.to_library()?;
+        let opts = options.to_library(name.as_deref())?;
         future_into_py(py, async move {
+            let name = opts.name.clone();
             let b = rt.create(opts).await.map_err(to_py)?;
-            Ok(PyBox::new(rt, b))
+            Ok(PyBox::new(b, name))
         })
     }
 
-    /// The box with this id, unique id prefix or name.
+    /// The box with this id, unique id prefix or name, or None.
     fn get<'py>(&self, py: Python<'py>, id_or_name: String) -> PyResult<Bound<'py, PyAny>> {
         let rt = self.rt.clone();
         future_into_py(py, async move {
-            let b = rt.get(&id_or_name).await.map_err(to_py)?;
-            Ok(PyBox::new(rt, b))
+            match rt.get(&id_or_name).await {
+                Ok(b) => {
+                    let name = b.info().await.map_err(to_py)?.name;
+                    Ok(Some(PyBox::new(b, name)))
+                }
+                Err(e) if e.kind() == boxlite::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(to_py(e)),
+            }
         })
     }
 
-    /// The box named `name`, created with `options` if there is none (atomically, across
-    /// processes).
+    /// What the box with this id or name is, or None.
+    fn get_info<'py>(&self, py: Python<'py>, id_or_name: String) -> PyResult<Bound<'py, PyAny>> {
+        let rt = self.rt.clone();
+        future_into_py(py, async move {
+            match rt.get(&id_or_name).await {
+                Ok(b) => Ok(Some(BoxInfo::from(&b.info().await.map_err(to_py)?))),
+                Err(e) if e.kind() == boxlite::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(to_py(e)),
+            }
+        })
+    }
+
+    /// `(box, created)`: the box named `name` (or `options`' name), created with
+    /// `options` if there is none, atomically across processes.
+    #[pyo3(signature = (options, name=None))]
     fn get_or_create<'py>(
         &self,
         py: Python<'py>,
-        name: String,
-        options: BoxOptions,
+        options: PyRef<'py, BoxOptions>,
+        name: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let rt = self.rt.clone();
-        let opts = options.to_library()?;
+        let Some(name) = name else {
+            return Err(invalid("get_or_create needs a name"));
+        };
+        let opts = options.to_library(Some(&name))?;
         future_into_py(py, async move {
-            let (b, _created) = rt.get_or_create(&name, opts).await.map_err(to_py)?;
-            Ok(PyBox::new(rt, b))
+            let (b, created) = rt.get_or_create(&name, opts).await.map_err(to_py)?;
+            Ok((PyBox::new(b, Some(name)), created))
         })
     }
 
-    /// Every box, newest first.
-    fn list_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    /// Every box.
+    #[pyo3(signature = (_state=None))]
+    fn list_info<'py>(
+        &self,
+        py: Python<'py>,
+        _state: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let rt = self.rt.clone();
         future_into_py(py, async move {
             let list = rt.list().await.map_err(to_py)?;
@@ -123,13 +203,45 @@ impl Boxlite {
         })
     }
 
-    /// Stop the boxes this runtime started (waiting up to `timeout` seconds for each),
-    /// then refuse new work.
-    #[pyo3(signature = (timeout=10.0))]
-    fn shutdown<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+    /// Counts of the boxes there are now.
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let rt = self.rt.clone();
-        let t = seconds(timeout)?;
+        future_into_py(py, async move {
+            let list = rt.list().await.map_err(to_py)?;
+            let with = |s: boxlite::BoxState| list.iter().filter(|b| b.state == s).count() as u64;
+            Ok(RuntimeMetrics {
+                boxes_created_total: list.len() as u64,
+                boxes_failed_total: with(boxlite::BoxState::Failed),
+                num_running_boxes: with(boxlite::BoxState::Running),
+                total_commands_executed: None,
+                total_exec_errors: None,
+            })
+        })
+    }
+
+    /// Stop the boxes this runtime started (up to `timeout` seconds each, default 10;
+    /// -1 waits as long as it takes), then refuse new work.
+    #[pyo3(signature = (timeout=None))]
+    fn shutdown<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
+        let rt = self.rt.clone();
+        let t = match timeout {
+            None => Duration::from_secs(10),
+            Some(t) if t < 0.0 => Duration::from_secs(86_400 * 365),
+            Some(t) => seconds(t)?,
+        };
         future_into_py(py, async move { rt.shutdown(t).await.map_err(to_py) })
+    }
+
+    /// Nothing to release: boxes are durable. (For `with Boxlite(...) as rt:`.)
+    fn close(&self) {}
+
+    fn __enter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    #[pyo3(signature = (*_exc))]
+    fn __exit__(&self, _exc: &Bound<'_, pyo3::types::PyTuple>) -> bool {
+        false
     }
 
     fn __repr__(&self) -> String {
@@ -137,12 +249,24 @@ impl Boxlite {
     }
 }
 
+/// Counts over the boxes that exist now (the library keeps no totals across removed
+/// boxes); figures it does not count are None.
+#[pyclass(module = "boxlite", get_all, from_py_object)]
+#[derive(Debug, Clone)]
+pub struct RuntimeMetrics {
+    pub boxes_created_total: u64,
+    pub boxes_failed_total: u64,
+    pub num_running_boxes: u64,
+    pub total_commands_executed: Option<u64>,
+    pub total_exec_errors: Option<u64>,
+}
+
 /// A duration in seconds from Python, refusing what is not one.
 pub(crate) fn seconds(s: f64) -> PyResult<Duration> {
     if s.is_finite() && s >= 0.0 {
         Ok(Duration::from_secs_f64(s.min(86_400.0 * 365.0)))
     } else {
-        Err(crate::errors::InvalidArgumentError::new_err(format!(
+        Err(invalid(format!(
             "{s} is not a number of seconds (0 or more)"
         )))
     }

@@ -1,82 +1,93 @@
 """boxlite: hardware-isolated sandboxes (micro-VMs) for untrusted code, embeddable.
 
-A thin layer over the boxlite library's native extension (``boxlite._native``): every
-call that waits is a coroutine run on the library's own threads, so the GIL is never
-held while a box boots or a command runs.
+Boot an OCI image in a lightweight VM, run commands in it with streamed I/O, move files
+in and out, and tear it down, from one ``pip install``. The names and shapes follow
+BoxLite's Python SDK, so code written for it runs with an import changed at most.
+
+The core classes (``Boxlite``, ``Box``, ``Execution``, ...) live in the native
+extension over the boxlite library: every call that waits returns an awaitable run on
+the library's own threads, so the GIL is never held while a box boots or a command
+runs. ``SimpleBox`` and ``CodeBox`` are conveniences on top, and ``SyncBoxlite``,
+``SyncSimpleBox`` and ``SyncCodeBox`` their blocking twins.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 _DATA = Path(__file__).parent / "_data"
 
 
 def _use_packaged_helpers() -> None:
-    """Point the library at the assets and helper binaries this wheel carries, unless
-    the environment names others (the same lookup as the CLI's, with the package's
-    directory standing in for "beside the binary")."""
+    """Point the library at the helper binaries this wheel carries, unless the
+    environment names others (the CLI finds them beside its binary)."""
     bin_dir = _DATA / "bin"
     for var, name in (("BOXLITE_SHIM", "boxlite-shim"), ("BOXLITE_NET", "boxlite-net")):
         if var not in os.environ and (bin_dir / name).exists():
             os.environ[var] = str(bin_dir / name)
 
 
-_use_packaged_helpers()
-
-from ._native import (  # noqa: E402
-    AlreadyExistsError,
-    BoxInfo,
-    BoxliteError,
-    EngineError,
-    ExecResult,
-    ImageError,
-    InternalError,
-    InvalidArgumentError,
-    InvalidStateError,
-    NotFoundError,
-    ResourceExhaustedError,
-    TimeoutError,
-    __version__,
-)
-from ._native import Box as _NativeBox  # noqa: E402
-from ._native import BoxOptions  # noqa: E402
-from ._native import Boxlite as _NativeBoxlite  # noqa: E402
-from ._native import Execution as _NativeExecution  # noqa: E402
-from ._native import Options as _NativeOptions  # noqa: E402
-
-
-def _packaged_assets() -> "str | None":
-    if os.environ.get("BOXLITE_ASSETS"):
-        return None
+def _packaged_assets() -> Optional[str]:
+    """The guest assets this wheel carries (kernel, initramfs, built-in images), if any."""
     assets = _DATA / "assets"
     return str(assets) if (assets / "manifest.json").exists() else None
 
 
-#: How a runtime opens: ``home_dir`` (default ``$BOXLITE_HOME``, else ``~/.boxlite``).
-Options = _NativeOptions
+_use_packaged_helpers()
 
+from . import errors  # noqa: E402
+from ._native import (  # noqa: E402
+    Box,
+    BoxInfo,
+    BoxMetrics,
+    Boxlite,
+    BoxOptions,
+    BoxStateInfo,
+    CopyOptions,
+    ExecStdin,
+    Execution,
+    NetworkSpec,
+    Options,
+    OutboundNetworkSpec,
+    OutputStream,
+    RuntimeMetrics,
+    __version__,
+)
+from .codebox import CodeBox  # noqa: E402
+from .errors import *  # noqa: E402,F401,F403
+from .exec import ExecResult  # noqa: E402
+from .simplebox import SimpleBox  # noqa: E402
+from .sync_api import SyncBox, SyncBoxlite, SyncCodeBox, SyncExecution, SyncSimpleBox  # noqa: E402
+
+#: BoxLite's names for an execution's output streams.
+ExecStdout = OutputStream
+ExecStderr = OutputStream
 
 __all__ = [
-    "AlreadyExistsError",
+    "Box",
     "BoxInfo",
+    "BoxMetrics",
     "BoxOptions",
+    "BoxStateInfo",
     "Boxlite",
-    "BoxliteError",
-    "EngineError",
+    "CodeBox",
+    "CopyOptions",
     "ExecResult",
-    "ImageError",
-    "InternalError",
-    "InvalidArgumentError",
-    "InvalidStateError",
-    "NotFoundError",
+    "ExecStderr",
+    "ExecStdin",
+    "ExecStdout",
+    "Execution",
+    "NetworkSpec",
     "Options",
-    "ResourceExhaustedError",
-    "TimeoutError",
+    "OutboundNetworkSpec",
+    "RuntimeMetrics",
+    "SimpleBox",
+    "SyncBox",
+    "SyncBoxlite",
+    "SyncCodeBox",
+    "SyncExecution",
+    "SyncSimpleBox",
     "__version__",
-]
-
-from ._api import Box, Boxlite, Execution  # noqa: E402,F401
-
-__all__ += ["Box", "Execution"]
+] + errors.__all__
