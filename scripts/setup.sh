@@ -25,7 +25,7 @@ PACKAGES=(
   docker-registry openssl             # the local OCI registry the image tests pull from, its test CA
   libarchive13                        # loaded by mke2fs to read the root filesystem's tar stream
   python3                             # the network tests' wheel and simple index; bench/net.sh's fixtures
-  python3-venv                        # the REST compatibility test's virtualenv
+  python3-venv python3-dev            # the virtualenvs (Python SDK, REST compatibility); libpython for the SDK crate's tests
   iproute2 util-linux                 # ip and unshare: the API fuzz test's own network namespace
   ca-certificates
 )
@@ -93,4 +93,7 @@ cargo build --release --locked -p boxlite-cli -p boxlite-net
 
 # The runtime looks for assets beside its binary; point the release build at them.
 ln -sfn "$REPO/build/assets" "$REPO/target/release/assets"
+
+# The Python SDK: its wheel (build/wheels), installed into build/venv.
+bash scripts/build-wheel.sh
 log "ready: $REPO/target/release/boxlite (assets: $REPO/build/assets)"

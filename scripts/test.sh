@@ -22,6 +22,18 @@ export BOXLITE_NET_TEST_GUARD=1 BOXLITE_NET_DNS=127.0.0.1:9
 echo "[test] cargo test" >&2
 cargo test --workspace --locked --no-fail-fast -- --test-threads="${BOXLITE_TEST_THREADS:-2}"
 
+# The Python SDK, as installed from its wheel by setup (pytest's 5 means nothing was
+# collected: a broken test tree, not a pass).
+echo "[test] pytest (the Python SDK)" >&2
+rc=0
+build/venv/bin/python -m pytest -q -p no:cacheprovider crates/boxlite-python/tests || rc=$?
+if [[ $rc == 5 ]]; then
+  echo "[test] pytest collected no tests" >&2
+  exit 1
+elif [[ $rc != 0 ]]; then
+  exit "$rc"
+fi
+
 leftover=$(pgrep -fa 'qemu-system|boxlite-shim|boxlite-net|virtiofsd' | grep -F "$REPO" || true)
 if [[ -n $leftover ]]; then
   echo "[test] VM processes outlived the tests:" >&2

@@ -18,6 +18,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 
+# Boxes never reach anything but loopback, and no real resolver.
+os.environ.setdefault("BOXLITE_NET_TEST_GUARD", "1")
+os.environ.setdefault("BOXLITE_NET_DNS", "127.0.0.1:9")
+
+import boxlite  # noqa: E402  (points the library at the helpers the wheel carries)
+
+# A development build (`maturin develop`) carries none: use the ones cargo built.
 for var, name in (("BOXLITE_SHIM", "boxlite-shim"), ("BOXLITE_NET", "boxlite-net")):
     if var not in os.environ:
         for profile in ("debug", "release"):
@@ -25,11 +32,6 @@ for var, name in (("BOXLITE_SHIM", "boxlite-shim"), ("BOXLITE_NET", "boxlite-net
             if p.exists():
                 os.environ[var] = str(p)
                 break
-# Boxes never reach anything but loopback, and no real resolver.
-os.environ.setdefault("BOXLITE_NET_TEST_GUARD", "1")
-os.environ.setdefault("BOXLITE_NET_DNS", "127.0.0.1:9")
-
-import boxlite  # noqa: E402
 
 
 @pytest.fixture(scope="session")
