@@ -1,0 +1,227 @@
+"""Type stubs for boxlite's native extension (see docs/python.md)."""
+
+from os import PathLike
+from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple, Union
+
+__version__: str
+
+_Env = Union[Sequence[Tuple[str, str]], Dict[str, str], None]
+
+class Options:
+    """How a runtime opens: its home directory and guest assets."""
+
+    home_dir: Optional[str]
+    assets_dir: Optional[str]
+    def __init__(self, home_dir: Optional[Union[str, PathLike]] = None, assets_dir: Optional[Union[str, PathLike]] = None) -> None: ...
+
+class OutboundNetworkSpec:
+    """Outbound traffic: ``mode`` and ``allow_net`` rules."""
+
+    mode: str
+    allow_net: List[str]
+    def __init__(self, mode: str = "enabled", allow_net: List[str] = ...) -> None: ...
+
+class NetworkSpec:
+    """A box's network and egress policy."""
+
+    outbound: OutboundNetworkSpec
+    deny_net: List[str]
+    @property
+    def mode(self) -> str: ...
+    @property
+    def allow_net(self) -> List[str]: ...
+    def __init__(
+        self,
+        outbound: Optional[OutboundNetworkSpec] = None,
+        inbound: None = None,
+        mode: Optional[str] = None,
+        allow_net: Optional[List[str]] = None,
+        *,
+        deny_net: List[str] = ...,
+    ) -> None: ...
+
+class CopyOptions:
+    """How a copy treats its source and destination."""
+
+    recursive: bool
+    overwrite: bool
+    follow_symlinks: bool
+    def __init__(self, recursive: bool = True, overwrite: bool = True, follow_symlinks: bool = False) -> None: ...
+
+class BoxOptions:
+    """What a box is made of."""
+
+    image: Optional[str]
+    rootfs_path: Optional[str]
+    cpus: Optional[int]
+    memory_mib: Optional[int]
+    disk_size_gb: Optional[int]
+    working_dir: Optional[str]
+    env: List[Tuple[str, str]]
+    volumes: List[str]
+    network: Optional[NetworkSpec]
+    ports: List[str]
+    auto_remove: Optional[bool]
+    auto_stop: Optional[int]
+    auto_delete: Optional[int]
+    auto_resume: Optional[bool]
+    detach: Optional[bool]
+    entrypoint: Optional[List[str]]
+    cmd: Optional[List[str]]
+    user: Optional[str]
+    tty: Optional[bool]
+    advanced: Any
+    secrets: List[Any]
+    def __init__(
+        self,
+        image: Optional[str] = None,
+        rootfs_path: Optional[str] = None,
+        cpus: Optional[int] = None,
+        memory_mib: Optional[int] = None,
+        disk_size_gb: Optional[int] = None,
+        working_dir: Optional[str] = None,
+        env: List[Tuple[str, str]] = ...,
+        volumes: List[Union[str, Dict[str, Any], Tuple[Any, ...]]] = ...,
+        network: Optional[NetworkSpec] = None,
+        ports: List[Union[Tuple[Any, ...], Dict[str, Any]]] = ...,
+        auto_remove: Optional[bool] = None,
+        auto_stop: Optional[int] = None,
+        auto_delete: Optional[int] = None,
+        auto_resume: Optional[bool] = None,
+        detach: Optional[bool] = None,
+        entrypoint: Optional[List[str]] = None,
+        cmd: Optional[List[str]] = None,
+        user: Optional[str] = None,
+        tty: Optional[bool] = None,
+        advanced: Any = None,
+        secrets: List[Any] = ...,
+    ) -> None: ...
+
+class BoxStateInfo:
+    status: str
+    running: bool
+    pid: Optional[int]
+    exit_code: Optional[int]
+
+class BoxInfo:
+    id: str
+    name: Optional[str]
+    image: str
+    state: BoxStateInfo
+    cpus: int
+    memory_mib: int
+    created_at: str
+    started_at: Optional[str]
+    stopped_at: Optional[str]
+    last_error: Optional[str]
+    auto_remove: bool
+
+class BoxMetrics:
+    commands_executed_total: Optional[int]
+    exec_errors_total: Optional[int]
+    bytes_sent_total: Optional[int]
+    bytes_received_total: Optional[int]
+    cpu_percent: Optional[float]
+    memory_bytes: Optional[int]
+    memory_total_bytes: Optional[int]
+    vmm_rss_bytes: Optional[int]
+    network_bytes_sent: Optional[int]
+    network_bytes_received: Optional[int]
+    network_tcp_connections: Optional[int]
+    network_tcp_errors: Optional[int]
+    total_create_duration_ms: Optional[int]
+    guest_boot_duration_ms: Optional[int]
+    stage_box_spawn_ms: Optional[int]
+    disk_overlay_bytes: int
+    oom_kills: Optional[int]
+
+class RuntimeMetrics:
+    boxes_created_total: int
+    boxes_failed_total: int
+    num_running_boxes: int
+    total_commands_executed: Optional[int]
+    total_exec_errors: Optional[int]
+
+class ExecResult:
+    """How a command ended."""
+
+    exit_code: int
+    error_message: Optional[str]
+    signal: Optional[int]
+    timed_out: bool
+    oom_killed: bool
+
+class OutputStream:
+    """An async iterator over an execution's output: ``str`` lines, or ``bytes`` chunks."""
+
+    def __aiter__(self) -> "OutputStream": ...
+    async def __anext__(self) -> Union[str, bytes]: ...
+
+class ExecStdin:
+    async def send_input(self, data: Union[bytes, bytearray, str]) -> None: ...
+    async def write(self, data: Union[bytes, bytearray, str]) -> None: ...
+    async def close(self) -> None: ...
+    def is_closed(self) -> bool: ...
+
+class Execution:
+    """A command running in a box."""
+
+    @property
+    def id(self) -> str: ...
+    def stdout(self, text: bool = True) -> OutputStream: ...
+    def stderr(self, text: bool = True) -> OutputStream: ...
+    def stdin(self) -> ExecStdin: ...
+    async def wait(self) -> ExecResult: ...
+    async def kill(self) -> None: ...
+    async def signal(self, signal: int) -> None: ...
+    async def resize_tty(self, rows: int, cols: int) -> None: ...
+
+class Box:
+    """A box (durable: it outlives the process)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> Optional[str]: ...
+    async def start(self) -> None: ...
+    async def stop(self, timeout: Optional[float] = None) -> None: ...
+    async def info(self) -> BoxInfo: ...
+    async def metrics(self) -> BoxMetrics: ...
+    async def exec(
+        self,
+        command: str,
+        args: Optional[List[str]] = None,
+        env: _Env = None,
+        tty: bool = False,
+        user: Optional[str] = None,
+        timeout_secs: Optional[float] = None,
+        cwd: Optional[str] = None,
+        *,
+        stdin: Union[bytes, str, None] = None,
+    ) -> Execution: ...
+    async def copy_in(self, host_path: Union[str, PathLike], container_dest: str, copy_options: Optional[CopyOptions] = None) -> None: ...
+    async def copy_out(self, container_src: str, host_dest: Union[str, PathLike], copy_options: Optional[CopyOptions] = None) -> None: ...
+    async def __aenter__(self) -> "Box": ...
+    async def __aexit__(self, *exc: Any) -> bool: ...
+
+class Boxlite:
+    """A runtime over one home directory."""
+
+    def __init__(self, options: Optional[Options] = None) -> None: ...
+    @staticmethod
+    def default() -> "Boxlite": ...
+    @staticmethod
+    def init_default(options: Options) -> None: ...
+    @property
+    def home_dir(self) -> str: ...
+    async def create(self, options: BoxOptions, name: Optional[str] = None) -> Box: ...
+    async def get(self, id_or_name: str) -> Optional[Box]: ...
+    async def get_info(self, id_or_name: str) -> Optional[BoxInfo]: ...
+    async def get_or_create(self, options: BoxOptions, name: Optional[str] = None) -> Tuple[Box, bool]: ...
+    async def list_info(self, _state: Any = None) -> List[BoxInfo]: ...
+    async def remove(self, id_or_name: str, force: bool = False) -> None: ...
+    async def metrics(self) -> RuntimeMetrics: ...
+    async def shutdown(self, timeout: Optional[float] = None) -> None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> "Boxlite": ...
+    def __exit__(self, *exc: Any) -> bool: ...
