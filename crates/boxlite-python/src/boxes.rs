@@ -208,6 +208,26 @@ impl PyBox {
         })
     }
 
+    /// For `bench/python.sh`: the library's own exec round trip (`true`, exec to exit)
+    /// `n` times on this box, in milliseconds, with no Python in the loop.
+    fn _library_exec_round_trips<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyAny>> {
+        let b = self.b.clone();
+        future_into_py(py, async move {
+            let mut ms = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = std::time::Instant::now();
+                b.exec(boxlite::BoxCommand::new("true"))
+                    .await
+                    .map_err(to_py)?
+                    .wait()
+                    .await
+                    .map_err(crate::errors::exec_to_py)?;
+                ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok(ms)
+        })
+    }
+
     fn __repr__(&self) -> String {
         format!("Box(id={:?})", self.b.id())
     }
