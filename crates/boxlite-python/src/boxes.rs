@@ -210,7 +210,11 @@ impl PyBox {
 
     /// For `bench/python.sh`: the library's own exec round trip (`true`, exec to exit)
     /// `n` times on this box, in milliseconds, with no Python in the loop.
-    fn _library_exec_round_trips<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyAny>> {
+    fn _library_exec_round_trips<'py>(
+        &self,
+        py: Python<'py>,
+        n: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let b = self.b.clone();
         future_into_py(py, async move {
             let mut ms = Vec::with_capacity(n);

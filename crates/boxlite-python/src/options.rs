@@ -35,24 +35,27 @@ impl OutboundNetworkSpec {
 
 /// A box's network. `NetworkSpec(mode=..., allow_net=[...])` configures outbound traffic,
 /// as does `NetworkSpec(outbound=OutboundNetworkSpec(...))`; `deny_net` adds deny rules
-/// (a deny beats any allow).
+/// (a deny beats any allow); `hosts` adds names to the box's DNS (`"NAME:IP"`, or
+/// `"NAME:host-gateway"` for the host; a name still needs a rule to be reachable).
 #[pyclass(module = "boxlite", get_all, set_all, from_py_object)]
 #[derive(Debug, Clone)]
 pub struct NetworkSpec {
     pub outbound: OutboundNetworkSpec,
     pub deny_net: Vec<String>,
+    pub hosts: Vec<String>,
 }
 
 #[pymethods]
 impl NetworkSpec {
     #[new]
-    #[pyo3(signature = (outbound=None, inbound=None, mode=None, allow_net=None, *, deny_net=Vec::new()))]
+    #[pyo3(signature = (outbound=None, inbound=None, mode=None, allow_net=None, *, deny_net=Vec::new(), hosts=Vec::new()))]
     fn new(
         outbound: Option<OutboundNetworkSpec>,
         inbound: Option<Bound<'_, PyAny>>,
         mode: Option<String>,
         allow_net: Option<Vec<String>>,
         deny_net: Vec<String>,
+        hosts: Vec<String>,
     ) -> PyResult<Self> {
         if inbound.is_some_and(|i| !i.is_none()) {
             return Err(invalid(
@@ -71,7 +74,11 @@ impl NetworkSpec {
                 allow_net: allow.unwrap_or_default(),
             },
         };
-        Ok(NetworkSpec { outbound, deny_net })
+        Ok(NetworkSpec {
+            outbound,
+            deny_net,
+            hosts,
+        })
     }
 
     /// The outbound mode (BoxLite's legacy view).
@@ -318,6 +325,12 @@ impl BoxOptions {
                 };
                 net.allow = n.outbound.allow_net.clone();
                 net.deny = n.deny_net.clone();
+                for h in &n.hosts {
+                    net.hosts.push(
+                        boxlite::model::HostSpec::parse(h)
+                            .map_err(|e| to_py(boxlite::BoxError::Network(e).into()))?,
+                    );
+                }
                 net
             }
         };

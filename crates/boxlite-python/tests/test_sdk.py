@@ -278,3 +278,60 @@ def test_the_sync_api_refuses_a_running_loop(home):
                 rt.list_info()
 
     run(go())
+
+
+def test_codebox_installs_a_package_from_an_index_on_the_host(runtime, tmp_path):
+    """pip in the box, from a PyPI-style index served on the host's loopback, reached
+    through the box's egress policy (a name for the host and one allow rule)."""
+    import base64
+    import functools
+    import hashlib
+    import http.server
+    import zipfile
+
+    files = {
+        "hello_boxlite/__init__.py": "GREETING = 'installed from the host index'\n",
+        "hello_boxlite-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: hello-boxlite\nVersion: 1.0\n",
+        "hello_boxlite-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: boxlite-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    (tmp_path / "files").mkdir()
+    (tmp_path / "simple" / "hello-boxlite").mkdir(parents=True)
+    wheel = tmp_path / "files" / "hello_boxlite-1.0-py3-none-any.whl"
+    record = []
+    with zipfile.ZipFile(wheel, "w") as z:
+        for name, text in files.items():
+            data = text.encode()
+            z.writestr(name, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            record.append(f"{name},sha256={digest},{len(data)}")
+        record.append("hello_boxlite-1.0.dist-info/RECORD,,")
+        z.writestr("hello_boxlite-1.0.dist-info/RECORD", "\n".join(record) + "\n")
+    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    (tmp_path / "simple" / "hello-boxlite" / "index.html").write_text(
+        f'<!DOCTYPE html><html><body><a href="/files/{wheel.name}#sha256={sha}">{wheel.name}</a></body></html>'
+    )
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    port = server.server_address[1]
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+
+        async def go():
+            async with boxlite.CodeBox(
+                runtime=runtime,
+                env=[
+                    ("PIP_INDEX_URL", f"http://pypi.test:{port}/simple/"),
+                    ("PIP_TRUSTED_HOST", "pypi.test"),
+                ],
+                network=boxlite.NetworkSpec(
+                    allow_net=[f"pypi.test:{port}"], hosts=["pypi.test:host-gateway"]
+                ),
+            ) as cb:
+                out = await cb.install_package("hello-boxlite")
+                assert "Successfully installed hello-boxlite-1.0" in out, out
+                return await cb.run("import hello_boxlite; print(hello_boxlite.GREETING)")
+
+        assert run(go()) == "installed from the host index\n"
+    finally:
+        server.shutdown()

@@ -26,6 +26,7 @@ class NetworkSpec:
 
     outbound: OutboundNetworkSpec
     deny_net: List[str]
+    hosts: List[str]
     @property
     def mode(self) -> str: ...
     @property
@@ -38,6 +39,7 @@ class NetworkSpec:
         allow_net: Optional[List[str]] = None,
         *,
         deny_net: List[str] = ...,
+        hosts: List[str] = ...,
     ) -> None: ...
 
 class CopyOptions:
