@@ -129,16 +129,33 @@ impl PyBox {
             }),
         };
         let b = self.b.clone();
-        future_into_py(py, async move {
+        // The start runs as a task of its own, so a Python cancellation cannot cut it in
+        // half; if the caller is gone by the time it has started, the command is killed
+        // rather than left running with nobody holding it.
+        let started = pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
             let mut ex = b.exec(c).await.map_err(to_py)?;
             if let Some(data) = input
                 && let Some(mut pipe) = ex.take_stdin()
             {
-                pipe.write_all(&data)
-                    .await
-                    .map_err(crate::errors::exec_to_py)?;
-                pipe.close().await.map_err(crate::errors::exec_to_py)?;
+                let fed = async {
+                    pipe.write_all(&data).await?;
+                    pipe.close().await.map(drop)
+                };
+                if let Err(e) = fed.await {
+                    let _ = ex.kill().await;
+                    return Err(crate::errors::exec_to_py(e));
+                }
             }
+            Ok::<_, PyErr>(ex)
+        });
+        future_into_py(py, async move {
+            let mut guard = KillIfAbandoned(Some(started));
+            let joined = match guard.0.as_mut() {
+                Some(task) => task.await,
+                None => return Err(crate::errors::error("InternalError", "no exec task".into())),
+            };
+            guard.0 = None;
+            let ex = joined.map_err(|e| crate::errors::error("InternalError", e.to_string()))??;
             Ok(Execution::new(ex))
         })
     }
@@ -234,6 +251,22 @@ impl PyBox {
 
     fn __repr__(&self) -> String {
         format!("Box(id={:?})", self.b.id())
+    }
+}
+
+/// While armed, dropping it (the Python caller cancelled) kills the execution the task
+/// starts, once it has started.
+struct KillIfAbandoned(Option<tokio::task::JoinHandle<PyResult<boxlite::Execution>>>);
+
+impl Drop for KillIfAbandoned {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+                if let Ok(Ok(ex)) = task.await {
+                    let _ = ex.kill().await;
+                }
+            });
+        }
     }
 }
 

@@ -170,6 +170,26 @@ def test_cancelling_a_wait_leaves_the_box_usable(shared_box):
     run(go())
 
 
+def test_cancelling_an_exec_being_started_leaves_no_process(shared_box):
+    async def go():
+        for delay in (0.0, 0.01, 0.05, 0.2):
+            task = asyncio.ensure_future(shared_box.exec("sleep", ["31"]))
+            await asyncio.sleep(delay)
+            task.cancel()
+            try:
+                x = await task
+            except asyncio.CancelledError:
+                continue
+            # It started before the cancel arrived: it is ours to end.
+            await x.kill()
+        await asyncio.sleep(1.0)
+        x = await shared_box.exec("sh", ["-c", "ps -o args | grep '^sleep 31' || true"])
+        out, _, _ = await collect(x)
+        assert out == [], out
+
+    run(go())
+
+
 def test_copy_in_and_out(shared_box, tmp_path):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
