@@ -274,7 +274,9 @@ impl Drop for KillIfAbandoned {
 #[pyclass(module = "boxlite", get_all, from_py_object)]
 #[derive(Debug, Clone)]
 pub struct BoxStateInfo {
+    /// `configured`, `running`, `stopping`, `stopped` or `failed`.
     pub status: String,
+    /// Whether it runs.
     pub running: bool,
     /// The VMM's process id while it runs.
     pub pid: Option<i32>,
@@ -293,17 +295,27 @@ impl BoxStateInfo {
 #[pyclass(module = "boxlite", get_all, from_py_object)]
 #[derive(Debug, Clone)]
 pub struct BoxInfo {
+    /// The box's id.
     pub id: String,
+    /// Its name, if it has one.
     pub name: Option<String>,
+    /// The image it was created from.
     pub image: String,
+    /// Its state.
     pub state: BoxStateInfo,
+    /// Virtual CPUs.
     pub cpus: u32,
+    /// Guest memory in MiB.
     pub memory_mib: u32,
+    /// When it was created.
     pub created_at: String,
+    /// When it last started.
     pub started_at: Option<String>,
+    /// When it last stopped.
     pub stopped_at: Option<String>,
     /// Why the box last stopped or failed on its own, if it did.
     pub last_error: Option<String>,
+    /// Whether it is removed once it stops.
     pub auto_remove: bool,
 }
 
@@ -351,27 +363,39 @@ impl BoxInfo {
 #[pyclass(module = "boxlite", get_all, from_py_object)]
 #[derive(Debug, Clone)]
 pub struct BoxMetrics {
+    /// Commands started since the box's agent started.
     pub commands_executed_total: Option<u64>,
+    /// Not counted: None.
     pub exec_errors_total: Option<u64>,
+    /// Bytes the box sent over its network.
     pub bytes_sent_total: Option<u64>,
+    /// Bytes the box received over its network.
     pub bytes_received_total: Option<u64>,
     /// Percent of one host CPU since the VMM started.
     pub cpu_percent: Option<f64>,
     /// Memory used in the guest.
     pub memory_bytes: Option<u64>,
+    /// The guest's memory.
     pub memory_total_bytes: Option<u64>,
     /// The VMM's resident memory on the host.
     pub vmm_rss_bytes: Option<u64>,
+    /// As `bytes_sent_total`.
     pub network_bytes_sent: Option<u64>,
+    /// As `bytes_received_total`.
     pub network_bytes_received: Option<u64>,
+    /// TCP connections the box opened.
     pub network_tcp_connections: Option<u64>,
+    /// Not counted: None.
     pub network_tcp_errors: Option<u64>,
     /// From the start call until the box was usable.
     pub total_create_duration_ms: Option<u64>,
     /// Guest uptime when the agent was ready: kernel boot plus init.
     pub guest_boot_duration_ms: Option<u64>,
+    /// From the start call until the VMM was spawned.
     pub stage_box_spawn_ms: Option<u64>,
+    /// Bytes the box's disk overlay uses on the host.
     pub disk_overlay_bytes: u64,
+    /// Processes the guest's out-of-memory killer ended.
     pub oom_kills: Option<u64>,
 }
 

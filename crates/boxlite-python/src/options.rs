@@ -13,7 +13,9 @@ use crate::errors::{invalid, to_py};
 #[pyclass(module = "boxlite", get_all, set_all, from_py_object)]
 #[derive(Debug, Clone)]
 pub struct OutboundNetworkSpec {
+    /// `"enabled"` or `"disabled"`.
     pub mode: String,
+    /// Egress allow rules.
     pub allow_net: Vec<String>,
 }
 
@@ -40,8 +42,11 @@ impl OutboundNetworkSpec {
 #[pyclass(module = "boxlite", get_all, set_all, from_py_object)]
 #[derive(Debug, Clone)]
 pub struct NetworkSpec {
+    /// Outbound traffic.
     pub outbound: OutboundNetworkSpec,
+    /// Egress deny rules; a deny beats any allow.
     pub deny_net: Vec<String>,
+    /// Names added to the box's DNS: `"NAME:IP"` or `"NAME:host-gateway"`.
     pub hosts: Vec<String>,
 }
 
@@ -106,8 +111,11 @@ impl NetworkSpec {
 #[pyclass(module = "boxlite", get_all, set_all, from_py_object)]
 #[derive(Debug, Clone)]
 pub struct CopyOptions {
+    /// Copy directories with their contents.
     pub recursive: bool,
+    /// Replace existing files at the destination.
     pub overwrite: bool,
+    /// Copy what symlinks point to instead of the links.
     pub follow_symlinks: bool,
 }
 
@@ -144,10 +152,13 @@ impl CopyOptions {
 #[pyclass(module = "boxlite", get_all, set_all)]
 #[derive(Debug)]
 pub struct BoxOptions {
+    /// An image reference (default `alpine:latest`; `boxlite/busybox` and `boxlite/python` are built in).
     pub image: Option<String>,
     /// Refused: boxes start from images.
     pub rootfs_path: Option<String>,
+    /// Virtual CPUs.
     pub cpus: Option<u32>,
+    /// Guest memory in MiB.
     pub memory_mib: Option<u32>,
     /// Root disk size in GiB (default: the image's, with at least 1 GiB free).
     pub disk_size_gb: Option<u64>,
@@ -160,6 +171,7 @@ pub struct BoxOptions {
     /// the box). Host directories are never mounted: a `(host_path, guest_path)` tuple is
     /// refused; copy files in and out instead.
     pub volumes: Vec<String>,
+    /// The network and its egress policy (default: on, public internet only).
     pub network: Option<NetworkSpec>,
     /// Published ports: `(host_port, guest_port[, protocol[, host_ip]])` or a dict with
     /// `guest_port` and optional `host_port` (0 or absent: any free port), `protocol`,
@@ -172,10 +184,13 @@ pub struct BoxOptions {
     /// 0 keeps a stopped box; any other value removes it once it stops (as
     /// `auto_remove`).
     pub auto_delete: Option<u64>,
+    /// Accepted: boxes do not pause themselves yet.
     pub auto_resume: Option<bool>,
     /// Accepted: every box outlives the process that created it.
     pub detach: Option<bool>,
+    /// Replaces the image's entrypoint (and drops its command, as Docker does).
     pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's command.
     pub cmd: Option<Vec<String>>,
     /// The default user of the box's commands: `name|uid[:group|gid]`.
     pub user: Option<String>,

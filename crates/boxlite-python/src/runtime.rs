@@ -17,7 +17,9 @@ use crate::options::BoxOptions;
 #[pyclass(module = "boxlite", get_all, set_all, from_py_object)]
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// The home directory.
     pub home_dir: Option<PathBuf>,
+    /// The guest assets directory.
     pub assets_dir: Option<PathBuf>,
 }
 
@@ -254,10 +256,15 @@ impl Boxlite {
 #[pyclass(module = "boxlite", get_all, from_py_object)]
 #[derive(Debug, Clone)]
 pub struct RuntimeMetrics {
+    /// Boxes that exist.
     pub boxes_created_total: u64,
+    /// Boxes that failed.
     pub boxes_failed_total: u64,
+    /// Boxes running.
     pub num_running_boxes: u64,
+    /// Not counted: None.
     pub total_commands_executed: Option<u64>,
+    /// Not counted: None.
     pub total_exec_errors: Option<u64>,
 }
 

@@ -76,6 +76,7 @@ class SimpleBox:
 
     @property
     def name(self) -> Optional[str]:
+        """The box's name, if it was given one."""
         return self._name
 
     @property
@@ -115,9 +116,11 @@ class SimpleBox:
         return ExecResult(result.exit_code, stdout, stderr, result.error_message)
 
     async def info(self) -> _native.BoxInfo:
+        """What the box is now."""
         return await self._started_box().info()
 
     async def metrics(self) -> _native.BoxMetrics:
+        """What the box uses and has done."""
         return await self._started_box().metrics()
 
     async def copy_in(

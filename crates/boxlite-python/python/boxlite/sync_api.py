@@ -59,6 +59,7 @@ class SyncExecution:
 
     @property
     def id(self) -> str:
+        """The execution's id."""
         return self._x.id
 
     def _iterate(self, stream: _native.OutputStream) -> Iterator:
@@ -81,15 +82,19 @@ class SyncExecution:
         return SyncExecStdin(self._loop, self._x.stdin())
 
     def wait(self):
+        """Wait for the command to end; returns its ``ExecResult``."""
         return self._loop.run(self._x.wait)
 
     def kill(self) -> None:
+        """End the command and its process group (SIGKILL)."""
         self._loop.run(self._x.kill)
 
     def signal(self, signal: int) -> None:
+        """Send ``signal`` to the command."""
         self._loop.run(lambda: self._x.signal(signal))
 
     def resize_tty(self, rows: int, cols: int) -> None:
+        """Resize the command's terminal (``tty=True`` executions)."""
         self._loop.run(lambda: self._x.resize_tty(rows, cols))
 
 
@@ -99,14 +104,17 @@ class SyncExecStdin:
         self._s = s
 
     def send_input(self, data) -> None:
+        """Write bytes (or text, as UTF-8) to the command."""
         self._loop.run(lambda: self._s.send_input(data))
 
     write = send_input
 
     def close(self) -> None:
+        """Close stdin: the command reads end of file."""
         self._loop.run(self._s.close)
 
     def is_closed(self) -> bool:
+        """Whether ``close`` was called."""
         return self._s.is_closed()
 
 
@@ -119,22 +127,28 @@ class SyncBox:
 
     @property
     def id(self) -> str:
+        """The box's id."""
         return self._box.id
 
     @property
     def name(self) -> Optional[str]:
+        """The box's name, if it has one."""
         return self._box.name
 
     def start(self) -> None:
+        """Boot the box (a no-op if it runs)."""
         self._loop.run(self._box.start)
 
     def stop(self, timeout: Optional[float] = None) -> None:
+        """Stop the box (removing it if it was created with ``auto_remove``)."""
         self._loop.run(lambda: self._box.stop(timeout))
 
     def info(self) -> _native.BoxInfo:
+        """What the box is now."""
         return self._loop.run(self._box.info)
 
     def metrics(self) -> _native.BoxMetrics:
+        """What the box uses and has done."""
         return self._loop.run(self._box.metrics)
 
     def exec(
@@ -149,15 +163,18 @@ class SyncBox:
         *,
         stdin=None,
     ) -> SyncExecution:
+        """Run ``cmd`` with ``args`` in the box (starting it if needed); see ``Box.exec``."""
         x = self._loop.run(
             lambda: self._box.exec(cmd, args, env, tty, user, timeout_secs, cwd, stdin=stdin)
         )
         return SyncExecution(self._loop, x)
 
     def copy_in(self, host_path, container_dest: str, copy_options=None) -> None:
+        """Copy a host file or directory into the box, as ``docker cp`` does."""
         self._loop.run(lambda: self._box.copy_in(str(host_path), container_dest, copy_options))
 
     def copy_out(self, container_src: str, host_dest, copy_options=None) -> None:
+        """Copy a path of the box to the host; nothing lands outside ``host_dest``."""
         self._loop.run(lambda: self._box.copy_out(container_src, str(host_dest), copy_options))
 
     def __enter__(self) -> "SyncBox":
@@ -178,6 +195,7 @@ class SyncBoxlite:
 
     @staticmethod
     def default() -> "SyncBoxlite":
+        """The process's shared runtime, with blocking calls."""
         return SyncBoxlite(_runtime=_native.Boxlite.default())
 
     @property
@@ -186,11 +204,13 @@ class SyncBoxlite:
         return self._rt
 
     def start(self) -> "SyncBoxlite":
+        """Start the runtime's event-loop thread (``with`` does it)."""
         if self._loop is None:
             self._loop = _Loop()
         return self
 
     def stop(self) -> None:
+        """Stop the event-loop thread; boxes keep running."""
         if self._loop is not None:
             self._loop.close()
             self._loop = None
@@ -205,29 +225,37 @@ class SyncBoxlite:
         return self.start()._loop.run(make)  # type: ignore[union-attr]
 
     def create(self, options: _native.BoxOptions, name: Optional[str] = None) -> SyncBox:
+        """Create a box (pulling its image if needed); it is not started."""
         return SyncBox(self._loop_or_start(), self._run(lambda: self._rt.create(options, name)))
 
     def get(self, id_or_name: str) -> Optional[SyncBox]:
+        """The box with this id, prefix or name, or ``None``."""
         b = self._run(lambda: self._rt.get(id_or_name))
         return SyncBox(self._loop_or_start(), b) if b is not None else None
 
     def get_or_create(self, options: _native.BoxOptions, name: Optional[str] = None) -> Tuple[SyncBox, bool]:
+        """``(box, created)``: the box named ``name``, created if there is none."""
         b, created = self._run(lambda: self._rt.get_or_create(options, name))
         return SyncBox(self._loop_or_start(), b), created
 
     def get_info(self, id_or_name: str):
+        """What the box with this id or name is, or ``None``."""
         return self._run(lambda: self._rt.get_info(id_or_name))
 
     def list_info(self):
+        """Every box."""
         return self._run(self._rt.list_info)
 
     def remove(self, id_or_name: str, force: bool = False) -> None:
+        """Remove a box by id or name (``force`` stops it first)."""
         self._run(lambda: self._rt.remove(id_or_name, force))
 
     def metrics(self):
+        """Counts of the boxes there are now."""
         return self._run(self._rt.metrics)
 
     def shutdown(self, timeout: Optional[float] = None) -> None:
+        """Stop the boxes this runtime started, then refuse new work."""
         self._run(lambda: self._rt.shutdown(timeout))
 
     def _loop_or_start(self) -> _Loop:
@@ -281,18 +309,22 @@ class SyncSimpleBox:
                 self._runtime.stop()
 
     def start(self):
+        """Create (or find) and start the box; the same as entering ``with``."""
         return self.__enter__()
 
     @property
     def id(self) -> str:
+        """The box's id."""
         return self._async.id
 
     @property
     def name(self) -> Optional[str]:
+        """The box's name, if it has one."""
         return self._async.name
 
     @property
     def created(self) -> Optional[bool]:
+        """Whether the box was created (rather than found), once started."""
         return self._async.created
 
     @property
@@ -300,21 +332,27 @@ class SyncSimpleBox:
         return SyncBox(self._runtime._loop_or_start(), self._async._started_box())
 
     def exec(self, cmd: str, *args: str, env=None, user=None, timeout=None, cwd=None) -> ExecResult:
+        """Run ``cmd`` with ``args`` and collect its output; see ``SimpleBox.exec``."""
         return self._run(lambda: self._async.exec(cmd, *args, env=env, user=user, timeout=timeout, cwd=cwd))
 
     def info(self):
+        """What the box is now."""
         return self._run(self._async.info)
 
     def metrics(self):
+        """What the box uses and has done."""
         return self._run(self._async.metrics)
 
     def copy_in(self, host_path, container_dest: str, **kw) -> None:
+        """Copy a host file or directory into the box, as ``docker cp`` does."""
         self._run(lambda: self._async.copy_in(host_path, container_dest, **kw))
 
     def copy_out(self, container_src: str, host_dest, **kw) -> None:
+        """Copy a path of the box to the host; nothing lands outside ``host_dest``."""
         self._run(lambda: self._async.copy_out(container_src, host_dest, **kw))
 
     def stop(self) -> None:
+        """Stop the box (removing it if it was created with ``auto_remove``)."""
         self._run(self._async.stop)
 
 
@@ -327,13 +365,17 @@ class SyncCodeBox(SyncSimpleBox):
         super().__init__(image=image, memory_mib=memory_mib, cpus=cpus, runtime=runtime, **kwargs)
 
     def run(self, code: str, timeout: Optional[float] = None) -> str:
+        """Run ``code`` with ``python3``; returns what it printed."""
         return self._run(lambda: self._async.run(code, timeout))
 
     def run_script(self, script_path: str) -> str:
+        """Run a Python file of the host."""
         return self._run(lambda: self._async.run_script(script_path))
 
     def install_package(self, package: str) -> str:
+        """``pip install`` one package; returns pip's output."""
         return self._run(lambda: self._async.install_package(package))
 
     def install_packages(self, *packages: str) -> str:
+        """``pip install`` packages; returns pip's output."""
         return self._run(lambda: self._async.install_packages(*packages))
