@@ -160,6 +160,32 @@ impl PyBox {
         })
     }
 
+    /// Attach to an execution started earlier (by this process or another) by its id:
+    /// its remaining output and its exit. Its stdin stays with the handle that started
+    /// it (`stdin` is accepted for BoxLite's signature; an attached execution has none).
+    /// The box must be running. Without an id (BoxLite's main-session attach) it is
+    /// refused: a box here runs nothing until asked, and every command is an execution.
+    #[pyo3(signature = (execution_id=None, stdin=true))]
+    fn attach<'py>(
+        &self,
+        py: Python<'py>,
+        execution_id: Option<String>,
+        stdin: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let _ = stdin;
+        let Some(id) = execution_id else {
+            return Err(crate::errors::error(
+                "UnsupportedError",
+                "a box has no main session here; attach to an execution by its id".into(),
+            ));
+        };
+        let b = self.b.clone();
+        future_into_py(py, async move {
+            let ex = b.attach(&id).await.map_err(to_py)?;
+            Ok(Execution::new(ex))
+        })
+    }
+
     /// Copy a host file or directory into the box, as `docker cp` does (starting the box
     /// if needed).
     #[pyo3(signature = (host_path, container_dest, copy_options=None))]

@@ -190,6 +190,20 @@ def test_cancelling_an_exec_being_started_leaves_no_process(shared_box):
     run(go())
 
 
+def test_attach_by_id_from_another_handle(runtime, shared_box):
+    async def go():
+        x = await shared_box.exec("sh", ["-c", "sleep 1; echo later; exit 4"])
+        again = await (await runtime.get("shared")).attach(x.id)
+        out, _, r = await collect(again)
+        assert (out, r.exit_code) == (["later\n"], 4)
+        with pytest.raises(boxlite.UnsupportedError):
+            await shared_box.attach()
+        with pytest.raises(boxlite.NotFoundError):
+            await shared_box.attach("no-such-execution")
+
+    run(go())
+
+
 def test_copy_in_and_out(shared_box, tmp_path):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
