@@ -3,7 +3,11 @@
 use pyo3::prelude::*;
 use pyo3_async_runtimes::tokio::future_into_py;
 
-use crate::errors::to_py;
+use std::sync::Arc;
+
+use boxlite_client::api;
+
+use crate::errors::{copy_to_py, rest_to_py, to_py};
 use crate::exec::Execution;
 use crate::options::CopyOptions;
 use crate::runtime::seconds;
@@ -13,12 +17,42 @@ use crate::runtime::seconds;
 #[pyclass(module = "boxlite", name = "Box")]
 #[derive(Debug, Clone)]
 pub struct PyBox {
-    b: boxlite::LiteBox,
+    b: Target,
     name: Option<String>,
 }
 
+/// The box itself: in the library, or on a server (by its id there).
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    Local(boxlite::LiteBox),
+    Rest {
+        c: Arc<boxlite_client::Client>,
+        id: String,
+    },
+}
+
+impl Target {
+    async fn start(&self) -> PyResult<()> {
+        match self {
+            Target::Local(b) => b.start().await.map_err(to_py),
+            Target::Rest { c, id } => api::start(c, id).await.map_err(rest_to_py),
+        }
+    }
+
+    async fn stop(&self, t: std::time::Duration) -> PyResult<()> {
+        match self {
+            Target::Local(b) => b.stop(t).await.map_err(to_py),
+            Target::Rest { c, id } => {
+                // Whole seconds on the wire; a fraction rounds up.
+                let secs = t.as_secs() + u64::from(t.subsec_nanos() > 0);
+                api::stop(c, id, secs).await.map_err(rest_to_py)
+            }
+        }
+    }
+}
+
 impl PyBox {
-    pub(crate) fn new(b: boxlite::LiteBox, name: Option<String>) -> Self {
+    pub(crate) fn new(b: Target, name: Option<String>) -> Self {
         PyBox { b, name }
     }
 }
@@ -42,7 +76,10 @@ impl PyBox {
     /// The box's id.
     #[getter]
     fn id(&self) -> String {
-        self.b.id().to_string()
+        match &self.b {
+            Target::Local(b) => b.id().to_string(),
+            Target::Rest { id, .. } => id.clone(),
+        }
     }
 
     /// The box's name, if it has one.
@@ -54,7 +91,7 @@ impl PyBox {
     /// Boot the box (a no-op if it runs).
     fn start<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let b = self.b.clone();
-        future_into_py(py, async move { b.start().await.map_err(to_py) })
+        future_into_py(py, async move { b.start().await })
     }
 
     /// Stop the box: a clean shutdown, the VM killed after `timeout` seconds (default
@@ -63,15 +100,19 @@ impl PyBox {
     fn stop<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
         let b = self.b.clone();
         let t = seconds(timeout.unwrap_or(10.0))?;
-        future_into_py(py, async move { b.stop(t).await.map_err(to_py) })
+        future_into_py(py, async move { b.stop(t).await })
     }
 
     /// What the box is now.
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let b = self.b.clone();
         future_into_py(py, async move {
-            let i = b.info().await.map_err(to_py)?;
-            Ok(BoxInfo::from(&i))
+            match b {
+                Target::Local(b) => Ok(BoxInfo::from(&b.info().await.map_err(to_py)?)),
+                Target::Rest { c, id } => Ok(BoxInfo::from(
+                    &api::get_box(&c, &id).await.map_err(rest_to_py)?,
+                )),
+            }
         })
     }
 
@@ -79,8 +120,12 @@ impl PyBox {
     fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let b = self.b.clone();
         future_into_py(py, async move {
-            let m = b.metrics().await.map_err(to_py)?;
-            Ok(BoxMetrics::from(&m))
+            match b {
+                Target::Local(b) => Ok(BoxMetrics::from(&b.metrics().await.map_err(to_py)?)),
+                Target::Rest { c, id } => Ok(BoxMetrics::from(
+                    &api::box_metrics(&c, &id).await.map_err(rest_to_py)?,
+                )),
+            }
         })
     }
 
@@ -103,24 +148,9 @@ impl PyBox {
         cwd: Option<String>,
         stdin: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let mut c = boxlite::BoxCommand::new(command)
-            .args(args.unwrap_or_default())
-            .stdin(true);
-        for (k, v) in env_pairs(env.as_ref())? {
-            c = c.env(k, v);
-        }
-        if let Some(d) = cwd {
-            c = c.working_dir(d);
-        }
-        if let Some(u) = user.filter(|u| !u.is_empty()) {
-            c = c.user(u);
-        }
-        if tty {
-            c = c.tty(24, 80);
-        }
-        if let Some(t) = timeout_secs {
-            c = c.timeout(seconds(t)?);
-        }
+        let env = env_pairs(env.as_ref())?;
+        let user = user.filter(|u| !u.is_empty());
+        let timeout = timeout_secs.map(seconds).transpose()?;
         let input: Option<Vec<u8>> = match stdin.filter(|s| !s.is_none()) {
             None => None,
             Some(s) => Some(match s.extract::<String>() {
@@ -128,23 +158,58 @@ impl PyBox {
                 Err(_) => s.extract::<Vec<u8>>()?,
             }),
         };
-        let b = self.b.clone();
+        let start = match self.b.clone() {
+            Target::Local(b) => {
+                let mut c = boxlite::BoxCommand::new(command)
+                    .args(args.unwrap_or_default())
+                    .stdin(true);
+                for (k, v) in env {
+                    c = c.env(k, v);
+                }
+                if let Some(d) = cwd {
+                    c = c.working_dir(d);
+                }
+                if let Some(u) = user {
+                    c = c.user(u);
+                }
+                if tty {
+                    c = c.tty(24, 80);
+                }
+                if let Some(t) = timeout {
+                    c = c.timeout(t);
+                }
+                Start::Local(b, c)
+            }
+            Target::Rest { c, id } => Start::Rest(
+                c,
+                id,
+                boxlite_server::exec::ExecRequest {
+                    command,
+                    default_command: false,
+                    args: args.unwrap_or_default(),
+                    env: env.into_iter().collect(),
+                    timeout_seconds: timeout.map(|t| t.as_secs_f64()),
+                    working_dir: cwd,
+                    tty,
+                    user,
+                    // Stdin stays open for the attached stream.
+                    stdin: None,
+                },
+            ),
+        };
         // The start runs as a task of its own, so a Python cancellation cannot cut it in
         // half; if the caller is gone by the time it has started, the command is killed
         // rather than left running with nobody holding it.
         let started = pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
-            let mut ex = b.exec(c).await.map_err(to_py)?;
+            let ex = match start {
+                Start::Local(b, c) => Execution::new(b.exec(c).await.map_err(to_py)?),
+                Start::Rest(c, id, body) => crate::rest::exec(c, id, body).await?,
+            };
             if let Some(data) = input
-                && let Some(mut pipe) = ex.take_stdin()
+                && let Err(e) = ex.feed(&data).await
             {
-                let fed = async {
-                    pipe.write_all(&data).await?;
-                    pipe.close().await.map(drop)
-                };
-                if let Err(e) = fed.await {
-                    let _ = ex.kill().await;
-                    return Err(crate::errors::exec_to_py(e));
-                }
+                let _ = ex.kill_now().await;
+                return Err(e);
             }
             Ok::<_, PyErr>(ex)
         });
@@ -155,8 +220,7 @@ impl PyBox {
                 None => return Err(crate::errors::error("InternalError", "no exec task".into())),
             };
             guard.0 = None;
-            let ex = joined.map_err(|e| crate::errors::error("InternalError", e.to_string()))??;
-            Ok(Execution::new(ex))
+            joined.map_err(|e| crate::errors::error("InternalError", e.to_string()))?
         })
     }
 
@@ -179,11 +243,15 @@ impl PyBox {
                 "a box has no main session here; attach to an execution by its id".into(),
             ));
         };
-        let b = self.b.clone();
-        future_into_py(py, async move {
-            let ex = b.attach(&id).await.map_err(to_py)?;
-            Ok(Execution::new(ex))
-        })
+        match self.b.clone() {
+            Target::Local(b) => future_into_py(py, async move {
+                let ex = b.attach(&id).await.map_err(to_py)?;
+                Ok(Execution::new(ex))
+            }),
+            Target::Rest { c, id: box_id } => {
+                future_into_py(py, crate::rest::attach_to(c, box_id, id, false))
+            }
+        }
     }
 
     /// Copy a host file or directory into the box, as `docker cp` does (starting the box
@@ -199,10 +267,16 @@ impl PyBox {
         let b = self.b.clone();
         let opts = CopyOptions::to_library(copy_options.as_ref());
         future_into_py(py, async move {
-            b.copy_in(&host_path, &container_dest, &opts)
-                .await
-                .map(drop)
-                .map_err(to_py)
+            match b {
+                Target::Local(b) => b
+                    .copy_in(&host_path, &container_dest, &opts)
+                    .await
+                    .map(drop)
+                    .map_err(to_py),
+                Target::Rest { c, id } => api::copy_in(&c, &host_path, &id, &container_dest, &opts)
+                    .await
+                    .map_err(copy_to_py),
+            }
         })
     }
 
@@ -220,10 +294,16 @@ impl PyBox {
         let b = self.b.clone();
         let opts = CopyOptions::to_library(copy_options.as_ref());
         future_into_py(py, async move {
-            b.copy_out(&container_src, &host_dest, &opts)
-                .await
-                .map(drop)
-                .map_err(to_py)
+            match b {
+                Target::Local(b) => b
+                    .copy_out(&container_src, &host_dest, &opts)
+                    .await
+                    .map(drop)
+                    .map_err(to_py),
+                Target::Rest { c, id } => api::copy_out(&c, &id, &container_src, &host_dest, &opts)
+                    .await
+                    .map_err(copy_to_py),
+            }
         })
     }
 
@@ -231,7 +311,7 @@ impl PyBox {
         let b = slf.b.clone();
         let me: Py<PyBox> = slf.into();
         future_into_py(py, async move {
-            b.start().await.map_err(to_py)?;
+            b.start().await?;
             Ok(me)
         })
     }
@@ -244,9 +324,7 @@ impl PyBox {
     ) -> PyResult<Bound<'py, PyAny>> {
         let b = self.b.clone();
         future_into_py(py, async move {
-            b.stop(std::time::Duration::from_secs(10))
-                .await
-                .map_err(to_py)?;
+            b.stop(std::time::Duration::from_secs(10)).await?;
             Ok(false)
         })
     }
@@ -258,7 +336,12 @@ impl PyBox {
         py: Python<'py>,
         n: usize,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let b = self.b.clone();
+        let Target::Local(b) = self.b.clone() else {
+            return Err(crate::errors::error(
+                "UnsupportedError",
+                "the library's round trip is measured on a local box".into(),
+            ));
+        };
         future_into_py(py, async move {
             let mut ms = Vec::with_capacity(n);
             for _ in 0..n {
@@ -276,20 +359,30 @@ impl PyBox {
     }
 
     fn __repr__(&self) -> String {
-        format!("Box(id={:?})", self.b.id())
+        format!("Box(id={:?})", self.id())
     }
+}
+
+/// What an exec starts: a library command, or a request to a server.
+enum Start {
+    Local(boxlite::LiteBox, boxlite::BoxCommand),
+    Rest(
+        Arc<boxlite_client::Client>,
+        String,
+        boxlite_server::exec::ExecRequest,
+    ),
 }
 
 /// While armed, dropping it (the Python caller cancelled) kills the execution the task
 /// starts, once it has started.
-struct KillIfAbandoned(Option<tokio::task::JoinHandle<PyResult<boxlite::Execution>>>);
+struct KillIfAbandoned(Option<tokio::task::JoinHandle<PyResult<Execution>>>);
 
 impl Drop for KillIfAbandoned {
     fn drop(&mut self) {
         if let Some(task) = self.0.take() {
             pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
                 if let Ok(Ok(ex)) = task.await {
-                    let _ = ex.kill().await;
+                    let _ = ex.kill_now().await;
                 }
             });
         }

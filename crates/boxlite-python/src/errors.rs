@@ -51,3 +51,47 @@ pub(crate) fn exec_to_py(e: boxlite::ExecError) -> PyErr {
 pub(crate) fn invalid(msg: impl Into<String>) -> PyErr {
     error("InvalidArgumentError", msg.into())
 }
+
+/// The class in `boxlite.errors` for an error of the REST client: the server's `code`
+/// (as BoxLite's client maps it), or what went wrong on the way.
+fn rest_class(e: &boxlite_client::RemoteError) -> &'static str {
+    use boxlite_client::RemoteError as R;
+    match e {
+        R::Api { code, .. } => match boxlite_server::error::error_type(code) {
+            // BoxLite's client raises a configuration error for a refused credential.
+            "AuthError" => "ConfigError",
+            // The server's timeout is the library's (the agent's), as locally.
+            "TimeoutError" => "AgentTimeoutError",
+            // Classes this package has under the same names.
+            other => other,
+        },
+        R::InvalidUrl { .. } | R::InvalidName { .. } => "InvalidArgumentError",
+        R::InvalidKey { .. } | R::NoKey { .. } | R::BadKey { .. } => "ConfigError",
+        R::Status { status: 404, .. } => "NotFoundError",
+        R::Connect { .. } | R::Transport { .. } | R::WebSocket { .. } => "NetworkError",
+        R::Status {
+            status: 502..=504, ..
+        } => "NetworkError",
+        R::Status { .. } | R::TooLarge { .. } | R::Malformed { .. } => "InternalError",
+    }
+}
+
+/// The Python exception for an error of the REST client, with its whole chain.
+pub(crate) fn rest_ref_to_py(e: &boxlite_client::RemoteError) -> PyErr {
+    error(rest_class(e), boxlite::error_chain(e))
+}
+
+/// The same, by value.
+pub(crate) fn rest_to_py(e: boxlite_client::RemoteError) -> PyErr {
+    rest_ref_to_py(&e)
+}
+
+/// A copy to or from a server that failed on either side.
+pub(crate) fn copy_to_py(e: boxlite_client::api::CopyFailed) -> PyErr {
+    use boxlite_client::api::CopyFailed as C;
+    match e {
+        C::Remote(r) => rest_to_py(r),
+        C::Host(h) => to_py(boxlite::Error::from(h)),
+        e @ C::Pack { .. } => error("InvalidArgumentError", boxlite::error_chain(&e)),
+    }
+}

@@ -10,26 +10,115 @@ use pyo3::types::{PyBytes, PyString};
 use pyo3_async_runtimes::tokio::future_into_py;
 use tokio::sync::Mutex;
 
-use crate::errors::{error, exec_to_py};
+use crate::errors::{error, exec_to_py, rest_to_py};
+use crate::rest::RestExec;
 
 /// A command started in a box. Its output waits in the box until read.
 #[pyclass(module = "boxlite")]
 #[derive(Debug)]
 pub struct Execution {
-    handle: boxlite::Execution,
-    stdout: std::sync::Mutex<Option<boxlite::ExecOutput>>,
-    stderr: std::sync::Mutex<Option<boxlite::ExecOutput>>,
-    stdin: std::sync::Mutex<Option<boxlite::ExecStdin>>,
+    handle: Handle,
+    stdout: std::sync::Mutex<Option<Source>>,
+    stderr: std::sync::Mutex<Option<Source>>,
+    stdin: std::sync::Mutex<Option<Pipe>>,
+}
+
+/// The execution itself: in the library, or on a server.
+// One per execution, never in a collection: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+enum Handle {
+    Local(boxlite::Execution),
+    Rest(Arc<RestExec>),
+}
+
+/// Where an output stream's chunks come from.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Source {
+    Local(boxlite::ExecOutput),
+    Rest(boxlite_client::attach::Output),
+}
+
+impl Source {
+    async fn next_chunk(&mut self) -> Option<PyResult<Vec<u8>>> {
+        match self {
+            Source::Local(o) => o.next_chunk().await.map(|r| r.map_err(exec_to_py)),
+            Source::Rest(o) => o.next_chunk().await.map(Ok),
+        }
+    }
+}
+
+/// Where stdin goes.
+#[derive(Debug)]
+enum Pipe {
+    Local(boxlite::ExecStdin),
+    Rest(boxlite_client::attach::Input),
+}
+
+impl Pipe {
+    async fn write_all(&mut self, data: &[u8]) -> PyResult<()> {
+        match self {
+            Pipe::Local(p) => p.write_all(data).await.map_err(exec_to_py),
+            Pipe::Rest(p) => p.write_all(data).await.map_err(rest_to_py),
+        }
+    }
+
+    async fn close(&mut self) -> PyResult<()> {
+        match self {
+            Pipe::Local(p) => p.close().await.map(drop).map_err(exec_to_py),
+            Pipe::Rest(p) => p.close().await.map_err(rest_to_py),
+        }
+    }
 }
 
 impl Execution {
     pub(crate) fn new(mut ex: boxlite::Execution) -> Self {
         Execution {
-            stdout: std::sync::Mutex::new(ex.take_stdout()),
-            stderr: std::sync::Mutex::new(ex.take_stderr()),
-            stdin: std::sync::Mutex::new(ex.take_stdin()),
-            handle: ex,
+            stdout: std::sync::Mutex::new(ex.take_stdout().map(Source::Local)),
+            stderr: std::sync::Mutex::new(ex.take_stderr().map(Source::Local)),
+            stdin: std::sync::Mutex::new(ex.take_stdin().map(Pipe::Local)),
+            handle: Handle::Local(ex),
         }
+    }
+
+    /// An execution on a server, attached over its WebSocket.
+    pub(crate) fn remote(ex: RestExec, a: boxlite_client::attach::Attached, stdin: bool) -> Self {
+        Execution {
+            stdout: std::sync::Mutex::new(Some(Source::Rest(a.stdout))),
+            stderr: std::sync::Mutex::new(Some(Source::Rest(a.stderr))),
+            stdin: std::sync::Mutex::new(stdin.then_some(Pipe::Rest(a.stdin))),
+            handle: Handle::Rest(Arc::new(ex)),
+        }
+    }
+
+    /// Write `data` to stdin and close it (the `stdin=` of `Box.exec`).
+    pub(crate) async fn feed(&self, data: &[u8]) -> PyResult<()> {
+        let pipe = self.stdin.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut p) = pipe {
+            p.write_all(data).await?;
+            p.close().await?;
+        }
+        Ok(())
+    }
+
+    /// Kill it: SIGKILL to its process group (for an execution nobody holds).
+    pub(crate) async fn kill_now(&self) -> PyResult<()> {
+        kill(self.handle.clone()).await
+    }
+
+    fn id_str(&self) -> &str {
+        match &self.handle {
+            Handle::Local(h) => h.id(),
+            Handle::Rest(r) => &r.exec_id,
+        }
+    }
+}
+
+async fn kill(h: Handle) -> PyResult<()> {
+    match h {
+        Handle::Local(h) => h.kill().await.map_err(exec_to_py),
+        Handle::Rest(r) => r.kill().await,
     }
 }
 
@@ -52,7 +141,7 @@ impl Execution {
     fn id<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         py.import("boxlite._types")?
             .getattr("ExecutionId")?
-            .call1((self.handle.id(),))
+            .call1((self.id_str(),))
     }
 
     /// stdout as an async iterator: text lines (decoded as UTF-8, each with its newline)
@@ -79,24 +168,27 @@ impl Execution {
     fn wait<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let h = self.handle.clone();
         future_into_py(py, async move {
-            let st = h.wait().await.map_err(exec_to_py)?;
-            Ok(ExecResult::from(st))
+            match h {
+                Handle::Local(h) => Ok(ExecResult::from(h.wait().await.map_err(exec_to_py)?)),
+                Handle::Rest(r) => r.wait().await,
+            }
         })
     }
 
     /// End the command and its process group for certain (SIGKILL).
     fn kill<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let h = self.handle.clone();
-        future_into_py(py, async move { h.kill().await.map_err(exec_to_py) })
+        future_into_py(py, kill(self.handle.clone()))
     }
 
     /// Send a signal to the command.
     fn signal<'py>(&self, py: Python<'py>, signal: i32) -> PyResult<Bound<'py, PyAny>> {
         let h = self.handle.clone();
-        future_into_py(
-            py,
-            async move { h.signal(signal).await.map_err(exec_to_py) },
-        )
+        future_into_py(py, async move {
+            match h {
+                Handle::Local(h) => h.signal(signal).await.map_err(exec_to_py),
+                Handle::Rest(r) => r.signal(signal).await,
+            }
+        })
     }
 
     /// Resize the command's terminal (it gets SIGWINCH); only for a `tty=True` exec.
@@ -108,12 +200,15 @@ impl Execution {
     ) -> PyResult<Bound<'py, PyAny>> {
         let h = self.handle.clone();
         future_into_py(py, async move {
-            h.resize_tty(rows, cols).await.map_err(exec_to_py)
+            match h {
+                Handle::Local(h) => h.resize_tty(rows, cols).await.map_err(exec_to_py),
+                Handle::Rest(r) => r.resize(rows, cols).await,
+            }
         })
     }
 
     fn __repr__(&self) -> String {
-        format!("Execution(id={:?})", self.handle.id())
+        format!("Execution(id={:?})", self.id_str())
     }
 }
 
@@ -147,7 +242,7 @@ impl Lines {
 
 #[derive(Debug)]
 struct StreamState {
-    out: Option<boxlite::ExecOutput>,
+    out: Option<Source>,
     lines: Option<Lines>,
     ready: std::collections::VecDeque<String>,
 }
@@ -160,7 +255,7 @@ pub struct OutputStream {
 }
 
 impl OutputStream {
-    fn new(out: boxlite::ExecOutput, text: bool) -> Self {
+    fn new(out: Source, text: bool) -> Self {
         OutputStream {
             state: Arc::new(Mutex::new(StreamState {
                 out: Some(out),
@@ -214,7 +309,7 @@ impl OutputStream {
                             Some(lines) => st.ready.extend(lines.push(&chunk)),
                         }
                     }
-                    Some(Err(e)) => return Err(exec_to_py(e)),
+                    Some(Err(e)) => return Err(e),
                     None => {
                         s.out = None;
                         if let Some(last) = s.lines.as_mut().and_then(Lines::finish) {
@@ -231,7 +326,7 @@ impl OutputStream {
 #[pyclass(module = "boxlite")]
 #[derive(Debug)]
 pub struct ExecStdin {
-    pipe: Arc<Mutex<Option<boxlite::ExecStdin>>>,
+    pipe: Arc<Mutex<Option<Pipe>>>,
 }
 
 #[pymethods]
@@ -252,7 +347,7 @@ impl ExecStdin {
             let p = guard
                 .as_mut()
                 .ok_or_else(|| error("InvalidStateError", "stdin is closed".into()))?;
-            p.write_all(&bytes).await.map_err(exec_to_py)
+            p.write_all(&bytes).await
         })
     }
 
@@ -267,7 +362,7 @@ impl ExecStdin {
         future_into_py(py, async move {
             let mut guard = pipe.lock().await;
             if let Some(mut p) = guard.take() {
-                p.close().await.map_err(exec_to_py)?;
+                p.close().await?;
             }
             Ok(())
         })

@@ -7,9 +7,14 @@ use std::time::Duration;
 use pyo3::prelude::*;
 use pyo3_async_runtimes::tokio::future_into_py;
 
-use crate::boxes::{BoxInfo, PyBox};
-use crate::errors::{invalid, to_py};
+use std::sync::Arc;
+
+use boxlite_client::{RemoteError, api};
+
+use crate::boxes::{BoxInfo, PyBox, Target};
+use crate::errors::{invalid, rest_to_py, to_py};
 use crate::options::BoxOptions;
+use crate::rest::BoxliteRestOptions;
 
 /// How a runtime opens: `home_dir` (default `$BOXLITE_HOME`, else `~/.boxlite`) and
 /// `assets_dir`, the guest assets (default `$BOXLITE_ASSETS`, else the ones this package
@@ -52,12 +57,46 @@ fn packaged_assets(py: Python<'_>) -> Option<PathBuf> {
     found.ok().flatten()
 }
 
-/// A runtime over one home: creates, finds and removes boxes. Opening one starts
-/// nothing; boxes are durable and outlive it.
+/// A runtime over one home, or over a `boxlite serve` (`Boxlite.rest(...)`): creates,
+/// finds and removes boxes. Opening one starts nothing; boxes are durable and outlive it.
 #[pyclass(module = "boxlite")]
 #[derive(Debug, Clone)]
 pub struct Boxlite {
-    rt: boxlite::Boxlite,
+    be: Backend,
+}
+
+/// Where the boxes are.
+#[derive(Debug, Clone)]
+enum Backend {
+    Local(boxlite::Boxlite),
+    Rest(Arc<boxlite_client::Client>),
+}
+
+/// Whether a REST error says the box is not there.
+fn not_found(e: &RemoteError) -> bool {
+    matches!(
+        e,
+        RemoteError::Api { status: 404, .. } | RemoteError::Status { status: 404, .. }
+    )
+}
+
+/// The options as a REST request: what the API cannot carry is refused, naming the
+/// option.
+fn create_request(o: &boxlite::BoxOptions) -> PyResult<boxlite_server::boxes::CreateBox> {
+    use boxlite_server::boxes::NotCarried as N;
+    boxlite_server::boxes::CreateBox::from_options(o).map_err(|e| {
+        let option = match e {
+            N::Health => "health checks",
+            N::Ports => "ports",
+            N::Hosts => "network hosts",
+            N::DiskSize => "disk_size_gb",
+            N::Volume => "volumes",
+        };
+        crate::errors::error(
+            "UnsupportedError",
+            format!("{option} cannot be used with a REST runtime: {e}"),
+        )
+    })
 }
 
 static DEFAULT: OnceLock<boxlite::Boxlite> = OnceLock::new();
@@ -81,7 +120,17 @@ impl Boxlite {
     #[pyo3(signature = (options=None))]
     fn new(py: Python<'_>, options: Option<Options>) -> PyResult<Self> {
         Ok(Boxlite {
-            rt: Self::open(py, options.unwrap_or_default())?,
+            be: Backend::Local(Self::open(py, options.unwrap_or_default())?),
+        })
+    }
+
+    /// A runtime whose boxes live on a `boxlite serve` (`boxlite serve --port 8100`),
+    /// with the same API. Nothing is sent until the first call; a host path never goes
+    /// to the server (copies stream their bytes).
+    #[staticmethod]
+    fn rest(options: BoxliteRestOptions) -> PyResult<Self> {
+        Ok(Boxlite {
+            be: Backend::Rest(crate::rest::client(&options)?),
         })
     }
 
@@ -89,11 +138,13 @@ impl Boxlite {
     #[staticmethod]
     fn default(py: Python<'_>) -> PyResult<Self> {
         if let Some(rt) = DEFAULT.get() {
-            return Ok(Boxlite { rt: rt.clone() });
+            return Ok(Boxlite {
+                be: Backend::Local(rt.clone()),
+            });
         }
         let rt = Self::open(py, Options::default())?;
         Ok(Boxlite {
-            rt: DEFAULT.get_or_init(|| rt).clone(),
+            be: Backend::Local(DEFAULT.get_or_init(|| rt).clone()),
         })
     }
 
@@ -106,10 +157,13 @@ impl Boxlite {
             .map_err(|_| invalid("the default runtime is already in use"))
     }
 
-    /// The home directory.
+    /// The home directory (None for a REST runtime).
     #[getter]
-    fn home_dir(&self) -> PathBuf {
-        self.rt.home().to_path_buf()
+    fn home_dir(&self) -> Option<PathBuf> {
+        match &self.be {
+            Backend::Local(rt) => Some(rt.home().to_path_buf()),
+            Backend::Rest(_) => None,
+        }
     }
 
     /// Create a box (pulling its image if needed); it is not started.
@@ -120,40 +174,70 @@ impl Boxlite {
         options: PyRef<'py, BoxOptions>,
         name: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let rt = self.rt.clone();
         let opts = options.to_library(name.as_deref())?;
-        future_into_py(py, async move {
-            let name = opts.name.clone();
-            let b = rt.create(opts).await.map_err(to_py)?;
-            Ok(PyBox::new(b, name))
-        })
+        let name = opts.name.clone();
+        match self.be.clone() {
+            Backend::Local(rt) => future_into_py(py, async move {
+                let b = rt.create(opts).await.map_err(to_py)?;
+                Ok(PyBox::new(Target::Local(b), name))
+            }),
+            Backend::Rest(c) => {
+                let body = create_request(&opts)?;
+                future_into_py(py, async move {
+                    let id = api::create_box(&c, &body).await.map_err(rest_to_py)?;
+                    Ok(PyBox::new(Target::Rest { c, id }, name))
+                })
+            }
+        }
     }
 
     /// The box with this id, unique id prefix or name, or None.
     fn get<'py>(&self, py: Python<'py>, id_or_name: String) -> PyResult<Bound<'py, PyAny>> {
-        let rt = self.rt.clone();
-        future_into_py(py, async move {
-            match rt.get(&id_or_name).await {
-                Ok(b) => {
-                    let name = b.info().await.map_err(to_py)?.name;
-                    Ok(Some(PyBox::new(b, name)))
+        match self.be.clone() {
+            Backend::Local(rt) => future_into_py(py, async move {
+                match rt.get(&id_or_name).await {
+                    Ok(b) => {
+                        let name = b.info().await.map_err(to_py)?.name;
+                        Ok(Some(PyBox::new(Target::Local(b), name)))
+                    }
+                    Err(e) if e.kind() == boxlite::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(to_py(e)),
                 }
-                Err(e) if e.kind() == boxlite::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(to_py(e)),
-            }
-        })
+            }),
+            Backend::Rest(c) => future_into_py(py, async move {
+                match api::get_box(&c, &id_or_name).await {
+                    Ok(b) => Ok(Some(PyBox::new(
+                        Target::Rest {
+                            c: c.clone(),
+                            id: boxlite_client::clean(&b.box_id),
+                        },
+                        b.name,
+                    ))),
+                    Err(e) if not_found(&e) => Ok(None),
+                    Err(e) => Err(rest_to_py(e)),
+                }
+            }),
+        }
     }
 
     /// What the box with this id or name is, or None.
     fn get_info<'py>(&self, py: Python<'py>, id_or_name: String) -> PyResult<Bound<'py, PyAny>> {
-        let rt = self.rt.clone();
-        future_into_py(py, async move {
-            match rt.get(&id_or_name).await {
-                Ok(b) => Ok(Some(BoxInfo::from(&b.info().await.map_err(to_py)?))),
-                Err(e) if e.kind() == boxlite::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(to_py(e)),
-            }
-        })
+        match self.be.clone() {
+            Backend::Local(rt) => future_into_py(py, async move {
+                match rt.get(&id_or_name).await {
+                    Ok(b) => Ok(Some(BoxInfo::from(&b.info().await.map_err(to_py)?))),
+                    Err(e) if e.kind() == boxlite::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(to_py(e)),
+                }
+            }),
+            Backend::Rest(c) => future_into_py(py, async move {
+                match api::get_box(&c, &id_or_name).await {
+                    Ok(b) => Ok(Some(BoxInfo::from(&b))),
+                    Err(e) if not_found(&e) => Ok(None),
+                    Err(e) => Err(rest_to_py(e)),
+                }
+            }),
+        }
     }
 
     /// `(box, created)`: the box named `name` (or `options`' name), created with
@@ -165,15 +249,43 @@ impl Boxlite {
         options: PyRef<'py, BoxOptions>,
         name: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let rt = self.rt.clone();
         let Some(name) = name else {
             return Err(invalid("get_or_create needs a name"));
         };
         let opts = options.to_library(Some(&name))?;
-        future_into_py(py, async move {
-            let (b, created) = rt.get_or_create(&name, opts).await.map_err(to_py)?;
-            Ok((PyBox::new(b, Some(name)), created))
-        })
+        match self.be.clone() {
+            Backend::Local(rt) => future_into_py(py, async move {
+                let (b, created) = rt.get_or_create(&name, opts).await.map_err(to_py)?;
+                Ok((PyBox::new(Target::Local(b), Some(name)), created))
+            }),
+            Backend::Rest(c) => {
+                let body = create_request(&opts)?;
+                future_into_py(py, async move {
+                    // The server's names are unique: a create that loses a race to
+                    // another client is a 409, and the winner's box is then found.
+                    let found =
+                        |c: Arc<boxlite_client::Client>, b: boxlite_server::boxes::BoxJson| {
+                            let id = boxlite_client::clean(&b.box_id);
+                            PyBox::new(Target::Rest { c, id }, Some(name.clone()))
+                        };
+                    match api::get_box(&c, &name).await {
+                        Ok(b) => return Ok((found(c, b), false)),
+                        Err(e) if not_found(&e) => {}
+                        Err(e) => return Err(rest_to_py(e)),
+                    }
+                    match api::create_box(&c, &body).await {
+                        Ok(id) => {
+                            Ok((PyBox::new(Target::Rest { c, id }, Some(name.clone())), true))
+                        }
+                        Err(RemoteError::Api { status: 409, .. }) => {
+                            let b = api::get_box(&c, &name).await.map_err(rest_to_py)?;
+                            Ok((found(c, b), false))
+                        }
+                        Err(e) => Err(rest_to_py(e)),
+                    }
+                })
+            }
+        }
     }
 
     /// Every box.
@@ -183,11 +295,19 @@ impl Boxlite {
         py: Python<'py>,
         _state: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let rt = self.rt.clone();
-        future_into_py(py, async move {
-            let list = rt.list().await.map_err(to_py)?;
-            Ok(list.iter().map(BoxInfo::from).collect::<Vec<_>>())
-        })
+        match self.be.clone() {
+            Backend::Local(rt) => future_into_py(py, async move {
+                let list = rt.list().await.map_err(to_py)?;
+                Ok(list.iter().map(BoxInfo::from).collect::<Vec<_>>())
+            }),
+            Backend::Rest(c) => future_into_py(py, async move {
+                let list = api::list_boxes(&c).await.map_err(rest_to_py)?;
+                Ok(list
+                    .iter()
+                    .map(|(_, b)| BoxInfo::from(b))
+                    .collect::<Vec<_>>())
+            }),
+        }
     }
 
     /// Remove a box (by id or name) with its disks; `force` stops a running one first.
@@ -198,16 +318,30 @@ impl Boxlite {
         id_or_name: String,
         force: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let rt = self.rt.clone();
-        future_into_py(py, async move {
-            let b = rt.get(&id_or_name).await.map_err(to_py)?;
-            rt.remove(&b, force).await.map_err(to_py)
-        })
+        match self.be.clone() {
+            Backend::Local(rt) => future_into_py(py, async move {
+                let b = rt.get(&id_or_name).await.map_err(to_py)?;
+                rt.remove(&b, force).await.map_err(to_py)
+            }),
+            Backend::Rest(c) => future_into_py(py, async move {
+                api::remove(&c, &id_or_name, force)
+                    .await
+                    .map_err(rest_to_py)
+            }),
+        }
     }
 
     /// Counts of the boxes there are now.
     fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let rt = self.rt.clone();
+        let rt = match self.be.clone() {
+            Backend::Local(rt) => rt,
+            Backend::Rest(c) => {
+                return future_into_py(py, async move {
+                    let m = api::runtime_metrics(&c).await.map_err(rest_to_py)?;
+                    Ok(RuntimeMetrics::from(&m))
+                });
+            }
+        };
         future_into_py(py, async move {
             let list = rt.list().await.map_err(to_py)?;
             let with = |s: boxlite::BoxState| list.iter().filter(|b| b.state == s).count() as u64;
@@ -225,13 +359,21 @@ impl Boxlite {
     /// -1 waits as long as it takes), then refuse new work.
     #[pyo3(signature = (timeout=None))]
     fn shutdown<'py>(&self, py: Python<'py>, timeout: Option<f64>) -> PyResult<Bound<'py, PyAny>> {
-        let rt = self.rt.clone();
         let t = match timeout {
             None => Duration::from_secs(10),
             Some(t) if t < 0.0 => Duration::from_secs(86_400 * 365),
             Some(t) => seconds(t)?,
         };
-        future_into_py(py, async move { rt.shutdown(t).await.map_err(to_py) })
+        match self.be.clone() {
+            Backend::Local(rt) => {
+                future_into_py(py, async move { rt.shutdown(t).await.map_err(to_py) })
+            }
+            // The server's boxes belong to the server: nothing here to stop.
+            Backend::Rest(_) => future_into_py(py, async move {
+                let _ = t;
+                Ok(())
+            }),
+        }
     }
 
     /// Nothing to release: boxes are durable. (For `with Boxlite(...) as rt:`.)
@@ -247,7 +389,10 @@ impl Boxlite {
     }
 
     fn __repr__(&self) -> String {
-        format!("Boxlite(home_dir={:?})", self.rt.home())
+        match &self.be {
+            Backend::Local(rt) => format!("Boxlite(home_dir={:?})", rt.home()),
+            Backend::Rest(c) => format!("Boxlite(url={:?})", c.ep.shown()),
+        }
     }
 }
 

@@ -302,6 +302,84 @@ impl CreateBox {
     }
 }
 
+/// An option of the library's [`BoxOptions`] the API cannot carry to a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotCarried {
+    #[error("the REST API takes no health settings")]
+    Health,
+    #[error("the REST API cannot publish ports")]
+    Ports,
+    #[error("the REST API takes no host entries")]
+    Hosts,
+    #[error("the REST API takes whole GiB; give a multiple of 1024 MiB")]
+    DiskSize,
+    #[error("the REST API mounts named volumes only, never a host path or an anonymous volume")]
+    Volume,
+}
+
+impl CreateBox {
+    /// The request that creates a box with these options: the inverse of
+    /// [`CreateBox::options`]. What the API cannot carry is refused, never dropped.
+    pub fn from_options(o: &BoxOptions) -> Result<CreateBox, NotCarried> {
+        use boxlite::volumes::VolumeSource;
+        if o.health != boxlite::HealthOptions::default() {
+            return Err(NotCarried::Health);
+        }
+        if !o.network.ports.is_empty() {
+            return Err(NotCarried::Ports);
+        }
+        if !o.network.hosts.is_empty() {
+            return Err(NotCarried::Hosts);
+        }
+        let disk_size_gb = match o.disk_size_mib {
+            Some(mib) if mib % 1024 != 0 => return Err(NotCarried::DiskSize),
+            Some(mib) => Some(mib / 1024),
+            None => None,
+        };
+        let mut volumes = Vec::with_capacity(o.volumes.len());
+        for v in &o.volumes {
+            let VolumeSource::Named(name) = &v.source else {
+                return Err(NotCarried::Volume);
+            };
+            volumes.push(VolumeJson {
+                host_path: None,
+                managed_volume: Some(name.clone()),
+                guest_path: v.guest_path.clone(),
+                read_only: v.read_only,
+            });
+        }
+        let n = &o.network;
+        let network = (n.mode != NetworkMode::default()
+            || !n.allow.is_empty()
+            || !n.deny.is_empty())
+        .then(|| NetworkJson {
+            mode: match n.mode {
+                NetworkMode::None => "disabled",
+                NetworkMode::Enabled => "enabled",
+            }
+            .to_string(),
+            allow_net: n.allow.clone(),
+            deny_net: n.deny.clone(),
+        });
+        Ok(CreateBox {
+            name: o.name.clone(),
+            image: Some(o.image.clone()),
+            cpus: Some(o.cpus),
+            memory_mib: Some(o.memory_mib),
+            disk_size_gb,
+            working_dir: o.working_dir.clone(),
+            env: o.env.iter().cloned().collect(),
+            entrypoint: o.entrypoint.clone(),
+            cmd: o.cmd.clone(),
+            user: o.user.clone(),
+            volumes,
+            network,
+            auto_remove: o.auto_remove,
+            ..CreateBox::default()
+        })
+    }
+}
+
 /// Whether a JSON value asks for something (`null`, `[]`, `{}` and `false` do not).
 fn is_set(v: &serde_json::Value) -> bool {
     match v {
@@ -508,6 +586,53 @@ pub async fn stop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_go_to_a_request_and_back_unchanged_or_are_refused() {
+        let mut o = BoxOptions::new("img")
+            .name("web")
+            .cpus(2)
+            .memory_mib(300)
+            .disk_size_mib(2048)
+            .env("A", "1")
+            .working_dir("/w")
+            .user("1000:1000")
+            .entrypoint(["/bin/sh"])
+            .cmd(["-c", "x"])
+            .auto_remove(true)
+            .volume(boxlite::volumes::VolumeSpec::named("data", "/data"));
+        o.network.allow = vec!["example.com".into()];
+        o.network.deny = vec!["10.0.0.0/8".into()];
+        let back = CreateBox::from_options(&o).unwrap().options().unwrap();
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&o).unwrap()
+        );
+        // The default network is sent as no network section at all.
+        let plain = CreateBox::from_options(&BoxOptions::new("img")).unwrap();
+        assert!(plain.network.is_none());
+        let mut off = BoxOptions::new("img");
+        off.network.mode = NetworkMode::None;
+        let net = CreateBox::from_options(&off).unwrap().network.unwrap();
+        assert_eq!(net.mode, "disabled");
+        // What the API cannot carry is refused, never dropped.
+        let mut ports = BoxOptions::new("img");
+        ports.network.ports = vec![boxlite::model::PortSpec::parse("8080:80").unwrap()];
+        assert_eq!(
+            CreateBox::from_options(&ports).unwrap_err(),
+            NotCarried::Ports
+        );
+        let odd = BoxOptions::new("img").disk_size_mib(1500);
+        assert_eq!(
+            CreateBox::from_options(&odd).unwrap_err(),
+            NotCarried::DiskSize
+        );
+        let anon = BoxOptions::new("img").volume(boxlite::volumes::VolumeSpec::anonymous("/a"));
+        assert_eq!(
+            CreateBox::from_options(&anon).unwrap_err(),
+            NotCarried::Volume
+        );
+    }
 
     #[test]
     fn host_paths_and_unsupported_fields_are_refused_not_dropped() {

@@ -96,7 +96,7 @@ impl From<boxlite::Error> for ApiError {
 }
 
 /// The document's error `type` for a `code`.
-fn error_type(code: &str) -> &'static str {
+pub fn error_type(code: &str) -> &'static str {
     match code {
         "invalid_argument" => "InvalidArgumentError",
         "unsupported" => "UnsupportedError",

@@ -5,19 +5,17 @@
 
 use anyhow::{Result, bail};
 use futures_util::{SinkExt, StreamExt};
-use reqwest::Method;
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_tungstenite::tungstenite::Message;
 
-use boxlite_server::boxes::{CreateBox, NetworkJson, VolumeJson};
-use boxlite_server::exec::{ExecRequest, ExecResponse};
-
-use super::client::{Body, Client, RemoteError, segment};
 use crate::args::{CreateArgs, ExecArgs};
 use crate::run::{ExecSettings, check_tty, interrupted};
 use crate::term;
+use boxlite_client::{Client, RemoteError, api, segment};
+use boxlite_server::boxes::{CreateBox, NotCarried};
+use boxlite_server::exec::ExecRequest;
 
 /// The `CreateBoxRequest` for these flags. The flags are parsed and checked by the same
 /// code as locally; what the API cannot carry is refused, never dropped.
@@ -27,71 +25,19 @@ pub(crate) fn create_request(
     cmd: &[String],
     user: Option<&str>,
 ) -> Result<CreateBox> {
-    use boxlite::model::NetworkMode;
-    use boxlite::volumes::VolumeSource;
-    let o = create.options(image, cmd)?;
-    let refuse = |flag: &str, why: &str| -> Result<()> {
-        bail!("{flag} is not available with --url: {why}")
-    };
-    if o.health != boxlite::HealthOptions::default() {
-        refuse("--health-*", "the REST API takes no health settings")?;
+    let mut o = create.options(image, cmd)?;
+    if let Some(u) = user {
+        o.user = Some(u.to_string());
     }
-    if !o.network.ports.is_empty() {
-        refuse("--publish", "the REST API cannot publish ports")?;
-    }
-    if !o.network.hosts.is_empty() {
-        refuse("--add-host", "the REST API takes no host entries")?;
-    }
-    let disk_size_gb = match o.disk_size_mib {
-        Some(mib) if mib % 1024 != 0 => {
-            refuse(
-                "--disk-size",
-                "the REST API takes whole GiB; give a multiple of 1G",
-            )?;
-            None
-        }
-        Some(mib) => Some(mib / 1024),
-        None => None,
-    };
-    let mut volumes = Vec::new();
-    for v in &o.volumes {
-        match &v.source {
-            VolumeSource::Named(name) => volumes.push(VolumeJson {
-                host_path: None,
-                managed_volume: Some(name.clone()),
-                guest_path: v.guest_path.clone(),
-                read_only: v.read_only,
-            }),
-            VolumeSource::Anonymous | VolumeSource::HostPath(_) => refuse(
-                "an anonymous volume (-v /path)",
-                "the REST API mounts named volumes only; give NAME:/path",
-            )?,
-        }
-    }
-    let network =
-        (create.network.is_some() || !o.network.allow.is_empty() || !o.network.deny.is_empty())
-            .then(|| NetworkJson {
-                mode: match o.network.mode {
-                    NetworkMode::None => "disabled",
-                    NetworkMode::Enabled => "enabled",
-                }
-                .to_string(),
-                allow_net: o.network.allow.clone(),
-                deny_net: o.network.deny.clone(),
-            });
-    Ok(CreateBox {
-        name: o.name,
-        image: Some(o.image),
-        cpus: Some(o.cpus),
-        memory_mib: Some(o.memory_mib),
-        disk_size_gb,
-        entrypoint: o.entrypoint,
-        cmd: o.cmd,
-        user: user.map(String::from),
-        volumes,
-        network,
-        auto_remove: o.auto_remove,
-        ..CreateBox::default()
+    CreateBox::from_options(&o).map_err(|e| {
+        let flag = match e {
+            NotCarried::Health => "--health-*",
+            NotCarried::Ports => "--publish",
+            NotCarried::Hosts => "--add-host",
+            NotCarried::DiskSize => "--disk-size",
+            NotCarried::Volume => "an anonymous volume (-v /path)",
+        };
+        anyhow::anyhow!("{flag} is not available with --url: {e}")
     })
 }
 
@@ -112,22 +58,8 @@ async fn create_box_as(
     cmd: &[String],
     user: Option<&str>,
 ) -> Result<String> {
-    #[derive(Deserialize)]
-    struct Created {
-        box_id: String,
-    }
-    let body = serde_json::to_value(create_request(create, image, cmd, user)?)?;
-    let b: Created = c
-        .json(
-            "creating a box",
-            Method::POST,
-            &["boxes"],
-            &[],
-            Body::Json(body),
-        )
-        .await?;
-    segment("box id from the server", &b.box_id)?;
-    Ok(super::client::clean(&b.box_id))
+    let body = create_request(create, image, cmd, user)?;
+    Ok(api::create_box(c, &body).await?)
 }
 
 /// The `ExecRequest` for a command (empty: the box's default command) and the
@@ -152,19 +84,7 @@ fn exec_request(argv: &[String], s: &ExecSettings) -> ExecRequest {
 }
 
 async fn start_exec(c: &Client, box_id: &str, body: ExecRequest) -> Result<String> {
-    let id = segment("box", box_id)?;
-    let body = serde_json::to_value(body)?;
-    let s: ExecResponse = c
-        .json(
-            &format!("running a command in box {id}"),
-            Method::POST,
-            &["boxes", id, "exec"],
-            &[],
-            Body::Json(body),
-        )
-        .await?;
-    segment("execution id from the server", &s.execution_id)?;
-    Ok(super::client::clean(&s.execution_id))
+    Ok(api::start_exec(c, box_id, &body).await?)
 }
 
 /// `run --url`: create the box (with COMMAND as its command), start it, run its default
@@ -187,13 +107,13 @@ pub(crate) async fn run(
         code = interrupted() => return Ok(code),
     };
     let discard = || async {
-        if let Err(e) = super::remove(c, &id, true).await {
+        if let Err(e) = api::remove(c, &id, true).await {
             tracing::warn!(box_id = %id, error = %e, "removing the box after a failed run");
         }
     };
     if detach {
         let started = async {
-            super::start(c, &id).await?;
+            api::start(c, &id).await?;
             match start_exec(c, &id, exec_body).await {
                 Ok(_) => Ok(()),
                 // An image with no default command runs idle, as locally.
@@ -213,7 +133,7 @@ pub(crate) async fn run(
         return Ok(0);
     }
     let work = async {
-        super::start(c, &id).await?;
+        api::start(c, &id).await?;
         let exec_id = start_exec(c, &id, exec_body).await?;
         stream(
             c,
@@ -234,11 +154,11 @@ pub(crate) async fn run(
             Ok(code)
         }
     };
-    let stopped = super::stop(c, &id, crate::run::STOP_TIMEOUT.as_secs()).await;
+    let stopped = api::stop(c, &id, crate::run::STOP_TIMEOUT.as_secs()).await;
     // A --rm box removes itself once stopped; removing it here covers a stop that
     // failed, and finding it gone is what was wanted.
     let removed = if create.rm {
-        match super::remove(c, &id, true).await {
+        match api::remove(c, &id, true).await {
             Err(RemoteError::Api { status: 404, .. }) => Ok(()),
             other => other,
         }

@@ -4,10 +4,10 @@
 //! Flags and output follow the local commands where the API can serve them, through
 //! the same printing code; what the API has no route for fails with exit 125 and says
 //! so, rather than doing something else. The API key comes from `BOXLITE_API_KEY` only
-//! (never argv) and is never printed. `client.rs` holds the HTTP side, `exec.rs` run,
-//! exec and attach over the WebSocket, `cp.rs` copies, and this file the rest.
+//! (never argv) and is never printed. The `boxlite-client` crate holds the HTTP side
+//! and the calls (shared with the SDKs), `exec.rs` run, exec and attach over the
+//! WebSocket, `cp.rs` copies, and this file the rest.
 
-mod client;
 mod cp;
 mod exec;
 
@@ -23,7 +23,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::args::{Command, ImageCommand, VolumeCommand};
-use client::{Body, Client, RemoteError, clean, segment};
+use boxlite_client::api::{get_box, list_boxes, remove, start, stop};
+use boxlite_client::{Body, Client, RemoteError, clean, segment};
 
 /// Run `cmd` against the server at `url`.
 pub(crate) async fn main(url: &str, cmd: Command) -> Result<i32> {
@@ -31,7 +32,7 @@ pub(crate) async fn main(url: &str, cmd: Command) -> Result<i32> {
     if let Some((name, why)) = unavailable(&cmd) {
         bail!("`{name}` is not available with --url: {why}");
     }
-    let c = &Client::new(url)?;
+    let c = &Client::from_env(url)?;
     match cmd {
         Command::Run {
             exec,
@@ -168,61 +169,6 @@ where
     Ok(if failed { 125 } else { 0 })
 }
 
-async fn start(c: &Client, id: &str) -> Result<(), RemoteError> {
-    let id = segment("box", id)?;
-    let what = format!("starting box {id}");
-    c.call(
-        &what,
-        Method::POST,
-        &["boxes", id, "start"],
-        &[],
-        Body::None,
-    )
-    .await
-}
-
-async fn stop(c: &Client, id: &str, timeout: u64) -> Result<(), RemoteError> {
-    let id = segment("box", id)?;
-    let what = format!("stopping box {id}");
-    let body = serde_json::json!({ "timeout_seconds": timeout });
-    c.call(
-        &what,
-        Method::POST,
-        &["boxes", id, "stop"],
-        &[],
-        Body::Json(body),
-    )
-    .await
-}
-
-async fn remove(c: &Client, id: &str, force: bool) -> Result<(), RemoteError> {
-    let id = segment("box", id)?;
-    let what = format!("removing box {id}");
-    let q: &[(&str, &str)] = if force { &[("force", "true")] } else { &[] };
-    c.call(&what, Method::DELETE, &["boxes", id], q, Body::None)
-        .await
-}
-
-/// Every box the server has, as its JSON objects and the fields read from them.
-async fn list_boxes(c: &Client) -> Result<Vec<(Value, BoxJson)>> {
-    #[derive(Deserialize)]
-    struct List {
-        boxes: Vec<Value>,
-    }
-    let list: List = c
-        .json("listing boxes", Method::GET, &["boxes"], &[], Body::None)
-        .await?;
-    let mut out = Vec::with_capacity(list.boxes.len());
-    for v in list.boxes {
-        let b: BoxJson = serde_json::from_value(v.clone()).map_err(|e| RemoteError::Malformed {
-            what: "listing boxes".into(),
-            reason: e.to_string(),
-        })?;
-        out.push((v, b));
-    }
-    Ok(out)
-}
-
 /// Seconds since the epoch for the server's RFC 3339 UTC times (`YYYY-MM-DDTHH:MM:SSZ`,
 /// optionally with fractions).
 fn parse_rfc3339(s: &str) -> Option<u64> {
@@ -297,23 +243,11 @@ async fn ls(c: &Client, all: bool, quiet: bool, format: &str) -> Result<i32> {
     Ok(0)
 }
 
-async fn get_box(c: &Client, key: &str) -> Result<Value, RemoteError> {
-    let key = segment("box", key)?;
-    c.json(
-        &format!("getting box {key}"),
-        Method::GET,
-        &["boxes", key],
-        &[],
-        Body::None,
-    )
-    .await
-}
-
 async fn inspect(c: &Client, keys: &[String]) -> Result<i32> {
     let mut found = Vec::new();
     let mut failed = false;
     for key in keys {
-        match get_box(c, key).await {
+        match boxlite_client::api::box_value(c, key).await {
             Ok(v) => found.push(v),
             Err(e) => {
                 eprintln!("boxlite: error: {}", boxlite::error_chain(&e));
@@ -460,10 +394,10 @@ async fn pull(c: &Client, refs: &[String], quiet: bool) -> Result<i32> {
                         display.event(r, p);
                     }
                 }
-                if buf.len() > client::MAX_LINE {
+                if buf.len() > boxlite_client::MAX_LINE {
                     return Err(RemoteError::TooLarge {
                         what: what.clone(),
-                        limit: client::MAX_LINE,
+                        limit: boxlite_client::MAX_LINE,
                     });
                 }
                 match resp.chunk().await {
@@ -611,12 +545,7 @@ async fn stats(c: &Client, keys: &[String], no_stream: bool, format: &str) -> Re
         } else {
             let mut v = Vec::with_capacity(keys.len());
             for k in keys {
-                let b: BoxJson = serde_json::from_value(get_box(c, k).await?).map_err(|e| {
-                    RemoteError::Malformed {
-                        what: format!("getting box {k}"),
-                        reason: e.to_string(),
-                    }
-                })?;
+                let b = get_box(c, k).await?;
                 v.push((b.box_id, b.name));
             }
             v

@@ -39,10 +39,13 @@ _use_packaged_helpers()
 
 from . import errors  # noqa: E402
 from ._native import (  # noqa: E402
+    AccessToken,
+    ApiKeyCredential,
     Box,
     BoxInfo,
     BoxMetrics,
     Boxlite,
+    BoxliteRestOptions,
     BoxOptions,
     BoxStateInfo,
     CopyOptions,
@@ -56,24 +59,37 @@ from ._native import (  # noqa: E402
     __version__,
 )
 from .codebox import CodeBox  # noqa: E402
+from .credential import Credential  # noqa: E402
 from .errors import *  # noqa: E402,F401,F403
 from .exec import ExecResult  # noqa: E402
 from .simplebox import SimpleBox  # noqa: E402
 from .sync_api import SyncBox, SyncBoxlite, SyncCodeBox, SyncExecution, SyncSimpleBox  # noqa: E402
+
+import atexit as _atexit  # noqa: E402
+
+from . import _native as _native_module  # noqa: E402
+
+# Let the runtime's threads finish handing results over before the interpreter
+# finalizes (see _native._quiesce).
+_atexit.register(_native_module._quiesce)
 
 #: BoxLite's names for an execution's output streams.
 ExecStdout = OutputStream
 ExecStderr = OutputStream
 
 __all__ = [
+    "AccessToken",
+    "ApiKeyCredential",
     "Box",
     "BoxInfo",
     "BoxMetrics",
     "BoxOptions",
     "BoxStateInfo",
     "Boxlite",
+    "BoxliteRestOptions",
     "CodeBox",
     "CopyOptions",
+    "Credential",
     "ExecResult",
     "ExecStderr",
     "ExecStdin",

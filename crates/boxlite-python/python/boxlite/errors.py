@@ -95,6 +95,19 @@ class NetworkError(_NativeError):
     code = "network_unavailable"
 
 
+class UpstreamUnavailableError(_NativeError):
+    """A service the server depends on did not answer (REST runtime)."""
+
+    code = "upstream_unavailable"
+
+
+class ConfigError(_NativeError):
+    """The runtime's configuration is wrong: for a REST runtime, a missing or refused
+    credential, or a missing ``BOXLITE_REST_URL``."""
+
+    code = "config_error"
+
+
 class EngineError(_NativeError):
     """The runtime has been shut down."""
 
@@ -117,6 +130,7 @@ __all__ = [
     "AgentTimeoutError",
     "AlreadyExistsError",
     "BoxliteError",
+    "ConfigError",
     "EngineError",
     "ExecError",
     "ExecutionError",
@@ -131,4 +145,5 @@ __all__ = [
     "StoppedError",
     "TimeoutError",
     "UnsupportedError",
+    "UpstreamUnavailableError",
 ]

@@ -198,6 +198,11 @@ class SyncBoxlite:
         """The process's shared runtime, with blocking calls."""
         return SyncBoxlite(_runtime=_native.Boxlite.default())
 
+    @staticmethod
+    def rest(options: _native.BoxliteRestOptions) -> "SyncBoxlite":
+        """A runtime over a ``boxlite serve``, with blocking calls."""
+        return SyncBoxlite(_runtime=_native.Boxlite.rest(options))
+
     @property
     def runtime(self) -> _native.Boxlite:
         """The async runtime underneath."""

@@ -1,9 +1,14 @@
-//! The HTTP side of the remote CLI: the server's address, the API key, and what the
-//! server answers, read with bounds and turned into messages.
+//! A client of `boxlite serve`: the server's address, the API key, and what the server
+//! answers, read with bounds and turned into typed errors. The remote CLI
+//! (`boxlite --url`) and the SDKs' REST runtimes (`Boxlite.rest(...)`) share it; [`api`]
+//! has the calls, [`attach`] an execution's streams over the attach WebSocket.
 //!
 //! Everything the server sends is treated as hostile: JSON bodies are read up to a limit,
-//! its messages are stripped of control characters before they reach a terminal, and a
-//! malformed answer is an error, never a panic.
+//! its messages are stripped of control characters before they reach a terminal or an
+//! exception, and a malformed answer is an error, never a panic.
+
+pub mod api;
+pub mod attach;
 
 use std::time::Duration;
 
@@ -13,18 +18,42 @@ use serde::de::DeserializeOwned;
 use tokio_tungstenite::tungstenite;
 
 /// The largest JSON answer read.
-pub(crate) const MAX_JSON: usize = 16 << 20;
+pub const MAX_JSON: usize = 16 << 20;
 /// The largest error body read (its message is all that is shown).
 const MAX_ERROR_BODY: usize = 1 << 20;
 /// The largest single line of a progress stream.
-pub(crate) const MAX_LINE: usize = 1 << 20;
+pub const MAX_LINE: usize = 1 << 20;
+
+/// Where the caller took the server's URL and key from, for messages that tell a user
+/// what to change: the CLI's flag and variable, or an SDK's option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// E.g. `--url (or BOXLITE_URL)`.
+    pub url: &'static str,
+    /// E.g. `BOXLITE_API_KEY`.
+    pub key: &'static str,
+}
+
+impl Origin {
+    /// The CLI: `--url`/`BOXLITE_URL`, and the key in `BOXLITE_API_KEY`.
+    pub const CLI: Origin = Origin {
+        url: "--url (or BOXLITE_URL)",
+        key: "BOXLITE_API_KEY",
+    };
+}
 
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum RemoteError {
+pub enum RemoteError {
     #[error(
-        "invalid --url (or BOXLITE_URL) {value:?}: {reason}; give http://HOST[:PORT][/PREFIX] or https://HOST[:PORT][/PREFIX]"
+        "invalid {origin} {value:?}: {reason}; give http://HOST[:PORT][/PREFIX] or https://HOST[:PORT][/PREFIX]"
     )]
-    InvalidUrl { value: String, reason: String },
+    InvalidUrl {
+        origin: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("invalid API key: {origin} holds characters an HTTP header cannot carry")]
+    InvalidKey { origin: &'static str },
     #[error("invalid {what} {value:?}: `.`, `..` and empty names are not allowed")]
     InvalidName { what: &'static str, value: String },
     #[error("cannot reach the boxlite server at {url}")]
@@ -33,10 +62,10 @@ pub(crate) enum RemoteError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the server at {url} requires an API key: set BOXLITE_API_KEY")]
-    NoKey { url: String },
-    #[error("the server at {url} refused the API key: BOXLITE_API_KEY is missing or wrong")]
-    BadKey { url: String },
+    #[error("the server at {url} requires an API key: set {origin}")]
+    NoKey { url: String, origin: &'static str },
+    #[error("the server at {url} refused the API key: {origin} is missing or wrong")]
+    BadKey { url: String, origin: &'static str },
     /// The server's own message (`{"error":{"message"}}`), cleaned for a terminal.
     #[error("{message}")]
     Api {
@@ -68,7 +97,7 @@ pub(crate) enum RemoteError {
 
 /// Text from the server made safe for a terminal: control characters (escape sequences
 /// included) are shown escaped, and it is cut at 4096 characters.
-pub(crate) fn clean(s: &str) -> String {
+pub fn clean(s: &str) -> String {
     let mut out = String::with_capacity(s.len().min(4096));
     for (i, c) in s.chars().enumerate() {
         if i == 4096 {
@@ -87,13 +116,28 @@ pub(crate) fn clean(s: &str) -> String {
 /// Where the server is: an `http` or `https` URL, optionally with a path prefix that
 /// routes go under (`{url}/v1/...`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Endpoint {
+pub struct Endpoint {
     base: Url,
+    /// A routing segment after `v1` (BoxLite's `path_prefix`); none for `boxlite serve`.
+    prefix: Option<String>,
+    origin: Origin,
 }
 
 impl Endpoint {
-    pub(crate) fn parse(value: &str) -> Result<Endpoint, RemoteError> {
+    /// The CLI's endpoint: no routing prefix.
+    pub fn parse(value: &str) -> Result<Endpoint, RemoteError> {
+        Endpoint::parse_from(value, None, Origin::CLI)
+    }
+
+    /// An endpoint with an optional routing prefix (`{url}/v1/{prefix}/...`; empty is
+    /// none), its messages naming `origin`.
+    pub fn parse_from(
+        value: &str,
+        prefix: Option<&str>,
+        origin: Origin,
+    ) -> Result<Endpoint, RemoteError> {
         let bad = |shown: String, reason: &str| RemoteError::InvalidUrl {
+            origin: origin.url,
             value: shown,
             reason: reason.to_string(),
         };
@@ -105,7 +149,10 @@ impl Endpoint {
             let _ = u.set_password(None);
             return Err(bad(
                 u.to_string(),
-                "credentials do not go in the URL; put the API key in BOXLITE_API_KEY",
+                &format!(
+                    "credentials do not go in the URL; put the API key in {}",
+                    origin.key
+                ),
             ));
         }
         if !matches!(u.scheme(), "http" | "https") {
@@ -118,26 +165,44 @@ impl Endpoint {
         if u.query().is_some() || u.fragment().is_some() {
             return Err(bad(clean(value), "a query or fragment has no meaning here"));
         }
-        Ok(Endpoint { base: u })
+        let prefix = match prefix.map(str::trim).filter(|p| !p.is_empty()) {
+            None => None,
+            Some(p) if p == "." || p == ".." || p.contains('/') => {
+                return Err(bad(
+                    clean(value),
+                    &format!("the path prefix {:?} must be one path segment", clean(p)),
+                ));
+            }
+            Some(p) => Some(p.to_string()),
+        };
+        Ok(Endpoint {
+            base: u,
+            prefix,
+            origin,
+        })
     }
 
     /// The base URL as given, for messages.
-    pub(crate) fn shown(&self) -> String {
+    pub fn shown(&self) -> String {
         self.base.as_str().trim_end_matches('/').to_string()
     }
 
     /// `{base}/v1/{segments}`, each segment percent-encoded (a `/` in one included).
-    pub(crate) fn url(&self, segments: &[&str]) -> Result<Url, RemoteError> {
+    pub fn url(&self, segments: &[&str]) -> Result<Url, RemoteError> {
         let mut u = self.base.clone();
         {
             let Ok(mut p) = u.path_segments_mut() else {
                 // Unreachable for http(s), which always have a path.
                 return Err(RemoteError::InvalidUrl {
+                    origin: self.origin.url,
                     value: self.shown(),
                     reason: "it cannot take a path".into(),
                 });
             };
             p.pop_if_empty().push("v1");
+            if let Some(prefix) = &self.prefix {
+                p.push(prefix);
+            }
             for s in segments {
                 p.push(s);
             }
@@ -146,10 +211,11 @@ impl Endpoint {
     }
 
     /// The same as [`Endpoint::url`] with `ws` or `wss` for the scheme.
-    pub(crate) fn ws_url(&self, segments: &[&str]) -> Result<Url, RemoteError> {
+    pub fn ws_url(&self, segments: &[&str]) -> Result<Url, RemoteError> {
         let mut u = self.url(segments)?;
         let scheme = if u.scheme() == "https" { "wss" } else { "ws" };
         u.set_scheme(scheme).map_err(|()| RemoteError::InvalidUrl {
+            origin: self.origin.url,
             value: self.shown(),
             reason: "it cannot be turned into a WebSocket URL".into(),
         })?;
@@ -159,7 +225,7 @@ impl Endpoint {
 
 /// A box id or name, an execution id or a volume name as a path segment: the server's
 /// router would read `.` and `..` as path steps.
-pub(crate) fn segment<'a>(what: &'static str, value: &'a str) -> Result<&'a str, RemoteError> {
+pub fn segment<'a>(what: &'static str, value: &'a str) -> Result<&'a str, RemoteError> {
     if value.is_empty() || value == "." || value == ".." {
         return Err(RemoteError::InvalidName {
             what,
@@ -170,9 +236,9 @@ pub(crate) fn segment<'a>(what: &'static str, value: &'a str) -> Result<&'a str,
 }
 
 /// The API client: one HTTP connection pool, the endpoint and the key.
-pub(crate) struct Client {
+pub struct Client {
     http: reqwest::Client,
-    pub(crate) ep: Endpoint,
+    pub ep: Endpoint,
     /// `Bearer <key>`, marked sensitive so no debug output shows it.
     auth: Option<HeaderValue>,
 }
@@ -186,35 +252,58 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// A WebSocket to the server.
+pub type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 /// A request body.
-pub(crate) enum Body {
+#[derive(Debug)]
+pub enum Body {
     None,
     Json(serde_json::Value),
     Stream(reqwest::Body),
 }
 
 impl Client {
-    /// A client for `url`, with the key from `BOXLITE_API_KEY` (trimmed; empty is none).
-    pub(crate) fn new(url: &str) -> anyhow::Result<Client> {
-        let ep = Endpoint::parse(url)?;
-        let auth = match std::env::var("BOXLITE_API_KEY") {
-            Ok(k) if !k.trim().is_empty() => {
-                let mut v =
-                    HeaderValue::from_str(&format!("Bearer {}", k.trim())).map_err(|_| {
-                        anyhow::anyhow!(
-                            "BOXLITE_API_KEY holds characters an HTTP header cannot carry"
-                        )
-                    })?;
+    /// The CLI's client for `url`, with the key from `BOXLITE_API_KEY`.
+    pub fn from_env(url: &str) -> Result<Client, RemoteError> {
+        let key = std::env::var("BOXLITE_API_KEY").ok();
+        Client::new(Endpoint::parse(url)?, key.as_deref())
+    }
+
+    /// A client for `ep` with an API key (trimmed; empty is none).
+    pub fn new(ep: Endpoint, key: Option<&str>) -> Result<Client, RemoteError> {
+        let auth = match key.map(str::trim).filter(|k| !k.is_empty()) {
+            Some(k) => {
+                let mut v = HeaderValue::from_str(&format!("Bearer {k}")).map_err(|_| {
+                    RemoteError::InvalidKey {
+                        origin: ep.origin.key,
+                    }
+                })?;
                 v.set_sensitive(true);
                 Some(v)
             }
-            _ => None,
+            None => None,
         };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| anyhow::anyhow!("setting up the HTTP client: {e}"))?;
+            .map_err(|e| RemoteError::Transport {
+                what: "setting up the HTTP client".into(),
+                url: ep.shown(),
+                source: e,
+            })?;
         Ok(Client { http, ep, auth })
+    }
+
+    /// The error for a 401: no key given, or the wrong one.
+    fn unauthorized(&self) -> RemoteError {
+        let (url, origin) = (self.ep.shown(), self.ep.origin.key);
+        if self.auth.is_none() {
+            RemoteError::NoKey { url, origin }
+        } else {
+            RemoteError::BadKey { url, origin }
+        }
     }
 
     fn transport(&self, what: &str, e: reqwest::Error) -> RemoteError {
@@ -233,7 +322,7 @@ impl Client {
 
     /// Send a request and return the response if its status is a success; otherwise the
     /// server's error. `what` names the request in errors.
-    pub(crate) async fn send(
+    pub async fn send(
         &self,
         what: &str,
         method: Method,
@@ -274,19 +363,14 @@ impl Client {
     async fn error_of(&self, what: &str, mut resp: reqwest::Response) -> RemoteError {
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED {
-            let url = self.ep.shown();
-            return if self.auth.is_none() {
-                RemoteError::NoKey { url }
-            } else {
-                RemoteError::BadKey { url }
-            };
+            return self.unauthorized();
         }
         let body = read_limited(&mut resp, MAX_ERROR_BODY).await.ok();
         error_from_body(what, status.as_u16(), body.as_deref())
     }
 
     /// A request whose answer is JSON, read up to [`MAX_JSON`] bytes.
-    pub(crate) async fn json<T: DeserializeOwned>(
+    pub async fn json<T: DeserializeOwned>(
         &self,
         what: &str,
         method: Method,
@@ -312,7 +396,7 @@ impl Client {
     }
 
     /// A request whose answer has no body that matters.
-    pub(crate) async fn call(
+    pub async fn call(
         &self,
         what: &str,
         method: Method,
@@ -326,16 +410,7 @@ impl Client {
     }
 
     /// Open the WebSocket at `segments`, with the key.
-    pub(crate) async fn websocket(
-        &self,
-        what: &str,
-        segments: &[&str],
-    ) -> Result<
-        tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-        RemoteError,
-    > {
+    pub async fn websocket(&self, what: &str, segments: &[&str]) -> Result<WebSocket, RemoteError> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let url = self.ep.ws_url(segments)?;
         tracing::debug!(%url, "WebSocket");
@@ -357,12 +432,7 @@ impl Client {
             Err(tungstenite::Error::Http(resp)) => {
                 let status = resp.status().as_u16();
                 if status == 401 {
-                    let url = self.ep.shown();
-                    return Err(if self.auth.is_none() {
-                        RemoteError::NoKey { url }
-                    } else {
-                        RemoteError::BadKey { url }
-                    });
+                    return Err(self.unauthorized());
                 }
                 let body = resp.body().as_deref().filter(|b| b.len() <= MAX_ERROR_BODY);
                 Err(error_from_body(what, status, body))
@@ -415,16 +485,14 @@ fn innermost_io(e: &reqwest::Error) -> std::io::Error {
     })
 }
 
-pub(crate) enum Limited {
+#[derive(Debug)]
+pub enum Limited {
     TooLarge,
     Transport(reqwest::Error),
 }
 
 /// A whole body, refusing more than `limit` bytes.
-pub(crate) async fn read_limited(
-    resp: &mut reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, Limited> {
+pub async fn read_limited(resp: &mut reqwest::Response, limit: usize) -> Result<Vec<u8>, Limited> {
     if resp
         .content_length()
         .is_some_and(|n| usize::try_from(n).map_or(true, |n| n > limit))
@@ -466,6 +534,35 @@ mod tests {
         );
         let tls = Endpoint::parse("https://h").unwrap();
         assert_eq!(tls.ws_url(&["x"]).unwrap().scheme(), "wss");
+    }
+
+    #[test]
+    fn a_path_prefix_goes_after_v1_and_must_be_one_segment() {
+        let o = Origin {
+            url: "BoxliteRestOptions.url",
+            key: "credential",
+        };
+        let ep = Endpoint::parse_from("http://h:1/api", Some("acme"), o).unwrap();
+        assert_eq!(
+            ep.url(&["boxes"]).unwrap().as_str(),
+            "http://h:1/api/v1/acme/boxes"
+        );
+        let ep = Endpoint::parse_from("http://h:1", Some(" "), o).unwrap();
+        assert_eq!(ep.url(&["boxes"]).unwrap().as_str(), "http://h:1/v1/boxes");
+        for bad in ["a/b", "..", "."] {
+            let e = Endpoint::parse_from("http://h", Some(bad), o)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("one path segment"), "{bad}: {e}");
+            assert!(e.starts_with("invalid BoxliteRestOptions.url"), "{e}");
+        }
+        let e = Endpoint::parse_from("http://u:pw@h", None, o)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("put the API key in credential") && !e.contains("pw"),
+            "{e}"
+        );
     }
 
     #[test]
