@@ -52,21 +52,28 @@ fn permits(len: usize) -> usize {
 pub struct Input {
     tx: mpsc::Sender<Message>,
     url: String,
+    /// Set before the exit is published: once `wait()` has returned, writes fail.
+    ended: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Input {
     fn gone(&self) -> RemoteError {
-        RemoteError::Malformed {
+        RemoteError::Ended {
             what: "writing to the command's stdin".into(),
-            reason: format!(
-                "the connection to the server at {} has closed (the command has ended)",
-                self.url
-            ),
+            url: self.url.clone(),
         }
+    }
+
+    fn check(&self) -> Result<(), RemoteError> {
+        if self.ended.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(self.gone());
+        }
+        Ok(())
     }
 
     /// Write bytes to the command's stdin.
     pub async fn write_all(&self, data: &[u8]) -> Result<(), RemoteError> {
+        self.check()?;
         // Frames stay well under the server's limit.
         for chunk in data.chunks(1 << 20) {
             self.tx
@@ -79,6 +86,7 @@ impl Input {
 
     /// Close the command's stdin: it reads end of file.
     pub async fn close(&self) -> Result<(), RemoteError> {
+        self.check()?;
         self.tx
             .send(Message::Text(r#"{"type":"stdin_eof"}"#.into()))
             .await
@@ -118,14 +126,27 @@ pub async fn attach(c: &Client, box_id: &str, exec_id: &str) -> Result<Attached,
     let (in_tx, mut in_rx) = mpsc::channel::<Message>(8);
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        while let Some(m) = in_rx.recv().await {
-            if sink.send(m).await.is_err() {
-                break;
+        let mut done_rx = done_rx;
+        loop {
+            tokio::select! {
+                m = in_rx.recv() => match m {
+                    Some(m) => {
+                        if sink.send(m).await.is_err() {
+                            break;
+                        }
+                    }
+                    // Stdin done (or dropped) is not the end: closing our half would
+                    // end the output too. The socket closes when the reader is done.
+                    None => {
+                        let _ = (&mut done_rx).await;
+                        break;
+                    }
+                },
+                // The execution has ended: later writes fail instead of vanishing.
+                _ = &mut done_rx => break,
             }
         }
-        // Stdin done (or dropped) is not the end: closing our half would end the output
-        // too. The socket closes when the reader has seen the end.
-        let _ = done_rx.await;
+        in_rx.close();
         drop(sink);
     });
     let budget = || Arc::new(Semaphore::new(permits(MAX_UNREAD)));
@@ -136,6 +157,8 @@ pub async fn attach(c: &Client, box_id: &str, exec_id: &str) -> Result<Attached,
     let what = format!("streaming execution {e}");
     let shown = url.clone();
     let (ob, eb) = (out_budget.clone(), err_budget.clone());
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ended_here = ended.clone();
     tokio::spawn(async move {
         let mut code: Option<i64> = None;
         let ended: Result<(), RemoteError> = loop {
@@ -186,6 +209,7 @@ pub async fn attach(c: &Client, box_id: &str, exec_id: &str) -> Result<Attached,
                 reason: "the connection closed before the execution reported its exit".into(),
             })),
         };
+        ended_here.store(true, std::sync::atomic::Ordering::Release);
         let _ = exit_tx.send(Some(exit));
         let _ = done_tx.send(());
     });
@@ -198,7 +222,11 @@ pub async fn attach(c: &Client, box_id: &str, exec_id: &str) -> Result<Attached,
             rx: err_rx,
             budget: err_budget,
         },
-        stdin: Input { tx: in_tx, url },
+        stdin: Input {
+            tx: in_tx,
+            url,
+            ended,
+        },
         exit: exit_rx,
     })
 }

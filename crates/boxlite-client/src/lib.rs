@@ -75,6 +75,9 @@ pub enum RemoteError {
     },
     #[error("{what}: the server answered {status} without an error message")]
     Status { what: String, status: u16 },
+    /// The execution's stream has ended: its stdin takes nothing more.
+    #[error("{what}: the execution has ended (its stream from the server at {url} is closed)")]
+    Ended { what: String, url: String },
     #[error("{what}: the server's answer is larger than {limit} bytes")]
     TooLarge { what: String, limit: usize },
     #[error("{what}: the server's answer is not what was expected: {reason}")]

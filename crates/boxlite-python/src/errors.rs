@@ -66,6 +66,7 @@ fn rest_class(e: &boxlite_client::RemoteError) -> &'static str {
             other => other,
         },
         R::InvalidUrl { .. } | R::InvalidName { .. } => "InvalidArgumentError",
+        R::Ended { .. } => "InvalidStateError",
         R::InvalidKey { .. } | R::NoKey { .. } | R::BadKey { .. } => "ConfigError",
         R::Status { status: 404, .. } => "NotFoundError",
         R::Connect { .. } | R::Transport { .. } | R::WebSocket { .. } => "NetworkError",

@@ -36,8 +36,10 @@ def test_boxlites_names_are_there():
         "BoxMetrics", "RuntimeMetrics", "NetworkSpec", "OutboundNetworkSpec", "CopyOptions",
         "SimpleBox", "CodeBox", "SyncBoxlite", "SyncSimpleBox", "SyncCodeBox", "BoxliteError",
         "NotFoundError", "InvalidStateError", "InvalidArgumentError", "TimeoutError",
+        "BoxliteRestOptions", "ApiKeyCredential", "AccessToken", "Credential", "ConfigError",
     ]:
         assert hasattr(boxlite, name), name
+    assert callable(boxlite.Boxlite.rest) and callable(boxlite.SyncBoxlite.rest)
     assert "reuse_existing" in inspect.signature(boxlite.SimpleBox.__init__).parameters
     for cls in (boxlite.NotFoundError, boxlite.InvalidStateError, boxlite.ImageError):
         assert issubclass(cls, boxlite.BoxliteError) and issubclass(cls, RuntimeError)

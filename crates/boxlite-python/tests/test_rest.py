@@ -179,6 +179,12 @@ def test_stdin_of_a_mib_round_trips_over_the_websocket(rest_box):
         await asyncio.gather(feed(), drain())
         assert b"".join(got) == data
         assert (await ex.wait()).exit_code == 0
+        # Stdin of a command that has ended takes nothing more.
+        ex = await rest_box.exec("true")
+        late = ex.stdin()
+        assert (await ex.wait()).exit_code == 0
+        with pytest.raises(boxlite.InvalidStateError, match="has ended"):
+            await late.send_input(b"x")
         # The stdin= form: written, then closed.
         ex = await rest_box.exec("wc", ["-c"], stdin=b"12345")
         out, _, _ = await _collect(ex)
