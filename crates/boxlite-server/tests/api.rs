@@ -565,6 +565,19 @@ async fn exec_streams_output_takes_stdin_reports_the_exit_code_and_outlives_a_de
     let (st, v) = status(running.clone()).await;
     assert_eq!((st, v["status"].as_str()), (200, Some("running")), "{v}");
 
+    // More executions than the box's shim bridges clients (128), each kept in the table
+    // after it ends: they share the server's one connection to the agent. (Each held a
+    // connection of its own once, and the 128th stalled, then failed.)
+    for i in 0..140 {
+        let e =
+            exec(serde_json::json!({"command": "sh", "args": ["-c", format!("echo {i}")]})).await;
+        let (out, _, code, _) = attach(&s.base, &id, &e, None).await;
+        assert_eq!(
+            (String::from_utf8_lossy(&out), code),
+            (format!("{i}\n").into(), 0)
+        );
+    }
+
     // The box stops under a running execution: signal and resize say so (409), DELETE
     // forgets it (the process went with the box).
     let stopped = c

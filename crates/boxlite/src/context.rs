@@ -5,7 +5,7 @@
 //! It sits below the box lifecycle and the image builder, which receive it; nothing here
 //! calls back up into them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -78,7 +78,16 @@ pub(crate) struct Context {
     /// Boxes this runtime started, which [`Context::shut_down`] stops.
     started: Mutex<HashSet<String>>,
     closed: AtomicBool,
+    /// What every handle of a box in this runtime shares (its agent connection above
+    /// all), kept while the box exists, so a handle from `get` and the executions of
+    /// earlier handles use one connection. The shim bridges a bounded number of clients
+    /// per box (128): one connection per handle, each kept alive by its executions, ran
+    /// out under a server that takes a handle per request.
+    shared: Mutex<HashMap<String, Arc<crate::litebox::Shared>>>,
 }
+
+/// Entries of [`Context::shared_state`]'s map before unused ones are dropped.
+const SHARED_BOUND: usize = 1024;
 
 impl Context {
     /// Open a home for booting boxes: fails on an invalid `BOXLITE_ACCEL`, a missing QEMU
@@ -107,7 +116,32 @@ impl Context {
             assets: OnceLock::new(),
             started: Mutex::new(HashSet::new()),
             closed: AtomicBool::new(false),
+            shared: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The state the handles of box `id` share, or a new one.
+    pub(crate) fn shared_state(&self, id: &str) -> Arc<crate::litebox::Shared> {
+        let mut map = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = map.get(id) {
+            return s.clone();
+        }
+        // Boxes removed by other processes leave entries behind; past a bound, drop the
+        // ones no handle holds (they are made again on use).
+        if map.len() >= SHARED_BOUND {
+            map.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        let s = Arc::new(crate::litebox::Shared::default());
+        map.insert(id.to_string(), s.clone());
+        s
+    }
+
+    /// Forget what the handles of a removed box shared.
+    pub(crate) fn forget_shared(&self, id: &str) {
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
     pub fn layout(&self) -> &Layout {

@@ -127,14 +127,21 @@ pub(crate) fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// A handle to one box. Clones share the agent connection and the cached config.
+/// A handle to one box. Every handle of a box in one runtime (clones, and handles from
+/// `get`) shares the agent connection and the cached config.
 #[derive(Clone)]
 pub struct LiteBox {
     ctx: Arc<Context>,
     id: String,
-    client: Arc<Mutex<Option<AgentClient>>>,
+    shared: Arc<Shared>,
+}
+
+/// What the handles of one box share within a runtime ([`Context::shared_state`]).
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    client: Mutex<Option<AgentClient>>,
     /// The box's config, immutable after creation: read from the row once.
-    config: Arc<OnceLock<Arc<BoxConfig>>>,
+    config: OnceLock<Arc<BoxConfig>>,
 }
 
 impl std::fmt::Debug for LiteBox {
@@ -158,16 +165,11 @@ impl Locked {
 
 impl LiteBox {
     pub(crate) fn handle(ctx: Arc<Context>, id: String, config: Option<BoxConfig>) -> Self {
-        let cell = OnceLock::new();
+        let shared = ctx.shared_state(&id);
         if let Some(c) = config {
-            let _ = cell.set(Arc::new(c));
+            let _ = shared.config.set(Arc::new(c));
         }
-        LiteBox {
-            ctx,
-            id,
-            client: Arc::new(Mutex::new(None)),
-            config: Arc::new(cell),
-        }
+        LiteBox { ctx, id, shared }
     }
 
     pub fn id(&self) -> &str {
@@ -193,11 +195,15 @@ impl LiteBox {
 
     /// The box's config (fixed at creation), read once per handle.
     pub(crate) async fn config(&self) -> Result<Arc<BoxConfig>, crate::Error> {
-        if let Some(c) = self.config.get() {
+        if let Some(c) = self.shared.config.get() {
             return Ok(c.clone());
         }
         let row = self.row().await?;
-        Ok(self.config.get_or_init(|| Arc::new(row.config)).clone())
+        Ok(self
+            .shared
+            .config
+            .get_or_init(|| Arc::new(row.config))
+            .clone())
     }
 
     async fn lock(&self, mode: LockMode) -> Result<Locked, crate::Error> {
@@ -294,7 +300,7 @@ impl LiteBox {
         }
         let mut l = self.lock_reconciled().await?;
         if l.row.status.state() != BoxState::Running {
-            *self.client.lock().await = None;
+            *self.shared.client.lock().await = None;
             self.start_locked(&mut l).await?;
         }
         self.cached_client(&l.row).await
@@ -302,7 +308,7 @@ impl LiteBox {
 
     /// The cached connection to a running box's agent, connecting on first use.
     async fn cached_client(&self, row: &BoxRow) -> Result<AgentClient, crate::Error> {
-        let mut cached = self.client.lock().await;
+        let mut cached = self.shared.client.lock().await;
         if let Some(c) = cached.as_ref() {
             return Ok(c.clone());
         }
