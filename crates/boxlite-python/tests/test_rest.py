@@ -359,3 +359,32 @@ def test_the_sync_api_over_rest(server):
             assert r.wait().exit_code == 0
         finally:
             rt.remove("rest-sync", force=True)
+
+
+def test_cancellation_over_rest_leaks_no_process(rest_box):
+    async def go():
+        # A cancelled wait: the execution goes on and its output is still there.
+        x = await rest_box.exec("sh", ["-c", "sleep 1; echo done"])
+        task = asyncio.ensure_future(x.wait())
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        out, _, res = await _collect(x)
+        assert (out, res.exit_code) == ("done\n", 0)
+        # A cancelled start: whatever started is killed, nothing is left running.
+        for delay in (0.0, 0.01, 0.05, 0.2):
+            task = asyncio.ensure_future(rest_box.exec("sleep", ["32"]))
+            await asyncio.sleep(delay)
+            task.cancel()
+            try:
+                started = await task
+            except asyncio.CancelledError:
+                continue
+            await started.kill()
+        await asyncio.sleep(1.0)
+        x = await rest_box.exec("sh", ["-c", "ps -o args | grep '^sleep 32' || true"])
+        out, _, _ = await _collect(x)
+        assert out == "", out
+
+    run(go())
