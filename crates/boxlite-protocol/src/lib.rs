@@ -27,6 +27,10 @@ pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 /// HTTP/2 frame size both sides advertise: a whole output chunk fits in one frame.
 pub const MAX_FRAME: u32 = 256 * 1024;
 
-/// HTTP/2 flow-control windows both sides use.
+/// HTTP/2 flow-control windows both sides use. A stream's window bounds what one reader
+/// that stops can leave buffered (2 MiB). The connection window is far larger than any
+/// sum of stream windows there will be: one connection carries every execution of a box
+/// in a process, and a connection window filled by stalled streams would stop the
+/// others, new calls included (at 8 MiB, four stalled readers did).
 pub const STREAM_WINDOW: u32 = 2 << 20;
-pub const CONNECTION_WINDOW: u32 = 8 << 20;
+pub const CONNECTION_WINDOW: u32 = 1 << 30;

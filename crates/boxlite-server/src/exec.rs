@@ -604,6 +604,18 @@ async fn pump(mut socket: WebSocket, mut ex: Execution, e: &Entry) {
             reason: "exited".into(),
         })))
         .await;
+    // Finish the closing handshake: read until the client's Close (or 5 s). Dropping the
+    // socket with the client's last frames unread (a Pong, stdin sent late, its Close)
+    // makes the kernel answer with a reset, which can discard the exit message and the
+    // Close still unread on the client's side.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(m)) = socket.recv().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Handle one message from the client; false when it closed.

@@ -83,10 +83,13 @@ pub(crate) struct Context {
     /// earlier handles use one connection. The shim bridges a bounded number of clients
     /// per box (128): one connection per handle, each kept alive by its executions, ran
     /// out under a server that takes a handle per request.
-    shared: Mutex<HashMap<String, Arc<crate::litebox::Shared>>>,
+    shared: Mutex<HashMap<String, SharedClient>>,
 }
 
-/// Entries of [`Context::shared_state`]'s map before unused ones are dropped.
+/// The agent connection of a box, shared by its handles in one runtime.
+pub(crate) type SharedClient = Arc<tokio::sync::Mutex<Option<crate::portal::AgentClient>>>;
+
+/// Entries of [`Context::shared_client`]'s map before unused ones are dropped.
 const SHARED_BOUND: usize = 1024;
 
 impl Context {
@@ -120,8 +123,9 @@ impl Context {
         })
     }
 
-    /// The state the handles of box `id` share, or a new one.
-    pub(crate) fn shared_state(&self, id: &str) -> Arc<crate::litebox::Shared> {
+    /// The agent connection the handles of box `id` share (none yet: connected on first
+    /// use).
+    pub(crate) fn shared_client(&self, id: &str) -> SharedClient {
         let mut map = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = map.get(id) {
             return s.clone();
@@ -131,12 +135,12 @@ impl Context {
         if map.len() >= SHARED_BOUND {
             map.retain(|_, s| Arc::strong_count(s) > 1);
         }
-        let s = Arc::new(crate::litebox::Shared::default());
+        let s = SharedClient::default();
         map.insert(id.to_string(), s.clone());
         s
     }
 
-    /// Forget what the handles of a removed box shared.
+    /// Forget the connection of a removed box.
     pub(crate) fn forget_shared(&self, id: &str) {
         self.shared
             .lock()

@@ -360,3 +360,45 @@ async fn execution_clones_share_streams_and_keep_the_status_after_the_box_stops(
     assert!(h.processes().is_empty(), "{:?}", h.processes());
     rt.remove(&b, false).await.unwrap();
 }
+
+/// Every handle of a box in a runtime shares one agent connection, so readers that stop
+/// must not stall the others: each holds back only its own stream, never the
+/// connection. Six stalled readers of endless output (more than the connection window's
+/// worth of stream windows, were it shared) and a seventh command still runs and reads,
+/// through a handle from `get` as well as the first one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_readers_on_one_connection_do_not_stall_another_command() {
+    let h = TestHome::new();
+    let (rt, b) = boot(&h).await;
+    let mut held = Vec::new();
+    for i in 0..6 {
+        let stalled = async {
+            let mut ex = b
+                .exec(BoxCommand::new("cat").arg("/dev/zero"))
+                .await
+                .unwrap();
+            let mut out = ex.take_stdout().unwrap();
+            // Open the stream and take one chunk, then read no more.
+            out.next_chunk().await.unwrap().unwrap();
+            // Let it fill every window it can.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            (ex, out)
+        };
+        let pair = tokio::time::timeout(Duration::from_secs(30), stalled)
+            .await
+            .unwrap_or_else(|_| panic!("exec {i} stalled behind {i} stalled readers"));
+        held.push(pair);
+    }
+    let other = rt.get(b.id()).await.unwrap();
+    for handle in [&b, &other] {
+        let done = tokio::time::timeout(Duration::from_secs(30), run(handle, sh("echo through")))
+            .await
+            .expect("a command behind six stalled readers did not finish");
+        assert_eq!(done.0, b"through\n");
+    }
+    for (ex, _) in &held {
+        ex.kill().await.unwrap();
+    }
+    drop(held);
+    teardown(rt, b).await;
+}

@@ -87,7 +87,7 @@ impl LiteBox {
         // the guard still owns the processes.
         let result = match booted {
             Ok(client) => {
-                *self.shared.client.lock().await = Some(client);
+                *self.client.lock().await = Some(client);
                 let st = &mut l.row.status;
                 st.last_error = None;
                 st.started_at = Some(now_secs());
@@ -98,7 +98,7 @@ impl LiteBox {
         };
         if let Err(e) = result {
             let survivors = guard.cleanup().await;
-            *self.shared.client.lock().await = None;
+            *self.client.lock().await = None;
             let st = &mut l.row.status;
             st.keep_processes(&survivors);
             st.last_error = Some(crate::util::error_chain(&e));
@@ -180,7 +180,7 @@ impl LiteBox {
         self.transition(row, BoxState::Stopping).await?;
         let t0 = Instant::now();
         if let Some(vmm) = row.status.vmm.filter(|p| p.is_alive()) {
-            let cached = self.shared.client.lock().await.take();
+            let cached = self.client.lock().await.take();
             let client = match cached {
                 Some(c) => Some(c),
                 None => super::connect_agent(&self.id, row).await.ok(),
@@ -219,7 +219,7 @@ impl LiteBox {
         if l.row.status.state() == BoxState::Running {
             self.stop_locked(&mut l, timeout).await?;
         }
-        *self.shared.client.lock().await = None;
+        *self.client.lock().await = None;
         self.start_locked(&mut l).await
     }
 
@@ -235,7 +235,7 @@ impl LiteBox {
             }
             .into());
         }
-        *self.shared.client.lock().await = None;
+        *self.client.lock().await = None;
         let home = self.home().clone();
         let mut row = l.row.clone();
         blocking::run(move || {

@@ -27,8 +27,6 @@ pub(crate) mod reconcile;
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Mutex;
-
 pub use crate::model::{BoxConfig, BoxState, Health, HealthOptions, HealthState};
 pub use copy::{
     CopyError, CopyOptions, CopyStats, HostDestination, HostSource, HostUnpackError, InBoxKind,
@@ -128,20 +126,15 @@ pub(crate) fn now_secs() -> u64 {
 }
 
 /// A handle to one box. Every handle of a box in one runtime (clones, and handles from
-/// `get`) shares the agent connection and the cached config.
+/// `get`) shares the agent connection ([`Context::shared_client`]); clones share the
+/// cached config too.
 #[derive(Clone)]
 pub struct LiteBox {
     ctx: Arc<Context>,
     id: String,
-    shared: Arc<Shared>,
-}
-
-/// What the handles of one box share within a runtime ([`Context::shared_state`]).
-#[derive(Debug, Default)]
-pub(crate) struct Shared {
-    client: Mutex<Option<AgentClient>>,
+    client: crate::context::SharedClient,
     /// The box's config, immutable after creation: read from the row once.
-    config: OnceLock<Arc<BoxConfig>>,
+    config: Arc<OnceLock<Arc<BoxConfig>>>,
 }
 
 impl std::fmt::Debug for LiteBox {
@@ -165,11 +158,16 @@ impl Locked {
 
 impl LiteBox {
     pub(crate) fn handle(ctx: Arc<Context>, id: String, config: Option<BoxConfig>) -> Self {
-        let shared = ctx.shared_state(&id);
+        let cell = OnceLock::new();
         if let Some(c) = config {
-            let _ = shared.config.set(Arc::new(c));
+            let _ = cell.set(Arc::new(c));
         }
-        LiteBox { ctx, id, shared }
+        LiteBox {
+            client: ctx.shared_client(&id),
+            ctx,
+            id,
+            config: Arc::new(cell),
+        }
     }
 
     pub fn id(&self) -> &str {
@@ -195,15 +193,11 @@ impl LiteBox {
 
     /// The box's config (fixed at creation), read once per handle.
     pub(crate) async fn config(&self) -> Result<Arc<BoxConfig>, crate::Error> {
-        if let Some(c) = self.shared.config.get() {
+        if let Some(c) = self.config.get() {
             return Ok(c.clone());
         }
         let row = self.row().await?;
-        Ok(self
-            .shared
-            .config
-            .get_or_init(|| Arc::new(row.config))
-            .clone())
+        Ok(self.config.get_or_init(|| Arc::new(row.config)).clone())
     }
 
     async fn lock(&self, mode: LockMode) -> Result<Locked, crate::Error> {
@@ -300,7 +294,7 @@ impl LiteBox {
         }
         let mut l = self.lock_reconciled().await?;
         if l.row.status.state() != BoxState::Running {
-            *self.shared.client.lock().await = None;
+            *self.client.lock().await = None;
             self.start_locked(&mut l).await?;
         }
         self.cached_client(&l.row).await
@@ -308,7 +302,7 @@ impl LiteBox {
 
     /// The cached connection to a running box's agent, connecting on first use.
     async fn cached_client(&self, row: &BoxRow) -> Result<AgentClient, crate::Error> {
-        let mut cached = self.shared.client.lock().await;
+        let mut cached = self.client.lock().await;
         if let Some(c) = cached.as_ref() {
             return Ok(c.clone());
         }
