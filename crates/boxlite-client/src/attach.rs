@@ -193,7 +193,10 @@ pub async fn attach(c: &Client, box_id: &str, exec_id: &str) -> Result<Attached,
                     if let Ok(m) = serde_json::from_str::<ServerText>(&t)
                         && m.kind == "exit"
                     {
+                        // The server sends every byte of output before the exit: the
+                        // streams are complete, and nothing waits for the Close.
                         code = Some(m.exit_code.unwrap_or(-1));
+                        break Ok(());
                     }
                 }
                 Some(Ok(_)) => {}

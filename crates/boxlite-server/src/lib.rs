@@ -296,7 +296,15 @@ impl Server {
         if let Ok(a) = self.listener.local_addr() {
             tracing::info!(addr = %a, "serving the boxlite REST API");
         }
-        axum::serve(self.listener, self.app)
+        use axum::serve::ListenerExt;
+        // No Nagle: an execution's small frames (interactive output, the exit message
+        // and the Close after it) go out at once, not after the peer's delayed ACK.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "setting TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, self.app)
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(ServeError::Serve)
