@@ -72,11 +72,19 @@ echo "fuzz=$fuzz alive=$alive served=$served"
     let run = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
     let log = std::fs::read_to_string(h.home.join("serve.log")).unwrap_or_default();
+    // The server logs to the home's log file (no RUST_LOG here): its warnings and errors
+    // say why a request failed.
+    let home_log = std::fs::read_to_string(h.home.join("logs/boxlite.log")).unwrap_or_default();
+    let trouble: Vec<&str> = home_log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    let trouble = trouble[trouble.len().saturating_sub(40)..].join("\n");
     let last = stdout.lines().last().unwrap_or_default();
     assert_eq!(
         last,
         "fuzz=0 alive=0 served=0",
-        "schemathesis found problems, or the server died:\n{stdout}\n{}\nserver log:\n{log}",
+        "schemathesis found problems, or the server died:\n{stdout}\n{}\nserver log:\n{log}\nthe home's log (warnings and errors):\n{trouble}",
         String::from_utf8_lossy(&run.stderr),
     );
     assert!(
