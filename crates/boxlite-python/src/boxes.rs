@@ -519,26 +519,8 @@ pub struct BoxMetrics {
 }
 
 impl From<&boxlite::BoxMetrics> for BoxMetrics {
+    /// The server's mapping, so a local box and one over REST report the same figures.
     fn from(m: &boxlite::BoxMetrics) -> Self {
-        let net = m.network.as_ref();
-        BoxMetrics {
-            commands_executed_total: m.execs_started,
-            exec_errors_total: None,
-            bytes_sent_total: net.map(|n| n.bytes_out),
-            bytes_received_total: net.map(|n| n.bytes_in),
-            cpu_percent: m.cpu_percent,
-            memory_bytes: m.mem_used_bytes,
-            memory_total_bytes: m.mem_total_bytes,
-            vmm_rss_bytes: m.vmm_rss_bytes,
-            network_bytes_sent: net.map(|n| n.bytes_out),
-            network_bytes_received: net.map(|n| n.bytes_in),
-            network_tcp_connections: net.map(|n| n.tcp_connections),
-            network_tcp_errors: None,
-            total_create_duration_ms: m.boot.map(|b| b.ready_ms),
-            guest_boot_duration_ms: m.boot.and_then(|b| b.kernel_to_agent_ready_ms),
-            stage_box_spawn_ms: m.boot.map(|b| b.vmm_spawn_ms),
-            disk_overlay_bytes: m.disk_overlay_bytes,
-            oom_kills: m.oom_kills,
-        }
+        BoxMetrics::from(&boxlite_server::metrics::BoxMetrics::from(m))
     }
 }

@@ -369,3 +369,18 @@ def test_codebox_installs_a_package_from_an_index_on_the_host(runtime, tmp_path)
         assert run(go()) == "installed from the host index\n"
     finally:
         server.shutdown()
+
+
+def test_info_and_metrics_of_a_local_box(runtime, shared_box):
+    async def go():
+        await (await shared_box.exec("true")).wait()
+        m = await shared_box.metrics()
+        assert m.commands_executed_total is not None and m.commands_executed_total >= 1
+        assert m.vmm_rss_bytes and m.vmm_rss_bytes > 0
+        assert m.total_create_duration_ms is not None and m.total_create_duration_ms > 0
+        info = await shared_box.info()
+        assert (info.id, info.state.status, info.state.running) == (shared_box.id, "running", True)
+        rm = await runtime.metrics()
+        assert rm.num_running_boxes >= 1
+
+    run(go())

@@ -114,35 +114,42 @@ pub async fn of_box(
     Path(id): Path<String>,
 ) -> Result<Json<BoxMetrics>, ApiError> {
     let m = s.rt.get(&id).await?.metrics().await?;
-    let net = m.network.as_ref();
-    let boot_timing = m.boot.as_ref().map(|b| BootTiming {
-        total_create_ms: None,
-        guest_boot_ms: b.kernel_to_agent_ready_ms,
-        filesystem_setup_ms: None,
-        image_prepare_ms: None,
-        guest_rootfs_ms: None,
-        box_config_ms: None,
-        box_spawn_ms: Some(b.vmm_spawn_ms),
-        container_init_ms: None,
-        ready_ms: Some(b.ready_ms),
-    });
-    Ok(Json(BoxMetrics {
-        commands_executed_total: m.execs_started,
-        exec_errors_total: None,
-        bytes_sent_total: net.map(|n| n.bytes_out),
-        bytes_received_total: net.map(|n| n.bytes_in),
-        cpu_percent: m.cpu_percent,
-        memory_bytes: m.mem_used_bytes,
-        network_bytes_sent: net.map(|n| n.bytes_out),
-        network_bytes_received: net.map(|n| n.bytes_in),
-        network_tcp_connections: net.map(|n| n.tcp_connections),
-        network_tcp_errors: None,
-        boot_timing,
-        executions_running: m.execs_running,
-        vmm_rss_bytes: m.vmm_rss_bytes,
-        memory_total_bytes: m.mem_total_bytes,
-        disk_overlay_bytes: m.disk_overlay_bytes,
-        rootfs_used_bytes: m.rootfs_used_bytes,
-        oom_kills: m.oom_kills,
-    }))
+    Ok(Json(BoxMetrics::from(&m)))
+}
+
+impl From<&boxlite::BoxMetrics> for BoxMetrics {
+    /// The API's figures for the library's (the Python SDK's local boxes use it too).
+    fn from(m: &boxlite::BoxMetrics) -> Self {
+        let net = m.network.as_ref();
+        let boot_timing = m.boot.as_ref().map(|b| BootTiming {
+            total_create_ms: None,
+            guest_boot_ms: b.kernel_to_agent_ready_ms,
+            filesystem_setup_ms: None,
+            image_prepare_ms: None,
+            guest_rootfs_ms: None,
+            box_config_ms: None,
+            box_spawn_ms: Some(b.vmm_spawn_ms),
+            container_init_ms: None,
+            ready_ms: Some(b.ready_ms),
+        });
+        BoxMetrics {
+            commands_executed_total: m.execs_started,
+            exec_errors_total: None,
+            bytes_sent_total: net.map(|n| n.bytes_out),
+            bytes_received_total: net.map(|n| n.bytes_in),
+            cpu_percent: m.cpu_percent,
+            memory_bytes: m.mem_used_bytes,
+            network_bytes_sent: net.map(|n| n.bytes_out),
+            network_bytes_received: net.map(|n| n.bytes_in),
+            network_tcp_connections: net.map(|n| n.tcp_connections),
+            network_tcp_errors: None,
+            boot_timing,
+            executions_running: m.execs_running,
+            vmm_rss_bytes: m.vmm_rss_bytes,
+            memory_total_bytes: m.mem_total_bytes,
+            disk_overlay_bytes: m.disk_overlay_bytes,
+            rootfs_used_bytes: m.rootfs_used_bytes,
+            oom_kills: m.oom_kills,
+        }
+    }
 }
