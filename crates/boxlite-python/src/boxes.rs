@@ -55,6 +55,16 @@ impl PyBox {
     pub(crate) fn new(b: Target, name: Option<String>) -> Self {
         PyBox { b, name }
     }
+
+    /// A box on a server, by the id the server gave (cleaned of control characters).
+    pub(crate) fn remote(
+        c: Arc<boxlite_client::Client>,
+        box_id: &str,
+        name: Option<String>,
+    ) -> Self {
+        let id = boxlite_client::clean(box_id);
+        PyBox::new(Target::Rest { c, id }, name)
+    }
 }
 
 /// `env` as a list of pairs or a dict.
@@ -151,13 +161,10 @@ impl PyBox {
         let env = env_pairs(env.as_ref())?;
         let user = user.filter(|u| !u.is_empty());
         let timeout = timeout_secs.map(seconds).transpose()?;
-        let input: Option<Vec<u8>> = match stdin.filter(|s| !s.is_none()) {
-            None => None,
-            Some(s) => Some(match s.extract::<String>() {
-                Ok(text) => text.into_bytes(),
-                Err(_) => s.extract::<Vec<u8>>()?,
-            }),
-        };
+        let input = stdin
+            .filter(|s| !s.is_none())
+            .map(|s| crate::exec::input_bytes(&s))
+            .transpose()?;
         let start = match self.b.clone() {
             Target::Local(b) => {
                 let mut c = boxlite::BoxCommand::new(command)

@@ -115,6 +115,14 @@ impl Execution {
     }
 }
 
+/// Bytes for a command's stdin: `bytes`-like as they are, text as UTF-8.
+pub(crate) fn input_bytes(data: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    match data.extract::<String>() {
+        Ok(text) => Ok(text.into_bytes()),
+        Err(_) => data.extract::<Vec<u8>>(),
+    }
+}
+
 async fn kill(h: Handle) -> PyResult<()> {
     match h {
         Handle::Local(h) => h.kill().await.map_err(exec_to_py),
@@ -337,10 +345,7 @@ impl ExecStdin {
         py: Python<'py>,
         data: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let bytes: Vec<u8> = match data.extract::<String>() {
-            Ok(s) => s.into_bytes(),
-            Err(_) => data.extract::<Vec<u8>>()?,
-        };
+        let bytes = input_bytes(data)?;
         let pipe = self.pipe.clone();
         future_into_py(py, async move {
             let mut guard = pipe.lock().await;

@@ -206,13 +206,7 @@ impl Boxlite {
             }),
             Backend::Rest(c) => future_into_py(py, async move {
                 match api::get_box(&c, &id_or_name).await {
-                    Ok(b) => Ok(Some(PyBox::new(
-                        Target::Rest {
-                            c: c.clone(),
-                            id: boxlite_client::clean(&b.box_id),
-                        },
-                        b.name,
-                    ))),
+                    Ok(b) => Ok(Some(PyBox::remote(c.clone(), &b.box_id, b.name))),
                     Err(e) if not_found(&e) => Ok(None),
                     Err(e) => Err(rest_to_py(e)),
                 }
@@ -263,23 +257,16 @@ impl Boxlite {
                 future_into_py(py, async move {
                     // The server's names are unique: a create that loses a race to
                     // another client is a 409, and the winner's box is then found.
-                    let found =
-                        |c: Arc<boxlite_client::Client>, b: boxlite_server::boxes::BoxJson| {
-                            let id = boxlite_client::clean(&b.box_id);
-                            PyBox::new(Target::Rest { c, id }, Some(name.clone()))
-                        };
                     match api::get_box(&c, &name).await {
-                        Ok(b) => return Ok((found(c, b), false)),
+                        Ok(b) => return Ok((PyBox::remote(c, &b.box_id, Some(name)), false)),
                         Err(e) if not_found(&e) => {}
                         Err(e) => return Err(rest_to_py(e)),
                     }
                     match api::create_box(&c, &body).await {
-                        Ok(id) => {
-                            Ok((PyBox::new(Target::Rest { c, id }, Some(name.clone())), true))
-                        }
+                        Ok(id) => Ok((PyBox::new(Target::Rest { c, id }, Some(name)), true)),
                         Err(RemoteError::Api { status: 409, .. }) => {
                             let b = api::get_box(&c, &name).await.map_err(rest_to_py)?;
-                            Ok((found(c, b), false))
+                            Ok((PyBox::remote(c, &b.box_id, Some(name)), false))
                         }
                         Err(e) => Err(rest_to_py(e)),
                     }
