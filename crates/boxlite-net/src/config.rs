@@ -99,6 +99,50 @@ pub struct TestHooks {
     pub loopback_only: bool,
 }
 
+/// A secret's real value. Never printed: `Debug` shows `[redacted]`, and the memory is
+/// zeroed when the value is dropped. It crosses from the library to the helper only inside
+/// the configuration on the helper's stdin.
+#[derive(
+    Clone, PartialEq, Eq, Serialize, Deserialize, zeroize::Zeroize, zeroize::ZeroizeOnDrop,
+)]
+#[serde(transparent)]
+pub struct SecretValue(String);
+
+impl SecretValue {
+    pub fn new(value: String) -> Self {
+        SecretValue(value)
+    }
+
+    /// The value itself, for the one place that substitutes it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// One secret the helper substitutes on intercepted connections to its hosts. Checked with
+/// [`crate::secrets::validate`] by the library at creation and by the helper at start.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretConfig {
+    /// An environment variable name: the box sees the placeholder as `$NAME`.
+    pub name: String,
+    /// What the box sends in place of the value (`<BOXLITE_SECRET:NAME>` by default).
+    pub placeholder: String,
+    /// `name` or `*.name` patterns, the egress policy's matcher: the only hosts the value
+    /// is ever sent to.
+    pub hosts: Vec<String>,
+    pub value: SecretValue,
+    /// Also substitute in request bodies (off by default: a body is what servers echo).
+    #[serde(default)]
+    pub body: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NetConfig {
@@ -122,6 +166,14 @@ pub struct NetConfig {
     /// Where decisions are appended as JSON lines (size-capped), readable after the box
     /// stops.
     pub decision_log: Option<PathBuf>,
+    /// Secrets substituted at this box's network boundary. Non-empty means the helper mints
+    /// a CA and intercepts TLS to the secrets' hosts (and only to them).
+    #[serde(default)]
+    pub secrets: Vec<SecretConfig>,
+    /// Extra roots (PEM text) the helper trusts for upstream certificates on intercepted
+    /// connections, besides the host's system roots (`[network] upstream_ca_files`).
+    #[serde(default)]
+    pub upstream_roots: Vec<String>,
     #[serde(default)]
     pub test: TestHooks,
 }
@@ -137,6 +189,8 @@ impl NetConfig {
             data_socket,
             control_socket,
             decision_log: None,
+            secrets: Vec::new(),
+            upstream_roots: Vec::new(),
             test: TestHooks::default(),
         }
     }

@@ -21,3 +21,4 @@ pub mod fake_guest;
 pub mod frame;
 pub mod l7;
 pub mod policy;
+pub mod secrets;
