@@ -252,6 +252,8 @@ pub struct Shared {
     log: Mutex<VecDeque<LogEntry>>,
     file: Mutex<Option<LogFile>>,
     ports: Mutex<Vec<BoundPort>>,
+    /// The per-box CA certificate (PEM; public), when the box has secrets.
+    ca_pem: Mutex<Option<String>>,
 }
 
 #[derive(Debug)]
@@ -281,7 +283,19 @@ impl Shared {
             log: Mutex::new(VecDeque::new()),
             file: Mutex::new(file),
             ports: Mutex::new(Vec::new()),
+            ca_pem: Mutex::new(None),
         }
+    }
+
+    /// Publish the CA certificate the `ca` request answers with.
+    pub fn set_ca_pem(&self, pem: String) {
+        if let Ok(mut c) = self.ca_pem.lock() {
+            *c = Some(pem);
+        }
+    }
+
+    pub fn ca_pem(&self) -> Option<String> {
+        self.ca_pem.lock().ok().and_then(|c| c.clone())
     }
 
     pub fn count_drop(&self, r: DropReason) {
@@ -348,8 +362,10 @@ impl Shared {
             "stats" => serde_json::to_value(self.stats.snapshot()),
             "log" => serde_json::to_value(self.entries()),
             "ports" => serde_json::to_value(self.ports()),
+            // The CA certificate (public) as a JSON string, or null without secrets.
+            "ca" => serde_json::to_value(self.ca_pem()),
             other => Ok(serde_json::json!({
-                "error": format!("unknown request {other:?}; valid: stats, log, ports")
+                "error": format!("unknown request {other:?}; valid: stats, log, ports, ca")
             })),
         };
         v.map(|v| v.to_string()).unwrap_or_else(|e| e.to_string())

@@ -117,3 +117,10 @@ pub fn bound_ports(sockets: &SocketPaths) -> Option<Vec<BoundPort>> {
 pub fn decisions(paths: &BoxPaths) -> Vec<LogEntry> {
     boxlite_net::control::read_log_file(&paths.net_decisions())
 }
+
+/// The CA certificate (PEM) a running helper minted for the box's secrets; `None` if the
+/// box has no secrets or the helper does not answer.
+pub fn ca_pem(sockets: &SocketPaths) -> Option<String> {
+    let text = boxlite_net::control::request(&sockets.net_control(), "ca").ok()?;
+    serde_json::from_str::<Option<String>>(&text).ok().flatten()
+}
