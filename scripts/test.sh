@@ -7,6 +7,8 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
 
 bash scripts/setup.sh
+# Root trees of the images the tests serve from a local registry (curl, requests, Node).
+bash scripts/build-test-images.sh
 
 echo "[test] cargo fmt --check" >&2
 cargo fmt --all --check
@@ -14,6 +16,7 @@ echo "[test] cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 export BOXLITE_ASSETS="$REPO/build/assets"
+export BOXLITE_TEST_IMAGES="$REPO/build/test-images"
 # Network tests only ever reach 127.0.0.0/8: every box's helper refuses (and logs) any
 # other dial, and DNS forwarding goes to the discard port, never a real resolver.
 export BOXLITE_NET_TEST_GUARD=1 BOXLITE_NET_DNS=127.0.0.1:9

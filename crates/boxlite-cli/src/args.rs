@@ -105,6 +105,57 @@ pub(crate) struct CreateArgs {
     /// Deny egress to RULE (same syntax); a deny beats any allow. Repeatable.
     #[arg(long = "deny-net", value_name = "RULE")]
     pub(crate) deny_net: Vec<String>,
+    /// A secret the box uses without holding it: NAME@HOST[,HOST...] takes the value from
+    /// this command's environment variable NAME, NAME=ENVVAR@HOST[,HOST...] from ENVVAR
+    /// (read again at every start; never a value on the command line). The box sees a
+    /// placeholder as $NAME and $BOXLITE_SECRET_<NAME>; the value replaces it on HTTPS
+    /// requests to the hosts (api.example.com or *.example.com) only. Repeatable.
+    #[arg(long = "secret", value_name = "NAME[=ENVVAR]@HOSTS")]
+    pub(crate) secret: Vec<String>,
+    /// Also substitute secret NAME in request bodies (off by default: servers echo
+    /// bodies). Repeatable.
+    #[arg(long = "secret-body", value_name = "NAME")]
+    pub(crate) secret_body: Vec<String>,
+}
+
+/// `--secret NAME@HOST[,HOST...]` or `NAME=ENVVAR@HOST[,HOST...]`: a secret whose value
+/// is an environment variable of this command (NAME, or ENVVAR). Nothing of the spec is
+/// ever a value, so a spec that does not parse is quoted only when it cannot be one.
+pub(crate) fn parse_secret(spec: &str) -> Result<boxlite::Secret> {
+    const FORM: &str = "expected NAME@HOST[,HOST...] or NAME=ENVVAR@HOST[,HOST...]; the value \
+        comes from the environment variable NAME (or ENVVAR), never from the command line";
+    let Some((who, hosts)) = spec.split_once('@') else {
+        anyhow::bail!("invalid --secret: no '@' before the hosts; {FORM}");
+    };
+    let (name, var) = match who.split_once('=') {
+        Some((name, var)) => (name, var),
+        None => (who, who),
+    };
+    if !env_name(name) {
+        anyhow::bail!(
+            "invalid --secret: the secret's name must be an environment variable name \
+             (letters, digits and _, not starting with a digit); {FORM}"
+        );
+    }
+    if !env_name(var) {
+        anyhow::bail!(
+            "invalid --secret {name}: ENVVAR must be an environment variable name (letters, \
+             digits and _, not starting with a digit); {FORM}"
+        );
+    }
+    let hosts: Vec<&str> = hosts.split(',').map(str::trim).collect();
+    if hosts.iter().any(|h| h.is_empty()) {
+        anyhow::bail!(
+            "invalid --secret {name}: a host is empty; name the hosts the value may be sent \
+             to after '@', comma-separated (api.example.com or *.example.com)"
+        );
+    }
+    Ok(boxlite::Secret::from_env(name, var, hosts))
+}
+
+fn env_name(s: &str) -> bool {
+    s.bytes().next().is_some_and(|b| !b.is_ascii_digit())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 impl CreateArgs {
@@ -154,6 +205,15 @@ impl CreateArgs {
         net.deny = self.deny_net.clone();
         net.validate()?;
         o.network = net;
+        for spec in &self.secret {
+            o = o.secret(parse_secret(spec)?);
+        }
+        for name in &self.secret_body {
+            let Some(s) = o.secrets.iter_mut().find(|s| s.name == *name) else {
+                anyhow::bail!("--secret-body {name}: no --secret is named {name}");
+            };
+            s.body = true;
+        }
         Ok(o)
     }
 }
@@ -437,4 +497,81 @@ pub(crate) enum VolumeCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use boxlite::SecretSource;
+
+    fn create_args(args: &[&str]) -> CreateArgs {
+        let mut all = vec!["boxlite", "create"];
+        all.extend_from_slice(args);
+        all.push("img");
+        match Cli::parse_from(all).command {
+            Command::Create { create, .. } => create,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn secret_flags_name_an_environment_variable_and_hosts() {
+        let o = create_args(&[
+            "--secret",
+            "OPENAI_KEY@api.openai.com",
+            "--secret",
+            "gh=GITHUB_TOKEN@api.github.com, *.githubusercontent.com",
+            "--secret-body",
+            "gh",
+        ])
+        .options("img", &[])
+        .unwrap();
+
+        let s = &o.secrets;
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            (&s[0].name, &s[0].source, &s[0].hosts, s[0].body),
+            (
+                &"OPENAI_KEY".to_string(),
+                &SecretSource::Env("OPENAI_KEY".into()),
+                &vec!["api.openai.com".to_string()],
+                false
+            )
+        );
+        assert_eq!(
+            (&s[1].name, &s[1].source, &s[1].hosts, s[1].body),
+            (
+                &"gh".to_string(),
+                &SecretSource::Env("GITHUB_TOKEN".into()),
+                &vec![
+                    "api.github.com".to_string(),
+                    "*.githubusercontent.com".to_string()
+                ],
+                true
+            )
+        );
+    }
+
+    #[test]
+    fn malformed_secret_flags_are_refused_without_quoting_what_could_be_a_value() {
+        let cases = [
+            (&["--secret", "KEY"][..], "no '@'"),
+            (&["--secret", "KEY@"], "a host is empty"),
+            (&["--secret", "KEY@a.test,"], "a host is empty"),
+            (&["--secret", "KEY=sk-live-123@a.test"], "ENVVAR must be"),
+            (&["--secret", "sk-live-123@a.test"], "secret's name must be"),
+            (
+                &["--secret", "K@a.test", "--secret-body", "OTHER"],
+                "no --secret is named OTHER",
+            ),
+        ];
+        for (flags, want) in cases {
+            let e = create_args(flags)
+                .options("img", &[])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{flags:?}: {e}");
+            assert!(!e.contains("sk-live"), "{flags:?}: {e}");
+        }
+    }
 }

@@ -171,6 +171,34 @@ fn the_cli_runs_box_commands_against_a_server_with_url_and_key() {
         &format!("cannot reach the boxlite server at http://127.0.0.1:{closed}"),
     );
 
+    // A secret is read from this side's environment and goes to the server as a value:
+    // the server keeps it in its 0600 file; its answers never show it.
+    let value = "sk-remote-5d2e91";
+    let created = s
+        .cli(&["create", "--secret", "RKEY@api.test", "boxlite/busybox"])
+        .env("RKEY", value)
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", text(&created.stderr));
+    let id = text(&created.stdout).trim().to_string();
+    let shown = s.ok(&["inspect", &id]);
+    let stored = s.home.home.join("boxes").join(&id).join("secrets/RKEY");
+    assert!(
+        shown.contains("<BOXLITE_SECRET:RKEY>") && !shown.contains(value),
+        "{shown}"
+    );
+    assert_eq!(std::fs::read_to_string(&stored).unwrap(), value);
+    assert_refused(
+        &s.run(&[
+            "create",
+            "--secret",
+            "UNSET_HERE_7Q@api.test",
+            "boxlite/busybox",
+        ]),
+        "environment variable UNSET_HERE_7Q is not set",
+    );
+    s.ok(&["rm", &id]);
+
     // A foreground run: exact bytes, the exit code, and --rm leaves nothing.
     let run = s.run(&[
         "run",

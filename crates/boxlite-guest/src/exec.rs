@@ -211,6 +211,8 @@ pub struct Processes {
     pub started: std::sync::atomic::AtomicU64,
     /// Guest uptime at the first Exec, once there was one.
     pub first_exec_uptime: std::sync::OnceLock<f64>,
+    /// Whether processes get the variables naming the box's CA ([`crate::trust::ENV`]).
+    ca_env: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -226,7 +228,35 @@ impl Processes {
             finished: Mutex::new(VecDeque::new()),
             started: std::sync::atomic::AtomicU64::new(0),
             first_exec_uptime: std::sync::OnceLock::new(),
+            ca_env: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// From now on, give every process the variables naming the box's CA, unless its
+    /// request sets them.
+    pub fn use_ca_env(&self) {
+        self.ca_env.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The environment of a process: the request's, then, for each default the request
+    /// does not set, the default (`PATH`, `HOME`, `TERM` on a terminal, and the CA's
+    /// variables once it is installed).
+    fn environment(&self, spec: &Spec, home: &str) -> Vec<(String, String)> {
+        let mut env = spec.env.clone();
+        let mut defaults = vec![("PATH", DEFAULT_PATH), ("HOME", home)];
+        if spec.tty.is_some() {
+            // As `docker run -t` does; programs need it to drive the terminal.
+            defaults.push(("TERM", "xterm"));
+        }
+        if self.ca_env.load(std::sync::atomic::Ordering::SeqCst) {
+            defaults.extend(crate::trust::ENV);
+        }
+        for (key, value) in defaults {
+            if !env.iter().any(|(k, _)| k == key) {
+                env.push((key.into(), value.into()));
+            }
+        }
+        env
     }
 
     /// Executions whose process is still running.
@@ -295,17 +325,7 @@ impl Processes {
             None => None,
         };
         let home = ident.as_ref().map_or(DEFAULT_HOME, |i| i.home.as_str());
-        let mut env = spec.env.clone();
-        let mut defaults = vec![("PATH", DEFAULT_PATH), ("HOME", home)];
-        if spec.tty.is_some() {
-            // As `docker run -t` does; programs need it to drive the terminal.
-            defaults.push(("TERM", "xterm"));
-        }
-        for (key, value) in defaults {
-            if !env.iter().any(|(k, _)| k == key) {
-                env.push((key.into(), value.into()));
-            }
-        }
+        let env = self.environment(&spec, home);
         let path_var = env
             .iter()
             .rev()
@@ -679,6 +699,67 @@ mod tests {
         assert_eq!(found, "/bin/tool");
         assert!(matches!(escaped, Err(ExecError::NotFound { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn spec_with_env(env: &[(&str, &str)]) -> Spec {
+        Spec {
+            program: "sh".into(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Spec::default()
+        }
+    }
+
+    #[test]
+    fn ca_variables_are_added_only_once_the_ca_is_installed() {
+        let procs = Processes::new("/nonexistent");
+        let spec = spec_with_env(&[("LANG", "C.UTF-8")]);
+
+        let before = procs.environment(&spec, DEFAULT_HOME);
+        procs.use_ca_env();
+        let after = procs.environment(&spec, DEFAULT_HOME);
+
+        assert_eq!(
+            before,
+            [
+                ("LANG", "C.UTF-8"),
+                ("PATH", DEFAULT_PATH),
+                ("HOME", DEFAULT_HOME)
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert_eq!(after[..3], before[..]);
+        assert_eq!(
+            after[3..],
+            [
+                ("SSL_CERT_FILE", "/etc/boxlite/ca-bundle.crt"),
+                ("REQUESTS_CA_BUNDLE", "/etc/boxlite/ca-bundle.crt"),
+                ("CURL_CA_BUNDLE", "/etc/boxlite/ca-bundle.crt"),
+                ("NODE_EXTRA_CA_CERTS", "/etc/boxlite/ca.crt"),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+    }
+
+    #[test]
+    fn a_ca_variable_the_request_sets_is_never_overridden() {
+        let procs = Processes::new("/nonexistent");
+        procs.use_ca_env();
+        let spec = spec_with_env(&[("SSL_CERT_FILE", "/mine.pem"), ("NODE_EXTRA_CA_CERTS", "")]);
+
+        let env = procs.environment(&spec, DEFAULT_HOME);
+
+        let values = |key: &str| -> Vec<&str> {
+            env.iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+                .collect()
+        };
+        assert_eq!(values("SSL_CERT_FILE"), ["/mine.pem"]);
+        assert_eq!(values("NODE_EXTRA_CA_CERTS"), [""]);
+        assert_eq!(values("CURL_CA_BUNDLE"), ["/etc/boxlite/ca-bundle.crt"]);
     }
 
     #[test]

@@ -14,8 +14,10 @@ mod layer;
 mod net;
 mod port;
 mod server;
+mod staging;
 mod stats;
 mod sys;
+mod trust;
 mod users;
 mod volumes;
 
@@ -191,6 +193,10 @@ async fn serve(cfg: init::BootConfig) -> Result<(), Box<dyn std::error::Error>> 
         procs,
         cfg: cfg.clone(),
         net_ready,
+        trust: Arc::new(trust::Installer::new(
+            init::CONTAINER_ROOT,
+            trust::STAGING_DIR,
+        )),
         ready_uptime: exec::uptime_secs(),
     })
     .max_decoding_message_size(boxlite_protocol::MAX_MESSAGE)

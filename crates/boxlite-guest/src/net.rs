@@ -9,25 +9,19 @@
 //! ioctls: no DHCP client, no netlink.
 //!
 //! Name resolution: the container gets a generated `/etc/resolv.conf` and `/etc/hosts`
-//! without its image's files being changed. They are written to a small tmpfs in the
-//! agent's namespace ([`STAGING_DIR`]) and bind-mounted over the container's paths, as
-//! Docker does. Those paths come from the image, so they are resolved inside the
-//! container root (`openat2` with `RESOLVE_IN_ROOT`) as for volume mount points: an image
-//! symlink leads where it would for a process in the box, never out of the root. The
-//! mount goes onto the resolved file through `/proc/self/fd`, so nothing can swap the
-//! path between the check and the mount.
+//! without its image's files being changed: they are staged in a small tmpfs in the
+//! agent's namespace ([`STAGING_DIR`]) and bind-mounted over the container's paths,
+//! resolved inside the container root ([`crate::staging`]).
 
 use std::fs;
-use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use crate::init::{self, BootConfig, NetConfig};
-use crate::sys;
+use crate::{staging, sys};
 
 /// The tmpfs in the agent's namespace holding the generated files.
 pub const STAGING_DIR: &str = "/run/boxlite-net";
@@ -62,26 +56,6 @@ pub enum NetError {
     Route {
         iface: String,
         gateway: std::net::Ipv4Addr,
-        #[source]
-        source: io::Error,
-    },
-    #[error("preparing {path}")]
-    Staging {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("resolving {path} in the container root")]
-    Target {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{path} in the container root is a {kind}, not a regular file; it is left as it is")]
-    NotRegular { path: String, kind: &'static str },
-    #[error("mounting the generated {path} over the container's")]
-    Mount {
-        path: String,
         #[source]
         source: io::Error,
     },
@@ -184,7 +158,7 @@ pub fn configure(cfg: &BootConfig, net: &NetConfig) {
 /// Give the container its generated `/etc/resolv.conf` and `/etc/hosts`.
 fn publish_name_files(cfg: &BootConfig, net: &NetConfig) {
     let staging = Path::new(STAGING_DIR);
-    if let Err(e) = mount_staging(staging) {
+    if let Err(e) = staging::mount_tmpfs(staging, "1m") {
         eprintln!(
             "boxlite-guest: /etc/{RESOLV_CONF} and /etc/{HOSTS} not provided: {}",
             crate::error_chain(&e)
@@ -196,137 +170,13 @@ fn publish_name_files(cfg: &BootConfig, net: &NetConfig) {
         (RESOLV_CONF, resolv_conf(net)),
         (HOSTS, hosts(net, cfg.hostname.as_deref())),
     ] {
-        if let Err(e) = publish(root, staging, name, &contents) {
+        let path = format!("/etc/{name}");
+        if let Err(e) = staging::publish(root, staging, name, contents.as_bytes(), &path) {
             eprintln!(
-                "boxlite-guest: /etc/{name} not provided: {}",
+                "boxlite-guest: {path} not provided: {}",
                 crate::error_chain(&e)
             );
         }
-    }
-}
-
-/// A small tmpfs of its own, so what the box writes to these files is bounded.
-fn mount_staging(dir: &Path) -> Result<(), NetError> {
-    let err = |source| NetError::Staging {
-        path: dir.to_path_buf(),
-        source,
-    };
-    fs::create_dir_all(dir).map_err(err)?;
-    sys::mount(
-        "tmpfs",
-        dir,
-        "tmpfs",
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        Some("size=1m,mode=0755"),
-    )
-    .map_err(err)
-}
-
-/// Write `contents` to `staging/name` and bind-mount it over `/etc/<name>` inside `root`.
-/// The bind mount keeps the tmpfs's `nosuid,nodev,noexec`; the box may rewrite the file
-/// in place, as with Docker's.
-fn publish(root: &Path, staging: &Path, name: &str, contents: &str) -> Result<(), NetError> {
-    let staged = staging.join(name);
-    let staging_err = |source| NetError::Staging {
-        path: staged.clone(),
-        source,
-    };
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&staged)
-        .map_err(staging_err)?;
-    // The mode is what the box sees; the agent's umask must not narrow it.
-    f.set_permissions(fs::Permissions::from_mode(0o644))
-        .map_err(staging_err)?;
-    f.write_all(contents.as_bytes()).map_err(staging_err)?;
-    let target = target_in_root(root, name)?;
-    let via = |fd: &dyn AsRawFd| format!("/proc/self/fd/{}", fd.as_raw_fd());
-    sys::mount(&via(&f), Path::new(&via(&target)), "", libc::MS_BIND, None).map_err(|source| {
-        NetError::Mount {
-            path: format!("/etc/{name}"),
-            source,
-        }
-    })
-}
-
-/// The file `/etc/<name>` of the container root `root`, resolved inside the root and
-/// opened, ready to be mounted over. A missing file is created empty (see
-/// [`create_in_root`]); anything but a regular file (a directory, a device, a fifo) is
-/// refused, and left alone.
-fn target_in_root(root: &Path, name: &str) -> Result<OwnedFd, NetError> {
-    let path = format!("/etc/{name}");
-    let err = |source| NetError::Target {
-        path: path.clone(),
-        source,
-    };
-    let root_fd = sys::open_dir(root).map_err(err)?;
-    // O_PATH: a fifo or a device is never actually opened.
-    let fd = match sys::open_in_root(&root_fd, &path, libc::O_PATH) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-            create_in_root(&root_fd, &path, name).map_err(err)?
-        }
-        Err(e) => return Err(err(e)),
-    };
-    let st = sys::fstat(&fd).map_err(err)?;
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => Ok(fd),
-        fmt => Err(NetError::NotRegular {
-            path,
-            kind: file_kind(fmt),
-        }),
-    }
-}
-
-/// Create the missing `path` (`/etc/<name>`) inside `root`, empty and 0644: in the
-/// container's `/etc`, resolved inside the root (and created, 0755, if missing too).
-/// When the name is a symlink to a missing file (`resolv.conf ->
-/// ../run/systemd/resolve/stub-resolv.conf`), the link's target is created instead,
-/// resolved inside the root as the box would; if its directory is missing too, this
-/// fails.
-fn create_in_root(root: &OwnedFd, path: &str, name: &str) -> io::Result<OwnedFd> {
-    let dir_flags = libc::O_PATH | libc::O_DIRECTORY;
-    let etc = match sys::open_in_root(root, "/etc", dir_flags) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-            match sys::mkdirat(root, "etc", 0o755) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(e) => return Err(e),
-            }
-            sys::open_in_root(root, "/etc", dir_flags)?
-        }
-        Err(e) => return Err(e),
-    };
-    // O_NOFOLLOW (open_name's) with O_EXCL: a symlink in the way is EEXIST, never followed
-    // from here, where `/` would mean the agent's root.
-    match boxlite_archive::fs::open_name(
-        etc.as_fd(),
-        name.as_bytes(),
-        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NONBLOCK,
-        0o644,
-    ) {
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => sys::open_in_root(
-            root,
-            path,
-            libc::O_RDONLY | libc::O_CREAT | libc::O_NONBLOCK,
-        ),
-        r => r,
-    }
-}
-
-fn file_kind(fmt: libc::mode_t) -> &'static str {
-    match fmt {
-        libc::S_IFDIR => "directory",
-        libc::S_IFCHR => "character device",
-        libc::S_IFBLK => "block device",
-        libc::S_IFIFO => "fifo",
-        libc::S_IFSOCK => "socket",
-        libc::S_IFLNK => "symlink",
-        _ => "special file",
     }
 }
 
@@ -392,8 +242,9 @@ fn configure_nic(nic: &str, net: &NetConfig) -> Result<(), NetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::staging::tests::Scratch;
     use std::net::Ipv4Addr;
-    use std::os::unix::fs::{MetadataExt, symlink};
+    use std::os::fd::AsRawFd;
 
     fn net() -> NetConfig {
         NetConfig {
@@ -403,42 +254,6 @@ mod tests {
             dns: Ipv4Addr::new(10, 0, 2, 3),
             mtu: 65520,
         }
-    }
-
-    /// A directory under the system temp dir, removed (with everything in it) on drop.
-    struct Scratch(PathBuf);
-
-    impl Scratch {
-        fn new(tag: &str) -> Self {
-            let p = std::env::temp_dir().join(format!("bxg-net-{tag}-{}", std::process::id()));
-            let _ = fs::remove_dir_all(&p);
-            fs::create_dir_all(&p).unwrap();
-            Scratch(p)
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    /// (device, inode) of a path, not following a final symlink.
-    fn id(p: &Path) -> Option<(u64, u64)> {
-        fs::symlink_metadata(p).ok().map(|m| (m.dev(), m.ino()))
-    }
-
-    /// (device, inode) of what an open descriptor is.
-    fn fd_id(fd: &OwnedFd) -> (u64, u64) {
-        let st = sys::fstat(fd).unwrap();
-        (st.st_dev, st.st_ino)
-    }
-
-    /// Everything about a host path that writing to it or replacing it would change.
-    fn fingerprint(p: &str) -> Option<(u64, u64, u64, i64, i64)> {
-        fs::symlink_metadata(p)
-            .ok()
-            .map(|m| (m.dev(), m.ino(), m.len(), m.mtime(), m.mtime_nsec()))
     }
 
     #[test]
@@ -481,172 +296,8 @@ mod tests {
     }
 
     #[test]
-    fn existing_regular_file_is_targeted_and_left_unchanged() {
-        let s = Scratch::new("regular");
-        let root = &s.0;
-        fs::create_dir(root.join("etc")).unwrap();
-        fs::write(root.join("etc/resolv.conf"), "nameserver 1.1.1.1\n").unwrap();
-
-        let fd = target_in_root(root, "resolv.conf").unwrap();
-
-        assert_eq!(Some(fd_id(&fd)), id(&root.join("etc/resolv.conf")));
-        assert_eq!(
-            fs::read_to_string(root.join("etc/resolv.conf")).unwrap(),
-            "nameserver 1.1.1.1\n"
-        );
-    }
-
-    #[test]
-    fn missing_etc_and_file_are_created_inside_the_root() {
-        let s = Scratch::new("missing");
-        let root = &s.0;
-
-        let fd = target_in_root(root, "hosts").unwrap();
-
-        let etc = fs::symlink_metadata(root.join("etc")).unwrap();
-        let file = fs::symlink_metadata(root.join("etc/hosts")).unwrap();
-        assert!(etc.is_dir());
-        assert!(file.is_file());
-        assert_eq!(file.len(), 0);
-        assert_eq!(Some(fd_id(&fd)), id(&root.join("etc/hosts")));
-    }
-
-    #[test]
-    fn absolute_symlink_to_shadow_resolves_inside_the_root() {
-        let s = Scratch::new("shadow");
-        let root = &s.0;
-        fs::create_dir(root.join("etc")).unwrap();
-        symlink("/etc/shadow", root.join("etc/resolv.conf")).unwrap();
-        let host_before = fingerprint("/etc/shadow");
-
-        let fd = target_in_root(root, "resolv.conf").unwrap();
-
-        // The dangling in-root link's target is created inside the root, never the host's.
-        assert_eq!(Some(fd_id(&fd)), id(&root.join("etc/shadow")));
-        assert_eq!(fs::metadata(root.join("etc/shadow")).unwrap().len(), 0);
-        assert_eq!(fingerprint("/etc/shadow"), host_before);
-        assert!(
-            fs::symlink_metadata(root.join("etc/resolv.conf"))
-                .unwrap()
-                .is_symlink()
-        );
-    }
-
-    #[test]
-    fn existing_in_root_symlink_target_is_followed_and_left_unchanged() {
-        let s = Scratch::new("followed");
-        let root = &s.0;
-        fs::create_dir_all(root.join("etc")).unwrap();
-        fs::create_dir_all(root.join("run/resolve")).unwrap();
-        fs::write(
-            root.join("run/resolve/stub.conf"),
-            "nameserver 127.0.0.53\n",
-        )
-        .unwrap();
-        symlink("../run/resolve/stub.conf", root.join("etc/resolv.conf")).unwrap();
-
-        let fd = target_in_root(root, "resolv.conf").unwrap();
-
-        assert_eq!(Some(fd_id(&fd)), id(&root.join("run/resolve/stub.conf")));
-        assert_eq!(
-            fs::read_to_string(root.join("run/resolve/stub.conf")).unwrap(),
-            "nameserver 127.0.0.53\n"
-        );
-    }
-
-    #[test]
-    fn relative_symlink_climbing_out_stays_inside_the_root() {
-        let s = Scratch::new("climb");
-        let root = &s.0;
-        fs::create_dir_all(root.join("etc")).unwrap();
-        fs::create_dir_all(root.join("tmp")).unwrap();
-        let escape = format!("bxg-net-escape-{}", std::process::id());
-        symlink(
-            format!("../../../../tmp/{escape}"),
-            root.join("etc/resolv.conf"),
-        )
-        .unwrap();
-
-        let fd = target_in_root(root, "resolv.conf").unwrap();
-
-        assert_eq!(Some(fd_id(&fd)), id(&root.join("tmp").join(&escape)));
-        assert_eq!(id(&Path::new("/tmp").join(&escape)), None);
-    }
-
-    #[test]
-    fn symlink_to_a_missing_directory_is_refused_without_creating_anything() {
-        let s = Scratch::new("climb-missing");
-        let root = &s.0;
-        fs::create_dir_all(root.join("etc")).unwrap();
-        let escape = format!("bxg-net-nodir-{}", std::process::id());
-        symlink(
-            format!("../../../../{escape}/x"),
-            root.join("etc/resolv.conf"),
-        )
-        .unwrap();
-
-        let r = target_in_root(root, "resolv.conf");
-
-        assert!(matches!(r, Err(NetError::Target { .. })), "{r:?}");
-        assert_eq!(id(&root.join(&escape)), None);
-        assert_eq!(id(&Path::new("/").join(&escape)), None);
-    }
-
-    #[test]
-    fn etc_symlinked_to_slash_means_the_roots_own_top() {
-        let s = Scratch::new("etc-slash");
-        let root = &s.0;
-        symlink("/", root.join("etc")).unwrap();
-        let host_before = fingerprint("/resolv.conf");
-
-        let fd = target_in_root(root, "resolv.conf").unwrap();
-
-        assert_eq!(Some(fd_id(&fd)), id(&root.join("resolv.conf")));
-        assert_eq!(fingerprint("/resolv.conf"), host_before);
-        assert!(fs::symlink_metadata(root.join("etc")).unwrap().is_symlink());
-    }
-
-    #[test]
-    fn directory_in_place_of_the_file_is_refused_and_left_alone() {
-        let s = Scratch::new("dir");
-        let root = &s.0;
-        fs::create_dir_all(root.join("etc/resolv.conf")).unwrap();
-
-        let r = target_in_root(root, "resolv.conf");
-
-        assert!(
-            matches!(
-                r,
-                Err(NetError::NotRegular {
-                    kind: "directory",
-                    ..
-                })
-            ),
-            "{r:?}"
-        );
-        assert!(root.join("etc/resolv.conf").is_dir());
-    }
-
-    #[test]
-    fn fifo_in_place_of_the_file_is_refused_without_blocking() {
-        let s = Scratch::new("fifo");
-        let root = &s.0;
-        fs::create_dir_all(root.join("etc")).unwrap();
-        let p = sys::cstr(root.join("etc/hosts")).unwrap();
-        // SAFETY: p is a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(p.as_ptr(), 0o644) }, 0);
-
-        let r = target_in_root(root, "hosts");
-
-        assert!(
-            matches!(r, Err(NetError::NotRegular { kind: "fifo", .. })),
-            "{r:?}"
-        );
-    }
-
-    #[test]
     fn nic_is_the_first_device_backed_interface_other_than_lo() {
-        let s = Scratch::new("class-net");
+        let s = Scratch::new("net-class-net");
         for dir in ["lo", "sit0", "eth1/device", "eth0/device"] {
             fs::create_dir_all(s.0.join(dir)).unwrap();
         }
@@ -658,7 +309,7 @@ mod tests {
 
     #[test]
     fn no_nic_is_an_error_after_the_limit() {
-        let s = Scratch::new("class-net-empty");
+        let s = Scratch::new("net-class-net-empty");
         fs::create_dir_all(s.0.join("lo")).unwrap();
 
         let r = wait_for_nic(&s.0, Duration::from_millis(30));
@@ -743,54 +394,6 @@ mod tests {
             default_route,
             [["lo", "00000000", "0202000A", "0003"]],
             "{routes}"
-        );
-    }
-
-    /// Needs root (CAP_SYS_ADMIN), as the test suite runs. The mount happens in a mount
-    /// namespace private to one thread, so none outlives the test, even if it fails.
-    #[test]
-    fn generated_file_is_mounted_over_the_image_file_which_stays_unchanged() {
-        let s = Scratch::new("mount");
-        let root = s.0.join("root");
-        let staging = s.0.join("staging");
-        fs::create_dir_all(root.join("etc")).unwrap();
-        fs::create_dir_all(&staging).unwrap();
-        fs::write(root.join("etc/resolv.conf"), "nameserver 1.1.1.1\n").unwrap();
-        let contents = resolv_conf(&net());
-
-        let seen = std::thread::spawn({
-            let (root, staging, contents) = (root.clone(), staging.clone(), contents.clone());
-            move || {
-                // SAFETY: unshare takes flags only; CLONE_NEWNS affects this thread alone
-                // (it gets its own filesystem context too).
-                assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0);
-                sys::mount(
-                    "none",
-                    Path::new("/"),
-                    "",
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    None,
-                )
-                .unwrap();
-                publish(&root, &staging, RESOLV_CONF, &contents).unwrap();
-                fs::read_to_string(root.join("etc/resolv.conf")).unwrap()
-            }
-        })
-        .join()
-        .unwrap();
-
-        assert_eq!(seen, contents);
-        assert_eq!(
-            fs::read_to_string(root.join("etc/resolv.conf")).unwrap(),
-            "nameserver 1.1.1.1\n"
-        );
-        assert_eq!(
-            fs::metadata(staging.join(RESOLV_CONF))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o7777,
-            0o644
         );
     }
 }

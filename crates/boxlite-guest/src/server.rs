@@ -18,6 +18,8 @@ pub struct AgentService {
     pub cfg: crate::init::BootConfig,
     /// Released once the network is configured; commands wait for it (bounded).
     pub net_ready: crate::net::NetReady,
+    /// Installs the box's CA when the host asks.
+    pub trust: Arc<crate::trust::Installer>,
     /// Guest uptime when the service was built, just before it started serving.
     pub ready_uptime: f64,
 }
@@ -30,6 +32,21 @@ impl From<ExecError> for Status {
             ExecError::NotExecutable { .. } => Status::permission_denied(msg),
             ExecError::WorkdirNotDir(_) | ExecError::Invalid(_) => Status::invalid_argument(msg),
             ExecError::NoRoot(_) | ExecError::Spawn { .. } => Status::internal(msg),
+        }
+    }
+}
+
+impl From<crate::trust::TrustError> for Status {
+    fn from(e: crate::trust::TrustError) -> Self {
+        use crate::staging::StagingError;
+        use crate::trust::TrustError as T;
+        let msg = crate::error_chain(&e);
+        match e {
+            T::PemTooLarge(_) | T::BadPem(_) => Status::invalid_argument(msg),
+            T::BundleTooLarge { .. } | T::Staging(StagingError::NotRegular { .. }) => {
+                Status::failed_precondition(msg)
+            }
+            T::ReadBundle { .. } | T::Root(_) | T::Staging(_) => Status::internal(msg),
         }
     }
 }
@@ -430,6 +447,24 @@ impl Agent for AgentService {
             entries: summary.entries,
             bytes: summary.bytes,
         }))
+    }
+
+    async fn install_ca(
+        &self,
+        req: Request<v1::InstallCaRequest>,
+    ) -> Result<Response<v1::InstallCaResponse>, Status> {
+        let pem = req.into_inner().ca_pem;
+        let trust = self.trust.clone();
+        // Mounts and file I/O block; keep them off the async workers.
+        let covered = tokio::task::spawn_blocking(move || trust.install(&pem))
+            .await
+            .map_err(|e| Status::internal(format!("install task: {e}")))??;
+        self.procs.use_ca_env();
+        eprintln!(
+            "boxlite-guest: CA installed; the bundle is at {}",
+            covered.join(", ")
+        );
+        Ok(Response::new(v1::InstallCaResponse { covered }))
     }
 
     async fn shutdown(

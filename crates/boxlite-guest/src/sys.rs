@@ -218,6 +218,37 @@ pub fn open_in_root(root: &OwnedFd, path: &str, flags: libc::c_int) -> io::Resul
     )
 }
 
+/// The directory `path` of `root`, every step resolved inside the root (as
+/// [`open_in_root`]), with each missing directory on the way created 0755; opened as a
+/// path descriptor. A dangling symlink in the way is not followed out of the root: its
+/// target is not created, and the open fails.
+pub fn create_dirs_in_root(root: &OwnedFd, path: &str) -> io::Result<OwnedFd> {
+    let flags = libc::O_PATH | libc::O_DIRECTORY;
+    let mut cur = String::new();
+    for comp in path.split('/').filter(|c| !c.is_empty()) {
+        let parent = if cur.is_empty() {
+            "/".to_string()
+        } else {
+            cur.clone()
+        };
+        cur.push('/');
+        cur.push_str(comp);
+        match open_in_root(root, &cur, flags) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                let dir = open_in_root(root, &parent, flags)?;
+                match mkdirat(&dir, comp, 0o755) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    open_in_root(root, if cur.is_empty() { "/" } else { &cur }, flags)
+}
+
 /// `mkdirat(2)` of one name in an open directory.
 pub fn mkdirat(dir: &OwnedFd, name: &str, mode: libc::mode_t) -> io::Result<()> {
     let n = cstr(name)?;

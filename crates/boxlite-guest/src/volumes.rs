@@ -55,35 +55,13 @@ fn components(path: &str) -> Result<Vec<&str>, VolumeError> {
 /// Create (0755) every missing directory of `path` inside `root`, resolving each step
 /// inside the root, and return the final directory opened as a path descriptor.
 fn mount_point(root: &Path, path: &str) -> Result<std::os::fd::OwnedFd, VolumeError> {
+    components(path)?;
     let err = |source| VolumeError::MountPoint {
         path: path.to_string(),
         source,
     };
     let root_fd = sys::open_dir(root).map_err(err)?;
-    let mut cur = String::new();
-    for comp in components(path)? {
-        let parent = if cur.is_empty() {
-            "/".to_string()
-        } else {
-            cur.clone()
-        };
-        cur.push('/');
-        cur.push_str(comp);
-        match sys::open_in_root(&root_fd, &cur, libc::O_PATH | libc::O_DIRECTORY) {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                let dir = sys::open_in_root(&root_fd, &parent, libc::O_RDONLY | libc::O_DIRECTORY)
-                    .map_err(err)?;
-                match sys::mkdirat(&dir, comp, 0o755) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                    Err(e) => return Err(err(e)),
-                }
-            }
-            Err(e) => return Err(err(e)),
-        }
-    }
-    sys::open_in_root(&root_fd, &cur, libc::O_PATH | libc::O_DIRECTORY).map_err(err)
+    sys::create_dirs_in_root(&root_fd, path).map_err(err)
 }
 
 /// Mount every volume, in order. Volumes are `nosuid` and `nodev`: a named volume is

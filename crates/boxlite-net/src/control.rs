@@ -50,6 +50,9 @@ pub struct LogEntry {
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// For `secret` entries: the names (never the values) of the secrets in play.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
 }
 
 fn now_ms() -> u64 {
@@ -79,6 +82,7 @@ impl LogEntry {
             verdict: verdict_text(&d.verdict).into(),
             reason: d.reason.clone(),
             rule: d.rule.clone(),
+            secrets: Vec::new(),
         }
     }
 
@@ -97,6 +101,7 @@ impl LogEntry {
             verdict: verdict.into(),
             reason: reason.into(),
             rule,
+            secrets: Vec::new(),
         }
     }
 
@@ -111,6 +116,31 @@ impl LogEntry {
             verdict: "error".into(),
             reason: err.into(),
             rule: None,
+            secrets: Vec::new(),
+        }
+    }
+
+    /// What the interception path did on a connection to a secret host (`kind` is
+    /// `secret`): `intercept`, `substitute` (one request), `deny` (nothing sent) or `error`.
+    /// The reason never holds a value: only names, methods and paths.
+    pub fn secret(
+        dst: SocketAddrV4,
+        host: &str,
+        verdict: &str,
+        reason: String,
+        secrets: Vec<String>,
+    ) -> Self {
+        LogEntry {
+            ts_ms: now_ms(),
+            kind: "secret".into(),
+            proto: Some(Proto::Tcp),
+            dst: Some(dst.to_string()),
+            name: Some(host.to_string()),
+            names: Vec::new(),
+            verdict: verdict.into(),
+            reason,
+            rule: None,
+            secrets,
         }
     }
 

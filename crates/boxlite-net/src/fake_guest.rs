@@ -351,6 +351,71 @@ impl FakeGuest {
         out
     }
 
+    /// One TLS exchange on an open connection, driven through rustls' sans-IO client: the
+    /// handshake, then `request` once it completes, then everything the server sends
+    /// until it closes. Returns the plaintext received, or why it failed. Honours
+    /// [`FakeGuest::segment`], so a request can cross the helper one byte per segment.
+    pub async fn tls_exchange(
+        &mut self,
+        h: SocketHandle,
+        tls: &mut rustls::ClientConnection,
+        request: &[u8],
+        limit: Duration,
+    ) -> Result<Vec<u8>, String> {
+        use std::io::{Read, Write};
+        let end = Instant::now() + limit;
+        let mut sent = false;
+        let mut plain = Vec::new();
+        loop {
+            if !tls.is_handshaking() && !sent {
+                tls.writer().write_all(request).map_err(|e| e.to_string())?;
+                sent = true;
+            }
+            let mut out = Vec::new();
+            while tls.wants_write() {
+                tls.write_tls(&mut out).map_err(|e| e.to_string())?;
+            }
+            if !out.is_empty() {
+                self.send(h, &out).await.map_err(|e| format!("{e:?}"))?;
+            }
+            let s = self.sockets.get_mut::<tcp::Socket>(h);
+            let mut inbuf = Vec::new();
+            while s.can_recv() {
+                let _ = s.recv(|b| {
+                    inbuf.extend_from_slice(b);
+                    (b.len(), ())
+                });
+            }
+            let closed = !s.may_recv();
+            let mut rd = &inbuf[..];
+            while !rd.is_empty() {
+                tls.read_tls(&mut rd).map_err(|e| e.to_string())?;
+                tls.process_new_packets().map_err(|e| e.to_string())?;
+            }
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                match tls.reader().read(&mut buf) {
+                    Ok(0) => return Ok(plain),
+                    Ok(n) => plain.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(plain),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            if closed {
+                return if tls.is_handshaking() {
+                    Err("the connection closed during the handshake".into())
+                } else {
+                    Ok(plain)
+                };
+            }
+            if Instant::now() > end {
+                return Err("timed out".into());
+            }
+            self.step(Duration::from_millis(2)).await;
+        }
+    }
+
     /// Half-close the guest's side.
     pub async fn close(&mut self, h: SocketHandle) {
         self.sockets.get_mut::<tcp::Socket>(h).close();

@@ -22,3 +22,5 @@ pub mod frame;
 pub mod l7;
 pub mod policy;
 pub mod secrets;
+#[doc(hidden)]
+pub mod tls_fixture;

@@ -46,6 +46,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<options::NetworkSpec>()?;
     m.add_class::<options::OutboundNetworkSpec>()?;
     m.add_class::<options::CopyOptions>()?;
+    m.add_class::<options::Secret>()?;
     m.add_class::<boxes::PyBox>()?;
     m.add_class::<boxes::BoxInfo>()?;
     m.add_class::<boxes::BoxStateInfo>()?;

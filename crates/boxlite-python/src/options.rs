@@ -1,6 +1,6 @@
-//! `BoxOptions`, `NetworkSpec`, `OutboundNetworkSpec`, `CopyOptions`: BoxLite's names and
-//! defaults, turned into the library's options. What the library cannot do is refused,
-//! naming the field, never dropped.
+//! `BoxOptions`, `NetworkSpec`, `OutboundNetworkSpec`, `CopyOptions`, `Secret`: BoxLite's
+//! names and defaults, turned into the library's options. What the library cannot do is
+//! refused, naming the field, never dropped.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
@@ -147,6 +147,114 @@ impl CopyOptions {
     }
 }
 
+/// A secret the box uses without ever holding it: the box sees a placeholder (as
+/// `$NAME` and `$BOXLITE_SECRET_<NAME>`; default `<BOXLITE_SECRET:NAME>`), and the box's
+/// network helper puts the real value in its place on HTTPS requests to `hosts` only
+/// (`api.example.com` or `*.example.com`; at least one). The value comes from exactly one
+/// of `value` (a literal), `env` (an environment variable of this process, read at every
+/// start of the box) or `file` (a file, read at every start, without its trailing
+/// newline). `body=True` substitutes in request bodies too. The value never shows in a
+/// repr, and a REST runtime sends it (read here for `env` and `file`) to the server.
+#[pyclass(module = "boxlite", from_py_object)]
+#[derive(Debug, Clone)]
+pub struct Secret {
+    /// An environment variable name: where the box sees the placeholder.
+    #[pyo3(get, set)]
+    pub name: String,
+    /// The hosts the value is sent to.
+    #[pyo3(get, set)]
+    pub hosts: Vec<String>,
+    /// What the box sees instead of the value (None: `<BOXLITE_SECRET:NAME>`).
+    #[pyo3(get, set)]
+    pub placeholder: Option<String>,
+    /// The environment variable the value comes from, if that is its source.
+    #[pyo3(get)]
+    pub env: Option<String>,
+    file: Option<std::path::PathBuf>,
+    /// Also substitute in request bodies.
+    #[pyo3(get, set)]
+    pub body: bool,
+    value: Option<boxlite::SecretValue>,
+}
+
+#[pymethods]
+impl Secret {
+    #[new]
+    #[pyo3(signature = (name, value=None, hosts=Vec::new(), placeholder=None, *, env=None, file=None, body=false))]
+    fn new(
+        name: String,
+        value: Option<String>,
+        hosts: Vec<String>,
+        placeholder: Option<String>,
+        env: Option<String>,
+        file: Option<std::path::PathBuf>,
+        body: bool,
+    ) -> PyResult<Self> {
+        let given = [value.is_some(), env.is_some(), file.is_some()];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return Err(invalid(format!(
+                "Secret {name:?} needs exactly one of value=, env= or file= (where its value comes from)"
+            )));
+        }
+        Ok(Secret {
+            name,
+            hosts,
+            placeholder,
+            env,
+            file,
+            body,
+            value: value.map(boxlite::SecretValue::new),
+        })
+    }
+
+    /// The file the value comes from, if that is its source.
+    #[getter]
+    fn file(&self) -> Option<String> {
+        self.file.as_ref().map(|f| f.display().to_string())
+    }
+
+    /// The literal value, if that is the source (None for `env` and `file`).
+    #[getter]
+    fn value(&self) -> Option<String> {
+        self.value.as_ref().map(|v| v.expose().to_string())
+    }
+
+    /// The placeholder the box sees: `placeholder`, or `<BOXLITE_SECRET:NAME>`.
+    fn get_placeholder(&self) -> String {
+        self.to_library().effective_placeholder()
+    }
+
+    fn __repr__(&self) -> String {
+        let source = match (&self.env, &self.file) {
+            (Some(e), _) => format!("env={e:?}"),
+            (_, Some(f)) => format!("file={:?}", f.display().to_string()),
+            _ => "value=[REDACTED]".to_string(),
+        };
+        format!(
+            "Secret(name={:?}, hosts={:?}, placeholder={:?}, {source}{})",
+            self.name,
+            self.hosts,
+            self.get_placeholder(),
+            if self.body { ", body=True" } else { "" }
+        )
+    }
+}
+
+impl Secret {
+    pub(crate) fn to_library(&self) -> boxlite::Secret {
+        let hosts = self.hosts.clone();
+        let s = match (&self.value, &self.env, &self.file) {
+            (Some(v), _, _) => boxlite::Secret::from_value(&self.name, v.clone(), hosts),
+            (_, Some(e), _) => boxlite::Secret::from_env(&self.name, e, hosts),
+            (_, _, Some(f)) => boxlite::Secret::from_file(&self.name, f, hosts),
+            (None, None, None) => unreachable!("a Secret is made with one source"),
+        };
+        let mut s = s.body(self.body);
+        s.placeholder = self.placeholder.clone();
+        s
+    }
+}
+
 /// What a box is made of, with BoxLite's names and defaults (`image` `alpine:latest`,
 /// `auto_remove` true: a box is removed once it stops unless asked to stay).
 #[pyclass(module = "boxlite", get_all, set_all)]
@@ -198,8 +306,8 @@ pub struct BoxOptions {
     pub tty: Option<bool>,
     /// Refused when set: no security presets or capabilities to choose yet.
     pub advanced: Option<Py<PyAny>>,
-    /// Refused until secrets exist.
-    pub secrets: Vec<Py<PyAny>>,
+    /// Secrets the box uses without holding them (`Secret`); they need the network.
+    pub secrets: Vec<Secret>,
 }
 
 #[pymethods]
@@ -233,7 +341,7 @@ impl BoxOptions {
         user: Option<String>,
         tty: Option<bool>,
         advanced: Option<Py<PyAny>>,
-        secrets: Vec<Py<PyAny>>,
+        secrets: Vec<Secret>,
     ) -> PyResult<Self> {
         Ok(BoxOptions {
             image,
@@ -280,9 +388,6 @@ impl BoxOptions {
     pub(crate) fn to_library(&self, name: Option<&str>) -> PyResult<boxlite::BoxOptions> {
         if self.rootfs_path.is_some() {
             return Err(unsupported("rootfs_path (boxes start from images)"));
-        }
-        if !self.secrets.is_empty() {
-            return Err(unsupported("secrets"));
         }
         if self.advanced.is_some() {
             return Err(unsupported("advanced (security presets and capabilities)"));
@@ -356,6 +461,7 @@ impl BoxOptions {
             );
         }
         o.network = net;
+        o.secrets = self.secrets.iter().map(Secret::to_library).collect();
         o.validate().map_err(|e| to_py(e.into()))?;
         Ok(o)
     }

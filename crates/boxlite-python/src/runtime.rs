@@ -81,16 +81,23 @@ fn not_found(e: &RemoteError) -> bool {
 }
 
 /// The options as a REST request: what the API cannot carry is refused, naming the
-/// option.
+/// option. A secret's value goes to the server (read here for `env` and `file`): the
+/// server never reads this process's environment or files.
 fn create_request(o: &boxlite::BoxOptions) -> PyResult<boxlite_server::boxes::CreateBox> {
     use boxlite_server::boxes::NotCarried as N;
-    boxlite_server::boxes::CreateBox::from_options(o).map_err(|e| {
+    let mut o = o.clone();
+    for s in &mut o.secrets {
+        *s = boxlite::net::secrets::literal(s)
+            .map_err(|e| to_py(boxlite::BoxError::Secret(e).into()))?;
+    }
+    boxlite_server::boxes::CreateBox::from_options(&o).map_err(|e| {
         let option = match e {
             N::Health => "health checks",
             N::Ports => "ports",
             N::Hosts => "network hosts",
             N::DiskSize => "disk_size_gb",
             N::Volume => "volumes",
+            N::SecretSource => "secrets",
         };
         crate::errors::error(
             "UnsupportedError",

@@ -36,7 +36,7 @@ def test_boxlites_names_are_there():
         "BoxMetrics", "RuntimeMetrics", "NetworkSpec", "OutboundNetworkSpec", "CopyOptions",
         "SimpleBox", "CodeBox", "SyncBoxlite", "SyncSimpleBox", "SyncCodeBox", "BoxliteError",
         "NotFoundError", "InvalidStateError", "InvalidArgumentError", "TimeoutError",
-        "BoxliteRestOptions", "ApiKeyCredential", "AccessToken", "Credential", "ConfigError",
+        "BoxliteRestOptions", "ApiKeyCredential", "AccessToken", "Credential", "ConfigError", "Secret",
     ]:
         assert hasattr(boxlite, name), name
     assert callable(boxlite.Boxlite.rest) and callable(boxlite.SyncBoxlite.rest)

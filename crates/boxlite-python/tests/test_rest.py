@@ -139,6 +139,37 @@ def test_options_and_credentials_hide_the_key():
                 os.environ[k] = v
 
 
+async def _create(rt, opts):
+    return await rt.create(opts)
+
+
+async def _remove(rt, id):
+    await rt.remove(id)
+
+
+def test_secrets_go_to_the_server_as_values_read_here(server, rest):
+    value = "sk-rest-9e8d7c"
+    _, home = server
+    os.environ["BOXLITE_PY_REST_SECRET"] = value
+    try:
+        opts = boxlite.BoxOptions(
+            image="boxlite/busybox",
+            auto_remove=False,
+            secrets=[boxlite.Secret("K", hosts=["api.test"], env="BOXLITE_PY_REST_SECRET")],
+        )
+        b = run(_create(rest, opts))
+    finally:
+        del os.environ["BOXLITE_PY_REST_SECRET"]
+    stored = Path(home) / "boxes" / b.id / "secrets" / "K"
+    assert stored.read_text() == value
+    assert oct(stored.stat().st_mode & 0o777) == "0o600"
+    run(_remove(rest, b.id))
+    empty = boxlite.BoxOptions(image="boxlite/busybox", secrets=[boxlite.Secret("K", value)])
+    with pytest.raises(boxlite.InvalidArgumentError, match="has no hosts") as err:
+        run(_create(rest, empty))
+    assert value not in str(err.value)
+
+
 def test_a_box_on_the_server_runs_commands_byte_exact(rest, rest_box):
     async def go():
         ex = await rest_box.exec("sh", ["-c", "printf 'a\\nb'; printf 'err' >&2; exit 3"])

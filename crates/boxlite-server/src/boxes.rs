@@ -51,6 +51,10 @@ pub struct BoxJson {
     pub auto_delete: u64,
     #[serde(default)]
     pub auto_resume: bool,
+    /// The box's secrets, never their values (not in BoxLite's document; absent when
+    /// the box has none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretInfo>,
 }
 
 /// `BoxStatus` of the document.
@@ -103,6 +107,16 @@ impl From<&BoxInfo> for BoxJson {
             auto_stop: 0,
             auto_delete: 0,
             auto_resume: true,
+            secrets: i
+                .config
+                .secrets
+                .iter()
+                .map(|s| SecretInfo {
+                    name: s.name.clone(),
+                    hosts: s.hosts.clone(),
+                    placeholder: s.placeholder.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -137,6 +151,40 @@ pub struct VolumeJson {
     pub read_only: bool,
 }
 
+/// `SecretSpec` of the document. Only a literal value: a caller of the API never names
+/// the server's environment variables or files. Unlike BoxLite, `hosts` must name at
+/// least one host (BoxLite reads an empty list as every host: a CA valid for every name).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = SecretSpec)]
+pub struct SecretSpec {
+    /// An environment variable name (`[A-Za-z_][A-Za-z0-9_]*`): the box sees the
+    /// placeholder as `$NAME` and as `$BOXLITE_SECRET_<NAME in upper case>`.
+    pub name: String,
+    /// The value. Kept in a private file of the box's own; never in a response.
+    #[schema(value_type = String)]
+    pub value: boxlite::SecretValue,
+    /// The only hosts the value is sent to: `api.example.com` or `*.example.com`. At
+    /// least one; an empty list is refused.
+    #[serde(default)]
+    #[schema(min_items = 1)]
+    pub hosts: Vec<String>,
+    /// What the box sees instead of the value (default `<BOXLITE_SECRET:NAME>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placeholder: Option<String>,
+    /// Also substitute in request bodies (not in BoxLite's document; default false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub body: bool,
+}
+
+/// A box's secret as responses show it: never its value.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SecretInfo {
+    pub name: String,
+    pub hosts: Vec<String>,
+    pub placeholder: String,
+}
+
 /// `CreateBoxRequest`, read leniently: the released SDK sends fields the document does
 /// not have (`auto_stop`, `tty`), and unknown fields are ignored. What the library cannot
 /// do is refused with `unsupported`, never dropped.
@@ -163,10 +211,11 @@ pub struct CreateBox {
     #[serde(default)]
     pub volumes: Vec<VolumeJson>,
     pub network: Option<NetworkJson>,
-    /// Refused until secrets exist.
-    #[serde(default)]
-    #[schema(value_type = Vec<Object>)]
-    pub secrets: Vec<serde_json::Value>,
+    /// Secrets the box uses without ever holding them: it sees each one's placeholder,
+    /// and its network helper puts the value in its place on TLS connections to the
+    /// secret's hosts. Values are never shown in any response.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretSpec>,
     /// Accepted; a box created here never depends on the caller's connection.
     #[serde(default)]
     pub detach: bool,
@@ -205,9 +254,6 @@ impl CreateBox {
     pub fn options(self) -> Result<BoxOptions, ApiError> {
         if self.rootfs_path.is_some() {
             return Err(unsupported("rootfs_path"));
-        }
-        if !self.secrets.is_empty() {
-            return Err(unsupported("secrets"));
         }
         for (field, v) in [
             ("auto_pause", self.auto_pause),
@@ -298,6 +344,11 @@ impl CreateBox {
             };
             o = o.network(net);
         }
+        for s in self.secrets {
+            let mut secret = boxlite::Secret::from_value(s.name, s.value, s.hosts).body(s.body);
+            secret.placeholder = s.placeholder;
+            o = o.secret(secret);
+        }
         Ok(o)
     }
 }
@@ -315,6 +366,10 @@ pub enum NotCarried {
     DiskSize,
     #[error("the REST API mounts named volumes only, never a host path or an anonymous volume")]
     Volume,
+    #[error(
+        "the REST API takes a secret's value only, never an environment variable or file of the server's; read it first"
+    )]
+    SecretSource,
 }
 
 impl CreateBox {
@@ -348,6 +403,19 @@ impl CreateBox {
                 read_only: v.read_only,
             });
         }
+        let mut secrets = Vec::with_capacity(o.secrets.len());
+        for s in &o.secrets {
+            let boxlite::SecretSource::Value(value) = &s.source else {
+                return Err(NotCarried::SecretSource);
+            };
+            secrets.push(SecretSpec {
+                name: s.name.clone(),
+                value: value.clone(),
+                hosts: s.hosts.clone(),
+                placeholder: s.placeholder.clone(),
+                body: s.body,
+            });
+        }
         let n = &o.network;
         let network = (n.mode != NetworkMode::default()
             || !n.allow.is_empty()
@@ -374,6 +442,7 @@ impl CreateBox {
             user: o.user.clone(),
             volumes,
             network,
+            secrets,
             auto_remove: o.auto_remove,
             ..CreateBox::default()
         })
@@ -632,6 +701,56 @@ mod tests {
             CreateBox::from_options(&anon).unwrap_err(),
             NotCarried::Volume
         );
+        let env = BoxOptions::new("img").secret(boxlite::Secret::from_env("K", "HOME", ["a.test"]));
+        assert_eq!(
+            CreateBox::from_options(&env).unwrap_err(),
+            NotCarried::SecretSource
+        );
+    }
+
+    #[test]
+    fn secrets_go_as_literal_values_and_come_back_the_same() {
+        let value = boxlite::SecretValue::new("sk-roundtrip-1".into());
+        let o = BoxOptions::new("img").secret(
+            boxlite::Secret::from_value("K", value, ["api.test", "*.api.test"])
+                .placeholder("PLACEHOLDER_K")
+                .body(true),
+        );
+
+        let req = CreateBox::from_options(&o).unwrap();
+        let wire = serde_json::to_value(&req).unwrap();
+        let back: CreateBox = serde_json::from_value(wire.clone()).unwrap();
+
+        assert_eq!(
+            wire["secrets"],
+            serde_json::json!([{"name": "K", "value": "sk-roundtrip-1",
+                "hosts": ["api.test", "*.api.test"], "placeholder": "PLACEHOLDER_K", "body": true}])
+        );
+        assert!(!format!("{req:?}").contains("sk-roundtrip-1"));
+        assert_eq!(back.options().unwrap().secrets, o.secrets);
+    }
+
+    #[test]
+    fn a_secret_naming_an_env_variable_or_file_of_the_server_is_refused() {
+        for source in [
+            serde_json::json!({"name": "K", "env": "HOME", "hosts": ["a.test"]}),
+            serde_json::json!({"name": "K", "value": "v", "file": "/etc/shadow", "hosts": ["a.test"]}),
+        ] {
+            let body = serde_json::json!({"image": "x", "secrets": [source]});
+
+            let parsed = serde_json::from_value::<CreateBox>(body);
+
+            let e = parsed.unwrap_err().to_string();
+            assert!(e.contains("unknown field"), "{e}");
+        }
+        // BoxLite's SDK sends a null placeholder.
+        let sdk = serde_json::json!({"image": "x", "secrets": [
+            {"name": "K", "value": "v", "hosts": ["a.test"], "placeholder": null}]});
+        let o = serde_json::from_value::<CreateBox>(sdk)
+            .unwrap()
+            .options()
+            .unwrap();
+        assert_eq!(o.secrets[0].placeholder, None);
     }
 
     #[test]
@@ -641,10 +760,6 @@ mod tests {
         }))
         .unwrap();
         assert!(req.options().unwrap_err().message.contains("host paths"));
-        let req: CreateBox =
-            serde_json::from_value(serde_json::json!({"image": "x", "secrets": [{"name": "K"}]}))
-                .unwrap();
-        assert_eq!(req.options().unwrap_err().code, "unsupported");
         let req: CreateBox = serde_json::from_value(serde_json::json!({
             "image": "x", "env": {"A": "1"}, "working_dir": "/w", "user": "1000"
         }))

@@ -1,41 +1,11 @@
 //! The REST API end to end: a real server on 127.0.0.1 over a real home.
 
+mod common;
+
 use boxlite_server::auth::ApiKey;
 use boxlite_server::{ServeConfig, ServeError, Server};
 use boxlite_testkit::TestHome;
-
-/// A server on an ephemeral loopback port, stopped on drop.
-struct TestServer {
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), ServeError>>>,
-}
-
-impl TestServer {
-    async fn start(h: &TestHome, key: Option<&str>) -> TestServer {
-        let cfg = ServeConfig::new("127.0.0.1:0".parse().unwrap(), key.and_then(ApiKey::new));
-        let server = Server::bind(h.runtime(), cfg).await.unwrap();
-        let addr = server.local_addr().unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(server.run(async {
-            let _ = rx.await;
-        }));
-        TestServer {
-            base: format!("http://{addr}"),
-            stop: Some(tx),
-            task: Some(task),
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.await.unwrap().unwrap();
-        }
-    }
-}
+use common::TestServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_key_guards_every_route_but_health_and_is_required_off_loopback() {

@@ -38,10 +38,6 @@ const NO_SCHEMA: &[(&str, &str)] = &[
     ("CloneBoxRequest", "clone"),
     ("ExportBoxRequest", "export"),
     ("TunnelDescriptor", "tunnels"),
-    (
-        "SecretSpec",
-        "secrets are refused until they exist (an object here)",
-    ),
     ("SecurityPreset", "one preset, `standard`: a string here"),
     (
         "CreateBoxAdvancedOptions",
@@ -78,6 +74,16 @@ const DIFFERENT: &[(&str, &str, &str)] = &[
     ),
     ("Principal", "expires_at", "the key does not expire"),
 ];
+
+/// Values BoxLite's document accepts and this server refuses, and why. Each must show in
+/// our document as a constraint theirs lacks (`minItems`, `minLength`, `pattern`), so a
+/// client reading ours sees it.
+const REFUSED: &[(&str, &str, &str)] = &[(
+    "SecretSpec",
+    "hosts",
+    "an empty list: BoxLite reads it as every host, and a CA that can vouch for every \
+     name is a hole; at least one host is required",
+)];
 
 fn load(path: &str) -> Value {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -332,6 +338,18 @@ fn operations_and_schemas_match_boxlites_document() {
                     problems.push(format!("{name}: {r} is required in theirs, not here"));
                 }
             }
+        }
+    }
+
+    for (schema, prop, _) in REFUSED {
+        let p = &ours.doc["components"]["schemas"][schema]["properties"][prop];
+        let constrained = ["minItems", "minLength", "pattern"]
+            .iter()
+            .any(|k| p.get(*k).is_some());
+        if !constrained {
+            problems.push(format!(
+                "{schema}.{prop} is listed as refusing what BoxLite accepts, but our document shows no constraint"
+            ));
         }
     }
 

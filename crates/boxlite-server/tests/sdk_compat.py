@@ -8,7 +8,7 @@ import os
 import sys
 import tempfile
 
-from boxlite import ApiKeyCredential, Boxlite, BoxliteRestOptions, BoxOptions
+from boxlite import ApiKeyCredential, Boxlite, BoxliteRestOptions, BoxOptions, Secret
 
 
 def check(cond, what):
@@ -21,7 +21,12 @@ async def main():
         BoxliteRestOptions(url=os.environ["URL"], credential=ApiKeyCredential(os.environ["KEY"]))
     )
     box = await rt.create(
-        BoxOptions(image="boxlite/busybox", env=[("BOXWIDE", "yes")], working_dir="/tmp"),
+        BoxOptions(
+            image="boxlite/busybox",
+            env=[("BOXWIDE", "yes")],
+            working_dir="/tmp",
+            secrets=[Secret("COMPAT_KEY", "sk-compat-value", ["api.test"])],
+        ),
         name="compat",
     )
     check(box.name == "compat", f"name {box.name!r}")
@@ -39,10 +44,19 @@ async def main():
     check(err == "oops\n", f"stderr {err!r}")
     check(res.exit_code == 3, f"exit code {res.exit_code}")
 
-    ex = await box.exec("sh", args=["-c", "echo $BOXWIDE $(pwd)"])
+    ex = await box.exec("sh", args=["-c", "echo $BOXWIDE $(pwd) $COMPAT_KEY $BOXLITE_SECRET_COMPAT_KEY"])
     out = "".join([chunk async for chunk in ex.stdout()])
     await ex.wait()
-    check(out == "yes /tmp\n", f"box-wide env and working dir: {out!r}")
+    want = "yes /tmp <BOXLITE_SECRET:COMPAT_KEY> <BOXLITE_SECRET:COMPAT_KEY>\n"
+    check(out == want, f"box-wide env, working dir and the secret's placeholder: {out!r}")
+
+    # BoxLite reads an empty host list as every host; here it is refused, saying why.
+    try:
+        await rt.create(BoxOptions(image="boxlite/busybox", secrets=[Secret("K", "sk-compat-value")]))
+    except Exception as e:  # noqa: BLE001 - the SDK's class for a 400
+        check("has no hosts" in str(e) and "sk-compat-value" not in str(e), f"empty hosts: {e!r}")
+    else:
+        raise AssertionError("a secret without hosts was accepted")
 
     ex = await box.exec("cat")
     stdin = ex.stdin()

@@ -21,6 +21,14 @@ pub fn assets_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../build/assets"))
 }
 
+/// The root trees `scripts/build-test-images.sh` builds: `$BOXLITE_TEST_IMAGES`, else the
+/// repo's `build/test-images`. [`oci::TestImage::built`] makes images of them.
+pub fn test_images_dir() -> PathBuf {
+    std::env::var_os("BOXLITE_TEST_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../build/test-images"))
+}
+
 /// Poll `f` until it returns `Some`, for at most `secs` seconds: a wait on an event
 /// another process brings about. Fails the test, naming `what`, on timeout.
 pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {

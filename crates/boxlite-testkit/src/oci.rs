@@ -250,6 +250,20 @@ impl TestImage {
         }
     }
 
+    /// A root tree that `scripts/build-test-images.sh` built (`"clients"` for
+    /// `clients.tar` in [`crate::test_images_dir`]), as an image of one uncompressed layer
+    /// with `run` as its config.
+    pub fn built(name: &str, run: serde_json::Value) -> Self {
+        let path = crate::test_images_dir().join(format!("{name}.tar"));
+        let tar = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; build it with scripts/build-test-images.sh (as root)",
+                path.display()
+            )
+        });
+        Self::from_tars(vec![(tar, Comp::None)], run)
+    }
+
     /// Push every blob and the manifest under `repo:tag` with the registry's HTTP API
     /// (plain HTTP, anonymous). Returns the manifest digest.
     pub fn push(&self, reg: &crate::Registry, repo: &str, tag: &str) -> String {

@@ -8,6 +8,11 @@
 //!
 //! [registries."registry.example.com"]
 //! ca_file = "certs/example-ca.pem" # relative to this file
+//!
+//! [network]
+//! # Roots the network helper trusts, besides the host's, for the upstream servers of
+//! # connections it intercepts to substitute a box's secrets (relative to this file).
+//! upstream_ca_files = ["certs/internal-ca.pem"]
 //! ```
 //!
 //! Credentials never go in that file. `boxlite login` stores them in
@@ -36,6 +41,19 @@ pub enum ConfigError {
     },
     #[error("config file {path} does not exist")]
     Missing { path: PathBuf },
+    #[error("config file {path}: [network] upstream_ca_files: {}: {reason}", file.display())]
+    UpstreamCa {
+        path: PathBuf,
+        file: PathBuf,
+        reason: String,
+    },
+    #[error("config file {path}: [network] upstream_ca_files: reading {}", file.display())]
+    UpstreamCaIo {
+        path: PathBuf,
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "credentials file {path} can be read by other users (mode {mode:o}); run chmod 600 on it"
     )]
@@ -53,15 +71,29 @@ pub enum ConfigError {
 struct FileConfig {
     #[serde(default)]
     registries: BTreeMap<String, RegistrySettings>,
+    #[serde(default)]
+    network: NetworkConfig,
 }
 
-/// Read registry settings from `path`. A missing file is an empty configuration unless
-/// `required` (the user named it with `--config`).
-pub fn load(path: &Path, required: bool) -> Result<HashMap<String, RegistrySettings>, ConfigError> {
+/// `[network]`: settings of every box's network helper.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkConfig {
+    /// PEM files of extra roots for upstream certificates on intercepted connections.
+    #[serde(default)]
+    upstream_ca_files: Vec<PathBuf>,
+}
+
+/// The largest `upstream_ca_files` entry: a few CA certificates, not a system bundle
+/// (the host's roots are trusted anyway), so the helper's configuration stays small.
+const MAX_CA_FILE: u64 = 256 * 1024;
+
+/// Read and parse the file; `None` when it is missing and not `required`.
+fn read_config(path: &Path, required: bool) -> Result<Option<FileConfig>, ConfigError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
-            return Ok(HashMap::new());
+            return Ok(None);
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(ConfigError::Missing {
@@ -75,10 +107,20 @@ pub fn load(path: &Path, required: bool) -> Result<HashMap<String, RegistrySetti
             });
         }
     };
-    let file: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string().trim().replace('\n', " "),
-    })?;
+    toml::from_str(&text)
+        .map(Some)
+        .map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim().replace('\n', " "),
+        })
+}
+
+/// Read registry settings from `path`. A missing file is an empty configuration unless
+/// `required` (the user named it with `--config`).
+pub fn load(path: &Path, required: bool) -> Result<HashMap<String, RegistrySettings>, ConfigError> {
+    let Some(file) = read_config(path, required)? else {
+        return Ok(HashMap::new());
+    };
     let base = path.parent().unwrap_or(Path::new("."));
     let mut out = HashMap::new();
     for (registry, mut s) in file.registries {
@@ -107,6 +149,57 @@ pub fn load(path: &Path, required: bool) -> Result<HashMap<String, RegistrySetti
             s.ca_file = Some(ca);
         }
         out.insert(registry, s);
+    }
+    Ok(out)
+}
+
+/// The extra roots for the network helpers' upstream connections: every file of
+/// `[network] upstream_ca_files` (relative to the config file's directory), read now, as
+/// PEM text holding at least one certificate. A missing config file gives none unless
+/// `required`.
+pub fn upstream_roots(path: &Path, required: bool) -> Result<Vec<String>, ConfigError> {
+    let Some(file) = read_config(path, required)? else {
+        return Ok(Vec::new());
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut out = Vec::new();
+    for f in file.network.upstream_ca_files {
+        let f = base.join(f);
+        let invalid = |reason: &str| ConfigError::UpstreamCa {
+            path: path.to_path_buf(),
+            file: f.clone(),
+            reason: reason.to_string(),
+        };
+        let io = |source| ConfigError::UpstreamCaIo {
+            path: path.to_path_buf(),
+            file: f.clone(),
+            source,
+        };
+        let meta = std::fs::metadata(&f).map_err(io)?;
+        if !meta.is_file() {
+            return Err(invalid("not a regular file"));
+        }
+        if meta.len() > MAX_CA_FILE {
+            return Err(invalid(&format!(
+                "larger than {} KiB; give the CA certificates the upstreams need (the host's roots are trusted anyway)",
+                MAX_CA_FILE / 1024
+            )));
+        }
+        let bytes = std::fs::read(&f).map_err(io)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| invalid("not PEM text (expected -----BEGIN CERTIFICATE-----)"))?;
+        use rustls_pki_types::pem::PemObject;
+        let mut certs = 0;
+        for c in rustls_pki_types::CertificateDer::pem_slice_iter(text.as_bytes()) {
+            c.map_err(|e| invalid(&format!("not valid PEM ({e})")))?;
+            certs += 1;
+        }
+        if certs == 0 {
+            return Err(invalid(
+                "holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)",
+            ));
+        }
+        out.push(text);
     }
     Ok(out)
 }
@@ -294,6 +387,59 @@ mod tests {
             load(&d.join("absent.toml"), true),
             Err(ConfigError::Missing { .. })
         ));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn upstream_ca_files_are_read_relative_to_the_config_and_must_be_pem_certificates() {
+        let d = tmp();
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIBAAAA\n-----END CERTIFICATE-----\n";
+        std::fs::create_dir_all(d.join("certs")).unwrap();
+        std::fs::write(d.join("certs/ca.pem"), pem).unwrap();
+        std::fs::write(
+            d.join("key.pem"),
+            "-----BEGIN PRIVATE KEY-----\nMIIBAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("junk.pem"), "not a certificate").unwrap();
+        let cfg = |name: &str, files: &str| {
+            let p = d.join(name);
+            std::fs::write(&p, format!("[network]\nupstream_ca_files = [{files}]\n")).unwrap();
+            p
+        };
+        let good = cfg("good.toml", "\"certs/ca.pem\"");
+        let key = cfg("key.toml", "\"key.pem\"");
+        let junk = cfg("junk.toml", "\"junk.pem\"");
+        let missing = cfg("missing.toml", "\"nowhere.pem\"");
+        let typo = d.join("typo.toml");
+        std::fs::write(&typo, "[network]\nupstream_ca_file = []\n").unwrap();
+
+        let roots = upstream_roots(&good, true).unwrap();
+        let errs: Vec<String> = [&key, &junk, &missing, &typo]
+            .iter()
+            .map(|p| crate::util::error_chain(&upstream_roots(p, true).unwrap_err()))
+            .collect();
+
+        assert_eq!(roots, [pem]);
+        assert!(
+            upstream_roots(&d.join("absent.toml"), false)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            errs[0].contains("key.pem") && errs[0].contains("no PEM certificate"),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[1].contains("junk.pem") && errs[1].contains("no PEM certificate"),
+            "{}",
+            errs[1]
+        );
+        assert!(errs[2].contains("nowhere.pem"), "{}", errs[2]);
+        assert!(errs[3].contains("upstream_ca_file"), "{}", errs[3]);
+        // The registries of the same file still load.
+        assert!(load(&good, true).unwrap().is_empty());
         std::fs::remove_dir_all(d).unwrap();
     }
 

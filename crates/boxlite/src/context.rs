@@ -71,6 +71,10 @@ pub(crate) struct Context {
     pub boot_timeout: Duration,
     /// Resolvers and the test guard for every box's network helper.
     pub net: crate::net::NetSettings,
+    /// The runtime's settings file (`--config`, which must then exist, or
+    /// `BOXLITE_HOME/config.toml`), read where it is needed: pulls, and box starts
+    /// (`[network] upstream_ca_files`).
+    pub config_file: (PathBuf, bool),
     /// Where image bases are built.
     pub image_builder: crate::model::ImageBuilder,
     assets_dir: Option<PathBuf>,
@@ -99,6 +103,7 @@ impl Context {
         let accel = accel::detect()?;
         let qemu = Qemu::locate()?;
         let home = Home::open(home)?;
+        let config_file = (home.layout.home().join("config.toml"), false);
         let boot_timeout = std::env::var("BOXLITE_BOOT_TIMEOUT")
             .ok()
             .and_then(|s| s.parse().ok())
@@ -113,6 +118,7 @@ impl Context {
             vmm: Arc::new(qemu),
             boot_timeout,
             net: crate::net::NetSettings::from_env(),
+            config_file,
             image_builder: crate::model::ImageBuilder::from_env()
                 .map_err(|e| crate::Error::InvalidOption(e.to_string()))?,
             assets_dir,

@@ -138,6 +138,11 @@ impl BoxPaths {
     pub fn monitor_log(&self) -> PathBuf {
         self.dir.join("monitor.log")
     }
+    /// Values of secrets given through the API, one 0600 file per secret name, in a
+    /// 0700 directory. Never under a volume: nothing here is shared with the guest.
+    pub fn secrets_dir(&self) -> PathBuf {
+        self.dir.join("secrets")
+    }
     pub fn virtiofsd_log(&self, index: usize) -> PathBuf {
         self.dir.join(format!("virtiofsd-{index}.log"))
     }

@@ -58,7 +58,7 @@ pub use litebox::{
     CopyOptions, CopyStats, ExecError, ExecOutput, ExecStdin, Execution, Health, HealthOptions,
     HealthState, HostDestination, HostSource, HostUnpackError, InBoxKind, LiteBox, TarPlacement,
 };
-pub use model::ImageBuilder;
+pub use model::{ImageBuilder, Secret, SecretSource, SecretValue};
 pub use portal::{ExitStatus, PortalError};
 pub use runtime::{Boxlite, RemovedImage, RuntimeInfo, RuntimeOptions, VolumeInfo};
 pub use util::error_chain;
@@ -166,6 +166,8 @@ impl Error {
             Error::Box(
                 BoxError::Ambiguous { .. } | BoxError::InvalidOption(_) | BoxError::Network(_),
             ) => K::InvalidArgument,
+            Error::Box(BoxError::Secret(e)) if e.is_internal() => K::Internal,
+            Error::Box(BoxError::Secret(_)) => K::InvalidArgument,
             Error::Box(
                 BoxError::InvalidTransition { .. }
                 | BoxError::Busy { .. }

@@ -29,6 +29,11 @@ pub(crate) fn create_request(
     if let Some(u) = user {
         o.user = Some(u.to_string());
     }
+    // The server never reads this machine's environment: each `--secret` goes as the
+    // value of its variable here.
+    for s in &mut o.secrets {
+        *s = boxlite::net::secrets::literal(s)?;
+    }
     CreateBox::from_options(&o).map_err(|e| {
         let flag = match e {
             NotCarried::Health => "--health-*",
@@ -36,6 +41,7 @@ pub(crate) fn create_request(
             NotCarried::Hosts => "--add-host",
             NotCarried::DiskSize => "--disk-size",
             NotCarried::Volume => "an anonymous volume (-v /path)",
+            NotCarried::SecretSource => "--secret",
         };
         anyhow::anyhow!("{flag} is not available with --url: {e}")
     })
@@ -505,6 +511,44 @@ mod tests {
                 "{flags:?}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn a_secret_goes_to_the_server_as_the_value_of_its_variable_here() {
+        let crate::args::Command::Create { create, image } = parse(&[
+            "create",
+            "--secret",
+            "K=PATH@a.test",
+            "--secret-body",
+            "K",
+            "img",
+        ]) else {
+            panic!("create")
+        };
+        let unset = parse(&[
+            "create",
+            "--secret",
+            "K=BOXLITE_TEST_NEVER_SET_91C2@a.test",
+            "img",
+        ]);
+
+        let body = create_request(&create, &image, &[], None).unwrap();
+
+        let wire = serde_json::to_value(&body).unwrap();
+        assert_eq!(
+            wire["secrets"],
+            serde_json::json!([{"name": "K", "value": std::env::var("PATH").unwrap(),
+                "hosts": ["a.test"], "body": true}])
+        );
+        let crate::args::Command::Create { create, image } = unset else {
+            panic!("create")
+        };
+        let e = create_request(&create, &image, &[], None).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("environment variable BOXLITE_TEST_NEVER_SET_91C2 is not set"),
+            "{e}"
+        );
     }
 
     #[test]

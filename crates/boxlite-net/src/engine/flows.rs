@@ -87,9 +87,29 @@ impl Engine {
             .policy
             .decide_connect(*dst.ip(), dst.port(), Proto::Tcp, &names);
         self.record(Proto::Tcp, dst, &names, &d);
+        // An allowed connection to an address a secret host resolved to: read its SNI
+        // first, to intercept it if it names that host.
+        let secret_host = d.verdict == Verdict::Allow
+            && self
+                .interceptor
+                .as_ref()
+                .is_some_and(|i| names.iter().any(|n| i.covers(n)));
         match d.verdict {
             // No socket listens: smoltcp answers with a reset.
             Verdict::Deny => self.dev.rx.push_back(syn),
+            Verdict::Allow if secret_host => {
+                let id = self.add_flow(Flow::new(
+                    guest,
+                    dst,
+                    names,
+                    Phase::Peek {
+                        buf: Vec::new(),
+                        deadline: Instant::now() + PEEK_TIMEOUT,
+                        decided: Some(d),
+                    },
+                ));
+                self.open_guest_side(id, syn);
+            }
             Verdict::Allow => {
                 let mut flow = Flow::new(guest, dst, names, Phase::Dialing);
                 flow.syn = Some(syn);
@@ -104,6 +124,7 @@ impl Engine {
                     Phase::Peek {
                         buf: Vec::new(),
                         deadline: Instant::now() + PEEK_TIMEOUT,
+                        decided: None,
                     },
                 ));
                 self.open_guest_side(id, syn);
@@ -253,7 +274,23 @@ impl Engine {
             }
             Ok(stream) => {
                 let preface = std::mem::take(&mut flow.preface);
-                let (to_host, from_host, tasks) = relay_tasks(stream, self.notify.clone());
+                let (to_host, from_host, tasks) = match (&flow.intercept, &self.interceptor) {
+                    // The flow's "host side" is the interception proxy, in memory.
+                    (Some(authority), Some(i)) => {
+                        let (ours, proxy) = tokio::io::duplex(INTERCEPT_BUFFER);
+                        let task = tokio::spawn(i.clone().serve(
+                            proxy,
+                            stream,
+                            authority.clone(),
+                            flow.dst,
+                            self.shared.clone(),
+                        ));
+                        flow.tasks.push(task);
+                        let (rd, wr) = tokio::io::split(ours);
+                        relay_halves(rd, wr, self.notify.clone())
+                    }
+                    _ => relay_tasks(stream, self.notify.clone()),
+                };
                 if !preface.is_empty() {
                     let _ = to_host.try_send(preface);
                 }
@@ -340,7 +377,7 @@ impl Engine {
             let sock = self.sockets.get_mut::<tcp::Socket>(h);
             match &mut flow.phase {
                 Phase::Dialing | Phase::Refused => {}
-                Phase::Peek { buf, deadline } => {
+                Phase::Peek { buf, deadline, .. } => {
                     let had = buf.len();
                     while sock.can_recv() && buf.len() < l7::MAX_PEEK {
                         let room = l7::MAX_PEEK - buf.len();
@@ -367,12 +404,12 @@ impl Engine {
                         {
                             None
                         }
-                        Peek::Tls { sni } => Some(sni),
-                        Peek::Http { host } => Some(host),
-                        _ => Some(None),
+                        Peek::Tls { sni } => Some((sni, true)),
+                        Peek::Http { host } => Some((host, false)),
+                        _ => Some((None, false)),
                     };
-                    if let Some(a) = authority {
-                        decided.push((id, a));
+                    if let Some((a, tls)) = authority {
+                        decided.push((id, a, tls));
                     }
                 }
                 Phase::Dns { buf, inflight } => {
@@ -495,9 +532,9 @@ impl Engine {
                 done.push(id);
             }
         }
-        for (id, authority) in decided {
+        for (id, authority, tls) in decided {
             moved = true;
-            self.decide_deferred(id, authority);
+            self.decide_deferred(id, authority, tls);
         }
         for (id, msg) in dns_queries {
             moved = true;
@@ -510,25 +547,38 @@ impl Engine {
         moved
     }
 
-    pub(super) fn decide_deferred(&mut self, id: u64, authority: Option<String>) {
+    /// Decide a connection on its first flight: the policy's second half, unless the
+    /// policy had already allowed it; then intercept it if it is TLS to a secret host that
+    /// resolved to this address in this box.
+    pub(super) fn decide_deferred(&mut self, id: u64, authority: Option<String>, tls: bool) {
         let Some(flow) = self.flows.get_mut(&id) else {
             return;
         };
-        let Phase::Peek { buf, .. } = &mut flow.phase else {
+        let Phase::Peek { buf, decided, .. } = &mut flow.phase else {
             return;
         };
         let preface = std::mem::take(buf);
-        let d = self.policy.decide_authority(
-            *flow.dst.ip(),
-            flow.dst.port(),
-            authority.as_deref(),
-            &flow.names,
-        );
+        let already = decided.take();
+        let d = match already.clone() {
+            Some(d) => d,
+            None => self.policy.decide_authority(
+                *flow.dst.ip(),
+                flow.dst.port(),
+                authority.as_deref(),
+                &flow.names,
+            ),
+        };
         let (dst, names) = (flow.dst, flow.names.clone());
-        self.shared.log(
-            LogEntry::connect(Proto::Tcp, dst, &names, &d).with_authority(authority.as_deref()),
-        );
+        if already.is_none() {
+            self.shared.log(
+                LogEntry::connect(Proto::Tcp, dst, &names, &d).with_authority(authority.as_deref()),
+            );
+        }
         if d.verdict == Verdict::Allow {
+            flow.intercept = match (&self.interceptor, &authority) {
+                (Some(i), Some(a)) if tls && names.contains(a) && i.covers(a) => Some(a.clone()),
+                _ => None,
+            };
             flow.preface = preface;
             flow.phase = Phase::Dialing;
             self.dial(id);
@@ -665,7 +715,19 @@ const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 /// flow drops its sender, after writing what the guest sent last (a guest's final data
 /// and FIN can arrive in the same poll that ends the flow), or after a stall.
 pub(super) fn relay_tasks(stream: TcpStream, notify: Arc<Notify>) -> Relay {
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    relay_halves(rd, wr, notify)
+}
+
+/// Bytes buffered each way between a flow and its interception proxy.
+const INTERCEPT_BUFFER: usize = 256 * 1024;
+
+/// [`relay_tasks`] over any byte stream's two halves.
+pub(super) fn relay_halves<R, W>(mut rd: R, mut wr: W, notify: Arc<Notify>) -> Relay
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    W: tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (to_host, mut for_host) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
     let (from_host_tx, from_host) = mpsc::channel::<Vec<u8>>(CHANNEL_DEPTH);
     let n1 = notify.clone();

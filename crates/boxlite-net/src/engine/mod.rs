@@ -39,6 +39,8 @@ use crate::control::{LogEntry, Shared};
 use crate::dns::{self, Forward, Resolver};
 use crate::frame::{self, DropReason, Kind};
 use crate::policy::{Decision, PinSet, Policy, Verdict};
+use crate::secrets::SecretSet;
+use crate::secrets::proxy::Interceptor;
 
 /// Bytes each smoltcp socket buffers in each direction.
 const TCP_BUFFER: usize = 256 * 1024;
@@ -74,6 +76,8 @@ pub enum EngineError {
     Policy(#[source] crate::policy::RuleError),
     #[error("the box's DNS settings are invalid")]
     Dns(#[source] crate::dns::DnsError),
+    #[error("setting up the box's secrets")]
+    Secrets(#[source] crate::secrets::proxy::InterceptError),
     #[error("binding published port {addr}/{proto}")]
     Bind {
         addr: SocketAddr,
@@ -124,8 +128,14 @@ enum Phase {
     /// Waiting for the host dial; the guest's SYN is held (`syn`) or, after a deferred
     /// decision, the guest connection is already open.
     Dialing,
-    /// Accepted to read the first flight; decided on SNI or Host.
-    Peek { buf: Vec<u8>, deadline: Instant },
+    /// Accepted to read the first flight; decided on SNI or Host. `decided` is set when
+    /// the policy already allowed the connection and the peek only looks for a secret
+    /// host's SNI to intercept.
+    Peek {
+        buf: Vec<u8>,
+        deadline: Instant,
+        decided: Option<Decision>,
+    },
     /// Data flows both ways.
     Relay,
     /// DNS over TCP, answered here.
@@ -154,6 +164,8 @@ struct Flow {
     /// Its socket was seen closed by an earlier pass.
     closed: bool,
     inbound: bool,
+    /// The secret host this connection is intercepted for (its SNI), once decided.
+    intercept: Option<String>,
 }
 
 impl Flow {
@@ -176,6 +188,7 @@ impl Flow {
             started: Instant::now(),
             closed: false,
             inbound: false,
+            intercept: None,
         }
     }
 }
@@ -283,6 +296,8 @@ pub struct Engine {
     events: mpsc::Sender<Event>,
     last_sweep: Instant,
     epoch: Instant,
+    /// The interception path, when the box has secrets.
+    interceptor: Option<Arc<Interceptor>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -348,6 +363,19 @@ impl Engine {
     pub fn new(cfg: NetConfig, shared: Arc<Shared>) -> Result<(Engine, EngineParts), EngineError> {
         let policy = Policy::new(&cfg.rules, &cfg.subnet).map_err(EngineError::Policy)?;
         let resolver = Resolver::new(&cfg.hosts, &cfg.subnet).map_err(EngineError::Dns)?;
+        // A box with secrets never runs without its CA and interception: the helper
+        // refuses to start instead.
+        let interceptor = if cfg.secrets.is_empty() {
+            None
+        } else {
+            let set = SecretSet::new(&cfg.secrets).map_err(|e| {
+                EngineError::Secrets(crate::secrets::proxy::InterceptError::Secrets(e))
+            })?;
+            let i = Interceptor::new(set, &cfg.upstream_roots, std::time::SystemTime::now())
+                .map_err(EngineError::Secrets)?;
+            shared.set_ca_pem(i.ca_pem());
+            Some(Arc::new(i))
+        };
         let upstreams = if cfg.dns_upstreams.is_empty() {
             dns::host_upstreams()
         } else {
@@ -397,6 +425,7 @@ impl Engine {
                 events: tx,
                 last_sweep: now,
                 epoch: now,
+                interceptor,
             },
             EngineParts { events: rx },
         ))

@@ -275,7 +275,7 @@ mod tests {
             ),
         ];
         for (s, want) in cases {
-            let e = validate(&[s.clone()]).unwrap_err().to_string();
+            let e = validate(std::slice::from_ref(&s)).unwrap_err().to_string();
             assert!(e.contains(want), "{:?}: {e}", s.name);
             assert!(!e.contains("a\r\n"), "the value leaked into the error: {e}");
         }

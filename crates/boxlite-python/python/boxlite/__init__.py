@@ -56,6 +56,7 @@ from ._native import (  # noqa: E402
     OutboundNetworkSpec,
     OutputStream,
     RuntimeMetrics,
+    Secret,
     __version__,
 )
 from .codebox import CodeBox  # noqa: E402
@@ -99,6 +100,7 @@ __all__ = [
     "Options",
     "OutboundNetworkSpec",
     "RuntimeMetrics",
+    "Secret",
     "SimpleBox",
     "SyncBox",
     "SyncBoxlite",

@@ -50,6 +50,34 @@ class CopyOptions:
     follow_symlinks: bool
     def __init__(self, recursive: bool = True, overwrite: bool = True, follow_symlinks: bool = False) -> None: ...
 
+class Secret:
+    """A secret the box uses without holding it: the box sees a placeholder, and the
+    value replaces it on HTTPS requests to ``hosts`` only. Exactly one of ``value``,
+    ``env`` or ``file`` gives the value; a repr never shows it."""
+
+    name: str
+    hosts: List[str]
+    placeholder: Optional[str]
+    body: bool
+    @property
+    def value(self) -> Optional[str]: ...
+    @property
+    def env(self) -> Optional[str]: ...
+    @property
+    def file(self) -> Optional[str]: ...
+    def __init__(
+        self,
+        name: str,
+        value: Optional[str] = None,
+        hosts: List[str] = ...,
+        placeholder: Optional[str] = None,
+        *,
+        env: Optional[str] = None,
+        file: Optional[Union[str, PathLike]] = None,
+        body: bool = False,
+    ) -> None: ...
+    def get_placeholder(self) -> str: ...
+
 class BoxOptions:
     """What a box is made of."""
 
@@ -73,7 +101,7 @@ class BoxOptions:
     user: Optional[str]
     tty: Optional[bool]
     advanced: Any
-    secrets: List[Any]
+    secrets: List[Secret]
     def __init__(
         self,
         image: Optional[str] = None,
@@ -96,7 +124,7 @@ class BoxOptions:
         user: Optional[str] = None,
         tty: Optional[bool] = None,
         advanced: Any = None,
-        secrets: List[Any] = ...,
+        secrets: List[Secret] = ...,
     ) -> None: ...
 
 class BoxStateInfo:

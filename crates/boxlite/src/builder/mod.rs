@@ -631,6 +631,7 @@ async fn build_in_vm(
         volumes: &[],
         cmdline: vec!["boxlite.builder=1".into()],
         network: None,
+        secrets: Default::default(),
         builder: true,
     };
     let ledger = FileLedger {

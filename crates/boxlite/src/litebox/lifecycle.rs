@@ -13,6 +13,7 @@ use super::{BoxError, LiteBox, Locked, now_secs};
 use crate::context::Home;
 use crate::layout::SocketPaths;
 use crate::model::{BoxRow, BoxState, BoxStatus, Health};
+use crate::net::HelperSecrets;
 use crate::util::spawn::spawn_gated;
 use crate::util::{blocking, ms_since};
 use crate::vm::{BootGuard, DiskFormat, ProcessLedger, VmSpec};
@@ -48,6 +49,9 @@ impl LiteBox {
     }
 
     pub(super) async fn start_locked(&self, l: &mut Locked) -> Result<(), crate::Error> {
+        // Read before anything changes: a secret whose source cannot be read stops the
+        // start here, so a box never runs with a secret it cannot substitute.
+        let secrets = self.helper_secrets(&l.row).await?;
         // Written before anything is spawned: a start that dies from here on is seen as
         // interrupted.
         self.transition(&mut l.row, BoxState::Starting).await?;
@@ -73,6 +77,7 @@ impl LiteBox {
                     volumes: &row.config.volumes,
                     cmdline: Vec::new(),
                     network: Some(&row.config.network),
+                    secrets,
                     builder: false,
                 };
                 let ledger = RowLedger {
@@ -125,6 +130,28 @@ impl LiteBox {
             return Err(crate::Error::ShutDown);
         }
         Ok(())
+    }
+
+    /// What this start tells the network helper about the box's secrets: each value read
+    /// from its source now (an environment variable of this process, a file, the box's
+    /// own stored file), and the extra upstream roots of the runtime's config file.
+    async fn helper_secrets(&self, row: &BoxRow) -> Result<HelperSecrets, crate::Error> {
+        if row.config.secrets.is_empty() || !row.config.network.enabled() {
+            return Ok(HelperSecrets::default());
+        }
+        let paths = self.home().box_paths(&self.id);
+        let records = row.config.secrets.clone();
+        let (config, required) = self.ctx.config_file.clone();
+        blocking::run(move || {
+            let secrets =
+                crate::net::secrets::resolve(&paths, &records).map_err(BoxError::Secret)?;
+            let upstream_roots = crate::config::upstream_roots(&config, required)?;
+            Ok(HelperSecrets {
+                secrets,
+                upstream_roots,
+            })
+        })
+        .await
     }
 
     /// The error of a failed boot. What failed before anything ran (assets, binaries,

@@ -77,6 +77,10 @@ pub enum BoxError {
     InvalidOption(String),
     #[error("invalid network option")]
     Network(#[source] crate::model::NetworkSpecError),
+    /// A secret that is invalid, or whose value cannot be read from its source (at
+    /// creation, or when the box starts).
+    #[error(transparent)]
+    Secret(#[from] crate::net::secrets::SecretError),
     #[error("box {id}: locking {}", path.display())]
     Lock {
         id: String,
@@ -252,6 +256,15 @@ impl LiteBox {
 
     pub async fn state(&self) -> Result<BoxState, crate::Error> {
         Ok(self.info().await?.state)
+    }
+
+    /// Make the running box trust the CA `ca_pem` (one PEM certificate), as a box with
+    /// secrets does at start: returns the container paths that now hold the combined
+    /// bundle. A hook for tests, not part of the API.
+    #[doc(hidden)]
+    pub async fn install_ca(&self, ca_pem: &str) -> Result<Vec<String>, crate::Error> {
+        let client = self.running_client().await?;
+        Ok(client.install_ca(ca_pem).await?)
     }
 
     /// A connection to the agent of a box that is running now, without starting it:

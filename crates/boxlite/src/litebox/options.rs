@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::BoxError;
-use crate::model::{HealthOptions, NetworkSpec};
+use crate::model::{HealthOptions, NetworkSpec, NetworkSpecError, Secret};
 use crate::volumes::VolumeSpec;
 
 fn default_memory() -> u32 {
@@ -63,6 +63,13 @@ pub struct BoxOptions {
     /// of the image's `User`.
     #[serde(default)]
     pub user: Option<String>,
+    /// Secrets the box can use without ever holding them: it sees a placeholder (as
+    /// `$NAME` and `$BOXLITE_SECRET_<NAME>`), and its network helper puts the value in
+    /// place of it on TLS connections to the secret's hosts (`docs/network.md`). Needs
+    /// the network. Each source is read when the box is created (to check it) and every
+    /// time it starts.
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
 }
 
 impl BoxOptions {
@@ -82,7 +89,14 @@ impl BoxOptions {
             env: Vec::new(),
             working_dir: None,
             user: None,
+            secrets: Vec::new(),
         }
+    }
+
+    /// A secret for the box; see [`BoxOptions::secrets`].
+    pub fn secret(mut self, secret: Secret) -> Self {
+        self.secrets.push(secret);
+        self
     }
 
     /// An environment variable for every command in the box.
@@ -202,6 +216,12 @@ impl BoxOptions {
             }
         }
         self.network.validate().map_err(BoxError::Network)?;
+        if !self.secrets.is_empty() && !self.network.enabled() {
+            return Err(BoxError::Network(NetworkSpecError::NeedsNetwork {
+                what: "a secret",
+            }));
+        }
+        crate::net::secrets::check_env(&self.secrets, &self.env)?;
         let invalid = |e: super::exec::ExecError| BoxError::InvalidOption(e.to_string());
         for (k, v) in &self.env {
             super::exec::BoxCommand::check_env(k, v).map_err(invalid)?;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::image::RunConfig;
 use super::network::NetworkSpec;
 use super::platform::Accel;
+use super::secret::SecretRecord;
 use super::state::{BoxState, InvalidTransition};
 use super::volume::VolumeMount;
 use crate::util::process::ProcessId;
@@ -65,6 +66,9 @@ pub struct BoxConfig {
     /// The box's network: on by default.
     #[serde(default)]
     pub network: NetworkSpec,
+    /// The box's secrets: where each value comes from, never the value.
+    #[serde(default)]
+    pub secrets: Vec<SecretRecord>,
 }
 
 impl Default for BoxConfig {
@@ -80,6 +84,7 @@ impl Default for BoxConfig {
             run: Default::default(),
             disk_bytes: 0,
             network: NetworkSpec::default(),
+            secrets: Vec::new(),
         }
     }
 }

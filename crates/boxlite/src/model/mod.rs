@@ -7,6 +7,7 @@ pub mod boxes;
 pub mod image;
 pub mod network;
 pub mod platform;
+pub mod secret;
 pub mod state;
 pub mod time;
 pub mod volume;
@@ -18,5 +19,6 @@ pub use boxes::{
 pub use image::{BuildReport, Compression, ImageBuilder, ImageRecord, Layer, RunConfig};
 pub use network::{HostSpec, NetworkMode, NetworkSpec, NetworkSpecError, PortSpec};
 pub use platform::Accel;
+pub use secret::{Secret, SecretRecord, SecretSource, SecretValue, StoredSource};
 pub use state::{ALL_STATES, BoxState, InvalidTransition};
 pub use volume::{VolumeKind, VolumeMount};

@@ -7,10 +7,15 @@
 //! environment. Its counters and bound ports come back over its control socket while it
 //! runs; its decisions are also appended to `net.jsonl` in the box directory, so they can
 //! be read after the box stops.
+//!
+//! `secrets.rs`: a box's secrets, checked and recorded at creation, their values read
+//! from their sources at every start for the helper.
+
+pub mod secrets;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use boxlite_net::config::{HostEntry, NetConfig, PortMap, Rules, Subnet, TestHooks};
+use boxlite_net::config::{HostEntry, NetConfig, PortMap, Rules, SecretConfig, Subnet, TestHooks};
 pub use boxlite_net::control::{BoundPort, LogEntry, StatsSnapshot};
 
 use crate::layout::{BoxPaths, SocketPaths};
@@ -56,12 +61,22 @@ pub fn cmdline_word(subnet: &Subnet) -> String {
     )
 }
 
+/// What a box's helper is told at this start besides its network spec: the secrets'
+/// values, read from their sources just now, and the extra roots it trusts upstream.
+#[derive(Debug, Clone, Default)]
+pub struct HelperSecrets {
+    pub secrets: Vec<SecretConfig>,
+    /// PEM texts (`[network] upstream_ca_files` of the runtime's config file).
+    pub upstream_roots: Vec<String>,
+}
+
 /// What the helper of a box is told.
 pub fn helper_config(
     spec: &NetworkSpec,
     sockets: &SocketPaths,
     paths: &BoxPaths,
     settings: &NetSettings,
+    secrets: &HelperSecrets,
 ) -> NetConfig {
     let subnet = Subnet::default();
     let mut cfg = NetConfig::new(sockets.net(), sockets.net_control());
@@ -93,6 +108,8 @@ pub fn helper_config(
         loopback_only: settings.loopback_only,
     };
     cfg.subnet = subnet;
+    cfg.secrets = secrets.secrets.clone();
+    cfg.upstream_roots = secrets.upstream_roots.clone();
     cfg
 }
 

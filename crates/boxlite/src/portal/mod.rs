@@ -374,6 +374,21 @@ impl AgentClient {
             .map_err(|s| PortalError::rpc("ApplyLayer", s))
     }
 
+    /// Make the box trust the CA `ca_pem` (one PEM certificate): the agent adds it to
+    /// every CA bundle of the image (by bind mounts; the image is unchanged) and to the
+    /// environment of every later execution. Calling it again replaces the CA. Returns
+    /// the container paths that now hold the combined bundle.
+    pub async fn install_ca(&self, ca_pem: &str) -> Result<Vec<String>, PortalError> {
+        self.stub
+            .clone()
+            .install_ca(v1::InstallCaRequest {
+                ca_pem: ca_pem.to_string(),
+            })
+            .await
+            .map(|r| r.into_inner().covered)
+            .map_err(|s| PortalError::rpc("InstallCa", s))
+    }
+
     pub async fn stats(&self) -> Result<v1::StatsResponse, PortalError> {
         self.stub
             .clone()

@@ -10,8 +10,9 @@ use crate::layout::SocketPaths;
 use crate::litebox::reconcile::{reconcile_blocking, remove_blocking};
 use crate::litebox::{self, BoxError, BoxInfo, BoxOptions, LiteBox, now_secs};
 use crate::model::{
-    BoxConfig, BoxRow, BoxState, BoxStatus, LEGACY_RECORD, VolumeMount, legacy_row,
+    BoxConfig, BoxRow, BoxState, BoxStatus, LEGACY_RECORD, SecretValue, VolumeMount, legacy_row,
 };
+use crate::net::secrets::Planned;
 use crate::util::blocking;
 use crate::util::lock::{FileLock, LockMode};
 
@@ -19,6 +20,7 @@ use crate::util::lock::{FileLock, LockMode};
 struct Checked {
     opts: BoxOptions,
     volumes: Vec<VolumeMount>,
+    secrets: Planned,
 }
 
 impl Checked {
@@ -41,11 +43,24 @@ impl Checked {
 impl Boxlite {
     /// Every check of a box's options, in one place, before anything is pulled or
     /// created: the options themselves, then the volumes (each spec, and host paths
-    /// through the gate). The disk size is checked against the image once it is known.
-    fn check(&self, opts: BoxOptions) -> Result<Checked, crate::Error> {
+    /// through the gate), then the secrets (each source read once, here). The disk size
+    /// is checked against the image once it is known.
+    async fn check(&self, opts: BoxOptions) -> Result<Checked, crate::Error> {
         opts.validate()?;
         let volumes = self.plan_volumes(&opts.volumes)?;
-        Ok(Checked { opts, volumes })
+        let secrets = if opts.secrets.is_empty() {
+            Planned::default()
+        } else {
+            let s = opts.secrets.clone();
+            blocking::run(move || crate::net::secrets::plan(&s))
+                .await
+                .map_err(BoxError::Secret)?
+        };
+        Ok(Checked {
+            opts,
+            volumes,
+            secrets,
+        })
     }
 
     /// Create a box: resolve its image (pulling it if needed) and give it a disk. Does not
@@ -57,7 +72,7 @@ impl Boxlite {
     /// creation that fails removes what it made.
     pub async fn create(&self, opts: BoxOptions) -> Result<LiteBox, crate::Error> {
         self.ctx.check_open()?;
-        let checked = self.check(opts)?;
+        let checked = self.check(opts).await?;
         let image = self.image(&checked.opts.image).await?;
         let base_bytes = {
             let base = image.base.clone();
@@ -69,12 +84,20 @@ impl Boxlite {
                 })?
         };
         let disk_bytes = checked.disk_bytes(&image, base_bytes)?;
-        let Checked { opts, volumes } = checked;
+        let Checked {
+            opts,
+            volumes,
+            secrets,
+        } = checked;
+        // Every command sees each secret's placeholder, like the box's own variables
+        // (which cannot take the same names).
+        let mut env = opts.env.clone();
+        env.extend(crate::net::secrets::box_env(&secrets.records));
         let run = image
             .config
             .clone()
             .with_overrides(opts.entrypoint.clone(), opts.cmd.clone())
-            .with_box_defaults(&opts.env, opts.working_dir.clone(), opts.user.clone());
+            .with_box_defaults(&env, opts.working_dir.clone(), opts.user.clone());
         let id = super::random_id();
         let home = self.ctx.home.clone();
         let lock_path = home.layout.lock_path(&id);
@@ -100,12 +123,14 @@ impl Boxlite {
                 run,
                 disk_bytes,
                 network: opts.network.clone(),
+                secrets: secrets.records,
             },
             status: BoxStatus::creating(),
         };
         let base = image.base.clone();
+        let values = secrets.values;
         let (row, lock) = blocking::run(move || {
-            let r = make_box(&home, &row, &base);
+            let r = make_box(&home, &row, &base, &values);
             match r {
                 Ok(row) => Ok((row, lock)),
                 Err(e) => {
@@ -357,13 +382,14 @@ impl Boxlite {
     }
 }
 
-/// Insert a box's row (Creating), make its directory, disk and volume directories, and
-/// mark it Configured. On failure, removes what it made (the row included). Blocking:
-/// SQLite and `qemu-img`.
+/// Insert a box's row (Creating), make its directory, its secrets' files, disk and volume
+/// directories, and mark it Configured. On failure, removes what it made (the row
+/// included). Blocking: SQLite and `qemu-img`.
 fn make_box(
     home: &crate::context::Home,
     row: &BoxRow,
     base: &Path,
+    secret_values: &[(String, SecretValue)],
 ) -> Result<BoxRow, crate::Error> {
     home.db.insert(row)?;
     let mut row = row.clone();
@@ -373,6 +399,10 @@ fn make_box(
         .map_err(|source| crate::Error::Io {
             context: format!("creating {}", paths.dir.display()),
             source,
+        })
+        .and_then(|()| {
+            crate::net::secrets::store(&paths, secret_values).map_err(BoxError::Secret)?;
+            Ok(())
         })
         .and_then(|()| {
             Ok(crate::disk::create_overlay(

@@ -27,13 +27,10 @@ pub struct RemovedImage {
 }
 
 impl Boxlite {
-    /// The registry settings file: `--config` (which must exist) or
-    /// `BOXLITE_HOME/config.toml` (optional).
+    /// The settings file: `--config` (which must exist) or `BOXLITE_HOME/config.toml`
+    /// (optional).
     pub fn config_path(&self) -> (PathBuf, bool) {
-        match &self.config_file {
-            Some(p) => (p.clone(), true),
-            None => (self.home().join("config.toml"), false),
-        }
+        self.ctx.config_file.clone()
     }
 
     /// Saved registry credentials (`boxlite login`).

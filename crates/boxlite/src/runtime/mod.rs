@@ -30,8 +30,8 @@ pub struct RuntimeOptions {
     /// Guest assets directory; default: `$BOXLITE_ASSETS`, else `assets/` beside the
     /// running binary, else `~/.local/share/boxlite/assets`.
     pub assets: Option<PathBuf>,
-    /// Registry settings file; default `BOXLITE_HOME/config.toml` (optional there, required
-    /// when named here).
+    /// Settings file (registries, `[network]`); default `BOXLITE_HOME/config.toml`
+    /// (optional there, required when named here).
     pub config: Option<PathBuf>,
     /// Where image bases are built; default `$BOXLITE_IMAGE_BUILDER`, else
     /// [`ImageBuilder::Auto`](crate::model::ImageBuilder::Auto).
@@ -60,7 +60,6 @@ fn random_id() -> String {
 pub struct Boxlite {
     ctx: Arc<Context>,
     images: ImageStore,
-    config_file: Option<PathBuf>,
 }
 
 /// What `boxlite info` shows.
@@ -112,11 +111,13 @@ impl Boxlite {
         if let Some(b) = opts.image_builder {
             ctx.image_builder = b;
         }
+        if let Some(c) = opts.config {
+            ctx.config_file = (c, true);
+        }
         tracing::info!(accel = %ctx.accel.accel, reason = %ctx.accel.reason, "accelerator chosen");
         let rt = Boxlite {
             images: ImageStore::new(ctx.layout().images_dir()),
             ctx: Arc::new(ctx),
-            config_file: opts.config,
         };
         rt.reconcile_blocking()?;
         Ok(rt)

@@ -60,8 +60,9 @@ pub enum SpawnError {
     },
 }
 
-/// What to start.
-#[derive(Debug, Clone)]
+/// What to start. Its `Debug` leaves out what goes on stdin (a helper's configuration
+/// can carry secrets).
+#[derive(Clone)]
 pub struct HelperCommand {
     pub binary: PathBuf,
     pub args: Vec<OsString>,
@@ -77,9 +78,32 @@ pub struct HelperCommand {
     pub dir: Option<PathBuf>,
 }
 
+impl std::fmt::Debug for HelperCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HelperCommand")
+            .field("binary", &self.binary)
+            .field("args", &self.args)
+            .field("log", &self.log)
+            .field("env", &self.env)
+            .field(
+                "stdin",
+                &self.stdin.as_ref().map(|d| format!("[{} bytes]", d.len())),
+            )
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
 /// The most a helper's stdin may carry: one pipe buffer, written before the helper runs,
-/// so the spawner never blocks on it.
-pub const MAX_STDIN: usize = 64 * 1024;
+/// so the spawner never blocks on it. 1 MiB is Linux's default `pipe-max-size`; a box's
+/// secrets (64 of at most 8 KiB each) and extra roots can need more than the 64 KiB of a
+/// default pipe.
+pub const MAX_STDIN: usize = 1024 * 1024;
+
+/// The size asked of a stdin pipe for `len` bytes: the default 64 KiB, or more.
+fn pipe_size(len: usize) -> usize {
+    len.clamp(64 * 1024, MAX_STDIN)
+}
 
 impl HelperCommand {
     pub fn new(binary: impl Into<PathBuf>, log: impl Into<PathBuf>) -> Self {
@@ -184,7 +208,7 @@ fn stdin_pipe(data: &[u8]) -> io::Result<OwnedFd> {
         libc::fcntl(
             w.as_raw_fd(),
             libc::F_SETPIPE_SZ,
-            libc::c_int::try_from(MAX_STDIN).unwrap_or(libc::c_int::MAX),
+            libc::c_int::try_from(pipe_size(data.len())).unwrap_or(libc::c_int::MAX),
         );
         libc::fcntl(w.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK);
     }
@@ -601,6 +625,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stdin_larger_than_a_default_pipe_reaches_the_helper_whole() {
+        let dir = temp_dir();
+        let out = dir.join("out");
+        let data = vec![b'x'; 600 * 1024];
+        let cmd = HelperCommand::new("/bin/sh", dir.join("log"))
+            .args(["-c", &format!("wc -c > {}", out.display())])
+            .stdin_data(data.clone());
+
+        let status = spawn_gated(&cmd)
+            .await
+            .unwrap()
+            .release()
+            .await
+            .unwrap()
+            .wait()
+            .await
+            .unwrap();
+
+        let got = std::fs::read_to_string(&out).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(status.success());
+        assert_eq!(got.trim(), data.len().to_string());
+    }
+
+    #[tokio::test]
     async fn stdin_data_reaches_the_helper_and_never_its_argv_or_environment() {
         let dir = temp_dir();
         let out = dir.join("out");
@@ -629,6 +678,7 @@ mod tests {
         assert!(status.success());
         assert_eq!(got, secret);
         assert!(!visible.contains(secret), "{visible}");
+        assert!(!format!("{cmd:?}").contains(secret), "{cmd:?}");
         let too_big =
             HelperCommand::new("/bin/true", "/dev/null").stdin_data(vec![0; MAX_STDIN + 1]);
         let e = spawn_gated(&too_big).await.unwrap_err();

@@ -60,6 +60,12 @@ pub enum BootError {
     },
     #[error("mounting volumes in the box")]
     MountVolumes(#[source] PortalError),
+    #[error(
+        "the box has secrets, but its network helper published no CA certificate; the box does not start without it"
+    )]
+    NoCa,
+    #[error("installing the box's CA into the container's trust store (the box has secrets)")]
+    InstallCa(#[source] PortalError),
     #[error("starting {helper}")]
     Spawn {
         helper: &'static str,
@@ -67,7 +73,7 @@ pub enum BootError {
         source: SpawnError,
     },
     #[error(
-        "BOXLITE_BENCH_SLIRP=1 boots boxes on QEMU's slirp, a benchmark yardstick that applies no network rules, publishes no ports and adds no hosts; unset it, or create the box without them"
+        "BOXLITE_BENCH_SLIRP=1 boots boxes on QEMU's slirp, a benchmark yardstick that applies no network rules, publishes no ports, adds no hosts and substitutes no secrets; unset it, or create the box without them"
     )]
     SlirpYardstick,
     #[error(
@@ -179,6 +185,9 @@ pub(crate) struct VmSpec<'a> {
     pub cmdline: Vec<String>,
     /// The box's network; `None` (or mode none): no NIC and no helper.
     pub network: Option<&'a crate::model::NetworkSpec>,
+    /// The secrets' values for the network helper, read from their sources for this
+    /// start, and the roots it trusts upstream.
+    pub secrets: crate::net::HelperSecrets,
     /// An image build: its shim serves the channel only (there is no box row).
     pub builder: bool,
 }
@@ -272,9 +281,23 @@ pub(crate) async fn launch<L: ProcessLedger>(
         tracing::debug!(ms = ms_since(t0), volumes = fs.len(), "virtiofsd ready");
     }
     let net = match spec.network.filter(|n| n.enabled()) {
-        Some(n) => Some(start_network(ctx, n, &sockets, paths, &marker, rec, guard, ledger).await?),
+        Some(n) => Some(
+            start_network(
+                ctx,
+                n,
+                &spec.secrets,
+                &sockets,
+                paths,
+                &marker,
+                rec,
+                guard,
+                ledger,
+            )
+            .await?,
+        ),
         None => None,
     };
+    let has_net = net.is_some();
     tracing::debug!(ms = ms_since(t0), "network ready");
     check_ram_room(&sockets.ram(), spec.memory_mib)?;
     let port = paths.agent_port();
@@ -391,6 +414,16 @@ pub(crate) async fn launch<L: ProcessLedger>(
             .map_err(BootError::MountVolumes)?;
         tracing::debug!(ms = ms_since(t0), "volumes mounted");
     }
+    // Secrets imply interception, which the box must trust before its first command:
+    // a box never runs with secrets configured but not usable.
+    if has_net && !spec.secrets.secrets.is_empty() {
+        let s = sockets.clone();
+        let ca = crate::util::blocking::run(move || Ok::<_, BootError>(crate::net::ca_pem(&s)))
+            .await?
+            .ok_or(BootError::NoCa)?;
+        let covered = client.install_ca(&ca).await.map_err(BootError::InstallCa)?;
+        tracing::debug!(ms = ms_since(t0), ?covered, "box CA installed");
+    }
     timings.ready_ms = ms_since(t0);
     rec.boot = Some(timings);
     Ok(client)
@@ -490,6 +523,7 @@ async fn wait_listening(path: &Path) {
 async fn start_network<L: ProcessLedger>(
     ctx: &Context,
     spec: &crate::model::NetworkSpec,
+    secrets: &crate::net::HelperSecrets,
     sockets: &SocketPaths,
     paths: &BoxPaths,
     marker: &[(String, String)],
@@ -497,7 +531,7 @@ async fn start_network<L: ProcessLedger>(
     guard: &mut BootGuard,
     ledger: &L,
 ) -> Result<NetDevice, BootError> {
-    let cfg = crate::net::helper_config(spec, sockets, paths, &ctx.net);
+    let cfg = crate::net::helper_config(spec, sockets, paths, &ctx.net, secrets);
     let device = |backend| NetDevice {
         mac: cfg.subnet.guest_mac,
         mtu: cfg.subnet.mtu,
@@ -507,7 +541,8 @@ async fn start_network<L: ProcessLedger>(
         if !(spec.allow.is_empty()
             && spec.deny.is_empty()
             && spec.ports.is_empty()
-            && spec.hosts.is_empty())
+            && spec.hosts.is_empty()
+            && cfg.secrets.is_empty())
         {
             return Err(BootError::SlirpYardstick);
         }
@@ -523,13 +558,18 @@ async fn start_network<L: ProcessLedger>(
             source: std::io::Error::other(e),
         },
     })?;
-    let cmd = HelperCommand::new(crate::context::net_binary()?, paths.net_log())
+    let mut cmd = HelperCommand::new(crate::context::net_binary()?, paths.net_log())
         .envs(marker)
         .stdin_data(json);
-    let mut helper = start_helper("boxlite-net", &cmd, rec, guard, ledger, |r, p| {
+    let started = start_helper("boxlite-net", &cmd, rec, guard, ledger, |r, p| {
         r.net_helper = Some(p);
     })
-    .await?;
+    .await;
+    // The configuration carries the secrets' values: the pipe has it now.
+    if let Some(data) = cmd.stdin.as_mut() {
+        zeroize::Zeroize::zeroize(data);
+    }
+    let mut helper = started?;
     wait_for_socket(
         "boxlite-net",
         &cfg.data_socket,
