@@ -17,6 +17,10 @@
 #      nslookup, less the same loop of `busybox true`)
 #   5. the helper alone, no VM (crates/boxlite-net/examples/net_bench.rs): throughput,
 #      new connections per second, connect and DNS latency
+#   6. the secrets interception path alone (crates/boxlite-net/examples/secrets_bench.rs),
+#      side by side with direct TLS to the same fixture: throughput of a 64 MiB echo
+#      (goal: at least 100 MB/s), a keep-alive request's round trip (the difference is
+#      what substitution adds), and a new connection with one request
 #
 # In the box, `nc -e` hands the socket to dd (1 MiB blocks), so neither busybox nc's small
 # relay loop nor wget's parsing is what is measured. The server times each transfer
@@ -154,3 +158,6 @@ crr bench-slirp slirp
 
 # The helper alone, no VM.
 cargo run -q --release --locked -p boxlite-net --example net_bench -- "$RUNS"
+
+# The secrets interception path alone, next to direct TLS.
+cargo run -q --release --locked -p boxlite-net --example secrets_bench -- "$RUNS"
