@@ -520,7 +520,7 @@ impl Conn {
         if changed {
             self.log(
                 "substitute",
-                format!("{} {}", parts.method, parts.uri.path()),
+                format!("{} {}", parts.method, clip(parts.uri.path())),
                 self.names.clone(),
             );
         }
@@ -630,6 +630,19 @@ async fn splice_upgraded(guest: hyper::upgrade::OnUpgrade, upstream: hyper::upgr
         _ = tokio::io::copy(&mut ur, &mut gw) => {}
     }
     // Dropping both ends closes both directions together.
+}
+
+/// A guest-chosen string as the log quotes it: at most 200 bytes.
+fn clip(s: &str) -> String {
+    const MAX: usize = 200;
+    if s.len() <= MAX {
+        return s.to_owned();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
 }
 
 fn strip_port(host: &str) -> &str {
