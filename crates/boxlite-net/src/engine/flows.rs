@@ -97,26 +97,16 @@ impl Engine {
         match d.verdict {
             // No socket listens: smoltcp answers with a reset.
             Verdict::Deny => self.dev.rx.push_back(syn),
-            Verdict::Allow if secret_host => {
-                let id = self.add_flow(Flow::new(
-                    guest,
-                    dst,
-                    names,
-                    Phase::Peek {
-                        buf: Vec::new(),
-                        deadline: Instant::now() + PEEK_TIMEOUT,
-                        decided: Some(d),
-                    },
-                ));
-                self.open_guest_side(id, syn);
-            }
-            Verdict::Allow => {
+            Verdict::Allow if !secret_host => {
                 let mut flow = Flow::new(guest, dst, names, Phase::Dialing);
                 flow.syn = Some(syn);
                 let id = self.add_flow(flow);
                 self.dial(id);
             }
-            Verdict::DeferL7 => {
+            // Decided on the first flight: by the policy's second half (DeferL7), or,
+            // already allowed, only to see whether it is TLS to the secret host.
+            Verdict::Allow | Verdict::DeferL7 => {
+                let decided = (d.verdict == Verdict::Allow).then_some(d);
                 let id = self.add_flow(Flow::new(
                     guest,
                     dst,
@@ -124,7 +114,7 @@ impl Engine {
                     Phase::Peek {
                         buf: Vec::new(),
                         deadline: Instant::now() + PEEK_TIMEOUT,
-                        decided: None,
+                        decided,
                     },
                 ));
                 self.open_guest_side(id, syn);
