@@ -368,10 +368,16 @@ const QUOTE_MAX: usize = 80;
 
 /// A name as errors and reasons quote it: at most [`QUOTE_MAX`] bytes.
 fn quote(s: &str) -> String {
-    if s.len() <= QUOTE_MAX {
+    quote_within(s, QUOTE_MAX)
+}
+
+/// A guest-chosen string as a log line quotes it: at most `max` bytes (cut at a character
+/// boundary), marked with `...` when cut.
+pub(crate) fn quote_within(s: &str, max: usize) -> String {
+    if s.len() <= max {
         return s.to_owned();
     }
-    let mut end = QUOTE_MAX;
+    let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }

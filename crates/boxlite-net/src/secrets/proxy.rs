@@ -48,7 +48,7 @@ use super::SecretSet;
 use super::ca::{CaError, CertAuthority};
 use super::subst::{Reflections, StreamReplacer, Substituter};
 use crate::control::{LogEntry, Shared};
-use crate::policy::normalize_name;
+use crate::policy::{normalize_name, quote_within};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type ProxyBody = BoxBody<Bytes, BoxError>;
@@ -63,6 +63,8 @@ const BUFFER_RESPONSE: u64 = 1 << 20;
 /// The largest HTTP/2 header block a guest may send (hyper's default is 16 KiB, below
 /// what real clients send with large cookies or tokens).
 const MAX_HEADER_LIST: u32 = 256 * 1024;
+/// The most of a request path the decision log quotes.
+const MAX_LOGGED_PATH: usize = 200;
 const H2: &[u8] = b"h2";
 const H1: &[u8] = b"http/1.1";
 
@@ -520,7 +522,11 @@ impl Conn {
         if changed {
             self.log(
                 "substitute",
-                format!("{} {}", parts.method, clip(parts.uri.path())),
+                format!(
+                    "{} {}",
+                    parts.method,
+                    quote_within(parts.uri.path(), MAX_LOGGED_PATH)
+                ),
                 self.names.clone(),
             );
         }
@@ -630,19 +636,6 @@ async fn splice_upgraded(guest: hyper::upgrade::OnUpgrade, upstream: hyper::upgr
         _ = tokio::io::copy(&mut ur, &mut gw) => {}
     }
     // Dropping both ends closes both directions together.
-}
-
-/// A guest-chosen string as the log quotes it: at most 200 bytes.
-fn clip(s: &str) -> String {
-    const MAX: usize = 200;
-    if s.len() <= MAX {
-        return s.to_owned();
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
 }
 
 fn strip_port(host: &str) -> &str {
