@@ -334,6 +334,18 @@ pub(crate) enum Command {
         #[arg(required = true, value_name = "BOX")]
         boxes: Vec<String>,
     },
+    /// Pause boxes: save each one's memory and device state in its directory and end its
+    /// VM. A paused box uses no CPU or memory and survives a host reboot; `resume`, `start`,
+    /// `exec` or `attach` continues it where it was.
+    Pause {
+        #[arg(required = true, value_name = "BOX")]
+        boxes: Vec<String>,
+    },
+    /// Resume paused boxes: processes, executions and files in memory are as they were.
+    Resume {
+        #[arg(required = true, value_name = "BOX")]
+        boxes: Vec<String>,
+    },
     /// Stop and start boxes.
     Restart {
         #[arg(short = 't', long = "time", default_value_t = 10)]

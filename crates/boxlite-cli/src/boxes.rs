@@ -83,7 +83,12 @@ pub async fn ls(rt: &Boxlite, all: bool, quiet: bool, format: &str) -> Result<i3
         .list()
         .await?
         .into_iter()
-        .filter(|b| all || matches!(b.state, BoxState::Running | BoxState::Stopping))
+        .filter(|b| {
+            all || matches!(
+                b.state,
+                BoxState::Running | BoxState::Stopping | BoxState::Pausing | BoxState::Paused
+            )
+        })
         .collect();
     match format {
         "json" => println!("{}", serde_json::to_string_pretty(&boxes)?),

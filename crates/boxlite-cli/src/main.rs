@@ -119,6 +119,12 @@ async fn real_main(cli: Cli) -> Result<i32> {
             let t = Duration::from_secs(timeout);
             boxes::for_each(&rt, &keys, |b| async move { b.stop(t).await }).await
         }
+        Command::Pause { boxes: keys } => {
+            boxes::for_each(&rt, &keys, |b| async move { b.pause().await }).await
+        }
+        Command::Resume { boxes: keys } => {
+            boxes::for_each(&rt, &keys, |b| async move { b.resume().await }).await
+        }
         Command::Restart {
             timeout,
             boxes: keys,

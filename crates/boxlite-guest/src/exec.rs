@@ -213,6 +213,9 @@ pub struct Processes {
     pub first_exec_uptime: std::sync::OnceLock<f64>,
     /// Whether processes get the variables naming the box's CA ([`crate::trust::ENV`]).
     ca_env: std::sync::atomic::AtomicBool,
+    /// The cgroup every process joins before it runs ([`crate::freeze`]); `None` without
+    /// a cgroup v2 freezer.
+    workload: Option<Arc<crate::freeze::Workload>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -220,7 +223,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Processes {
-    pub fn new(root: impl Into<PathBuf>) -> Arc<Self> {
+    pub fn new(
+        root: impl Into<PathBuf>,
+        workload: Option<Arc<crate::freeze::Workload>>,
+    ) -> Arc<Self> {
         Arc::new(Processes {
             root: root.into(),
             table: Mutex::new(Table::default()),
@@ -229,6 +235,7 @@ impl Processes {
             started: std::sync::atomic::AtomicU64::new(0),
             first_exec_uptime: std::sync::OnceLock::new(),
             ca_env: std::sync::atomic::AtomicBool::new(false),
+            workload,
         })
     }
 
@@ -371,10 +378,17 @@ impl Processes {
             None => None,
         };
         let tty = pty.is_some();
+        // Open as long as `self.workload` holds it, which outlives the spawn.
+        let workload_procs = self.workload.as_ref().map(|w| w.procs_fd());
         // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
         // syscalls on data prepared before the fork.
         unsafe {
             cmd.pre_exec(move || {
+                // Into the workload's cgroup first, so that the process (and whatever it
+                // starts) can be frozen before it runs anything of its own.
+                if let Some(fd) = workload_procs {
+                    crate::freeze::join(fd)?;
+                }
                 if libc::setsid() < 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -714,7 +728,7 @@ mod tests {
 
     #[test]
     fn ca_variables_are_added_only_once_the_ca_is_installed() {
-        let procs = Processes::new("/nonexistent");
+        let procs = Processes::new("/nonexistent", None);
         let spec = spec_with_env(&[("LANG", "C.UTF-8")]);
 
         let before = procs.environment(&spec, DEFAULT_HOME);
@@ -745,7 +759,7 @@ mod tests {
 
     #[test]
     fn a_ca_variable_the_request_sets_is_never_overridden() {
-        let procs = Processes::new("/nonexistent");
+        let procs = Processes::new("/nonexistent", None);
         procs.use_ca_env();
         let spec = spec_with_env(&[("SSL_CERT_FILE", "/mine.pem"), ("NODE_EXTRA_CA_CERTS", "")]);
 

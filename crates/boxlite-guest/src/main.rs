@@ -9,10 +9,12 @@
 
 mod copy;
 mod exec;
+mod freeze;
 mod init;
 mod layer;
 mod net;
 mod port;
+mod resume;
 mod server;
 mod staging;
 mod stats;
@@ -153,8 +155,27 @@ async fn run_link(accepted: mpsc::UnboundedSender<channel::Stream>) {
     }
 }
 
+/// The workload's cgroup ([`freeze`]), when PID 1 can make one; the agent runs on
+/// without it, unable to freeze.
+fn workload_cgroup(pid1: bool) -> Option<Arc<freeze::Workload>> {
+    if !pid1 {
+        return None;
+    }
+    freeze::Workload::setup(Path::new(freeze::CGROUP_MOUNT))
+        .inspect_err(|e| {
+            eprintln!(
+                "boxlite-guest: no cgroup v2 freezer, Quiesce will not freeze running processes: {}",
+                error_chain(e)
+            )
+        })
+        .ok()
+        .map(Arc::new)
+}
+
 async fn serve(cfg: init::BootConfig) -> Result<(), Box<dyn std::error::Error>> {
-    let procs = exec::Processes::new(init::CONTAINER_ROOT);
+    let pid1 = std::process::id() == 1;
+    let workload = workload_cgroup(pid1);
+    let procs = exec::Processes::new(init::CONTAINER_ROOT, workload.clone());
 
     let reaper = procs.clone();
     let mut sigchld = signal(SignalKind::child())?;
@@ -173,7 +194,6 @@ async fn serve(cfg: init::BootConfig) -> Result<(), Box<dyn std::error::Error>> 
     // session (or port) and the server never sees the end of its input.
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(run_link(tx));
-    let pid1 = std::process::id() == 1;
     // The network is configured right after its driver loads, and exec waits for that.
     let (net_done, net_ready) = net::readiness(pid1 && cfg.net.is_some());
     if pid1 {
@@ -197,6 +217,8 @@ async fn serve(cfg: init::BootConfig) -> Result<(), Box<dyn std::error::Error>> 
             init::CONTAINER_ROOT,
             trust::STAGING_DIR,
         )),
+        quiescer: Arc::new(freeze::Quiescer::new(workload)),
+        identity: Arc::new(resume::Identity::new(cfg.net.clone(), cfg.hostname.clone())),
         ready_uptime: exec::uptime_secs(),
     })
     .max_decoding_message_size(boxlite_protocol::MAX_MESSAGE)

@@ -20,6 +20,10 @@ pub struct AgentService {
     pub net_ready: crate::net::NetReady,
     /// Installs the box's CA when the host asks.
     pub trust: Arc<crate::trust::Installer>,
+    /// Holds the workload still between Quiesce and Resume.
+    pub quiescer: Arc<crate::freeze::Quiescer>,
+    /// The clock, entropy and name Resume sets.
+    pub identity: Arc<crate::resume::Identity>,
     /// Guest uptime when the service was built, just before it started serving.
     pub ready_uptime: f64,
 }
@@ -47,6 +51,28 @@ impl From<crate::trust::TrustError> for Status {
                 Status::failed_precondition(msg)
             }
             T::ReadBundle { .. } | T::Root(_) | T::Staging(_) => Status::internal(msg),
+        }
+    }
+}
+
+impl From<crate::freeze::FreezeError> for Status {
+    fn from(e: crate::freeze::FreezeError) -> Self {
+        let msg = crate::error_chain(&e);
+        match e {
+            // Worth another try: nothing was left frozen.
+            crate::freeze::FreezeError::NotFrozen(_) => Status::aborted(msg),
+            _ => Status::internal(msg),
+        }
+    }
+}
+
+impl From<crate::resume::ResumeError> for Status {
+    fn from(e: crate::resume::ResumeError) -> Self {
+        let msg = crate::error_chain(&e);
+        if e.is_invalid_request() {
+            Status::invalid_argument(msg)
+        } else {
+            Status::internal(msg)
         }
     }
 }
@@ -141,11 +167,15 @@ impl Agent for AgentService {
         };
         // A box's first command (a download, say) must find the network configured.
         self.net_ready.wait().await;
+        // Between Quiesce and Resume, no process starts (see `crate::freeze`).
+        let admission = self.quiescer.admit().await;
         let procs = self.procs.clone();
         // fork+exec can block; keep it off the async workers.
         let exec = tokio::task::spawn_blocking(move || {
             let _guard = tokio::runtime::Handle::current().enter();
-            procs.spawn(spec)
+            let exec = procs.spawn(spec);
+            drop(admission);
+            exec
         })
         .await
         .map_err(|e| Status::internal(format!("spawn task failed: {e}")))??;
@@ -465,6 +495,44 @@ impl Agent for AgentService {
             covered.join(", ")
         );
         Ok(Response::new(v1::InstallCaResponse { covered }))
+    }
+
+    async fn quiesce(
+        &self,
+        _req: Request<v1::QuiesceRequest>,
+    ) -> Result<Response<v1::QuiesceResponse>, Status> {
+        let frozen = self.quiescer.quiesce().await?;
+        // Write dirty pages out, so a disk copied while the guest is stopped holds what
+        // the workload wrote (the page cache itself is in the saved memory anyway).
+        // SAFETY: sync takes no arguments and cannot fail.
+        tokio::task::spawn_blocking(|| unsafe { libc::sync() })
+            .await
+            .map_err(|e| Status::internal(format!("sync task: {e}")))?;
+        eprintln!(
+            "boxlite-guest: quiesced; {}",
+            if frozen {
+                "the workload is frozen"
+            } else {
+                "no freezer, running processes go on"
+            }
+        );
+        Ok(Response::new(v1::QuiesceResponse { frozen }))
+    }
+
+    async fn resume(
+        &self,
+        req: Request<v1::ResumeRequest>,
+    ) -> Result<Response<v1::ResumeResponse>, Status> {
+        let r = req.into_inner();
+        let request = crate::resume::Request::new(r.wall_clock_ns, r.seed, r.hostname)?;
+        let identity = self.identity.clone();
+        // Clock, entropy and name first, so no workload process sees the old ones.
+        let done = tokio::task::spawn_blocking(move || identity.apply(&request))
+            .await
+            .map_err(|e| Status::internal(format!("resume task: {e}")))??;
+        self.quiescer.thaw().await?;
+        eprintln!("boxlite-guest: resumed: {}", done.join(", "));
+        Ok(Response::new(v1::ResumeResponse {}))
     }
 
     async fn shutdown(

@@ -97,6 +97,43 @@ pub fn sethostname(name: &str) -> io::Result<()> {
     check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })
 }
 
+/// Set the wall clock (`CLOCK_REALTIME`) to `ns` nanoseconds since the Unix epoch.
+pub fn set_realtime(ns: i64) -> io::Result<()> {
+    const NANOS: i64 = 1_000_000_000;
+    let ts = libc::timespec {
+        tv_sec: ns.div_euclid(NANOS) as libc::time_t,
+        tv_nsec: ns.rem_euclid(NANOS) as _,
+    };
+    // SAFETY: ts is a valid timespec that lives until the call returns.
+    check(unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) })
+}
+
+/// Mix `seed` into the kernel's input pool through `random` (an open `/dev/random` or
+/// `/dev/urandom`), credited as 8 bits a byte (`RNDADDENTROPY`), then reseed the
+/// kernel's generator from the pool (`RNDRESEEDCRNG`), so that every later read of
+/// `/dev/urandom` or `getrandom` depends on it. Both need `CAP_SYS_ADMIN`.
+pub fn add_entropy(random: &std::fs::File, seed: &[u8]) -> io::Result<()> {
+    // _IOW('R', 0x03, int[2]) and _IO('R', 0x07), from <linux/random.h>.
+    const RNDADDENTROPY: libc::Ioctl = 0x4008_5203;
+    const RNDRESEEDCRNG: libc::Ioctl = 0x5207;
+    let too_long = || io::Error::new(io::ErrorKind::InvalidInput, "seed too long");
+    let len = libc::c_int::try_from(seed.len()).map_err(|_| too_long())?;
+    let bits = len.checked_mul(8).ok_or_else(too_long)?;
+    // struct rand_pool_info { int entropy_count; int buf_size; __u32 buf[]; }, built
+    // from ints so the header is aligned.
+    let mut info: Vec<libc::c_int> = vec![bits, len];
+    info.extend(seed.chunks(4).map(|c| {
+        let mut word = [0u8; 4];
+        word[..c.len()].copy_from_slice(c);
+        libc::c_int::from_ne_bytes(word)
+    }));
+    // SAFETY: info holds the header and buf_size bytes of buffer after it; the kernel
+    // only reads it.
+    check(unsafe { libc::ioctl(random.as_raw_fd(), RNDADDENTROPY, info.as_ptr()) })?;
+    // SAFETY: RNDRESEEDCRNG takes no argument.
+    check(unsafe { libc::ioctl(random.as_raw_fd(), RNDRESEEDCRNG) })
+}
+
 /// Bring the loopback interface up, so programs that bind 127.0.0.1 work even without a NIC.
 pub fn loopback_up() -> io::Result<()> {
     set_if_up(&inet_socket()?, "lo")

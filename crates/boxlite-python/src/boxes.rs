@@ -452,6 +452,7 @@ impl From<&boxlite::BoxInfo> for BoxInfo {
             boxlite::BoxState::Starting | boxlite::BoxState::Running => "running",
             boxlite::BoxState::Stopping => "stopping",
             boxlite::BoxState::Stopped => "stopped",
+            boxlite::BoxState::Pausing | boxlite::BoxState::Paused => "paused",
             boxlite::BoxState::Failed => "failed",
         };
         BoxInfo {

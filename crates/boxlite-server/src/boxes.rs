@@ -79,6 +79,7 @@ fn status(s: BoxState) -> BoxStatus {
         BoxState::Starting | BoxState::Running => BoxStatus::Running,
         BoxState::Stopping => BoxStatus::Stopping,
         BoxState::Stopped => BoxStatus::Stopped,
+        BoxState::Pausing | BoxState::Paused => BoxStatus::Paused,
         BoxState::Failed => BoxStatus::Failed,
     }
 }

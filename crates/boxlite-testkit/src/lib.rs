@@ -224,3 +224,21 @@ impl Drop for TestHome {
         }
     }
 }
+
+/// Run `cmd` in `b` to completion and return its stdout; it must exit with code 0 (the
+/// panic shows its stderr otherwise).
+pub async fn stdout_ok(b: &boxlite::LiteBox, cmd: boxlite::BoxCommand) -> String {
+    let mut ex = b.exec(cmd).await.unwrap();
+    let mut stdout = ex.take_stdout().unwrap();
+    let mut stderr = ex.take_stderr().unwrap();
+    let (o, e) = tokio::join!(stdout.read_to_end(), stderr.read_to_end());
+    let status = ex.wait().await.unwrap();
+    let (o, e) = (o.unwrap(), e.unwrap());
+    assert_eq!(
+        status,
+        boxlite::ExitStatus::Code(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&e)
+    );
+    String::from_utf8(o).unwrap()
+}

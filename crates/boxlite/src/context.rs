@@ -79,6 +79,8 @@ pub(crate) struct Context {
     pub image_builder: crate::model::ImageBuilder,
     assets_dir: Option<PathBuf>,
     assets: OnceLock<Arc<Assets>>,
+    /// The engine's version line, asked once (it runs the binary).
+    engine_version: tokio::sync::OnceCell<String>,
     /// Boxes this runtime started, which [`Context::shut_down`] stops.
     started: Mutex<HashSet<String>>,
     closed: AtomicBool,
@@ -123,10 +125,24 @@ impl Context {
                 .map_err(|e| crate::Error::InvalidOption(e.to_string()))?,
             assets_dir,
             assets: OnceLock::new(),
+            engine_version: tokio::sync::OnceCell::new(),
             started: Mutex::new(HashSet::new()),
             closed: AtomicBool::new(false),
             shared: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The engine's version line (`qemu-system-x86_64 --version`), which saved states
+    /// record and are checked against.
+    pub(crate) async fn engine_version(&self) -> Result<String, crate::Error> {
+        let vmm = self.vmm.clone();
+        self.engine_version
+            .get_or_try_init(
+                || async move { crate::util::blocking::run(move || vmm.version()).await },
+            )
+            .await
+            .cloned()
+            .map_err(Into::into)
     }
 
     /// The agent connection the handles of box `id` share (none yet: connected on first

@@ -127,6 +127,14 @@ impl BoxPaths {
     pub fn agent_port(&self) -> PathBuf {
         self.dir.join(Self::AGENT_PORT)
     }
+    /// QEMU's monitor socket, relative to the box directory like the agent port.
+    pub const QMP: &'static str = "qmp.sock";
+
+    /// A paused box's saved state: `state` (devices), `ram` (guest memory, sparse) and
+    /// `meta.json`, written last, without which the rest does not count.
+    pub fn paused_dir(&self) -> PathBuf {
+        self.dir.join("paused")
+    }
     /// The network helper's own output (errors; guest-caused events are not logged here).
     pub fn net_log(&self) -> PathBuf {
         self.dir.join("net.log")

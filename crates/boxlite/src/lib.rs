@@ -53,6 +53,7 @@ pub use builder::{BuildError, BuildFailed};
 pub use db::DbError;
 pub use disk::DiskError;
 pub use layout::{SocketDirError, ram_root, socket_root};
+pub use litebox::snapshot::SnapshotError;
 pub use litebox::{
     BootStages, BoxCommand, BoxError, BoxInfo, BoxMetrics, BoxOptions, BoxState, CopyError,
     CopyOptions, CopyStats, ExecError, ExecOutput, ExecStdin, Execution, Health, HealthOptions,
@@ -91,6 +92,8 @@ pub enum Error {
     Box(#[from] BoxError),
     #[error(transparent)]
     Exec(#[from] ExecError),
+    #[error(transparent)]
+    Snapshot(#[from] litebox::snapshot::SnapshotError),
     #[error(transparent)]
     SocketDir(#[from] SocketDirError),
     #[error(transparent)]
@@ -171,7 +174,8 @@ impl Error {
             Error::Box(
                 BoxError::InvalidTransition { .. }
                 | BoxError::Busy { .. }
-                | BoxError::NotRunning { .. },
+                | BoxError::NotRunning { .. }
+                | BoxError::NotPaused { .. },
             ) => K::InvalidState,
             Error::InvalidOption(_) => K::InvalidArgument,
             Error::Exec(ExecError::NoSuchExecution(_)) => K::NotFound,
@@ -209,6 +213,10 @@ impl Error {
             Error::Volume(V::Exists { .. }) => K::AlreadyExists,
             Error::Db(DbError::NameTaken(_)) => K::AlreadyExists,
             Error::Portal(PortalError::Timeout { .. }) => K::Timeout,
+            Error::Snapshot(SnapshotError::Volumes { .. } | SnapshotError::Incompatible { .. }) => {
+                K::InvalidState
+            }
+            Error::Snapshot(SnapshotError::DiskFull { .. }) => K::ResourceExhausted,
             Error::ShutDown => K::Unavailable,
             _ => K::Internal,
         }

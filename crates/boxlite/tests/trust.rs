@@ -78,22 +78,7 @@ async fn teardown(rt: boxlite::Boxlite, b: LiteBox) {
     rt.remove(&b, false).await.unwrap();
 }
 
-/// Run a command to completion; its stdout, which it must produce with exit code 0.
-async fn out(b: &LiteBox, cmd: BoxCommand) -> String {
-    let mut ex = b.exec(cmd).await.unwrap();
-    let mut stdout = ex.take_stdout().unwrap();
-    let mut stderr = ex.take_stderr().unwrap();
-    let (o, e) = tokio::join!(stdout.read_to_end(), stderr.read_to_end());
-    let status = ex.wait().await.unwrap();
-    let (o, e) = (o.unwrap(), e.unwrap());
-    assert_eq!(
-        status,
-        ExitStatus::Code(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&e)
-    );
-    String::from_utf8(o).unwrap()
-}
+use boxlite_testkit::stdout_ok as out;
 
 fn sh(script: &str) -> BoxCommand {
     BoxCommand::new("sh").args(["-c", script])

@@ -104,7 +104,9 @@ pub(crate) async fn main(url: &str, cmd: Command) -> Result<i32> {
             }
         }
         // Refused above.
-        Command::Logs { .. }
+        Command::Pause { .. }
+        | Command::Resume { .. }
+        | Command::Logs { .. }
         | Command::Port { .. }
         | Command::Network { .. }
         | Command::Load { .. }
@@ -123,6 +125,8 @@ fn unavailable(cmd: &Command) -> Option<(&'static str, &'static str)> {
     const NO_ROUTE: &str = "the REST API has no route for it";
     Some(match cmd {
         Command::Logs { .. } => ("logs", NO_ROUTE),
+        Command::Pause { .. } => ("pause", NO_ROUTE),
+        Command::Resume { .. } => ("resume", NO_ROUTE),
         Command::Port { .. } => ("port", NO_ROUTE),
         Command::Network { .. } => ("network", NO_ROUTE),
         Command::Load { .. } => ("load", NO_ROUTE),

@@ -633,6 +633,7 @@ async fn build_in_vm(
         network: None,
         secrets: Default::default(),
         builder: true,
+        restore: None,
     };
     let ledger = FileLedger {
         path: work.join(PROCESSES),

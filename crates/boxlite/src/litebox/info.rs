@@ -33,6 +33,10 @@ pub struct BoxInfo {
     pub socket_dir: std::path::PathBuf,
     /// The guest's RAM while the box runs (a file on tmpfs).
     pub ram_file: std::path::PathBuf,
+    /// How the box's VM last began: a cold boot, a resume, a fork.
+    pub started_from: Option<crate::model::StartKind>,
+    /// Unix seconds of the last pause.
+    pub paused_at: Option<u64>,
 }
 
 impl BoxInfo {
@@ -59,6 +63,8 @@ impl BoxInfo {
             dir: paths.dir,
             socket_dir: SocketPaths::for_box(&row.id).dir,
             ram_file: SocketPaths::for_box(&row.id).ram(),
+            started_from: st.started_from.clone(),
+            paused_at: st.paused_at,
         }
     }
 }

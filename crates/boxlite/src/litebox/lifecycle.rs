@@ -49,6 +49,12 @@ impl LiteBox {
     }
 
     pub(super) async fn start_locked(&self, l: &mut Locked) -> Result<(), crate::Error> {
+        // A paused box resumes from its saved state, checked before anything changes: a
+        // state this host cannot load leaves the box paused.
+        let resume = match l.row.status.state() {
+            BoxState::Paused => Some(self.prepare_resume().await?),
+            _ => None,
+        };
         // Read before anything changes: a secret whose source cannot be read stops the
         // start here, so a box never runs with a secret it cannot substitute.
         let secrets = self.helper_secrets(&l.row).await?;
@@ -62,9 +68,14 @@ impl LiteBox {
             let s = sockets.clone();
             blocking::run(move || s.create(&home)).await
         };
+        let restore = match (&resume, made) {
+            (Some(r), Ok(())) => r.stage(&self.id, &sockets).await.map(Some),
+            (None, Ok(())) => Ok(None),
+            (_, Err(e)) => Err(e.into()),
+        };
         let mut guard = BootGuard::new(sockets);
-        let booted = match made {
-            Ok(()) => {
+        let booted = match restore {
+            Ok(restore) => {
                 let row = &mut l.row;
                 let paths = self.home().box_paths(&self.id);
                 let spec = VmSpec {
@@ -79,14 +90,17 @@ impl LiteBox {
                     network: Some(&row.config.network),
                     secrets,
                     builder: false,
+                    restore,
                 };
                 let ledger = RowLedger {
                     home: self.home(),
                     id: &self.id,
                 };
-                crate::vm::launch(&self.ctx, &spec, &mut row.status, &mut guard, &ledger).await
+                crate::vm::launch(&self.ctx, &spec, &mut row.status, &mut guard, &ledger)
+                    .await
+                    .map_err(|cause| self.boot_error(cause, row.status.vmm.is_some()))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         };
         // The box only counts as started once its Running state is saved; until then
         // the guard still owns the processes.
@@ -97,9 +111,14 @@ impl LiteBox {
                 st.last_error = None;
                 st.started_at = Some(now_secs());
                 st.health = Health::default();
+                st.started_from = Some(if resume.is_some() {
+                    crate::model::StartKind::Resumed
+                } else {
+                    crate::model::StartKind::Cold
+                });
                 self.transition(&mut l.row, BoxState::Running).await
             }
-            Err(cause) => Err(self.boot_error(cause, l.row.status.vmm.is_some())),
+            Err(e) => Err(e),
         };
         if let Err(e) = result {
             let survivors = guard.cleanup().await;
@@ -107,6 +126,16 @@ impl LiteBox {
             let st = &mut l.row.status;
             st.keep_processes(&survivors);
             st.last_error = Some(crate::util::error_chain(&e));
+            // A resume that failed before the guest ran leaves its saved state whole:
+            // the box is still paused.
+            if let Some(r) = &resume
+                && crate::litebox::snapshot::saved_state_complete(&r.dir)
+            {
+                if let Err(te) = self.transition(&mut l.row, BoxState::Paused).await {
+                    tracing::warn!(box_id = %self.id, error = %te, "recording a failed resume");
+                }
+                return Err(e);
+            }
             st.stopped_at = Some(now_secs());
             if let Err(te) = self.transition(&mut l.row, BoxState::Failed).await {
                 tracing::warn!(box_id = %self.id, error = %te, "recording a failed start");
@@ -123,6 +152,13 @@ impl LiteBox {
             return Err(e);
         }
         guard.disarm();
+        if let Some(r) = resume {
+            // Consumed (its meta.json went before the guest ran): the rest goes now.
+            blocking::run(move || {
+                let _ = std::fs::remove_dir_all(&r.dir);
+            })
+            .await;
+        }
         tracing::info!(box_id = %self.id, ms = ms_since(t0), "box started");
         if !self.ctx.note_started(&self.id) {
             // The runtime was shut down while this box booted: it goes too.
@@ -186,8 +222,10 @@ impl LiteBox {
     /// whether or not it ever ran: that is all `--rm` needs.
     pub async fn stop(&self, timeout: Duration) -> Result<(), crate::Error> {
         let mut l = self.lock_reconciled().await?;
-        if l.row.status.state() == BoxState::Running {
-            self.stop_locked(&mut l, timeout).await?;
+        match l.row.status.state() {
+            BoxState::Running => self.stop_locked(&mut l, timeout).await?,
+            BoxState::Paused => self.discard_paused(&mut l).await?,
+            _ => {}
         }
         if l.row.config.auto_remove
             && matches!(
@@ -239,12 +277,32 @@ impl LiteBox {
         Ok(())
     }
 
+    /// Stop a paused box: its saved state is discarded, as a stop ends a running VM.
+    async fn discard_paused(&self, l: &mut Locked) -> Result<(), crate::Error> {
+        let dir = self.home().box_paths(&self.id).paused_dir();
+        // Marked consumed first, so a crash halfway never leaves a state to resume.
+        let d = dir.clone();
+        blocking::run(move || {
+            crate::util::fsutil::remove_durably(&d.join("meta.json"))
+                .and_then(|()| std::fs::remove_dir_all(&d))
+                .map_err(|source| crate::Error::Io {
+                    context: format!("removing {}", d.display()),
+                    source,
+                })
+        })
+        .await?;
+        l.row.status.stopped_at = Some(now_secs());
+        self.transition(&mut l.row, BoxState::Stopped).await
+    }
+
     /// Stop (if running) and start again.
     pub async fn restart(&self, timeout: Duration) -> Result<(), crate::Error> {
         self.ctx.check_open()?;
         let mut l = self.lock_reconciled().await?;
-        if l.row.status.state() == BoxState::Running {
-            self.stop_locked(&mut l, timeout).await?;
+        match l.row.status.state() {
+            BoxState::Running => self.stop_locked(&mut l, timeout).await?,
+            BoxState::Paused => self.discard_paused(&mut l).await?,
+            _ => {}
         }
         *self.client.lock().await = None;
         self.start_locked(&mut l).await

@@ -23,6 +23,7 @@ pub mod metrics;
 mod network;
 mod options;
 pub(crate) mod reconcile;
+pub mod snapshot;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -73,6 +74,8 @@ pub enum BoxError {
     Busy { id: String, state: BoxState },
     #[error("box {id} is {state}; its executions ended with its VM")]
     NotRunning { id: String, state: BoxState },
+    #[error("box {id} is {state}, not paused; start it instead")]
+    NotPaused { id: String, state: BoxState },
     #[error("invalid box option: {0}")]
     InvalidOption(String),
     #[error("invalid network option")]
@@ -267,6 +270,30 @@ impl LiteBox {
         Ok(client.install_ca(ca_pem).await?)
     }
 
+    /// Freeze the running box's workload (every process exec started, and what they
+    /// started) and hold new executions until [`Self::resume_guest`]: returns whether
+    /// the guest had a freezer. A hook for tests, not part of the API.
+    #[doc(hidden)]
+    pub async fn quiesce(&self) -> Result<bool, crate::Error> {
+        let client = self.running_client().await?;
+        Ok(client.quiesce().await?)
+    }
+
+    /// Set the running box's wall clock (`wall_clock_ns` since the Unix epoch, 0 to
+    /// leave it), mix `seed` into its kernel's entropy pool, rename it `hostname` (empty
+    /// to keep it), then thaw its workload, as after a restore from a snapshot. A hook
+    /// for tests, not part of the API.
+    #[doc(hidden)]
+    pub async fn resume_guest(
+        &self,
+        wall_clock_ns: i64,
+        seed: &[u8],
+        hostname: &str,
+    ) -> Result<(), crate::Error> {
+        let client = self.running_client().await?;
+        Ok(client.resume(wall_clock_ns, seed, hostname).await?)
+    }
+
     /// A connection to the agent of a box that is running now, without starting it:
     /// [`BoxError::NotRunning`] otherwise. The shared lock is held while connecting, so
     /// a concurrent stop cannot slip in between the check and the connection.
@@ -274,6 +301,16 @@ impl LiteBox {
         {
             let l = self.lock(LockMode::Shared).await?;
             let st = &l.row.status;
+            if st.state() == BoxState::Paused {
+                // A paused box is not stopped: whatever reaches for it resumes it.
+                drop(l);
+                let mut l = self.lock_reconciled().await?;
+                if l.row.status.state() == BoxState::Paused {
+                    *self.client.lock().await = None;
+                    self.start_locked(&mut l).await?;
+                }
+                return self.cached_client(&l.row).await;
+            }
             if st.state() == BoxState::Running && st.vmm_alive() && !shim_alive(&l.row) {
                 drop(l);
                 // A running box whose shim is gone: reconciliation starts a new one.
@@ -382,8 +419,33 @@ async fn accepts(socket: &std::path::Path) -> bool {
 /// remove the box if the plan says so (`None`), and start a monitor for a running box
 /// that lost its own.
 pub(crate) async fn reconcile_held(home: &Home, l: Locked) -> Result<Option<Locked>, crate::Error> {
-    if reconcile::decide(reconcile::observe(&l.row, true)).is_leave() {
+    let plan = reconcile::decide(reconcile::observe(home, &l.row, true));
+    if plan.is_leave() {
         return Ok(Some(l));
+    }
+    if plan.continue_vm {
+        // A pause that died before its state was saved: the VM waits, stopped, with its
+        // workload frozen. Run it again; if it cannot be, it is stopped instead.
+        let cont = snapshot::continue_vm(home, &l.row).await;
+        let h = home.clone();
+        let why = cont.err().map(|e| crate::util::error_chain(&e));
+        return blocking::run(move || {
+            let mut l = l;
+            let plan = match why {
+                None => plan,
+                Some(e) => {
+                    tracing::warn!(box_id = %l.row.id, error = %e, "continuing a VM whose pause was interrupted");
+                    reconcile::Plan {
+                        kill: true,
+                        to: Some(BoxState::Stopped),
+                        ..plan
+                    }
+                }
+            };
+            reconcile::apply_blocking(&h, &mut l.row, plan)?;
+            Ok(Some(l))
+        })
+        .await;
     }
     let h = home.clone();
     let (mut l, done) = blocking::run(move || {
@@ -405,7 +467,7 @@ pub(crate) async fn reconcile_held(home: &Home, l: Locked) -> Result<Option<Lock
 /// Reconcile a row if it needs it and nobody holds the box's lock; otherwise return it as
 /// read. Returns the row as it now stands (an auto-removed box comes back as NotFound).
 pub(crate) async fn reconcile_if_idle(home: &Home, row: BoxRow) -> Result<BoxRow, crate::Error> {
-    if !reconcile::needs_reconcile(&row) {
+    if !reconcile::needs_reconcile(home, &row) {
         return Ok(row);
     }
     let path = home.layout.lock_path(&row.id);

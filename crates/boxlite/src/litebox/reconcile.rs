@@ -34,6 +34,8 @@ pub(crate) struct Observed {
     pub monitor_available: bool,
     /// The box was created to be removed once it stops.
     pub auto_remove: bool,
+    /// A complete saved state of a pause is in the box's directory.
+    pub saved_state: bool,
 }
 
 /// Why reconciliation changed a box, as its `last_error` says.
@@ -45,6 +47,14 @@ pub(crate) enum Why {
     VmExited,
     HelperExited,
     StrayProcesses,
+    /// A pause was interrupted after its state was saved: the box is paused.
+    PauseInterrupted,
+    /// A pause was interrupted before its state was saved: the VM carries on.
+    PauseAbandoned,
+    /// A resume was interrupted before the guest ran again: the box is still paused.
+    ResumeInterrupted,
+    /// A paused box's saved state is missing or incomplete.
+    SavedStateLost,
 }
 
 /// What to do about one box.
@@ -59,6 +69,9 @@ pub(crate) struct Plan {
     pub relaunch_monitor: bool,
     /// Remove the box afterwards (it was created with `auto_remove` and is at rest).
     pub remove: bool,
+    /// Run the VM's vCPUs again and thaw its workload (a pause that did not finish),
+    /// before the new state is recorded. If that fails, the box is stopped instead.
+    pub continue_vm: bool,
 }
 
 impl Plan {
@@ -68,6 +81,7 @@ impl Plan {
         why: None,
         relaunch_monitor: false,
         remove: false,
+        continue_vm: false,
     };
 
     fn settle(to: Option<BoxState>, why: Why) -> Plan {
@@ -93,7 +107,25 @@ pub(crate) fn decide(o: Observed) -> Plan {
     let any_alive = o.vmm_alive || o.helpers_alive || o.monitor_alive;
     let mut plan = match o.state {
         Creating => Plan::settle(Some(Failed), Why::CreationInterrupted),
+        // A resume that died before the guest ran: its saved state still holds.
+        Starting if o.saved_state => Plan::settle(Some(Paused), Why::ResumeInterrupted),
         Starting => Plan::settle(Some(Failed), Why::StartInterrupted),
+        // The state was saved in full; the VM has been stopped since: finish the pause.
+        Pausing if o.saved_state => Plan::settle(Some(Paused), Why::PauseInterrupted),
+        Pausing if o.vmm_alive => Plan {
+            to: Some(Running),
+            why: Some(Why::PauseAbandoned),
+            continue_vm: true,
+            ..Plan::LEAVE
+        },
+        Pausing => Plan::settle(Some(Stopped), Why::VmExited),
+        Paused if any_alive => Plan::settle(None, Why::StrayProcesses),
+        Paused if !o.saved_state => Plan {
+            to: Some(Stopped),
+            why: Some(Why::SavedStateLost),
+            ..Plan::LEAVE
+        },
+        Paused => Plan::LEAVE,
         Stopping => Plan::settle(Some(Stopped), Why::StopInterrupted),
         Running if !o.vmm_alive => Plan::settle(Some(Stopped), Why::VmExited),
         Running if o.helper_died => Plan::settle(Some(Stopped), Why::HelperExited),
@@ -114,9 +146,15 @@ pub(crate) fn decide(o: Observed) -> Plan {
 }
 
 /// Observe a box now. `lock_free` is the caller's knowledge of the lock.
-pub(crate) fn observe(row: &BoxRow, lock_free: bool) -> Observed {
+pub(crate) fn observe(home: &Home, row: &BoxRow, lock_free: bool) -> Observed {
     let st = &row.status;
     Observed {
+        saved_state: matches!(
+            st.state(),
+            BoxState::Starting | BoxState::Pausing | BoxState::Paused
+        ) && super::snapshot::saved_state_complete(
+            &home.box_paths(&row.id).paused_dir(),
+        ),
         state: st.state(),
         lock_free,
         vmm_alive: st.vmm_alive(),
@@ -138,8 +176,8 @@ pub(crate) fn observe(row: &BoxRow, lock_free: bool) -> Observed {
 
 /// Whether a box looks out of line with reality or due for removal, judged without its
 /// lock (cheap: a few `/proc` reads).
-pub(crate) fn needs_reconcile(row: &BoxRow) -> bool {
-    !decide(observe(row, true)).is_leave()
+pub(crate) fn needs_reconcile(home: &Home, row: &BoxRow) -> bool {
+    !decide(observe(home, row, true)).is_leave()
 }
 
 impl Why {
@@ -162,6 +200,21 @@ impl Why {
                 "processes of an interrupted operation were still running; they were terminated"
                     .into()
             }
+            Why::PauseInterrupted => {
+                "a pause was interrupted after the box's state was saved; the box is paused".into()
+            }
+            Why::PauseAbandoned => {
+                "a pause was interrupted before the box's state was saved; the box carries on"
+                    .into()
+            }
+            Why::ResumeInterrupted => {
+                "a resume was interrupted before the guest ran again; the box is still paused"
+                    .into()
+            }
+            Why::SavedStateLost => format!(
+                "the saved state of the paused box ({}) is missing or incomplete; the box starts afresh",
+                row.id
+            ),
         }
     }
 }
@@ -206,9 +259,11 @@ pub(crate) fn reconcile_blocking(
     row: &mut BoxRow,
     lock: &crate::util::lock::FileLock,
 ) -> Result<(Plan, bool), crate::Error> {
-    let plan = decide(observe(row, true));
-    if plan.is_leave() {
-        return Ok((plan, false));
+    let plan = decide(observe(home, row, true));
+    // Continuing a VM talks to QEMU and the agent: the async path does it
+    // ([`super::reconcile_held`]); this one leaves the box to it.
+    if plan.is_leave() || plan.continue_vm {
+        return Ok((Plan::LEAVE, false));
     }
     apply_blocking(home, row, plan)?;
     if plan.remove {
@@ -264,7 +319,7 @@ mod tests {
     fn all() -> Vec<Observed> {
         let mut v = Vec::new();
         for state in ALL_STATES {
-            for bits in 0..128u32 {
+            for bits in 0..256u32 {
                 let b = |i: u32| bits & (1 << i) != 0;
                 v.push(Observed {
                     state,
@@ -275,6 +330,7 @@ mod tests {
                     monitor_alive: b(3),
                     monitor_available: b(4),
                     auto_remove: b(5),
+                    saved_state: b(7),
                 });
             }
         }
@@ -298,7 +354,7 @@ mod tests {
             let end = p.to.unwrap_or(o.state);
             if o.lock_free {
                 assert!(
-                    matches!(end, Configured | Running | Stopped | Failed),
+                    matches!(end, Configured | Running | Stopped | Paused | Failed),
                     "{o:?} ends {end}"
                 );
             }
@@ -316,6 +372,10 @@ mod tests {
                     (p.to, p.why),
                     (Some(Failed), Some(Why::CreationInterrupted))
                 ),
+                Starting if o.saved_state => {
+                    assert!(p.kill, "{o:?}");
+                    assert_eq!((p.to, p.why), (Some(Paused), Some(Why::ResumeInterrupted)));
+                }
                 Starting => {
                     assert!(p.kill, "{o:?}");
                     assert_eq!((p.to, p.why), (Some(Failed), Some(Why::StartInterrupted)));
@@ -367,6 +427,47 @@ mod tests {
             assert!(!p.relaunch_monitor, "{o:?}");
             if any {
                 assert_eq!(p.why, Some(Why::StrayProcesses), "{o:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_interrupted_pause_ends_paused_when_saved_running_when_the_vm_lives_else_stopped() {
+        for o in all()
+            .into_iter()
+            .filter(|o| o.lock_free && o.state == Pausing)
+        {
+            let p = decide(o);
+            let (to, kill, cont) = if o.saved_state {
+                (Paused, true, false)
+            } else if o.vmm_alive {
+                (Running, false, true)
+            } else {
+                (Stopped, true, false)
+            };
+            assert_eq!(
+                (p.to, p.kill, p.continue_vm),
+                (Some(to), kill, cont),
+                "{o:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_paused_box_keeps_its_state_and_loses_only_stray_processes() {
+        for o in all()
+            .into_iter()
+            .filter(|o| o.lock_free && o.state == Paused)
+        {
+            let p = decide(o);
+            let any = o.vmm_alive || o.helpers_alive || o.monitor_alive;
+            assert_eq!(p.kill, any, "{o:?}");
+            if any {
+                assert_eq!(p.to, None, "{o:?}");
+            } else if !o.saved_state {
+                assert_eq!((p.to, p.why), (Some(Stopped), Some(Why::SavedStateLost)));
+            } else {
+                assert_eq!(p, Plan::LEAVE, "{o:?}");
             }
         }
     }

@@ -139,6 +139,48 @@ pub struct BoxStatus {
     pub stopped_at: Option<u64>,
     /// How the last start spent its time.
     pub boot: Option<BootTimings>,
+    /// How the last start began: a cold boot, a resume, a fork.
+    pub started_from: Option<StartKind>,
+    /// The running VM's machine (the engine's [`crate::vmm::Vmm::machine`]): what a saved
+    /// state of it depends on.
+    pub machine: Vec<String>,
+    /// Unix seconds of the last pause.
+    pub paused_at: Option<u64>,
+}
+
+/// How a box's VM began.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum StartKind {
+    /// The kernel booted.
+    Cold,
+    /// A paused box continued from its saved state.
+    Resumed,
+    /// Restored from one of its own snapshots.
+    Restored { snapshot: String },
+    /// A fork of another box's memory state (`boxlite clone`).
+    Cloned {
+        source: String,
+        snapshot: Option<String>,
+    },
+    /// A fork of the image's template (warm start).
+    Template { key: String },
+}
+
+impl std::fmt::Display for StartKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartKind::Cold => f.write_str("cold boot"),
+            StartKind::Resumed => f.write_str("resumed"),
+            StartKind::Restored { snapshot } => write!(f, "restored from snapshot {snapshot}"),
+            StartKind::Cloned {
+                source,
+                snapshot: Some(s),
+            } => write!(f, "cloned from {source}@{s}"),
+            StartKind::Cloned { source, .. } => write!(f, "cloned from {source}"),
+            StartKind::Template { key } => write!(f, "warm start (template {key})"),
+        }
+    }
 }
 
 /// A status as stored, read leniently: missing fields take their defaults, unknown ones
@@ -162,6 +204,9 @@ struct StoredStatus {
     started_at: Option<u64>,
     stopped_at: Option<u64>,
     boot: Option<BootTimings>,
+    started_from: Option<StartKind>,
+    machine: Vec<String>,
+    paused_at: Option<u64>,
 }
 
 impl From<StoredStatus> for BoxStatus {
@@ -183,6 +228,9 @@ impl From<StoredStatus> for BoxStatus {
             started_at: s.started_at,
             stopped_at: s.stopped_at,
             boot: s.boot,
+            started_from: s.started_from,
+            machine: s.machine,
+            paused_at: s.paused_at,
         }
     }
 }

@@ -14,7 +14,7 @@ pub mod volume;
 
 pub use boxes::{
     BootTimings, BoxConfig, BoxRow, BoxStatus, Health, HealthOptions, HealthState, LEGACY_RECORD,
-    legacy_row,
+    StartKind, legacy_row,
 };
 pub use image::{BuildReport, Compression, ImageBuilder, ImageRecord, Layer, RunConfig};
 pub use network::{HostSpec, NetworkMode, NetworkSpec, NetworkSpecError, PortSpec};

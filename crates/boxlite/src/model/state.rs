@@ -5,6 +5,11 @@
 //!               │            │            │           │                     │
 //!               └──> Failed <┘     Failed <┘           └──> Stopped          └─> Starting
 //!                      └─> Starting
+//!
+//!   Running ─> Pausing ─> Paused ─> Starting (resume) ─> Running
+//!                 │          │         └─> Paused (the resume failed before the guest ran)
+//!                 │          └─> Stopped (the saved state is discarded)
+//!                 └─> Running (the pause failed), Stopped (the VM died meanwhile)
 //! ```
 //!
 //! Every slow step has a state of its own, written before the step begins (`Creating`,
@@ -28,19 +33,26 @@ pub enum BoxState {
     /// Shutting down.
     Stopping,
     Stopped,
+    /// Its memory and device state being saved; the VM is still there.
+    Pausing,
+    /// No VM: its memory and device state are saved in the box's directory, and a
+    /// resume (or any command that needs the box) continues it where it was.
+    Paused,
     /// A creation or start went wrong or was interrupted; the record says why. Can be
     /// started again.
     Failed,
 }
 
 /// Every state, for exhaustive tests.
-pub const ALL_STATES: [BoxState; 7] = [
+pub const ALL_STATES: [BoxState; 9] = [
     BoxState::Creating,
     BoxState::Configured,
     BoxState::Starting,
     BoxState::Running,
     BoxState::Stopping,
     BoxState::Stopped,
+    BoxState::Pausing,
+    BoxState::Paused,
     BoxState::Failed,
 ];
 
@@ -62,6 +74,8 @@ impl<'de> Deserialize<'de> for BoxState {
             "Running" => BoxState::Running,
             "Stopping" => BoxState::Stopping,
             "Stopped" => BoxState::Stopped,
+            "Pausing" => BoxState::Pausing,
+            "Paused" => BoxState::Paused,
             _ => BoxState::Failed,
         })
     }
@@ -79,10 +93,12 @@ impl BoxState {
     /// Whether a VM may exist in this state, so removing the box needs force.
     pub fn is_active(self) -> bool {
         match self {
-            BoxState::Starting | BoxState::Running | BoxState::Stopping => true,
-            BoxState::Creating | BoxState::Configured | BoxState::Stopped | BoxState::Failed => {
-                false
-            }
+            BoxState::Starting | BoxState::Running | BoxState::Stopping | BoxState::Pausing => true,
+            BoxState::Creating
+            | BoxState::Configured
+            | BoxState::Stopped
+            | BoxState::Paused
+            | BoxState::Failed => false,
         }
     }
 
@@ -93,33 +109,47 @@ impl BoxState {
         match self {
             Creating => match to {
                 Configured | Failed => true,
-                Creating | Starting | Running | Stopping | Stopped => false,
+                Creating | Starting | Running | Stopping | Stopped | Pausing | Paused => false,
             },
             Configured => match to {
                 Starting | Failed => true,
-                Creating | Configured | Running | Stopping | Stopped => false,
+                Creating | Configured | Running | Stopping | Stopped | Pausing | Paused => false,
             },
             Starting => match to {
-                Running | Failed => true,
-                Creating | Configured | Starting | Stopping | Stopped => false,
+                // Paused: a resume that failed before the guest ran again.
+                Running | Failed | Paused => true,
+                Creating | Configured | Starting | Stopping | Stopped | Pausing => false,
             },
             Running => match to {
                 // Stopped directly: the VM exited on its own.
-                Stopping | Stopped => true,
-                Creating | Configured | Starting | Running | Failed => false,
+                Stopping | Stopped | Pausing => true,
+                Creating | Configured | Starting | Running | Failed | Paused => false,
             },
             Stopping => match to {
                 Stopped => true,
-                Creating | Configured | Starting | Running | Stopping | Failed => false,
+                Creating | Configured | Starting | Running | Stopping | Failed | Pausing
+                | Paused => false,
             },
             Stopped => match to {
                 // Failed: processes of an interrupted operation turned up and were ended.
                 Starting | Failed => true,
-                Creating | Configured | Running | Stopping | Stopped => false,
+                Creating | Configured | Running | Stopping | Stopped | Pausing | Paused => false,
+            },
+            Pausing => match to {
+                // Running: the pause failed and the VM carries on; Stopped: it died.
+                Paused | Running | Stopped => true,
+                Creating | Configured | Starting | Stopping | Failed | Pausing => false,
+            },
+            Paused => match to {
+                // Starting: a resume; Stopped: the saved state is discarded; Failed:
+                // processes of an interrupted operation turned up and were ended.
+                Starting | Stopped | Failed => true,
+                Creating | Configured | Running | Stopping | Pausing | Paused => false,
             },
             Failed => match to {
                 Starting => true,
-                Creating | Configured | Running | Stopping | Stopped | Failed => false,
+                Creating | Configured | Running | Stopping | Stopped | Failed | Pausing
+                | Paused => false,
             },
         }
     }
@@ -153,6 +183,14 @@ mod tests {
         (Stopped, Starting),
         (Stopped, Failed),
         (Failed, Starting),
+        (Starting, Paused),
+        (Running, Pausing),
+        (Pausing, Paused),
+        (Pausing, Running),
+        (Pausing, Stopped),
+        (Paused, Starting),
+        (Paused, Stopped),
+        (Paused, Failed),
     ];
 
     #[test]
@@ -170,11 +208,15 @@ mod tests {
     }
 
     #[test]
-    fn no_state_goes_to_itself_and_running_is_only_reached_through_starting() {
+    fn no_state_goes_to_itself_and_running_is_only_reached_through_starting_or_a_failed_pause() {
         for s in ALL_STATES {
             assert!(!s.can_transition(s), "{s} -> {s}");
             assert!(!s.can_transition(Creating), "{s} -> Creating");
-            assert_eq!(s.can_transition(Running), s == Starting, "{s} -> Running");
+            assert_eq!(
+                s.can_transition(Running),
+                s == Starting || s == Pausing,
+                "{s} -> Running"
+            );
         }
     }
 
@@ -204,7 +246,7 @@ mod tests {
     #[test]
     fn active_states_are_exactly_those_in_which_a_vm_may_run() {
         let active: Vec<BoxState> = ALL_STATES.into_iter().filter(|s| s.is_active()).collect();
-        assert_eq!(active, [Starting, Running, Stopping]);
+        assert_eq!(active, [Starting, Running, Stopping, Pausing]);
     }
 
     #[test]

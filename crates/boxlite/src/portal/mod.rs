@@ -389,6 +389,42 @@ impl AgentClient {
             .map_err(|s| PortalError::rpc("InstallCa", s))
     }
 
+    /// Hold the box's workload still before a memory snapshot: every process started by
+    /// exec (and its descendants) is frozen, and new executions wait until
+    /// [`Self::resume`]. Returns whether the guest had a freezer; without one, running
+    /// processes go on. Calling it again changes nothing.
+    pub async fn quiesce(&self) -> Result<bool, PortalError> {
+        self.stub
+            .clone()
+            .quiesce(v1::QuiesceRequest {})
+            .await
+            .map(|r| r.into_inner().frozen)
+            .map_err(|s| PortalError::rpc("Quiesce", s))
+    }
+
+    /// Make a restored guest its own, then let its workload run again: set its wall clock
+    /// to `wall_clock_ns` since the Unix epoch (0 leaves it), mix `seed` (32 to 512 bytes
+    /// of host entropy) into its kernel's pool and reseed, and rename it `hostname`
+    /// (empty keeps the name), in that order, before the workload thaws. An invalid
+    /// argument changes nothing. Safe without a prior [`Self::quiesce`].
+    pub async fn resume(
+        &self,
+        wall_clock_ns: i64,
+        seed: &[u8],
+        hostname: &str,
+    ) -> Result<(), PortalError> {
+        self.stub
+            .clone()
+            .resume(v1::ResumeRequest {
+                wall_clock_ns,
+                seed: seed.to_vec(),
+                hostname: hostname.to_string(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| PortalError::rpc("Resume", s))
+    }
+
     pub async fn stats(&self) -> Result<v1::StatsResponse, PortalError> {
         self.stub
             .clone()

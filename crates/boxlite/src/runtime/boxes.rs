@@ -285,7 +285,7 @@ impl Boxlite {
         // box that cannot be reconciled does not stop the others (or the command).
         for row in home.db.list()? {
             let lock_path = home.layout.lock_path(&row.id);
-            if !litebox::reconcile::needs_reconcile(&row) {
+            if !litebox::reconcile::needs_reconcile(home, &row) {
                 continue;
             }
             let Ok(Some(lock)) = FileLock::try_acquire(&lock_path, LockMode::Exclusive) else {

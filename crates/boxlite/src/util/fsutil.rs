@@ -55,6 +55,96 @@ pub fn copy_sparse_hashed(src: &Path, dst: &Path) -> io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// Copy `src` to a new file `dst` (which must not exist), keeping it sparse: holes of
+/// `src` are skipped (`SEEK_DATA`), and so are all-zero blocks inside its data. Returns
+/// the bytes written. `dst` is synced. Used for guest RAM files, where most of a large
+/// file is untouched.
+pub fn copy_sparse(src: &Path, dst: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    const BLOCK: usize = 256 << 10;
+    let input = File::open(src)?;
+    let len = input.metadata()?.len();
+    let out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dst)?;
+    out.set_len(len)?;
+    let mut buf = vec![0u8; BLOCK];
+    let mut written = 0u64;
+    let mut pos = 0u64;
+    while pos < len {
+        let Some(data) = seek_data(&input, pos)? else {
+            break;
+        };
+        let end = seek_hole(&input, data)?.min(len);
+        let mut at = data;
+        while at < end {
+            let want = usize::try_from((end - at).min(BLOCK as u64)).unwrap_or(BLOCK);
+            let n = input.read_at(&mut buf[..want], at)?;
+            if n == 0 {
+                break;
+            }
+            if buf[..n].iter().any(|&b| b != 0) {
+                out.write_all_at(&buf[..n], at)?;
+                written += n as u64;
+            }
+            at += n as u64;
+        }
+        pos = end.max(at);
+    }
+    out.sync_all()?;
+    Ok(written)
+}
+
+/// The next offset at or after `from` that holds data, or `None` past the last.
+fn seek_data(f: &File, from: u64) -> io::Result<Option<u64>> {
+    lseek(f, from, libc::SEEK_DATA)
+}
+
+/// The next hole at or after `from` (the end of the file counts as one).
+fn seek_hole(f: &File, from: u64) -> io::Result<u64> {
+    Ok(lseek(f, from, libc::SEEK_HOLE)?.unwrap_or(from))
+}
+
+fn lseek(f: &File, from: u64, whence: i32) -> io::Result<Option<u64>> {
+    use std::os::fd::AsRawFd;
+    let off = i64::try_from(from).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: lseek on a descriptor we own; it does not touch memory.
+    let r = unsafe { libc::lseek(f.as_raw_fd(), off, whence) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENXIO) => Ok(None),
+            // A filesystem without SEEK_DATA: treat everything as data.
+            Some(libc::EINVAL) if whence == libc::SEEK_DATA => Ok(Some(from)),
+            Some(libc::EINVAL) => Ok(Some(f.metadata()?.len())),
+            _ => Err(e),
+        };
+    }
+    #[allow(clippy::cast_sign_loss)]
+    Ok(Some(r as u64))
+}
+
+/// Remove a file and sync its directory, so the removal survives a crash. A file that is
+/// already gone is fine.
+pub fn remove_durably(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    sync_parent(path)
+}
+
+/// fsync the directory holding `path`.
+pub fn sync_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
 /// Write a file atomically: a temporary sibling, fsync, rename.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
@@ -84,6 +174,34 @@ pub fn tail_file(path: &Path, max: usize) -> String {
     let mut data = Vec::with_capacity(max.min(1 << 20));
     let _ = f.take(max as u64).read_to_end(&mut data);
     String::from_utf8_lossy(&data).replace('\r', "")
+}
+
+#[cfg(test)]
+mod sparse_tests {
+    use super::*;
+
+    #[test]
+    fn a_sparse_copy_keeps_content_and_leaves_holes_and_zero_blocks_out() {
+        use std::os::unix::fs::{FileExt, MetadataExt};
+        let dir = std::env::temp_dir().join(format!("bx-sparse-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (src, dst) = (dir.join("src"), dir.join("dst"));
+        let f = File::create(&src).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(&vec![0u8; 4 << 20], 8 << 20).unwrap(); // data, all zero
+        f.write_all_at(b"tail", (64 << 20) - 4).unwrap();
+        drop(f);
+
+        let written = copy_sparse(&src, &dst).unwrap();
+        let again = copy_sparse(&src, &dst).unwrap_err();
+
+        assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
+        assert!(written < 1 << 20, "{written} bytes written");
+        assert!(std::fs::metadata(&dst).unwrap().blocks() * 512 < 2 << 20);
+        assert_eq!(again.kind(), io::ErrorKind::AlreadyExists);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
 
 #[cfg(test)]

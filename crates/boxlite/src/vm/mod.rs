@@ -58,6 +58,14 @@ pub enum BootError {
         #[source]
         source: PortalError,
     },
+    #[error(
+        "the saved state describes another machine than this box would now get (saved: {saved}; now: {now})"
+    )]
+    MachineChanged { saved: String, now: String },
+    #[error("loading the saved state into the VM")]
+    Restore(#[source] crate::vmm::qmp::QmpError),
+    #[error("giving the restored guest its clock, entropy and identity")]
+    Resume(#[source] PortalError),
     #[error("mounting volumes in the box")]
     MountVolumes(#[source] PortalError),
     #[error(
@@ -190,6 +198,25 @@ pub(crate) struct VmSpec<'a> {
     pub secrets: crate::net::HelperSecrets,
     /// An image build: its shim serves the channel only (there is no box row).
     pub builder: bool,
+    /// Start from a saved state instead of booting the kernel.
+    pub restore: Option<Restore>,
+}
+
+/// A saved state to start a VM from: a paused box's own, or a snapshot's for a fork.
+#[derive(Debug, Clone)]
+pub(crate) struct Restore {
+    /// The device state (QEMU's migration stream).
+    pub state: PathBuf,
+    /// `None`: the guest RAM file is the box's own, already in place at its RAM path,
+    /// mapped shared. `Some(path)`: a snapshot's RAM file, mapped privately (copy on
+    /// write; the file is never written).
+    pub shared_ram: Option<PathBuf>,
+    /// Removed once the state is loaded and before the vCPUs run: from then on the guest
+    /// changes its disk, and the saved state no longer matches it.
+    pub consumed: Option<PathBuf>,
+    /// The machine the state was saved from ([`crate::vmm::Vmm::machine`]); the VM is
+    /// not started unless its own is the same.
+    pub machine: Vec<String>,
 }
 
 /// Start one helper behind the gate: record it (through `set` and the ledger), then let
@@ -320,13 +347,29 @@ pub(crate) async fn launch<L: ProcessLedger>(
         cpus: spec.cpus,
         dir: paths.dir.clone(),
         agent_port: PathBuf::from(crate::layout::BoxPaths::AGENT_PORT),
-        ram_file: sockets.ram(),
+        ram_file: spec
+            .restore
+            .as_ref()
+            .and_then(|r| r.shared_ram.clone())
+            .unwrap_or_else(|| sockets.ram()),
+        ram_shared: spec.restore.as_ref().is_none_or(|r| r.shared_ram.is_none()),
+        qmp_socket: PathBuf::from(crate::layout::BoxPaths::QMP),
+        incoming: spec.restore.is_some(),
         fs,
         net,
         console_log: paths.console_log(),
         vmm_log: paths.vmm_log(),
         marker,
     };
+    rec.machine = ctx.vmm.machine(&cfg);
+    if let Some(r) = &spec.restore
+        && r.machine != rec.machine
+    {
+        return Err(BootError::MachineChanged {
+            saved: r.machine.join(" "),
+            now: rec.machine.join(" "),
+        });
+    }
     let vmm_cmd = ctx.vmm.command(&cfg);
     tracing::debug!(binary = %vmm_cmd.binary.display(), args = ?vmm_cmd.args, "starting the VMM");
     let vm = start_helper(ctx.vmm.name(), &vmm_cmd, rec, guard, ledger, |r, p| {
@@ -338,6 +381,20 @@ pub(crate) async fn launch<L: ProcessLedger>(
         ..Default::default()
     };
     tracing::debug!(ms = timings.vmm_spawned_ms, "vmm spawned");
+    let mut vm_child = vm;
+    if let Some(r) = &spec.restore {
+        let load = restore_state(&paths.dir, r);
+        tokio::select! {
+            res = load => res?,
+            st = vm_child.wait() => {
+                return Err(BootError::VmmExited {
+                    status: status_text(st.ok()),
+                    qemu_log: tail_file(&paths.vmm_log(), 1000),
+                });
+            }
+        }
+        tracing::debug!(ms = ms_since(t0), "state loaded, vCPUs running");
+    }
 
     // The shim owns the host end of the agent's port from now on; it connects to QEMU's
     // socket and listens on the box's own.
@@ -348,7 +405,6 @@ pub(crate) async fn launch<L: ProcessLedger>(
     .await?;
     tracing::debug!(ms = ms_since(t0), "shim spawned");
 
-    let mut vm_child = vm;
     let socket = sockets.agent();
     let timeout = ctx.boot_timeout;
     let ready = async {
@@ -401,6 +457,15 @@ pub(crate) async fn launch<L: ProcessLedger>(
     };
     timings.agent_ready_ms = ms_since(t0);
     tracing::debug!(ms = timings.agent_ready_ms, "agent ready");
+    if spec.restore.is_some() {
+        // Before any workload process runs again: the wall clock of now (the guest's
+        // continues from the snapshot), fresh entropy (every restore of one snapshot
+        // would otherwise draw the same random bytes), and this box's identity.
+        resume_guest(&client, &id)
+            .await
+            .map_err(BootError::Resume)?;
+        tracing::debug!(ms = ms_since(t0), "guest resumed");
+    }
     if !spec.volumes.is_empty() {
         let mounts: Vec<(String, String, bool)> = spec
             .volumes
@@ -430,6 +495,52 @@ pub(crate) async fn launch<L: ProcessLedger>(
 }
 
 const SHIM_HELPER: &str = "boxlite-shim";
+
+/// Give a guest that ran on from a saved state the wall clock of now, fresh entropy from
+/// the host and the identity of box `id` (its hostname), then thaw its workload.
+pub(crate) async fn resume_guest(client: &AgentClient, id: &str) -> Result<(), PortalError> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let seed: [u8; 64] = rand::random();
+    client
+        .resume(
+            i64::try_from(now.as_nanos()).unwrap_or(i64::MAX),
+            &seed,
+            &id[..id.len().min(12)],
+        )
+        .await
+}
+
+/// How long QEMU may take to listen on its monitor socket.
+const QMP_READY: Duration = Duration::from_secs(10);
+
+/// Load `r`'s state into the QEMU just started in `dir` (waiting with `-incoming
+/// defer`), mark the saved state consumed, and run the vCPUs.
+async fn restore_state(dir: &Path, r: &Restore) -> Result<(), BootError> {
+    let mut qmp = crate::vmm::qmp::Qmp::connect(&dir.join(BoxPaths::QMP), QMP_READY)
+        .await
+        .map_err(BootError::Restore)?;
+    let state = std::fs::File::open(&r.state).map_err(|source| {
+        BootError::Restore(crate::vmm::qmp::QmpError::Io {
+            what: format!("opening {}", r.state.display()),
+            source,
+        })
+    })?;
+    qmp.load_state(&state).await.map_err(BootError::Restore)?;
+    if let Some(marker) = &r.consumed {
+        let m = marker.clone();
+        crate::util::blocking::run(move || crate::util::fsutil::remove_durably(&m))
+            .await
+            .map_err(|source| {
+                BootError::Restore(crate::vmm::qmp::QmpError::Io {
+                    what: format!("marking {} consumed", marker.display()),
+                    source,
+                })
+            })?;
+    }
+    qmp.cont().await.map_err(BootError::Restore)
+}
 
 /// Refuse to start a VM whose RAM file cannot fit where it goes: a full tmpfs makes QEMU
 /// die of SIGBUS on the guest's next page fault, long after the start looked fine.

@@ -3,6 +3,7 @@
 
 pub mod accel;
 pub mod qemu;
+pub mod qmp;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -46,8 +47,16 @@ pub struct VmConfig {
     /// The agent's virtio-serial port: the engine listens on this unix socket (relative to
     /// `dir`) and the box's shim connects to it.
     pub agent_port: PathBuf,
-    /// Guest RAM: a file on tmpfs, mapped shared.
+    /// Guest RAM: a file on tmpfs, mapped shared (the box's own), or a snapshot's file
+    /// mapped privately (a fork: pages are copied on write, never written back).
     pub ram_file: PathBuf,
+    /// Map `ram_file` shared (`share=on`); false for a fork of a snapshot.
+    pub ram_shared: bool,
+    /// QEMU's monitor (QMP) socket, relative to `dir`.
+    pub qmp_socket: PathBuf,
+    /// Start with the vCPUs stopped, waiting for a saved state on the monitor
+    /// (`-incoming defer`) instead of booting the kernel.
+    pub incoming: bool,
     /// Shared directories, in order.
     pub fs: Vec<FsDevice>,
     /// The NIC, when the box has a network.
@@ -86,4 +95,9 @@ pub trait Vmm: Send + Sync + fmt::Debug {
     /// The process that boots `cfg`; the caller starts it (behind the spawn gate) and
     /// owns it from then on.
     fn command(&self, cfg: &VmConfig) -> HelperCommand;
+    /// What a saved state of `cfg` depends on besides the engine build: the machine, the
+    /// accelerator, the CPU count and model, the memory size, and every device in order,
+    /// with paths and other per-instance values left out. A state loads only into a VM
+    /// whose machine is the same.
+    fn machine(&self, cfg: &VmConfig) -> Vec<String>;
 }

@@ -66,13 +66,21 @@ impl Qemu {
         push("on");
         push("-serial");
         push(&format!("file:{}", cfg.console_log.display()));
+        // The monitor, for pausing, snapshots and restores; in the box directory (0700).
+        push("-qmp");
+        push(&format!(
+            "unix:{},server=on,wait=off",
+            cfg.qmp_socket.display()
+        ));
         // Guest RAM in a file on tmpfs, shared: vhost-user backends (virtiofsd) map it, and a
-        // memory snapshot is the device state plus this file.
+        // memory snapshot is the device state plus this file. A fork maps a snapshot's
+        // file privately instead.
         push("-object");
         push(&format!(
-            "memory-backend-file,id=mem,size={}M,mem-path={},share=on",
+            "memory-backend-file,id=mem,size={}M,mem-path={},share={}",
             cfg.memory_mib,
-            cfg.ram_file.display()
+            cfg.ram_file.display(),
+            if cfg.ram_shared { "on" } else { "off" }
         ));
         push("-machine");
         push("memory-backend=mem");
@@ -148,8 +156,41 @@ impl Qemu {
         cmdline.extend(cfg.cmdline.iter().cloned());
         push("-append");
         push(&cmdline.join(" "));
+        if cfg.incoming {
+            push("-incoming");
+            push("defer");
+        }
         a
     }
+}
+
+/// The options that shape the machine a migration stream describes. The memory backend's
+/// path and sharing, the chardevs' and drives' paths, the kernel, its command line and the
+/// console are per instance, and left out; so is the NIC's MAC (each network has its own
+/// user-mode stack).
+fn machine_of(args: &[OsString]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = args.iter().map(|a| a.to_string_lossy().into_owned());
+    while let Some(flag) = it.next() {
+        let keep = matches!(
+            flag.as_str(),
+            "-M" | "-accel" | "-cpu" | "-smp" | "-m" | "-device"
+        );
+        let takes_value = !matches!(
+            flag.as_str(),
+            "-nodefaults" | "-no-user-config" | "-nographic" | "-no-reboot"
+        );
+        let value = if takes_value { it.next() } else { None };
+        if let (true, Some(v)) = (keep, value) {
+            let v = v
+                .split(',')
+                .filter(|kv| !kv.starts_with("mac="))
+                .collect::<Vec<_>>()
+                .join(",");
+            out.push(format!("{flag} {v}"));
+        }
+    }
+    out
 }
 
 /// The guest's NIC, attached to netdev `net0`.
@@ -202,6 +243,10 @@ impl Vmm for Qemu {
             })
     }
 
+    fn machine(&self, cfg: &VmConfig) -> Vec<String> {
+        machine_of(&self.args(cfg, None))
+    }
+
     fn command(&self, cfg: &VmConfig) -> HelperCommand {
         HelperCommand::new(&self.binary, &cfg.vmm_log)
             .args(self.args(cfg, host_tsc_khz()))
@@ -227,6 +272,9 @@ mod tests {
             dir: "/b".into(),
             agent_port: "port.sock".into(),
             ram_file: "/dev/shm/boxlite-0/x.ram".into(),
+            ram_shared: true,
+            qmp_socket: "qmp.sock".into(),
+            incoming: false,
             fs: Vec::new(),
             net: None,
             console_log: "/b/console.log".into(),
@@ -306,6 +354,68 @@ mod tests {
         c.net.as_mut().unwrap().backend = NetBackend::SlirpYardstick;
         let a = joined(&q, &c);
         assert!(a.contains("-netdev user,id=net0,ipv6=off -device virtio-net-device,netdev=net0,mac=52:54:00:12:34:56,host_mtu=65520"), "{a}");
+    }
+
+    #[test]
+    fn the_machine_keeps_devices_in_order_and_leaves_out_paths_and_macs() {
+        let q = Qemu {
+            binary: "qemu".into(),
+        };
+        let mut c = cfg(Accel::Tcg);
+        c.net = Some(crate::vmm::NetDevice {
+            mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+            mtu: 65520,
+            backend: NetBackend::Helper {
+                socket: "/tmp/boxlite-0/x/n.sock".into(),
+            },
+        });
+        let m = q.machine(&c);
+        let mut other = c.clone();
+        other.ram_file = "/snap/ram".into();
+        other.ram_shared = false;
+        other.root_disk = "/c/disk.qcow2".into();
+        other.incoming = true;
+        other.cmdline = vec!["boxlite.hostname=zzz".into()];
+        other.net.as_mut().unwrap().mac = [2, 0, 0, 0, 0, 1];
+        let mut bigger = c.clone();
+        bigger.memory_mib = 1024;
+        let mut no_net = c.clone();
+        no_net.net = None;
+
+        assert_eq!(
+            m,
+            [
+                "-M microvm",
+                "-accel tcg,thread=multi,tb-size=64",
+                "-smp 2",
+                "-m 512M",
+                "-device virtio-serial-device,max_ports=2",
+                "-device virtserialport,chardev=agent,name=boxlite.agent",
+                "-device virtio-net-device,netdev=net0,host_mtu=65520",
+                "-device virtio-rng-device",
+                "-device virtio-blk-device,drive=root",
+            ]
+        );
+        assert_eq!(q.machine(&other), m);
+        assert_ne!(q.machine(&bigger), m);
+        assert_ne!(q.machine(&no_net), m);
+    }
+
+    #[test]
+    fn a_fork_maps_its_ram_privately_and_waits_for_the_state() {
+        let q = Qemu {
+            binary: "qemu".into(),
+        };
+        let mut c = cfg(Accel::Tcg);
+        c.ram_shared = false;
+        c.incoming = true;
+        let a = joined(&q, &c);
+        assert!(
+            a.contains("mem-path=/dev/shm/boxlite-0/x.ram,share=off"),
+            "{a}"
+        );
+        assert!(a.ends_with("-incoming defer"), "{a}");
+        assert!(a.contains("-qmp unix:qmp.sock,server=on,wait=off"), "{a}");
     }
 
     #[test]
