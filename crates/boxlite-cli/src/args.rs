@@ -116,6 +116,9 @@ pub(crate) struct CreateArgs {
     /// bodies). Repeatable.
     #[arg(long = "secret-body", value_name = "NAME")]
     pub(crate) secret_body: Vec<String>,
+    /// Boot the kernel even when the image has a warm-start template, and leave none.
+    #[arg(long = "no-warm-start")]
+    pub(crate) no_warm_start: bool,
 }
 
 /// `--secret NAME@HOST[,HOST...]` or `NAME=ENVVAR@HOST[,HOST...]`: a secret whose value
@@ -162,6 +165,7 @@ impl CreateArgs {
     /// The box options these flags ask for; `cmd` replaces the image's default command.
     pub(crate) fn options(&self, image: &str, cmd: &[String]) -> Result<BoxOptions> {
         let mut o = BoxOptions::new(image)
+            .warm_start(!self.no_warm_start)
             .memory_mib(self.memory)
             .cpus(self.cpus)
             .auto_remove(self.rm)
@@ -346,6 +350,27 @@ pub(crate) enum Command {
         #[arg(required = true, value_name = "BOX")]
         boxes: Vec<String>,
     },
+    /// Snapshots of a box: its memory and disk (running), its saved state and disk
+    /// (paused), or its disk (stopped, or with --disk-only).
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+    /// New boxes from a box's present state or one of its snapshots (BOX@SNAPSHOT). With
+    /// memory (a running or paused box, a memory snapshot) they run at once where the
+    /// source was, each with its own disk, id, hostname, network and random seed;
+    /// otherwise they are created stopped. Prints their ids.
+    Clone {
+        /// BOX or BOX@SNAPSHOT.
+        #[arg(value_name = "BOX[@SNAPSHOT]")]
+        source: String,
+        /// The clone's name (NAME-1, NAME-2, ... with -n).
+        #[arg(long)]
+        name: Option<String>,
+        /// How many clones.
+        #[arg(short = 'n', long = "count", default_value_t = 1)]
+        count: usize,
+    },
     /// Stop and start boxes.
     Restart {
         #[arg(short = 't', long = "time", default_value_t = 10)]
@@ -466,8 +491,51 @@ pub(crate) enum ImageCommand {
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<String>,
     },
-    /// Remove root filesystems and blobs that no image reference and no box uses.
+    /// Remove root filesystems and blobs that no image reference and no box uses, and
+    /// the warm-start templates of images that are gone.
     Prune,
+    /// List the warm-start templates (one per image, CPU count, memory size, disk size
+    /// and network; made by an image's first box).
+    Templates {
+        /// Output format: table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum SnapshotCommand {
+    /// Take a snapshot (named snap-<time> unless NAME is given) and print its name.
+    Create {
+        #[arg(value_name = "BOX")]
+        id: String,
+        name: Option<String>,
+        /// The disk only, even of a running box.
+        #[arg(long)]
+        disk_only: bool,
+    },
+    /// List a box's snapshots.
+    Ls {
+        #[arg(value_name = "BOX")]
+        id: String,
+        /// Output format: table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Remove snapshots.
+    Rm {
+        #[arg(value_name = "BOX")]
+        id: String,
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Put a stopped or paused box back to a snapshot: its disk, and its memory for a
+    /// memory snapshot (the box is then paused; start, exec or resume continues it).
+    Restore {
+        #[arg(value_name = "BOX")]
+        id: String,
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

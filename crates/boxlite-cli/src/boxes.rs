@@ -293,3 +293,107 @@ pub(crate) fn print_volume_table(rows: &[VolumeRow]) -> Result<()> {
     }
     Ok(())
 }
+
+/// `boxlite snapshot ...`.
+pub async fn snapshot(rt: &Boxlite, command: crate::args::SnapshotCommand) -> Result<i32> {
+    use crate::args::SnapshotCommand as S;
+    match command {
+        S::Create {
+            id,
+            name,
+            disk_only,
+        } => {
+            let b = rt.get(&id).await?;
+            let name = name.unwrap_or_else(default_snapshot_name);
+            let s = b
+                .snapshot_create(&name, &boxlite::SnapshotOptions { disk_only })
+                .await?;
+            println!("{}", s.name);
+            Ok(0)
+        }
+        S::Ls { id, format } => {
+            let list = rt.get(&id).await?.snapshot_list().await?;
+            if format == "json" {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(0);
+            }
+            if format != "table" {
+                bail!("unknown format {format:?}; use table or json");
+            }
+            println!("{:<32} {:<7} {:>10}  CREATED", "NAME", "MEMORY", "SIZE");
+            for s in list {
+                println!(
+                    "{:<32} {:<7} {:>10}  {}",
+                    s.name,
+                    if s.memory { "yes" } else { "no" },
+                    crate::stats::bytes(s.size_bytes),
+                    ago(u64::try_from(s.created_at).unwrap_or(0))
+                );
+            }
+            Ok(0)
+        }
+        S::Rm { id, names } => {
+            let b = rt.get(&id).await?;
+            let mut failed = 0;
+            for n in names {
+                match b.snapshot_remove(&n).await {
+                    Ok(()) => println!("{n}"),
+                    Err(e) => {
+                        eprintln!("boxlite: error: {}", boxlite::error_chain(&e));
+                        failed += 1;
+                    }
+                }
+            }
+            Ok(if failed == 0 { 0 } else { 125 })
+        }
+        S::Restore { id, name } => {
+            rt.get(&id).await?.snapshot_restore(&name).await?;
+            println!("{name}");
+            Ok(0)
+        }
+    }
+}
+
+/// A snapshot name from the time: `snap-20261202-013000`.
+fn default_snapshot_name() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    snapshot_name_at(secs)
+}
+
+fn snapshot_name_at(secs: u64) -> String {
+    // 2026-12-02T01:30:00Z -> 20261202-013000
+    let t = boxlite::model::time::rfc3339(secs);
+    let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+    let (date, time) = t.split_once('T').unwrap_or((&t, ""));
+    format!("snap-{}-{}", digits(date), digits(time))
+}
+
+/// `boxlite clone BOX[@SNAPSHOT]`: prints each new box's id.
+pub async fn clone(rt: &Boxlite, source: &str, name: Option<String>, count: usize) -> Result<i32> {
+    let (key, snapshot) = match source.split_once('@') {
+        Some((k, s)) => (k, Some(s.to_string())),
+        None => (source, None),
+    };
+    let b = rt.get(key).await?;
+    let clones = b
+        .clone_boxes(boxlite::CloneOptions { snapshot, name }, count)
+        .await?;
+    for c in clones {
+        println!("{}", c.id());
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod snapshot_name_tests {
+    use super::*;
+
+    #[test]
+    fn default_snapshot_names_carry_the_utc_time() {
+        assert_eq!(snapshot_name_at(0), "snap-19700101-000000");
+        assert_eq!(snapshot_name_at(1_796_173_254), "snap-20261202-010054");
+    }
+}

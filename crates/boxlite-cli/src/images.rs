@@ -214,22 +214,54 @@ pub async fn remove(rt: &Boxlite, keys: &[String], force: bool) -> Result<i32> {
 }
 
 fn report_pruned(p: &boxlite::images::PruneReport) {
-    if p.bases + p.records + p.blobs > 0 {
+    if p.bases + p.records + p.blobs + p.templates.len() > 0 {
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
         println!(
-            "Deleted: {} root filesystem{}, {} blob{}; {} freed",
+            "Deleted: {} root filesystem{}, {} blob{}, {} template{}; {} freed",
             p.bases,
-            if p.bases == 1 { "" } else { "s" },
+            plural(p.bases),
             p.blobs,
-            if p.blobs == 1 { "" } else { "s" },
+            plural(p.blobs),
+            p.templates.len(),
+            plural(p.templates.len()),
             bytes(p.bytes)
         );
     }
 }
 
+/// `boxlite image templates`: the warm-start templates.
+pub async fn templates(rt: &Boxlite, format: &str) -> Result<i32> {
+    let list = rt.templates().await;
+    if format == "json" {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(0);
+    }
+    if format != "table" {
+        anyhow::bail!("unknown format {format:?}; use table or json");
+    }
+    println!(
+        "{:<26} {:<30} {:>4} {:>8} {:>9} {:>10}  CREATED",
+        "KEY", "IMAGE", "CPUS", "MEMORY", "NETWORK", "SIZE"
+    );
+    for t in list {
+        println!(
+            "{:<26} {:<30} {:>4} {:>7}M {:>9} {:>10}  {}",
+            t.key,
+            t.image,
+            t.cpus,
+            t.memory_mib,
+            if t.network { "on" } else { "none" },
+            bytes(t.size_bytes),
+            crate::boxes::ago(t.created_at)
+        );
+    }
+    Ok(0)
+}
+
 pub async fn prune(rt: &Boxlite) -> Result<i32> {
     let p = rt.prune_images().await?;
     report_pruned(&p);
-    if p.bases + p.records + p.blobs == 0 {
+    if p.bases + p.records + p.blobs + p.templates.len() == 0 {
         println!("Nothing to remove");
     }
     Ok(0)

@@ -125,6 +125,12 @@ async fn real_main(cli: Cli) -> Result<i32> {
         Command::Resume { boxes: keys } => {
             boxes::for_each(&rt, &keys, |b| async move { b.resume().await }).await
         }
+        Command::Snapshot { command } => boxes::snapshot(&rt, command).await,
+        Command::Clone {
+            source,
+            name,
+            count,
+        } => boxes::clone(&rt, &source, name, count).await,
         Command::Restart {
             timeout,
             boxes: keys,
@@ -174,6 +180,7 @@ async fn real_main(cli: Cli) -> Result<i32> {
                 images: refs,
             } => images::remove(&rt, &refs, force).await,
             ImageCommand::Prune => images::prune(&rt).await,
+            ImageCommand::Templates { format } => images::templates(&rt, &format).await,
         },
         Command::Load { input, tag } => {
             tokio::select! {

@@ -501,6 +501,9 @@ impl Agent for AgentService {
         &self,
         _req: Request<v1::QuiesceRequest>,
     ) -> Result<Response<v1::QuiesceResponse>, Status> {
+        // The network thread writes /etc/hosts and /etc/resolv.conf: a snapshot taken
+        // before it finished would publish them, with the old name, after a restore.
+        self.net_ready.wait().await;
         let frozen = self.quiescer.quiesce().await?;
         // Write dirty pages out, so a disk copied while the guest is stopped holds what
         // the workload wrote (the page cache itself is in the saved memory anyway).
@@ -525,6 +528,8 @@ impl Agent for AgentService {
     ) -> Result<Response<v1::ResumeResponse>, Status> {
         let r = req.into_inner();
         let request = crate::resume::Request::new(r.wall_clock_ns, r.seed, r.hostname)?;
+        // The rename edits the /etc/hosts the network thread publishes.
+        self.net_ready.wait().await;
         let identity = self.identity.clone();
         // Clock, entropy and name first, so no workload process sees the old ones.
         let done = tokio::task::spawn_blocking(move || identity.apply(&request))

@@ -38,6 +38,11 @@ impl Layout {
         self.home.join("logs")
     }
 
+    /// Warm-start templates, one directory per key.
+    pub fn templates_dir(&self) -> PathBuf {
+        self.home.join("templates")
+    }
+
     pub fn cache_dir(&self) -> PathBuf {
         self.home.join("cache")
     }

@@ -54,6 +54,8 @@ pub use db::DbError;
 pub use disk::DiskError;
 pub use layout::{SocketDirError, ram_root, socket_root};
 pub use litebox::snapshot::SnapshotError;
+pub use litebox::snapshots::{CloneOptions, SnapshotInfo, SnapshotOptions, validate_snapshot_name};
+pub use litebox::template::TemplateInfo;
 pub use litebox::{
     BootStages, BoxCommand, BoxError, BoxInfo, BoxMetrics, BoxOptions, BoxState, CopyError,
     CopyOptions, CopyStats, ExecError, ExecOutput, ExecStdin, Execution, Health, HealthOptions,
@@ -217,6 +219,10 @@ impl Error {
                 K::InvalidState
             }
             Error::Snapshot(SnapshotError::DiskFull { .. }) => K::ResourceExhausted,
+            Error::Snapshot(SnapshotError::NotFound { .. }) => K::NotFound,
+            Error::Snapshot(SnapshotError::Exists { .. }) => K::AlreadyExists,
+            Error::Snapshot(SnapshotError::InvalidName { .. }) => K::InvalidArgument,
+            Error::Snapshot(SnapshotError::CloneVolumes { .. }) => K::InvalidState,
             Error::ShutDown => K::Unavailable,
             _ => K::Internal,
         }

@@ -4,8 +4,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use boxlite::model::StartKind;
 use boxlite::{
-    BoxCommand, BoxOptions, BoxState, Error, ExitStatus, LiteBox, SnapshotError, VolumeSpec,
+    BoxCommand, BoxOptions, BoxState, CloneOptions, Error, ExitStatus, LiteBox, SnapshotError,
+    SnapshotOptions, VolumeSpec,
 };
 use boxlite_testkit::TestHome;
 
@@ -182,4 +184,261 @@ async fn a_box_with_volumes_is_refused_a_pause_and_keeps_running() {
     assert!(!b.info().await.unwrap().dir.join("paused").exists());
     assert!(!b.info().await.unwrap().dir.join("paused.partial").exists());
     b.remove(true).await.unwrap();
+}
+
+/// The hostname a box gets: the first 12 digits of its id.
+fn short(id: &str) -> &str {
+    &id[..12]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_restore_memory_and_disk_and_clones_of_one_diverge() {
+    let h = TestHome::new();
+    let rt = h.runtime();
+    let b = rt
+        .create(BoxOptions::new("boxlite/busybox").warm_start(false))
+        .await
+        .unwrap();
+    b.start().await.unwrap();
+    sh(&b, "echo in-memory > /dev/shm/x; echo on-disk > /root/d").await;
+
+    // A memory snapshot; the box goes on.
+    let s1 = b
+        .snapshot_create("s1", &SnapshotOptions::default())
+        .await
+        .unwrap();
+    let state_after = b.state().await.unwrap();
+    sh(&b, "echo changed > /root/d; rm /dev/shm/x").await;
+    let dup = b
+        .snapshot_create("s1", &SnapshotOptions::default())
+        .await
+        .unwrap_err();
+    let bad = b
+        .snapshot_create("../x", &SnapshotOptions::default())
+        .await
+        .unwrap_err();
+    let missing = b.snapshot_get("nope").await.unwrap_err();
+    let ram = s1_dir(&b, "s1").await.join("ram");
+    let ram_mtime = std::fs::metadata(&ram).unwrap().modified().unwrap();
+
+    assert!(s1.memory, "{s1:?}");
+    assert_eq!(s1.name, "s1");
+    assert_eq!(s1.box_id, b.id());
+    assert!(s1.size_bytes > s1.container_disk_bytes && s1.container_disk_bytes > 0);
+    assert_eq!(state_after, BoxState::Running);
+    assert_eq!(dup.kind(), boxlite::ErrorKind::AlreadyExists, "{dup}");
+    assert_eq!(bad.kind(), boxlite::ErrorKind::InvalidArgument, "{bad}");
+    assert!(bad.to_string().contains("\"../x\""), "{bad}");
+    assert_eq!(missing.kind(), boxlite::ErrorKind::NotFound, "{missing}");
+
+    // Two clones of it: each where the box was at the snapshot, each its own.
+    let clones = b
+        .clone_boxes(
+            CloneOptions {
+                snapshot: Some("s1".into()),
+                name: Some("c".into()),
+            },
+            2,
+        )
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for c in &clones {
+        let info = c.info().await.unwrap();
+        let got = sh(
+            c,
+            "cat /dev/shm/x /root/d; hostname; od -An -tx1 -N16 /dev/urandom",
+        )
+        .await;
+        seen.push((info, got));
+    }
+    sh(&clones[0], "echo clone-0 > /root/d").await;
+    let other = sh(&clones[1], "cat /root/d").await;
+    let source = sh(&b, "cat /root/d").await;
+    let names: Vec<Option<String>> = seen.iter().map(|(i, _)| i.name.clone()).collect();
+
+    assert_eq!(names, [Some("c-1".into()), Some("c-2".into())]);
+    for (c, (info, got)) in clones.iter().zip(&seen) {
+        let lines: Vec<&str> = got.lines().collect();
+        assert_eq!(info.state, BoxState::Running);
+        assert_eq!(
+            info.started_from,
+            Some(StartKind::Cloned {
+                source: b.id().to_string(),
+                snapshot: Some("s1".into())
+            })
+        );
+        assert_eq!(lines[..3], ["in-memory", "on-disk", short(c.id())], "{got}");
+    }
+    assert_ne!(
+        seen[0].1.lines().nth(3),
+        seen[1].1.lines().nth(3),
+        "two clones of one snapshot read the same random bytes"
+    );
+    assert_eq!(
+        other, "on-disk\n",
+        "a clone's disk write reached another clone"
+    );
+    assert_eq!(source, "changed\n");
+    assert_eq!(
+        std::fs::metadata(&ram).unwrap().modified().unwrap(),
+        ram_mtime,
+        "the snapshot's RAM file was written"
+    );
+
+    // A clone maps its RAM privately; it pauses (its RAM in the state) and resumes.
+    clones[1].pause().await.unwrap();
+    let clone_paused = clones[1].state().await.unwrap();
+    let clone_back = sh(&clones[1], "cat /dev/shm/x").await;
+    assert_eq!(clone_paused, BoxState::Paused);
+    assert_eq!(clone_back, "in-memory\n");
+
+    // Restore: refused while running; a stopped box gets the memory and the disk back
+    // and is paused until started.
+    let busy = b.snapshot_restore("s1").await.unwrap_err();
+    b.stop(Duration::from_secs(10)).await.unwrap();
+    b.snapshot_restore("s1").await.unwrap();
+    let restored_state = b.state().await.unwrap();
+    let back = sh(&b, "cat /dev/shm/x /root/d").await;
+    let restored = b.info().await.unwrap();
+    assert_eq!(busy.kind(), boxlite::ErrorKind::InvalidState, "{busy}");
+    assert_eq!(restored_state, BoxState::Paused);
+    assert_eq!(back, "in-memory\non-disk\n");
+    assert_eq!(
+        restored.started_from,
+        Some(StartKind::Restored {
+            snapshot: "s1".into()
+        })
+    );
+
+    // A disk-only snapshot of the running box; its clone is created stopped and boots
+    // with that disk.
+    sh(&b, "echo second > /root/d").await;
+    let s2 = b
+        .snapshot_create("s2", &SnapshotOptions { disk_only: true })
+        .await
+        .unwrap();
+    let from_disk = b
+        .clone_box(CloneOptions {
+            snapshot: Some("s2".into()),
+            name: None,
+        })
+        .await
+        .unwrap();
+    let disk_clone_state = from_disk.state().await.unwrap();
+    let disk_clone = sh(
+        &from_disk,
+        "cat /root/d; cat /dev/shm/x 2>/dev/null || echo none",
+    )
+    .await;
+    assert!(!s2.memory);
+    assert_eq!(disk_clone_state, BoxState::Configured);
+    assert_eq!(disk_clone, "second\nnone\n");
+
+    // Removing the snapshot leaves its clones running.
+    b.snapshot_remove("s1").await.unwrap();
+    let left: Vec<String> = b
+        .snapshot_list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let still = sh(&clones[0], "cat /dev/shm/x").await;
+    let gone = b.snapshot_remove("s1").await.unwrap_err();
+    assert_eq!(left, ["s2"]);
+    assert_eq!(still, "in-memory\n");
+    assert_eq!(gone.kind(), boxlite::ErrorKind::NotFound);
+
+    for c in clones.iter().chain([&from_disk, &b]) {
+        c.remove(true).await.unwrap();
+    }
+    assert!(h.processes().is_empty(), "{:?}", h.processes());
+}
+
+async fn s1_dir(b: &LiteBox, name: &str) -> std::path::PathBuf {
+    b.info().await.unwrap().dir.join("snapshots").join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_boxes_of_an_image_fork_the_template_its_first_box_left() {
+    let h = TestHome::new();
+    let rt = h.runtime();
+    let first = rt.create(BoxOptions::new("boxlite/busybox")).await.unwrap();
+    first.start().await.unwrap();
+    let templates = rt.templates().await;
+    let warm = rt.create(BoxOptions::new("boxlite/busybox")).await.unwrap();
+    warm.start().await.unwrap();
+    let warm_info = warm.info().await.unwrap();
+    let warm_out = sh(
+        &warm,
+        "hostname; grep -c \"$(hostname)\" /etc/hosts; echo ok > /root/w",
+    )
+    .await;
+    let cold = rt
+        .create(BoxOptions::new("boxlite/busybox").warm_start(false))
+        .await
+        .unwrap();
+    cold.start().await.unwrap();
+    let bigger = rt
+        .create(BoxOptions::new("boxlite/busybox").memory_mib(640))
+        .await
+        .unwrap();
+    bigger.start().await.unwrap();
+    let first_out = sh(&first, "cat /root/w 2>/dev/null || echo none").await;
+
+    assert_eq!(
+        first.info().await.unwrap().started_from,
+        Some(StartKind::Cold)
+    );
+    assert_eq!(templates.len(), 1, "{templates:?}");
+    let t = &templates[0];
+    assert_eq!(
+        (t.image.as_str(), t.source_box.as_str()),
+        ("boxlite/busybox:latest", first.id())
+    );
+    assert_eq!(
+        warm_info.started_from,
+        Some(StartKind::Template { key: t.key.clone() })
+    );
+    assert_eq!(warm_out, format!("{}\n1\n", short(warm.id())));
+    assert_eq!(first_out, "none\n", "a warm box's disk is its own");
+    assert_eq!(
+        cold.info().await.unwrap().started_from,
+        Some(StartKind::Cold)
+    );
+    assert_eq!(
+        bigger.info().await.unwrap().started_from,
+        Some(StartKind::Cold),
+        "another memory size has a template of its own"
+    );
+    assert_eq!(rt.templates().await.len(), 2);
+
+    // A template that cannot be loaded is dropped and the box boots instead.
+    std::fs::write(
+        h.home.join("templates").join(&t.key).join("state"),
+        b"not a migration stream",
+    )
+    .unwrap();
+    let fallback = rt.create(BoxOptions::new("boxlite/busybox")).await.unwrap();
+    fallback.start().await.unwrap();
+    let fallback_out = sh(&fallback, "echo up").await;
+    assert_eq!(fallback_out, "up\n");
+    assert_eq!(
+        fallback.info().await.unwrap().started_from,
+        Some(StartKind::Cold)
+    );
+    // The bad template was removed, and the fallback boot left a good one in its place.
+    let state = std::fs::read(h.home.join("templates").join(&t.key).join("state")).unwrap();
+    assert_ne!(state, b"not a migration stream");
+    assert_eq!(rt.templates().await.len(), 2);
+
+    // Templates go with their image.
+    for b in [&first, &warm, &cold, &bigger, &fallback] {
+        b.remove(true).await.unwrap();
+    }
+    let removed = rt.remove_image("boxlite/busybox", false).await.unwrap();
+    assert!(!removed.pruned.templates.is_empty(), "{removed:?}");
+    assert!(rt.templates().await.is_empty());
+    assert!(h.processes().is_empty(), "{:?}", h.processes());
 }

@@ -106,6 +106,8 @@ pub(crate) async fn main(url: &str, cmd: Command) -> Result<i32> {
         // Refused above.
         Command::Pause { .. }
         | Command::Resume { .. }
+        | Command::Snapshot { .. }
+        | Command::Clone { .. }
         | Command::Logs { .. }
         | Command::Port { .. }
         | Command::Network { .. }
@@ -115,7 +117,7 @@ pub(crate) async fn main(url: &str, cmd: Command) -> Result<i32> {
         | Command::Serve { .. }
         | Command::Info { .. }
         | Command::Image {
-            command: ImageCommand::Prune,
+            command: ImageCommand::Prune | ImageCommand::Templates { .. },
         } => bail!("not available with --url"),
     }
 }
@@ -127,6 +129,11 @@ fn unavailable(cmd: &Command) -> Option<(&'static str, &'static str)> {
         Command::Logs { .. } => ("logs", NO_ROUTE),
         Command::Pause { .. } => ("pause", NO_ROUTE),
         Command::Resume { .. } => ("resume", NO_ROUTE),
+        Command::Snapshot { .. } => ("snapshot", NO_ROUTE),
+        Command::Clone { .. } => ("clone", NO_ROUTE),
+        Command::Image {
+            command: ImageCommand::Templates { .. },
+        } => ("image templates", NO_ROUTE),
         Command::Port { .. } => ("port", NO_ROUTE),
         Command::Network { .. } => ("network", NO_ROUTE),
         Command::Load { .. } => ("load", NO_ROUTE),

@@ -634,6 +634,7 @@ async fn build_in_vm(
         secrets: Default::default(),
         builder: true,
         restore: None,
+        template: None,
     };
     let ledger = FileLedger {
         path: work.join(PROCESSES),

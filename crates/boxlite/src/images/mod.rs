@@ -218,6 +218,10 @@ pub struct PruneReport {
     pub bases: usize,
     pub records: usize,
     pub blobs: usize,
+    /// Warm-start templates removed (of images no longer kept, or that this host can no
+    /// longer load), by key.
+    #[serde(default)]
+    pub templates: Vec<String>,
     pub bytes: u64,
 }
 

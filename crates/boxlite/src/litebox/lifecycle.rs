@@ -49,12 +49,57 @@ impl LiteBox {
     }
 
     pub(super) async fn start_locked(&self, l: &mut Locked) -> Result<(), crate::Error> {
+        self.start_from(l, None).await
+    }
+
+    /// Start the box: from `fork` when given (a clone's first start), from its saved
+    /// state when it is paused, from its image's template when it has never run and one
+    /// fits (warm start), and by booting the kernel otherwise. A warm start that fails
+    /// discards the template and boots instead.
+    pub(super) async fn start_from(
+        &self,
+        l: &mut Locked,
+        fork: Option<crate::litebox::snapshot::Saved>,
+    ) -> Result<(), crate::Error> {
+        let first_boot = l.row.status.state() == BoxState::Configured;
         // A paused box resumes from its saved state, checked before anything changes: a
         // state this host cannot load leaves the box paused.
-        let resume = match l.row.status.state() {
-            BoxState::Paused => Some(self.prepare_resume().await?),
+        let saved = match (l.row.status.state(), fork) {
+            (BoxState::Paused, _) => Some(self.prepare_resume().await?),
+            (_, Some(f)) => Some(f),
+            (BoxState::Configured, None) => self.warm_template(&l.row).await,
             _ => None,
         };
+        let template = saved.as_ref().and_then(|s| match &s.kind {
+            crate::model::StartKind::Template { key } => Some((key.clone(), s.dir.clone())),
+            _ => None,
+        });
+        if let Some((key, dir)) = template {
+            let warm = self.start_attempt(l, saved, true, false).await;
+            match warm {
+                Err(e) if l.row.status.state() == BoxState::Failed => {
+                    tracing::warn!(box_id = %self.id, template = %key, error = %crate::util::error_chain(&e), "warm start failed; removing the template and booting");
+                    super::template::discard(self.home(), &dir).await;
+                    self.unfork_disk().await?;
+                    return self.start_attempt(l, None, false, true).await;
+                }
+                other => return other,
+            }
+        }
+        self.start_attempt(l, saved, false, first_boot).await
+    }
+
+    /// One start, from `saved` or by booting. `retryable`: a failure leaves the box
+    /// Failed without removing it (the caller tries again). `first_boot`: the disk is
+    /// as created, so a cold boot may leave the image's template.
+    async fn start_attempt(
+        &self,
+        l: &mut Locked,
+        saved: Option<crate::litebox::snapshot::Saved>,
+        retryable: bool,
+        first_boot: bool,
+    ) -> Result<(), crate::Error> {
+        let resume = saved;
         // Read before anything changes: a secret whose source cannot be read stops the
         // start here, so a box never runs with a secret it cannot substitute.
         let secrets = self.helper_secrets(&l.row).await?;
@@ -72,6 +117,12 @@ impl LiteBox {
             (Some(r), Ok(())) => r.stage(&self.id, &sockets).await.map(Some),
             (None, Ok(())) => Ok(None),
             (_, Err(e)) => Err(e.into()),
+        };
+        // A first cold boot leaves a template for later boxes of its image.
+        let take_template = if resume.is_none() && restore.is_ok() {
+            self.template_to_take(&l.row, first_boot).await
+        } else {
+            None
         };
         let mut guard = BootGuard::new(sockets);
         let booted = match restore {
@@ -91,6 +142,7 @@ impl LiteBox {
                     secrets,
                     builder: false,
                     restore,
+                    template: take_template.as_ref().map(|t| t.hook()),
                 };
                 let ledger = RowLedger {
                     home: self.home(),
@@ -102,6 +154,9 @@ impl LiteBox {
             }
             Err(e) => Err(e),
         };
+        if let Some(t) = take_template {
+            t.finish(self.home(), &l.row).await;
+        }
         // The box only counts as started once its Running state is saved; until then
         // the guard still owns the processes.
         let result = match booted {
@@ -111,11 +166,11 @@ impl LiteBox {
                 st.last_error = None;
                 st.started_at = Some(now_secs());
                 st.health = Health::default();
-                st.started_from = Some(if resume.is_some() {
-                    crate::model::StartKind::Resumed
-                } else {
-                    crate::model::StartKind::Cold
-                });
+                st.started_from = Some(
+                    resume
+                        .as_ref()
+                        .map_or(crate::model::StartKind::Cold, |r| r.kind.clone()),
+                );
                 self.transition(&mut l.row, BoxState::Running).await
             }
             Err(e) => Err(e),
@@ -129,6 +184,7 @@ impl LiteBox {
             // A resume that failed before the guest ran leaves its saved state whole:
             // the box is still paused.
             if let Some(r) = &resume
+                && r.own
                 && crate::litebox::snapshot::saved_state_complete(&r.dir)
             {
                 if let Err(te) = self.transition(&mut l.row, BoxState::Paused).await {
@@ -140,7 +196,7 @@ impl LiteBox {
             if let Err(te) = self.transition(&mut l.row, BoxState::Failed).await {
                 tracing::warn!(box_id = %self.id, error = %te, "recording a failed start");
             }
-            if l.row.config.auto_remove {
+            if l.row.config.auto_remove && !retryable {
                 let (home, row) = (self.home().clone(), l.row.clone());
                 match blocking::run(move || remove_blocking(&home, &row)).await {
                     Ok(()) => l.lock.remove_file(),
@@ -153,11 +209,15 @@ impl LiteBox {
         }
         guard.disarm();
         if let Some(r) = resume {
-            // Consumed (its meta.json went before the guest ran): the rest goes now.
-            blocking::run(move || {
-                let _ = std::fs::remove_dir_all(&r.dir);
-            })
-            .await;
+            if r.own {
+                // Consumed (its meta.json went before the guest ran): the rest goes now.
+                blocking::run(move || {
+                    let _ = std::fs::remove_dir_all(&r.dir);
+                })
+                .await;
+            } else {
+                self.forget_fresh_disk().await;
+            }
         }
         tracing::info!(box_id = %self.id, ms = ms_since(t0), "box started");
         if !self.ctx.note_started(&self.id) {
@@ -278,7 +338,7 @@ impl LiteBox {
     }
 
     /// Stop a paused box: its saved state is discarded, as a stop ends a running VM.
-    async fn discard_paused(&self, l: &mut Locked) -> Result<(), crate::Error> {
+    pub(super) async fn discard_paused(&self, l: &mut Locked) -> Result<(), crate::Error> {
         let dir = self.home().box_paths(&self.id).paused_dir();
         // Marked consumed first, so a crash halfway never leaves a state to resume.
         let d = dir.clone();

@@ -24,6 +24,8 @@ mod network;
 mod options;
 pub(crate) mod reconcile;
 pub mod snapshot;
+pub mod snapshots;
+pub mod template;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -123,6 +125,19 @@ pub(crate) async fn save_status(
         return Err(BoxError::NotFound(id.to_string()).into());
     }
     Ok(())
+}
+
+/// The lock of a box about to be made, with a fresh id: held while its row and files are
+/// created.
+pub(crate) async fn lock_new_box(home: &Home, id: &str) -> Result<FileLock, BoxError> {
+    let lock_path = home.layout.lock_path(id);
+    FileLock::acquire(&lock_path, LockMode::Exclusive)
+        .await
+        .map_err(|source| BoxError::Lock {
+            id: id.to_string(),
+            path: lock_path,
+            source,
+        })
 }
 
 pub(crate) fn now_secs() -> u64 {

@@ -70,6 +70,10 @@ pub struct BoxOptions {
     /// time it starts.
     #[serde(default)]
     pub secrets: Vec<Secret>,
+    /// Start by forking the image's template when there is one (warm start), and leave
+    /// one at the first boot when there is none. On by default; off boots the kernel.
+    #[serde(default = "crate::model::default_warm_start")]
+    pub warm_start: bool,
 }
 
 impl BoxOptions {
@@ -90,7 +94,15 @@ impl BoxOptions {
             working_dir: None,
             user: None,
             secrets: Vec::new(),
+            warm_start: true,
         }
+    }
+
+    /// Whether the box may start from its image's template; see
+    /// [`BoxOptions::warm_start`].
+    pub fn warm_start(mut self, on: bool) -> Self {
+        self.warm_start = on;
+        self
     }
 
     /// A secret for the box; see [`BoxOptions::secrets`].

@@ -41,12 +41,15 @@ pub(crate) struct SavedMeta {
     /// Bytes of RAM written (non-zero data) and of the state stream.
     pub ram_bytes: u64,
     pub state_bytes: u64,
+    /// The snapshot this state was restored from (a box's own `paused` state only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 const META_FORMAT: u32 = 1;
-const META: &str = "meta.json";
-const STATE: &str = "state";
-const RAM: &str = "ram";
+pub(crate) const META: &str = "meta.json";
+pub(crate) const STATE: &str = "state";
+pub(crate) const RAM: &str = "ram";
 
 /// How long the agent may take to freeze or thaw the workload.
 const AGENT_CALL: Duration = Duration::from_secs(10);
@@ -92,6 +95,16 @@ pub enum SnapshotError {
         #[source]
         source: QmpError,
     },
+    #[error("box {id} has no snapshot named {name:?}")]
+    NotFound { id: String, name: String },
+    #[error("box {id} already has a snapshot named {name:?}; remove it first or pick another name")]
+    Exists { id: String, name: String },
+    #[error("invalid snapshot name {name:?}: {why}")]
+    InvalidName { name: String, why: &'static str },
+    #[error(
+        "box {id} has volumes, which a clone cannot share or copy; clone a box without volumes"
+    )]
+    CloneVolumes { id: String },
     #[error("box {id}: {context}")]
     Io {
         id: String,
@@ -174,9 +187,13 @@ pub(crate) async fn check_compatible(
     Ok(())
 }
 
+/// What a save adds to the directory before it is renamed into place (a snapshot's disk
+/// and description); blocking, given the temporary directory.
+pub(crate) type Extra = Box<dyn FnOnce(&Path) -> Result<(), SnapshotError> + Send>;
+
 /// Save the stopped VM's state into a new directory `dir` (which must not exist): the
-/// device state through `qmp`, then guest RAM from `ram` when `ram_file`. Written under a
-/// temporary name and renamed complete; on failure nothing is left.
+/// device state through `qmp`, then guest RAM from `ram` when `ram_file`, then `extra`.
+/// Written under a temporary name and renamed complete; on failure nothing is left.
 pub(crate) async fn save_state(
     id: &str,
     qmp: &mut Qmp,
@@ -184,6 +201,7 @@ pub(crate) async fn save_state(
     ram_file: bool,
     dir: &Path,
     mut meta: SavedMeta,
+    extra: Option<Extra>,
 ) -> Result<SavedMeta, SnapshotError> {
     let tmp = dir.with_extension("partial");
     let result = async {
@@ -234,6 +252,9 @@ pub(crate) async fn save_state(
                 meta.ram_bytes = crate::util::fsutil::copy_sparse(&ram, &t.join(RAM))
                     .map_err(io(format!("copying guest RAM from {}", ram.display())))?;
             }
+            if let Some(extra) = extra {
+                extra(&t)?;
+            }
             let json = serde_json::to_vec_pretty(&meta).unwrap_or_default();
             crate::util::fsutil::write_atomic(&t.join(META), &json)
                 .map_err(io("writing meta.json".into()))?;
@@ -260,25 +281,104 @@ use std::os::unix::fs::DirBuilderExt;
 /// run its vCPUs and thaw it, with the clock and entropy of now.
 pub(crate) async fn continue_vm(home: &Home, row: &BoxRow) -> Result<(), crate::Error> {
     let dir = home.box_paths(&row.id).dir;
-    let id = row.id.clone();
+    let client = super::connect_agent(&row.id, row).await?;
+    continue_live(&row.id, &dir, &client).await
+}
+
+/// Run the vCPUs of box `id` (in `box_dir`) if they are stopped, and thaw its workload
+/// with the clock and entropy of now.
+pub(crate) async fn continue_live(
+    id: &str,
+    box_dir: &Path,
+    client: &crate::portal::AgentClient,
+) -> Result<(), crate::Error> {
     let monitor = |source| SnapshotError::Monitor {
-        id: id.clone(),
+        id: id.to_string(),
         source,
     };
-    let mut qmp = Qmp::connect(&dir.join(crate::layout::BoxPaths::QMP), QMP_CONNECT)
-        .await
-        .map_err(monitor)?;
+    let mut qmp = monitor_of(id, box_dir).await?;
     if qmp.status().await.map_err(monitor)? != "running" {
         qmp.cont().await.map_err(monitor)?;
     }
-    let client = super::connect_agent(&row.id, row).await?;
-    tokio::time::timeout(AGENT_CALL, crate::vm::resume_guest(&client, &row.id))
+    tokio::time::timeout(AGENT_CALL, crate::vm::resume_guest(client, id))
         .await
         .map_err(|_| crate::portal::PortalError::Timeout {
-            target: row.id.clone(),
+            target: id.to_string(),
             after: AGENT_CALL,
         })??;
     Ok(())
+}
+
+/// Freeze the workload of box `id` (the agent also syncs its files), then stop the
+/// vCPUs. Returns the monitor session, to save the state or continue.
+pub(crate) async fn freeze_and_stop(
+    id: &str,
+    box_dir: &Path,
+    client: &crate::portal::AgentClient,
+) -> Result<Qmp, crate::Error> {
+    let frozen = tokio::time::timeout(AGENT_CALL, client.quiesce())
+        .await
+        .map_err(|_| crate::portal::PortalError::Timeout {
+            target: id.to_string(),
+            after: AGENT_CALL,
+        })
+        .and_then(|r| r)
+        .map_err(|source| SnapshotError::Quiesce {
+            id: id.to_string(),
+            source,
+        })?;
+    if !frozen {
+        tracing::warn!(box_id = %id, "the guest has no freezer; its processes run until the VM stops");
+    }
+    let mut qmp = monitor_of(id, box_dir).await?;
+    qmp.stop().await.map_err(|source| SnapshotError::Monitor {
+        id: id.to_string(),
+        source,
+    })?;
+    Ok(qmp)
+}
+
+/// A monitor session with the QEMU of box `id`.
+async fn monitor_of(id: &str, box_dir: &Path) -> Result<Qmp, SnapshotError> {
+    Qmp::connect(&box_dir.join(crate::layout::BoxPaths::QMP), QMP_CONNECT)
+        .await
+        .map_err(|source| SnapshotError::Monitor {
+            id: id.to_string(),
+            source,
+        })
+}
+
+/// Save the state of running box `id` into `dir` (RAM from `ram`, then `extra`) and let
+/// it go on: freeze, stop, save, then run the vCPUs again and give the guest the clock
+/// and entropy of now. The box goes on whether or not the save worked.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn save_live(
+    id: &str,
+    box_dir: &Path,
+    client: &crate::portal::AgentClient,
+    ram: &Path,
+    dir: &Path,
+    meta: SavedMeta,
+    extra: Option<Extra>,
+) -> Result<SavedMeta, crate::Error> {
+    let saved = match freeze_and_stop(id, box_dir, client).await {
+        Ok(mut qmp) => {
+            let ram_file = meta.ram_file;
+            save_state(id, &mut qmp, ram, ram_file, dir, meta, extra)
+                .await
+                .map_err(crate::Error::from)
+        }
+        Err(e) => Err(e),
+    };
+    let cont = continue_live(id, box_dir, client).await;
+    match (saved, cont) {
+        (Ok(m), Ok(())) => Ok(m),
+        (Err(e), Err(ce)) => {
+            tracing::warn!(box_id = %id, error = %crate::util::error_chain(&ce), "continuing the box after a failed save");
+            Err(e)
+        }
+        (Err(e), Ok(())) | (Ok(_), Err(e)) => Err(e),
+    }
 }
 
 impl LiteBox {
@@ -372,7 +472,7 @@ impl LiteBox {
     }
 
     /// Refuse boxes whose VM cannot be saved.
-    async fn check_savable(&self, row: &BoxRow) -> Result<(), crate::Error> {
+    pub(super) async fn check_savable(&self, row: &BoxRow) -> Result<(), crate::Error> {
         if !row.config.volumes.is_empty() {
             return Err(SnapshotError::Volumes {
                 id: self.id.clone(),
@@ -387,92 +487,86 @@ impl LiteBox {
     /// directory. The VM is left stopped (its state saved) on success.
     async fn save_running(&self, l: &mut Locked) -> Result<SavedMeta, crate::Error> {
         let client = self.cached_client(&l.row).await?;
-        let frozen = tokio::time::timeout(AGENT_CALL, client.quiesce())
-            .await
-            .map_err(|_| crate::portal::PortalError::Timeout {
-                target: self.id.clone(),
-                after: AGENT_CALL,
-            })
-            .and_then(|r| r)
-            .map_err(|source| SnapshotError::Quiesce {
-                id: self.id.clone(),
-                source,
-            })?;
-        if !frozen {
-            tracing::warn!(box_id = %self.id, "the guest has no freezer; its processes run until the VM stops");
-        }
-        let paths = self.home().box_paths(&self.id);
-        let monitor = |source| SnapshotError::Monitor {
-            id: self.id.clone(),
-            source,
-        };
-        let mut qmp = Qmp::connect(&paths.dir.join(crate::layout::BoxPaths::QMP), QMP_CONNECT)
-            .await
-            .map_err(monitor)?;
-        qmp.stop().await.map_err(monitor)?;
+        let box_dir = self.home().box_paths(&self.id).dir;
+        let mut qmp = freeze_and_stop(&self.id, &box_dir, &client).await?;
+        let meta = self.saved_meta(&l.row).await?;
+        let ram = SocketPaths::for_box(&self.id).ram();
+        let ram_file = meta.ram_file;
+        let dir = self.home().box_paths(&self.id).paused_dir();
+        Ok(save_state(&self.id, &mut qmp, &ram, ram_file, &dir, meta, None).await?)
+    }
+
+    /// What a state saved from this box now records about how to load it.
+    pub(super) async fn saved_meta(&self, row: &BoxRow) -> Result<SavedMeta, crate::Error> {
         let (engine, kernel, initrd) = current_build(&self.ctx).await?;
-        let meta = SavedMeta {
+        Ok(SavedMeta {
             format: META_FORMAT,
             engine,
-            machine: l.row.status.machine.clone(),
+            machine: row.status.machine.clone(),
             kernel_sha256: kernel,
             initrd_sha256: initrd,
             created_at: now_secs(),
-            ram_file: ram_is_own(&l.row),
+            ram_file: ram_is_own(row),
             ram_bytes: 0,
             state_bytes: 0,
-        };
-        let ram = SocketPaths::for_box(&self.id).ram();
-        let ram_file = meta.ram_file;
-        Ok(save_state(
-            &self.id,
-            &mut qmp,
-            &ram,
-            ram_file,
-            &paths.paused_dir(),
-            meta,
-        )
-        .await?)
+            snapshot: None,
+        })
     }
 }
 
 /// Whether the box's guest RAM is its own file, mapped shared (false for a fork, whose
 /// RAM is a snapshot's file mapped privately: its pages live in QEMU's memory).
 fn ram_is_own(row: &BoxRow) -> bool {
-    !matches!(
-        row.status.started_from,
-        Some(crate::model::StartKind::Cloned { .. } | crate::model::StartKind::Template { .. })
-    )
+    !row.status.ram_private
 }
 
-/// The resume half of a start: what [`LiteBox::start`] needs to start a paused box from
-/// its saved state instead of booting.
-pub(crate) struct Resume {
+/// A saved state a start begins from instead of booting: a paused box's own, or a
+/// snapshot or template that the box forks.
+pub(crate) struct Saved {
     pub meta: SavedMeta,
     pub dir: PathBuf,
+    /// The box's own `paused` state: its RAM is copied back to tmpfs, and the state is
+    /// consumed. Otherwise a fork: the RAM file is mapped privately, never written, and
+    /// the state stays for the next fork.
+    pub own: bool,
+    /// How the box will have started.
+    pub kind: crate::model::StartKind,
 }
 
 impl LiteBox {
     /// Read and check a paused box's saved state before anything changes. A state this
     /// host cannot load is refused and the box stays paused.
-    pub(super) async fn prepare_resume(&self) -> Result<Resume, crate::Error> {
+    pub(super) async fn prepare_resume(&self) -> Result<Saved, crate::Error> {
         let dir = self.home().box_paths(&self.id).paused_dir();
         let (id, d) = (self.id.clone(), dir.clone());
         let meta = blocking::run(move || read_meta(&id, &d)).await?;
         check_compatible(&self.ctx, &self.id, &meta).await?;
-        Ok(Resume { meta, dir })
+        let kind = match &meta.snapshot {
+            Some(s) => crate::model::StartKind::Restored {
+                snapshot: s.clone(),
+            },
+            None => crate::model::StartKind::Resumed,
+        };
+        Ok(Saved {
+            meta,
+            dir,
+            own: true,
+            kind,
+        })
     }
 }
 
-impl Resume {
-    /// Put the saved RAM where the VM maps it (a sparse copy onto tmpfs), and describe
-    /// the restore for [`crate::vm::launch`].
+impl Saved {
+    /// Put the saved RAM where the VM maps it (for the box's own state, a sparse copy
+    /// onto tmpfs), and describe the restore for [`crate::vm::launch`].
     pub(crate) async fn stage(
         &self,
         id: &str,
         sockets: &SocketPaths,
     ) -> Result<crate::vm::Restore, crate::Error> {
-        if self.meta.ram_file {
+        let shared_ram = if !self.meta.ram_file {
+            None
+        } else if self.own {
             let (src, dst, i) = (self.dir.join(RAM), sockets.ram(), id.to_string());
             blocking::run(move || {
                 let _ = std::fs::remove_file(&dst);
@@ -483,11 +577,15 @@ impl Resume {
                 })
             })
             .await?;
-        }
+            None
+        } else {
+            Some(self.dir.join(RAM))
+        };
         Ok(crate::vm::Restore {
             state: self.dir.join(STATE),
-            shared_ram: None,
-            consumed: Some(self.dir.join(META)),
+            shared_ram,
+            ram_in_state: !self.meta.ram_file,
+            consumed: self.own.then(|| self.dir.join(META)),
             machine: self.meta.machine.clone(),
         })
     }
@@ -511,6 +609,7 @@ mod tests {
             ram_file: true,
             ram_bytes: 2,
             state_bytes: 3,
+            snapshot: None,
         };
         std::fs::write(dir.join(META), serde_json::to_vec(&meta).unwrap()).unwrap();
         let back = read_meta("b", &dir).unwrap();

@@ -69,6 +69,15 @@ pub struct BoxConfig {
     /// The box's secrets: where each value comes from, never the value.
     #[serde(default)]
     pub secrets: Vec<SecretRecord>,
+    /// Whether the box's first start may fork its image's template instead of booting
+    /// (and leave one when there is none).
+    #[serde(default = "default_warm_start")]
+    pub warm_start: bool,
+}
+
+/// [`BoxConfig::warm_start`]'s default.
+pub fn default_warm_start() -> bool {
+    true
 }
 
 impl Default for BoxConfig {
@@ -85,6 +94,7 @@ impl Default for BoxConfig {
             disk_bytes: 0,
             network: NetworkSpec::default(),
             secrets: Vec::new(),
+            warm_start: true,
         }
     }
 }
@@ -144,6 +154,10 @@ pub struct BoxStatus {
     /// The running VM's machine (the engine's [`crate::vmm::Vmm::machine`]): what a saved
     /// state of it depends on.
     pub machine: Vec<String>,
+    /// Whether the running VM maps its RAM privately (a fork, or a restore of a fork's
+    /// state): its pages are in the VMM's memory, not in its RAM file, and a saved state
+    /// of it carries them.
+    pub ram_private: bool,
     /// Unix seconds of the last pause.
     pub paused_at: Option<u64>,
 }
@@ -206,6 +220,7 @@ struct StoredStatus {
     boot: Option<BootTimings>,
     started_from: Option<StartKind>,
     machine: Vec<String>,
+    ram_private: bool,
     paused_at: Option<u64>,
 }
 
@@ -230,6 +245,7 @@ impl From<StoredStatus> for BoxStatus {
             boot: s.boot,
             started_from: s.started_from,
             machine: s.machine,
+            ram_private: s.ram_private,
             paused_at: s.paused_at,
         }
     }

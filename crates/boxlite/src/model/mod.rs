@@ -14,7 +14,7 @@ pub mod volume;
 
 pub use boxes::{
     BootTimings, BoxConfig, BoxRow, BoxStatus, Health, HealthOptions, HealthState, LEGACY_RECORD,
-    StartKind, legacy_row,
+    StartKind, default_warm_start, legacy_row,
 };
 pub use image::{BuildReport, Compression, ImageBuilder, ImageRecord, Layer, RunConfig};
 pub use network::{HostSpec, NetworkMode, NetworkSpec, NetworkSpecError, PortSpec};

@@ -9,6 +9,7 @@
 //!   Running ─> Pausing ─> Paused ─> Starting (resume) ─> Running
 //!                 │          │         └─> Paused (the resume failed before the guest ran)
 //!                 │          └─> Stopped (the saved state is discarded)
+//!                 │    Stopped, Failed ─> Paused (a snapshot's memory restored)
 //!                 └─> Running (the pause failed), Stopped (the VM died meanwhile)
 //! ```
 //!
@@ -131,9 +132,10 @@ impl BoxState {
                 | Paused => false,
             },
             Stopped => match to {
-                // Failed: processes of an interrupted operation turned up and were ended.
-                Starting | Failed => true,
-                Creating | Configured | Running | Stopping | Stopped | Pausing | Paused => false,
+                // Failed: processes of an interrupted operation turned up and were ended;
+                // Paused: a memory snapshot was restored.
+                Starting | Failed | Paused => true,
+                Creating | Configured | Running | Stopping | Stopped | Pausing => false,
             },
             Pausing => match to {
                 // Running: the pause failed and the VM carries on; Stopped: it died.
@@ -147,9 +149,9 @@ impl BoxState {
                 Creating | Configured | Running | Stopping | Pausing | Paused => false,
             },
             Failed => match to {
-                Starting => true,
-                Creating | Configured | Running | Stopping | Stopped | Failed | Pausing
-                | Paused => false,
+                // Paused: a memory snapshot was restored.
+                Starting | Paused => true,
+                Creating | Configured | Running | Stopping | Stopped | Failed | Pausing => false,
             },
         }
     }
@@ -191,6 +193,8 @@ mod tests {
         (Paused, Starting),
         (Paused, Stopped),
         (Paused, Failed),
+        (Stopped, Paused),
+        (Failed, Paused),
     ];
 
     #[test]

@@ -100,14 +100,7 @@ impl Boxlite {
             .with_box_defaults(&env, opts.working_dir.clone(), opts.user.clone());
         let id = super::random_id();
         let home = self.ctx.home.clone();
-        let lock_path = home.layout.lock_path(&id);
-        let lock = FileLock::acquire(&lock_path, LockMode::Exclusive)
-            .await
-            .map_err(|source| BoxError::Lock {
-                id: id.clone(),
-                path: lock_path,
-                source,
-            })?;
+        let lock = litebox::lock_new_box(&home, &id).await?;
         let row = BoxRow {
             id: id.clone(),
             name: opts.name.clone(),
@@ -124,6 +117,7 @@ impl Boxlite {
                 disk_bytes,
                 network: opts.network.clone(),
                 secrets: secrets.records,
+                warm_start: opts.warm_start,
             },
             status: BoxStatus::creating(),
         };

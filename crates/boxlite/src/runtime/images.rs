@@ -242,14 +242,40 @@ impl Boxlite {
         let _gc = self.gc_lock(LockMode::Exclusive).await?;
         let in_use = self.digests_in_use().await?;
         let store = self.images.clone();
-        Ok(blocking::run(move || {
-            let report = store.prune(&in_use);
+        let build = crate::litebox::snapshot::current_build(&self.ctx)
+            .await
+            .ok();
+        let home = self.ctx.home.clone();
+        blocking::run(move || {
+            let mut report = store.prune(&in_use)?;
             // Builds killed halfway: no pull runs during a prune, so every unlocked one
             // is abandoned.
             crate::builder::sweep(&store);
-            report
+            // Templates go with their images (and when this host cannot load them).
+            let kept: HashSet<String> = store.list().into_iter().map(|i| i.digest).collect();
+            if let Some(build) = build {
+                for t in crate::litebox::template::prune_blocking(&home, &build, |d| {
+                    kept.contains(d) || in_use.contains(d)
+                }) {
+                    report.bytes += t.size_bytes;
+                    report.templates.push(t.key);
+                }
+            }
+            Ok::<_, crate::Error>(report)
         })
-        .await?)
+        .await
+    }
+
+    /// The warm-start templates of this home ([`crate::litebox::template`]), oldest first.
+    pub async fn templates(&self) -> Vec<crate::TemplateInfo> {
+        let home = self.ctx.home.clone();
+        blocking::run(move || {
+            crate::litebox::template::list_blocking(&home)
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect()
+        })
+        .await
     }
 }
 

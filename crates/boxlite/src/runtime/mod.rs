@@ -49,11 +49,7 @@ pub fn default_home() -> PathBuf {
         .join(".boxlite")
 }
 
-/// A fresh random id, 32 hex digits: for boxes and anonymous volumes.
-fn random_id() -> String {
-    let bytes: [u8; 16] = rand::random();
-    hex::encode(bytes)
-}
+use crate::util::random_id;
 
 /// The boxlite runtime. Cheap to clone.
 #[derive(Debug, Clone)]

@@ -28,3 +28,9 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+/// A fresh random id, 32 hex digits: for boxes, anonymous volumes and snapshots.
+pub fn random_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    hex::encode(bytes)
+}

@@ -200,6 +200,25 @@ pub(crate) struct VmSpec<'a> {
     pub builder: bool,
     /// Start from a saved state instead of booting the kernel.
     pub restore: Option<Restore>,
+    /// Called once the agent of a cold boot is ready, before anything else reaches the
+    /// guest (volumes, the CA, the workload), with the VM's machine: saves the image's
+    /// template. It must leave the VM running.
+    pub template: Option<TemplateHook>,
+}
+
+/// See [`VmSpec::template`].
+#[derive(Clone)]
+pub(crate) struct TemplateHook(pub std::sync::Arc<TemplateFn>);
+
+/// The function behind a [`TemplateHook`].
+pub(crate) type TemplateFn = dyn Fn(AgentClient, Vec<String>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+    + Send
+    + Sync;
+
+impl std::fmt::Debug for TemplateHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TemplateHook")
+    }
 }
 
 /// A saved state to start a VM from: a paused box's own, or a snapshot's for a fork.
@@ -211,6 +230,9 @@ pub(crate) struct Restore {
     /// mapped shared. `Some(path)`: a snapshot's RAM file, mapped privately (copy on
     /// write; the file is never written).
     pub shared_ram: Option<PathBuf>,
+    /// Guest RAM is in the state stream (saved from a VM that mapped it privately): the
+    /// VM must map its RAM privately too (QEMU loads pages into private blocks only).
+    pub ram_in_state: bool,
     /// Removed once the state is loaded and before the vCPUs run: from then on the guest
     /// changes its disk, and the saved state no longer matches it.
     pub consumed: Option<PathBuf>,
@@ -352,7 +374,10 @@ pub(crate) async fn launch<L: ProcessLedger>(
             .as_ref()
             .and_then(|r| r.shared_ram.clone())
             .unwrap_or_else(|| sockets.ram()),
-        ram_shared: spec.restore.as_ref().is_none_or(|r| r.shared_ram.is_none()),
+        ram_shared: spec
+            .restore
+            .as_ref()
+            .is_none_or(|r| r.shared_ram.is_none() && !r.ram_in_state),
         qmp_socket: PathBuf::from(crate::layout::BoxPaths::QMP),
         incoming: spec.restore.is_some(),
         fs,
@@ -362,6 +387,8 @@ pub(crate) async fn launch<L: ProcessLedger>(
         marker,
     };
     rec.machine = ctx.vmm.machine(&cfg);
+    rec.ram_private = !cfg.ram_shared;
+    let machine = rec.machine.clone();
     if let Some(r) = &spec.restore
         && r.machine != rec.machine
     {
@@ -457,6 +484,10 @@ pub(crate) async fn launch<L: ProcessLedger>(
     };
     timings.agent_ready_ms = ms_since(t0);
     tracing::debug!(ms = timings.agent_ready_ms, "agent ready");
+    if let Some(take) = &spec.template {
+        (take.0)(client.clone(), machine.clone()).await;
+        tracing::debug!(ms = ms_since(t0), "template taken");
+    }
     if spec.restore.is_some() {
         // Before any workload process runs again: the wall clock of now (the guest's
         // continues from the snapshot), fresh entropy (every restore of one snapshot
