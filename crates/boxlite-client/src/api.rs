@@ -98,16 +98,25 @@ pub async fn list_boxes(c: &Client) -> Result<Vec<(Value, BoxJson)>, RemoteError
 }
 
 pub async fn start(c: &Client, id: &str) -> Result<(), RemoteError> {
+    action(c, id, "start", "starting").await
+}
+
+/// Pause a box (its memory saved, its VM ended).
+pub async fn pause(c: &Client, id: &str) -> Result<(), RemoteError> {
+    action(c, id, "pause", "pausing").await
+}
+
+/// Resume a paused box.
+pub async fn resume(c: &Client, id: &str) -> Result<(), RemoteError> {
+    action(c, id, "resume", "resuming").await
+}
+
+/// `POST /boxes/{id}/{verb}` with no body.
+async fn action(c: &Client, id: &str, verb: &str, doing: &str) -> Result<(), RemoteError> {
     let id = segment("box", id)?;
-    let what = format!("starting box {id}");
-    c.call(
-        &what,
-        Method::POST,
-        &["boxes", id, "start"],
-        &[],
-        Body::None,
-    )
-    .await
+    let what = format!("{doing} box {id}");
+    c.call(&what, Method::POST, &["boxes", id, verb], &[], Body::None)
+        .await
 }
 
 /// Stop a box, killing its VM after `timeout` seconds.
@@ -344,4 +353,114 @@ pub async fn copy_out(
         .into()),
         Err(HostUnpackError::Copy(e)) => Err(e.into()),
     }
+}
+
+/// A snapshot as the server describes it (BoxLite's `Snapshot`, whose fields the
+/// library's description shares, and whether it holds memory).
+pub type Snapshot = boxlite::SnapshotInfo;
+
+/// Take a snapshot of box `id`.
+pub async fn create_snapshot(
+    c: &Client,
+    id: &str,
+    name: &str,
+    disk_only: bool,
+) -> Result<Snapshot, RemoteError> {
+    let id = segment("box", id)?;
+    let body = serde_json::json!({ "name": name, "disk_only": disk_only });
+    c.json(
+        &format!("taking snapshot {name:?} of box {id}"),
+        Method::POST,
+        &["boxes", id, "snapshots"],
+        &[],
+        Body::Json(body),
+    )
+    .await
+}
+
+/// Box `id`'s snapshots.
+pub async fn list_snapshots(c: &Client, id: &str) -> Result<Vec<Snapshot>, RemoteError> {
+    #[derive(Deserialize)]
+    struct List {
+        snapshots: Vec<Snapshot>,
+    }
+    let id = segment("box", id)?;
+    let l: List = c
+        .json(
+            &format!("listing the snapshots of box {id}"),
+            Method::GET,
+            &["boxes", id, "snapshots"],
+            &[],
+            Body::None,
+        )
+        .await?;
+    Ok(l.snapshots)
+}
+
+/// Snapshot `name` of box `id`.
+pub async fn get_snapshot(c: &Client, id: &str, name: &str) -> Result<Snapshot, RemoteError> {
+    let id = segment("box", id)?;
+    let n = segment("snapshot", name)?;
+    c.json(
+        &format!("getting snapshot {n} of box {id}"),
+        Method::GET,
+        &["boxes", id, "snapshots", n],
+        &[],
+        Body::None,
+    )
+    .await
+}
+
+/// Remove snapshot `name` of box `id`.
+pub async fn remove_snapshot(c: &Client, id: &str, name: &str) -> Result<(), RemoteError> {
+    let id = segment("box", id)?;
+    let n = segment("snapshot", name)?;
+    c.call(
+        &format!("removing snapshot {n} of box {id}"),
+        Method::DELETE,
+        &["boxes", id, "snapshots", n],
+        &[],
+        Body::None,
+    )
+    .await
+}
+
+/// Restore box `id` to its snapshot `name`.
+pub async fn restore_snapshot(c: &Client, id: &str, name: &str) -> Result<(), RemoteError> {
+    let id = segment("box", id)?;
+    let n = segment("snapshot", name)?;
+    c.call(
+        &format!("restoring box {id} to snapshot {n}"),
+        Method::POST,
+        &["boxes", id, "snapshots", n, "restore"],
+        &[],
+        Body::None,
+    )
+    .await
+}
+
+/// Clone box `id` (or its snapshot); the clone's id.
+pub async fn clone_box(
+    c: &Client,
+    id: &str,
+    name: Option<&str>,
+    snapshot: Option<&str>,
+) -> Result<String, RemoteError> {
+    #[derive(Deserialize)]
+    struct Created {
+        box_id: String,
+    }
+    let id = segment("box", id)?;
+    let body = serde_json::json!({ "name": name, "snapshot": snapshot });
+    let b: Created = c
+        .json(
+            &format!("cloning box {id}"),
+            Method::POST,
+            &["boxes", id, "clone"],
+            &[],
+            Body::Json(body),
+        )
+        .await?;
+    segment("box id from the server", &b.box_id)?;
+    Ok(clean(&b.box_id))
 }

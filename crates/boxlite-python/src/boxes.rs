@@ -56,6 +56,10 @@ impl PyBox {
         PyBox { b, name }
     }
 
+    pub(crate) fn target(&self) -> &Target {
+        &self.b
+    }
+
     /// A box on a server, by the id the server gave (cleaned of control characters).
     pub(crate) fn remote(
         c: Arc<boxlite_client::Client>,
@@ -96,6 +100,39 @@ impl PyBox {
     #[getter]
     fn name(&self) -> Option<String> {
         self.name.clone()
+    }
+
+    /// The box's snapshots (`box.snapshot.create(name="x")`, `list()`, `get()`,
+    /// `remove()`, `restore()`).
+    #[getter]
+    fn snapshot(&self) -> crate::snapshots::SnapshotHandle {
+        self.snapshot_handle()
+    }
+
+    /// Save the box's memory and end its VM; `resume()`, `start()` or `exec()` goes on.
+    fn pause<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.pause_or_resume(py, true)
+    }
+
+    /// Continue a paused box where it was.
+    fn resume<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.pause_or_resume(py, false)
+    }
+
+    /// A new box from this one's present state (or from its snapshot `snapshot`): it
+    /// runs where this box was when there is memory to start from (a running or paused
+    /// box, a memory snapshot), and is created stopped otherwise.
+    #[pyo3(signature = (*, options=None, name=None, snapshot=None))]
+    fn clone_box<'py>(
+        &self,
+        py: Python<'py>,
+        options: Option<Bound<'py, PyAny>>,
+        name: Option<String>,
+        snapshot: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        // BoxLite's CloneOptions has no fields yet: accepted and ignored.
+        drop(options);
+        self.clone_of(py, name, snapshot)
     }
 
     /// Boot the box (a no-op if it runs).

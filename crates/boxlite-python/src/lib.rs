@@ -10,6 +10,7 @@ mod exec;
 mod options;
 mod rest;
 mod runtime;
+mod snapshots;
 
 use pyo3::prelude::*;
 
@@ -51,6 +52,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<boxes::BoxInfo>()?;
     m.add_class::<boxes::BoxStateInfo>()?;
     m.add_class::<boxes::BoxMetrics>()?;
+    m.add_class::<snapshots::SnapshotHandle>()?;
+    m.add_class::<snapshots::SnapshotInfo>()?;
     m.add_class::<exec::Execution>()?;
     m.add_class::<exec::ExecResult>()?;
     m.add_class::<exec::OutputStream>()?;

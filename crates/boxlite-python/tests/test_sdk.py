@@ -384,3 +384,41 @@ def test_info_and_metrics_of_a_local_box(runtime, shared_box):
         assert rm.num_running_boxes >= 1
 
     run(go())
+
+
+def test_pause_resume_snapshots_and_clones(runtime):
+    """BoxLite's box.snapshot handle and clone_box, with memory: a clone of a memory
+    snapshot runs with the box's files in memory; pause and resume keep them."""
+
+    async def go():
+        opts = boxlite.BoxOptions(image="boxlite/busybox", auto_remove=False)
+        b = await runtime.create(opts, name="py-snap")
+        await b.start()
+        await (await b.exec("sh", ["-c", "echo kept > /dev/shm/m"])).wait()
+
+        snap = await b.snapshot.create(name="one")
+        assert (snap.name, snap.box_id, snap.memory) == ("one", b.id, True)
+        assert snap.size_bytes > 0
+        assert [s.name for s in await b.snapshot.list()] == ["one"]
+        assert (await b.snapshot.get("one")).id == snap.id
+        with pytest.raises(boxlite.BoxliteError) as missing:
+            await b.snapshot.get("nope")
+        assert "nope" in str(missing.value)
+
+        c = await b.clone_box(name="py-clone", snapshot="one")
+        out, _, r = await collect(await c.exec("cat", ["/dev/shm/m"]))
+        assert (out, r.exit_code) == (["kept\n"], 0)
+        assert (await c.info()).state.status == "running"
+
+        await c.pause()
+        assert (await c.info()).state.status == "paused"
+        await c.resume()
+        out, _, r = await collect(await c.exec("cat", ["/dev/shm/m"]))
+        assert (out, r.exit_code) == (["kept\n"], 0)
+
+        await b.snapshot.remove("one")
+        assert await b.snapshot.list() == []
+        for x in (c, b):
+            await runtime.remove(x.id, force=True)
+
+    run(go())

@@ -12,6 +12,7 @@ pub mod files;
 pub mod images;
 pub mod metrics;
 pub mod openapi;
+pub mod snapshots;
 pub mod volumes;
 
 use std::net::SocketAddr;
@@ -92,6 +93,21 @@ pub fn router(state: AppState, key: Option<auth::ApiKey>) -> Router {
         )
         .route("/boxes/{id}/start", post(boxes::start))
         .route("/boxes/{id}/stop", post(boxes::stop))
+        .route("/boxes/{id}/pause", post(snapshots::pause))
+        .route("/boxes/{id}/resume", post(snapshots::resume))
+        .route("/boxes/{id}/clone", post(snapshots::clone))
+        .route(
+            "/boxes/{id}/snapshots",
+            post(snapshots::create).get(snapshots::list),
+        )
+        .route(
+            "/boxes/{id}/snapshots/{name}",
+            get(snapshots::get).delete(snapshots::remove),
+        )
+        .route(
+            "/boxes/{id}/snapshots/{name}/restore",
+            post(snapshots::restore),
+        )
         .route("/boxes/{id}/exec", post(exec::start))
         .route("/boxes/{id}/attach", get(main_attach))
         .route("/metrics", get(metrics::runtime))
@@ -190,8 +206,8 @@ pub async fn config() -> axum::Json<ServerConfig> {
         capabilities: Capabilities {
             tty_enabled: true,
             streaming_enabled: true,
-            snapshots_enabled: false,
-            clone_enabled: false,
+            snapshots_enabled: true,
+            clone_enabled: true,
             export_enabled: false,
             import_enabled: false,
             linux_capabilities_enabled: false,

@@ -6,7 +6,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{boxes, error, exec, files, images, metrics, volumes};
+use crate::{boxes, error, exec, files, images, metrics, snapshots, volumes};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -44,6 +44,14 @@ use crate::{boxes, error, exec, files, images, metrics, volumes};
         volumes::list,
         volumes::get,
         volumes::remove,
+        snapshots::create,
+        snapshots::list,
+        snapshots::get,
+        snapshots::remove,
+        snapshots::restore,
+        snapshots::clone,
+        snapshots::pause,
+        snapshots::resume,
     ),
     components(schemas(error::ErrorResponse, error::ErrorBody, images::PullEvent)),
     modifiers(&BearerAuth, &CommonErrors),
@@ -55,6 +63,7 @@ use crate::{boxes, error, exec, files, images, metrics, volumes};
         (name = "metrics"),
         (name = "images"),
         (name = "volumes", description = "Managed volumes (host paths are never mounted)"),
+        (name = "snapshots", description = "Snapshots (memory and disk), clones, pause and resume"),
     ),
 )]
 pub struct ApiDoc;

@@ -13,17 +13,14 @@ use serde_json::Value;
 
 /// Operations of BoxLite's that this server does not serve yet, and why.
 const LATER: &[(&str, &str)] = &[
-    ("listSnapshots", "snapshots arrive with the snapshot issue"),
-    ("createSnapshot", "snapshots arrive with the snapshot issue"),
-    ("getSnapshot", "snapshots arrive with the snapshot issue"),
-    ("removeSnapshot", "snapshots arrive with the snapshot issue"),
     (
-        "restoreSnapshot",
-        "snapshots arrive with the snapshot issue",
+        "exportBox",
+        "archives of a box are not part of the snapshot issue (snapshots and clones are local)",
     ),
-    ("cloneBox", "clone arrives with the snapshot issue"),
-    ("exportBox", "export arrives with the snapshot issue"),
-    ("importBox", "import arrives with the snapshot issue"),
+    (
+        "importBox",
+        "archives of a box are not part of the snapshot issue (snapshots and clones are local)",
+    ),
     (
         "prepareTunnel",
         "network routes arrive with network tunnels",
@@ -32,10 +29,6 @@ const LATER: &[(&str, &str)] = &[
 
 /// Schemas of BoxLite's we do not have, and why.
 const NO_SCHEMA: &[(&str, &str)] = &[
-    ("Snapshot", "snapshots"),
-    ("CreateSnapshotRequest", "snapshots"),
-    ("ListSnapshotsResponse", "snapshots"),
-    ("CloneBoxRequest", "clone"),
     ("ExportBoxRequest", "export"),
     ("TunnelDescriptor", "tunnels"),
     ("SecurityPreset", "one preset, `standard`: a string here"),

@@ -57,6 +57,8 @@ from ._native import (  # noqa: E402
     OutputStream,
     RuntimeMetrics,
     Secret,
+    SnapshotHandle,
+    SnapshotInfo,
     __version__,
 )
 from .codebox import CodeBox  # noqa: E402
@@ -102,6 +104,8 @@ __all__ = [
     "RuntimeMetrics",
     "Secret",
     "SimpleBox",
+    "SnapshotHandle",
+    "SnapshotInfo",
     "SyncBox",
     "SyncBoxlite",
     "SyncCodeBox",

@@ -235,6 +235,10 @@ pub(crate) fn apply_blocking(
     if plan.kill {
         settle_blocking(home, row);
     }
+    if row.status.state() == BoxState::Pausing {
+        // A pause or a live snapshot died halfway: what it was writing goes.
+        super::snapshot::sweep_partials(&home.box_paths(&row.id).dir);
+    }
     if let Some(text) = why {
         row.status.last_error = Some(text);
     }

@@ -130,6 +130,21 @@ impl SnapshotError {
     }
 }
 
+/// Remove what a save that died left in box directory `dir`: `paused.partial`, and in
+/// `snapshots/` every `*.partial` and every snapshot taken for a clone (`.clone-*`).
+pub(crate) fn sweep_partials(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir.join("paused.partial"));
+    let Ok(rd) = std::fs::read_dir(dir.join("snapshots")) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.ends_with(".partial") || name.starts_with(".clone-") {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Whether `dir` holds a complete saved state (its `meta.json` exists).
 pub(crate) fn saved_state_complete(dir: &Path) -> bool {
     dir.join(META).is_file()

@@ -39,10 +39,13 @@ pub struct SnapshotInfo {
     pub created_at: i64,
     /// Whether it holds the box's memory (a clone or restore of it continues the
     /// processes); false: the disk only.
+    #[serde(default)]
     pub memory: bool,
     /// Bytes of the disk copy on the host.
+    #[serde(default)]
     pub container_disk_bytes: u64,
     /// Bytes of the whole snapshot on the host.
+    #[serde(default)]
     pub size_bytes: u64,
 }
 
@@ -478,6 +481,9 @@ impl LiteBox {
             None => None,
         };
         let mut l = self.lock_reconciled().await?;
+        // Under the lock, a snapshot taken for a clone is one a killed clone left.
+        let box_dir = self.home().box_paths(&self.id).dir;
+        blocking::run(move || super::snapshot::sweep_partials(&box_dir)).await;
         if !l.row.config.volumes.is_empty() {
             return Err(SnapshotError::CloneVolumes {
                 id: self.id.clone(),

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Memory snapshots benchmark. Prints figures; asserts nothing (timing on shared machines
+# is noisy, so tests never assert on it). Run after scripts/setup.sh.
+#
+#   bench/snapshot.sh [RUNS]     (default 10)
+#
+# Figures, each as median and spread (min-max) over RUNS, wall time of one CLI process,
+# cold and warm interleaved so that both see the same machine:
+#   1. `run --rm boxlite/busybox true`: cold boot (--no-warm-start) against a warm start
+#      (a fork of the image's template), and gVisor's `runsc do true` when installed
+#   2. `pause` of an idle box, then `exec true` on it (which resumes it), and `resume`
+#   3. `snapshot create` of a running box (memory and disk), and `clone` of it fanned out
+#      to 1, 4 and 8 boxes (the whole call)
+#   4. PSS of one idle box's QEMU: cold-booted, warm-started, and a clone
+set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+# The first box of the image leaves the template.
+"$BIN" run --rm boxlite/busybox true > /dev/null
+cold=() warm=() runsc=()
+for _ in $(seq "$RUNS"); do
+  cold+=("$(timed "$BIN" run --rm --no-warm-start boxlite/busybox true)")
+  warm+=("$(timed "$BIN" run --rm boxlite/busybox true)")
+  if command -v runsc > /dev/null; then
+    runsc+=("$(timed runsc --rootless --network=none do true)")
+  fi
+done
+stats "run --rm true, cold boot" s "${cold[@]}"
+stats "run --rm true, warm start (template)" s "${warm[@]}"
+[[ ${#runsc[@]} -gt 0 ]] && stats "runsc do true (gVisor)" s "${runsc[@]}"
+awk -v c="$(printf '%s\n' "${cold[@]}" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')" \
+    -v w="$(printf '%s\n' "${warm[@]}" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')" \
+    'BEGIN { printf "%-44s %.1fx faster\n", "warm start against cold boot", c / w }'
+
+"$BIN" run -d --name snapbench boxlite/busybox sleep 100000 > /dev/null
+pause=() exec_after=() resume=()
+for _ in $(seq "$RUNS"); do
+  pause+=("$(timed "$BIN" pause snapbench)")
+  exec_after+=("$(timed "$BIN" exec snapbench true)")
+  "$BIN" pause snapbench > /dev/null
+  resume+=("$(timed "$BIN" resume snapbench)")
+done
+stats "pause (idle box)" s "${pause[@]}"
+stats "exec true on a paused box (resumes it)" s "${exec_after[@]}"
+stats "resume" s "${resume[@]}"
+echo "saved state of a paused box: $(du -sh "$BOXLITE_HOME/boxes/"*/paused 2> /dev/null | head -1 | cut -f1)"
+
+snap=()
+for i in $(seq "$RUNS"); do
+  snap+=("$(timed "$BIN" snapshot create snapbench "s$i")")
+done
+stats "snapshot create (running box, memory)" s "${snap[@]}"
+for n in 1 4 8; do
+  t=()
+  for _ in $(seq "$(( RUNS < 3 ? RUNS : 3 ))"); do
+    s=$(date +%s.%N)
+    ids=$("$BIN" clone snapbench@s1 -n "$n")
+    e=$(date +%s.%N)
+    t+=("$(awk -v a="$s" -v b="$e" 'BEGIN { printf "%.4f", b - a }')")
+    # shellcheck disable=SC2086
+    "$BIN" rm -f $ids > /dev/null
+  done
+  stats "clone of a memory snapshot, $n at once" s "${t[@]}"
+done
+
+# PSS of an idle box's QEMU, by how it started.
+pss_of() {
+  local id=$1 pid
+  pid=$(pgrep -f "qemu-system.*${id:0:12}" | head -1)
+  awk '/^Pss:/ { s += $2 } END { printf "%.1f", s / 1024 }' "/proc/$pid/smaps_rollup"
+}
+cold_id=$("$BIN" run -d --no-warm-start boxlite/busybox sleep 100000)
+warm_id=$("$BIN" run -d boxlite/busybox sleep 100000)
+clone_ids=$("$BIN" clone snapbench@s1 -n 2)
+sleep 5
+echo "QEMU PSS, idle box, cold boot:     $(pss_of "$cold_id") MiB"
+echo "QEMU PSS, idle box, warm start:    $(pss_of "$warm_id") MiB"
+for c in $clone_ids; do
+  echo "QEMU PSS, idle box, clone:         $(pss_of "$c") MiB"
+done
+# shellcheck disable=SC2046
+"$BIN" rm -f $("$BIN" ls -aq) > /dev/null
