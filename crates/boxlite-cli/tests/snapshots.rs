@@ -1,7 +1,8 @@
 //! Snapshots from the CLI, and a boxlite process killed (SIGKILL) in the middle of a
 //! pause, a snapshot or a clone: whatever ran, the next command finds the box running or
 //! paused with its memory intact, never half-saved, and every clone it made either works
-//! or can be removed, with no process left behind. One box serves every step.
+//! or can be removed, with no process left behind. QEMU killed during a pause leaves the
+//! box paused or stopped, and it starts again. One box serves every step.
 
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -163,6 +164,50 @@ fn snapshots_from_the_cli_and_commands_killed_halfway_leave_every_box_usable() {
             assert_eq!(h.ok(BIN, &["exec", c.trim(), "cat", "/dev/shm/m"]), "mem\n");
             h.ok(BIN, &["rm", "-f", c.trim()]);
         }
+    }
+
+    // QEMU killed while a pause saves it: the box ends paused (the state was whole) or
+    // stopped, never in between, and starts again.
+    for ms in [100, 600] {
+        let mut pause = h
+            .cli(BIN)
+            .args(["pause", "src"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        for (pid, cmd) in h.processes() {
+            if cmd.contains("qemu-system") && cmd.contains(&id[..12]) {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        pause.wait().unwrap();
+        let after = state(&h, "src");
+        assert!(
+            after == "Paused" || after == "Stopped",
+            "QEMU killed {ms} ms into a pause: the box is {after}"
+        );
+        h.ok(BIN, &["start", "src"]);
+        let mem = h.ok(
+            BIN,
+            &[
+                "exec",
+                "src",
+                "sh",
+                "-c",
+                "cat /dev/shm/m 2>/dev/null || echo gone",
+            ],
+        );
+        if after == "Paused" {
+            assert_eq!(mem, "mem\n");
+        } else {
+            assert_eq!(mem, "gone\n");
+            h.ok(BIN, &["exec", "src", "sh", "-c", "echo mem > /dev/shm/m"]);
+        }
+        assert_eq!(partial_dirs(&box_dir), Vec::<String>::new());
     }
 
     // A clone killed halfway: every box there is can be removed, and nothing is left.

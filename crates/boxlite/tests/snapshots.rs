@@ -335,6 +335,51 @@ async fn snapshots_restore_memory_and_disk_and_clones_of_one_diverge() {
     assert_eq!(disk_clone_state, BoxState::Configured);
     assert_eq!(disk_clone, "second\nnone\n");
 
+    // A clone of the running box itself (a snapshot taken for it, then removed): a
+    // process counting in the box counts on in every clone.
+    let counting = b
+        .exec(BoxCommand::new("sh").args([
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo $i > /dev/shm/n; sleep 0.1; done",
+        ]))
+        .await
+        .unwrap();
+    sh(
+        &b,
+        "for i in $(seq 100); do [ -s /dev/shm/n ] && exit 0; sleep 0.1; done; exit 1",
+    )
+    .await;
+    let live = b.clone_boxes(CloneOptions::default(), 2).await.unwrap();
+    let mut counted = Vec::new();
+    for c in &live {
+        let first = number(&sh(c, "cat /dev/shm/n").await);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let then = number(&sh(c, "cat /dev/shm/n").await);
+        counted.push((first, then, c.info().await.unwrap().started_from));
+    }
+    let implicit_left = s1_dir(&b, "").await.read_dir().unwrap().flatten().count();
+    drop(counting);
+    for (first, then, from) in &counted {
+        assert!(
+            then > first,
+            "the counter stopped in a clone: {first} -> {then}"
+        );
+        assert_eq!(
+            from,
+            &Some(StartKind::Cloned {
+                source: b.id().to_string(),
+                snapshot: None
+            })
+        );
+    }
+    assert_eq!(
+        implicit_left, 2,
+        "s1 and s2 only: the clone's own snapshot is gone"
+    );
+    for c in live {
+        c.remove(true).await.unwrap();
+    }
+
     // Removing the snapshot leaves its clones running.
     b.snapshot_remove("s1").await.unwrap();
     let left: Vec<String> = b
@@ -354,6 +399,10 @@ async fn snapshots_restore_memory_and_disk_and_clones_of_one_diverge() {
         c.remove(true).await.unwrap();
     }
     assert!(h.processes().is_empty(), "{:?}", h.processes());
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn s1_dir(b: &LiteBox, name: &str) -> std::path::PathBuf {
@@ -433,6 +482,54 @@ async fn later_boxes_of_an_image_fork_the_template_its_first_box_left() {
     assert_ne!(state, b"not a migration stream");
     assert_eq!(rt.templates().await.len(), 2);
 
+    // Another kernel (the same one with bytes appended, so it still boots) means
+    // another key: a cold boot, and a template of its own.
+    let assets = h.home.join("assets-b");
+    std::fs::create_dir_all(&assets).unwrap();
+    let src = boxlite_testkit::assets_dir();
+    for e in std::fs::read_dir(&src).unwrap().flatten() {
+        let name = e.file_name();
+        if name != "vmlinux" && name != "manifest.json" {
+            std::os::unix::fs::symlink(e.path(), assets.join(&name)).unwrap();
+        }
+    }
+    let mut kernel = std::fs::read(src.join("vmlinux")).unwrap();
+    kernel.extend_from_slice(&[0u8; 4096]);
+    std::fs::write(assets.join("vmlinux"), &kernel).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("manifest.json")).unwrap()).unwrap();
+    manifest["files"]["vmlinux"]["size"] = kernel.len().into();
+    manifest["files"]["vmlinux"]["sha256"] = {
+        use sha2::Digest;
+        hex_of(&sha2::Sha256::digest(&kernel)).into()
+    };
+    std::fs::write(assets.join("manifest.json"), manifest.to_string()).unwrap();
+    let rt_b = boxlite::Boxlite::new(boxlite::RuntimeOptions {
+        home: Some(h.home.clone()),
+        assets: Some(assets.clone()),
+        ..Default::default()
+    })
+    .unwrap();
+    let other_kernel = rt_b
+        .create(BoxOptions::new("boxlite/busybox"))
+        .await
+        .unwrap();
+    other_kernel.start().await.unwrap();
+    let other_from = other_kernel.info().await.unwrap().started_from;
+    let after_kernel = rt_b.templates().await.len();
+    other_kernel.remove(true).await.unwrap();
+    assert_eq!(
+        other_from,
+        Some(StartKind::Cold),
+        "a template of another kernel was used"
+    );
+    assert_eq!(
+        after_kernel, 3,
+        "the new kernel's first box left its template"
+    );
+    // The first runtime's prune drops the template its kernel cannot load.
+    drop(rt_b);
+
     // Templates go with their image.
     for b in [&first, &warm, &cold, &bigger, &fallback] {
         b.remove(true).await.unwrap();
@@ -441,4 +538,76 @@ async fn later_boxes_of_an_image_fork_the_template_its_first_box_left() {
     assert!(!removed.pruned.templates.is_empty(), "{removed:?}");
     assert!(rt.templates().await.is_empty());
     assert!(h.processes().is_empty(), "{:?}", h.processes());
+}
+
+/// Unmounts a test's filesystem when dropped (after the home on it).
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_or_snapshot_on_a_full_disk_is_a_clear_error_and_the_box_goes_on() {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root,
+        "this test mounts a small tmpfs as the home: run it as root (CI does)"
+    );
+    let dir = std::env::temp_dir().join(format!("bxt-full-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "boxlite-test"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a tmpfs at {}", dir.display());
+    let _unmount = Unmount(dir.clone());
+    let h = TestHome::at(dir.clone());
+    let rt = h.runtime();
+    let b = rt
+        .create(BoxOptions::new("boxlite/busybox").warm_start(false))
+        .await
+        .unwrap();
+    b.start().await.unwrap();
+    sh(&b, "echo still > /dev/shm/m").await;
+
+    let paused = b.pause().await.unwrap_err();
+    let snap = b
+        .snapshot_create("full", &SnapshotOptions::default())
+        .await
+        .unwrap_err();
+    let state = b.state().await.unwrap();
+    let mem = sh(&b, "cat /dev/shm/m").await;
+    let info = b.info().await.unwrap();
+    let listed = b.snapshot_list().await.unwrap();
+
+    for e in [&paused, &snap] {
+        assert!(
+            matches!(e, Error::Snapshot(SnapshotError::DiskFull { .. })),
+            "{}",
+            boxlite::error_chain(e)
+        );
+        assert_eq!(e.kind(), boxlite::ErrorKind::ResourceExhausted);
+        assert!(e.to_string().contains("disk is full"), "{e}");
+    }
+    assert_eq!(state, BoxState::Running);
+    assert_eq!(mem, "still\n");
+    assert!(listed.is_empty(), "{listed:?}");
+    for leftover in [
+        "paused",
+        "paused.partial",
+        "snapshots/full",
+        "snapshots/full.partial",
+    ] {
+        assert!(!info.dir.join(leftover).exists(), "{leftover} was left");
+    }
+    b.remove(true).await.unwrap();
 }
