@@ -545,12 +545,19 @@ struct Unmount(std::path::PathBuf);
 
 impl Drop for Unmount {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
+        tool("umount", &["-l".as_ref(), self.0.as_os_str()]);
         let _ = std::fs::remove_dir(&self.0);
     }
+}
+
+/// Run `mount` or `umount` (the test blocks on it: it takes milliseconds); whether it
+/// succeeded.
+#[allow(clippy::disallowed_methods)]
+fn tool(name: &str, args: &[&std::ffi::OsStr]) -> bool {
+    std::process::Command::new(name)
+        .args(args)
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -563,12 +570,18 @@ async fn a_pause_or_snapshot_on_a_full_disk_is_a_clear_error_and_the_box_goes_on
     );
     let dir = std::env::temp_dir().join(format!("bxt-full-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=24m", "boxlite-test"])
-        .arg(&dir)
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mounting a tmpfs at {}", dir.display());
+    let mounted = tool(
+        "mount",
+        &[
+            "-t".as_ref(),
+            "tmpfs".as_ref(),
+            "-o".as_ref(),
+            "size=24m".as_ref(),
+            "boxlite-test".as_ref(),
+            dir.as_os_str(),
+        ],
+    );
+    assert!(mounted, "mounting a tmpfs at {}", dir.display());
     let _unmount = Unmount(dir.clone());
     let h = TestHome::at(dir.clone());
     let rt = h.runtime();
