@@ -8,10 +8,12 @@
 # cold and warm interleaved so that both see the same machine:
 #   1. `run --rm boxlite/busybox true`: cold boot (--no-warm-start) against a warm start
 #      (a fork of the image's template), and gVisor's `runsc do true` when installed
-#   2. `pause` of an idle box, then `exec true` on it (which resumes it), and `resume`
+#   2. `pause` of a box with about 300 MiB of RAM in use, then `exec true` on it (which
+#      resumes it), and `resume`
 #   3. `snapshot create` of a running box (memory and disk), and `clone` of it fanned out
 #      to 1, 4 and 8 boxes (the whole call)
-#   4. PSS of one idle box's QEMU: cold-booted, warm-started, and a clone
+#   4. PSS of one idle box's QEMU, cold-booted and warm-started; of a clone of the 300 MiB
+#      box; and in total for 20 idle warm-started boxes
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -33,7 +35,11 @@ awk -v c="$(printf '%s\n' "${cold[@]}" | sort -g | awk '{v[NR]=$1} END {print v[
     -v w="$(printf '%s\n' "${warm[@]}" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')" \
     'BEGIN { printf "%-44s %.1fx faster\n", "warm start against cold boot", c / w }'
 
-"$BIN" run -d --name snapbench boxlite/busybox sleep 100000 > /dev/null
+# A box with about 300 MiB of its RAM in use (random bytes in its tmpfs, which no
+# zero-page shortcut can skip).
+"$BIN" run -d --name snapbench --memory 1024 boxlite/busybox sleep 100000 > /dev/null
+"$BIN" exec snapbench sh -c 'head -c 300000000 /dev/urandom > /dev/shm/fill'
+echo "box: 1024 MiB, $("$BIN" exec snapbench sh -c "free -m | awk '/Mem/ {print \$3}'") MiB used, 300 MB of it in /dev/shm"
 pause=() exec_after=() resume=()
 for _ in $(seq "$RUNS"); do
   pause+=("$(timed "$BIN" pause snapbench)")
@@ -41,8 +47,8 @@ for _ in $(seq "$RUNS"); do
   "$BIN" pause snapbench > /dev/null
   resume+=("$(timed "$BIN" resume snapbench)")
 done
-stats "pause (idle box)" s "${pause[@]}"
-stats "exec true on a paused box (resumes it)" s "${exec_after[@]}"
+stats "pause (300 MiB in use)" s "${pause[@]}"
+stats "exec true on a paused box (resume + exec)" s "${exec_after[@]}"
 stats "resume" s "${resume[@]}"
 echo "saved state of a paused box: $(du -sh "$BOXLITE_HOME/boxes/"*/paused 2> /dev/null | head -1 | cut -f1)"
 
@@ -77,7 +83,24 @@ sleep 5
 echo "QEMU PSS, idle box, cold boot:     $(pss_of "$cold_id") MiB"
 echo "QEMU PSS, idle box, warm start:    $(pss_of "$warm_id") MiB"
 for c in $clone_ids; do
-  echo "QEMU PSS, idle box, clone:         $(pss_of "$c") MiB"
+  echo "QEMU PSS, clone of the 300 MiB box:  $(pss_of "$c") MiB"
 done
+"$BIN" rm -f "$cold_id" "$warm_id" $clone_ids snapbench > /dev/null
+
+# Twenty idle boxes, each forked from the image's template.
+ids=()
+s=$(date +%s.%N)
+for _ in $(seq 20); do
+  ids+=("$("$BIN" run -d boxlite/busybox sleep 100000)")
+done
+e=$(date +%s.%N)
+sleep 5
+total=0
+for id in "${ids[@]}"; do
+  total=$(awk -v t="$total" -v p="$(pss_of "$id")" 'BEGIN { print t + p }')
+done
+awk -v t="$total" -v a="$s" -v b="$e" 'BEGIN {
+  printf "20 idle warm-started boxes: QEMU PSS %.0f MiB in total, %.1f MiB each; started in %.1f s\n", t, t / 20, b - a }'
+
 # shellcheck disable=SC2046
 "$BIN" rm -f $("$BIN" ls -aq) > /dev/null
