@@ -312,25 +312,7 @@ pub async fn snapshot(rt: &Boxlite, command: crate::args::SnapshotCommand) -> Re
             Ok(0)
         }
         S::Ls { id, format } => {
-            let list = rt.get(&id).await?.snapshot_list().await?;
-            if format == "json" {
-                println!("{}", serde_json::to_string_pretty(&list)?);
-                return Ok(0);
-            }
-            if format != "table" {
-                bail!("unknown format {format:?}; use table or json");
-            }
-            println!("{:<32} {:<7} {:>10}  CREATED", "NAME", "MEMORY", "SIZE");
-            for s in list {
-                println!(
-                    "{:<32} {:<7} {:>10}  {}",
-                    s.name,
-                    if s.memory { "yes" } else { "no" },
-                    crate::stats::bytes(s.size_bytes),
-                    ago(u64::try_from(s.created_at).unwrap_or(0))
-                );
-            }
-            Ok(0)
+            print_snapshots(&rt.get(&id).await?.snapshot_list().await?, &format)
         }
         S::Rm { id, names } => {
             let b = rt.get(&id).await?;
@@ -354,8 +336,38 @@ pub async fn snapshot(rt: &Boxlite, command: crate::args::SnapshotCommand) -> Re
     }
 }
 
+/// `snapshot ls` output, local or remote.
+pub(crate) fn print_snapshots(list: &[boxlite::SnapshotInfo], format: &str) -> Result<i32> {
+    if format == "json" {
+        println!("{}", serde_json::to_string_pretty(list)?);
+        return Ok(0);
+    }
+    if format != "table" {
+        bail!("unknown format {format:?}; use table or json");
+    }
+    println!("{:<32} {:<7} {:>10}  CREATED", "NAME", "MEMORY", "SIZE");
+    for s in list {
+        println!(
+            "{:<32} {:<7} {:>10}  {}",
+            s.name,
+            if s.memory { "yes" } else { "no" },
+            crate::stats::bytes(s.size_bytes),
+            ago(u64::try_from(s.created_at).unwrap_or(0))
+        );
+    }
+    Ok(0)
+}
+
+/// `BOX[@SNAPSHOT]` as the box and the snapshot.
+pub(crate) fn split_source(source: &str) -> (&str, Option<String>) {
+    match source.split_once('@') {
+        Some((k, s)) => (k, Some(s.to_string())),
+        None => (source, None),
+    }
+}
+
 /// A snapshot name from the time: `snap-20261202-013000`.
-fn default_snapshot_name() -> String {
+pub(crate) fn default_snapshot_name() -> String {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -373,10 +385,7 @@ fn snapshot_name_at(secs: u64) -> String {
 
 /// `boxlite clone BOX[@SNAPSHOT]`: prints each new box's id.
 pub async fn clone(rt: &Boxlite, source: &str, name: Option<String>, count: usize) -> Result<i32> {
-    let (key, snapshot) = match source.split_once('@') {
-        Some((k, s)) => (k, Some(s.to_string())),
-        None => (source, None),
-    };
+    let (key, snapshot) = split_source(source);
     let b = rt.get(key).await?;
     let clones = b
         .clone_boxes(boxlite::CloneOptions { snapshot, name }, count)

@@ -399,6 +399,37 @@ fn the_cli_runs_box_commands_against_a_server_with_url_and_key() {
     assert_eq!(s.ok(&["volume", "rm", "vol1"]), "vol1\n");
     assert!(s.ok(&["stats", "--no-stream", "rb"]).contains(&id[..12]));
 
+    // Pause, resume, snapshots and clones go through the API's routes.
+    s.ok(&["exec", "rb", "sh", "-c", "echo remote-mem > /dev/shm/m"]);
+    assert_eq!(s.ok(&["pause", "rb"]), "rb\n");
+    assert!(
+        s.ok(&["ls", "-a"]).contains("Paused"),
+        "{}",
+        s.ok(&["ls", "-a"])
+    );
+    assert_eq!(s.ok(&["resume", "rb"]), "rb\n");
+    assert_eq!(s.ok(&["snapshot", "create", "rb", "rs"]), "rs\n");
+    let snaps: serde_json::Value =
+        serde_json::from_str(&s.ok(&["snapshot", "ls", "rb", "--format", "json"])).unwrap();
+    assert_eq!(snaps[0]["name"], "rs", "{snaps}");
+    assert_eq!(snaps[0]["memory"], true, "{snaps}");
+    let clone = s.ok(&["clone", "rb@rs", "--name", "rclone"]);
+    assert_eq!(
+        s.ok(&["exec", "rclone", "cat", "/dev/shm/m"]),
+        "remote-mem\n",
+        "clone {clone}"
+    );
+    assert_eq!(s.ok(&["rm", "-f", "rclone"]), "rclone\n");
+    assert_refused(
+        &s.run(&["snapshot", "restore", "rb", "rs"]),
+        "stop it first",
+    );
+    assert_eq!(s.ok(&["snapshot", "rm", "rb", "rs"]), "rs\n");
+    assert_refused(
+        &s.run(&["snapshot", "rm", "rb", "rs"]),
+        "no snapshot named \"rs\"",
+    );
+
     // stop and rm, then the box is gone.
     assert_eq!(s.ok(&["stop", "-t", "5", "rb"]), "rb\n");
     assert!(!s.ok(&["ls"]).contains("rb"));

@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::args::{Command, ImageCommand, VolumeCommand};
+use boxlite_client::api;
 use boxlite_client::api::{get_box, list_boxes, remove, start, stop};
 use boxlite_client::{Body, Client, RemoteError, clean, segment};
 
@@ -57,17 +58,31 @@ pub(crate) async fn main(url: &str, cmd: Command) -> Result<i32> {
             Ok(0)
         }
         Command::Start { boxes } => for_each(&boxes, |id| async move { start(c, &id).await }).await,
+        Command::Snapshot { command } => snapshot(c, command).await,
+        Command::Clone {
+            source,
+            name,
+            count,
+        } => {
+            let (key, snap) = crate::boxes::split_source(&source);
+            for i in 1..=count {
+                let n = name.as_ref().map(|n| {
+                    if count == 1 {
+                        n.clone()
+                    } else {
+                        format!("{n}-{i}")
+                    }
+                });
+                let id = api::clone_box(c, key, n.as_deref(), snap.as_deref()).await?;
+                println!("{id}");
+            }
+            Ok(0)
+        }
         Command::Pause { boxes } => {
-            for_each(&boxes, |id| async move {
-                boxlite_client::api::pause(c, &id).await
-            })
-            .await
+            for_each(&boxes, |id| async move { api::pause(c, &id).await }).await
         }
         Command::Resume { boxes } => {
-            for_each(&boxes, |id| async move {
-                boxlite_client::api::resume(c, &id).await
-            })
-            .await
+            for_each(&boxes, |id| async move { api::resume(c, &id).await }).await
         }
         Command::Stop { timeout, boxes } => {
             for_each(&boxes, |id| async move { stop(c, &id, timeout).await }).await
@@ -116,9 +131,7 @@ pub(crate) async fn main(url: &str, cmd: Command) -> Result<i32> {
             }
         }
         // Refused above.
-        Command::Snapshot { .. }
-        | Command::Clone { .. }
-        | Command::Logs { .. }
+        Command::Logs { .. }
         | Command::Port { .. }
         | Command::Network { .. }
         | Command::Load { .. }
@@ -135,11 +148,8 @@ pub(crate) async fn main(url: &str, cmd: Command) -> Result<i32> {
 /// The commands the REST API cannot serve, and why.
 fn unavailable(cmd: &Command) -> Option<(&'static str, &'static str)> {
     const NO_ROUTE: &str = "the REST API has no route for it";
-    const NOT_CALLED: &str = "the server has its routes, but this CLI does not call them yet; use the local CLI or the API";
     Some(match cmd {
         Command::Logs { .. } => ("logs", NO_ROUTE),
-        Command::Snapshot { .. } => ("snapshot", NOT_CALLED),
-        Command::Clone { .. } => ("clone", NOT_CALLED),
         Command::Image {
             command: ImageCommand::Templates { .. },
         } => ("image templates", NO_ROUTE),
@@ -187,6 +197,39 @@ where
         }
     }
     Ok(if failed { 125 } else { 0 })
+}
+
+/// `snapshot ...` against the server.
+async fn snapshot(c: &Client, cmd: crate::args::SnapshotCommand) -> Result<i32> {
+    use crate::args::SnapshotCommand as S;
+    match cmd {
+        S::Create {
+            id,
+            name,
+            disk_only,
+        } => {
+            let name = name.unwrap_or_else(crate::boxes::default_snapshot_name);
+            let s = api::create_snapshot(c, &id, &name, disk_only).await?;
+            println!("{}", s.name);
+            Ok(0)
+        }
+        S::Ls { id, format } => {
+            crate::boxes::print_snapshots(&api::list_snapshots(c, &id).await?, &format)
+        }
+        S::Rm { id, names } => {
+            let id = &id;
+            for_each(
+                &names,
+                |n| async move { api::remove_snapshot(c, id, &n).await },
+            )
+            .await
+        }
+        S::Restore { id, name } => {
+            api::restore_snapshot(c, &id, &name).await?;
+            println!("{name}");
+            Ok(0)
+        }
+    }
 }
 
 /// Seconds since the epoch for the server's RFC 3339 UTC times (`YYYY-MM-DDTHH:MM:SSZ`,

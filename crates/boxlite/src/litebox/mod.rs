@@ -453,6 +453,7 @@ pub(crate) async fn reconcile_held(home: &Home, l: Locked) -> Result<Option<Lock
                     reconcile::Plan {
                         kill: true,
                         to: Some(BoxState::Stopped),
+                        why: Some(reconcile::Why::PauseUnrecoverable),
                         ..plan
                     }
                 }

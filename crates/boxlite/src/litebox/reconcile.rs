@@ -55,6 +55,9 @@ pub(crate) enum Why {
     ResumeInterrupted,
     /// A paused box's saved state is missing or incomplete.
     SavedStateLost,
+    /// A pause was interrupted before the state was saved, and the VM could not be run
+    /// again: the box was stopped.
+    PauseUnrecoverable,
 }
 
 /// What to do about one box.
@@ -209,6 +212,10 @@ impl Why {
             }
             Why::ResumeInterrupted => {
                 "a resume was interrupted before the guest ran again; the box is still paused"
+                    .into()
+            }
+            Why::PauseUnrecoverable => {
+                "a pause was interrupted before the box's state was saved, and its VM could not be continued; the box was stopped"
                     .into()
             }
             Why::SavedStateLost => format!(
