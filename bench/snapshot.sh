@@ -7,7 +7,8 @@
 # Figures, each as median and spread (min-max) over RUNS, wall time of one CLI process,
 # cold and warm interleaved so that both see the same machine:
 #   1. `run --rm boxlite/busybox true`: cold boot (--no-warm-start) against a warm start
-#      (a fork of the image's template), and gVisor's `runsc do true` when installed
+#      (a fork of the image's template), and gVisor's `runsc do true` when installed; and
+#      create-to-first-output of `run --rm boxlite/busybox echo hi`, cold and warm
 #   2. `pause` of a box with about 300 MiB of RAM in use, then `exec true` on it (which
 #      resumes it), and `resume`
 #   3. `snapshot create` of a running box (memory and disk), and `clone` of it fanned out
@@ -28,6 +29,19 @@ for _ in $(seq "$RUNS"); do
     runsc+=("$(timed runsc --rootless --network=none do true)")
   fi
 done
+# Create to first output: the time until `echo` has printed, not counting the teardown.
+first_output() {
+  local s
+  s=$(date +%s.%N)
+  "$@" | { read -r _; awk -v a="$s" -v b="$(date +%s.%N)" 'BEGIN { printf "%.4f", b - a }'; cat > /dev/null; }
+}
+cold_first=() warm_first=()
+for _ in $(seq "$RUNS"); do
+  cold_first+=("$(first_output "$BIN" run --rm --no-warm-start boxlite/busybox echo hi)")
+  warm_first+=("$(first_output "$BIN" run --rm boxlite/busybox echo hi)")
+done
+stats "run --rm echo: first output, cold boot" s "${cold_first[@]}"
+stats "run --rm echo: first output, warm start" s "${warm_first[@]}"
 stats "run --rm true, cold boot" s "${cold[@]}"
 stats "run --rm true, warm start (template)" s "${warm[@]}"
 [[ ${#runsc[@]} -gt 0 ]] && stats "runsc do true (gVisor)" s "${runsc[@]}"
