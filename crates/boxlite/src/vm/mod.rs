@@ -409,6 +409,17 @@ pub(crate) async fn launch<L: ProcessLedger>(
     };
     tracing::debug!(ms = timings.vmm_spawned_ms, "vmm spawned");
     let mut vm_child = vm;
+    // The shim owns the host end of the agent's port from now on; it connects to QEMU's
+    // socket and listens on the box's own.
+    let shim = shim_command(ctx.layout().home(), &id, paths, spec.builder)?;
+    let mut shim_child = start_helper(SHIM_HELPER, &shim, rec, guard, ledger, |r, p| {
+        r.monitor = Some(p);
+    })
+    .await?;
+    tracing::debug!(ms = ms_since(t0), "shim spawned");
+
+    // A restore loads the state while the shim starts (it waits for the guest's end of
+    // the port, which answers once the vCPUs run).
     if let Some(r) = &spec.restore {
         let load = restore_state(&paths.dir, r);
         tokio::select! {
@@ -422,15 +433,6 @@ pub(crate) async fn launch<L: ProcessLedger>(
         }
         tracing::debug!(ms = ms_since(t0), "state loaded, vCPUs running");
     }
-
-    // The shim owns the host end of the agent's port from now on; it connects to QEMU's
-    // socket and listens on the box's own.
-    let shim = shim_command(ctx.layout().home(), &id, paths, spec.builder)?;
-    let mut shim_child = start_helper(SHIM_HELPER, &shim, rec, guard, ledger, |r, p| {
-        r.monitor = Some(p);
-    })
-    .await?;
-    tracing::debug!(ms = ms_since(t0), "shim spawned");
 
     let socket = sockets.agent();
     let timeout = ctx.boot_timeout;
