@@ -49,7 +49,8 @@ pub struct BootStages {
     pub vmm_spawn_ms: u64,
     /// From the VMM spawn until the agent reported ready, as the host measured it.
     pub vmm_to_agent_ready_ms: u64,
-    /// Guest uptime when the agent was ready: kernel boot plus init.
+    /// Guest uptime when the agent was ready: kernel boot plus init (None for a box
+    /// that started from a saved state: its guest did not boot).
     pub kernel_to_agent_ready_ms: Option<u64>,
     /// From the start call until the box was usable (volumes mounted).
     pub ready_ms: u64,
@@ -163,10 +164,16 @@ impl LiteBox {
         m.execs_started = Some(g.execs_started);
         m.execs_running = Some(g.execs_running);
         m.oom_kills = Some(g.oom_kills);
+        // The guest's own clock tells how long its kernel took only when it booted: a
+        // restored guest's uptime goes back to the boot its memory came from.
+        let booted = matches!(
+            row.status.started_from,
+            None | Some(crate::model::StartKind::Cold)
+        );
         m.boot = timings.map(|t| BootStages {
             vmm_spawn_ms: t.vmm_spawned_ms,
             vmm_to_agent_ready_ms: t.agent_ready_ms.saturating_sub(t.vmm_spawned_ms),
-            kernel_to_agent_ready_ms: (g.agent_ready_uptime_secs > 0.0)
+            kernel_to_agent_ready_ms: (booted && g.agent_ready_uptime_secs > 0.0)
                 .then(|| ms(g.agent_ready_uptime_secs)),
             ready_ms: t.ready_ms,
             agent_ready_to_first_exec_ms: (g.first_exec_uptime_secs > 0.0)
