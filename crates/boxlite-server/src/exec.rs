@@ -54,6 +54,11 @@ impl Executions {
     /// by the library as in every box route).
     async fn find(s: &AppState, box_key: &str, exec_id: &str) -> Result<Arc<Entry>, ApiError> {
         let b = s.rt.get(box_key).await?;
+        // An execution of a paused box goes on once the box does: a call to it resumes
+        // the box, as an exec or an attach would.
+        if b.state().await? == boxlite::BoxState::Paused {
+            b.resume().await?;
+        }
         let map = s.executions.map.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(exec_id) {
             Some(e) if e.box_id == b.id() => Ok(e.clone()),

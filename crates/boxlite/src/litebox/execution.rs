@@ -185,6 +185,11 @@ impl Execution {
     /// A call that failed because the box is gone (stopped, removed, its shim away) says
     /// so, as `wait` does; anything else is the agent's answer.
     fn call_failed(&self, e: PortalError) -> ExecError {
+        if e.code() == Some(tonic::Code::NotFound) {
+            // The agent no longer has it: the box was restarted, or restored to a moment
+            // before the execution began.
+            return ExecError::NoSuchExecution(self.id.clone());
+        }
         if agent_lost(&e) {
             ExecError::BoxStopped {
                 id: self.id.clone(),
@@ -452,9 +457,13 @@ fn agent_lost(e: &PortalError) -> bool {
                 || (*code == tonic::Code::Unknown
                     && (message.contains("transport")
                         || message.contains("h2")
-                        // The shim's socket is gone (ENOENT) or nobody listens on it.
+                        // The shim's socket is gone (ENOENT) or nobody listens on it,
+                        // or the connection broke under the call (ECONNRESET, EPIPE).
                         || message.contains("(os error 2)")
-                        || message.contains("(os error 111)")))
+                        || message.contains("(os error 111)")
+                        || message.contains("(os error 104)")
+                        || message.contains("(os error 32)")
+                        || message.contains("connection closed")))
         }
         PortalError::Connect { .. } => true,
         PortalError::Timeout { .. } => false,

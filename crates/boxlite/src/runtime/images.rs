@@ -267,7 +267,7 @@ impl Boxlite {
     }
 
     /// The warm-start templates of this home ([`crate::litebox::template`]), oldest first.
-    pub async fn templates(&self) -> Vec<crate::TemplateInfo> {
+    pub async fn templates(&self) -> Vec<crate::litebox::template::TemplateInfo> {
         let home = self.ctx.home.clone();
         blocking::run(move || {
             crate::litebox::template::list_blocking(&home)
