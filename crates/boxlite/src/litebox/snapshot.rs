@@ -311,16 +311,25 @@ pub(crate) async fn continue_live(
         id: id.to_string(),
         source,
     };
-    let mut qmp = monitor_of(id, box_dir).await?;
-    if qmp.status().await.map_err(monitor)? != "running" {
-        qmp.cont().await.map_err(monitor)?;
+    // The vCPUs first, if the monitor can be reached; the workload is thawed either way
+    // (a save that failed to reach the monitor never stopped them).
+    let ran = async {
+        let mut qmp = monitor_of(id, box_dir).await?;
+        if qmp.status().await.map_err(monitor)? != "running" {
+            qmp.cont().await.map_err(monitor)?;
+        }
+        Ok::<(), SnapshotError>(())
     }
-    tokio::time::timeout(AGENT_CALL, crate::vm::resume_guest(client, id))
+    .await;
+    let thawed = tokio::time::timeout(AGENT_CALL, crate::vm::resume_guest(client, id))
         .await
         .map_err(|_| crate::portal::PortalError::Timeout {
             target: id.to_string(),
             after: AGENT_CALL,
-        })??;
+        })
+        .and_then(|r| r);
+    ran?;
+    thawed?;
     Ok(())
 }
 

@@ -71,24 +71,45 @@ impl std::fmt::Debug for Qmp {
     }
 }
 
+/// The longest socket path `connect` takes as it is (sun_path is 108 bytes with its NUL).
+const SUN_PATH_MAX: usize = 107;
+
+/// `path` if a socket can be reached by it, else a `/proc/self/fd/N/NAME` path through
+/// its directory, opened (and kept open by the returned descriptor).
+fn short_socket_path(path: &Path) -> std::io::Result<(PathBuf, Option<std::fs::File>)> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    if path.as_os_str().as_bytes().len() <= SUN_PATH_MAX {
+        return Ok((path.to_path_buf(), None));
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok((path.to_path_buf(), None));
+    };
+    let d = std::fs::File::open(dir)?;
+    let short = PathBuf::from(format!("/proc/self/fd/{}", d.as_raw_fd())).join(name);
+    Ok((short, Some(d)))
+}
+
 impl Qmp {
     /// Connect to `path`, waiting up to `wait` for QEMU to create and listen on it, and
     /// leave negotiation mode.
     pub async fn connect(path: &Path, wait: Duration) -> Result<Qmp, QmpError> {
         let deadline = Instant::now() + wait;
+        let failed = |source| QmpError::Connect {
+            path: path.to_path_buf(),
+            source,
+        };
+        // A socket path longer than sun_path holds (a long home) is reached through its
+        // directory, opened here: /proc/self/fd/N/qmp.sock is short.
+        let (short, _dir) = short_socket_path(path).map_err(failed)?;
         let stream = loop {
-            match UnixStream::connect(path).await {
+            match UnixStream::connect(&short).await {
                 Ok(s) => break s,
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
-                Err(source) => {
-                    return Err(QmpError::Connect {
-                        path: path.to_path_buf(),
-                        source,
-                    });
-                }
+                Err(source) => return Err(failed(source)),
             }
         };
         let (r, w) = stream.into_split();
@@ -403,6 +424,39 @@ mod tests {
             }
         });
         (path, task)
+    }
+
+    #[tokio::test]
+    async fn a_socket_path_longer_than_sun_path_is_reached_through_its_directory() {
+        let base = std::env::temp_dir().join(format!("bx-qmp-long-{}", rand::random::<u64>()));
+        let dir = base.join("d".repeat(60)).join("e".repeat(60));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("qmp.sock");
+        let (short, _d) = short_socket_path(&path).unwrap();
+        let listener = tokio::net::UnixListener::bind(&short).unwrap();
+        let serve = tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            w.write_all(b"{\"QMP\": {}}\r\n").await.unwrap();
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                let v: Value = serde_json::from_str(&l).unwrap();
+                let _ = w.write_all(ok(&v).as_bytes()).await;
+            }
+        });
+
+        let direct = UnixStream::connect(&path).await;
+        let q = Qmp::connect(&path, Duration::from_secs(2)).await;
+
+        assert!(path.as_os_str().len() > SUN_PATH_MAX);
+        assert!(
+            direct.is_err(),
+            "the long path itself cannot be connected to"
+        );
+        assert!(q.is_ok(), "{:?}", q.err());
+        assert!(short.as_os_str().len() < 40, "{}", short.display());
+        serve.abort();
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     fn ok(v: &Value) -> String {
