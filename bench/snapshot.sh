@@ -53,7 +53,7 @@ awk -v c="$(printf '%s\n' "${cold[@]}" | sort -g | awk '{v[NR]=$1} END {print v[
 # zero-page shortcut can skip).
 "$BIN" run -d --name snapbench --memory 1024 boxlite/busybox sleep 100000 > /dev/null
 "$BIN" exec snapbench sh -c 'head -c 300000000 /dev/urandom > /dev/shm/fill'
-echo "box: 1024 MiB, $("$BIN" exec snapbench sh -c "free -m | awk '/Mem/ {print \$3}'") MiB used, 300 MB of it in /dev/shm"
+echo "box: 1024 MiB of RAM, $("$BIN" exec snapbench du -m /dev/shm/fill | cut -f1) MiB of random bytes in its /dev/shm"
 pause=() exec_after=() resume=()
 for _ in $(seq "$RUNS"); do
   pause+=("$(timed "$BIN" pause snapbench)")
@@ -64,7 +64,9 @@ done
 stats "pause (300 MiB in use)" s "${pause[@]}"
 stats "exec true on a paused box (resume + exec)" s "${exec_after[@]}"
 stats "resume" s "${resume[@]}"
-echo "saved state of a paused box: $(du -sh "$BOXLITE_HOME/boxes/"*/paused 2> /dev/null | head -1 | cut -f1)"
+"$BIN" pause snapbench > /dev/null
+echo "saved state of the paused box: $(du -sh "$BOXLITE_HOME/boxes/"*/paused | head -1 | cut -f1) on disk"
+"$BIN" resume snapbench > /dev/null
 
 snap=()
 for i in $(seq "$RUNS"); do
