@@ -188,7 +188,7 @@ async fn a_box_lives_its_whole_life_through_the_api() {
     let (st, cfg) = json(c.get(url("/config")).bearer_auth("k").send().await.unwrap()).await;
     assert_eq!(
         (st, cfg["capabilities"]["snapshots_enabled"].as_bool()),
-        (200, Some(false)),
+        (200, Some(true)),
         "{cfg}"
     );
 
