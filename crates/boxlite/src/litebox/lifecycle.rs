@@ -79,7 +79,7 @@ impl LiteBox {
             match warm {
                 Err(e) if l.row.status.state() == BoxState::Failed => {
                     tracing::warn!(box_id = %self.id, template = %key, error = %crate::util::error_chain(&e), "warm start failed; removing the template and booting");
-                    super::template::discard(self.home(), &dir).await;
+                    super::template::discard(&dir).await;
                     self.unfork_disk().await?;
                     return self.start_attempt(l, None, false, true).await;
                 }
@@ -154,9 +154,8 @@ impl LiteBox {
             }
             Err(e) => Err(e),
         };
-        if let Some(t) = take_template {
-            t.finish(self.home(), &l.row).await;
-        }
+        // The template is saved (or not) by now: its lock goes.
+        drop(take_template);
         // The box only counts as started once its Running state is saved; until then
         // the guard still owns the processes.
         let result = match booted {

@@ -130,6 +130,17 @@ fn copy_into(src: &Path, dst: &Path) -> Result<u64, crate::Error> {
     )))
 }
 
+/// Copy a saved state's device state and RAM (when it has a RAM file) from `src` into
+/// `dst`; its `meta.json` is the caller's to write, last.
+fn copy_saved_state(src: &Path, dst: &Path) -> Result<(), crate::Error> {
+    for f in [super::snapshot::STATE, super::snapshot::RAM] {
+        if src.join(f).exists() {
+            copy_into(&src.join(f), &dst.join(f))?;
+        }
+    }
+    Ok(())
+}
+
 fn write_info(dir: &Path, info: &SnapshotInfo) -> Result<(), crate::Error> {
     let json = serde_json::to_vec_pretty(info).unwrap_or_default();
     write_atomic(&dir.join(INFO), &json).map_err(io_err(format!("writing {INFO}")))
@@ -273,11 +284,7 @@ impl LiteBox {
                 let (src, d) = (paths.paused_dir(), dir.to_path_buf());
                 blocking::run(move || {
                     write_dir(&d, |t| {
-                        for f in [super::snapshot::STATE, super::snapshot::RAM] {
-                            if src.join(f).exists() {
-                                copy_into(&src.join(f), &t.join(f))?;
-                            }
-                        }
+                        copy_saved_state(&src, t)?;
                         copy_into(&disk, &t.join(DISK))?;
                         write_info(t, &info)?;
                         copy_into(
@@ -426,11 +433,7 @@ impl LiteBox {
                 let mut meta = read_meta(&id, &dir)?;
                 meta.snapshot = Some(n);
                 write_dir(&paused, |t| {
-                    for f in [super::snapshot::STATE, super::snapshot::RAM] {
-                        if dir.join(f).exists() {
-                            copy_into(&dir.join(f), &t.join(f))?;
-                        }
-                    }
+                    copy_saved_state(&dir, t)?;
                     write_atomic(
                         &t.join(super::snapshot::META),
                         &serde_json::to_vec_pretty(&meta).unwrap_or_default(),

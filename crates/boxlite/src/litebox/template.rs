@@ -117,7 +117,7 @@ pub(crate) fn discard_blocking(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-pub(crate) async fn discard(_home: &Home, dir: &Path) {
+pub(crate) async fn discard(dir: &Path) {
     let d = dir.to_path_buf();
     blocking::run(move || discard_blocking(&d)).await;
 }
@@ -142,7 +142,7 @@ pub(crate) fn prune_blocking(
     removed
 }
 
-/// A template being taken by a box's first boot: its lock is held until [`Take::finish`].
+/// A template being taken by a box's first boot: its lock is held until it is dropped.
 pub(crate) struct Take {
     dir: PathBuf,
     info: TemplateInfo,
@@ -315,9 +315,6 @@ impl Take {
             })
         }))
     }
-
-    /// Release the template's lock.
-    pub(crate) async fn finish(self, _home: &Home, _row: &BoxRow) {}
 }
 
 #[cfg(test)]
