@@ -28,9 +28,9 @@ fn state(h: &TestHome, id: &str) -> String {
     v[0]["state"].as_str().unwrap_or_default().to_string()
 }
 
-/// Start `args` and kill it after `ms` milliseconds (it may have finished by then).
-fn killed_after(h: &TestHome, args: &[&str], ms: u64) {
-    let mut child = h
+/// Start `args` with no input or output, and wait `ms` milliseconds.
+fn started(h: &TestHome, args: &[&str], ms: u64) -> Child {
+    let child = h
         .cli(BIN)
         .args(args)
         .stdin(Stdio::null())
@@ -39,7 +39,12 @@ fn killed_after(h: &TestHome, args: &[&str], ms: u64) {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(ms));
-    sigkill(&mut child);
+    child
+}
+
+/// Start `args` and kill it after `ms` milliseconds (it may have finished by then).
+fn killed_after(h: &TestHome, args: &[&str], ms: u64) {
+    sigkill(&mut started(h, args, ms));
 }
 
 fn partial_dirs(dir: &std::path::Path) -> Vec<String> {
@@ -169,15 +174,7 @@ fn snapshots_from_the_cli_and_commands_killed_halfway_leave_every_box_usable() {
     // QEMU killed while a pause saves it: the box ends paused (the state was whole) or
     // stopped, never in between, and starts again.
     for ms in [100, 600] {
-        let mut pause = h
-            .cli(BIN)
-            .args(["pause", "src"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(ms));
+        let mut pause = started(&h, &["pause", "src"], ms);
         for (pid, cmd) in h.processes() {
             if cmd.contains("qemu-system") && cmd.contains(&id[..12]) {
                 // SAFETY: kill has no memory-safety preconditions.

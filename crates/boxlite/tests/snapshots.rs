@@ -23,6 +23,14 @@ async fn sh(b: &LiteBox, script: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
+/// Start a process in `b` that writes 1, 2, 3, ... to `file`, ten times a second.
+async fn count_into(b: &LiteBox, file: &str) -> boxlite::Execution {
+    let script = format!("i=0; while :; do i=$((i+1)); echo $i > {file}; sleep 0.1; done");
+    b.exec(BoxCommand::new("sh").args(["-c", &script]))
+        .await
+        .unwrap()
+}
+
 fn number(s: &str) -> u64 {
     s.trim()
         .parse()
@@ -52,13 +60,7 @@ async fn a_paused_box_keeps_its_processes_executions_and_memory_across_a_runtime
     let id = b.id().to_string();
     // A process that counts, a file in the container's tmpfs, and an execution that has
     // written half of its output when the box is paused.
-    let counter = b
-        .exec(BoxCommand::new("sh").args([
-            "-c",
-            "i=0; while :; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done",
-        ]))
-        .await
-        .unwrap();
+    let counter = count_into(&b, "/tmp/n").await;
     sh(&b, "echo kept-in-memory > /dev/shm/mem").await;
     let mut half = b
         .exec(BoxCommand::new("sh").args(["-c", "echo one; sleep 4; echo two; exit 7"]))
@@ -337,13 +339,7 @@ async fn snapshots_restore_memory_and_disk_and_clones_of_one_diverge() {
 
     // A clone of the running box itself (a snapshot taken for it, then removed): a
     // process counting in the box counts on in every clone.
-    let counting = b
-        .exec(BoxCommand::new("sh").args([
-            "-c",
-            "i=0; while :; do i=$((i+1)); echo $i > /dev/shm/n; sleep 0.1; done",
-        ]))
-        .await
-        .unwrap();
+    let counting = count_into(&b, "/dev/shm/n").await;
     sh(
         &b,
         "for i in $(seq 100); do [ -s /dev/shm/n ] && exit 0; sleep 0.1; done; exit 1",
