@@ -27,6 +27,7 @@ PACKAGES=(
   python3                             # the network tests' wheel and simple index; bench/net.sh's fixtures
   python3-venv python3-dev            # the virtualenvs (Python SDK, REST compatibility); libpython for the SDK crate's tests
   iproute2 util-linux                 # ip and unshare: the API fuzz test's own network namespace
+  gcc libc6-dev                       # cc (with AddressSanitizer) for the C ABI's tests; cgo for the Go SDK
   ca-certificates
 )
 missing=()
@@ -45,18 +46,26 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Debian 12's bookworm-backports archive, for what bookworm ships too old.
+backports_ready=
+ensure_backports() {
+  [[ -n $backports_ready ]] && return 0
+  grep -q '^VERSION_CODENAME=bookworm' /etc/os-release || return 1
+  if ! apt-cache policy 2>/dev/null | grep -q 'bookworm-backports'; then
+    log "adding bookworm-backports"
+    printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm-backports' \
+      'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' |
+      $SUDO tee /etc/apt/sources.list.d/boxlite-bookworm-backports.sources >/dev/null
+    $SUDO apt-get update -qq
+  fi
+  backports_ready=1
+}
+
 # Image bases are built on the host by `mke2fs -d -`, which reads a tar stream from
 # e2fsprogs 1.47.1 on. Debian 12 ships 1.47.0; its backports archive has 1.47.2.
 e2fs=$(dpkg-query -W -f='${Version}' e2fsprogs 2>/dev/null || echo 0)
 if dpkg --compare-versions "$e2fs" lt 1.47.1; then
-  if grep -q '^VERSION_CODENAME=bookworm' /etc/os-release; then
-    if ! apt-cache policy 2>/dev/null | grep -q 'bookworm-backports'; then
-      log "adding bookworm-backports (for e2fsprogs 1.47.2)"
-      printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm-backports' \
-        'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' |
-        $SUDO tee /etc/apt/sources.list.d/boxlite-bookworm-backports.sources >/dev/null
-      $SUDO apt-get update -qq
-    fi
+  if ensure_backports; then
     log "installing e2fsprogs from bookworm-backports (mke2fs that reads tar streams)"
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       -t bookworm-backports e2fsprogs >/dev/null
@@ -64,6 +73,17 @@ if dpkg --compare-versions "$e2fs" lt 1.47.1; then
     log "WARNING: e2fsprogs $e2fs is older than 1.47.1: image bases will be built in a VM (much slower)"
   fi
 fi
+
+# The Go SDK (sdks/go) needs Go 1.21 or newer; Debian 12 ships 1.19, backports 1.23.
+if ! GO=$(bash scripts/find-go.sh 2>/dev/null); then
+  if ensure_backports; then
+    log "installing Go 1.23 from bookworm-backports (for the Go SDK)"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      -t bookworm-backports golang-1.23-go >/dev/null
+  fi
+  GO=$(bash scripts/find-go.sh) || { echo "Go 1.21 or newer is needed for the Go SDK" >&2; exit 1; }
+fi
+log "Go: $("$GO" version)"
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust 1.95.0 (see rust-toolchain.toml)" >&2; exit 1; }
 
@@ -88,8 +108,12 @@ fi
 log "building guest assets"
 bash scripts/build-assets.sh
 
-log "building the boxlite CLI (release)"
-cargo build --release --locked -p boxlite-cli -p boxlite-net
+log "building the boxlite CLI and libboxlite (release)"
+cargo build --release --locked -p boxlite-cli -p boxlite-net -p boxlite-c
+# The C library alone in one directory, so `-L build/c/lib -lboxlite` links it statically
+# (the Go SDK's tests and the C examples).
+mkdir -p build/c/lib
+cp -f target/release/libboxlite.a build/c/lib/libboxlite.a
 
 # The runtime looks for assets beside its binary; point the release build at them.
 ln -sfn "$REPO/build/assets" "$REPO/target/release/assets"

@@ -37,6 +37,11 @@ elif [[ $rc != 0 ]]; then
   exit "$rc"
 fi
 
+# The Go SDK over libboxlite (built by setup into build/c/lib), with the race detector.
+echo "[test] go test -race (the Go SDK)" >&2
+GO=$(bash scripts/find-go.sh)
+PATH="$(dirname "$GO"):$PATH" BOXLITE_C_LIB="$REPO/build/c/lib" bash sdks/go/run-tests.sh
+
 leftover=$(pgrep -fa 'qemu-system|boxlite-shim|boxlite-net|virtiofsd' | grep -F "$REPO" || true)
 if [[ -n $leftover ]]; then
   echo "[test] VM processes outlived the tests:" >&2
