@@ -174,7 +174,11 @@ impl ExecState {
             Which::Out => &mut inner.out,
             Which::Err => &mut inner.err,
         };
-        let (Some((cb, ud)), Some(mut src)) = (s.cb, s.src.take()) else {
+        // The callback first: the source is taken only when there is one to feed.
+        let Some((cb, ud)) = s.cb else {
+            return;
+        };
+        let Some(mut src) = s.src.take() else {
             return;
         };
         let (tx, rx) = oneshot::channel::<()>();
