@@ -16,6 +16,7 @@ import "unsafe"
 func bxgoOnErr(e *C.FFIError, key C.uintptr_t) {
 	ent, abandoned := take(uintptr(key))
 	if ent == nil {
+		orphansFreed.Add(1)
 		return
 	}
 	settle(ent, abandoned, result{err: borrowedError(e)})
@@ -25,6 +26,7 @@ func bxgoOnErr(e *C.FFIError, key C.uintptr_t) {
 func bxgoOnBox(h *C.CBoxHandle, created C.bool, e *C.FFIError, key C.uintptr_t) {
 	ent, abandoned := take(uintptr(key))
 	if ent == nil {
+		orphansFreed.Add(1)
 		if h != nil {
 			C.boxlite_box_free(h)
 		}
@@ -49,6 +51,7 @@ func bxgoOnBoxInfo(i *C.CBoxInfo, e *C.FFIError, key C.uintptr_t) {
 	defer C.boxlite_free_box_info(i)
 	ent, abandoned := take(uintptr(key))
 	if ent == nil {
+		orphansFreed.Add(1)
 		return
 	}
 	if err := borrowedError(e); err != nil || i == nil {
@@ -64,6 +67,7 @@ func bxgoOnBoxInfoList(l *C.CBoxInfoList, e *C.FFIError, key C.uintptr_t) {
 	defer C.boxlite_free_box_info_list(l)
 	ent, abandoned := take(uintptr(key))
 	if ent == nil {
+		orphansFreed.Add(1)
 		return
 	}
 	if err := borrowedError(e); err != nil || l == nil {
@@ -85,6 +89,7 @@ func bxgoOnBoxMetrics(m *C.CBoxMetrics, e *C.FFIError, key C.uintptr_t) {
 	// Borrowed: nothing to free.
 	ent, abandoned := take(uintptr(key))
 	if ent == nil {
+		orphansFreed.Add(1)
 		return
 	}
 	if err := borrowedError(e); err != nil || m == nil {
@@ -99,6 +104,7 @@ func bxgoOnRuntimeMetrics(m *C.CRuntimeMetrics, e *C.FFIError, key C.uintptr_t) 
 	// Borrowed: nothing to free.
 	ent, abandoned := take(uintptr(key))
 	if ent == nil {
+		orphansFreed.Add(1)
 		return
 	}
 	if err := borrowedError(e); err != nil || m == nil {
@@ -113,6 +119,7 @@ func bxgoOnPull(r *C.CImagePullResult, e *C.FFIError, key C.uintptr_t) {
 	defer C.boxlite_free_image_pull_result(r)
 	ent, abandoned := take(uintptr(key))
 	if ent == nil {
+		orphansFreed.Add(1)
 		return
 	}
 	if err := borrowedError(e); err != nil || r == nil {
@@ -131,6 +138,7 @@ func bxgoOnImageList(l *C.CImageInfoList, e *C.FFIError, key C.uintptr_t) {
 	defer C.boxlite_free_image_info_list(l)
 	ent, abandoned := take(uintptr(key))
 	if ent == nil {
+		orphansFreed.Add(1)
 		return
 	}
 	if err := borrowedError(e); err != nil || l == nil {
@@ -152,6 +160,7 @@ func bxgoOnVolume(v *C.CVolumeInfo, e *C.FFIError, key C.uintptr_t) {
 	defer C.boxlite_free_volume_info(v)
 	ent, abandoned := take(uintptr(key))
 	if ent == nil {
+		orphansFreed.Add(1)
 		return
 	}
 	if err := borrowedError(e); err != nil || v == nil {
@@ -166,6 +175,7 @@ func bxgoOnVolumeList(l *C.CVolumeInfoList, e *C.FFIError, key C.uintptr_t) {
 	defer C.boxlite_free_volume_info_list(l)
 	ent, abandoned := take(uintptr(key))
 	if ent == nil {
+		orphansFreed.Add(1)
 		return
 	}
 	if err := borrowedError(e); err != nil || l == nil {
@@ -212,6 +222,7 @@ func bxgoOnExit(code C.int, key C.uintptr_t) {
 func bxgoOnWait(code C.int, e *C.FFIError, key C.uintptr_t) {
 	ent, abandoned := take(uintptr(key))
 	if ent == nil {
+		orphansFreed.Add(1)
 		return
 	}
 	settle(ent, abandoned, result{val: int(code), err: borrowedError(e)})

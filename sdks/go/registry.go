@@ -9,6 +9,7 @@ import (
 	"context"
 	"runtime/cgo"
 	"sync"
+	"sync/atomic"
 )
 
 // How a C callback finds its Go side, and who owns what.
@@ -44,6 +45,10 @@ type entry struct {
 	// Executions.
 	exec *Execution
 }
+
+// Counts for the tests: late values undone, and payloads freed by a callback that
+// found its entry gone (taken by Close).
+var lateUndone, orphansFreed atomic.Int64
 
 var reg = struct {
 	mu sync.Mutex
@@ -99,6 +104,7 @@ func settle(e *entry, abandoned bool, r result) {
 	e.h.Delete()
 	if abandoned || e.complete == nil {
 		if r.err == nil && r.val != nil && e.late != nil {
+			lateUndone.Add(1)
 			e.late(r.val)
 		}
 		return
