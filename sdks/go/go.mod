@@ -1,3 +1,3 @@
 module github.com/boxlite/boxlite/sdks/go
 
-go 1.26
+go 1.22

@@ -46,9 +46,9 @@ type entry struct {
 	exec *Execution
 }
 
-// Counts for the tests: late values undone, and payloads freed by a callback that
-// found its entry gone (taken by Close).
-var lateUndone, orphansFreed atomic.Int64
+// Counts for the tests: outcomes that arrived after their caller gave up, late values
+// undone, and payloads freed by a callback that found its entry gone (taken by Close).
+var abandonedSettled, lateUndone, orphansFreed atomic.Int64
 
 var reg = struct {
 	mu sync.Mutex
@@ -103,6 +103,9 @@ func abandon(e *entry) bool {
 func settle(e *entry, abandoned bool, r result) {
 	e.h.Delete()
 	if abandoned || e.complete == nil {
+		if abandoned {
+			abandonedSettled.Add(1)
+		}
 		if r.err == nil && r.val != nil && e.late != nil {
 			lateUndone.Add(1)
 			e.late(r.val)

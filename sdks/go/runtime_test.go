@@ -192,7 +192,7 @@ func TestCancelMidCreate(t *testing.T) {
 	}
 	defer rt.Close()
 	ctx := ctxT(t, 90*time.Second)
-	lateBefore := boxlite.LateUndone()
+	lateBefore, settledBefore := boxlite.LateUndone(), boxlite.AbandonedSettled()
 
 	cancelled := 0
 	for i := 0; cancelled < 3 && i < 20; i++ {
@@ -226,16 +226,17 @@ func TestCancelMidCreate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Every cancelled create made its box anyway: each was undone.
-		if len(list) == 0 && boxlite.LateUndone()-lateBefore >= int64(cancelled) {
+		// Every cancelled create's outcome came (a box made anyway is undone).
+		if len(list) == 0 && boxlite.AbandonedSettled()-settledBefore >= int64(cancelled) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d boxes left behind by cancelled creates (%d undone): %+v", len(list), boxlite.LateUndone()-lateBefore, list)
+			t.Fatalf("%d boxes left behind by %d cancelled creates (%d outcomes came, %d boxes undone): %+v", len(list), cancelled, boxlite.AbandonedSettled()-settledBefore, boxlite.LateUndone()-lateBefore, list)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Logf("%d creates cancelled in flight, none left a box", cancelled)
+	t.Logf("%d creates cancelled in flight, %d of their boxes removed behind them, none left",
+		cancelled, boxlite.LateUndone()-lateBefore)
 }
 
 // Close wakes a pull that will never be answered, promptly, and does not hang.
