@@ -3,10 +3,10 @@ package boxlite_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"syscall"

@@ -53,6 +53,7 @@ func freshHome(t *testing.T) string {
 // are slow under emulation.
 var shared struct {
 	once sync.Once
+	home string
 	rt   *boxlite.Runtime
 	box  *boxlite.Box
 	err  error
@@ -66,6 +67,7 @@ func sharedBox(t *testing.T) (*boxlite.Runtime, *boxlite.Box) {
 			shared.err = err
 			return
 		}
+		shared.home = home
 		rt, err := boxlite.NewRuntime(boxlite.WithHomeDir(home))
 		if err != nil {
 			shared.err = fmt.Errorf("NewRuntime: %w", err)

@@ -115,27 +115,65 @@ func settle(e *entry, abandoned bool, r result) {
 	e.complete(r)
 }
 
-// sweep takes every entry of rt and wakes its caller with ErrRuntimeClosed.
-func sweep(rt *Runtime) {
-	var mine []*entry
+// sweepCalls takes every call entry of rt and wakes its caller with ErrRuntimeClosed.
+// Executions are woken too (their Wait returns ErrRuntimeClosed) but keep their
+// entries: their exit events are still due, and take them (see Runtime.Close).
+func sweepCalls(rt *Runtime) {
+	var calls []*entry
 	var flags []bool
+	var execs []*Execution
+	reg.mu.Lock()
+	for k, e := range reg.m {
+		if e.rt != rt {
+			continue
+		}
+		if e.exec != nil {
+			execs = append(execs, e.exec)
+			continue
+		}
+		delete(reg.m, k)
+		calls = append(calls, e)
+		flags = append(flags, e.abandoned)
+	}
+	reg.mu.Unlock()
+	for _, x := range execs {
+		x.finalize(exitStatus(exitForceClosed), ErrRuntimeClosed)
+	}
+	for i, e := range calls {
+		settle(e, flags[i], result{err: ErrRuntimeClosed})
+	}
+}
+
+// sweep takes every entry of rt, calls and executions alike (the drain has stopped:
+// no callback will come for them).
+func sweep(rt *Runtime) {
+	sweepCalls(rt)
+	var mine []*entry
 	reg.mu.Lock()
 	for k, e := range reg.m {
 		if e.rt == rt {
 			delete(reg.m, k)
 			mine = append(mine, e)
-			flags = append(flags, e.abandoned)
 		}
 	}
 	reg.mu.Unlock()
-	for i, e := range mine {
-		if e.exec != nil {
-			e.h.Delete()
-			e.exec.finalize(exitStatus(exitForceClosed), ErrRuntimeClosed)
-			continue
-		}
-		settle(e, flags[i], result{err: ErrRuntimeClosed})
+	for _, e := range mine {
+		e.h.Delete()
+		e.exec.finalize(exitStatus(exitForceClosed), ErrRuntimeClosed)
 	}
+}
+
+// pendingExits counts rt's executions whose exit event has not come.
+func pendingExits(rt *Runtime) int {
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	n := 0
+	for _, e := range reg.m {
+		if e.rt == rt && e.exec != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // guard is an object whose C handle must stay alive while a call is submitted (a box

@@ -121,33 +121,49 @@ func (rt *Runtime) drainLoop() {
 }
 
 // Close closes the runtime: every call still in flight returns ErrRuntimeClosed at
-// once, the drain goroutine stops, the executions and boxes still open are closed
-// (freeing an execution kills its process), and the C runtime is freed (its queued
-// events are dropped, their payloads freed; work in flight is cancelled). Boxes keep
-// running: they are durable (see Shutdown). Later calls return ErrRuntimeClosed.
-// Close is idempotent and safe to call from any goroutine; it returns nil.
+// once (Wait included); the executions still open are closed, which kills their
+// processes (Close waits up to 3 s for boxlite to confirm); the drain goroutine stops;
+// the box handles still open are closed; and the C runtime is freed (its queued events
+// are dropped, their payloads freed; work in flight is cancelled). Boxes keep running:
+// they are durable (see Shutdown). Later calls return ErrRuntimeClosed. Close is
+// idempotent and safe to call from any goroutine; it returns nil.
 func (rt *Runtime) Close() error {
 	rt.closeOnce.Do(func() {
 		rt.cmu.Lock()
 		rt.closed = true // no call submits after this
 		rt.cmu.Unlock()
-		sweep(rt) // wake every caller
-		close(rt.stop)
-		<-rt.drained
-		sweep(rt) // nothing can register now; for certainty
+		sweepCalls(rt) // wake every caller
+
+		// Free the executions still open while the drain runs: boxlite kills their
+		// processes, then posts their exits. Freeing the runtime right away would cancel
+		// those kills and leave the processes running in their boxes, so wait for the
+		// exits (for a while: after Shutdown none comes; a dead box may never answer).
 		rt.hmu.Lock()
 		execs := make([]*Execution, 0, len(rt.execs))
 		for x := range rt.execs {
 			execs = append(execs, x)
 		}
+		rt.hmu.Unlock()
+		for _, x := range execs {
+			x.Close()
+		}
+		if !rt.shut.Load() {
+			deadline := time.Now().Add(closeExitWait)
+			for pendingExits(rt) > 0 && time.Now().Before(deadline) {
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+
+		close(rt.stop)
+		<-rt.drained
+		sweep(rt) // what is left: no callback can come now
+
+		rt.hmu.Lock()
 		boxes := make([]*Box, 0, len(rt.boxes))
 		for b := range rt.boxes {
 			boxes = append(boxes, b)
 		}
 		rt.hmu.Unlock()
-		for _, x := range execs {
-			x.Close()
-		}
 		for _, b := range boxes {
 			b.Close()
 		}
@@ -160,6 +176,9 @@ func (rt *Runtime) Close() error {
 	})
 	return nil
 }
+
+// closeExitWait bounds how long Close waits for the exits of the executions it frees.
+const closeExitWait = 3 * time.Second
 
 // Shutdown stops the boxes this runtime started (each within timeout: 0 is boxlite's
 // default of 10 s, a negative one waits as long as it takes) and returns when they

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -328,6 +329,20 @@ func TestCloseRacesCallbacks(t *testing.T) {
 		outcomes[k]++
 		mu.Unlock()
 	}
+	// A box that exists (created, never started): Get returns a handle, so handles
+	// are among the payloads in flight when Close comes.
+	{
+		rt, err := boxlite.NewRuntime(boxlite.WithHomeDir(home))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := rt.Create(ctxT(t, 30*time.Second), "boxlite/busybox", boxlite.WithName("present"), boxlite.WithNetworkDisabled())
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Close()
+		rt.Close()
+	}
 	start := time.Now()
 	orphans := boxlite.OrphansFreed()
 	for i := range iterations {
@@ -349,6 +364,13 @@ func TestCloseRacesCallbacks(t *testing.T) {
 				note("get", err)
 			},
 			func() { _, err := rt.Metrics(ctx); note("metrics", err) },
+			func() {
+				b, err := rt.Get(ctx, "present")
+				if b != nil {
+					b.Close()
+				}
+				note("present", err)
+			},
 		}
 		for _, c := range calls {
 			wg.Add(1)
@@ -422,5 +444,97 @@ func TestShutdown(t *testing.T) {
 	}
 	if err := other.Remove(ctx, "down", true); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Close while executions stream output: their waits return ErrRuntimeClosed, chunks
+// in flight are dropped, nothing hangs or is freed twice. A second runtime over the
+// shared box's home drives the shared (durable) box.
+func TestCloseDuringExecStreams(t *testing.T) {
+	_, box := sharedBox(t)
+	home := shared.home
+	ctx := ctxT(t, 120*time.Second)
+	var chunks, closedWaits int
+	for i := range 15 {
+		rt, err := boxlite.NewRuntime(boxlite.WithHomeDir(home), boxlite.WithDrainInterval(5*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := rt.Get(ctx, box.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var xs []*boxlite.Execution
+		var mu sync.Mutex
+		for range 3 {
+			x, err := b.ExecCommand(ctx, boxlite.Command{
+				Name:     "sh",
+				Args:     []string{"-c", "yes boxlite | head -c 20000000"},
+				OnStdout: func(p []byte) { mu.Lock(); chunks++; mu.Unlock() },
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			xs = append(xs, x)
+		}
+		time.Sleep(time.Duration(50+rand.IntN(300)) * time.Millisecond)
+		rt.Close()
+		for _, x := range xs {
+			waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			st, err := x.Wait(waitCtx)
+			cancel()
+			switch {
+			case errors.Is(err, boxlite.ErrRuntimeClosed):
+				closedWaits++
+			case err == nil && st.Known():
+			default:
+				t.Fatalf("iteration %d: Wait after Close: %v, %v", i, st, err)
+			}
+			x.Close()
+		}
+		b.Close()
+	}
+	t.Logf("%d chunks delivered, %d waits woken by Close", chunks, closedWaits)
+	// The shared runtime is untouched.
+	out, _, st, err := box.Run(ctx, boxlite.Command{Name: "echo", Args: []string{"still here"}})
+	if err != nil || string(out) != "still here\n" {
+		t.Fatalf("the shared box after: %q %v %v", out, st, err)
+	}
+	// Closing the runtime killed the commands (it closes the executions it has and
+	// waits for boxlite to confirm the kills).
+	out, _, _, err = box.Run(ctx, sh("ps -o pid,args | grep -c '[y]es boxlite'"))
+	if err != nil || strings.TrimSpace(string(out)) != "0" {
+		t.Fatalf("processes of closed executions still running in the box: %q, %v", out, err)
+	}
+}
+
+// Runtime.Close kills the processes of the executions still open, and of those just
+// closed, even when it comes at once (boxlite's kill must not be cancelled by the
+// runtime's end).
+func TestCloseKillsOpenExecutions(t *testing.T) {
+	_, box := sharedBox(t)
+	ctx := ctxT(t, 60*time.Second)
+	for i := range 3 {
+		rt, err := boxlite.NewRuntime(boxlite.WithHomeDir(shared.home))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := rt.Get(ctx, box.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed, err := b.Exec(ctx, "sleep", "77")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Exec(ctx, "sleep", "78"); err != nil { // left open
+			t.Fatal(err)
+		}
+		closed.Close()
+		rt.Close()
+		out, _, _, err := box.Run(ctx, sh("ps -o pid,args | grep -c '[s]leep 7[78]'"))
+		if err != nil || strings.TrimSpace(string(out)) != "0" {
+			t.Fatalf("iteration %d: sleeps still running after Close: %q, %v", i, out, err)
+		}
 	}
 }
