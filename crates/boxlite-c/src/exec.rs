@@ -757,7 +757,10 @@ pub unsafe extern "C" fn boxlite_execution_free(execution: *mut CExecutionHandle
         if let Some(tx) = st.stdin.lock().unwrap_or_else(|p| p.into_inner()).tx.take() {
             let _ = tx.send(StdinMsg::Close);
         }
-        if st.sh.check_open().is_err() {
+        // Once the runtime is freed its queue is closed and its workers are gone: nothing
+        // can be delivered. After a shutdown alone both still run, and the exit owed to a
+        // registered callback must still come.
+        if st.sh.queue.is_closed() {
             for t in tasks {
                 t.abort();
             }

@@ -142,6 +142,11 @@ impl EventQueue {
         drop(left);
     }
 
+    /// Whether [`close`](Self::close) ran: nothing posted now will ever be delivered.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.lock().events.len()
