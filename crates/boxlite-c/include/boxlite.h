@@ -914,8 +914,10 @@ void boxlite_runtime_free(CBoxliteRuntime *runtime);
 // Dispatch pending callbacks on the calling thread. `timeout_ms`: 0 polls, negative
 // blocks until at least one event is available, positive waits at most that long.
 // Returns the number of events dispatched (each ran its callback), or -1 with
-// `out_error` set (a NULL runtime). The queue's lock is released before any callback
-// runs, so a callback may call boxlite, including this function.
+// `out_error` set (a NULL runtime). Events run in the order they were queued, at most
+// those queued when the wait ended. The queue's lock is released before any callback
+// runs, so a callback may call boxlite, including this function: a nested call runs
+// the events that come next, so the order holds.
 //
 // # Safety
 // `runtime` is a live handle; `out_error` is NULL or writable.

@@ -3,10 +3,13 @@
 //! Runtime tasks *post* events (a completion, an output chunk, an exit); the caller's
 //! thread *drains* them with `boxlite_runtime_drain`, and only there does user code run.
 //! The queue is bounded: a producer that finds it full waits on an async notification,
-//! so it yields its worker instead of blocking it. Drain takes the queued events out
-//! under the lock and runs them after releasing it, so a callback may call back into
-//! boxlite (even drain) without deadlock. An event dropped without running (the queue
-//! closed) drops what it carries, which frees its payload.
+//! so it yields its worker instead of blocking it. Drain takes the queued events out one
+//! at a time, each under the lock and run after releasing it, so a callback may call back
+//! into boxlite (even drain) without deadlock; and a drain nested in a callback runs the
+//! events that come next, so delivery keeps the posting order (a whole batch taken at
+//! once would let a nested drain run newer events before the batch's older ones). An
+//! event dropped without running (the queue closed) drops what it carries, which frees
+//! its payload.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -95,9 +98,11 @@ impl EventQueue {
     }
 
     /// Run the queued events on this thread: `None` waits for at least one, `Some(0)`
-    /// only looks, `Some(d)` waits at most `d`. Returns how many ran.
+    /// only looks, `Some(d)` waits at most `d`. Runs at most as many as were queued when
+    /// the wait ended (a producer faster than the callbacks cannot keep the caller here),
+    /// fewer if a nested drain ran some. Returns how many ran.
     pub(crate) fn drain(&self, wait: Option<Duration>) -> usize {
-        let batch: Vec<Event> = {
+        let limit = {
             let mut g = self.lock();
             let deadline = wait.map(|d| Instant::now() + d);
             while g.events.is_empty() && !g.closed {
@@ -116,13 +121,16 @@ impl EventQueue {
                     }
                 }
             }
-            g.events.drain(..).collect()
+            g.events.len()
         };
-        if !batch.is_empty() {
+        let mut n = 0;
+        while n < limit {
+            // The guard is dropped at the end of the statement: the event runs unlocked.
+            let Some(ev) = self.lock().events.pop_front() else {
+                break;
+            };
             self.room.notify_waiters();
-        }
-        let n = batch.len();
-        for ev in batch {
+            n += 1;
             // A panic in our half of an event is a bug; it must not unwind into C.
             let _ = catch_unwind(AssertUnwindSafe(ev));
         }
@@ -241,6 +249,38 @@ mod tests {
         };
         assert_eq!(q.drain(None), 1);
         poster.join().unwrap();
+    }
+
+    /// A drain nested in a callback runs the events queued next, in order, before the
+    /// outer drain goes on: delivery keeps the posting order. Event 0 posts event 3 and
+    /// drains while 1 and 2, queued before the outer drain began, have not run.
+    #[test]
+    fn a_nested_drain_keeps_the_posting_order() {
+        let q = Arc::new(EventQueue::new(16));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let push = |i: usize| -> Event {
+            let seen = seen.clone();
+            Box::new(move || seen.lock().unwrap().push(i))
+        };
+        let post = |q: &EventQueue, ev: Event| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(q.post(ev)).unwrap();
+        };
+        let first: Event = {
+            let (q, seen, last) = (q.clone(), seen.clone(), push(3));
+            Box::new(move || {
+                seen.lock().unwrap().push(0);
+                post(&q, last);
+                assert_eq!(q.drain(Some(Duration::ZERO)), 3);
+            })
+        };
+        post(&q, first);
+        post(&q, push(1));
+        post(&q, push(2));
+        assert_eq!(q.drain(Some(Duration::ZERO)), 1);
+        assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2, 3]);
     }
 
     /// Closing drops queued events without running them (their payloads are freed),
