@@ -231,3 +231,27 @@ func TestTTY(t *testing.T) {
 		t.Fatalf("stty size under the resized terminal: %q", out.String())
 	}
 }
+
+func TestExecEnvWorkdirUser(t *testing.T) {
+	_, box := sharedBox(t)
+	ctx := ctxT(t, 60*time.Second)
+	script := `echo "$BXGO_SHARED"; echo "$FOO"; pwd; id -u`
+	out, errb, st, err := box.Run(ctx, sh(script))
+	if err != nil || !st.Success() {
+		t.Fatalf("%v %v %q", st, err, errb)
+	}
+	if want := "from the box's options\n\n/tmp\n0\n"; string(out) != want {
+		t.Fatalf("the box's defaults: %q, want %q", out, want)
+	}
+	cmd := sh(script)
+	cmd.Env = []string{"FOO=bar=baz", "BXGO_SHARED=overridden"}
+	cmd.Workdir = "/"
+	cmd.User = "1000:1000"
+	out, errb, st, err = box.Run(ctx, cmd)
+	if err != nil || !st.Success() {
+		t.Fatalf("%v %v %q", st, err, errb)
+	}
+	if want := "overridden\nbar=baz\n/\n1000\n"; string(out) != want {
+		t.Fatalf("the command's own: %q, want %q", out, want)
+	}
+}

@@ -75,7 +75,8 @@ func sharedBox(t *testing.T) (*boxlite.Runtime, *boxlite.Box) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
-		box, err := rt.Create(ctx, "boxlite/busybox", boxlite.WithName("shared"), boxlite.WithNetworkDisabled())
+		box, err := rt.Create(ctx, "boxlite/busybox", boxlite.WithName("shared"), boxlite.WithNetworkDisabled(),
+			boxlite.WithEnv("BXGO_SHARED", "from the box's options"), boxlite.WithWorkdir("/tmp"))
 		if err != nil {
 			rt.Close()
 			shared.err = fmt.Errorf("Create: %w", err)

@@ -88,6 +88,66 @@ func TestBoxLifecycleInfoAndCopies(t *testing.T) {
 	}
 }
 
+// Options reach the box (created, not booted), and GetOrCreate tells found from made.
+func TestCreateOptionsAndGetOrCreate(t *testing.T) {
+	rt, box := sharedBox(t)
+	ctx := ctxT(t, 60*time.Second)
+
+	found, created, err := rt.GetOrCreate(ctx, "shared", "boxlite/busybox")
+	if err != nil || created || found.ID() != box.ID() {
+		t.Fatalf("GetOrCreate of the shared box: %v, created %v, %v", found, created, err)
+	}
+	found.Close()
+
+	b, created, err := rt.GetOrCreate(ctx, "opts", "boxlite/busybox",
+		boxlite.WithCPUs(1),
+		boxlite.WithMemory(192),
+		boxlite.WithDiskSize(2),
+		boxlite.WithEnv("A", "1"),
+		boxlite.WithWorkdir("/srv"),
+		boxlite.WithVolume("bxgo-data", "/data", false),
+		boxlite.WithVolume("", "/scratch", true),
+		boxlite.WithPort(boxlite.Port{HostPort: 0, GuestPort: 8080}),
+		boxlite.WithPort(boxlite.Port{HostIP: "127.0.0.1", GuestPort: 53, Protocol: boxlite.UDP}),
+		boxlite.WithAllowNet("127.0.0.1", "*.example.internal:443"),
+		boxlite.WithSecret(boxlite.Secret{Name: "TOKEN", Value: "s3cret", Hosts: []string{"api.example.internal"}}),
+		boxlite.WithEntrypoint("/bin/sh"),
+		boxlite.WithCmd("-c", "sleep 1000"),
+		boxlite.WithAutoRemove(false),
+	)
+	if err != nil || !created {
+		t.Fatalf("GetOrCreate of a new box: created %v, %v", created, err)
+	}
+	defer b.Close()
+	info, err := b.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Name != "opts" || info.CPUs != 1 || info.MemoryMiB != 192 || info.Running || info.Status != "configured" ||
+		!info.Network.Enabled || len(info.Network.AllowNet) != 2 || info.Network.PublishedPorts != nil {
+		t.Fatalf("info of the new box: %+v", info)
+	}
+	if _, err := rt.Create(ctx, "boxlite/busybox", boxlite.WithPort(boxlite.Port{GuestPort: 0})); !errors.Is(err, boxlite.ErrInvalidArgument) {
+		t.Fatalf("guest port 0: %v", err)
+	}
+	if _, err := rt.Create(ctx, "boxlite/busybox", boxlite.WithName("opts")); !errors.Is(err, boxlite.ErrAlreadyExists) {
+		t.Fatalf("a second box named opts: %v", err)
+	}
+	if _, _, err := rt.GetOrCreate(ctx, "", "boxlite/busybox"); !errors.Is(err, boxlite.ErrInvalidArgument) {
+		t.Fatalf("GetOrCreate without a name: %v", err)
+	}
+	if err := b.Remove(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	// The named volume was made on first use, and outlives the box.
+	if _, err := rt.Volumes().Get(ctx, "bxgo-data"); err != nil {
+		t.Fatalf("the named volume: %v", err)
+	}
+	if err := rt.Volumes().Remove(ctx, "bxgo-data", false); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestVolumes(t *testing.T) {
 	rt, _ := sharedBox(t)
 	ctx := ctxT(t, 30*time.Second)
@@ -103,7 +163,11 @@ func TestVolumes(t *testing.T) {
 		t.Fatalf("Get: %+v, %v", got, err)
 	}
 	all, err := rt.Volumes().List(ctx)
-	if err != nil || len(all) != 1 || all[0].Name != v.Name {
+	listed := false
+	for _, a := range all {
+		listed = listed || a.Name == v.Name
+	}
+	if err != nil || !listed {
 		t.Fatalf("List: %+v, %v", all, err)
 	}
 	if err := rt.Volumes().Remove(ctx, v.Name, false); err != nil {
@@ -134,6 +198,11 @@ func TestBadInput(t *testing.T) {
 	}
 	if _, err := rt.Create(ctx, "boxlite/busybox", boxlite.WithName("a\x00b")); !errors.Is(err, boxlite.ErrInvalidArgument) {
 		t.Fatalf("a NUL in a name: %v", err)
+	}
+	if _, err := boxlite.NewRuntime(boxlite.WithHomeDir("/dev/null/home")); err == nil {
+		t.Fatal("a runtime over a home under /dev/null opened")
+	} else {
+		t.Logf("a home under /dev/null: %v", err)
 	}
 	if _, err := rt.Get(ctx, "no-such-box"); !errors.Is(err, boxlite.ErrNotFound) {
 		t.Fatalf("Get of a missing box: %v", err)
@@ -418,6 +487,23 @@ func TestShutdown(t *testing.T) {
 	out, _, st, err := box.Run(ctx, boxlite.Command{Name: "echo", Args: []string{"up"}})
 	if err != nil || string(out) != "up\n" {
 		t.Fatalf("echo: %q %v %v", out, st, err)
+	}
+	if err := box.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := x.Wait(ctx); err == nil && !st.Known() {
+		t.Fatalf("the sleep after Stop: %v", st)
+	}
+	x.Close()
+	if info, err := box.Info(ctx); err != nil || info.Running || info.Status != "stopped" {
+		t.Fatalf("info after Stop: %+v, %v", info, err)
+	}
+	if err := box.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	x, err = box.Exec(ctx, "sleep", "60")
+	if err != nil {
+		t.Fatal(err)
 	}
 	if err := rt.Shutdown(ctx, 5*time.Second); err != nil {
 		t.Fatal(err)
