@@ -75,6 +75,9 @@ func (b *Box) acquire() error {
 	b.mu.Lock()
 	if b.c == nil {
 		b.mu.Unlock()
+		if b.rt.isClosed() {
+			return ErrRuntimeClosed
+		}
 		return errBoxClosed
 	}
 	return nil

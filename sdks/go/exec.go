@@ -204,6 +204,9 @@ func (x *Execution) acquire() error {
 	x.mu.Lock()
 	if x.c == nil {
 		x.mu.Unlock()
+		if x.rt.isClosed() {
+			return ErrRuntimeClosed
+		}
 		return errExecClosed
 	}
 	return nil

@@ -516,8 +516,14 @@ func TestShutdown(t *testing.T) {
 	if st, err := x.Wait(ctx); !st.Known() {
 		t.Fatalf("the execution after Shutdown: %v, %v", st, err)
 	}
-	box.Close()
 	rt.Close()
+	if _, err := box.Info(ctx); !errors.Is(err, boxlite.ErrRuntimeClosed) {
+		t.Fatalf("a box's call after Close: %v", err)
+	}
+	if err := x.Kill(ctx); !errors.Is(err, boxlite.ErrRuntimeClosed) {
+		t.Fatalf("an execution's call after Close: %v", err)
+	}
+	box.Close()
 
 	other, err := boxlite.NewRuntime(boxlite.WithHomeDir(home))
 	if err != nil {
