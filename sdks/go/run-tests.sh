@@ -17,7 +17,16 @@ if [[ ! -f $lib/libboxlite.a ]]; then
   echo "run-tests.sh: no libboxlite.a in $lib: build it (cargo build --release -p boxlite-c) or set BOXLITE_C_LIB" >&2
   exit 1
 fi
-GO=${GO:-$(command -v go || "$repo/scripts/find-go.sh")}
+if [[ -z ${GO:-} ]]; then
+  GO=$(command -v go || true)
+  if [[ -z $GO && -x $repo/scripts/find-go.sh ]]; then
+    GO=$("$repo/scripts/find-go.sh" || true)
+  fi
+fi
+if [[ -z ${GO:-} ]]; then
+  echo "run-tests.sh: no go toolchain (1.22 or newer) found; set GO" >&2
+  exit 1
+fi
 
 # A directory with only the static library, so the linker cannot pick libboxlite.so;
 # the tests' homes live under it too (TMPDIR), so whatever they leave can be found.
