@@ -767,7 +767,7 @@ pub unsafe extern "C" fn boxlite_execution_free(execution: *mut CExecutionHandle
             return;
         }
         let task_st = st.clone();
-        st.sh.tokio.spawn(async move {
+        let cleanup = st.sh.tokio.spawn(async move {
             let st = task_st;
             for t in tasks {
                 t.abort();
@@ -793,6 +793,9 @@ pub unsafe extern "C" fn boxlite_execution_free(execution: *mut CExecutionHandle
                     .await;
             }
         });
+        let mut cleanups = st.sh.cleanups.lock().unwrap_or_else(|p| p.into_inner());
+        cleanups.retain(|c| !c.is_finished());
+        cleanups.push(cleanup);
     })
 }
 

@@ -41,6 +41,9 @@ pub(crate) struct Shared {
     /// runtime, and those that failed to start.
     pub execs: AtomicU64,
     pub exec_errors: AtomicU64,
+    /// Kills started by freeing executions: the runtime's free waits for them (5 s at
+    /// most), so freeing an execution and then at once the runtime still kills it.
+    pub cleanups: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -267,6 +270,7 @@ pub unsafe extern "C" fn boxlite_runtime_new(
             closed: AtomicBool::new(false),
             execs: AtomicU64::new(0),
             exec_errors: AtomicU64::new(0),
+            cleanups: std::sync::Mutex::new(Vec::new()),
         });
         let h = Box::new(RuntimeHandle {
             shared,
@@ -335,6 +339,18 @@ pub unsafe extern "C" fn boxlite_runtime_free(runtime: *mut CBoxliteRuntime) {
         // once.
         let mut rt = unsafe { Box::from_raw(runtime) };
         rt.shared.closed.store(true, Ordering::Release);
+        let cleanups =
+            std::mem::take(&mut *rt.shared.cleanups.lock().unwrap_or_else(|p| p.into_inner()));
+        if let (Some(t), false) = (&rt.tokio, cleanups.is_empty()) {
+            t.block_on(async {
+                let all = async {
+                    for c in cleanups {
+                        let _ = c.await;
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(5), all).await;
+            });
+        }
         rt.shared.queue.close();
         if let Some(t) = rt.tokio.take() {
             t.shutdown_timeout(Duration::from_secs(5));

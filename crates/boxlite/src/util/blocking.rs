@@ -20,8 +20,11 @@ where
     match tokio::task::spawn_blocking(f).await {
         Ok(v) => v,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        // The runtime is shutting down under us: nothing is left to return to.
-        Err(e) => panic!("blocking task cancelled: {e}"),
+        // The runtime is shutting down under us (only then is a blocking task cancelled):
+        // nothing is left to return to, and this task is dropped with the runtime. Waiting
+        // for that, rather than panicking, keeps an embedding host's stderr quiet when it
+        // frees a runtime with work in flight (the C ABI, the Go SDK's Close).
+        Err(_) => std::future::pending().await,
     }
 }
 
