@@ -55,6 +55,13 @@ export BOXLITE_SHIM=${BOXLITE_SHIM:-$repo/target/release/boxlite-shim}
 export BOXLITE_NET=${BOXLITE_NET:-$repo/target/release/boxlite-net}
 export BOXLITE_NET_TEST_GUARD=${BOXLITE_NET_TEST_GUARD:-1}
 export BOXLITE_NET_DNS=${BOXLITE_NET_DNS:-127.0.0.1:9}
+# Go's cache is the caller's (GOCACHE); only without any place for one is it made here.
+if [[ -z ${GOCACHE:-} && -z ${XDG_CACHE_HOME:-} && -z ${HOME:-} ]]; then
+  export GOCACHE="$tmp/gocache"
+fi
+if [[ -z ${GOPATH:-} && -z ${HOME:-} ]]; then
+  export GOPATH="$tmp/gopath"
+fi
 # Go's own temporary files stay where they were; the tests' go under $tmp/t.
 export GOTMPDIR=${GOTMPDIR:-${TMPDIR:-/tmp}}
 export TMPDIR="$tmp/t"
