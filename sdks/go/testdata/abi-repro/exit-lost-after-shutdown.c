@@ -1,4 +1,5 @@
-// Reproduction of a libboxlite issue the Go SDK works around (see ../../README.md).
+// Reproduction of a libboxlite issue (fixed there since) the Go SDK guards against
+// (see ../../README.md).
 // Build: cc -I../../../../crates/boxlite-c/include exit-lost-after-shutdown.c -L<dir of libboxlite.a> -lboxlite -ldl -lm -lpthread -lrt
 // Run with the BOXLITE_* variables of run-tests.sh: ./a.out "$(mktemp -d)"   (exit status 2: the bug)
 // After boxlite_runtime_shutdown, boxlite_execution_free of a running execution never

@@ -1,4 +1,5 @@
-// Reproduction of a libboxlite issue the Go SDK works around (see ../../README.md).
+// Reproduction of a libboxlite issue (fixed there since) the Go SDK guards against
+// (see ../../README.md).
 // Build: cc -I../../../../crates/boxlite-c/include kill-cancelled-by-runtime-free.c -L<dir of libboxlite.a> -lboxlite -ldl -lm -lpthread -lrt
 // Run with the BOXLITE_* variables of run-tests.sh: ./a.out "$(mktemp -d)" 100   (prints 1: the process survived)
 // boxlite_execution_free then boxlite_runtime_free at once: the process is not killed.
