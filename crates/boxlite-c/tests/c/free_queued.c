@@ -1,7 +1,8 @@
 /* boxlite_runtime_free with events still queued: their callbacks never run and their
  * payloads (box handles, info lists, error messages, output chunks) are freed; the
  * LeakSanitizer run of this program is the proof. Handles derived from the runtime are
- * freed after it. The box, durable, outlives the runtime; a second runtime removes it. */
+ * freed after it. The box, durable, outlives the runtime; an execution freed just
+ * before a runtime is freed is still killed in it; a last runtime removes the box. */
 #include "harness.h"
 
 static int called;
@@ -80,8 +81,35 @@ int main(void) {
   boxlite_box_free(b);
   CHECK_EQ_INT(called, 0);
 
-  /* The box is still there; remove it with a new runtime. */
+  /* The box is still there, running. An execution freed just before the runtime is
+   * still killed: the runtime's free waits for that. */
   rt = runtime_open(home);
+  done_t g = {0};
+  MUST(boxlite_get(rt, id, cb_box, &g, &err), &err);
+  AWAIT_OK(rt, g, 30);
+  b = g.value;
+  const char *sleep_args[] = {"-c", "echo up; exec sleep 1011"};
+  BoxliteCommand sc = {.command = "sh", .args = sleep_args, .argc = 2};
+  run_t r = {0};
+  CExecutionHandle *s = NULL;
+  MUST(boxlite_box_exec(b, &sc, &s, &err), &err);
+  MUST(boxlite_execution_on_stdout(s, run_on_out, &r, &err), &err);
+  while (r.out.n < 3) drain(rt, 100);
+  boxlite_execution_free(s);
+  boxlite_box_free(b);
+  boxlite_runtime_free(rt);
+  run_free(&r);
+
+  rt = runtime_open(home);
+  g = (done_t){0};
+  MUST(boxlite_get(rt, id, cb_box, &g, &err), &err);
+  AWAIT_OK(rt, g, 30);
+  char *ps = sh_out(rt, g.value, "ps -o args");
+  CHECK_MSG(strstr(ps, "sleep 1011") == NULL, "still running:\n%s", ps);
+  free(ps);
+  boxlite_box_free(g.value);
+
+  /* Remove the box. */
   done_t rm = {0};
   MUST(boxlite_remove(rt, id, 1, cb_unit, &rm, &err), &err);
   AWAIT_OK(rt, rm, 60);
