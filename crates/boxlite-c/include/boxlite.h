@@ -900,8 +900,10 @@ enum BoxliteErrorCode boxlite_runtime_shutdown(CBoxliteRuntime *runtime,
                                                void *user_data,
                                                struct FFIError *out_error);
 
-// Free the runtime: it is closed, events still queued are dropped (their payloads
-// freed, their callbacks never called), work in flight is cancelled, and the worker
+// Free the runtime: it is closed; it waits (10 s at most) for the kills of executions
+// freed before and for a shutdown in progress; events still queued are dropped (their
+// payloads freed, their callbacks never called), other work in flight is cancelled, and
+// the worker
 // threads are stopped (waiting up to 5 s for blocking work). Boxes keep running; they
 // are durable. Handles derived from it (boxes, executions, images, volumes) must still
 // be freed; every call on them fails with `InvalidState`. Never call it from a

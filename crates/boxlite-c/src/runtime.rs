@@ -41,8 +41,9 @@ pub(crate) struct Shared {
     /// runtime, and those that failed to start.
     pub execs: AtomicU64,
     pub exec_errors: AtomicU64,
-    /// Kills started by freeing executions: the runtime's free waits for them (5 s at
-    /// most), so freeing an execution and then at once the runtime still kills it.
+    /// Kills started by freeing executions, and a shutdown's stopping: the runtime's free
+    /// waits for them (10 s at most), so freeing an execution, or shutting down, and then
+    /// at once freeing the runtime still kills the process or stops the boxes.
     pub cleanups: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -65,11 +66,24 @@ impl Shared {
         F: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
+        drop(self.spawn_posting(work, deliver));
+    }
+
+    /// [`submit`](Self::submit), returning the task.
+    fn spawn_posting<T, F>(
+        self: &Arc<Self>,
+        work: F,
+        deliver: impl FnOnce(T) -> crate::queue::Event + Send + 'static,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        F: Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
         let sh = self.clone();
         self.tokio.spawn(async move {
             let out = work.await;
             let _ = sh.queue.post(deliver(out)).await;
-        });
+        })
     }
 }
 
@@ -310,18 +324,26 @@ pub unsafe extern "C" fn boxlite_runtime_shutdown(
             t => Duration::from_secs(u64::from(t.unsigned_abs())),
         };
         let lib = rt.shared.lib.clone();
-        submit_unit(
-            &rt.shared,
+        let ud = UserData(user_data);
+        // Kept with the kills of freed executions: a free right after this call still
+        // lets the boxes stop (within free's bound) rather than cancelling the stop.
+        let task = rt.shared.spawn_posting(
             async move { lib.shutdown(t).await.map_err(Failure::from) },
-            cb,
-            UserData(user_data),
+            move |r| err_event(r, cb, ud),
         );
+        rt.shared
+            .cleanups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task);
         Ok(())
     })
 }
 
-/// Free the runtime: it is closed, events still queued are dropped (their payloads
-/// freed, their callbacks never called), work in flight is cancelled, and the worker
+/// Free the runtime: it is closed; it waits (10 s at most) for the kills of executions
+/// freed before and for a shutdown in progress; events still queued are dropped (their
+/// payloads freed, their callbacks never called), other work in flight is cancelled, and
+/// the worker
 /// threads are stopped (waiting up to 5 s for blocking work). Boxes keep running; they
 /// are durable. Handles derived from it (boxes, executions, images, volumes) must still
 /// be freed; every call on them fails with `InvalidState`. Never call it from a
@@ -348,7 +370,7 @@ pub unsafe extern "C" fn boxlite_runtime_free(runtime: *mut CBoxliteRuntime) {
                         let _ = c.await;
                     }
                 };
-                let _ = tokio::time::timeout(Duration::from_secs(5), all).await;
+                let _ = tokio::time::timeout(Duration::from_secs(10), all).await;
             });
         }
         rt.shared.queue.close();
