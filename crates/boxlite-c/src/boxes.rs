@@ -257,11 +257,42 @@ pub unsafe extern "C" fn boxlite_box_id(handle: *mut CBoxHandle) -> *mut c_char 
 /// `handle` is NULL or a handle this library gave, not freed before.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn boxlite_box_free(handle: *mut CBoxHandle) {
-    no_panic((), || {
-        if !handle.is_null() {
-            // SAFETY: made by `Box::into_raw` (`into_raw`), given back once.
-            drop(unsafe { Box::from_raw(handle) });
-        }
+    // SAFETY: the contract above is `free_boxed`'s.
+    unsafe { crate::util::free_boxed(handle) }
+}
+
+/// Which way a copy goes.
+#[derive(Debug, Clone, Copy)]
+enum Way {
+    In,
+    Out,
+}
+
+/// The body of both copy calls: `from` and `to` are named as the caller's arguments.
+fn copy(
+    handle: *mut CBoxHandle,
+    paths: [(*const c_char, &str); 2],
+    way: Way,
+    cb: CBoxCopyCb,
+    user_data: *mut c_void,
+    out_error: *mut FFIError,
+) -> BoxliteErrorCode {
+    entry(out_error, || {
+        let b = box_ref(handle)?;
+        let cb = need(cb)?;
+        let from = text(paths[0].0, paths[0].1)?;
+        let to = text(paths[1].0, paths[1].1)?;
+        let lb = b.lb.clone();
+        let work = async move {
+            let o = boxlite::CopyOptions::default();
+            match way {
+                Way::In => lb.copy_in(&from, &to, &o).await?,
+                Way::Out => lb.copy_out(&from, &to, &o).await?,
+            };
+            Ok(())
+        };
+        submit_unit(&b.sh, work, cb, UserData(user_data));
+        Ok(())
     })
 }
 
@@ -279,20 +310,8 @@ pub unsafe extern "C" fn boxlite_copy_into(
     user_data: *mut c_void,
     out_error: *mut FFIError,
 ) -> BoxliteErrorCode {
-    entry(out_error, || {
-        let b = box_ref(handle)?;
-        let cb = need(cb)?;
-        let src = text(host_src, "host_src")?;
-        let dst = text(guest_dst, "guest_dst")?;
-        let lb = b.lb.clone();
-        let work = async move {
-            lb.copy_in(&src, &dst, &boxlite::CopyOptions::default())
-                .await?;
-            Ok(())
-        };
-        submit_unit(&b.sh, work, cb, UserData(user_data));
-        Ok(())
-    })
+    let paths = [(host_src, "host_src"), (guest_dst, "guest_dst")];
+    copy(handle, paths, Way::In, cb, user_data, out_error)
 }
 
 /// Queue a copy of a file or directory out of the box to the host (as `docker cp`).
@@ -309,20 +328,8 @@ pub unsafe extern "C" fn boxlite_copy_out(
     user_data: *mut c_void,
     out_error: *mut FFIError,
 ) -> BoxliteErrorCode {
-    entry(out_error, || {
-        let b = box_ref(handle)?;
-        let cb = need(cb)?;
-        let src = text(guest_src, "guest_src")?;
-        let dst = text(host_dst, "host_dst")?;
-        let lb = b.lb.clone();
-        let work = async move {
-            lb.copy_out(&src, &dst, &boxlite::CopyOptions::default())
-                .await?;
-            Ok(())
-        };
-        submit_unit(&b.sh, work, cb, UserData(user_data));
-        Ok(())
-    })
+    let paths = [(guest_src, "guest_src"), (host_dst, "host_dst")];
+    copy(handle, paths, Way::Out, cb, user_data, out_error)
 }
 
 // ---- info ----

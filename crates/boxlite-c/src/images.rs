@@ -204,12 +204,8 @@ pub unsafe extern "C" fn boxlite_image_list(
 /// `handle` is NULL or a handle from `boxlite_runtime_images`, not freed before.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn boxlite_image_free(handle: *mut CBoxliteImageHandle) {
-    no_panic((), || {
-        if !handle.is_null() {
-            // SAFETY: made by `Box::into_raw`, given back once.
-            drop(unsafe { Box::from_raw(handle) });
-        }
-    })
+    // SAFETY: the contract above is `free_boxed`'s.
+    unsafe { crate::util::free_boxed(handle) }
 }
 
 /// Free an image list and its strings. NULL is a no-op.

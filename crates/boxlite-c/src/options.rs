@@ -470,12 +470,8 @@ pub unsafe extern "C" fn boxlite_options_set_cmd(
 /// `opts` is NULL or options from `boxlite_options_new`, not freed before.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn boxlite_options_free(opts: *mut CBoxliteOptions) {
-    no_panic((), || {
-        if !opts.is_null() {
-            // SAFETY: made by `Box::into_raw` in `boxlite_options_new`, given back once.
-            drop(unsafe { Box::from_raw(opts) });
-        }
-    })
+    // SAFETY: the contract above is `free_boxed`'s.
+    unsafe { crate::util::free_boxed(opts) }
 }
 
 /// Options argument that must not be NULL, checked.

@@ -131,6 +131,21 @@ pub(crate) unsafe fn take_c_array<T>(items: *mut T, count: c_int) -> Vec<T> {
     slice.into_vec()
 }
 
+/// Free a handle this library made with `Box::into_raw` (NULL is a no-op), keeping a
+/// panic in its drop on this side.
+///
+/// # Safety
+/// `p` is NULL or a pointer this library returned from `Box::into_raw` for a `T`, not
+/// freed before.
+pub(crate) unsafe fn free_boxed<T>(p: *mut T) {
+    no_panic((), || {
+        if !p.is_null() {
+            // SAFETY: by the contract above, made by `Box::into_raw` and given back once.
+            drop(unsafe { Box::from_raw(p) });
+        }
+    })
+}
+
 /// Write `value` to a required out-pointer.
 pub(crate) fn put<T>(out: *mut T, value: T, what: &str) -> Result<(), Failure> {
     if out.is_null() {

@@ -208,12 +208,8 @@ pub unsafe extern "C" fn boxlite_volume_remove(
 /// `handle` is NULL or a handle from `boxlite_runtime_volumes`, not freed before.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn boxlite_volume_free(handle: *mut CBoxliteVolumeHandle) {
-    no_panic((), || {
-        if !handle.is_null() {
-            // SAFETY: made by `Box::into_raw`, given back once.
-            drop(unsafe { Box::from_raw(handle) });
-        }
-    })
+    // SAFETY: the contract above is `free_boxed`'s.
+    unsafe { crate::util::free_boxed(handle) }
 }
 
 /// Free a volume info and its strings. NULL is a no-op.
