@@ -49,147 +49,70 @@ func bxgoOnBox(h *C.CBoxHandle, created C.bool, e *C.FFIError, key C.uintptr_t) 
 //export bxgoOnBoxInfo
 func bxgoOnBoxInfo(i *C.CBoxInfo, e *C.FFIError, key C.uintptr_t) {
 	defer C.boxlite_free_box_info(i)
-	ent, abandoned := take(uintptr(key))
-	if ent == nil {
-		orphansFreed.Add(1)
-		return
-	}
-	if err := borrowedError(e); err != nil || i == nil {
-		settle(ent, abandoned, result{err: orMissing(err)})
-		return
-	}
-	info := boxInfoOf(i)
-	settle(ent, abandoned, result{val: &info})
+	complete(key, e, i != nil, func() any {
+		info := boxInfoOf(i)
+		return &info
+	})
 }
 
 //export bxgoOnBoxInfoList
 func bxgoOnBoxInfoList(l *C.CBoxInfoList, e *C.FFIError, key C.uintptr_t) {
 	defer C.boxlite_free_box_info_list(l)
-	ent, abandoned := take(uintptr(key))
-	if ent == nil {
-		orphansFreed.Add(1)
-		return
-	}
-	if err := borrowedError(e); err != nil || l == nil {
-		settle(ent, abandoned, result{err: orMissing(err)})
-		return
-	}
-	out := []BoxInfo{}
-	if l.items != nil && l.count > 0 {
-		items := unsafe.Slice(l.items, int(l.count))
-		for i := range items {
-			out = append(out, boxInfoOf(&items[i]))
-		}
-	}
-	settle(ent, abandoned, result{val: out})
+	complete(key, e, l != nil, func() any {
+		return listOf(l.items, l.count, boxInfoOf)
+	})
 }
 
 //export bxgoOnBoxMetrics
 func bxgoOnBoxMetrics(m *C.CBoxMetrics, e *C.FFIError, key C.uintptr_t) {
 	// Borrowed: nothing to free.
-	ent, abandoned := take(uintptr(key))
-	if ent == nil {
-		orphansFreed.Add(1)
-		return
-	}
-	if err := borrowedError(e); err != nil || m == nil {
-		settle(ent, abandoned, result{err: orMissing(err)})
-		return
-	}
-	settle(ent, abandoned, result{val: boxMetricsOf(m)})
+	complete(key, e, m != nil, func() any {
+		return boxMetricsOf(m)
+	})
 }
 
 //export bxgoOnRuntimeMetrics
 func bxgoOnRuntimeMetrics(m *C.CRuntimeMetrics, e *C.FFIError, key C.uintptr_t) {
 	// Borrowed: nothing to free.
-	ent, abandoned := take(uintptr(key))
-	if ent == nil {
-		orphansFreed.Add(1)
-		return
-	}
-	if err := borrowedError(e); err != nil || m == nil {
-		settle(ent, abandoned, result{err: orMissing(err)})
-		return
-	}
-	settle(ent, abandoned, result{val: runtimeMetricsOf(m)})
+	complete(key, e, m != nil, func() any {
+		return runtimeMetricsOf(m)
+	})
 }
 
 //export bxgoOnPull
 func bxgoOnPull(r *C.CImagePullResult, e *C.FFIError, key C.uintptr_t) {
 	defer C.boxlite_free_image_pull_result(r)
-	ent, abandoned := take(uintptr(key))
-	if ent == nil {
-		orphansFreed.Add(1)
-		return
-	}
-	if err := borrowedError(e); err != nil || r == nil {
-		settle(ent, abandoned, result{err: orMissing(err)})
-		return
-	}
-	settle(ent, abandoned, result{val: &PullResult{
-		Reference:    goStr(r.reference),
-		ConfigDigest: goStr(r.config_digest),
-		LayerCount:   int(r.layer_count),
-	}})
+	complete(key, e, r != nil, func() any {
+		return &PullResult{
+			Reference:    goStr(r.reference),
+			ConfigDigest: goStr(r.config_digest),
+			LayerCount:   int(r.layer_count),
+		}
+	})
 }
 
 //export bxgoOnImageList
 func bxgoOnImageList(l *C.CImageInfoList, e *C.FFIError, key C.uintptr_t) {
 	defer C.boxlite_free_image_info_list(l)
-	ent, abandoned := take(uintptr(key))
-	if ent == nil {
-		orphansFreed.Add(1)
-		return
-	}
-	if err := borrowedError(e); err != nil || l == nil {
-		settle(ent, abandoned, result{err: orMissing(err)})
-		return
-	}
-	out := []ImageInfo{}
-	if l.items != nil && l.count > 0 {
-		items := unsafe.Slice(l.items, int(l.count))
-		for i := range items {
-			out = append(out, imageInfoOf(&items[i]))
-		}
-	}
-	settle(ent, abandoned, result{val: out})
+	complete(key, e, l != nil, func() any {
+		return listOf(l.items, l.count, imageInfoOf)
+	})
 }
 
 //export bxgoOnVolume
 func bxgoOnVolume(v *C.CVolumeInfo, e *C.FFIError, key C.uintptr_t) {
 	defer C.boxlite_free_volume_info(v)
-	ent, abandoned := take(uintptr(key))
-	if ent == nil {
-		orphansFreed.Add(1)
-		return
-	}
-	if err := borrowedError(e); err != nil || v == nil {
-		settle(ent, abandoned, result{err: orMissing(err)})
-		return
-	}
-	settle(ent, abandoned, result{val: volumeInfoOf(v)})
+	complete(key, e, v != nil, func() any {
+		return volumeInfoOf(v)
+	})
 }
 
 //export bxgoOnVolumeList
 func bxgoOnVolumeList(l *C.CVolumeInfoList, e *C.FFIError, key C.uintptr_t) {
 	defer C.boxlite_free_volume_info_list(l)
-	ent, abandoned := take(uintptr(key))
-	if ent == nil {
-		orphansFreed.Add(1)
-		return
-	}
-	if err := borrowedError(e); err != nil || l == nil {
-		settle(ent, abandoned, result{err: orMissing(err)})
-		return
-	}
-	out := []VolumeInfo{}
-	if l.items != nil && l.count > 0 {
-		items := unsafe.Slice(l.items, int(l.count))
-		for i := range items {
-			out = append(out, *volumeInfoOf(&items[i]))
-		}
-	}
-	settle(ent, abandoned, result{val: out})
+	complete(key, e, l != nil, func() any {
+		return listOf(l.items, l.count, func(v *C.CVolumeInfo) VolumeInfo { return *volumeInfoOf(v) })
+	})
 }
 
 // bxgoOnChunk is an output chunk (stream 1 stdout, 2 stderr); the bytes are borrowed,
@@ -226,6 +149,33 @@ func bxgoOnWait(code C.int, e *C.FFIError, key C.uintptr_t) {
 		return
 	}
 	settle(ent, abandoned, result{val: int(code), err: borrowedError(e)})
+}
+
+// complete settles the call behind key with convert's value, or with the callback's
+// error (or a missing value's); a call Close already took is only counted, its payload
+// being freed by the caller's defer. convert runs before that defer.
+func complete(key C.uintptr_t, e *C.FFIError, present bool, convert func() any) {
+	ent, abandoned := take(uintptr(key))
+	if ent == nil {
+		orphansFreed.Add(1)
+		return
+	}
+	if err := borrowedError(e); err != nil || !present {
+		settle(ent, abandoned, result{err: orMissing(err)})
+		return
+	}
+	settle(ent, abandoned, result{val: convert()})
+}
+
+// listOf converts a C array of count items (NULL when empty) to a Go slice, never nil.
+func listOf[T, U any](items *T, count C.int, f func(*T) U) []U {
+	out := make([]U, 0, max(int(count), 0))
+	if items != nil && count > 0 {
+		for i, all := 0, unsafe.Slice(items, int(count)); i < len(all); i++ {
+			out = append(out, f(&all[i]))
+		}
+	}
+	return out
 }
 
 func orMissing(err error) error {
