@@ -5,15 +5,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{BoxliteErrorCode, FFIError, Failure};
-use crate::runtime::{CBoxliteRuntime, Shared, need, runtime_ref, submit_value};
+use crate::runtime::{CBoxliteRuntime, Shared, need, submit_value};
 use crate::util::{
-    UserData, c_array, c_string, entry, free_c_string, no_panic, put, take_c_array, text,
+    UserData, c_array, c_string, entry, free_c_string, no_panic, take_c_array, text,
 };
 
 /// Opaque handle to the runtime's images. Free it with `boxlite_image_free`.
 #[derive(Debug)]
 pub struct ImageHandle {
     sh: Arc<Shared>,
+}
+
+impl crate::runtime::OfRuntime for ImageHandle {
+    fn of(sh: Arc<Shared>) -> Self {
+        ImageHandle { sh }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.sh
+    }
 }
 
 pub type CBoxliteImageHandle = ImageHandle;
@@ -60,16 +70,6 @@ pub struct CImageInfoList {
 pub type CBoxImageListCb =
     Option<unsafe extern "C" fn(*mut CImageInfoList, *mut crate::CBoxliteError, *mut c_void)>;
 
-fn handle_ref<'a>(h: *mut ImageHandle) -> Result<&'a ImageHandle, Failure> {
-    if h.is_null() {
-        return Err(Failure::null("handle"));
-    }
-    // SAFETY: not NULL; a live handle from `boxlite_runtime_images`.
-    let h = unsafe { &*h };
-    h.sh.check_open()?;
-    Ok(h)
-}
-
 /// The runtime's image handle (synchronous). Free it with `boxlite_image_free`.
 ///
 /// # Safety
@@ -80,15 +80,7 @@ pub unsafe extern "C" fn boxlite_runtime_images(
     out_handle: *mut *mut CBoxliteImageHandle,
     out_error: *mut FFIError,
 ) -> BoxliteErrorCode {
-    entry(out_error, || {
-        put(out_handle, std::ptr::null_mut(), "out_handle")?;
-        let rt = runtime_ref(runtime)?;
-        rt.shared.check_open()?;
-        let h = Box::new(ImageHandle {
-            sh: rt.shared.clone(),
-        });
-        put(out_handle, Box::into_raw(h), "out_handle")
-    })
+    crate::runtime::derive(runtime, out_handle, out_error)
 }
 
 struct Pulled {
@@ -119,7 +111,7 @@ pub unsafe extern "C" fn boxlite_image_pull(
     out_error: *mut FFIError,
 ) -> BoxliteErrorCode {
     entry(out_error, || {
-        let h = handle_ref(handle)?;
+        let h = crate::runtime::derived_ref(handle)?;
         let cb = need(cb)?;
         let reference = text(image_ref, "image_ref")?;
         let lib = h.sh.lib.clone();
@@ -184,7 +176,7 @@ pub unsafe extern "C" fn boxlite_image_list(
     out_error: *mut FFIError,
 ) -> BoxliteErrorCode {
     entry(out_error, || {
-        let h = handle_ref(handle)?;
+        let h = crate::runtime::derived_ref(handle)?;
         let cb = need(cb)?;
         let lib = h.sh.lib.clone();
         submit_value(

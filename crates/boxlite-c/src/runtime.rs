@@ -200,6 +200,40 @@ pub(crate) fn runtime_ref<'a>(rt: *mut RuntimeHandle) -> Result<&'a RuntimeHandl
     Ok(unsafe { &*rt })
 }
 
+/// A handle that carries only its runtime: the image and volume handles.
+pub(crate) trait OfRuntime: Sized {
+    fn of(sh: Arc<Shared>) -> Self;
+    fn shared(&self) -> &Arc<Shared>;
+}
+
+/// A derived handle argument that must not be NULL, on a runtime still open.
+pub(crate) fn derived_ref<'a, T: OfRuntime>(h: *mut T) -> Result<&'a T, Failure> {
+    if h.is_null() {
+        return Err(Failure::null("handle"));
+    }
+    // SAFETY: not NULL; a live handle this library made (`derive`) and the caller has
+    // not freed, by the contract of every call that takes one.
+    let h = unsafe { &*h };
+    h.shared().check_open()?;
+    Ok(h)
+}
+
+/// The body of `boxlite_runtime_images` and `boxlite_runtime_volumes`: a new derived
+/// handle of `runtime` into `out_handle`.
+pub(crate) fn derive<T: OfRuntime>(
+    runtime: *mut RuntimeHandle,
+    out_handle: *mut *mut T,
+    out_error: *mut FFIError,
+) -> BoxliteErrorCode {
+    entry(out_error, || {
+        put(out_handle, std::ptr::null_mut(), "out_handle")?;
+        let rt = runtime_ref(runtime)?;
+        rt.shared.check_open()?;
+        let h = Box::new(T::of(rt.shared.clone()));
+        put(out_handle, Box::into_raw(h), "out_handle")
+    })
+}
+
 /// Registry settings passed at runtime creation (BoxLite's shape).
 #[repr(C)]
 #[derive(Debug)]

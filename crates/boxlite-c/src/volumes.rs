@@ -3,16 +3,26 @@
 use std::os::raw::{c_char, c_int, c_void};
 use std::sync::Arc;
 
-use crate::error::{BoxliteErrorCode, FFIError, Failure};
-use crate::runtime::{CBoxliteRuntime, Shared, need, runtime_ref, submit_unit, submit_value};
+use crate::error::{BoxliteErrorCode, FFIError};
+use crate::runtime::{CBoxliteRuntime, Shared, need, submit_unit, submit_value};
 use crate::util::{
-    UserData, c_array, c_string, entry, free_c_string, no_panic, put, take_c_array, text,
+    UserData, c_array, c_string, entry, free_c_string, no_panic, take_c_array, text,
 };
 
 /// Opaque handle to the runtime's named volumes. Free it with `boxlite_volume_free`.
 #[derive(Debug)]
 pub struct VolumeHandle {
     sh: Arc<Shared>,
+}
+
+impl crate::runtime::OfRuntime for VolumeHandle {
+    fn of(sh: Arc<Shared>) -> Self {
+        VolumeHandle { sh }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.sh
+    }
 }
 
 pub type CBoxliteVolumeHandle = VolumeHandle;
@@ -48,16 +58,6 @@ pub type CBoxVolumeGetCb =
 /// Volume remove completion.
 pub type CBoxVolumeRemoveCb = Option<unsafe extern "C" fn(*mut crate::CBoxliteError, *mut c_void)>;
 
-fn handle_ref<'a>(h: *mut VolumeHandle) -> Result<&'a VolumeHandle, Failure> {
-    if h.is_null() {
-        return Err(Failure::null("handle"));
-    }
-    // SAFETY: not NULL; a live handle from `boxlite_runtime_volumes`.
-    let h = unsafe { &*h };
-    h.sh.check_open()?;
-    Ok(h)
-}
-
 fn c_volume(v: &boxlite::VolumeInfo) -> CVolumeInfo {
     CVolumeInfo {
         id: c_string(&v.name),
@@ -86,15 +86,7 @@ pub unsafe extern "C" fn boxlite_runtime_volumes(
     out_handle: *mut *mut CBoxliteVolumeHandle,
     out_error: *mut FFIError,
 ) -> BoxliteErrorCode {
-    entry(out_error, || {
-        put(out_handle, std::ptr::null_mut(), "out_handle")?;
-        let rt = runtime_ref(runtime)?;
-        rt.shared.check_open()?;
-        let h = Box::new(VolumeHandle {
-            sh: rt.shared.clone(),
-        });
-        put(out_handle, Box::into_raw(h), "out_handle")
-    })
+    crate::runtime::derive(runtime, out_handle, out_error)
 }
 
 /// Queue the creation of a volume with a generated name (`vol-` and 12 hex digits).
@@ -109,7 +101,7 @@ pub unsafe extern "C" fn boxlite_volume_create(
     out_error: *mut FFIError,
 ) -> BoxliteErrorCode {
     entry(out_error, || {
-        let h = handle_ref(handle)?;
+        let h = crate::runtime::derived_ref(handle)?;
         let cb = need(cb)?;
         let name = format!("vol-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
         let lib = h.sh.lib.clone();
@@ -131,7 +123,7 @@ pub unsafe extern "C" fn boxlite_volume_list(
     out_error: *mut FFIError,
 ) -> BoxliteErrorCode {
     entry(out_error, || {
-        let h = handle_ref(handle)?;
+        let h = crate::runtime::derived_ref(handle)?;
         let cb = need(cb)?;
         let lib = h.sh.lib.clone();
         submit_value(
@@ -158,7 +150,7 @@ pub unsafe extern "C" fn boxlite_volume_get(
     out_error: *mut FFIError,
 ) -> BoxliteErrorCode {
     entry(out_error, || {
-        let h = handle_ref(handle)?;
+        let h = crate::runtime::derived_ref(handle)?;
         let cb = need(cb)?;
         let name = text(id, "id")?;
         let lib = h.sh.lib.clone();
@@ -187,7 +179,7 @@ pub unsafe extern "C" fn boxlite_volume_remove(
     out_error: *mut FFIError,
 ) -> BoxliteErrorCode {
     entry(out_error, || {
-        let h = handle_ref(handle)?;
+        let h = crate::runtime::derived_ref(handle)?;
         let cb = need(cb)?;
         let name = text(id, "id")?;
         let lib = h.sh.lib.clone();
