@@ -74,14 +74,14 @@ if dpkg --compare-versions "$e2fs" lt 1.47.1; then
   fi
 fi
 
-# The Go SDK (sdks/go) needs Go 1.21 or newer; Debian 12 ships 1.19, backports 1.23.
+# The Go SDK (sdks/go) needs Go 1.22 or newer; Debian 12 ships 1.19, backports 1.23.
 if ! GO=$(bash scripts/find-go.sh 2>/dev/null); then
   if ensure_backports; then
     log "installing Go 1.23 from bookworm-backports (for the Go SDK)"
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       -t bookworm-backports golang-1.23-go >/dev/null
   fi
-  GO=$(bash scripts/find-go.sh) || { echo "Go 1.21 or newer is needed for the Go SDK" >&2; exit 1; }
+  GO=$(bash scripts/find-go.sh) || { echo "Go 1.22 or newer is needed for the Go SDK" >&2; exit 1; }
 fi
 log "Go: $("$GO" version)"
 
