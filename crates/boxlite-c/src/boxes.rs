@@ -124,12 +124,8 @@ pub unsafe extern "C" fn boxlite_get_or_create_box(
                         // SAFETY: the caller's non-NULL callback; it takes the handle.
                         unsafe { cb(into_raw(b), created, std::ptr::null_mut(), ud.0) }
                     }
-                    Err(f) => {
-                        let mut e = f.to_ffi();
-                        // SAFETY: as above; the error is borrowed for the call.
-                        unsafe { cb(std::ptr::null_mut(), false, &mut e, ud.0) };
-                        crate::error::release(&mut e);
-                    }
+                    // SAFETY: as above; the error is borrowed for the call.
+                    Err(f) => f.lend(|e| unsafe { cb(std::ptr::null_mut(), false, e, ud.0) }),
                 }
             })
         });

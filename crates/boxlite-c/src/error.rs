@@ -107,12 +107,16 @@ impl Failure {
         CString::new(clean).map_or(std::ptr::null_mut(), CString::into_raw)
     }
 
-    /// An owned `FFIError` for a callback; its message is freed by [`release`].
-    pub(crate) fn to_ffi(&self) -> FFIError {
-        FFIError {
+    /// Lend `call` this failure as a callback's error: the `FFIError` and its message
+    /// live until `call` returns, then the message is freed (unless the callback freed
+    /// it already with `boxlite_error_free`, which leaves NULL).
+    pub(crate) fn lend(&self, call: impl FnOnce(*mut FFIError)) {
+        let mut e = FFIError {
             code: self.code,
             message: self.c_message(),
-        }
+        };
+        call(&mut e);
+        release(&mut e);
     }
 }
 
@@ -179,9 +183,9 @@ pub(crate) fn clear(out: *mut FFIError) {
     }
 }
 
-/// Free the message of an error built by [`Failure::to_ffi`] after its callback returned
-/// (the callback may have freed it already with `boxlite_error_free`, leaving NULL).
-pub(crate) fn release(e: &mut FFIError) {
+/// Free an error's message, made by [`Failure::lend`] or by [`fail`] for the caller;
+/// NULL (never set, or freed already) is a no-op.
+fn release(e: &mut FFIError) {
     if !e.message.is_null() {
         // SAFETY: a non-NULL message here was made by `CString::into_raw` in
         // `c_message` and not yet freed: `boxlite_error_free` sets it to NULL when it

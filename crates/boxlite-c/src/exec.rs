@@ -633,12 +633,8 @@ pub unsafe extern "C" fn boxlite_execution_wait(
                 match r {
                     // SAFETY: the caller's non-NULL callback.
                     Ok(code) => unsafe { cb(code, std::ptr::null_mut(), ud.0) },
-                    Err(f) => {
-                        let mut e = f.to_ffi();
-                        // SAFETY: as above; the error is borrowed for the call.
-                        unsafe { cb(BOXLITE_EXIT_FAILED, &mut e, ud.0) };
-                        crate::error::release(&mut e);
-                    }
+                    // SAFETY: as above; the error is borrowed for the call.
+                    Err(f) => f.lend(|e| unsafe { cb(BOXLITE_EXIT_FAILED, e, ud.0) }),
                 }
             })
         });

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::error::{BoxliteErrorCode, FFIError, Failure, release};
+use crate::error::{BoxliteErrorCode, FFIError, Failure};
 use crate::queue::{EventQueue, QUEUE_CAPACITY};
 use crate::util::{UserData, entry, no_panic, opt_text, put};
 
@@ -106,12 +106,8 @@ pub(crate) fn err_event(r: Result<(), Failure>, cb: ErrCb, ud: UserData) -> crat
             // SAFETY: `cb` is the caller's non-NULL callback of this shape; it runs on
             // the draining thread, with no lock held.
             Ok(()) => unsafe { cb(std::ptr::null_mut(), ud.0) },
-            Err(f) => {
-                let mut e = f.to_ffi();
-                // SAFETY: as above; `e` lives until the callback returns.
-                unsafe { cb(&mut e, ud.0) };
-                release(&mut e);
-            }
+            // SAFETY: as above; the error is borrowed for the call.
+            Err(f) => f.lend(|e| unsafe { cb(e, ud.0) }),
         }
     })
 }
@@ -133,12 +129,8 @@ pub(crate) fn value_event<T: Send + 'static, X: 'static>(
                 // to it, as documented for each call.
                 unsafe { cb(p, std::ptr::null_mut(), ud.0) };
             }
-            Err(f) => {
-                let mut e = f.to_ffi();
-                // SAFETY: as above; the error is borrowed for the call.
-                unsafe { cb(std::ptr::null_mut(), &mut e, ud.0) };
-                release(&mut e);
-            }
+            // SAFETY: as above; the error is borrowed for the call.
+            Err(f) => f.lend(|e| unsafe { cb(std::ptr::null_mut(), e, ud.0) }),
         }
     })
 }
@@ -157,12 +149,8 @@ pub(crate) fn borrowed_event<X: Send + 'static>(
                 // SAFETY: `cb` is the caller's non-NULL callback; `v` outlives the call.
                 unsafe { cb(&mut v, std::ptr::null_mut(), ud.0) };
             }
-            Err(f) => {
-                let mut e = f.to_ffi();
-                // SAFETY: as above; the error is borrowed for the call.
-                unsafe { cb(std::ptr::null_mut(), &mut e, ud.0) };
-                release(&mut e);
-            }
+            // SAFETY: as above; the error is borrowed for the call.
+            Err(f) => f.lend(|e| unsafe { cb(std::ptr::null_mut(), e, ud.0) }),
         }
     })
 }
