@@ -22,16 +22,15 @@ pub struct BoxHandle {
 
 pub type CBoxHandle = BoxHandle;
 
+impl crate::runtime::Derived for BoxHandle {
+    fn shared(&self) -> &Arc<Shared> {
+        &self.sh
+    }
+}
+
 /// A box handle argument that must not be NULL, on a runtime still open.
 pub(crate) fn box_ref<'a>(h: *mut BoxHandle) -> Result<&'a BoxHandle, Failure> {
-    if h.is_null() {
-        return Err(Failure::null("handle"));
-    }
-    // SAFETY: not NULL; the caller passes a handle this library gave it and has not
-    // freed (the contract of every call that takes one).
-    let b = unsafe { &*h };
-    b.sh.check_open()?;
-    Ok(b)
+    crate::runtime::derived_ref(h, "handle")
 }
 
 fn new_handle(sh: &Arc<Shared>, lb: boxlite::LiteBox) -> BoxHandle {

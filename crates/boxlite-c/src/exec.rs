@@ -417,13 +417,13 @@ fn start_stdin_writer(st: &Arc<ExecState>, mut pipe: boxlite::ExecStdin) {
 
 /// An execution handle argument that must not be NULL, on a runtime still open.
 fn exec_ref<'a>(e: *mut ExecutionHandle) -> Result<&'a Arc<ExecState>, Failure> {
-    if e.is_null() {
-        return Err(Failure::null("execution"));
+    crate::runtime::derived_ref(e, "execution").map(|h| &h.st)
+}
+
+impl crate::runtime::Derived for ExecutionHandle {
+    fn shared(&self) -> &Arc<Shared> {
+        &self.st.sh
     }
-    // SAFETY: not NULL; a live handle from `boxlite_box_exec` the caller has not freed.
-    let h = unsafe { &*e };
-    h.st.sh.check_open()?;
-    Ok(&h.st)
 }
 
 fn register_stream(

@@ -16,13 +16,15 @@ pub struct ImageHandle {
     sh: Arc<Shared>,
 }
 
+impl crate::runtime::Derived for ImageHandle {
+    fn shared(&self) -> &Arc<Shared> {
+        &self.sh
+    }
+}
+
 impl crate::runtime::OfRuntime for ImageHandle {
     fn of(sh: Arc<Shared>) -> Self {
         ImageHandle { sh }
-    }
-
-    fn shared(&self) -> &Arc<Shared> {
-        &self.sh
     }
 }
 
@@ -111,7 +113,7 @@ pub unsafe extern "C" fn boxlite_image_pull(
     out_error: *mut FFIError,
 ) -> BoxliteErrorCode {
     entry(out_error, || {
-        let h = crate::runtime::derived_ref(handle)?;
+        let h = crate::runtime::derived_ref(handle, "handle")?;
         let cb = need(cb)?;
         let reference = text(image_ref, "image_ref")?;
         let lib = h.sh.lib.clone();
@@ -176,7 +178,7 @@ pub unsafe extern "C" fn boxlite_image_list(
     out_error: *mut FFIError,
 ) -> BoxliteErrorCode {
     entry(out_error, || {
-        let h = crate::runtime::derived_ref(handle)?;
+        let h = crate::runtime::derived_ref(handle, "handle")?;
         let cb = need(cb)?;
         let lib = h.sh.lib.clone();
         submit_value(

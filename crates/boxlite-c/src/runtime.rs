@@ -188,16 +188,21 @@ pub(crate) fn runtime_ref<'a>(rt: *mut RuntimeHandle) -> Result<&'a RuntimeHandl
     Ok(unsafe { &*rt })
 }
 
-/// A handle that carries only its runtime: the image and volume handles.
-pub(crate) trait OfRuntime: Sized {
-    fn of(sh: Arc<Shared>) -> Self;
+/// A handle derived from a runtime (box, execution, images, volumes).
+pub(crate) trait Derived {
     fn shared(&self) -> &Arc<Shared>;
 }
 
-/// A derived handle argument that must not be NULL, on a runtime still open.
-pub(crate) fn derived_ref<'a, T: OfRuntime>(h: *mut T) -> Result<&'a T, Failure> {
+/// A derived handle that carries only its runtime: the image and volume handles.
+pub(crate) trait OfRuntime: Derived + Sized {
+    fn of(sh: Arc<Shared>) -> Self;
+}
+
+/// A derived handle argument (named `what` in the error) that must not be NULL, on a
+/// runtime still open.
+pub(crate) fn derived_ref<'a, T: Derived>(h: *mut T, what: &str) -> Result<&'a T, Failure> {
     if h.is_null() {
-        return Err(Failure::null("handle"));
+        return Err(Failure::null(what));
     }
     // SAFETY: not NULL; a live handle this library made (`derive`) and the caller has
     // not freed, by the contract of every call that takes one.

@@ -15,13 +15,15 @@ pub struct VolumeHandle {
     sh: Arc<Shared>,
 }
 
+impl crate::runtime::Derived for VolumeHandle {
+    fn shared(&self) -> &Arc<Shared> {
+        &self.sh
+    }
+}
+
 impl crate::runtime::OfRuntime for VolumeHandle {
     fn of(sh: Arc<Shared>) -> Self {
         VolumeHandle { sh }
-    }
-
-    fn shared(&self) -> &Arc<Shared> {
-        &self.sh
     }
 }
 
@@ -101,7 +103,7 @@ pub unsafe extern "C" fn boxlite_volume_create(
     out_error: *mut FFIError,
 ) -> BoxliteErrorCode {
     entry(out_error, || {
-        let h = crate::runtime::derived_ref(handle)?;
+        let h = crate::runtime::derived_ref(handle, "handle")?;
         let cb = need(cb)?;
         let name = format!("vol-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
         let lib = h.sh.lib.clone();
@@ -123,7 +125,7 @@ pub unsafe extern "C" fn boxlite_volume_list(
     out_error: *mut FFIError,
 ) -> BoxliteErrorCode {
     entry(out_error, || {
-        let h = crate::runtime::derived_ref(handle)?;
+        let h = crate::runtime::derived_ref(handle, "handle")?;
         let cb = need(cb)?;
         let lib = h.sh.lib.clone();
         submit_value(
@@ -150,7 +152,7 @@ pub unsafe extern "C" fn boxlite_volume_get(
     out_error: *mut FFIError,
 ) -> BoxliteErrorCode {
     entry(out_error, || {
-        let h = crate::runtime::derived_ref(handle)?;
+        let h = crate::runtime::derived_ref(handle, "handle")?;
         let cb = need(cb)?;
         let name = text(id, "id")?;
         let lib = h.sh.lib.clone();
@@ -179,7 +181,7 @@ pub unsafe extern "C" fn boxlite_volume_remove(
     out_error: *mut FFIError,
 ) -> BoxliteErrorCode {
     entry(out_error, || {
-        let h = crate::runtime::derived_ref(handle)?;
+        let h = crate::runtime::derived_ref(handle, "handle")?;
         let cb = need(cb)?;
         let name = text(id, "id")?;
         let lib = h.sh.lib.clone();
