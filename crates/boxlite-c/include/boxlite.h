@@ -903,9 +903,8 @@ enum BoxliteErrorCode boxlite_runtime_shutdown(CBoxliteRuntime *runtime,
 // Free the runtime: it is closed; it waits (10 s at most) for the kills of executions
 // freed before and for a shutdown in progress; events still queued are dropped (their
 // payloads freed, their callbacks never called), other work in flight is cancelled, and
-// the worker
-// threads are stopped (waiting up to 5 s for blocking work). Boxes keep running; they
-// are durable. Handles derived from it (boxes, executions, images, volumes) must still
+// the worker threads are stopped (waiting up to 5 s for blocking work). Boxes keep
+// running; they are durable. Handles derived from it (boxes, executions, images, volumes) must still
 // be freed; every call on them fails with `InvalidState`. Never call it from a
 // callback, or while another thread drains this runtime. NULL is a no-op.
 //

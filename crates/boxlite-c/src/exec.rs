@@ -789,9 +789,7 @@ pub unsafe extern "C" fn boxlite_execution_free(execution: *mut CExecutionHandle
                     .await;
             }
         });
-        let mut cleanups = st.sh.cleanups.lock().unwrap_or_else(|p| p.into_inner());
-        cleanups.retain(|c| !c.is_finished());
-        cleanups.push(cleanup);
+        st.sh.keep_cleanup(cleanup);
     })
 }
 

@@ -44,7 +44,7 @@ pub(crate) struct Shared {
     /// Kills started by freeing executions, and a shutdown's stopping: the runtime's free
     /// waits for them (10 s at most), so freeing an execution, or shutting down, and then
     /// at once freeing the runtime still kills the process or stops the boxes.
-    pub cleanups: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    cleanups: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Shared {
@@ -67,6 +67,13 @@ impl Shared {
         T: Send + 'static,
     {
         drop(self.spawn_posting(work, deliver));
+    }
+
+    /// Keep `task` for the runtime's free to wait for (dropping those already done).
+    pub(crate) fn keep_cleanup(&self, task: tokio::task::JoinHandle<()>) {
+        let mut all = self.cleanups.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|c| !c.is_finished());
+        all.push(task);
     }
 
     /// [`submit`](Self::submit), returning the task.
@@ -279,13 +286,14 @@ pub unsafe extern "C" fn boxlite_runtime_new(
                 "image_registries_count is {image_registries_count}; give 0 or more"
             )));
         }
-        if image_registries_count > 0 || !image_registries.is_null() && image_registries_count != 0
-        {
+        if image_registries_count > 0 {
             return Err(Failure::new(
                 BoxliteErrorCode::Unsupported,
-                "image registries are configured in BOXLITE_HOME/config.toml (see docs/images.md); pass NULL and 0 here",
+                "image registries are configured in BOXLITE_HOME/config.toml (see docs/c.md); pass NULL and 0 here",
             ));
         }
+        // The array itself is never read: a count of 0 means there is nothing in it.
+        let _ = image_registries;
         let home = opt_text(home_dir, "home_dir")?.map(std::path::PathBuf::from);
         let tokio = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -343,8 +351,10 @@ pub unsafe extern "C" fn boxlite_runtime_shutdown(
     entry(out_error, || {
         let rt = runtime_ref(runtime)?;
         let cb = need(cb)?;
-        rt.shared.check_open()?;
-        rt.shared.closed.store(true, Ordering::Release);
+        // One shutdown: a second, even racing the first, is refused as on a closed runtime.
+        if rt.shared.closed.swap(true, Ordering::AcqRel) {
+            return Err(Failure::closed());
+        }
         let t = match timeout_secs {
             0 => Duration::from_secs(10),
             t if t < 0 => Duration::from_secs(86_400 * 365),
@@ -358,11 +368,7 @@ pub unsafe extern "C" fn boxlite_runtime_shutdown(
             async move { lib.shutdown(t).await.map_err(Failure::from) },
             move |r| err_event(r, cb, ud),
         );
-        rt.shared
-            .cleanups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(task);
+        rt.shared.keep_cleanup(task);
         Ok(())
     })
 }
@@ -370,9 +376,8 @@ pub unsafe extern "C" fn boxlite_runtime_shutdown(
 /// Free the runtime: it is closed; it waits (10 s at most) for the kills of executions
 /// freed before and for a shutdown in progress; events still queued are dropped (their
 /// payloads freed, their callbacks never called), other work in flight is cancelled, and
-/// the worker
-/// threads are stopped (waiting up to 5 s for blocking work). Boxes keep running; they
-/// are durable. Handles derived from it (boxes, executions, images, volumes) must still
+/// the worker threads are stopped (waiting up to 5 s for blocking work). Boxes keep
+/// running; they are durable. Handles derived from it (boxes, executions, images, volumes) must still
 /// be freed; every call on them fails with `InvalidState`. Never call it from a
 /// callback, or while another thread drains this runtime. NULL is a no-op.
 ///
