@@ -164,6 +164,14 @@ impl ExecState {
         self.started.borrow().clone()
     }
 
+    /// Wait for the process and give its C exit code; once seen, its exit means free
+    /// need not kill it.
+    async fn wait_code(&self, ex: &boxlite::Execution) -> Result<c_int, Failure> {
+        let s = ex.wait().await.map_err(Failure::from)?;
+        self.exited.store(true, Ordering::Release);
+        Ok(exit_code(s))
+    }
+
     /// Start a stream's reader if it is registered, the command started, and it has not
     /// begun (called with the lock held).
     fn pump(self: &Arc<Self>, inner: &mut Inner, which: Which) {
@@ -216,13 +224,7 @@ impl ExecState {
         inner.exit_task = Some(self.sh.tokio.spawn(async move {
             let code = match started {
                 Err(_) => BOXLITE_EXIT_FAILED,
-                Ok(ex) => match ex.wait().await {
-                    Ok(s) => {
-                        st.exited.store(true, Ordering::Release);
-                        exit_code(s)
-                    }
-                    Err(_) => BOXLITE_EXIT_FAILED,
-                },
+                Ok(ex) => st.wait_code(&ex).await.unwrap_or(BOXLITE_EXIT_FAILED),
             };
             let waits: Vec<oneshot::Receiver<()>> = {
                 let mut g = st.lock();
@@ -355,23 +357,17 @@ pub unsafe extern "C" fn boxlite_box_exec(
                 &st.sh.exec_errors
             };
             counter.fetch_add(1, Ordering::Relaxed);
-            let r = r.map(|mut ex| {
-                let out = ex.take_stdout();
-                let err = ex.take_stderr();
-                if let Some(pipe) = ex.take_stdin() {
-                    start_stdin_writer(&st, pipe);
-                }
-                (ex, out, err)
-            });
+            let mut started = r;
+            if let Ok(ex) = &mut started
+                && let Some(pipe) = ex.take_stdin()
+            {
+                start_stdin_writer(&st, pipe);
+            }
             let mut g = st.lock();
-            let started = match r {
-                Ok((ex, out, err)) => {
-                    g.out.src = out;
-                    g.err.src = err;
-                    Ok(ex)
-                }
-                Err(f) => Err(f),
-            };
+            if let Ok(ex) = &mut started {
+                g.out.src = ex.take_stdout();
+                g.err.src = ex.take_stderr();
+            }
             st.started.send_replace(Some(started));
             st.pump(&mut g, Which::Out);
             st.pump(&mut g, Which::Err);
@@ -394,22 +390,20 @@ fn start_stdin_writer(st: &Arc<ExecState>, mut pipe: boxlite::ExecStdin) {
     let pending = st.stdin_pending.clone();
     st.sh.tokio.spawn(async move {
         while let Some(m) = rx.recv().await {
-            match m {
+            let (r, last) = match m {
                 StdinMsg::Data(d) => {
-                    let n = d.len();
                     let r = pipe.write_all(&d).await;
-                    pending.fetch_sub(n, Ordering::AcqRel);
-                    if let Err(e) = r {
-                        *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Failure::from(e));
-                        return;
-                    }
+                    pending.fetch_sub(d.len(), Ordering::AcqRel);
+                    (r, false)
                 }
-                StdinMsg::Close => {
-                    if let Err(e) = pipe.close().await {
-                        *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Failure::from(e));
-                    }
-                    return;
-                }
+                StdinMsg::Close => (pipe.close().await.map(drop), true),
+            };
+            if let Err(e) = r {
+                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(Failure::from(e));
+                return;
+            }
+            if last {
+                return;
             }
         }
     });
@@ -623,9 +617,7 @@ pub unsafe extern "C" fn boxlite_execution_wait(
         let sh = st.sh.clone();
         let work = async move {
             let ex = started(&st).await?;
-            let s = ex.wait().await.map_err(Failure::from)?;
-            st.exited.store(true, Ordering::Release);
-            Ok::<_, Failure>(exit_code(s))
+            st.wait_code(&ex).await
         };
         sh.submit(work, move |r| {
             Box::new(move || {
