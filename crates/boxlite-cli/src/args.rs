@@ -119,6 +119,17 @@ pub(crate) struct CreateArgs {
     /// Boot the kernel even when the image has a warm-start template, and leave none.
     #[arg(long = "no-warm-start")]
     pub(crate) no_warm_start: bool,
+    /// Give every command of the box this Linux capability on top of Docker's default
+    /// set (CAP_ prefix optional, any case; ALL for all). Repeatable.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub(crate) cap_add: Vec<String>,
+    /// Take this capability out of the default set (ALL: all of them). Repeatable.
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub(crate) cap_drop: Vec<String>,
+    /// Give every command every capability (for Docker inside a box): root in the box
+    /// can then mount, load modules and reach every device of the VM.
+    #[arg(long)]
+    pub(crate) privileged: bool,
 }
 
 /// `--secret NAME@HOST[,HOST...]` or `NAME=ENVVAR@HOST[,HOST...]`: a secret whose value
@@ -169,6 +180,7 @@ impl CreateArgs {
             .memory_mib(self.memory)
             .cpus(self.cpus)
             .auto_remove(self.rm)
+            .privileged(self.privileged)
             .health(HealthOptions {
                 interval_secs: self.health_interval,
                 timeout_secs: self.health_timeout,
@@ -177,6 +189,8 @@ impl CreateArgs {
         if let Some(n) = &self.name {
             o = o.name(n);
         }
+        o.cap_add.clone_from(&self.cap_add);
+        o.cap_drop.clone_from(&self.cap_drop);
         // Parse every spec before anything is created.
         for v in &self.volumes {
             o = o.volume(boxlite::VolumeSpec::parse(v)?);

@@ -99,6 +99,9 @@ pub struct Spec {
     pub user: Option<String>,
     /// Run on a new pseudo-terminal of this many rows and columns.
     pub tty: Option<(u16, u16)>,
+    /// The capabilities the process keeps (a mask of `CAP_*` numbers; see
+    /// `ExecRequest.capabilities`).
+    pub capabilities: u64,
 }
 
 pub type Chunk = Vec<u8>;
@@ -216,6 +219,9 @@ pub struct Processes {
     /// The cgroup every process joins before it runs ([`crate::freeze`]); `None` without
     /// a cgroup v2 freezer.
     workload: Option<Arc<crate::freeze::Workload>>,
+    /// The namespaces every process joins ([`crate::container`]); `None` only when the
+    /// agent is not PID 1 (tests), where processes are merely chrooted into `root`.
+    container: Option<Arc<crate::container::Container>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -226,6 +232,7 @@ impl Processes {
     pub fn new(
         root: impl Into<PathBuf>,
         workload: Option<Arc<crate::freeze::Workload>>,
+        container: Option<Arc<crate::container::Container>>,
     ) -> Arc<Self> {
         Arc::new(Processes {
             root: root.into(),
@@ -236,7 +243,17 @@ impl Processes {
             first_exec_uptime: std::sync::OnceLock::new(),
             ca_env: std::sync::atomic::AtomicBool::new(false),
             workload,
+            container,
         })
+    }
+
+    /// A descriptor of the container root as the workload sees it (its own mounts
+    /// included), for resolving paths inside it.
+    pub fn root_fd(&self) -> io::Result<OwnedFd> {
+        match &self.container {
+            Some(c) => c.root_fd(),
+            None => sys::open_dir(&self.root),
+        }
     }
 
     /// From now on, give every process the variables naming the box's CA, unless its
@@ -325,7 +342,7 @@ impl Processes {
                 spec.working_dir
             )));
         };
-        let root_fd = sys::open_dir(&self.root).map_err(ExecError::NoRoot)?;
+        let root_fd = self.root_fd().map_err(ExecError::NoRoot)?;
         check_workdir(&root_fd, &workdir)?;
         let ident = match &spec.user {
             Some(u) => Some(crate::users::resolve(&root_fd, u).map_err(ExecError::Invalid)?),
@@ -380,6 +397,10 @@ impl Processes {
         let tty = pty.is_some();
         // Open as long as `self.workload` holds it, which outlives the spawn.
         let workload_procs = self.workload.as_ref().map(|w| w.procs_fd());
+        // Likewise held by `self.container`.
+        let join = self.container.as_ref().map(|c| c.join());
+        let caps = spec.capabilities;
+        let root_user = ident.as_ref().is_none_or(|i| i.uid == 0);
         // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
         // syscalls on data prepared before the fork.
         unsafe {
@@ -397,11 +418,18 @@ impl Processes {
                 if tty && libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                     return Err(io::Error::last_os_error());
                 }
-                if libc::chroot(root_c.as_ptr()) < 0 {
-                    return Err(io::Error::last_os_error());
+                match join {
+                    Some(j) => crate::container::enter(j)?,
+                    None if libc::chroot(root_c.as_ptr()) < 0 => {
+                        return Err(io::Error::last_os_error());
+                    }
+                    None => {}
                 }
+                // The bounding set first, while CAP_SETPCAP is still there.
+                crate::container::drop_caps_to(caps)?;
                 // Drop to the user: supplementary groups, then the group, then the
-                // user, the only order in which each step is still permitted.
+                // user, the only order in which each step is still permitted. A
+                // non-root user loses its permitted and effective sets here.
                 if let Some(id) = &ident
                     && (libc::setgroups(id.groups.len(), id.groups.as_ptr()) < 0
                         || libc::setgid(id.gid) < 0
@@ -409,6 +437,9 @@ impl Processes {
                 {
                     return Err(io::Error::last_os_error());
                 }
+                // Root keeps the mask (execve then gives it back as permitted and
+                // effective); anyone else starts with nothing, as in Docker.
+                crate::container::set_caps(if root_user { caps } else { 0 })?;
                 if libc::chdir(workdir_c.as_ptr()) < 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -420,10 +451,18 @@ impl Processes {
         let oom_kills_at_start = oom_kill_count();
         let mut child = {
             let mut table = lock(&self.table);
-            let child = cmd.spawn().map_err(|source| ExecError::Spawn {
+            let spawn_err = |source| ExecError::Spawn {
                 program: spec.program.clone(),
                 source,
-            })?;
+            };
+            // The child is born in the container's PID namespace, still our child.
+            let in_ns = match &self.container {
+                Some(c) => Some(c.enter_pid_ns().map_err(spawn_err)?),
+                None => None,
+            };
+            let child = cmd.spawn().map_err(spawn_err);
+            drop(in_ns);
+            let child = child?;
             table.live.insert(child.id().cast_signed(), exit_tx);
             child
         };
@@ -552,11 +591,6 @@ fn new_exec_id() -> String {
     let mut id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     id.push_str(&format!("{count:04x}"));
     id
-}
-
-/// A descriptor of the container root, for resolving paths inside it.
-pub fn container_root_fd() -> io::Result<OwnedFd> {
-    sys::open_dir(Path::new(crate::init::CONTAINER_ROOT))
 }
 
 /// Guest uptime in seconds.
@@ -728,7 +762,7 @@ mod tests {
 
     #[test]
     fn ca_variables_are_added_only_once_the_ca_is_installed() {
-        let procs = Processes::new("/nonexistent", None);
+        let procs = Processes::new("/nonexistent", None, None);
         let spec = spec_with_env(&[("LANG", "C.UTF-8")]);
 
         let before = procs.environment(&spec, DEFAULT_HOME);
@@ -759,7 +793,7 @@ mod tests {
 
     #[test]
     fn a_ca_variable_the_request_sets_is_never_overridden() {
-        let procs = Processes::new("/nonexistent", None);
+        let procs = Processes::new("/nonexistent", None, None);
         procs.use_ca_env();
         let spec = spec_with_env(&[("SSL_CERT_FILE", "/mine.pem"), ("NODE_EXTRA_CA_CERTS", "")]);
 

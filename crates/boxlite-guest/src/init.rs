@@ -46,6 +46,8 @@ pub enum InitError {
     ModuleList(&'static str, #[source] io::Error),
     #[error("root disk {ROOT_DEVICE} did not appear within {0:?}")]
     NoRootDisk(Duration),
+    #[error("the workload's namespaces")]
+    Container(#[from] crate::container::ContainerError),
     #[error("preparing container root at {path}")]
     Prepare {
         path: PathBuf,
@@ -277,7 +279,9 @@ pub fn load_modules(cfg: &BootConfig, list_path: &'static str) -> Result<usize, 
 }
 
 /// Wait for the root disk to show up in devtmpfs, then mount it at [`CONTAINER_ROOT`].
-pub fn mount_rootfs() -> Result<(), InitError> {
+/// A box's root is `nodev`: a device node the image ships or the workload makes there
+/// opens nothing (only the agent's `/dev` has devices); the image builder's is not.
+pub fn mount_rootfs(builder: bool) -> Result<(), InitError> {
     let limit = Duration::from_secs(10);
     let start = Instant::now();
     while !Path::new(ROOT_DEVICE).exists() {
@@ -286,7 +290,8 @@ pub fn mount_rootfs() -> Result<(), InitError> {
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    mount_at(ROOT_DEVICE, Path::new(CONTAINER_ROOT), "ext4", 0, None)
+    let flags = if builder { 0 } else { libc::MS_NODEV };
+    mount_at(ROOT_DEVICE, Path::new(CONTAINER_ROOT), "ext4", flags, None)
 }
 
 /// Grow the mounted root ext4 online to fill its disk, which the host makes larger than
@@ -337,6 +342,11 @@ fn ext4_size(sb: &[u8; 1024]) -> io::Result<(u64, u64)> {
     Ok(((hi << 32) | u32_at(0x4) as u64, 1024u64 << log))
 }
 
+/// The device nodes of the container's `/dev`: each is an empty file of the `nodev`
+/// tmpfs with the agent's own node bind-mounted over it, so these open and nothing the
+/// workload creates in `/dev` (with `CAP_MKNOD`) does.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
 /// Give the container root its own `/proc`, `/sys`, a minimal `/dev`, and a `/tmp`.
 pub fn prepare_container_root(root: &Path) -> Result<(), InitError> {
     let prep = |path: &Path, r: io::Result<()>| {
@@ -351,22 +361,18 @@ pub fn prepare_container_root(root: &Path) -> Result<(), InitError> {
         "tmpfs",
         &dev,
         "tmpfs",
-        libc::MS_NOSUID | libc::MS_NOEXEC,
+        NOSUID_NODEV_NOEXEC,
         Some("mode=0755"),
     )?;
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
+    for name in DEVICES {
         let p = dev.join(name);
-        match sys::mknod_char(&p, 0o666, major, minor) {
-            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => prep(&p, Err(e))?,
-            _ => prep(&p, sys::chmod(&p, 0o666))?,
-        }
+        prep(&p, fs::File::create(&p).map(drop))?;
+        let source = Path::new("/dev").join(name);
+        prep(&p, sys::chmod(&source, 0o666))?;
+        prep(
+            &p,
+            sys::mount(&source.to_string_lossy(), &p, "", libc::MS_BIND, None),
+        )?;
     }
     mount_at(
         "devpts",
@@ -403,8 +409,9 @@ pub fn prepare_container_root(root: &Path) -> Result<(), InitError> {
     Ok(())
 }
 
-/// Everything PID 1 does before it serves the agent protocol.
-pub fn boot(cfg: &BootConfig) -> Result<(), InitError> {
+/// Everything PID 1 does before it serves the agent protocol. Returns the container
+/// the workload runs in (none for the image builder, which runs no workload).
+pub fn boot(cfg: &BootConfig) -> Result<Option<crate::container::Container>, InitError> {
     let t = Instant::now();
     // PR_SET_CHILD_SUBREAPER is implied for PID 1; set it anyway so the agent behaves the
     // same when run as a child (tests, debugging).
@@ -421,7 +428,8 @@ pub fn boot(cfg: &BootConfig) -> Result<(), InitError> {
     {
         eprintln!("boxlite-guest: hostname not set: {e}");
     }
-    mount_rootfs()?;
+    mount_rootfs(cfg.builder)?;
+    let mut container = None;
     if !cfg.builder {
         match grow_rootfs() {
             Ok(Some((from, to))) => {
@@ -432,13 +440,16 @@ pub fn boot(cfg: &BootConfig) -> Result<(), InitError> {
             Err(e) => eprintln!("boxlite-guest: root filesystem not grown: {e}"),
         }
         prepare_container_root(Path::new(CONTAINER_ROOT))?;
+        container = Some(crate::container::Container::start(Path::new(
+            CONTAINER_ROOT,
+        ))?);
     }
     eprintln!(
         "boxlite-guest: {n} modules in {} ms, rootfs ready in {} ms",
         t_modules.as_millis(),
         t.elapsed().as_millis()
     );
-    Ok(())
+    Ok(container)
 }
 
 #[cfg(test)]

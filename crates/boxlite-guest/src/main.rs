@@ -7,6 +7,7 @@
 //! session's hello, without polling or sleeping; the host end may go away and come back
 //! at any time, and the agent serves each new session.
 
+mod container;
 mod copy;
 mod exec;
 mod freeze;
@@ -172,10 +173,13 @@ fn workload_cgroup(pid1: bool) -> Option<Arc<freeze::Workload>> {
         .map(Arc::new)
 }
 
-async fn serve(cfg: init::BootConfig) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(
+    cfg: init::BootConfig,
+    container: Option<Arc<container::Container>>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let pid1 = std::process::id() == 1;
     let workload = workload_cgroup(pid1);
-    let procs = exec::Processes::new(init::CONTAINER_ROOT, workload.clone());
+    let procs = exec::Processes::new(init::CONTAINER_ROOT, workload.clone(), container.clone());
 
     let reaper = procs.clone();
     let mut sigchld = signal(SignalKind::child())?;
@@ -218,7 +222,11 @@ async fn serve(cfg: init::BootConfig) -> Result<(), Box<dyn std::error::Error>> 
             trust::STAGING_DIR,
         )),
         quiescer: Arc::new(freeze::Quiescer::new(workload)),
-        identity: Arc::new(resume::Identity::new(cfg.net.clone(), cfg.hostname.clone())),
+        identity: Arc::new(resume::Identity::new(
+            cfg.net.clone(),
+            cfg.hostname.clone(),
+            container,
+        )),
         ready_uptime: exec::uptime_secs(),
     })
     .max_decoding_message_size(boxlite_protocol::MAX_MESSAGE)
@@ -247,9 +255,14 @@ fn main() {
         std::fs::read_to_string("/proc/cmdline").unwrap_or_default()
     };
     let cfg = init::BootConfig::parse(&cmdline);
-    if pid1 && let Err(e) = init::boot(&cfg) {
-        fatal("boot", &e);
-    }
+    let container = if pid1 {
+        match init::boot(&cfg) {
+            Ok(c) => c.map(Arc::new),
+            Err(e) => fatal("boot", &e),
+        }
+    } else {
+        None
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -258,7 +271,7 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => fatal("starting the async runtime", &e),
     };
-    if let Err(e) = rt.block_on(serve(cfg)) {
+    if let Err(e) = rt.block_on(serve(cfg, container)) {
         fatal("serving", e.as_ref());
     }
 }

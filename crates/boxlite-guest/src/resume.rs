@@ -115,13 +115,20 @@ pub struct Identity {
     /// The name the agent gave the box (at boot, then at each rename): the one its
     /// generated `/etc/hosts` maps.
     hostname: Mutex<Option<String>>,
+    /// The workload's namespaces, whose UTS namespace has the name the box sees.
+    container: Option<std::sync::Arc<crate::container::Container>>,
 }
 
 impl Identity {
-    pub fn new(net: Option<NetConfig>, hostname: Option<String>) -> Self {
+    pub fn new(
+        net: Option<NetConfig>,
+        hostname: Option<String>,
+        container: Option<std::sync::Arc<crate::container::Container>>,
+    ) -> Self {
         Identity {
             net,
             hostname: Mutex::new(hostname),
+            container,
         }
     }
 
@@ -138,7 +145,11 @@ impl Identity {
         done.push(format!("{} bytes of entropy added", r.seed.len()));
         if let Some(name) = &r.hostname {
             let mut current = self.hostname.lock().unwrap_or_else(|p| p.into_inner());
-            sys::sethostname(name).map_err(|e| ResumeError::SetHostname(name.clone(), e))?;
+            match &self.container {
+                Some(c) => c.set_hostname(name),
+                None => sys::sethostname(name),
+            }
+            .map_err(|e| ResumeError::SetHostname(name.clone(), e))?;
             if let Some(net) = &self.net
                 && crate::net::rename_host(net, current.as_deref(), name)
                     .map_err(|e| ResumeError::Hosts(name.clone(), e))?

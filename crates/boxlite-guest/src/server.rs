@@ -164,6 +164,7 @@ impl Agent for AgentService {
                 };
                 (dim(r.tty_rows, 24), dim(r.tty_cols, 80))
             }),
+            capabilities: r.capabilities.unwrap_or(boxlite_protocol::caps::DEFAULT),
         };
         // A box's first command (a download, say) must find the network configured.
         self.net_ready.wait().await;
@@ -363,7 +364,9 @@ impl Agent for AgentService {
             .ok_or_else(|| Status::invalid_argument("the first CopyIn message has no header"))?;
         let mode = v1::CopyInMode::try_from(header.mode)
             .map_err(|_| Status::invalid_argument(format!("unknown copy mode {}", header.mode)))?;
-        let root = crate::exec::container_root_fd()
+        let root = self
+            .procs
+            .root_fd()
             .map_err(|e| Status::internal(format!("container root: {e}")))?;
         let (base, mapping) = crate::copy::plan_copy_in(&root, &header.dest, mode)?;
         let overwrite = header.overwrite;
@@ -388,7 +391,9 @@ impl Agent for AgentService {
         req: Request<v1::CopyOutRequest>,
     ) -> Result<Response<Self::CopyOutStream>, Status> {
         let r = req.into_inner();
-        let root = crate::exec::container_root_fd()
+        let root = self
+            .procs
+            .root_fd()
             .map_err(|e| Status::internal(format!("container root: {e}")))?;
         let (path, top) = crate::copy::plan_copy_out(&root, &r.path, r.follow_symlinks)?;
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(4);
@@ -459,7 +464,9 @@ impl Agent for AgentService {
         let compression = v1::LayerCompression::try_from(header.compression).map_err(|_| {
             Status::invalid_argument(format!("unknown layer compression {}", header.compression))
         })?;
-        let root = crate::exec::container_root_fd()
+        let root = self
+            .procs
+            .root_fd()
             .map_err(|e| Status::internal(format!("container root: {e}")))?;
         let digest = header.digest;
         let summary = feed_blocking(

@@ -54,18 +54,6 @@ pub fn umount_lazy(target: &Path) -> io::Result<()> {
     check(unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) })
 }
 
-pub fn mknod_char(path: &Path, mode: libc::mode_t, major: u32, minor: u32) -> io::Result<()> {
-    let p = cstr(path)?;
-    // SAFETY: valid NUL-terminated path; makedev has no preconditions.
-    check(unsafe {
-        libc::mknod(
-            p.as_ptr(),
-            libc::S_IFCHR | mode,
-            libc::makedev(major, minor),
-        )
-    })
-}
-
 pub fn chmod(path: &Path, mode: libc::mode_t) -> io::Result<()> {
     let p = cstr(path)?;
     // SAFETY: valid NUL-terminated path.

@@ -6,6 +6,7 @@
 
 #![allow(missing_debug_implementations)]
 
+pub mod caps;
 pub mod channel;
 
 /// Generated gRPC types and stubs for `boxlite.agent.v1`.

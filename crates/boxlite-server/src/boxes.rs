@@ -371,6 +371,8 @@ pub enum NotCarried {
         "the REST API takes a secret's value only, never an environment variable or file of the server's; read it first"
     )]
     SecretSource,
+    #[error("the REST API takes no capability settings (cap_add, cap_drop, privileged)")]
+    Capabilities,
 }
 
 impl CreateBox {
@@ -386,6 +388,9 @@ impl CreateBox {
         }
         if !o.network.hosts.is_empty() {
             return Err(NotCarried::Hosts);
+        }
+        if !o.cap_add.is_empty() || !o.cap_drop.is_empty() || o.privileged {
+            return Err(NotCarried::Capabilities);
         }
         let disk_size_gb = match o.disk_size_mib {
             Some(mib) if mib % 1024 != 0 => return Err(NotCarried::DiskSize),

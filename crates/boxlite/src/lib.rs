@@ -169,7 +169,10 @@ impl Error {
         match self {
             Error::Box(BoxError::NotFound(_)) => K::NotFound,
             Error::Box(
-                BoxError::Ambiguous { .. } | BoxError::InvalidOption(_) | BoxError::Network(_),
+                BoxError::Ambiguous { .. }
+                | BoxError::InvalidOption(_)
+                | BoxError::Network(_)
+                | BoxError::Capability(_),
             ) => K::InvalidArgument,
             Error::Box(BoxError::Secret(e)) if e.is_internal() => K::Internal,
             Error::Box(BoxError::Secret(_)) => K::InvalidArgument,

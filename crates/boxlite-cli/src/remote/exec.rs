@@ -42,6 +42,7 @@ pub(crate) fn create_request(
             NotCarried::DiskSize => "--disk-size",
             NotCarried::Volume => "an anonymous volume (-v /path)",
             NotCarried::SecretSource => "--secret",
+            NotCarried::Capabilities => "--cap-add, --cap-drop or --privileged",
         };
         anyhow::anyhow!("{flag} is not available with --url: {e}")
     })

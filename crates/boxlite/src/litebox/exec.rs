@@ -227,6 +227,7 @@ impl LiteBox {
         // HOME when nobody sets them are the agent's business: it knows the image.
         let mut spec = cmd.spec;
         apply_image_defaults(&mut spec, &config.run);
+        spec.capabilities = Some(config.capabilities.mask());
         let id = client.exec(&spec).await.map_err(ExecError::from_exec_rpc)?;
         Ok(Execution::new(
             client,

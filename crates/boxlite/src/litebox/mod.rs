@@ -82,6 +82,8 @@ pub enum BoxError {
     InvalidOption(String),
     #[error("invalid network option")]
     Network(#[source] crate::model::NetworkSpecError),
+    #[error(transparent)]
+    Capability(#[from] crate::model::CapabilityError),
     /// A secret that is invalid, or whose value cannot be read from its source (at
     /// creation, or when the box starts).
     #[error(transparent)]

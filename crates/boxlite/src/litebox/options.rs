@@ -74,6 +74,18 @@ pub struct BoxOptions {
     /// one at the first boot when there is none. On by default; off boots the kernel.
     #[serde(default = "crate::model::default_warm_start")]
     pub warm_start: bool,
+    /// Capabilities every command gets on top of Docker's default set (`CAP_` prefix
+    /// optional, any case, `ALL` for all); see [`crate::model::caps`].
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    /// Capabilities taken out of Docker's default set (`ALL`: all of them).
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// Every capability for every command (for Docker inside a box): root in the box
+    /// can then do anything the VM's kernel allows. The PID, mount, IPC and UTS
+    /// namespaces stay.
+    #[serde(default)]
+    pub privileged: bool,
 }
 
 impl BoxOptions {
@@ -95,7 +107,38 @@ impl BoxOptions {
             user: None,
             secrets: Vec::new(),
             warm_start: true,
+            cap_add: Vec::new(),
+            cap_drop: Vec::new(),
+            privileged: false,
         }
+    }
+
+    /// A capability for every command on top of the default set; see
+    /// [`BoxOptions::cap_add`].
+    pub fn cap_add(mut self, name: impl Into<String>) -> Self {
+        self.cap_add.push(name.into());
+        self
+    }
+
+    /// A capability taken out of the default set; see [`BoxOptions::cap_drop`].
+    pub fn cap_drop(mut self, name: impl Into<String>) -> Self {
+        self.cap_drop.push(name.into());
+        self
+    }
+
+    /// Every capability; see [`BoxOptions::privileged`].
+    pub fn privileged(mut self, yes: bool) -> Self {
+        self.privileged = yes;
+        self
+    }
+
+    /// The checked, normalized capability settings of the box.
+    pub fn capabilities(&self) -> Result<crate::model::Capabilities, BoxError> {
+        Ok(crate::model::Capabilities::new(
+            &self.cap_add,
+            &self.cap_drop,
+            self.privileged,
+        )?)
     }
 
     /// Whether the box may start from its image's template; see
@@ -227,6 +270,7 @@ impl BoxOptions {
                 return bad(format!("command argument {arg:?} contains a NUL byte"));
             }
         }
+        self.capabilities()?;
         self.network.validate().map_err(BoxError::Network)?;
         if !self.secrets.is_empty() && !self.network.enabled() {
             return Err(BoxError::Network(NetworkSpecError::NeedsNetwork {

@@ -73,6 +73,9 @@ pub struct BoxConfig {
     /// (and leave one when there is none).
     #[serde(default = "default_warm_start")]
     pub warm_start: bool,
+    /// The capabilities of the box's commands (Docker's default set unless changed).
+    #[serde(default)]
+    pub capabilities: super::caps::Capabilities,
 }
 
 /// [`BoxConfig::warm_start`]'s default.
@@ -95,6 +98,7 @@ impl Default for BoxConfig {
             network: NetworkSpec::default(),
             secrets: Vec::new(),
             warm_start: true,
+            capabilities: Default::default(),
         }
     }
 }

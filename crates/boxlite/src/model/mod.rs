@@ -4,6 +4,7 @@
 //! and they import nothing but `util` (see `docs/architecture.md`, "Layers").
 
 pub mod boxes;
+pub mod caps;
 pub mod image;
 pub mod network;
 pub mod platform;
@@ -16,6 +17,7 @@ pub use boxes::{
     BootTimings, BoxConfig, BoxRow, BoxStatus, Health, HealthOptions, HealthState, LEGACY_RECORD,
     StartKind, default_warm_start, legacy_row,
 };
+pub use caps::{Capabilities, CapabilityError};
 pub use image::{BuildReport, Compression, ImageBuilder, ImageRecord, Layer, RunConfig};
 pub use network::{HostSpec, NetworkMode, NetworkSpec, NetworkSpecError, PortSpec};
 pub use platform::Accel;

@@ -116,6 +116,9 @@ pub struct ExecSpec {
     pub user: Option<String>,
     /// Run on a pseudo-terminal of (rows, columns).
     pub tty: Option<(u16, u16)>,
+    /// The capabilities to keep (a mask of `CAP_*` numbers); `None`: the agent's
+    /// default, Docker's set.
+    pub capabilities: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -218,6 +221,7 @@ impl AgentClient {
             tty: spec.tty.is_some(),
             tty_rows: spec.tty.map_or(0, |t| t.0.into()),
             tty_cols: spec.tty.map_or(0, |t| t.1.into()),
+            capabilities: spec.capabilities,
         };
         self.stub
             .clone()

@@ -118,6 +118,7 @@ impl Boxlite {
                 network: opts.network.clone(),
                 secrets: secrets.records,
                 warm_start: opts.warm_start,
+                capabilities: opts.capabilities()?,
             },
             status: BoxStatus::creating(),
         };
