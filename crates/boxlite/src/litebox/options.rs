@@ -321,3 +321,41 @@ pub fn validate_name(name: &str) -> Result<(), BoxError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::CapabilityError;
+
+    #[test]
+    fn an_unknown_capability_fails_validation_with_the_typed_error() {
+        let opts = BoxOptions::new("boxlite/busybox")
+            .cap_add("sys_admin")
+            .cap_drop("CAP_TELEPORT");
+
+        let err = opts.validate().unwrap_err();
+
+        assert!(
+            matches!(
+                &err,
+                BoxError::Capability(CapabilityError::Unknown { name, list: "cap_drop", .. })
+                    if name == "CAP_TELEPORT"
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn capability_names_are_stored_normalized() {
+        let opts = BoxOptions::new("boxlite/busybox")
+            .cap_add("sys_ptrace")
+            .cap_drop("all")
+            .privileged(false);
+
+        let caps = opts.capabilities().unwrap();
+
+        assert_eq!(caps.add, ["CAP_SYS_PTRACE"]);
+        assert_eq!(caps.drop, ["ALL"]);
+        assert_eq!(caps.mask(), 1 << 19);
+    }
+}
