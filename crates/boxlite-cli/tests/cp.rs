@@ -110,7 +110,19 @@ fn a_tree_of_a_thousand_odd_files_round_trips_with_identical_checksums_and_modes
 #[test]
 fn copies_land_on_a_guest_tmpfs_and_bad_destinations_are_clear_errors() {
     let h = TestHome::new();
-    h.ok(BIN, &["run", "-d", "--name", "dst", "boxlite/busybox"]);
+    // Privileged, to mount: the tmpfs is then in the container's mount namespace only,
+    // and copies reach it through the container's root.
+    h.ok(
+        BIN,
+        &[
+            "run",
+            "-d",
+            "--privileged",
+            "--name",
+            "dst",
+            "boxlite/busybox",
+        ],
+    );
     let file = tmpdir(&h, "f").join("note.txt");
     std::fs::write(&file, b"on tmpfs\n").unwrap();
     let f = file.to_str().unwrap();
