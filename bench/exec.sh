@@ -12,11 +12,16 @@
 #      filesystem is smaller than the file) and of 10,000 small files (100-1,099 bytes,
 #      to and from the root filesystem), in MB/s and files/s
 #   5. `boxlite cp` of the same 256 MiB file through the CLI, end to end
+# Figures 1-4 are printed twice, with the helpers' jail on (the default) and off
+# (BOXLITE_JAIL=off), in one run.
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh" "${1:-5}"
 
-cargo run -q --release --locked -p boxlite --example bench_io -- "$RUNS"
+for jail in on off; do
+  echo "-- jail $jail"
+  BOXLITE_JAIL=$jail cargo run -q --release --locked -p boxlite --example bench_io -- "$RUNS"
+done
 
 # The CLI path, process start to exit, for one large file each way.
 scratch=$(mktemp -d /tmp/boxlite-bench-cp.XXXXXX)

@@ -20,6 +20,9 @@ export BOXLITE_TEST_IMAGES="$REPO/build/test-images"
 # Network tests only ever reach 127.0.0.0/8: every box's helper refuses (and logs) any
 # other dial, and DNS forwarding goes to the discard port, never a real resolver.
 export BOXLITE_NET_TEST_GUARD=1 BOXLITE_NET_DNS=127.0.0.1:9
+# Every helper runs under its seccomp allowlist with calls off the list killing it, so a
+# missing entry fails a test here instead of quietly failing with ENOSYS on a user's box.
+export BOXLITE_JAIL_SECCOMP=kill
 # Each VM test boots its own box; two at a time keeps a 2-core machine busy without
 # starving the emulated CPUs.
 echo "[test] cargo test" >&2

@@ -53,6 +53,22 @@ pub(crate) async fn info_cmd(rt: Boxlite, format: &str) -> Result<i32> {
             println!("database:      {}", info.database.display());
             println!("boxes:         {} ({} running)", info.boxes, info.running);
             println!("volumes:       {}", info.volumes);
+            println!(
+                "jail:          {}",
+                if info.jail {
+                    "on"
+                } else {
+                    "OFF (BOXLITE_JAIL=off: helpers run unconfined; debugging only)"
+                }
+            );
+            for w in &info.walls {
+                println!(
+                    "  {:<18} {:<8} {}",
+                    w.name,
+                    if w.active { "active" } else { "missing" },
+                    w.detail
+                );
+            }
         }
         other => bail!("invalid --format {other:?}; valid values are text and json"),
     }

@@ -83,6 +83,11 @@ async fn real_main(cli: Cli) -> Result<i32> {
         config: cli.config.clone(),
         image_builder: None,
     })?;
+    if !rt.jail().enabled && !matches!(cli.command, Command::Info { .. }) {
+        eprintln!(
+            "boxlite: warning: BOXLITE_JAIL=off: box helpers run without their jail (no seccomp, landlock, namespaces, cgroups or privilege drop); for debugging only"
+        );
+    }
     match cli.command {
         Command::Run {
             exec,

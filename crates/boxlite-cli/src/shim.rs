@@ -24,6 +24,12 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // The shim relays every exec's environment and output: no core dumps, and no ptrace
+    // or /proc/<pid>/mem by other processes of this user.
+    // SAFETY: prctl with constant arguments; it affects only this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("info"))

@@ -174,6 +174,10 @@ pub struct NetConfig {
     /// connections, besides the host's system roots (`[network] upstream_ca_files`).
     #[serde(default)]
     pub upstream_roots: Vec<String>,
+    /// The uid and gid to drop to once QEMU has connected (the library sets it when it
+    /// runs as root): from then on the helper holds no privilege at all.
+    #[serde(default)]
+    pub run_as: Option<(u32, u32)>,
     #[serde(default)]
     pub test: TestHooks,
 }
@@ -191,6 +195,7 @@ impl NetConfig {
             decision_log: None,
             secrets: Vec::new(),
             upstream_roots: Vec::new(),
+            run_as: None,
             test: TestHooks::default(),
         }
     }

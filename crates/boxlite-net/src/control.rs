@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::io::Write;
 use std::net::{SocketAddr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -286,28 +286,47 @@ pub struct Shared {
     ca_pem: Mutex<Option<String>>,
 }
 
+/// The decision log and its previous generation, both opened at start: the helper may
+/// have dropped to a uid that can no longer reach the box directory by path, so rotation
+/// copies through the descriptors instead of renaming.
 #[derive(Debug)]
 struct LogFile {
-    path: PathBuf,
     file: std::fs::File,
+    old: std::fs::File,
     size: u64,
+}
+
+impl LogFile {
+    fn open(path: &Path) -> Option<LogFile> {
+        let open = |p: &Path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .open(p)
+                .ok()
+        };
+        let file = open(path)?;
+        let old = open(&path.with_extension("jsonl.1"))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Some(LogFile { file, old, size })
+    }
+
+    /// Keep one previous generation; the rest is gone.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        self.old.set_len(0)?;
+        self.file.seek(SeekFrom::Start(0))?;
+        std::io::copy(&mut self.file, &mut self.old)?;
+        self.file.set_len(0)?;
+        self.size = 0;
+        Ok(())
+    }
 }
 
 impl Shared {
     pub fn new(log_file: Option<&Path>) -> Shared {
-        let file = log_file.and_then(|p| {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .ok()?;
-            let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-            Some(LogFile {
-                path: p.to_path_buf(),
-                file: f,
-                size,
-            })
-        });
+        let file = log_file.and_then(LogFile::open);
         Shared {
             stats: Stats::default(),
             log: Mutex::new(VecDeque::new()),
@@ -345,17 +364,7 @@ impl Shared {
         {
             line.push(b'\n');
             if lf.size + line.len() as u64 > LOG_FILE_MAX {
-                // Keep one previous generation; the rest is gone.
-                let old = lf.path.with_extension("jsonl.1");
-                let _ = std::fs::rename(&lf.path, old);
-                if let Ok(nf) = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&lf.path)
-                {
-                    lf.file = nf;
-                    lf.size = 0;
-                }
+                let _ = lf.rotate();
             }
             if lf.file.write_all(&line).is_ok() {
                 lf.size += line.len() as u64;

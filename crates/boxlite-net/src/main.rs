@@ -47,6 +47,36 @@ enum MainError {
     Accept(#[source] std::io::Error),
     #[error("starting the runtime")]
     Runtime(#[source] std::io::Error),
+    #[error("dropping to uid {uid}, gid {gid}")]
+    Drop {
+        uid: u32,
+        gid: u32,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Give up every privilege for good: no supplementary groups, then the group, then the
+/// user (the only order in which each step is still permitted), and check it held.
+fn drop_to(uid: u32, gid: u32) -> Result<(), MainError> {
+    let fail = |source| MainError::Drop { uid, gid, source };
+    // SAFETY: plain credential system calls on this process.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) < 0
+            || libc::setresgid(gid, gid, gid) < 0
+            || libc::setresuid(uid, uid, uid) < 0
+        {
+            return Err(fail(std::io::Error::last_os_error()));
+        }
+        // Changing credentials makes the process dumpable again on some kernels' views
+        // of suid_dumpable; it holds secrets, so it must stay not dumpable.
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        let (mut r, mut e, mut s) = (0, 0, 0);
+        if libc::getresuid(&mut r, &mut e, &mut s) < 0 || [r, e, s] != [uid; 3] {
+            return Err(fail(std::io::Error::other("the uid did not change")));
+        }
+    }
+    Ok(())
 }
 
 fn harden() {
@@ -114,6 +144,9 @@ async fn serve(cfg: NetConfig) -> Result<(), MainError> {
     };
     drop(data);
     let _ = std::fs::remove_file(&cfg.data_socket);
+    if let Some((uid, gid)) = cfg.run_as {
+        drop_to(uid, gid)?;
+    }
     engine.run(parts, stream, listeners).await;
     let _ = std::fs::remove_file(&cfg.control_socket);
     Ok(())

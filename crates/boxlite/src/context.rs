@@ -77,6 +77,8 @@ pub(crate) struct Context {
     pub config_file: (PathBuf, bool),
     /// Where image bases are built.
     pub image_builder: crate::model::ImageBuilder,
+    /// How helpers are jailed (`BOXLITE_JAIL`, `BOXLITE_JAIL_SECCOMP`).
+    pub jail: crate::jailer::Settings,
     assets_dir: Option<PathBuf>,
     assets: OnceLock<Arc<Assets>>,
     /// The engine's version line, asked once (it runs the binary).
@@ -122,6 +124,8 @@ impl Context {
             net: crate::net::NetSettings::from_env(),
             config_file,
             image_builder: crate::model::ImageBuilder::from_env()
+                .map_err(|e| crate::Error::InvalidOption(e.to_string()))?,
+            jail: crate::jailer::Settings::from_env()
                 .map_err(|e| crate::Error::InvalidOption(e.to_string()))?,
             assets_dir,
             assets: OnceLock::new(),

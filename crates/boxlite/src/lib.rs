@@ -23,7 +23,8 @@
 // An embeddable library never takes over its host process.
 #![deny(clippy::exit)]
 
-// Layers 0-1: helpers and plain data.
+// Layers 0-1: the helpers' jail, helpers and plain data.
+pub mod jailer;
 pub mod model;
 pub(crate) mod util;
 // Layers 2-4: where things are, what is stored, the engine, the agent protocol.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 /// Top-level modules of `src/` by layer, lowest first. Modules of one layer do not
 /// import each other.
 const LAYERS: &[&[&str]] = &[
+    &["jailer"],
     &["util"],
     &["model"],
     &["layout"],

@@ -292,6 +292,15 @@ pub(crate) fn settle_blocking(home: &Home, row: &mut BoxRow) {
     let survivors = crate::util::kill::terminate_blocking(&st.processes(), Duration::ZERO);
     st.keep_processes(&survivors);
     SocketPaths::for_box(&row.id).remove_if_owned(home.layout.home());
+    if let Ok(h) = &crate::jailer::host().cgroups {
+        // A helper just killed leaves its cgroup as it finishes dying.
+        for _ in 0..100 {
+            if crate::jailer::cgroup::remove(h, &row.id) {
+                break;
+            }
+            crate::util::blocking::sleep(Duration::from_millis(10));
+        }
+    }
     st.stopped_at = Some(super::now_secs());
     // Health describes a running agent; a stopped box has none.
     st.health = Health::default();

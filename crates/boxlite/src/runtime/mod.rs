@@ -90,6 +90,10 @@ pub struct RuntimeInfo {
     /// The network helper, `boxlite-net`: boxes with a network need it.
     pub network_helper: Result<PathBuf, String>,
     pub database: PathBuf,
+    /// Whether helpers are jailed (`BOXLITE_JAIL`), and each wall of the jail on this
+    /// host: active or not, and why.
+    pub jail: bool,
+    pub walls: Vec<crate::jailer::Wall>,
 }
 
 impl Boxlite {
@@ -139,6 +143,11 @@ impl Boxlite {
     }
 
     /// What `boxlite info` shows: the accelerator, QEMU, assets, helpers and counts.
+    /// How this runtime jails box helpers (`BOXLITE_JAIL`, `BOXLITE_JAIL_SECCOMP`).
+    pub fn jail(&self) -> crate::jailer::Settings {
+        self.ctx.jail
+    }
+
     pub async fn info(&self) -> RuntimeInfo {
         let ctx = self.ctx.clone();
         let volumes = self.volumes().await.map(|v| v.len()).unwrap_or(0);
@@ -163,6 +172,8 @@ impl Boxlite {
                     .map(|m| format!("{} {}", m.path.display(), m.version))
                     .map_err(str::to_string),
                 ram_dir: crate::layout::ram_root(),
+                jail: ctx.jail.enabled,
+                walls: crate::jailer::walls(ctx.jail),
                 assets: assets
                     .as_ref()
                     .map(|a| a.dir().to_path_buf())

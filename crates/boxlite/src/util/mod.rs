@@ -4,6 +4,8 @@
 
 pub mod blocking;
 pub mod fsutil;
+#[cfg(test)]
+mod jail_probe;
 pub mod kill;
 pub mod lock;
 pub mod process;

@@ -76,7 +76,16 @@ pub struct HelperCommand {
     pub stdin: Option<Vec<u8>>,
     /// The working directory; `None`: the spawner's.
     pub dir: Option<PathBuf>,
+    /// The jail it runs in ([`crate::jailer`]); `None`: none (tests of the gate itself).
+    pub jail: Option<crate::jailer::JailSpec>,
+    /// Descriptors handed to the helper, the n-th as descriptor [`PASSED_FD_BASE`] + n
+    /// (QEMU's root disk, opened before it drops to an unprivileged uid).
+    pub fds: Vec<std::sync::Arc<OwnedFd>>,
 }
+
+/// Where passed descriptors land in the helper: high enough that nothing std or the
+/// gate keeps open in the child is there, below every descriptor limit the jail sets.
+pub const PASSED_FD_BASE: RawFd = 1000;
 
 impl std::fmt::Debug for HelperCommand {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -90,6 +99,8 @@ impl std::fmt::Debug for HelperCommand {
                 &self.stdin.as_ref().map(|d| format!("[{} bytes]", d.len())),
             )
             .field("dir", &self.dir)
+            .field("jail", &self.jail.as_ref().map(|j| j.helper))
+            .field("fds", &self.fds.len())
             .finish()
     }
 }
@@ -114,7 +125,21 @@ impl HelperCommand {
             env: Vec::new(),
             stdin: None,
             dir: None,
+            jail: None,
+            fds: Vec::new(),
         }
+    }
+
+    /// Hand `fd` to the helper as descriptor [`PASSED_FD_BASE`] + its index.
+    pub fn pass_fd(mut self, fd: OwnedFd) -> Self {
+        self.fds.push(std::sync::Arc::new(fd));
+        self
+    }
+
+    /// Run the helper in `jail`.
+    pub fn jailed(mut self, jail: crate::jailer::JailSpec) -> Self {
+        self.jail = Some(jail);
+        self
     }
 
     /// Start the helper in `dir`: relative socket paths in its arguments resolve there,
@@ -177,15 +202,54 @@ fn env_from(
 pub fn tool_command(binary: &Path) -> std::process::Command {
     let mut c = std::process::Command::new(binary);
     c.env_clear().envs(helper_env(&[])).stdin(Stdio::null());
+    let jail = tool_jail(binary);
     // SAFETY: the hook runs in the forked child before execve and only calls
-    // close_range or fcntl, which are async-signal-safe; it allocates nothing.
+    // close_range or fcntl, and the jail's async-signal-safe `apply`; it allocates
+    // nothing.
     unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, move || {
             mark_cloexec_from(3);
+            if let Some(j) = &jail {
+                j.apply()?;
+            }
             Ok(())
         });
     }
     c
+}
+
+/// The jail of a short-lived tool: its seccomp list, limits, namespaces and capability
+/// cut, without landlock (its files vary with each call). `None` with the jail off.
+fn tool_jail(binary: &Path) -> Option<crate::jailer::Prepared> {
+    use crate::jailer::{Helper, JailSpec, Settings};
+    let settings = Settings::from_env().unwrap_or_default();
+    if !settings.enabled {
+        return None;
+    }
+    let mut spec = JailSpec::new(Helper::Tool, settings, binary);
+    spec.no_landlock = true;
+    match spec.prepare() {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(binary = %binary.display(), "this tool runs unjailed: {e}");
+            None
+        }
+    }
+}
+
+/// Prepare `cmd`'s jail, or say loudly that it runs without one. Blocking.
+fn prepare_jail(cmd: &HelperCommand) -> io::Result<Option<crate::jailer::Prepared>> {
+    match &cmd.jail {
+        Some(spec) if spec.settings.enabled => spec.prepare().map(Some),
+        Some(_) => {
+            tracing::warn!(
+                binary = %cmd.binary.display(),
+                "BOXLITE_JAIL=off: this helper runs without its jail (no seccomp, landlock, namespaces or cgroup)"
+            );
+            Ok(None)
+        }
+        None => Ok(None),
+    }
 }
 
 /// A pipe already holding `data`, its write end closed: the read end becomes a child's
@@ -313,6 +377,9 @@ pub async fn spawn_gated(cmd: &HelperCommand) -> Result<Pending, SpawnError> {
         None => Stdio::null(),
         Some(data) => Stdio::from(stdin_pipe(data).map_err(start_err)?),
     };
+    let jail = prepare_jail(cmd).map_err(start_err)?;
+    // Kept alive by the hook until the child has executed.
+    let passed = cmd.fds.clone();
 
     let mut c = tokio::process::Command::new(&cmd.binary);
     c.args(&cmd.args)
@@ -327,9 +394,17 @@ pub async fn spawn_gated(cmd: &HelperCommand) -> Result<Pending, SpawnError> {
     }
     // SAFETY: the hook runs in the forked child before execve and only makes
     // async-signal-safe calls (setsid, prctl, close, write, read, poll, getpid, getppid,
-    // fcntl, close_range); it allocates nothing.
+    // fcntl, close_range, and the jail's, see `Prepared::apply`); it allocates nothing.
     unsafe {
-        c.pre_exec(move || gate_child(parent, pid_r_raw, pid_w_raw, gate_r_raw, gate_w_raw));
+        c.pre_exec(move || {
+            gate_child(
+                parent, pid_r_raw, pid_w_raw, gate_r_raw, gate_w_raw, &passed,
+            )?;
+            if let Some(j) = &jail {
+                j.apply()?;
+            }
+            Ok(())
+        });
     }
     // std's spawn returns only once the child has executed (or failed to), which is after
     // the gate opens: run it on the blocking pool and read the pid meanwhile. The
@@ -396,6 +471,7 @@ fn gate_child(
     pid_w: RawFd,
     gate_r: RawFd,
     gate_w: RawFd,
+    passed: &[std::sync::Arc<OwnedFd>],
 ) -> io::Result<()> {
     // SAFETY: plain syscalls on descriptors inherited through fork and on stack buffers;
     // no memory is shared with other threads of the parent.
@@ -456,23 +532,47 @@ fn gate_child(
         if libc::prctl(libc::PR_SET_PDEATHSIG, 0) < 0 {
             return Err(io::Error::last_os_error());
         }
-        mark_cloexec_from(3);
+        // dup2 leaves the copies without close-on-exec; everything else gets it. A soft
+        // descriptor limit below the target numbers is raised (within the hard one).
+        let mut next = PASSED_FD_BASE;
+        let need = u64::from(PASSED_FD_BASE.unsigned_abs()) + passed.len() as u64;
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if !passed.is_empty()
+            && libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0
+            && lim.rlim_cur < need
+        {
+            lim.rlim_cur = lim.rlim_max.min(need.max(4096));
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+        for fd in passed {
+            if libc::dup2(fd.as_raw_fd(), next) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            next += 1;
+        }
+        if passed.is_empty() {
+            mark_cloexec_from(3);
+        } else {
+            mark_cloexec_range(3, PASSED_FD_BASE.unsigned_abs() - 1);
+            mark_cloexec_from(next.unsigned_abs());
+        }
     }
     Ok(())
 }
 
 /// Mark every descriptor from `first` on close-on-exec. Async-signal-safe.
 fn mark_cloexec_from(first: u32) {
+    mark_cloexec_range(first, libc::c_uint::MAX);
+}
+
+/// Mark descriptors `first..=last` close-on-exec. Async-signal-safe.
+fn mark_cloexec_range(first: u32, last: u32) {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range only changes descriptor flags in this process.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first,
-            libc::c_uint::MAX,
-            CLOSE_RANGE_CLOEXEC,
-        )
-    };
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, CLOSE_RANGE_CLOEXEC) };
     if r == 0 {
         return;
     }
@@ -487,7 +587,7 @@ fn mark_cloexec_from(first: u32) {
     } else {
         1024
     };
-    let max = i32::try_from(max).unwrap_or(1024);
+    let max = i32::try_from(max.min(u64::from(last).saturating_add(1))).unwrap_or(1024);
     for fd in i32::try_from(first).unwrap_or(3)..max {
         // SAFETY: fcntl on a descriptor number; EBADF for closed ones is harmless.
         unsafe {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::context::Context;
+use crate::jailer::{Helper, JailSpec, cgroup::BoxCgroup};
 use crate::layout::{BoxPaths, SocketDirError, SocketPaths};
 use crate::model::{BootTimings, BoxStatus, VolumeMount};
 use crate::portal::{AgentClient, PortalError};
@@ -293,6 +294,12 @@ pub(crate) async fn launch<L: ProcessLedger>(
         ("BOXLITE_BOX_ID".to_string(), id.clone()),
     ];
     rec.accel = Some(ctx.accel.accel);
+    let cgroup = box_cgroup(ctx, spec).await;
+    let jail = |helper, binary: &Path| {
+        let mut j = JailSpec::new(helper, ctx.jail, binary);
+        j.cgroup = cgroup.clone();
+        j
+    };
     // One virtiofsd per volume, each sharing exactly one managed directory, checked
     // against the gate again now: the directory could have been replaced since creation.
     let mut fs = Vec::new();
@@ -303,6 +310,7 @@ pub(crate) async fn launch<L: ProcessLedger>(
         for (i, m) in spec.volumes.iter().enumerate() {
             let dir = ctx.layout().volume_root(m.kind).join(&m.name);
             let (_, _, shared) = crate::volumes::gate(ctx.layout(), &dir)?;
+            let shared_dir = shared.clone();
             let socket = sockets.fs(i);
             let log = paths.virtiofsd_log(i);
             let mut cmd = HelperCommand::new(&binary, &log).args([
@@ -316,7 +324,15 @@ pub(crate) async fn launch<L: ProcessLedger>(
             if m.read_only {
                 cmd = cmd.args(["--readonly"]);
             }
-            let cmd = cmd.envs(&marker);
+            let mut j = jail(Helper::Virtiofsd, &binary);
+            if sandbox == "namespace" {
+                // Its own sandbox pivots into the shared directory, which landlock
+                // would refuse.
+                j.no_landlock = true;
+            } else {
+                j = j.write(&shared_dir).write(&sockets.dir);
+            }
+            let cmd = cmd.envs(&marker).jailed(j);
             let mut helper = start_helper("virtiofsd", &cmd, rec, guard, ledger, |r, p| {
                 r.virtiofsd.push(p);
             })
@@ -333,6 +349,7 @@ pub(crate) async fn launch<L: ProcessLedger>(
         Some(n) => Some(
             start_network(
                 ctx,
+                jail(Helper::Net, &crate::context::net_binary()?),
                 n,
                 &spec.secrets,
                 &sockets,
@@ -385,7 +402,11 @@ pub(crate) async fn launch<L: ProcessLedger>(
         console_log: paths.console_log(),
         vmm_log: paths.vmm_log(),
         marker,
+        run_as: drop_uid(ctx, &sockets.dir, Helper::Vmm).map(|u| (u, u)),
+        root_disk_fds: false,
     };
+    let mut cfg = cfg;
+    cfg.root_disk_fds = cfg.run_as.is_some();
     rec.machine = ctx.vmm.machine(&cfg);
     rec.ram_private = !cfg.ram_shared;
     let machine = rec.machine.clone();
@@ -398,6 +419,22 @@ pub(crate) async fn launch<L: ProcessLedger>(
         });
     }
     let vmm_cmd = ctx.vmm.command(&cfg);
+    let vmm_jail = {
+        let (cfg, mut j) = (cfg.clone(), jail(Helper::Vmm, &vmm_cmd.binary));
+        if matches!(
+            cfg.net.as_ref().map(|n| &n.backend),
+            Some(NetBackend::SlirpYardstick)
+        ) {
+            j.no_tcp = false;
+        }
+        crate::util::blocking::run(move || vmm_rules(j, &cfg)).await
+    };
+    let mut vmm_cmd = vmm_cmd.jailed(vmm_jail);
+    if cfg.root_disk_fds {
+        for fd in open_disk(&cfg.root_disk)? {
+            vmm_cmd = vmm_cmd.pass_fd(fd);
+        }
+    }
     tracing::debug!(binary = %vmm_cmd.binary.display(), args = ?vmm_cmd.args, "starting the VMM");
     let vm = start_helper(ctx.vmm.name(), &vmm_cmd, rec, guard, ledger, |r, p| {
         r.vmm = Some(p);
@@ -648,7 +685,20 @@ pub(crate) fn shim_command(
     if channel_only {
         cmd = cmd.args(["--channel-only"]);
     }
-    Ok(cmd)
+    // The shim reconciles any box of its home (it may end their helpers and remove
+    // their sockets, RAM files and volumes), so it reaches the whole home, not one box.
+    let settings = crate::jailer::Settings::from_env().unwrap_or_default();
+    let mut jail = JailSpec::new(Helper::Shim, settings, &cmd.binary)
+        .write(home)
+        .write(crate::layout::socket_root())
+        .write(crate::layout::ram_root());
+    // Settling a box removes its cgroup.
+    if let Ok(h) = &crate::jailer::host().cgroups {
+        for base in h.bases() {
+            jail = jail.write(base);
+        }
+    }
+    Ok(cmd.jailed(jail))
 }
 
 /// Wait until a unix socket listens. The caller bounds the wait.
@@ -666,6 +716,7 @@ async fn wait_listening(path: &Path) {
 #[allow(clippy::too_many_arguments)]
 async fn start_network<L: ProcessLedger>(
     ctx: &Context,
+    jail: JailSpec,
     spec: &crate::model::NetworkSpec,
     secrets: &crate::net::HelperSecrets,
     sockets: &SocketPaths,
@@ -675,7 +726,10 @@ async fn start_network<L: ProcessLedger>(
     guard: &mut BootGuard,
     ledger: &L,
 ) -> Result<NetDevice, BootError> {
-    let cfg = crate::net::helper_config(spec, sockets, paths, &ctx.net, secrets);
+    let mut cfg = crate::net::helper_config(spec, sockets, paths, &ctx.net, secrets);
+    if let Some(uid) = drop_uid(ctx, &sockets.dir, Helper::Net) {
+        cfg.run_as = Some((uid, uid));
+    }
     let device = |backend| NetDevice {
         mac: cfg.subnet.guest_mac,
         mtu: cfg.subnet.mtu,
@@ -702,9 +756,23 @@ async fn start_network<L: ProcessLedger>(
             source: std::io::Error::other(e),
         },
     })?;
+    // The decision log and its previous generation are made here, so that the helper
+    // is granted these two files and not the box directory (which holds the secrets).
+    let log = paths.net_decisions();
+    let mut jail = jail.write(&sockets.dir);
+    for f in [log.clone(), log.with_extension("jsonl.1")] {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&f);
+        jail = jail.write(f);
+    }
     let mut cmd = HelperCommand::new(crate::context::net_binary()?, paths.net_log())
         .envs(marker)
-        .stdin_data(json);
+        .stdin_data(json)
+        .jailed(jail);
     let started = start_helper("boxlite-net", &cmd, rec, guard, ledger, |r, p| {
         r.net_helper = Some(p);
     })
@@ -758,6 +826,102 @@ async fn wait_for_socket(
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// The root disk opened read-write and read-only, for a QEMU that reopens it after
+/// dropping its uid (see [`VmConfig::root_disk_fds`]).
+fn open_disk(path: &Path) -> Result<[std::os::fd::OwnedFd; 2], BootError> {
+    let open = |write: bool| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(path)
+            .map(std::os::fd::OwnedFd::from)
+            .map_err(|source| BootError::Spawn {
+                helper: "qemu",
+                source: SpawnError::Start {
+                    binary: path.to_path_buf(),
+                    source,
+                },
+            })
+    };
+    Ok([open(true)?, open(false)?])
+}
+
+/// The uid `helper` of the box whose socket directory is `sockets` drops to: one of its
+/// own when boxlite runs as root with the jail on; `None` otherwise (it keeps the
+/// invoking user's, which is not privileged).
+fn drop_uid(ctx: &Context, sockets: &Path, helper: Helper) -> Option<u32> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let id = sockets.file_name()?.to_str()?;
+    (root && ctx.jail.enabled).then(|| crate::jailer::helper_uid(id, helper))
+}
+
+/// The box's cgroup, created with its limits; `None` where the host has no usable
+/// cgroup hierarchy (`info` says why), for an image build (short-lived, with a small
+/// fixed VM), or with the jail off. A hierarchy that refuses the new cgroup is logged
+/// and the box runs without one.
+async fn box_cgroup(ctx: &Context, spec: &VmSpec<'_>) -> Option<BoxCgroup> {
+    if !ctx.jail.enabled || spec.builder {
+        return None;
+    }
+    let hier = crate::jailer::host().cgroups.as_ref().ok()?.clone();
+    let id = spec.id.to_string();
+    let limits = crate::jailer::cgroup::Limits::for_box(spec.cpus, spec.memory_mib);
+    let made = crate::util::blocking::run(move || BoxCgroup::create(&hier, &id, limits)).await;
+    match made {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(
+                box_id = spec.id,
+                "the box runs without its cgroup limits: {e}"
+            );
+            None
+        }
+    }
+}
+
+/// What QEMU may reach: its kernel and initramfs, the root disk and every file below it,
+/// the box's directory and sockets, its RAM file (created here, empty, so that QEMU
+/// needs no right to create files in the shared RAM directory), and `/dev/kvm`.
+/// Blocking.
+fn vmm_rules(mut j: JailSpec, cfg: &VmConfig) -> JailSpec {
+    j = j
+        .read(&cfg.kernel)
+        .read(&cfg.initrd)
+        .write(&cfg.root_disk)
+        .write(&cfg.dir);
+    for below in crate::disk::backing_chain(&cfg.root_disk) {
+        j = j.read(below);
+    }
+    if let Some(sockets) = cfg.net.as_ref().and_then(|n| match &n.backend {
+        NetBackend::Helper { socket } => socket.parent().map(Path::to_path_buf),
+        NetBackend::SlirpYardstick => None,
+    }) {
+        j = j.write(sockets);
+    }
+    for fs in &cfg.fs {
+        if let Some(d) = fs.socket.parent() {
+            j = j.write(d);
+        }
+    }
+    // Whether QEMU maps it shared or privately (a fork's snapshot RAM, or a clone whose
+    // RAM comes in its saved state), it opens the file read-write.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&cfg.ram_file);
+    }
+    j = j.write(&cfg.ram_file);
+    if cfg.accel == crate::model::Accel::Kvm {
+        j = j.device("/dev/kvm");
+    }
+    j
 }
 
 #[cfg(test)]

@@ -65,6 +65,14 @@ pub struct VmConfig {
     pub vmm_log: PathBuf,
     /// Environment added to the engine process to mark it as this box's.
     pub marker: Vec<(String, String)>,
+    /// The unprivileged uid and gid the engine switches to once its files and sockets
+    /// are open (QEMU's `-runas`), when boxlite runs as root with the jail on.
+    pub run_as: Option<(u32, u32)>,
+    /// The root disk comes as two descriptors (read-write, then read-only) at
+    /// [`crate::util::spawn::PASSED_FD_BASE`], not by path: QEMU reopens the image when
+    /// a migration hands the disk over and back, which a QEMU that dropped to
+    /// `run_as` could not do by path.
+    pub root_disk_fds: bool,
 }
 
 /// A box's virtio-net device and its backend.

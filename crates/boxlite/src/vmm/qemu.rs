@@ -64,6 +64,11 @@ impl Qemu {
         }
         push("-sandbox");
         push("on");
+        if let Some((uid, gid)) = cfg.run_as {
+            // Drops to this uid after opening everything and before the guest runs.
+            push("-runas");
+            push(&format!("{uid}:{gid}"));
+        }
         push("-serial");
         push(&format!("file:{}", cfg.console_log.display()));
         // The monitor, for pausing, snapshots and restores; in the box directory (0700).
@@ -126,10 +131,23 @@ impl Qemu {
         // under TCG, where there is no RDRAND.
         push("-device");
         push("virtio-rng-device");
+        let disk = if cfg.root_disk_fds {
+            // QEMU picks the descriptor whose access mode a (re)open asks for. The two
+            // are separate open files, whose image locks would conflict with each other
+            // when QEMU takes the disk back after a migration; the box's own lock is
+            // what keeps a second QEMU off the disk.
+            let base = crate::util::spawn::PASSED_FD_BASE;
+            for (fd, mode) in [(base, "rw"), (base + 1, "ro")] {
+                push("-add-fd");
+                push(&format!("fd={fd},set=1,opaque={mode}"));
+            }
+            "/dev/fdset/1,file.locking=off".to_string()
+        } else {
+            cfg.root_disk.display().to_string()
+        };
         push("-drive");
         push(&format!(
-            "file={},if=none,id=root,format={},cache=writeback,discard=unmap",
-            cfg.root_disk.display(),
+            "file={disk},if=none,id=root,format={},cache=writeback,discard=unmap",
             if cfg.root_raw { "raw" } else { "qcow2" }
         ));
         push("-device");
@@ -273,6 +291,8 @@ mod tests {
             agent_port: "port.sock".into(),
             ram_file: "/dev/shm/boxlite-0/x.ram".into(),
             ram_shared: true,
+            run_as: None,
+            root_disk_fds: false,
             qmp_socket: "qmp.sock".into(),
             incoming: false,
             fs: Vec::new(),

@@ -277,17 +277,11 @@ pub fn tag(index: usize) -> String {
 /// the shared directory as its root) when this user can create namespaces, else `none`.
 pub fn virtiofsd_sandbox() -> &'static str {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return "namespace";
+    if unsafe { libc::geteuid() } == 0 || crate::jailer::host().userns {
+        "namespace"
+    } else {
+        "none"
     }
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .ok()
-            .map(|s| s.trim().to_string())
-    };
-    let userns = read("/proc/sys/user/max_user_namespaces").is_some_and(|v| v != "0")
-        && read("/proc/sys/kernel/unprivileged_userns_clone").is_none_or(|v| v == "1");
-    if userns { "namespace" } else { "none" }
 }
 
 /// Create a volume directory (0700) if it does not exist yet.
