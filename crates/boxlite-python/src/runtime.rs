@@ -98,6 +98,7 @@ fn create_request(o: &boxlite::BoxOptions) -> PyResult<boxlite_server::boxes::Cr
             N::DiskSize => "disk_size_gb",
             N::Volume => "volumes",
             N::SecretSource => "secrets",
+            N::Capabilities => "capabilities",
         };
         crate::errors::error(
             "UnsupportedError",
