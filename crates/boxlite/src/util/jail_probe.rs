@@ -179,3 +179,74 @@ async fn in_strict_mode_a_call_off_the_list_kills_the_helper() {
 fn the_probe_runs_python_by_its_real_path() {
     assert!(Path::new(&python()).is_absolute());
 }
+
+/// The jail an unprivileged user gets: no capabilities to cut and no uid to drop to,
+/// but a user namespace (where the host allows them) holding fresh mount, IPC and UTS
+/// namespaces, with landlock and seccomp as for root. The suite runs as root, so this
+/// re-runs the probe from a copy of this test binary started as `nobody`.
+#[tokio::test]
+async fn an_unprivileged_spawner_jails_its_helpers_in_a_user_namespace() {
+    use std::os::unix::process::CommandExt;
+    assert!(root(), "the suite runs as root");
+    assert!(
+        crate::jailer::host().userns,
+        "the test machines allow unprivileged user namespaces"
+    );
+    // A copy anyone can execute, wherever the checkout is.
+    let dir = temp_dir("unprivileged");
+    let exe = dir.join("probe-tests");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    for p in [&dir, &exe] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args([
+        "--exact",
+        "util::jail_probe::unprivileged_probe",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env_clear()
+    .env("PATH", "/usr/bin:/bin")
+    .env("TMPDIR", "/tmp");
+    // SAFETY: setgroups, setgid and setuid between fork and exec, on constants.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setgroups(0, std::ptr::null()) < 0
+                || libc::setgid(65534) < 0
+                || libc::setuid(65534) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = crate::util::blocking::run(move || crate::util::blocking::output(&mut cmd))
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+/// Run by [`an_unprivileged_spawner_jails_its_helpers_in_a_user_namespace`] as `nobody`.
+#[tokio::test]
+#[ignore = "run as nobody by an_unprivileged_spawner_jails_its_helpers_in_a_user_namespace"]
+async fn unprivileged_probe() {
+    assert!(!root(), "this half runs as nobody");
+    let (r, status) = probe(Helper::Vmm, SeccompDefault::Refuse).await;
+    assert!(status.success(), "{status:?} {r:?}");
+    assert_eq!(get(&r, "same_mnt"), 0, "no fresh mount namespace: {r:?}");
+    assert_eq!(get(&r, "NoNewPrivs"), 1);
+    assert_eq!(get(&r, "Seccomp"), 2);
+    assert_eq!(get(&r, "ptrace"), i64::from(libc::ENOSYS), "{r:?}");
+    assert_eq!(get(&r, "read_outside"), i64::from(libc::EACCES), "{r:?}");
+    assert_eq!(get(&r, "exec_other"), i64::from(libc::EACCES), "{r:?}");
+}
