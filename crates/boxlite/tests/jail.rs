@@ -110,11 +110,6 @@ async fn every_helper_of_a_box_runs_jailed_and_the_box_still_works() {
         assert_eq!(owner, 0, "process {pid} is dumpable");
     }
     // The box's cgroup holds QEMU, virtiofsd and the network helper, with its limits.
-    let host = boxlite::jailer::host();
-    let hier = host
-        .cgroups
-        .as_ref()
-        .expect("the test machines offer cgroups (v1 memory, cpu and pids); see boxlite info");
     let cg = std::fs::read_to_string(format!("/proc/{}/cgroup", qemu[0])).unwrap();
     assert!(cg.contains(&format!("/boxlite/{id}")), "{cg}");
     for pid in net.iter().chain(&vfs) {
@@ -123,10 +118,7 @@ async fn every_helper_of_a_box_runs_jailed_and_the_box_still_works() {
     }
     let shim_cg = std::fs::read_to_string(format!("/proc/{}/cgroup", shim[0])).unwrap();
     assert!(!shim_cg.contains(&id), "{shim_cg}");
-    let dirs: Vec<std::path::PathBuf> = match hier {
-        boxlite::jailer::cgroup::Hierarchy::V2(b) => vec![b.join(&id)],
-        boxlite::jailer::cgroup::Hierarchy::V1(bs) => bs.iter().map(|b| b.join(&id)).collect(),
-    };
+    let dirs = cgroup_dirs(&id);
     let limits = boxlite::jailer::cgroup::Limits::for_box(2, 512);
     let mem = dirs
         .iter()

@@ -502,30 +502,12 @@ pub fn walls(settings: Settings) -> Vec<Wall> {
     let h = host();
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let off = |name| Wall {
-        name,
-        active: false,
-        detail: "BOXLITE_JAIL=off (debugging only)".into(),
-    };
-    let names = [
-        "no_new_privs",
-        "seccomp",
-        "landlock",
-        "namespaces",
-        "unprivileged_user",
-        "capabilities",
-        "cgroups",
-        "rlimits",
-    ];
-    if !settings.enabled {
-        return names.into_iter().map(off).collect();
-    }
     let wall = |name, active, detail: String| Wall {
         name,
         active,
         detail,
     };
-    vec![
+    let walls = vec![
         wall(
             "no_new_privs",
             true,
@@ -617,7 +599,18 @@ pub fn walls(settings: Settings) -> Vec<Wall> {
             true,
             "no core dumps; a bounded descriptor table".into(),
         ),
-    ]
+    ];
+    if settings.enabled {
+        return walls;
+    }
+    walls
+        .into_iter()
+        .map(|w| Wall {
+            active: false,
+            detail: "BOXLITE_JAIL=off (debugging only)".into(),
+            ..w
+        })
+        .collect()
 }
 
 #[cfg(test)]

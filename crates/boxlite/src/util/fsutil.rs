@@ -176,6 +176,18 @@ pub fn tail_file(path: &Path, max: usize) -> String {
     String::from_utf8_lossy(&data).replace('\r', "")
 }
 
+/// Create `path` empty (mode 0600) unless it exists; an existing file is left as it is.
+/// For files a jailed helper is granted one by one, which it could not create itself.
+pub fn ensure_private_file(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+}
+
 #[cfg(test)]
 mod sparse_tests {
     use super::*;

@@ -368,6 +368,7 @@ pub(crate) async fn launch<L: ProcessLedger>(
     check_ram_room(&sockets.ram(), spec.memory_mib)?;
     let port = paths.agent_port();
     let _ = std::fs::remove_file(&port);
+    let run_as = drop_uid(ctx, &sockets.dir, Helper::Vmm).map(|u| (u, u));
     let cfg = VmConfig {
         accel: ctx.accel.accel,
         kernel,
@@ -402,11 +403,9 @@ pub(crate) async fn launch<L: ProcessLedger>(
         console_log: paths.console_log(),
         vmm_log: paths.vmm_log(),
         marker,
-        run_as: drop_uid(ctx, &sockets.dir, Helper::Vmm).map(|u| (u, u)),
-        root_disk_fds: false,
+        run_as,
+        root_disk_fds: run_as.is_some(),
     };
-    let mut cfg = cfg;
-    cfg.root_disk_fds = cfg.run_as.is_some();
     rec.machine = ctx.vmm.machine(&cfg);
     rec.ram_private = !cfg.ram_shared;
     let machine = rec.machine.clone();
@@ -761,12 +760,7 @@ async fn start_network<L: ProcessLedger>(
     let log = paths.net_decisions();
     let mut jail = jail.write(&sockets.dir);
     for f in [log.clone(), log.with_extension("jsonl.1")] {
-        use std::os::unix::fs::OpenOptionsExt;
-        let _ = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&f);
+        let _ = crate::util::fsutil::ensure_private_file(&f);
         jail = jail.write(f);
     }
     let mut cmd = HelperCommand::new(crate::context::net_binary()?, paths.net_log())
@@ -908,15 +902,7 @@ fn vmm_rules(mut j: JailSpec, cfg: &VmConfig) -> JailSpec {
     }
     // Whether QEMU maps it shared or privately (a fork's snapshot RAM, or a clone whose
     // RAM comes in its saved state), it opens the file read-write.
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let _ = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&cfg.ram_file);
-    }
+    let _ = crate::util::fsutil::ensure_private_file(&cfg.ram_file);
     j = j.write(&cfg.ram_file);
     if cfg.accel == crate::model::Accel::Kvm {
         j = j.device("/dev/kvm");
