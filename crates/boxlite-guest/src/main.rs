@@ -13,6 +13,7 @@ mod exec;
 mod freeze;
 mod init;
 mod layer;
+mod listing;
 mod net;
 mod port;
 mod resume;

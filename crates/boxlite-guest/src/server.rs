@@ -432,6 +432,24 @@ impl Agent for AgentService {
         )))
     }
 
+    async fn list_dir(
+        &self,
+        req: Request<v1::ListDirRequest>,
+    ) -> Result<Response<v1::ListDirResponse>, Status> {
+        let r = req.into_inner();
+        let procs = self.procs.clone();
+        // Reading a large directory and examining its entries block.
+        let listing = tokio::task::spawn_blocking(move || {
+            let root = procs
+                .root_fd()
+                .map_err(|e| Status::internal(format!("container root: {e}")))?;
+            crate::listing::list(&root, &r.path, r.max_entries)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("listing task: {e}")))??;
+        Ok(Response::new(listing))
+    }
+
     async fn stats(
         &self,
         _req: Request<v1::StatsRequest>,

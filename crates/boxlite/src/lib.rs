@@ -54,6 +54,7 @@ pub use builder::{BuildError, BuildFailed};
 pub use db::DbError;
 pub use disk::DiskError;
 pub use layout::{SocketDirError, ram_root, socket_root};
+pub use litebox::listing::{DirEntry, DirListing, EntryKind, ListError};
 pub use litebox::snapshot::SnapshotError;
 pub use litebox::snapshots::{CloneOptions, SnapshotInfo, SnapshotOptions, validate_snapshot_name};
 pub use litebox::template::TemplateInfo;
@@ -105,6 +106,8 @@ pub enum Error {
     Volume(#[from] volumes::VolumeError),
     #[error(transparent)]
     Copy(#[from] CopyError),
+    #[error(transparent)]
+    List(#[from] litebox::listing::ListError),
     #[error(transparent)]
     Config(#[from] config::ConfigError),
     #[error(transparent)]
@@ -213,6 +216,10 @@ impl Error {
                 InBoxKind::Other => K::Internal,
             },
             Error::Copy(CopyError::Archive { .. }) => K::InvalidArgument,
+            Error::List(ListError::InvalidPath { .. } | ListError::NotADirectory { .. }) => {
+                K::InvalidArgument
+            }
+            Error::List(ListError::NotFound { .. }) => K::NotFound,
             Error::Volume(V::NotFound(_)) => K::NotFound,
             Error::Volume(V::InvalidName(_) | V::InvalidSpec { .. }) => K::InvalidArgument,
             Error::Volume(V::InUse { .. }) => K::InvalidState,

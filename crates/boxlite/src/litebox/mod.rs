@@ -19,6 +19,7 @@ pub mod exec;
 pub mod execution;
 mod info;
 mod lifecycle;
+pub mod listing;
 pub mod metrics;
 mod network;
 mod options;

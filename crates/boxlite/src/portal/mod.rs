@@ -365,6 +365,23 @@ impl AgentClient {
             .map_err(|s| PortalError::rpc("CopyOut", s))
     }
 
+    /// List one directory of the container root (the reply is the guest's, unchecked).
+    pub async fn list_dir(
+        &self,
+        path: &str,
+        max_entries: u32,
+    ) -> Result<v1::ListDirResponse, PortalError> {
+        self.stub
+            .clone()
+            .list_dir(v1::ListDirRequest {
+                path: path.to_string(),
+                max_entries,
+            })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| PortalError::rpc("ListDir", s))
+    }
+
     /// Send an image layer to be applied onto the container root.
     pub async fn apply_layer(
         &self,
