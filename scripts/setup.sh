@@ -87,23 +87,30 @@ log "Go: $("$GO" version)"
 
 command -v cargo >/dev/null || { echo "cargo not found: install Rust 1.95.0 (see rust-toolchain.toml)" >&2; exit 1; }
 
-# BoxLite's released Python SDK, for the REST compatibility test (crates/boxlite-server/
-# tests/sdk_compat.rs), and schemathesis, for the API fuzz test (crates/boxlite-cli/tests/
-# fuzz_api.rs). Pinned: the versions these tests were verified with.
-BOXLITE_SDK_VERSION=0.10.8
-SCHEMATHESIS_VERSION=4.32.5
-if ! build/compat-venv/bin/python - "$BOXLITE_SDK_VERSION" "$SCHEMATHESIS_VERSION" 2>/dev/null <<'PY'
+# A virtualenv holding exactly these pinned packages (NAME==VERSION ...), made again
+# when any of them differs.
+pinned_venv() {
+  local dir=$1
+  shift
+  if ! "$dir/bin/python" - "$@" 2>/dev/null <<'PY'
 import sys
 from importlib.metadata import version
-sys.exit(version("boxlite") != sys.argv[1] or version("schemathesis") != sys.argv[2])
+sys.exit(any(version(n) != v for n, v in (a.split("==") for a in sys.argv[1:])))
 PY
-then
-  log "installing BoxLite's Python SDK $BOXLITE_SDK_VERSION and schemathesis $SCHEMATHESIS_VERSION into build/compat-venv"
-  rm -rf build/compat-venv
-  python3 -m venv build/compat-venv
-  build/compat-venv/bin/pip install -q --disable-pip-version-check \
-    "boxlite==$BOXLITE_SDK_VERSION" "schemathesis==$SCHEMATHESIS_VERSION"
-fi
+  then
+    log "installing $* into $dir"
+    rm -rf "$dir"
+    python3 -m venv "$dir"
+    "$dir/bin/pip" install -q --disable-pip-version-check "$@"
+  fi
+}
+
+# BoxLite's released Python SDK, for the REST compatibility test (crates/boxlite-server/
+# tests/sdk_compat.rs), and schemathesis, for the API fuzz test (crates/boxlite-cli/tests/
+# fuzz_api.rs); the official Python MCP client, for the MCP server's tests
+# (crates/boxlite-mcp/tests). Pinned: the versions these tests were verified with.
+pinned_venv build/compat-venv "boxlite==0.10.8" "schemathesis==4.32.5"
+pinned_venv build/mcp-venv "mcp==2.3.0" "pytest==9.2.0"
 
 log "building guest assets"
 bash scripts/build-assets.sh

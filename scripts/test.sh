@@ -28,17 +28,26 @@ export BOXLITE_JAIL_SECCOMP=kill
 echo "[test] cargo test" >&2
 cargo test --workspace --locked --no-fail-fast -- --test-threads="${BOXLITE_TEST_THREADS:-2}"
 
-# The Python SDK, as installed from its wheel by setup (pytest's 5 means nothing was
-# collected: a broken test tree, not a pass).
+# pytest in a virtualenv on a test tree (its 5 means nothing was collected: a broken
+# test tree, not a pass).
+run_pytest() {
+  local rc=0
+  "$1/bin/python" -m pytest -q -p no:cacheprovider "$2" || rc=$?
+  if [[ $rc == 5 ]]; then
+    echo "[test] pytest collected no tests in $2" >&2
+    exit 1
+  elif [[ $rc != 0 ]]; then
+    exit "$rc"
+  fi
+}
+
+# The Python SDK, as installed from its wheel by setup.
 echo "[test] pytest (the Python SDK)" >&2
-rc=0
-build/venv/bin/python -m pytest -q -p no:cacheprovider crates/boxlite-python/tests || rc=$?
-if [[ $rc == 5 ]]; then
-  echo "[test] pytest collected no tests" >&2
-  exit 1
-elif [[ $rc != 0 ]]; then
-  exit "$rc"
-fi
+run_pytest build/venv crates/boxlite-python/tests
+
+# The MCP server (the release boxlite), driven by the official Python MCP client.
+echo "[test] pytest (boxlite mcp)" >&2
+run_pytest build/mcp-venv crates/boxlite-mcp/tests
 
 # The Go SDK over libboxlite (built by setup into build/c/lib), with the race detector.
 echo "[test] go test -race (the Go SDK)" >&2

@@ -130,6 +130,10 @@ pub(crate) struct CreateArgs {
     /// can then mount, load modules and reach every device of the VM.
     #[arg(long)]
     pub(crate) privileged: bool,
+    /// Set a label on the box: KEY=VALUE (or KEY, with an empty value). Repeatable;
+    /// shown by inspect, matched by ls --filter label=KEY[=VALUE].
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
+    pub(crate) labels: Vec<String>,
 }
 
 /// `--secret NAME@HOST[,HOST...]` or `NAME=ENVVAR@HOST[,HOST...]`: a secret whose value
@@ -191,6 +195,11 @@ impl CreateArgs {
         }
         o.cap_add.clone_from(&self.cap_add);
         o.cap_drop.clone_from(&self.cap_drop);
+        for l in &self.labels {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            o = o.label(k, v);
+        }
+        boxlite::litebox::validate_labels(&o.labels)?;
         // Parse every spec before anything is created.
         for v in &self.volumes {
             o = o.volume(boxlite::VolumeSpec::parse(v)?);
@@ -412,6 +421,10 @@ pub(crate) enum Command {
         /// Output format: table or json.
         #[arg(long, default_value = "table")]
         format: String,
+        /// Only boxes matching: label=KEY (has the label) or label=KEY=VALUE.
+        /// Repeatable; every filter must match.
+        #[arg(short, long = "filter", value_name = "FILTER")]
+        filter: Vec<String>,
     },
     /// List a box's published ports as bound (HOST -> BOX/PROTO).
     Port {
@@ -480,6 +493,41 @@ pub(crate) enum Command {
         /// A file holding the API key (its surrounding white space is ignored).
         #[arg(long)]
         api_key_file: Option<std::path::PathBuf>,
+    },
+    /// Serve boxes as Model Context Protocol tools: over stdin/stdout (the default, for
+    /// a client that starts this command), or over streamable HTTP at /mcp with --http.
+    /// Boxes a session creates are removed when it ends, unless --keep-boxes.
+    Mcp {
+        /// Serve streamable HTTP on [HOST:]PORT (host default 127.0.0.1) instead of
+        /// stdio. Off loopback an API key is required (BOXLITE_API_KEY or
+        /// --api-key-file), as for serve.
+        #[arg(long, value_name = "[HOST:]PORT")]
+        http: Option<String>,
+        /// A file holding the API key for --http (its surrounding white space is ignored).
+        #[arg(long, requires = "http")]
+        api_key_file: Option<std::path::PathBuf>,
+        /// Keep the boxes a session created when it ends.
+        #[arg(long)]
+        keep_boxes: bool,
+        /// Let the tools reach every box of this home, not only those created through MCP.
+        #[arg(long)]
+        all_boxes: bool,
+        /// The most bytes of stdout and of stderr a command returns (the middle of longer
+        /// output is dropped, with a note of how much).
+        #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+        max_output: usize,
+        /// The largest file write_file and read_file move (e.g. 8M).
+        #[arg(long, value_name = "SIZE", default_value = "8M")]
+        max_file_size: String,
+        /// Default timeout of exec and run_code, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 300)]
+        exec_timeout: u64,
+        /// The most boxes one session may have at once.
+        #[arg(long, value_name = "N", default_value_t = 8)]
+        max_boxes: usize,
+        /// The image run_code creates its box from.
+        #[arg(long, value_name = "IMAGE", default_value = "boxlite/python")]
+        code_image: String,
     },
     /// Show the accelerator, QEMU, kernel and asset paths.
     Info {

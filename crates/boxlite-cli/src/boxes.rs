@@ -78,7 +78,43 @@ fn fit_status(mut s: String) -> String {
 
 const STATUS_WIDTH: usize = 40;
 
-pub async fn ls(rt: &Boxlite, all: bool, quiet: bool, format: &str) -> Result<i32> {
+/// `ls --filter`: for now only `label=KEY` and `label=KEY=VALUE`, all of which must
+/// match.
+#[derive(Debug, Default)]
+pub(crate) struct LabelFilter(Vec<(String, Option<String>)>);
+
+impl LabelFilter {
+    pub(crate) fn parse(filters: &[String]) -> Result<LabelFilter> {
+        let mut v = Vec::new();
+        for f in filters {
+            let Some(rest) = f.strip_prefix("label=").filter(|r| !r.is_empty()) else {
+                bail!("invalid --filter {f:?}; valid filters are label=KEY and label=KEY=VALUE");
+            };
+            v.push(match rest.split_once('=') {
+                Some((k, val)) => (k.to_string(), Some(val.to_string())),
+                None => (rest.to_string(), None),
+            });
+        }
+        Ok(LabelFilter(v))
+    }
+
+    pub(crate) fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|(k, want)| match (labels.get(k), want) {
+            (Some(have), Some(want)) => have == want,
+            (Some(_), None) => true,
+            (None, _) => false,
+        })
+    }
+}
+
+pub async fn ls(
+    rt: &Boxlite,
+    all: bool,
+    quiet: bool,
+    format: &str,
+    filter: &[String],
+) -> Result<i32> {
+    let filter = LabelFilter::parse(filter)?;
     let boxes: Vec<BoxInfo> = rt
         .list()
         .await?
@@ -89,6 +125,7 @@ pub async fn ls(rt: &Boxlite, all: bool, quiet: bool, format: &str) -> Result<i3
                 BoxState::Running | BoxState::Stopping | BoxState::Pausing | BoxState::Paused
             )
         })
+        .filter(|b| filter.matches(&b.config.labels))
         .collect();
     match format {
         "json" => println!("{}", serde_json::to_string_pretty(&boxes)?),
@@ -388,7 +425,14 @@ pub async fn clone(rt: &Boxlite, source: &str, name: Option<String>, count: usiz
     let (key, snapshot) = split_source(source);
     let b = rt.get(key).await?;
     let clones = b
-        .clone_boxes(boxlite::CloneOptions { snapshot, name }, count)
+        .clone_boxes(
+            boxlite::CloneOptions {
+                snapshot,
+                name,
+                ..Default::default()
+            },
+            count,
+        )
         .await?;
     for c in clones {
         println!("{}", c.id());

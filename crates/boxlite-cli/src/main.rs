@@ -20,6 +20,7 @@ mod boxes;
 mod cp;
 mod images;
 mod info;
+mod mcp;
 mod network;
 mod remote;
 mod run;
@@ -146,7 +147,12 @@ async fn real_main(cli: Cli) -> Result<i32> {
         Command::Rm { force, boxes: keys } => {
             boxes::for_each(&rt, &keys, |b| async move { b.remove(force).await }).await
         }
-        Command::Ls { all, quiet, format } => boxes::ls(&rt, all, quiet, &format).await,
+        Command::Ls {
+            all,
+            quiet,
+            format,
+            filter,
+        } => boxes::ls(&rt, all, quiet, &format, &filter).await,
         Command::Inspect { boxes: keys } => boxes::inspect(&rt, &keys).await,
         Command::Port { id } => network::ports(&rt, &id).await,
         Command::Network { command } => network::command(&rt, command).await,
@@ -157,6 +163,30 @@ async fn real_main(cli: Cli) -> Result<i32> {
             }
         }
         Command::Info { format } => info::info_cmd(rt, &format).await,
+        Command::Mcp {
+            http,
+            api_key_file,
+            keep_boxes,
+            all_boxes,
+            max_output,
+            max_file_size,
+            exec_timeout,
+            max_boxes,
+            code_image,
+        } => {
+            let args = mcp::McpArgs::new(
+                http,
+                api_key_file,
+                keep_boxes,
+                all_boxes,
+                max_output,
+                &max_file_size,
+                exec_timeout,
+                max_boxes,
+                code_image,
+            )?;
+            mcp::mcp_cmd(rt, args).await
+        }
         Command::Serve {
             host,
             port,

@@ -9,7 +9,7 @@ use boxlite_server::auth::ApiKey;
 use boxlite_server::{ServeConfig, serve};
 
 /// The API key: `--api-key-file`, else `BOXLITE_API_KEY`, else none.
-fn api_key(file: Option<PathBuf>) -> Result<Option<ApiKey>> {
+pub(crate) fn api_key(file: Option<PathBuf>) -> Result<Option<ApiKey>> {
     if let Some(f) = file {
         let text = std::fs::read_to_string(&f)
             .with_context(|| format!("reading the API key file {}", f.display()))?;
@@ -30,14 +30,21 @@ pub(crate) async fn serve_cmd(
 ) -> Result<i32> {
     let cfg = ServeConfig::new(SocketAddr::new(host, port), api_key(api_key_file)?);
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        terminated().await;
         tracing::info!("stopping: no new connections; boxes keep running");
     };
     serve(rt, cfg, shutdown).await?;
     Ok(0)
+}
+
+/// SIGTERM or SIGINT, whichever comes first (never, if no handler can be installed).
+pub(crate) async fn terminated() {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

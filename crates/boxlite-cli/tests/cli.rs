@@ -461,3 +461,72 @@ fn serve_finishes_a_request_in_flight_on_sigterm_and_leaves_the_box_running() {
         c
     });
 }
+
+#[test]
+fn labels_are_kept_shown_and_filtered_and_bad_ones_refused() {
+    let h = TestHome::new();
+    let create = |args: &[&str]| {
+        let mut c = h.cli(BIN);
+        c.arg("create").args(args).arg("boxlite/busybox");
+        output(c)
+    };
+    let a = create(&["--name", "la", "-l", "team=core", "--label", "tier=web"]);
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    let b = create(&["--name", "lb", "-l", "team=infra", "-l", "flag"]);
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let ls = |filters: &[&str]| {
+        let mut c = h.cli(BIN);
+        c.args(["ls", "-a", "--format", "json"]);
+        for f in filters {
+            c.args(["--filter", f]);
+        }
+        let out = output(c);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut names: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        (names, v)
+    };
+    let (all, v) = ls(&[]);
+    assert_eq!(all, ["la", "lb"]);
+    let la = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "la")
+        .unwrap();
+    assert_eq!(
+        la["config"]["labels"],
+        serde_json::json!({"team": "core", "tier": "web"})
+    );
+    assert_eq!(ls(&["label=team"]).0, ["la", "lb"]);
+    assert_eq!(ls(&["label=team=infra"]).0, ["lb"]);
+    assert_eq!(ls(&["label=flag="]).0, ["lb"]);
+    assert_eq!(ls(&["label=team", "label=tier=web"]).0, ["la"]);
+    assert!(ls(&["label=nope"]).0.is_empty());
+    // Bad filters and labels are refused, naming what is valid; nothing is created.
+    let mut c = h.cli(BIN);
+    c.args(["ls", "--filter", "status=running"]);
+    let bad = output(c);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("label=KEY"));
+    for label in ["-bad=1", "a b=1", "k=line\nbreak", ""] {
+        let out = create(&[&format!("--label={label}")]);
+        assert!(!out.status.success(), "{label:?} accepted");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("label"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(ls(&[]).0, ["la", "lb"]);
+}

@@ -207,6 +207,7 @@ impl PyBox {
                         .clone_box(boxlite::CloneOptions {
                             snapshot,
                             name: name.clone(),
+                            ..Default::default()
                         })
                         .await
                         .map_err(to_py)?;

@@ -103,7 +103,7 @@ impl From<&BoxInfo> for BoxJson {
             image: i.image.clone(),
             cpus: u8::try_from(i.config.cpus).unwrap_or(u8::MAX),
             memory_mib: i.config.memory_mib,
-            labels: BTreeMap::new(),
+            labels: i.config.labels.clone(),
             auto_pause: 0,
             auto_stop: 0,
             auto_delete: 0,

@@ -262,6 +262,24 @@ async fn main_attach() -> error::ApiError {
 /// The largest JSON request body accepted.
 pub const MAX_BODY: usize = 1 << 20;
 
+/// Bind `addr` for a server whose requests need `key`: without a key only a loopback
+/// address is accepted (and a warning says who can reach it). Shared with `boxlite mcp`.
+pub async fn bind_listener(
+    addr: SocketAddr,
+    key: Option<&auth::ApiKey>,
+) -> Result<tokio::net::TcpListener, ServeError> {
+    if key.is_none() && !addr.ip().is_loopback() {
+        return Err(ServeError::NoKeyOffLoopback(addr));
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    if key.is_none() {
+        tracing::warn!(%addr, "no API key: serving on loopback only, to this machine's users");
+    }
+    Ok(listener)
+}
+
 /// A bound server, not yet serving.
 #[derive(Debug)]
 pub struct Server {
@@ -273,18 +291,7 @@ impl Server {
     /// Check the configuration and bind. Without a key only a loopback address is
     /// accepted.
     pub async fn bind(rt: boxlite::Boxlite, cfg: ServeConfig) -> Result<Server, ServeError> {
-        if cfg.api_key.is_none() && !cfg.addr.ip().is_loopback() {
-            return Err(ServeError::NoKeyOffLoopback(cfg.addr));
-        }
-        let listener = tokio::net::TcpListener::bind(cfg.addr)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: cfg.addr,
-                source,
-            })?;
-        if cfg.api_key.is_none() {
-            tracing::warn!(addr = %cfg.addr, "no API key: serving on loopback only, to this machine's users");
-        }
+        let listener = bind_listener(cfg.addr, cfg.api_key.as_ref()).await?;
         Ok(Server {
             listener,
             app: router(

@@ -194,6 +194,7 @@ pub async fn clone(
         .clone_box(boxlite::CloneOptions {
             snapshot: req.snapshot,
             name: req.name,
+            ..Default::default()
         })
         .await?;
     Ok((StatusCode::CREATED, Json(BoxJson::from(&c.info().await?))).into_response())

@@ -215,7 +215,10 @@ impl Error {
                 InBoxKind::NoSpace => K::ResourceExhausted,
                 InBoxKind::Other => K::Internal,
             },
-            Error::Copy(CopyError::Archive { .. }) => K::InvalidArgument,
+            Error::Copy(
+                CopyError::Archive { .. } | CopyError::BoxPath { .. } | CopyError::NotAFile { .. },
+            ) => K::InvalidArgument,
+            Error::Copy(CopyError::TooLarge { .. }) => K::ResourceExhausted,
             Error::List(ListError::InvalidPath { .. } | ListError::NotADirectory { .. }) => {
                 K::InvalidArgument
             }

@@ -239,6 +239,7 @@ async fn snapshots_restore_memory_and_disk_and_clones_of_one_diverge() {
             CloneOptions {
                 snapshot: Some("s1".into()),
                 name: Some("c".into()),
+                ..Default::default()
             },
             2,
         )
@@ -323,7 +324,7 @@ async fn snapshots_restore_memory_and_disk_and_clones_of_one_diverge() {
     let from_disk = b
         .clone_box(CloneOptions {
             snapshot: Some("s2".into()),
-            name: None,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -97,7 +97,12 @@ pub(crate) async fn main(url: &str, cmd: Command) -> Result<i32> {
         Command::Rm { force, boxes } => {
             for_each(&boxes, |id| async move { remove(c, &id, force).await }).await
         }
-        Command::Ls { all, quiet, format } => ls(c, all, quiet, &format).await,
+        Command::Ls {
+            all,
+            quiet,
+            format,
+            filter,
+        } => ls(c, all, quiet, &format, &filter).await,
         Command::Inspect { boxes } => inspect(c, &boxes).await,
         Command::Cp {
             follow_link,
@@ -138,6 +143,7 @@ pub(crate) async fn main(url: &str, cmd: Command) -> Result<i32> {
         | Command::Login { .. }
         | Command::Logout { .. }
         | Command::Serve { .. }
+        | Command::Mcp { .. }
         | Command::Info { .. }
         | Command::Image {
             command: ImageCommand::Prune | ImageCommand::Templates { .. },
@@ -170,6 +176,10 @@ fn unavailable(cmd: &Command) -> Option<(&'static str, &'static str)> {
         Command::Serve { .. } => (
             "serve",
             "it serves a local home; unset BOXLITE_URL or drop --url",
+        ),
+        Command::Mcp { .. } => (
+            "mcp",
+            "it serves a local home's boxes; unset BOXLITE_URL or drop --url",
         ),
         Command::Info { .. } => (
             "info",
@@ -269,14 +279,16 @@ fn shown_status(s: BoxStatus) -> String {
     }
 }
 
-async fn ls(c: &Client, all: bool, quiet: bool, format: &str) -> Result<i32> {
+async fn ls(c: &Client, all: bool, quiet: bool, format: &str, filter: &[String]) -> Result<i32> {
     if !matches!(format, "table" | "json") {
         bail!("invalid --format {format:?}; valid values are table and json");
     }
+    let filter = crate::boxes::LabelFilter::parse(filter)?;
     let boxes: Vec<(Value, BoxJson)> = list_boxes(c)
         .await?
         .into_iter()
         .filter(|(_, b)| all || matches!(b.status, BoxStatus::Running | BoxStatus::Stopping))
+        .filter(|(_, b)| filter.matches(&b.labels))
         .collect();
     match format {
         "json" => {

@@ -53,6 +53,19 @@ pub enum CopyError {
         #[source]
         source: std::io::Error,
     },
+    /// A path given to `read_file` or `write_file` that cannot name a file in the box.
+    #[error("box path {path:?}: {reason}")]
+    BoxPath { path: String, reason: &'static str },
+    /// A file read whole into memory is larger than the caller's limit.
+    #[error("{path} in the box is {} bytes, more than the limit of {limit} bytes", size.map_or_else(|| "more than that".to_string(), |s| s.to_string()))]
+    TooLarge {
+        path: String,
+        size: Option<u64>,
+        limit: u64,
+    },
+    /// `read_file` found something other than a regular file.
+    #[error("{path} in the box is a {found}, not a regular file")]
+    NotAFile { path: String, found: &'static str },
 }
 
 /// What kind of failure the box reported for a copy.

@@ -17,6 +17,7 @@
 pub mod copy;
 pub mod exec;
 pub mod execution;
+mod files;
 mod info;
 mod lifecycle;
 pub mod listing;
@@ -40,7 +41,7 @@ pub use exec::{BoxCommand, ExecError};
 pub use execution::{ExecOutput, ExecStdin, Execution};
 pub use info::{BoxInfo, NetworkState, NetworkStatus};
 pub use metrics::{BootStages, BoxMetrics};
-pub use options::{BoxOptions, validate_name};
+pub use options::{BoxOptions, validate_labels, validate_name};
 
 use crate::context::{Context, Home};
 use crate::layout::SocketPaths;

@@ -86,6 +86,11 @@ pub struct BoxOptions {
     /// namespaces stay.
     #[serde(default)]
     pub privileged: bool,
+    /// Labels: free key-value metadata kept with the box and shown by `inspect` (Docker's
+    /// `--label`). The runtime never reads them; frontends mark their boxes with them
+    /// (`boxlite mcp` does). See [`validate_labels`].
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl BoxOptions {
@@ -110,7 +115,14 @@ impl BoxOptions {
             cap_add: Vec::new(),
             cap_drop: Vec::new(),
             privileged: false,
+            labels: Default::default(),
         }
+    }
+
+    /// A label (replacing one of the same key).
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
     }
 
     /// A capability for every command on top of the default set; see
@@ -249,6 +261,7 @@ impl BoxOptions {
         if let Some(n) = &self.name {
             validate_name(n)?;
         }
+        validate_labels(&self.labels)?;
         if let Some(d) = self.disk_size_mib
             && !(64..=(16 << 20)).contains(&d)
         {
@@ -303,6 +316,47 @@ impl BoxOptions {
     }
 }
 
+/// The most labels a box can carry.
+pub const MAX_LABELS: usize = 64;
+/// The longest label key, in bytes.
+pub const MAX_LABEL_KEY: usize = 128;
+/// The longest label value, in bytes.
+pub const MAX_LABEL_VALUE: usize = 1024;
+
+/// Check labels: at most [`MAX_LABELS`]; keys of 1 to [`MAX_LABEL_KEY`] ASCII letters,
+/// digits, `.`, `_`, `-` and `/`, starting with a letter or digit (reverse-DNS style,
+/// `com.example.team`); values of at most [`MAX_LABEL_VALUE`] bytes with no control
+/// characters.
+pub fn validate_labels(
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<(), BoxError> {
+    let bad = |m: String| Err(BoxError::InvalidOption(m));
+    if labels.len() > MAX_LABELS {
+        return bad(format!(
+            "{} labels are too many; a box carries at most {MAX_LABELS}",
+            labels.len()
+        ));
+    }
+    for (k, v) in labels {
+        let key_ok = !k.is_empty()
+            && k.len() <= MAX_LABEL_KEY
+            && k.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+        if !key_ok {
+            return bad(format!(
+                "label key {k:?} is invalid: 1 to {MAX_LABEL_KEY} ASCII letters, digits, '.', '_', '-' or '/', starting with a letter or digit"
+            ));
+        }
+        if v.len() > MAX_LABEL_VALUE || v.chars().any(char::is_control) {
+            return bad(format!(
+                "label {k:?}'s value is invalid: at most {MAX_LABEL_VALUE} bytes, no control characters"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Names follow Docker's rule: a letter or digit, then letters, digits, `_`, `.` or `-`;
 /// at most 64 characters. A name cannot be 32 hex digits, which reads as a box id.
 pub fn validate_name(name: &str) -> Result<(), BoxError> {
@@ -326,6 +380,51 @@ pub fn validate_name(name: &str) -> Result<(), BoxError> {
 mod tests {
     use super::*;
     use crate::model::CapabilityError;
+
+    #[test]
+    fn labels_are_checked_for_count_keys_and_values() {
+        let ok = BoxOptions::new("i")
+            .label("com.example/team", "core")
+            .label("a", "")
+            .label("x_1-2.y", "any text, even unicode: ü");
+        assert!(ok.validate().is_ok());
+        for (k, v) in [
+            ("", "v"),
+            ("-a", "v"),
+            (".a", "v"),
+            ("a b", "v"),
+            ("a=b", "v"),
+            ("ü", "v"),
+            ("a", "line\nbreak"),
+            ("a", "nul\0"),
+        ] {
+            let e = BoxOptions::new("i").label(k, v).validate().unwrap_err();
+            assert!(
+                matches!(e, BoxError::InvalidOption(ref m) if m.contains("label")),
+                "{k:?}={v:?}: {e}"
+            );
+        }
+        let long_key = "k".repeat(MAX_LABEL_KEY + 1);
+        assert!(
+            BoxOptions::new("i")
+                .label(long_key, "v")
+                .validate()
+                .is_err()
+        );
+        let long_value = "v".repeat(MAX_LABEL_VALUE + 1);
+        assert!(
+            BoxOptions::new("i")
+                .label("k", long_value)
+                .validate()
+                .is_err()
+        );
+        let mut many = BoxOptions::new("i");
+        for i in 0..=MAX_LABELS {
+            many = many.label(format!("k{i}"), "v");
+        }
+        let e = many.validate().unwrap_err().to_string();
+        assert!(e.contains("at most 64"), "{e}");
+    }
 
     #[test]
     fn an_unknown_capability_fails_validation_with_the_typed_error() {

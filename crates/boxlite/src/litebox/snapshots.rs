@@ -63,6 +63,8 @@ pub struct CloneOptions {
     pub snapshot: Option<String>,
     /// The clone's name (with several clones, `NAME-1`, `NAME-2`, ...).
     pub name: Option<String>,
+    /// Labels set on the clones over the source's (which they inherit).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 const INFO: &str = "snapshot.json";
@@ -479,6 +481,7 @@ impl LiteBox {
         if let Some(n) = &opts.name {
             super::validate_name(n)?;
         }
+        super::options::validate_labels(&opts.labels)?;
         let snap_dir = match &opts.snapshot {
             Some(s) => Some(self.snapshot_dir(s)?),
             None => None,
@@ -575,7 +578,7 @@ impl LiteBox {
                     format!("{n}-{i}")
                 }
             });
-            let clone = match self.make_clone_row(source, name, disk).await {
+            let clone = match self.make_clone_row(source, name, &opts.labels, disk).await {
                 Ok(c) => c,
                 Err(e) => {
                     remove_all(made).await;
@@ -615,10 +618,15 @@ impl LiteBox {
         &self,
         source: &BoxRow,
         name: Option<String>,
+        labels: &std::collections::BTreeMap<String, String>,
         disk: &Path,
     ) -> Result<LiteBox, crate::Error> {
         let id = crate::util::random_id();
         let mut config = source.config.clone();
+        config
+            .labels
+            .extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        super::options::validate_labels(&config.labels)?;
         config.auto_remove = false;
         config.network.ports.clear();
         config.warm_start = false;

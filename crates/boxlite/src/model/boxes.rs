@@ -76,6 +76,9 @@ pub struct BoxConfig {
     /// The capabilities of the box's commands (Docker's default set unless changed).
     #[serde(default)]
     pub capabilities: super::caps::Capabilities,
+    /// The box's labels (free metadata; the runtime never reads them).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// [`BoxConfig::warm_start`]'s default.
@@ -99,6 +102,7 @@ impl Default for BoxConfig {
             secrets: Vec::new(),
             warm_start: true,
             capabilities: Default::default(),
+            labels: Default::default(),
         }
     }
 }

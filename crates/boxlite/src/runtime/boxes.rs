@@ -119,6 +119,7 @@ impl Boxlite {
                 secrets: secrets.records,
                 warm_start: opts.warm_start,
                 capabilities: opts.capabilities()?,
+                labels: opts.labels.clone(),
             },
             status: BoxStatus::creating(),
         };
