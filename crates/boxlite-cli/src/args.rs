@@ -528,6 +528,15 @@ pub(crate) enum Command {
         /// The image run_code creates its box from.
         #[arg(long, value_name = "IMAGE", default_value = "boxlite/python")]
         code_image: String,
+        /// The most memory (MiB) and vCPUs create_box gives a box.
+        #[arg(long, value_name = "MIB", default_value_t = 4096)]
+        max_memory: u32,
+        #[arg(long, value_name = "N", default_value_t = 4)]
+        max_cpus: u32,
+        /// Let allow_net rules open private ranges, loopback, link-local, cloud metadata
+        /// and the host, which MCP boxes never reach otherwise.
+        #[arg(long)]
+        allow_private_net: bool,
     },
     /// Show the accelerator, QEMU, kernel and asset paths.
     Info {

@@ -173,8 +173,11 @@ async fn real_main(cli: Cli) -> Result<i32> {
             exec_timeout,
             max_boxes,
             code_image,
+            max_memory,
+            max_cpus,
+            allow_private_net,
         } => {
-            let args = mcp::McpArgs::new(
+            let mut args = mcp::McpArgs::new(
                 http,
                 api_key_file,
                 keep_boxes,
@@ -185,6 +188,9 @@ async fn real_main(cli: Cli) -> Result<i32> {
                 max_boxes,
                 code_image,
             )?;
+            args.cfg.max_memory_mib = max_memory;
+            args.cfg.max_cpus = max_cpus;
+            args.cfg.allow_private_net = allow_private_net;
             mcp::mcp_cmd(rt, args).await
         }
         Command::Serve {

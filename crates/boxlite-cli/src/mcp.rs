@@ -73,8 +73,11 @@ impl McpArgs {
         max_boxes: usize,
         code_image: String,
     ) -> Result<McpArgs> {
-        if exec_timeout == 0 {
-            bail!("invalid --exec-timeout 0: give at least 1 second");
+        if exec_timeout == 0 || exec_timeout > boxlite_mcp::tools::MAX_TIMEOUT_SECS {
+            bail!(
+                "invalid --exec-timeout {exec_timeout}: give 1 to {} seconds",
+                boxlite_mcp::tools::MAX_TIMEOUT_SECS
+            );
         }
         if max_boxes == 0 {
             bail!("invalid --max-boxes 0: a session needs at least 1 box");

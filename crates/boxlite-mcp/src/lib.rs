@@ -41,11 +41,23 @@ pub struct McpConfig {
     pub exec_timeout: Duration,
     /// The most boxes one session may have at a time.
     pub max_boxes: usize,
-    /// The most tool calls that run at once (per server); more are refused.
+    /// The most boxes all sessions of this server may have at a time.
+    pub max_server_boxes: usize,
+    /// The most memory and vCPUs `create_box` gives a box.
+    pub max_memory_mib: u32,
+    pub max_cpus: u32,
+    /// Let `allow_net` open private ranges, loopback, link-local, metadata and the host
+    /// (denied to MCP boxes by default, whatever their rules say).
+    pub allow_private_net: bool,
+    /// The most tool calls that run at once per server, and per session; more are
+    /// refused.
     pub max_concurrent_calls: usize,
+    pub max_session_calls: usize,
     /// The image `run_code` creates its box from.
     pub code_image: String,
-    /// An HTTP session idle this long ends (and its boxes go, unless kept).
+    /// An HTTP session with no message for this long ends (and its boxes go, unless
+    /// kept); a call in flight is not a message, so this stays above the longest
+    /// timeout a call may ask for.
     pub session_idle: Duration,
 }
 
@@ -58,9 +70,16 @@ impl Default for McpConfig {
             max_file_bytes: 8 << 20,
             exec_timeout: Duration::from_secs(300),
             max_boxes: 8,
-            max_concurrent_calls: 16,
+            max_server_boxes: 32,
+            max_memory_mib: 4096,
+            max_cpus: 4,
+            allow_private_net: false,
+            max_concurrent_calls: 32,
+            max_session_calls: 8,
             code_image: "boxlite/python".into(),
-            session_idle: Duration::from_secs(30 * 60),
+            // Twice the longest timeout a call may ask for: a session is never idle
+            // while its calls run.
+            session_idle: Duration::from_secs(2 * tools::MAX_TIMEOUT_SECS),
         }
     }
 }
@@ -70,7 +89,7 @@ impl McpConfig {
     /// with room for the rest of the call.
     pub fn max_request_bytes(&self) -> usize {
         let file = usize::try_from(self.max_file_bytes).unwrap_or(usize::MAX);
-        file.saturating_add(2) / 3 * 4 + (1 << 20)
+        (file / 3 + 1).saturating_mul(4).saturating_add(1 << 20)
     }
 }
 
@@ -143,6 +162,10 @@ fn protocol_stdout() -> std::io::Result<std::fs::File> {
     }
     Ok(file)
 }
+
+/// The most HTTP requests `/mcp` serves at once (open event streams included); more
+/// wait their turn.
+const MAX_CONNECTIONS: usize = 64;
 
 /// How the HTTP transport listens.
 #[derive(Clone)]
@@ -224,21 +247,40 @@ impl HttpServer {
             config,
         );
         let app = axum::Router::new()
-            .nest_service("/mcp", service)
+            .nest_service(
+                "/mcp",
+                tower::ServiceBuilder::new()
+                    .concurrency_limit(MAX_CONNECTIONS)
+                    .service(service),
+            )
             .layer(axum::middleware::from_fn_with_state(
                 key.clone(),
                 boxlite_server::auth::require_key,
             ))
             .route("/health", axum::routing::get(|| async { "ok" }));
         let stop = ct.clone();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                // Ends every session: their handlers drop, and their boxes are removed.
-                stop.cancel();
-            })
-            .await
-            .map_err(McpError::Io);
+        let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
+        let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            // Ends every session: their handlers drop, and their boxes are removed.
+            stop.cancel();
+            let _ = stopping_tx.send(());
+        });
+        // A client that keeps a connection busy (a body dribbled in, a reply not read)
+        // would hold a graceful shutdown forever: connections get a bounded time to end.
+        let served = tokio::select! {
+            r = serving => r.map_err(McpError::Io),
+            () = async {
+                if stopping.await.is_ok() {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!("connections still open 30 s after the shutdown began; closing them");
+                Ok(())
+            }
+        };
         ct.cancel();
         shared.wait_cleanups(Duration::from_secs(60)).await;
         served

@@ -58,13 +58,16 @@ impl Capped {
     /// The kept output as text (invalid UTF-8 shown as U+FFFD), with a note where
     /// bytes were dropped naming how many, what was kept, and the stream.
     pub fn text(&self, stream: &str) -> String {
-        let head = String::from_utf8_lossy(&self.head);
         let tail: Vec<u8> = self.tail.iter().copied().collect();
-        let tail = String::from_utf8_lossy(&tail);
         let dropped = self.dropped();
         if dropped == 0 {
-            return format!("{head}{tail}");
+            // Whole: a character across the head and tail stays one character.
+            let mut all = self.head.clone();
+            all.extend_from_slice(&tail);
+            return String::from_utf8_lossy(&all).into_owned();
         }
+        let head = String::from_utf8_lossy(&self.head);
+        let tail = String::from_utf8_lossy(&tail);
         format!(
             "{head}\n[... {dropped} bytes of {stream} dropped: it wrote {} bytes; the first {} and the last {} are shown ...]\n{tail}",
             self.total,
@@ -112,6 +115,13 @@ mod tests {
             big.text("stdout"),
             "xx\n[... 998 bytes of stdout dropped: it wrote 1002 bytes; the first 2 and the last 2 are shown ...]\nyz"
         );
+    }
+
+    #[test]
+    fn a_character_across_head_and_tail_survives_when_nothing_is_dropped() {
+        let mut c = Capped::new(4);
+        c.push("aé!".as_bytes()); // 4 bytes: the é straddles the 2-byte head
+        assert_eq!(c.text("stdout"), "aé!");
     }
 
     #[test]

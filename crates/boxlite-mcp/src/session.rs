@@ -154,18 +154,43 @@ pub struct Session {
     boxes: Mutex<Vec<String>>,
     /// The box `run_code` uses when it is given none.
     pub code_box: tokio::sync::Mutex<Option<String>>,
+    /// Bounds this session's tool calls in flight.
+    pub calls: tokio::sync::Semaphore,
+    /// Boxes being made (counted against the limit until they are added).
+    making: Mutex<usize>,
     ended: std::sync::atomic::AtomicBool,
+}
+
+/// Room for one box being made; released when dropped.
+#[derive(Debug)]
+pub struct Room<'a>(&'a Session);
+
+impl Drop for Room<'_> {
+    fn drop(&mut self) {
+        let mut n = self.0.making.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_sub(1);
+    }
 }
 
 impl Session {
     pub fn new(shared: Arc<Shared>) -> Arc<Session> {
         Arc::new(Session {
             id: format!("{:016x}", rand::random::<u64>()),
-            shared,
             boxes: Mutex::new(Vec::new()),
             code_box: tokio::sync::Mutex::new(None),
+            calls: tokio::sync::Semaphore::new(shared.cfg.max_session_calls.max(1)),
+            making: Mutex::new(0),
             ended: false.into(),
+            shared,
         })
+    }
+
+    pub fn max_calls(&self) -> usize {
+        self.shared.cfg.max_session_calls
+    }
+
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -190,15 +215,43 @@ impl Session {
         ])
     }
 
-    /// Room for one more box, or why not.
-    pub fn check_room(&self) -> Result<(), String> {
-        let n = self.boxes().len();
-        if n >= self.shared.cfg.max_boxes {
+    /// Room for one more box, or why not: within this session's limit (boxes it holds
+    /// that still exist, and boxes being made) and the server's.
+    pub async fn reserve(&self) -> Result<Room<'_>, String> {
+        if self.is_ended() {
+            return Err("invalid_state: this session has ended".into());
+        }
+        let all = self
+            .shared
+            .rt
+            .list()
+            .await
+            .map_err(|e| boxlite::error_chain(&e))?;
+        let live: Vec<&BoxInfo> = all
+            .iter()
+            .filter(|b| b.config.labels.get(LABEL_SERVER) == Some(&self.shared.server))
+            .collect();
+        let mut making = self.making.lock().unwrap_or_else(|p| p.into_inner());
+        let mut mine = self.boxes();
+        // Boxes removed behind the session's back (the CLI, another session) no longer
+        // count.
+        mine.retain(|id| live.iter().any(|b| &b.id == id));
+        let max = self.shared.cfg.max_boxes;
+        if mine.len() + *making >= max {
             return Err(format!(
-                "this session already has {n} boxes, its limit; remove one with remove_box first"
+                "resource_exhausted: this session already has {} boxes, its limit; remove one with remove_box first",
+                mine.len() + *making
             ));
         }
-        Ok(())
+        let server_max = self.shared.cfg.max_server_boxes;
+        if live.len() >= server_max {
+            return Err(format!(
+                "resource_exhausted: this server already runs {} boxes for its sessions, its limit",
+                live.len()
+            ));
+        }
+        *making += 1;
+        Ok(Room(self))
     }
 
     pub fn add(&self, id: &str) {

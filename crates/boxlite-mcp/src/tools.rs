@@ -3,26 +3,38 @@
 //! protocol failure, so the model reads it and can act on it.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
 use boxlite::{BoxCommand, BoxInfo, BoxOptions, ExitStatus, LiteBox};
 use rmcp::handler::server::router::tool::ToolRouter;
-use rmcp::handler::server::tool::schema_for_output;
+use rmcp::handler::server::tool::{ToolCallContext, schema_for_output};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResult, ContentBlock, Implementation, ProtocolVersion, ServerCapabilities, ServerConfig,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ProtocolVersion, ServerCapabilities, ServerConfig,
 };
-use rmcp::{ServerHandler, tool, tool_handler, tool_router};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, tool, tool_handler, tool_router};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::output::Capped;
 use crate::session::{Session, Shared};
 
-/// The longest timeout a call may ask for.
-const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
+/// The longest timeout a call may ask for (an HTTP session idles out after twice that).
+pub const MAX_TIMEOUT_SECS: u64 = 3600;
+/// How long the host waits past a command's own timeout (which the guest enforces)
+/// before it gives up on the box answering.
+const HOST_MARGIN: Duration = Duration::from_secs(30);
+/// How long output may keep flowing after the command exited: a process it left in
+/// the background (a server started with `&`) may hold its stdout open for good.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+/// Egress a box made through MCP never gets, whatever its rules say: a deny beats any
+/// allow, a name that resolves there included (`--allow-private-net` lifts it).
+pub const DENIED_GROUPS: [&str; 5] = ["private", "loopback", "link-local", "metadata", "host"];
 /// Entries `list_files` returns unless asked, and at most.
 const DEFAULT_ENTRIES: u32 = 1000;
 const MAX_ENTRIES: u32 = 10_000;
@@ -31,8 +43,9 @@ const INSTRUCTIONS: &str = "boxlite runs commands in hardware-isolated micro-VMs
 Typical use: run_code to run Python or shell code (a box is created for you and reused), \
 or create_box, then exec, write_file, read_file and list_files on it, then remove_box. \
 Boxes created here are removed when this session ends unless the server keeps them. \
-Every box has its own kernel, filesystem and network (public internet by default; \
-private ranges and the host are unreachable).";
+Every box has its own kernel, filesystem and network: the public internet by default \
+(allow_net narrows it to what you list); private ranges, the host and cloud metadata are \
+unreachable.";
 
 /// The MCP handler of one session.
 #[derive(Debug, Clone)]
@@ -72,6 +85,26 @@ fn box_done(b: &LiteBox, what: &str) -> ToolResult {
 
 fn state(i: &BoxInfo) -> String {
     format!("{:?}", i.state).to_lowercase()
+}
+
+/// Whether an allow rule names what boxes made here never reach: one of
+/// [`DENIED_GROUPS`], or an address outside the public internet.
+fn names_denied_group(rule: &str) -> bool {
+    let dest = rule.split([':', '/']).next().unwrap_or_default();
+    if DENIED_GROUPS.iter().any(|g| g.eq_ignore_ascii_case(dest)) {
+        return true;
+    }
+    dest.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| {
+        let [a, b, ..] = ip.octets();
+        ip.is_private()
+            || ip.is_loopback()
+            || ip.is_link_local()
+            || ip.is_unspecified()
+            || ip.is_broadcast()
+            || ip.is_multicast()
+            || a == 0
+            || (a == 100 && (64..128).contains(&b))
+    })
 }
 
 fn timeout(secs: Option<u64>, default: Duration) -> Result<Duration, String> {
@@ -125,15 +158,17 @@ pub struct CreateBoxParams {
     /// cloud metadata denied) or `none` (no network).
     #[serde(default)]
     pub network: Option<NetworkMode>,
-    /// Egress allow rules: a name, `*.name`, an IP, a CIDR, or a group (`public`,
-    /// `private`). One rule switches the box to allow-list mode.
+    /// Egress allow rules: a name, `*.name`, an IP or a CIDR, with an optional `:PORT`
+    /// (e.g. `pypi.org`, `*.github.com:443`). One rule switches the box to allow-list
+    /// mode. Private ranges, the host and cloud metadata stay unreachable.
     #[serde(default)]
     pub allow_net: Vec<String>,
     /// Egress deny rules, same syntax; a deny beats any allow.
     #[serde(default)]
     pub deny_net: Vec<String>,
-    /// Managed volumes: `NAME:/guest/path[:ro]` (created on first use) or `/guest/path`
-    /// (a fresh volume for this box). Host directories are never mounted.
+    /// Volumes: `/guest/path` (a fresh volume for this box, removed with it). Host
+    /// directories are never mounted; named volumes shared with other boxes
+    /// (`NAME:/guest/path[:ro]`) only when the server allows every box.
     #[serde(default)]
     pub volumes: Vec<String>,
 }
@@ -231,7 +266,7 @@ pub enum Language {
     #[serde(alias = "python3", alias = "py")]
     Python,
     /// POSIX shell (`sh`).
-    #[serde(alias = "sh", alias = "bash")]
+    #[serde(alias = "sh")]
     Shell,
 }
 
@@ -258,7 +293,8 @@ pub struct RunCodeParams {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ExecResult {
     pub box_id: String,
-    /// The exit code; absent when the command was killed by a signal or timed out.
+    /// The exit code; null when the command was killed (by a signal, its timeout or the
+    /// out-of-memory killer).
     pub exit_code: Option<i32>,
     /// How it ended, in words: "exited with code 0", "killed by signal 9", ...
     pub status: String,
@@ -273,6 +309,10 @@ pub struct ExecResult {
     /// Bytes of each stream dropped from the middle of the output (0: it is whole).
     pub stdout_dropped_bytes: u64,
     pub stderr_dropped_bytes: u64,
+    /// The command exited but a process it left behind (a server started with `&`)
+    /// still holds its output open: that process keeps running, and output it writes
+    /// after the exit is not collected.
+    pub output_left_open: bool,
 }
 
 /// How file content is written in a call.
@@ -427,14 +467,30 @@ impl BoxliteMcp {
         self.session.shared()
     }
 
-    /// A slot among the calls in flight, or a tool error when there is none.
-    fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, String> {
-        self.shared().calls.try_acquire().map_err(|_| {
+    /// A slot among this session's calls in flight and the server's, or a tool error
+    /// when there is none: one session cannot take every slot of the server.
+    fn permit(
+        &self,
+    ) -> Result<
+        (
+            tokio::sync::SemaphorePermit<'_>,
+            tokio::sync::SemaphorePermit<'_>,
+        ),
+        String,
+    > {
+        let mine = self.session.calls.try_acquire().map_err(|_| {
+            format!(
+                "resource_exhausted: {} tool calls of this session are already running; wait for one to finish",
+                self.session.max_calls()
+            )
+        })?;
+        let all = self.shared().calls.try_acquire().map_err(|_| {
             format!(
                 "resource_exhausted: {} tool calls are already running on this server; wait for one to finish",
                 self.shared().cfg.max_concurrent_calls
             )
-        })
+        })?;
+        Ok((mine, all))
     }
 
     async fn get(&self, key: &str) -> Result<(LiteBox, BoxInfo), String> {
@@ -455,14 +511,27 @@ impl BoxliteMcp {
     /// Create and start a box of the session's own from `opts`; nothing is left if it
     /// fails.
     async fn make_box(&self, mut opts: BoxOptions) -> Result<BoxInfo, String> {
-        self.session.check_room()?;
+        let _room = self.session.reserve().await?;
         opts.labels = self.session.labels();
+        if opts.network.enabled() && !self.shared().cfg.allow_private_net {
+            opts.network
+                .deny
+                .extend(DENIED_GROUPS.iter().map(|g| g.to_string()));
+        }
         let b = self.shared().rt.create(opts).await.map_err(|e| fail(&e))?;
         self.session.add(b.id());
-        if let Err(e) = b.start().await {
+        let started = b.start().await;
+        // A session that ended while this box was made has already removed its boxes.
+        if started.is_err() || self.session.is_ended() {
             self.session.forget(b.id());
             let _ = b.remove(true).await;
-            return Err(fail(&e));
+            return Err(match started {
+                Err(e) => fail(&e),
+                Ok(()) => {
+                    "invalid_state: the session ended while the box was created; it was removed"
+                        .into()
+                }
+            });
         }
         b.info().await.map_err(|e| fail(&e))
     }
@@ -480,10 +549,23 @@ impl BoxliteMcp {
         if let Some(n) = p.name {
             o = o.name(n);
         }
+        let cfg = &self.shared().cfg;
         if let Some(m) = p.memory_mib {
+            if m > cfg.max_memory_mib {
+                return Err(format!(
+                    "invalid_argument: memory_mib {m} is over this server's limit of {} MiB",
+                    cfg.max_memory_mib
+                ));
+            }
             o = o.memory_mib(m);
         }
         if let Some(c) = p.cpus {
+            if c > cfg.max_cpus {
+                return Err(format!(
+                    "invalid_argument: cpus {c} is over this server's limit of {}",
+                    cfg.max_cpus
+                ));
+            }
             o = o.cpus(c);
         }
         for (k, v) in p.env {
@@ -500,15 +582,23 @@ impl BoxliteMcp {
         } else {
             boxlite::model::NetworkSpec::default()
         };
+        if net.enabled()
+            && !cfg.allow_private_net
+            && let Some(r) = p.allow_net.iter().find(|r| names_denied_group(r))
+        {
+            return Err(format!(
+                "invalid_argument: allow_net rule {r:?} opens what boxes made here never reach (private ranges, loopback, link-local, cloud metadata, the host); allow public names and addresses"
+            ));
+        }
         net.allow = p.allow_net;
-        net.deny = p.deny_net;
+        net.deny.extend(p.deny_net);
         o = o.network(net);
         for v in &p.volumes {
             let spec = boxlite::VolumeSpec::parse(v)
                 .map_err(|e| format!("invalid_argument: volume {v:?}: {e}"))?;
-            if matches!(spec.source, boxlite::VolumeSource::HostPath(_)) {
+            if !matches!(spec.source, boxlite::VolumeSource::Anonymous) && !cfg.all_boxes {
                 return Err(format!(
-                    "invalid_argument: volume {v:?} names a host path; only managed volumes (NAME:/guest/path or /guest/path) are mounted through MCP"
+                    "invalid_argument: volume {v:?} is a named volume, which other boxes may share; this server mounts only fresh volumes (/guest/path) unless started with --all-boxes"
                 ));
             }
             o = o.volume(spec);
@@ -580,7 +670,11 @@ impl BoxliteMcp {
         description = "Run a program in a box and wait for it: returns its exit code, stdout and stderr (each capped; what is dropped is counted and marked). No shell unless you run one: use command \"sh\" with args [\"-c\", \"...\"] for pipes.",
         output_schema = schema_for_output::<ExecResult>()
     )]
-    async fn exec(&self, Parameters(p): Parameters<ExecParams>) -> ToolResult {
+    async fn exec(
+        &self,
+        Parameters(p): Parameters<ExecParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
         let _slot = self.permit()?;
         let t = timeout(p.timeout_secs, self.shared().cfg.exec_timeout)?;
         let (b, _) = self.get(&p.key).await?;
@@ -594,7 +688,7 @@ impl BoxliteMcp {
         if let Some(u) = p.user {
             cmd = cmd.user(u);
         }
-        let r = self.run(&b, cmd, p.stdin).await?;
+        let r = self.run(&b, cmd, p.stdin, t, &ctx.ct).await?;
         let text = exec_text(&r);
         done(&r, Some(text))
     }
@@ -603,9 +697,14 @@ impl BoxliteMcp {
         description = "Run Python or shell code and return its output. Without `box`, it runs in this session's code box (boxlite/python, created on first use and reused, so files and installed packages persist between calls).",
         output_schema = schema_for_output::<ExecResult>()
     )]
-    async fn run_code(&self, Parameters(p): Parameters<RunCodeParams>) -> ToolResult {
+    async fn run_code(
+        &self,
+        Parameters(p): Parameters<RunCodeParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> ToolResult {
         let _slot = self.permit()?;
         let t = timeout(p.timeout_secs, self.shared().cfg.exec_timeout)?;
+        self.check_size(p.code.len() as u64, "code")?;
         let b = match &p.key {
             Some(k) => self.get(k).await?.0,
             None => self.code_box().await?,
@@ -615,12 +714,11 @@ impl BoxliteMcp {
             Language::Shell => ("sh", "sh"),
         };
         let path = format!("/tmp/.boxlite-mcp-{:016x}.{ext}", rand::random::<u64>());
-        self.check_size(p.code.len() as u64, "code")?;
         b.write_file(&path, p.code.as_bytes(), 0o644)
             .await
             .map_err(|e| fail(&e))?;
         let cmd = BoxCommand::new(program).arg(&path).timeout(t);
-        let r = self.run(&b, cmd, p.stdin).await?;
+        let r = self.run(&b, cmd, p.stdin, t, &ctx.ct).await?;
         let text = exec_text(&r);
         done(&r, Some(text))
     }
@@ -793,7 +891,7 @@ impl BoxliteMcp {
     )]
     async fn clone_box(&self, Parameters(p): Parameters<CloneParams>) -> ToolResult {
         let _slot = self.permit()?;
-        self.session.check_room()?;
+        let _room = self.session.reserve().await?;
         let (b, _) = self.get(&p.key).await?;
         let c = b
             .clone_box(boxlite::CloneOptions {
@@ -804,6 +902,14 @@ impl BoxliteMcp {
             .await
             .map_err(|e| fail(&e))?;
         self.session.add(c.id());
+        if self.session.is_ended() {
+            self.session.forget(c.id());
+            let _ = c.remove(true).await;
+            return Err(
+                "invalid_state: the session ended while the box was cloned; the clone was removed"
+                    .into(),
+            );
+        }
         let info = c.info().await.map_err(|e| fail(&e))?;
         done(&self.summary(&info), None)
     }
@@ -838,10 +944,9 @@ impl BoxliteMcp {
     }
 
     async fn mkdirs(&self, b: &LiteBox, dir: &str) -> Result<(), String> {
-        let cmd = BoxCommand::new("mkdir")
-            .args(["-p", "--", dir])
-            .timeout(Duration::from_secs(60));
-        let r = self.run(b, cmd, None).await?;
+        let t = Duration::from_secs(60);
+        let cmd = BoxCommand::new("mkdir").args(["-p", "--", dir]).timeout(t);
+        let r = self.run(b, cmd, None, t, &CancellationToken::new()).await?;
         if r.exit_code != Some(0) {
             return Err(format!(
                 "not_found: creating the directory {dir} in the box failed ({}): {}",
@@ -852,20 +957,25 @@ impl BoxliteMcp {
         Ok(())
     }
 
-    /// Run `cmd`, feed it `stdin`, and collect its capped output and its status. If the
-    /// call is abandoned (the client cancels it), the command is killed.
+    /// Run `cmd`, feed it `stdin`, and collect its capped output and its status.
+    ///
+    /// The command is killed if the client cancels the call (`cancel`), and given up on
+    /// if the box does not answer within its timeout `t` plus a margin (the guest
+    /// enforces `t` itself). Output still open [`DRAIN_GRACE`] after the exit belongs to
+    /// a process left in the background: it keeps running, and the call returns.
     async fn run(
         &self,
         b: &LiteBox,
         cmd: BoxCommand,
         stdin: Option<String>,
+        t: Duration,
+        cancel: &CancellationToken,
     ) -> Result<ExecResult, String> {
         let limit = self.shared().cfg.max_output_bytes;
         let mut ex = b
             .exec(cmd.stdin(stdin.is_some()))
             .await
             .map_err(|e| fail(&e))?;
-        let guard = KillOnDrop(Some(ex.clone()));
         let feed = ex.take_stdin().map(|mut pipe| {
             let data = stdin.unwrap_or_default();
             tokio::spawn(async move {
@@ -875,29 +985,39 @@ impl BoxliteMcp {
                 let _ = pipe.close().await;
             })
         });
-        let collect = |out: Option<boxlite::ExecOutput>| async move {
-            let mut c = Capped::new(limit);
-            if let Some(mut out) = out {
-                while let Some(chunk) = out.next_chunk().await {
-                    match chunk {
-                        Ok(d) => c.push(&d),
-                        Err(e) => return Err(format!("internal: {}", boxlite::error_chain(&e))),
-                    }
-                }
+        let out = Arc::new(Mutex::new(Capped::new(limit)));
+        let err = Arc::new(Mutex::new(Capped::new(limit)));
+        let mut readers = Readers(vec![
+            collect(ex.take_stdout(), out.clone()),
+            collect(ex.take_stderr(), err.clone()),
+        ]);
+        let status = tokio::select! {
+            s = ex.wait() => s.map_err(|e| fail(&boxlite::Error::from(e)))?,
+            () = cancel.cancelled() => {
+                let _ = ex.kill().await;
+                return Err("cancelled: the client cancelled the call; the command was killed".into());
             }
-            Ok(c)
+            () = tokio::time::sleep(t + HOST_MARGIN) => {
+                let _ = ex.kill().await;
+                return Err(format!(
+                    "timeout: the box did not report the command's end within {} s of its {} s timeout; it was killed",
+                    HOST_MARGIN.as_secs(),
+                    t.as_secs()
+                ));
+            }
         };
-        let (out, err) = tokio::join!(collect(ex.take_stdout()), collect(ex.take_stderr()));
-        let status = ex
-            .wait()
-            .await
-            .map_err(|e| fail(&boxlite::Error::from(e)))?;
-        let mut guard = guard;
-        guard.0 = None;
         if let Some(f) = feed {
             f.abort();
         }
-        let (out, err) = (out?, err?);
+        let output_left_open = match tokio::time::timeout(DRAIN_GRACE, readers.finish()).await {
+            Ok(r) => {
+                r?;
+                false
+            }
+            Err(_) => true,
+        };
+        drop(readers);
+        let (out, err) = (lock(&out), lock(&err));
         Ok(ExecResult {
             box_id: b.id().to_string(),
             exit_code: match status {
@@ -912,21 +1032,53 @@ impl BoxliteMcp {
             stderr_bytes: err.total(),
             stdout_dropped_bytes: out.dropped(),
             stderr_dropped_bytes: err.dropped(),
+            output_left_open,
         })
     }
 }
 
-/// Kills an execution whose call was abandoned before it finished.
-struct KillOnDrop(Option<boxlite::Execution>);
+fn lock(c: &Mutex<Capped>) -> std::sync::MutexGuard<'_, Capped> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
 
-impl Drop for KillOnDrop {
+/// Read one output stream into `into` until its end.
+fn collect(
+    stream: Option<boxlite::ExecOutput>,
+    into: Arc<Mutex<Capped>>,
+) -> tokio::task::JoinHandle<Result<(), String>> {
+    tokio::spawn(async move {
+        let Some(mut stream) = stream else {
+            return Ok(());
+        };
+        while let Some(chunk) = stream.next_chunk().await {
+            match chunk {
+                Ok(d) => lock(&into).push(&d),
+                Err(e) => return Err(format!("internal: {}", boxlite::error_chain(&e))),
+            }
+        }
+        Ok(())
+    })
+}
+
+/// An execution's output readers, stopped when dropped (a call that returned early,
+/// or output a background process keeps open).
+struct Readers(Vec<tokio::task::JoinHandle<Result<(), String>>>);
+
+impl Readers {
+    /// Wait for every stream's end; the first read error.
+    async fn finish(&mut self) -> Result<(), String> {
+        for h in &mut self.0 {
+            h.await
+                .map_err(|e| format!("internal: reading output: {e}"))??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Readers {
     fn drop(&mut self) {
-        if let Some(ex) = self.0.take()
-            && let Ok(h) = tokio::runtime::Handle::try_current()
-        {
-            h.spawn(async move {
-                let _ = ex.kill().await;
-            });
+        for h in &self.0 {
+            h.abort();
         }
     }
 }
@@ -947,6 +1099,28 @@ fn exec_text(r: &ExecResult) -> String {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for BoxliteMcp {
+    /// Tools run within a session only. Over HTTP a request can skip the session (the
+    /// stateless lifecycle of later revisions); its boxes would then belong to nobody, so
+    /// it is refused.
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let sessionless = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .is_some_and(|p| !p.headers.contains_key("mcp-session-id"));
+        if sessionless {
+            return Ok(CallToolResult::error(vec![ContentBlock::text(
+                "invalid_state: this server runs tools within a session only: send initialize first and then the Mcp-Session-Id it returns",
+            )])
+            .into());
+        }
+        let tcc = ToolCallContext::new(self, request, context);
+        self.tool_router.call(tcc).await
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("boxlite", env!("CARGO_PKG_VERSION")))
@@ -957,5 +1131,55 @@ impl ServerHandler for BoxliteMcp {
     /// session's boxes are removed.
     fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
         std::borrow::Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::V_2025_11_25))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allow_rules_into_what_mcp_boxes_never_reach_are_recognized() {
+        for r in [
+            "private",
+            "LOOPBACK",
+            "host:80",
+            "metadata/tcp",
+            "link-local",
+            "10.0.2.2",
+            "127.0.0.1:8080",
+            "169.254.169.254",
+            "192.168.0.0/16",
+            "172.16.5.4/tcp",
+            "100.100.100.200",
+            "0.0.0.0/0",
+            "224.0.0.1",
+        ] {
+            assert!(names_denied_group(r), "{r}");
+        }
+        for r in [
+            "public",
+            "pypi.org",
+            "*.github.com:443",
+            "8.8.8.8",
+            "1.1.1.0/24",
+            "100.128.0.1",
+            "hostname.example",
+        ] {
+            assert!(!names_denied_group(r), "{r}");
+        }
+    }
+
+    #[test]
+    fn timeouts_default_and_refuse_the_absurd() {
+        let d = Duration::from_secs(7);
+        assert_eq!(timeout(None, d).unwrap(), d);
+        assert_eq!(timeout(Some(0), d).unwrap(), d);
+        assert_eq!(timeout(Some(5), d).unwrap(), Duration::from_secs(5));
+        assert!(
+            timeout(Some(MAX_TIMEOUT_SECS + 1), d)
+                .unwrap_err()
+                .contains("timeout_secs")
+        );
     }
 }

@@ -108,6 +108,27 @@ async def stdio_session(home: str):
             r = await call(s, "exec", box=bid, command="sleep", args=["60"], timeout_secs=1)
             assert r["timed_out"] is True and r["exit_code"] is None
 
+            # A process left in the background holding stdout does not hold the call: it
+            # returns once the command exits, saying the output was left open.
+            r = await call(s, "exec", box=bid, command="sh", args=["-c", "echo up; sleep 300 &"])
+            assert (r["exit_code"], r["stdout"], r["output_left_open"]) == (0, "up\n", True)
+            r = await call(s, "exec", box=bid, command="true")
+            assert r["output_left_open"] is False
+
+            # A call the client abandons (its read timeout sends notifications/cancelled)
+            # kills its command.
+            with pytest.raises(Exception):
+                await s.call_tool("exec", {"box": bid, "command": "sh",
+                                           "args": ["-c", "echo $$ > /tmp/victim; exec sleep 300"]},
+                                  read_timeout_seconds=3)
+            probe = "kill -0 $(cat /tmp/victim) 2>/dev/null && echo alive || echo gone"
+            for _ in range(50):
+                if (await call(s, "exec", box=bid, command="sh", args=["-c", probe]))["stdout"] == "gone\n":
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                raise AssertionError("the cancelled call's command still runs")
+
             # Errors are tool errors with the library's message.
             msg = await fails(s, "exec", box=bid, command="no-such-program")
             assert "no-such-program" in msg
@@ -116,8 +137,18 @@ async def stdio_session(home: str):
             msg = await fails(s, "create_box", image="boxlite/busybox", memory_mib=1)
             assert "memory" in msg
             msg = await fails(s, "create_box", image="boxlite/busybox", volumes=["/etc:/x"])
-            assert "host path" in msg or "invalid" in msg
-            await fails(s, "exec", box=bid, command="true", timeout_secs=10**9)
+            assert "volume" in msg
+            msg = await fails(s, "create_box", image="boxlite/busybox", volumes=["shared:/x"])
+            assert "named volume" in msg
+            assert "timeout_secs" in await fails(s, "exec", box=bid, command="true",
+                                                 timeout_secs=10**9)
+            assert "limit" in await fails(s, "create_box", image="boxlite/busybox",
+                                          memory_mib=65536)
+            # Egress an agent must never open: refused, and denied on every box made here.
+            for rule in ["loopback", "host", "metadata", "private", "10.0.2.2", "169.254.169.254:80",
+                         "127.0.0.1/32", "192.168.1.0/24"]:
+                assert "never reach" in await fails(s, "create_box", image="boxlite/busybox",
+                                                    allow_net=[rule]), rule
             # Arguments that do not match the schema: a tool error, not a crash.
             await fails(s, "exec", box=bid)
             await fails(s, "exec", box=bid, command="true", bogus=1)
@@ -152,9 +183,6 @@ async def stdio_session(home: str):
             # the box's /etc/passwd is not the host's.
             await call(s, "exec", box=bid, command="ln", args=["-s", "/tmp/d/e/note.txt", "/tmp/d/link"])
             assert (await call(s, "read_file", box=bid, path="/tmp/d/link"))["content"] == "hello\n"
-            passwd = (await call(s, "read_file", box=bid, path="/etc/passwd"))["content"]
-            with open("/etc/passwd") as host_passwd:
-                assert passwd != host_passwd.read()
 
             listing = await call(s, "list_files", box=bid, path="/tmp/d")
             by_name = {e["name"]: e for e in listing["entries"]}
@@ -167,13 +195,12 @@ async def stdio_session(home: str):
             assert listing["truncated"] is False
             assert "not_found" in await fails(s, "list_files", box=bid, path="/nowhere")
 
-            # Paths resolve inside the box whatever they say: `..` and links to / never
-            # reach the host's filesystem.
+            # Paths resolve inside the box's root whatever they say: `..` past the root and
+            # a link to / land in the box's own /tmp.
             marker = f"bx-escape-{os.urandom(6).hex()}"
             await call(s, "write_file", box=bid, path=f"/../../../tmp/{marker}", content="a")
             await call(s, "exec", box=bid, command="ln", args=["-s", "/", "/tmp/d/root"])
             await call(s, "write_file", box=bid, path=f"/tmp/d/root/tmp/{marker}.2", content="b")
-            assert not os.path.exists(f"/tmp/{marker}") and not os.path.exists(f"/tmp/{marker}.2")
             r = await call(s, "exec", box=bid, command="cat", args=[f"/tmp/{marker}", f"/tmp/{marker}.2"])
             assert r["stdout"] == "ab"
             f = await call(s, "read_file", box=bid, path=f"/tmp/d/root/../../tmp/{marker}")
@@ -216,27 +243,39 @@ async def stdio_session(home: str):
             assert "not created through MCP" in await fails(s, "exec", box="not-mcp",
                                                             command="true")
             assert other not in {b["box_id"] for b in (await call(s, "list_boxes"))["boxes"]}
+            one = next(b for b in boxes(home) if b["id"] == code_box)  # networked
+            assert {"private", "loopback", "link-local", "metadata", "host"} <= set(
+                one["config"]["network"]["deny"])
+            # A clone made outside MCP does not inherit the session's marks: it stays.
+            kept_clone = cli(home, "clone", bid, "--name", "cli-clone").stdout.strip()
+            clone_labels = next(b for b in boxes(home) if b["id"] == kept_clone)["config"]["labels"]
+            assert not [k for k in clone_labels if k.startswith("boxlite.mcp.")]
             labels = mcp_boxes(home)[0]["config"]["labels"]
             assert labels["boxlite.mcp.remove"] == "session-end"
             assert re.fullmatch(r"\d+-\d+", labels["boxlite.mcp.server"])
-            return {bid, code_box}, other
+            return {bid, code_box}, {other, kept_clone}
 
 
 def test_stdio_session_and_cleanup(home):
-    made, other = asyncio.run(stdio_session(home))
-    # The session ended (stdin closed): its boxes and their processes are gone, the
-    # box made outside MCP is untouched.
+    made, others = asyncio.run(stdio_session(home))
+    # The session ended (stdin closed): its boxes and their processes are gone; the
+    # boxes made outside MCP are untouched.
     left = {b["id"] for b in boxes(home)}
     assert not (made & left), "the session's boxes outlived it"
-    assert left == {other}
-    assert not [p for p in vm_processes(home) if other not in p]
+    assert left == others
+    assert not [p for p in vm_processes(home) if not any(o in p for o in others)]
 
 
 async def keep_session(home: str) -> str:
-    async with stdio_client(stdio_params(home, "--keep-boxes")) as (r, w):
+    async with stdio_client(stdio_params(home, "--keep-boxes", "--max-boxes", "1")) as (r, w):
         async with ClientSession(r, w) as s:
             await s.initialize()
-            return (await call(s, "create_box", image="boxlite/busybox", network="none"))["box_id"]
+            bid = (await call(s, "create_box", image="boxlite/busybox", network="none"))["box_id"]
+            # The session's limit: a second box is refused before anything is made.
+            msg = await fails(s, "create_box", image="boxlite/busybox", network="none")
+            assert "resource_exhausted" in msg and "limit" in msg
+            assert len(boxes(home)) == 1
+            return bid
 
 
 def test_keep_boxes_keeps_them(home):
@@ -308,6 +347,18 @@ def test_http_transport_key_sessions_and_shutdown(home):
         auth = dict(hdrs, Authorization=f"Bearer {key}", **{"Content-Type": "application/json"})
         big = b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"' + b"a" * (16 << 20) + b'"}}'
         assert httpx2.post(url, content=big, headers=auth).status_code == 413
+
+        # A tool call outside any session (the stateless lifecycle) is refused: its boxes
+        # would belong to nobody.
+        call_body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                     "params": {"name": "list_boxes", "arguments": {},
+                                "_meta": {"io.modelcontextprotocol/protocolVersion": "2025-11-25",
+                                          "io.modelcontextprotocol/clientCapabilities": {}}}}
+        r = httpx2.post(url, json=call_body,
+                        headers=dict(hdrs, Authorization=f"Bearer {key}",
+                                     **{"MCP-Protocol-Version": "2025-11-25"}))
+        assert r.status_code >= 400 or "within a session" in r.text, r.text
+        assert '"boxes"' not in r.text
 
         # A session: its box goes when the client ends it (DELETE).
         bid = asyncio.run(http_session(url, key, home))

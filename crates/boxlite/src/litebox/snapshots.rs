@@ -56,6 +56,9 @@ pub struct SnapshotOptions {
     pub disk_only: bool,
 }
 
+/// Labels with this prefix are not inherited by clones (see [`CloneOptions::labels`]).
+pub const RESERVED_LABELS: &str = "boxlite.";
+
 /// How to clone a box.
 #[derive(Debug, Clone, Default)]
 pub struct CloneOptions {
@@ -63,7 +66,8 @@ pub struct CloneOptions {
     pub snapshot: Option<String>,
     /// The clone's name (with several clones, `NAME-1`, `NAME-2`, ...).
     pub name: Option<String>,
-    /// Labels set on the clones over the source's (which they inherit).
+    /// Labels set on the clones over the source's, which they inherit except those
+    /// under [`RESERVED_LABELS`] (`boxlite.`): a frontend's marks stay with its own boxes.
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
@@ -623,6 +627,9 @@ impl LiteBox {
     ) -> Result<LiteBox, crate::Error> {
         let id = crate::util::random_id();
         let mut config = source.config.clone();
+        // Labels under `boxlite.` belong to the frontend that set them (`boxlite mcp`
+        // marks the boxes a session removes); a clone carries them only if given again.
+        config.labels.retain(|k, _| !k.starts_with(RESERVED_LABELS));
         config
             .labels
             .extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
