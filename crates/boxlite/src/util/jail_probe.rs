@@ -223,9 +223,21 @@ async fn an_unprivileged_spawner_jails_its_helpers_in_a_user_namespace() {
             Ok(())
         });
     }
-    let out = crate::util::blocking::run(move || crate::util::blocking::output(&mut cmd))
-        .await
-        .unwrap();
+    // Another test thread that forks while the copy's write descriptor is open holds it
+    // until that child execs: the exec then fails with ETXTBSY for a moment.
+    let out = crate::util::blocking::run(move || {
+        for _ in 0..50 {
+            match crate::util::blocking::output(&mut cmd) {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    crate::util::blocking::sleep(std::time::Duration::from_millis(100));
+                }
+                r => return r,
+            }
+        }
+        crate::util::blocking::output(&mut cmd)
+    })
+    .await
+    .unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
