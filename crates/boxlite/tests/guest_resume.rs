@@ -18,8 +18,11 @@ const CLOCK_SLACK_SECS: i64 = 10;
 /// A fixed seed is enough here: what is checked is that the guest takes it.
 const SEED: [u8; 64] = [0x5a; 64];
 
-/// Counts in /tmp/n, about 20 times a second, until killed.
-const COUNTER: &str = "i=0; while :; do i=$((i+1)); echo $i > /tmp/n; sleep 0.05; done";
+/// Counts in /tmp/n, about 20 times a second, until killed. Each value is renamed into
+/// place, so a reader never sees the file truncated: Quiesce can freeze the workload
+/// between a truncation and its write.
+const COUNTER: &str =
+    "i=0; while :; do i=$((i+1)); echo $i > /tmp/n.new; mv /tmp/n.new /tmp/n; sleep 0.05; done";
 
 use boxlite_testkit::stdout_ok as out;
 
