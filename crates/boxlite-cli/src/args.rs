@@ -498,45 +498,8 @@ pub(crate) enum Command {
     /// a client that starts this command), or over streamable HTTP at /mcp with --http.
     /// Boxes a session creates are removed when it ends, unless --keep-boxes.
     Mcp {
-        /// Serve streamable HTTP on [HOST:]PORT (host default 127.0.0.1) instead of
-        /// stdio. Off loopback an API key is required (BOXLITE_API_KEY or
-        /// --api-key-file), as for serve.
-        #[arg(long, value_name = "[HOST:]PORT")]
-        http: Option<String>,
-        /// A file holding the API key for --http (its surrounding white space is ignored).
-        #[arg(long, requires = "http")]
-        api_key_file: Option<std::path::PathBuf>,
-        /// Keep the boxes a session created when it ends.
-        #[arg(long)]
-        keep_boxes: bool,
-        /// Let the tools reach every box of this home, not only those created through MCP.
-        #[arg(long)]
-        all_boxes: bool,
-        /// The most bytes of stdout and of stderr a command returns (the middle of longer
-        /// output is dropped, with a note of how much).
-        #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
-        max_output: usize,
-        /// The largest file write_file and read_file move (e.g. 8M).
-        #[arg(long, value_name = "SIZE", default_value = "8M")]
-        max_file_size: String,
-        /// Default timeout of exec and run_code, in seconds.
-        #[arg(long, value_name = "SECS", default_value_t = 300)]
-        exec_timeout: u64,
-        /// The most boxes one session may have at once.
-        #[arg(long, value_name = "N", default_value_t = 8)]
-        max_boxes: usize,
-        /// The image run_code creates its box from.
-        #[arg(long, value_name = "IMAGE", default_value = "boxlite/python")]
-        code_image: String,
-        /// The most memory (MiB) and vCPUs create_box gives a box.
-        #[arg(long, value_name = "MIB", default_value_t = 4096)]
-        max_memory: u32,
-        #[arg(long, value_name = "N", default_value_t = 4)]
-        max_cpus: u32,
-        /// Let allow_net rules open private ranges, loopback, link-local, cloud metadata
-        /// and the host, which MCP boxes never reach otherwise.
-        #[arg(long)]
-        allow_private_net: bool,
+        #[command(flatten)]
+        flags: McpFlags,
     },
     /// Show the accelerator, QEMU, kernel and asset paths.
     Info {
@@ -544,6 +507,50 @@ pub(crate) enum Command {
         #[arg(long, default_value = "text")]
         format: String,
     },
+}
+
+/// `boxlite mcp`'s flags; `crate::mcp` turns them into the server's configuration.
+#[derive(clap::Args, Debug)]
+pub(crate) struct McpFlags {
+    /// Serve streamable HTTP on [HOST:]PORT (host default 127.0.0.1) instead of
+    /// stdio. Off loopback an API key is required (BOXLITE_API_KEY or
+    /// --api-key-file), as for serve.
+    #[arg(long, value_name = "[HOST:]PORT")]
+    pub(crate) http: Option<String>,
+    /// A file holding the API key for --http (its surrounding white space is ignored).
+    #[arg(long, requires = "http")]
+    pub(crate) api_key_file: Option<std::path::PathBuf>,
+    /// Keep the boxes a session created when it ends.
+    #[arg(long)]
+    pub(crate) keep_boxes: bool,
+    /// Let the tools reach every box of this home, not only those created through MCP.
+    #[arg(long)]
+    pub(crate) all_boxes: bool,
+    /// The most bytes of stdout and of stderr a command returns (the middle of longer
+    /// output is dropped, with a note of how much).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    pub(crate) max_output: usize,
+    /// The largest file write_file and read_file move (e.g. 8M).
+    #[arg(long, value_name = "SIZE", default_value = "8M")]
+    pub(crate) max_file_size: String,
+    /// Default timeout of exec and run_code, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub(crate) exec_timeout: u64,
+    /// The most boxes one session may have at once.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub(crate) max_boxes: usize,
+    /// The image run_code creates its box from.
+    #[arg(long, value_name = "IMAGE", default_value = "boxlite/python")]
+    pub(crate) code_image: String,
+    /// The most memory (MiB) and vCPUs create_box gives a box.
+    #[arg(long, value_name = "MIB", default_value_t = 4096)]
+    pub(crate) max_memory: u32,
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub(crate) max_cpus: u32,
+    /// Let allow_net rules open private ranges, loopback, link-local, cloud metadata
+    /// and the host, which MCP boxes never reach otherwise.
+    #[arg(long)]
+    pub(crate) allow_private_net: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -163,36 +163,7 @@ async fn real_main(cli: Cli) -> Result<i32> {
             }
         }
         Command::Info { format } => info::info_cmd(rt, &format).await,
-        Command::Mcp {
-            http,
-            api_key_file,
-            keep_boxes,
-            all_boxes,
-            max_output,
-            max_file_size,
-            exec_timeout,
-            max_boxes,
-            code_image,
-            max_memory,
-            max_cpus,
-            allow_private_net,
-        } => {
-            let mut args = mcp::McpArgs::new(
-                http,
-                api_key_file,
-                keep_boxes,
-                all_boxes,
-                max_output,
-                &max_file_size,
-                exec_timeout,
-                max_boxes,
-                code_image,
-            )?;
-            args.cfg.max_memory_mib = max_memory;
-            args.cfg.max_cpus = max_cpus;
-            args.cfg.allow_private_net = allow_private_net;
-            mcp::mcp_cmd(rt, args).await
-        }
+        Command::Mcp { flags } => mcp::mcp_cmd(rt, flags).await,
         Command::Serve {
             host,
             port,

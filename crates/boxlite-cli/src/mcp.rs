@@ -1,20 +1,13 @@
 //! `boxlite mcp`: the MCP server over stdio or streamable HTTP.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use boxlite::Boxlite;
 use boxlite_mcp::{HttpConfig, HttpServer, McpConfig};
 
-/// The server's flags, as `boxlite mcp` takes them.
-#[derive(Debug)]
-pub(crate) struct McpArgs {
-    pub(crate) http: Option<String>,
-    pub(crate) api_key_file: Option<PathBuf>,
-    pub(crate) cfg: McpConfig,
-}
+use crate::args::McpFlags;
 
 /// `[HOST:]PORT`: a port alone listens on 127.0.0.1; an IPv6 host goes in brackets.
 pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr> {
@@ -60,53 +53,44 @@ pub(crate) fn parse_bytes(s: &str) -> Result<u64> {
         .with_context(|| format!("invalid size {s:?}: at most 1G"))
 }
 
-impl McpArgs {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        http: Option<String>,
-        api_key_file: Option<PathBuf>,
-        keep_boxes: bool,
-        all_boxes: bool,
-        max_output: usize,
-        max_file_size: &str,
-        exec_timeout: u64,
-        max_boxes: usize,
-        code_image: String,
-    ) -> Result<McpArgs> {
-        if exec_timeout == 0 || exec_timeout > boxlite_mcp::tools::MAX_TIMEOUT_SECS {
+impl McpFlags {
+    /// The server's configuration these flags ask for, or which flag is wrong.
+    pub(crate) fn config(&self) -> Result<McpConfig> {
+        let max_timeout = boxlite_mcp::tools::MAX_TIMEOUT_SECS;
+        if self.exec_timeout == 0 || self.exec_timeout > max_timeout {
             bail!(
-                "invalid --exec-timeout {exec_timeout}: give 1 to {} seconds",
-                boxlite_mcp::tools::MAX_TIMEOUT_SECS
+                "invalid --exec-timeout {}: give 1 to {max_timeout} seconds",
+                self.exec_timeout
             );
         }
-        if max_boxes == 0 {
+        if self.max_boxes == 0 {
             bail!("invalid --max-boxes 0: a session needs at least 1 box");
         }
-        Ok(McpArgs {
-            http,
-            api_key_file,
-            cfg: McpConfig {
-                keep_boxes,
-                all_boxes,
-                max_output_bytes: max_output,
-                max_file_bytes: parse_bytes(max_file_size)?,
-                exec_timeout: Duration::from_secs(exec_timeout),
-                max_boxes,
-                code_image,
-                ..McpConfig::default()
-            },
+        Ok(McpConfig {
+            keep_boxes: self.keep_boxes,
+            all_boxes: self.all_boxes,
+            max_output_bytes: self.max_output,
+            max_file_bytes: parse_bytes(&self.max_file_size)?,
+            exec_timeout: Duration::from_secs(self.exec_timeout),
+            max_boxes: self.max_boxes,
+            code_image: self.code_image.clone(),
+            max_memory_mib: self.max_memory,
+            max_cpus: self.max_cpus,
+            allow_private_net: self.allow_private_net,
+            ..McpConfig::default()
         })
     }
 }
 
-pub(crate) async fn mcp_cmd(rt: Boxlite, args: McpArgs) -> Result<i32> {
-    let Some(listen) = &args.http else {
-        boxlite_mcp::serve_stdio(rt, args.cfg, crate::serve::terminated()).await?;
+pub(crate) async fn mcp_cmd(rt: Boxlite, flags: McpFlags) -> Result<i32> {
+    let cfg = flags.config()?;
+    let Some(listen) = &flags.http else {
+        boxlite_mcp::serve_stdio(rt, cfg, crate::serve::terminated()).await?;
         return Ok(0);
     };
     let addr = parse_listen(listen)?;
-    let api_key = crate::serve::api_key(args.api_key_file)?;
-    let server = HttpServer::bind(rt, args.cfg, HttpConfig { addr, api_key }).await?;
+    let api_key = crate::serve::api_key(flags.api_key_file)?;
+    let server = HttpServer::bind(rt, cfg, HttpConfig { addr, api_key }).await?;
     // The one line this command prints: where it serves (the port, for port 0).
     eprintln!(
         "boxlite mcp: serving on http://{}/mcp",

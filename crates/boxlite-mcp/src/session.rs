@@ -56,26 +56,34 @@ impl Shared {
 
     /// Remove the boxes of servers that are gone without removing them (killed).
     pub async fn sweep_orphans(&self) {
+        self.remove_due(
+            |server| server != self.server && !server_alive(server),
+            "gone",
+        )
+        .await;
+    }
+
+    /// Remove the boxes due for removal at their session's end whose server (the
+    /// [`LABEL_SERVER`] value) `owner` accepts.
+    async fn remove_due(&self, owner: impl Fn(&str) -> bool, whose: &str) {
         let Ok(list) = self.rt.list().await else {
             return;
         };
-        let orphans: Vec<String> = list
+        let due: Vec<String> = list
             .iter()
-            .filter(|b| removed_at_end(b))
             .filter(|b| {
-                b.config
-                    .labels
-                    .get(LABEL_SERVER)
-                    .is_some_and(|s| s != &self.server && !server_alive(s))
+                b.config.labels.get(LABEL_REMOVE).map(String::as_str) == Some(REMOVE_AT_END)
+                    && b.config.labels.get(LABEL_SERVER).is_some_and(|s| owner(s))
             })
             .map(|b| b.id.clone())
             .collect();
-        if !orphans.is_empty() {
+        if !due.is_empty() {
             tracing::info!(
-                count = orphans.len(),
-                "removing boxes left by MCP servers that are gone"
+                count = due.len(),
+                whose,
+                "removing boxes of ended MCP sessions"
             );
-            remove_all(&self.rt, orphans).await;
+            remove_all(&self.rt, due).await;
         }
     }
 
@@ -85,24 +93,11 @@ impl Shared {
     pub async fn wait_cleanups(&self, limit: Duration) {
         self.cleanups.close();
         let _ = tokio::time::timeout(limit, self.cleanups.wait()).await;
-        if self.cfg.keep_boxes {
-            return;
+        if !self.cfg.keep_boxes {
+            self.remove_due(|server| server == self.server, "this server's")
+                .await;
         }
-        let Ok(list) = self.rt.list().await else {
-            return;
-        };
-        let left: Vec<String> = list
-            .iter()
-            .filter(|b| removed_at_end(b))
-            .filter(|b| b.config.labels.get(LABEL_SERVER) == Some(&self.server))
-            .map(|b| b.id.clone())
-            .collect();
-        remove_all(&self.rt, left).await;
     }
-}
-
-fn removed_at_end(b: &BoxInfo) -> bool {
-    b.config.labels.get(LABEL_REMOVE).map(String::as_str) == Some(REMOVE_AT_END)
 }
 
 /// Remove boxes (forcefully: they may run) all at once; failures are logged.
@@ -274,15 +269,22 @@ impl Session {
 
     /// End the session: remove its boxes unless the server keeps them. Idempotent.
     pub async fn end(&self) {
-        if self.ended.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        let ids = std::mem::take(&mut *self.boxes());
-        if self.shared.cfg.keep_boxes || ids.is_empty() {
+        let ids = self.finish();
+        if ids.is_empty() {
             return;
         }
         tracing::info!(session = %self.id, boxes = ids.len(), "MCP session ended: removing its boxes");
         remove_all(&self.shared.rt, ids).await;
+    }
+
+    /// Mark the session ended and take the boxes to remove: none if it had ended
+    /// already or the server keeps boxes.
+    fn finish(&self) -> Vec<String> {
+        if self.ended.swap(true, std::sync::atomic::Ordering::SeqCst) || self.shared.cfg.keep_boxes
+        {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.boxes())
     }
 
     /// Resolve a box argument: by id, name or id prefix, within what the session may
@@ -303,11 +305,7 @@ impl Drop for Session {
     /// An HTTP session ends by dropping its handler: DELETE, idle timeout, or the
     /// server stopping. Its removals run on the runtime, tracked so the server waits.
     fn drop(&mut self) {
-        if self.ended.swap(true, std::sync::atomic::Ordering::SeqCst) || self.shared.cfg.keep_boxes
-        {
-            return;
-        }
-        let ids = std::mem::take(&mut *self.boxes());
+        let ids = self.finish();
         if ids.is_empty() {
             return;
         }

@@ -510,7 +510,7 @@ impl BoxliteMcp {
 
     /// Create and start a box of the session's own from `opts`; nothing is left if it
     /// fails.
-    async fn make_box(&self, mut opts: BoxOptions) -> Result<BoxInfo, String> {
+    async fn make_box(&self, mut opts: BoxOptions) -> Result<(LiteBox, BoxInfo), String> {
         let _room = self.session.reserve().await?;
         opts.labels = self.session.labels();
         if opts.network.enabled() && !self.shared().cfg.allow_private_net {
@@ -533,7 +533,8 @@ impl BoxliteMcp {
                 }
             });
         }
-        b.info().await.map_err(|e| fail(&e))
+        let info = b.info().await.map_err(|e| fail(&e))?;
+        Ok((b, info))
     }
 
     #[tool(
@@ -603,7 +604,7 @@ impl BoxliteMcp {
             }
             o = o.volume(spec);
         }
-        let info = self.make_box(o).await?;
+        let (_, info) = self.make_box(o).await?;
         let s = self.summary(&info);
         done(&s, None)
     }
@@ -936,11 +937,11 @@ impl BoxliteMcp {
                 Err(e) => return Err(fail(&e)),
             }
         }
-        let info = self
+        let (b, _) = self
             .make_box(BoxOptions::new(self.shared().cfg.code_image.clone()))
             .await?;
-        *slot = Some(info.id.clone());
-        self.shared().rt.get(&info.id).await.map_err(|e| fail(&e))
+        *slot = Some(b.id().to_string());
+        Ok(b)
     }
 
     async fn mkdirs(&self, b: &LiteBox, dir: &str) -> Result<(), String> {
