@@ -823,7 +823,9 @@ void boxlite_options_add_secret(CBoxliteOptions *opts,
 // `opts` is NULL or live options.
 void boxlite_options_set_auto_remove(CBoxliteOptions *opts, int val);
 
-// Pause after an idle interval: not supported yet (0 is accepted).
+// Pause the box after `seconds` without an exec, attach or file transfer (0: never);
+// the next call that needs it resumes it. Not for boxes with volumes or published
+// ports. Unset: the runtime's default (`BOXLITE_AUTO_PAUSE`).
 //
 // # Safety
 // `opts` is NULL or live options.

@@ -445,7 +445,7 @@ fn c_info(i: &boxlite::BoxInfo) -> CBoxInfo {
         pid: i.vmm_pid.unwrap_or(0),
         cpus: int(i.config.cpus),
         memory_mib: int(i.config.memory_mib),
-        auto_pause: 0,
+        auto_pause: i.config.auto_pause_secs,
         auto_delete: 0,
         auto_resume: 1,
         created_at: i64::try_from(i.created_at).unwrap_or(i64::MAX),

@@ -372,7 +372,9 @@ pub unsafe extern "C" fn boxlite_options_set_auto_remove(opts: *mut CBoxliteOpti
     })
 }
 
-/// Pause after an idle interval: not supported yet (0 is accepted).
+/// Pause the box after `seconds` without an exec, attach or file transfer (0: never);
+/// the next call that needs it resumes it. Not for boxes with volumes or published
+/// ports. Unset: the runtime's default (`BOXLITE_AUTO_PAUSE`).
 ///
 /// # Safety
 /// `opts` is NULL or live options.
@@ -381,12 +383,18 @@ pub unsafe extern "C" fn boxlite_options_set_auto_pause_interval(
     opts: *mut CBoxliteOptions,
     seconds: u32,
 ) {
-    with(opts, |_| match seconds {
-        0 => Ok(()),
-        _ => Err(unsupported(
-            "auto_pause_interval",
-            "pause boxes with boxlite pause",
-        )),
+    with(opts, |o| {
+        if seconds > boxlite::MAX_AUTO_PAUSE_SECS {
+            return Err(Failure::new(
+                BoxliteErrorCode::InvalidArgument,
+                format!(
+                    "auto_pause_interval {seconds} is out of range (0 for never, or 1-{} seconds)",
+                    boxlite::MAX_AUTO_PAUSE_SECS
+                ),
+            ));
+        }
+        o.opts.auto_pause_secs = Some(seconds);
+        Ok(())
     })
 }
 

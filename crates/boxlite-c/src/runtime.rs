@@ -311,6 +311,7 @@ pub unsafe extern "C" fn boxlite_runtime_new(
             assets: None,
             config: None,
             image_builder: None,
+            auto_pause: None,
         }))?;
         let shared = Arc::new(Shared {
             lib,

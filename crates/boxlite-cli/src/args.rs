@@ -134,6 +134,11 @@ pub(crate) struct CreateArgs {
     /// shown by inspect, matched by ls --filter label=KEY[=VALUE].
     #[arg(short = 'l', long = "label", value_name = "KEY=VALUE")]
     pub(crate) labels: Vec<String>,
+    /// Pause the box after this long without an exec, attach or copy (seconds, or 90s,
+    /// 5m, 1h; 0 or off: never). The next command that needs it resumes it. Default:
+    /// $BOXLITE_AUTO_PAUSE, else never.
+    #[arg(long = "auto-pause", value_name = "DURATION")]
+    pub(crate) auto_pause: Option<String>,
 }
 
 /// `--secret NAME@HOST[,HOST...]` or `NAME=ENVVAR@HOST[,HOST...]`: a secret whose value
@@ -200,6 +205,9 @@ impl CreateArgs {
             o = o.label(k, v);
         }
         boxlite::litebox::validate_labels(&o.labels)?;
+        if let Some(a) = &self.auto_pause {
+            o.auto_pause_secs = Some(boxlite::parse_auto_pause("--auto-pause", a)?);
+        }
         // Parse every spec before anything is created.
         for v in &self.volumes {
             o = o.volume(boxlite::VolumeSpec::parse(v)?);

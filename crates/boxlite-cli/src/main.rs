@@ -83,6 +83,8 @@ async fn real_main(cli: Cli) -> Result<i32> {
         assets: None,
         config: cli.config.clone(),
         image_builder: None,
+        // BOXLITE_AUTO_PAUSE, read by the runtime.
+        auto_pause: None,
     })?;
     if !rt.jail().enabled && !matches!(cli.command, Command::Info { .. }) {
         eprintln!(

@@ -530,3 +530,72 @@ fn labels_are_kept_shown_and_filtered_and_bad_ones_refused() {
     }
     assert_eq!(ls(&[]).0, ["la", "lb"]);
 }
+
+#[test]
+fn auto_pause_is_set_per_box_or_by_default_and_bad_values_are_refused() {
+    let h = TestHome::new();
+    let create = |args: &[&str], default: Option<&str>| {
+        let mut c = h.cli(BIN);
+        c.arg("create").args(args).arg("boxlite/busybox");
+        match default {
+            Some(d) => c.env("BOXLITE_AUTO_PAUSE", d),
+            None => c.env_remove("BOXLITE_AUTO_PAUSE"),
+        };
+        output(c)
+    };
+    let inspect = |name: &str| {
+        let out = output({
+            let mut c = h.cli(BIN);
+            c.args(["inspect", name]);
+            c
+        });
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = if v.is_array() { v[0].clone() } else { v };
+        v["config"]["auto_pause_secs"].as_u64().unwrap()
+    };
+    let own = create(&["--name", "own", "--auto-pause", "5m"], Some("30"));
+    let default = create(&["--name", "dflt"], Some("90s"));
+    let never = create(&["--name", "never", "--auto-pause", "off"], Some("30"));
+    let with_volume = create(&["--name", "vol", "-v", "/data"], Some("30"));
+    let bad = create(&["--name", "bad", "--auto-pause", "soon"], None);
+    let bad_default = create(&["--name", "bad2"], Some("31d"));
+    let refused = create(
+        &["--name", "vol2", "-v", "/data", "--auto-pause", "10"],
+        None,
+    );
+
+    for o in [&own, &default, &never, &with_volume] {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(
+        [
+            inspect("own"),
+            inspect("dflt"),
+            inspect("never"),
+            inspect("vol")
+        ],
+        [300, 90, 0, 0],
+        "a runtime default leaves boxes with volumes out"
+    );
+    let err = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(
+        !bad.status.success() && err(&bad).contains("--auto-pause"),
+        "{}",
+        err(&bad)
+    );
+    assert!(
+        !bad_default.status.success() && err(&bad_default).contains("BOXLITE_AUTO_PAUSE"),
+        "{}",
+        err(&bad_default)
+    );
+    assert!(
+        !refused.status.success() && err(&refused).contains("volumes"),
+        "{}",
+        err(&refused)
+    );
+}

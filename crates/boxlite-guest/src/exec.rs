@@ -307,6 +307,7 @@ impl Processes {
                 continue;
             };
             if let Some(tx) = table.live.remove(&pid) {
+                crate::server::activity::execution_ended();
                 let oom_kills = *oom_kills.get_or_insert_with(oom_kill_count);
                 let _ = tx.send(Some(Finished { exit, oom_kills }));
             }

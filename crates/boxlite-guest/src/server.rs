@@ -12,6 +12,62 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::exec::{Chunk, ExecError, Execution, Exit, OutputSlot, Processes, Spec};
 
+/// When the host last asked the agent for something, for the shim's auto-pause: every
+/// call but Ping and Stats holds a [`Busy`](activity::Busy) while it runs (a streamed
+/// answer until its stream is dropped), and the end of an execution counts too.
+pub mod activity {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Instant;
+
+    static IN_PROGRESS: AtomicU32 = AtomicU32::new(0);
+    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
+
+    fn touch() {
+        *LAST.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// A call in progress; the moment it ends is the last activity.
+    #[derive(Debug)]
+    pub struct Busy(());
+
+    /// Mark a call in progress until the guard is dropped.
+    pub fn busy() -> Busy {
+        IN_PROGRESS.fetch_add(1, Ordering::SeqCst);
+        touch();
+        Busy(())
+    }
+
+    impl Drop for Busy {
+        fn drop(&mut self) {
+            touch();
+            IN_PROGRESS.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// An execution ended: the box's idle time starts now.
+    pub fn execution_ended() {
+        touch();
+    }
+
+    /// Calls in progress.
+    pub fn in_progress() -> u32 {
+        IN_PROGRESS.load(Ordering::SeqCst)
+    }
+
+    /// Seconds since the last activity ended (before any, since the first question:
+    /// the boot's readiness ping), 0 while a call is in progress.
+    pub fn idle_secs() -> f64 {
+        if in_progress() > 0 {
+            return 0.0;
+        }
+        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        last.get_or_insert_with(Instant::now)
+            .elapsed()
+            .as_secs_f64()
+    }
+}
+
 #[derive(Debug)]
 pub struct AgentService {
     pub procs: Arc<Processes>,
@@ -90,6 +146,8 @@ impl AgentService {
 struct OutputStream {
     rx: Option<mpsc::Receiver<Chunk>>,
     slot: OutputSlot,
+    /// A reader attached to an execution is activity.
+    _busy: activity::Busy,
 }
 
 impl Stream for OutputStream {
@@ -138,9 +196,22 @@ impl Agent for AgentService {
         &self,
         _req: Request<v1::PingRequest>,
     ) -> Result<Response<v1::PingResponse>, Status> {
+        // Not activity: health checks and auto-pause's own questions never keep a box
+        // awake.
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let running = self.procs.running();
         Ok(Response::new(v1::PingResponse {
             agent_version: env!("CARGO_PKG_VERSION").into(),
             uptime_secs: crate::exec::uptime_secs(),
+            reports_activity: true,
+            calls_in_progress: activity::in_progress(),
+            running_executions: u32::try_from(running).unwrap_or(u32::MAX),
+            idle_secs: if running > 0 {
+                0.0
+            } else {
+                activity::idle_secs()
+            },
+            cpu_busy_secs: crate::stats::cpu_busy(&stat).0,
         }))
     }
 
@@ -148,6 +219,7 @@ impl Agent for AgentService {
         &self,
         req: Request<v1::ExecRequest>,
     ) -> Result<Response<v1::ExecResponse>, Status> {
+        let _busy = activity::busy();
         let r = req.into_inner();
         let spec = Spec {
             program: r.program,
@@ -192,6 +264,7 @@ impl Agent for AgentService {
         &self,
         req: Request<v1::ReadOutputRequest>,
     ) -> Result<Response<Self::ReadOutputStream>, Status> {
+        let busy = activity::busy();
         let r = req.into_inner();
         let exec = self.exec(&r.exec_id)?;
         let (slot, name) = match v1::OutputStream::try_from(r.stream) {
@@ -211,13 +284,18 @@ impl Agent for AgentService {
                 exec.id
             )));
         };
-        Ok(Response::new(Box::pin(OutputStream { rx: Some(rx), slot })))
+        Ok(Response::new(Box::pin(OutputStream {
+            rx: Some(rx),
+            slot,
+            _busy: busy,
+        })))
     }
 
     async fn write_stdin(
         &self,
         req: Request<Streaming<v1::StdinChunk>>,
     ) -> Result<Response<v1::WriteStdinResponse>, Status> {
+        let _busy = activity::busy();
         let mut stream = req.into_inner();
         let Some(first) = stream.next().await.transpose()? else {
             return Ok(Response::new(v1::WriteStdinResponse { bytes_written: 0 }));
@@ -264,6 +342,7 @@ impl Agent for AgentService {
         &self,
         req: Request<v1::WaitRequest>,
     ) -> Result<Response<v1::WaitResponse>, Status> {
+        let _busy = activity::busy();
         let exec = self.exec(&req.into_inner().exec_id)?;
         let mut rx = exec.exit.clone();
         let exit = rx
@@ -283,6 +362,7 @@ impl Agent for AgentService {
         &self,
         req: Request<v1::SignalRequest>,
     ) -> Result<Response<v1::SignalResponse>, Status> {
+        let _busy = activity::busy();
         let r = req.into_inner();
         if !(0..=64).contains(&r.signal) {
             return Err(Status::invalid_argument(format!(
@@ -301,6 +381,7 @@ impl Agent for AgentService {
         &self,
         req: Request<v1::MountVolumesRequest>,
     ) -> Result<Response<v1::MountVolumesResponse>, Status> {
+        let _busy = activity::busy();
         let mounts: Vec<crate::volumes::Mount> = req
             .into_inner()
             .mounts
@@ -329,6 +410,7 @@ impl Agent for AgentService {
         &self,
         req: Request<v1::ResizeTtyRequest>,
     ) -> Result<Response<v1::ResizeTtyResponse>, Status> {
+        let _busy = activity::busy();
         let r = req.into_inner();
         let exec = self.exec(&r.exec_id)?;
         let Some(pty) = &exec.pty else {
@@ -353,6 +435,7 @@ impl Agent for AgentService {
         &self,
         req: Request<Streaming<v1::CopyInChunk>>,
     ) -> Result<Response<v1::CopyInResponse>, Status> {
+        let _busy = activity::busy();
         let mut stream = req.into_inner();
         let first = stream
             .next()
@@ -390,6 +473,7 @@ impl Agent for AgentService {
         &self,
         req: Request<v1::CopyOutRequest>,
     ) -> Result<Response<Self::CopyOutStream>, Status> {
+        let busy = activity::busy();
         let r = req.into_inner();
         let root = self
             .procs
@@ -427,8 +511,12 @@ impl Agent for AgentService {
             };
             let _ = out_tx.send(Err(end)).await;
         });
+        // The copy is activity until its stream is done or dropped.
         Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+            tokio_stream::wrappers::ReceiverStream::new(out_rx).map(move |chunk| {
+                let _ = &busy;
+                chunk
+            }),
         )))
     }
 
@@ -436,6 +524,7 @@ impl Agent for AgentService {
         &self,
         req: Request<v1::ListDirRequest>,
     ) -> Result<Response<v1::ListDirResponse>, Status> {
+        let _busy = activity::busy();
         let r = req.into_inner();
         let procs = self.procs.clone();
         // Reading a large directory and examining its entries block.
@@ -470,6 +559,7 @@ impl Agent for AgentService {
         &self,
         req: Request<Streaming<v1::LayerChunk>>,
     ) -> Result<Response<v1::ApplyLayerResponse>, Status> {
+        let _busy = activity::busy();
         let mut stream = req.into_inner();
         let first = stream
             .next()
@@ -508,6 +598,7 @@ impl Agent for AgentService {
         &self,
         req: Request<v1::InstallCaRequest>,
     ) -> Result<Response<v1::InstallCaResponse>, Status> {
+        let _busy = activity::busy();
         let pem = req.into_inner().ca_pem;
         let trust = self.trust.clone();
         // Mounts and file I/O block; keep them off the async workers.
@@ -526,6 +617,7 @@ impl Agent for AgentService {
         &self,
         _req: Request<v1::QuiesceRequest>,
     ) -> Result<Response<v1::QuiesceResponse>, Status> {
+        let _busy = activity::busy();
         // The network thread writes /etc/hosts and /etc/resolv.conf: a snapshot taken
         // before it finished would publish them, with the old name, after a restore.
         self.net_ready.wait().await;
@@ -551,6 +643,7 @@ impl Agent for AgentService {
         &self,
         req: Request<v1::ResumeRequest>,
     ) -> Result<Response<v1::ResumeResponse>, Status> {
+        let _busy = activity::busy();
         let r = req.into_inner();
         let request = crate::resume::Request::new(r.wall_clock_ns, r.seed, r.hostname)?;
         // The rename edits the /etc/hosts the network thread publishes.
@@ -569,6 +662,7 @@ impl Agent for AgentService {
         &self,
         _req: Request<v1::ShutdownRequest>,
     ) -> Result<Response<v1::ShutdownResponse>, Status> {
+        let _busy = activity::busy();
         tokio::spawn(async {
             // Let the response reach the host before the VM goes away.
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -15,7 +15,7 @@ fn meminfo_kib(text: &str, key: &str) -> u64 {
 
 /// Busy time of all CPUs, in seconds, from the aggregate `cpu` line of /proc/stat
 /// (everything but idle and iowait), and the number of CPUs.
-fn cpu_busy(text: &str) -> (f64, u32) {
+pub fn cpu_busy(text: &str) -> (f64, u32) {
     let cpus = text
         .lines()
         .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))

@@ -287,12 +287,14 @@ pub struct BoxOptions {
     pub ports: Vec<String>,
     /// Remove the box once it stops, however it stops (default true).
     pub auto_remove: Option<bool>,
-    /// Only 0 (never): boxes do not stop themselves when idle yet.
+    /// Seconds without an exec or file transfer after which the box pauses itself (its
+    /// memory saved to disk, no CPU or RAM used; the next call resumes it). 0: never;
+    /// absent: the runtime's default (`BOXLITE_AUTO_PAUSE`).
     pub auto_stop: Option<u64>,
     /// 0 keeps a stopped box; any other value removes it once it stops (as
     /// `auto_remove`).
     pub auto_delete: Option<u64>,
-    /// Accepted: boxes do not pause themselves yet.
+    /// Accepted: a paused box always resumes on the next call that needs it.
     pub auto_resume: Option<bool>,
     /// Accepted: every box outlives the process that created it.
     pub detach: Option<bool>,
@@ -392,15 +394,23 @@ impl BoxOptions {
         if self.advanced.is_some() {
             return Err(unsupported("advanced (security presets and capabilities)"));
         }
-        if self.auto_stop.is_some_and(|s| s != 0) {
-            return Err(unsupported("auto_stop other than 0"));
-        }
+        let auto_pause = match self.auto_stop.map(u32::try_from) {
+            Some(Ok(s)) if s <= boxlite::MAX_AUTO_PAUSE_SECS => Some(s),
+            Some(_) => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "auto_stop is out of range (0 for never, or 1-{} seconds)",
+                    boxlite::MAX_AUTO_PAUSE_SECS
+                )));
+            }
+            None => None,
+        };
         let image = self.image.as_deref().unwrap_or("alpine:latest");
         let auto_remove = match self.auto_delete {
             Some(d) => d != 0,
             None => self.auto_remove.unwrap_or(true),
         };
         let mut o = boxlite::BoxOptions::new(image).auto_remove(auto_remove);
+        o.auto_pause_secs = auto_pause;
         if let Some(n) = name {
             o = o.name(n);
         }

@@ -117,6 +117,7 @@ impl Boxlite {
             assets,
             config: None,
             image_builder: None,
+            auto_pause: None,
         })
         .map_err(to_py)
     }

@@ -40,7 +40,7 @@ pub struct BoxJson {
     pub memory_mib: u32,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// Seconds idle before a pause; always 0 (never) until boxes pause themselves.
+    /// Seconds idle before the box pauses itself; 0: never.
     #[serde(default)]
     pub auto_pause: u64,
     /// The same, under the name BoxLite's released Python SDK reads.
@@ -104,8 +104,8 @@ impl From<&BoxInfo> for BoxJson {
             cpus: u8::try_from(i.config.cpus).unwrap_or(u8::MAX),
             memory_mib: i.config.memory_mib,
             labels: i.config.labels.clone(),
-            auto_pause: 0,
-            auto_stop: 0,
+            auto_pause: u64::from(i.config.auto_pause_secs),
+            auto_stop: u64::from(i.config.auto_pause_secs),
             auto_delete: 0,
             auto_resume: true,
             secrets: i
@@ -227,7 +227,8 @@ pub struct CreateBox {
     /// Accepted: commands ask for a terminal one by one.
     #[serde(default)]
     pub tty: bool,
-    /// Only 0 (never): boxes do not pause themselves yet.
+    /// Seconds without an exec, attach or file transfer before the box pauses itself
+    /// (0: never; absent: the server's default, `BOXLITE_AUTO_PAUSE`).
     pub auto_pause: Option<u64>,
     /// The released SDK's name for `auto_pause`.
     pub auto_stop: Option<u64>,
@@ -256,15 +257,37 @@ impl CreateBox {
         if self.rootfs_path.is_some() {
             return Err(unsupported("rootfs_path"));
         }
-        for (field, v) in [
-            ("auto_pause", self.auto_pause),
-            ("auto_stop", self.auto_stop),
-            ("auto_delete", self.auto_delete),
-        ] {
-            if v.is_some_and(|v| v != 0) {
-                return Err(unsupported(&format!("{field} other than 0")));
-            }
+        if self.auto_delete.is_some_and(|v| v != 0) {
+            return Err(unsupported("auto_delete other than 0"));
         }
+        // `auto_stop` is the released SDK's name for the same interval.
+        let auto_pause = match (self.auto_pause, self.auto_stop) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_argument",
+                    format!(
+                        "auto_pause ({a}) and auto_stop ({b}) name the same interval and differ"
+                    ),
+                ));
+            }
+            (Some(a), _) | (None, Some(a)) => Some(a),
+            (None, None) => None,
+        };
+        let auto_pause = match auto_pause.map(u32::try_from) {
+            Some(Ok(a)) if a <= boxlite::MAX_AUTO_PAUSE_SECS => Some(a),
+            Some(_) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_argument",
+                    format!(
+                        "auto_pause is out of range (0 for never, or 1-{} seconds)",
+                        boxlite::MAX_AUTO_PAUSE_SECS
+                    ),
+                ));
+            }
+            None => None,
+        };
         if let Some(p) = self.security.as_deref().filter(|p| *p != "standard") {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -281,6 +304,7 @@ impl CreateBox {
         }
         let mut o = BoxOptions::new(self.image.unwrap_or_else(|| "alpine:latest".into()))
             .auto_remove(self.auto_remove);
+        o.auto_pause_secs = auto_pause;
         if let Some(n) = self.name {
             o = o.name(n);
         }
@@ -450,6 +474,7 @@ impl CreateBox {
             network,
             secrets,
             auto_remove: o.auto_remove,
+            auto_pause: o.auto_pause_secs.map(u64::from),
             ..CreateBox::default()
         })
     }
@@ -787,11 +812,38 @@ mod tests {
             "some_future_field": 1
         }))
         .unwrap();
-        req.options().unwrap();
+        assert_eq!(req.options().unwrap().auto_pause_secs, Some(0));
+        // auto_pause and its other name auto_stop set the box's auto-pause; absent, the
+        // server's default applies.
+        for (body, want) in [
+            (
+                serde_json::json!({"image": "x", "auto_pause": 90}),
+                Some(90),
+            ),
+            (
+                serde_json::json!({"image": "x", "auto_stop": 600}),
+                Some(600),
+            ),
+            (
+                serde_json::json!({"image": "x", "auto_pause": 5, "auto_stop": 5}),
+                Some(5),
+            ),
+            (serde_json::json!({"image": "x"}), None),
+        ] {
+            let req: CreateBox = serde_json::from_value(body.clone()).unwrap();
+            assert_eq!(req.options().unwrap().auto_pause_secs, want, "{body}");
+        }
+        for body in [
+            serde_json::json!({"image": "x", "auto_pause": 5, "auto_stop": 6}),
+            serde_json::json!({"image": "x", "auto_pause": 99_999_999_999u64}),
+        ] {
+            let req: CreateBox = serde_json::from_value(body.clone()).unwrap();
+            let err = req.options().unwrap_err();
+            assert_eq!(err.code, "invalid_argument", "{body}");
+            assert!(err.message.contains("auto_"), "{}", err.message);
+        }
         // What it cannot honour is refused, each naming the field.
         for (field, bad) in [
-            ("auto_stop", serde_json::json!(600)),
-            ("auto_pause", serde_json::json!(1)),
             ("auto_delete", serde_json::json!(3600)),
             ("security", serde_json::json!("maximum")),
             (

@@ -79,6 +79,9 @@ pub(crate) struct Context {
     pub image_builder: crate::model::ImageBuilder,
     /// How helpers are jailed (`BOXLITE_JAIL`, `BOXLITE_JAIL_SECCOMP`).
     pub jail: crate::jailer::Settings,
+    /// Auto-pause for boxes whose options leave it unset, in seconds (0: never):
+    /// [`crate::RuntimeOptions::auto_pause`], else `BOXLITE_AUTO_PAUSE`.
+    pub auto_pause_secs: u32,
     assets_dir: Option<PathBuf>,
     assets: OnceLock<Arc<Assets>>,
     /// The engine's version line, asked once (it runs the binary).
@@ -127,6 +130,11 @@ impl Context {
                 .map_err(|e| crate::Error::InvalidOption(e.to_string()))?,
             jail: crate::jailer::Settings::from_env()
                 .map_err(|e| crate::Error::InvalidOption(e.to_string()))?,
+            auto_pause_secs: match std::env::var("BOXLITE_AUTO_PAUSE") {
+                Ok(v) => crate::litebox::parse_auto_pause("BOXLITE_AUTO_PAUSE", &v)
+                    .map_err(|e| crate::Error::InvalidOption(e.to_string()))?,
+                Err(_) => 0,
+            },
             assets_dir,
             assets: OnceLock::new(),
             engine_version: tokio::sync::OnceCell::new(),

@@ -61,7 +61,8 @@ pub use litebox::template::TemplateInfo;
 pub use litebox::{
     BootStages, BoxCommand, BoxError, BoxInfo, BoxMetrics, BoxOptions, BoxState, CopyError,
     CopyOptions, CopyStats, ExecError, ExecOutput, ExecStdin, Execution, Health, HealthOptions,
-    HealthState, HostDestination, HostSource, HostUnpackError, InBoxKind, LiteBox, TarPlacement,
+    HealthState, HostDestination, HostSource, HostUnpackError, InBoxKind, LiteBox,
+    MAX_AUTO_PAUSE_SECS, TarPlacement, parse_auto_pause,
 };
 pub use model::{ImageBuilder, Secret, SecretSource, SecretValue};
 pub use portal::{ExitStatus, PortalError};

@@ -23,9 +23,13 @@ async fn sh(b: &LiteBox, script: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
-/// Start a process in `b` that writes 1, 2, 3, ... to `file`, ten times a second.
+/// Start a process in `b` that writes 1, 2, 3, ... to `file`, ten times a second. Each
+/// value is renamed into place, so a reader never sees the file truncated: a pause can
+/// freeze the counter between a truncation and its write.
 async fn count_into(b: &LiteBox, file: &str) -> boxlite::Execution {
-    let script = format!("i=0; while :; do i=$((i+1)); echo $i > {file}; sleep 0.1; done");
+    let script = format!(
+        "i=0; while :; do i=$((i+1)); echo $i > {file}.new; mv {file}.new {file}; sleep 0.1; done"
+    );
     b.exec(BoxCommand::new("sh").args(["-c", &script]))
         .await
         .unwrap()

@@ -245,8 +245,8 @@ static void bad_values(CBoxliteRuntime *rt, CBoxHandle *b, CExecutionHandle *x,
   boxlite_options_set_rootfs_path(o, "/some/rootfs");
   create_refuses(rt, o, Unsupported, "rootfs_path");
   o = opts();
-  boxlite_options_set_auto_pause_interval(o, 30);
-  create_refuses(rt, o, Unsupported, "auto_pause_interval");
+  boxlite_options_set_auto_pause_interval(o, 4000000000u);
+  create_refuses(rt, o, InvalidArgument, "auto_pause_interval");
   o = opts();
   boxlite_options_set_auto_delete_interval(o, 30);
   create_refuses(rt, o, Unsupported, "auto_delete_interval");

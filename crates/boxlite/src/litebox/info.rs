@@ -37,6 +37,8 @@ pub struct BoxInfo {
     pub started_from: Option<crate::model::StartKind>,
     /// Unix seconds of the last pause.
     pub paused_at: Option<u64>,
+    /// Whether the box paused itself (auto-pause) rather than being paused by a caller.
+    pub auto_paused: bool,
 }
 
 impl BoxInfo {
@@ -65,6 +67,7 @@ impl BoxInfo {
             ram_file: SocketPaths::for_box(&row.id).ram(),
             started_from: st.started_from.clone(),
             paused_at: st.paused_at,
+            auto_paused: st.auto_paused && st.state() == BoxState::Paused,
         }
     }
 }

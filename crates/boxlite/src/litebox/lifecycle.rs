@@ -170,6 +170,12 @@ impl LiteBox {
                         .as_ref()
                         .map_or(crate::model::StartKind::Cold, |r| r.kind.clone()),
                 );
+                st.auto_paused = false;
+                // What a pause of this VM records; the shim's auto-pause cannot ask the
+                // engine or read the assets itself.
+                st.build = crate::litebox::snapshot::current_vm_build(&self.ctx)
+                    .await
+                    .ok();
                 self.transition(&mut l.row, BoxState::Running).await
             }
             Err(e) => Err(e),

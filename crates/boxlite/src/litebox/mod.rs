@@ -41,7 +41,10 @@ pub use exec::{BoxCommand, ExecError};
 pub use execution::{ExecOutput, ExecStdin, Execution};
 pub use info::{BoxInfo, NetworkState, NetworkStatus};
 pub use metrics::{BootStages, BoxMetrics};
-pub use options::{BoxOptions, validate_labels, validate_name};
+pub use options::{
+    BoxOptions, MAX_AUTO_PAUSE_SECS, auto_pause_secs, parse_auto_pause, validate_labels,
+    validate_name,
+};
 
 use crate::context::{Context, Home};
 use crate::layout::SocketPaths;
@@ -131,6 +134,21 @@ pub(crate) async fn save_status(
     Ok(())
 }
 
+/// Move `row` to `to` through the state machine and save it. The row changes only once
+/// the new status is stored.
+pub(crate) async fn set_state(
+    home: &Home,
+    row: &mut BoxRow,
+    to: BoxState,
+) -> Result<(), crate::Error> {
+    let mut next = row.status.clone();
+    next.transition(to)
+        .map_err(|e| BoxError::transition(&row.id, e))?;
+    save_status(home, &row.id, &next).await?;
+    row.status = next;
+    Ok(())
+}
+
 /// The lock of a box about to be made, with a fresh id: held while its row and files are
 /// created.
 pub(crate) async fn lock_new_box(home: &Home, id: &str) -> Result<FileLock, BoxError> {
@@ -179,6 +197,11 @@ pub(crate) struct Locked {
 impl Locked {
     pub(crate) fn new(row: BoxRow, lock: FileLock) -> Self {
         Locked { row, lock }
+    }
+
+    /// The state of the locked box as last read or written.
+    pub(crate) fn state(&self) -> BoxState {
+        self.row.status.state()
     }
 }
 
@@ -253,12 +276,7 @@ impl LiteBox {
     /// Move the row to `to` through the state machine and save it. The row changes
     /// only once the new status is stored.
     async fn transition(&self, row: &mut BoxRow, to: BoxState) -> Result<(), crate::Error> {
-        let mut next = row.status.clone();
-        next.transition(to)
-            .map_err(|e| BoxError::transition(&self.id, e))?;
-        save_status(self.home(), &self.id, &next).await?;
-        row.status = next;
-        Ok(())
+        set_state(self.home(), row, to).await
     }
 
     /// The box as stored now, reconciled with reality when nobody else is working on it.

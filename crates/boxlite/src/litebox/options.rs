@@ -91,6 +91,13 @@ pub struct BoxOptions {
     /// (`boxlite mcp` does). See [`validate_labels`].
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Pause the box after this many seconds without an exec, attach or file transfer
+    /// (`Some(0)`: never; `None`: the runtime's default,
+    /// [`crate::RuntimeOptions::auto_pause`]). A running execution keeps it awake; the
+    /// next call that needs it resumes it. Not for boxes with volumes or published
+    /// ports. See [`BoxOptions::auto_pause`].
+    #[serde(default)]
+    pub auto_pause_secs: Option<u32>,
 }
 
 impl BoxOptions {
@@ -116,7 +123,17 @@ impl BoxOptions {
             cap_drop: Vec::new(),
             privileged: false,
             labels: Default::default(),
+            auto_pause_secs: None,
         }
+    }
+
+    /// Pause the box after `idle` without an exec, attach or file transfer (zero:
+    /// never, whatever the runtime's default). Whole seconds, rounded up; at most
+    /// [`MAX_AUTO_PAUSE_SECS`].
+    pub fn auto_pause(mut self, idle: std::time::Duration) -> Self {
+        let secs = idle.as_secs() + u64::from(idle.subsec_nanos() > 0);
+        self.auto_pause_secs = Some(u32::try_from(secs).unwrap_or(u32::MAX));
+        self
     }
 
     /// A label (replacing one of the same key).
@@ -305,6 +322,19 @@ impl BoxOptions {
                 "user {u:?} must be a name or uid, optionally :group or :gid"
             ));
         }
+        if let Some(n) = self.auto_pause_secs.filter(|n| *n > 0) {
+            check_auto_pause(n)?;
+            if !self.volumes.is_empty() {
+                return bad(format!(
+                    "auto_pause ({n}s) cannot be used with volumes: a box with volumes cannot be paused"
+                ));
+            }
+            if !self.network.ports.is_empty() {
+                return bad(format!(
+                    "auto_pause ({n}s) cannot be used with published ports: a paused box accepts no connections"
+                ));
+            }
+        }
         let h = &self.health;
         if h.interval_secs > 0 && (h.timeout_secs == 0 || h.retries == 0) {
             return bad(format!(
@@ -313,6 +343,59 @@ impl BoxOptions {
             ));
         }
         Ok(())
+    }
+}
+
+/// The longest auto-pause interval: 30 days.
+pub const MAX_AUTO_PAUSE_SECS: u32 = 30 * 24 * 3600;
+
+fn check_auto_pause(secs: u32) -> Result<(), BoxError> {
+    if secs > MAX_AUTO_PAUSE_SECS {
+        return Err(BoxError::InvalidOption(format!(
+            "auto_pause {secs}s is out of range (0 for never, or 1-{MAX_AUTO_PAUSE_SECS} seconds)"
+        )));
+    }
+    Ok(())
+}
+
+/// An auto-pause interval in whole seconds (rounded up), checked.
+pub fn auto_pause_secs(d: std::time::Duration) -> Result<u32, BoxError> {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    let secs = u32::try_from(secs).unwrap_or(u32::MAX);
+    check_auto_pause(secs)?;
+    Ok(secs)
+}
+
+/// Parse an auto-pause interval named `what`: seconds, or a number with an `s`, `m` or
+/// `h` suffix; `0`, `off` or `never` for never.
+pub fn parse_auto_pause(what: &str, text: &str) -> Result<u32, BoxError> {
+    let t = text.trim();
+    let bad = || {
+        BoxError::InvalidOption(format!(
+            "{what} {text:?} is not an interval: give seconds (60), or 90s, 5m, 1h; 0 or off for never"
+        ))
+    };
+    if matches!(t, "off" | "never") {
+        return Ok(0);
+    }
+    let (num, unit) = match t.char_indices().last() {
+        Some((i, c @ ('s' | 'm' | 'h'))) => (&t[..i], c),
+        _ => (t, 's'),
+    };
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let secs = n.saturating_mul(match unit {
+        'h' => 3600,
+        'm' => 60,
+        _ => 1,
+    });
+    match u32::try_from(secs) {
+        Ok(secs) if secs <= MAX_AUTO_PAUSE_SECS => Ok(secs),
+        _ => Err(BoxError::InvalidOption(format!(
+            "{what} {text:?} is out of range (0 for never, or at most {MAX_AUTO_PAUSE_SECS} seconds, 30 days)"
+        ))),
     }
 }
 
@@ -456,5 +539,54 @@ mod tests {
         assert_eq!(caps.add, ["CAP_SYS_PTRACE"]);
         assert_eq!(caps.drop, ["ALL"]);
         assert_eq!(caps.mask(), 1 << 19);
+    }
+
+    #[test]
+    fn auto_pause_intervals_parse_with_units_and_bad_ones_name_the_input() {
+        let ok = |t: &str| parse_auto_pause("--auto-pause", t).unwrap();
+
+        assert_eq!(
+            [
+                ok("60"),
+                ok("90s"),
+                ok("5m"),
+                ok("1h"),
+                ok("0"),
+                ok("off"),
+                ok(" never ")
+            ],
+            [60, 90, 300, 3600, 0, 0, 0]
+        );
+        for bad in ["", "m", "-5", "1.5m", "5d", "ten", "99999999999"] {
+            let err = parse_auto_pause("--auto-pause", bad)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--auto-pause"), "{bad:?}: {err}");
+        }
+        let long = parse_auto_pause("X", "721h").unwrap_err().to_string();
+        assert!(long.contains("out of range"), "{long}");
+        assert_eq!(
+            auto_pause_secs(std::time::Duration::from_millis(1500)).unwrap(),
+            2
+        );
+    }
+
+    #[test]
+    fn auto_pause_is_refused_for_boxes_that_cannot_pause_or_would_stop_serving() {
+        let with = |o: BoxOptions| o.auto_pause(std::time::Duration::from_secs(30)).validate();
+        let vol = with(BoxOptions::new("b").volume(crate::volumes::VolumeSpec::anonymous("/data")))
+            .unwrap_err();
+        let mut net = NetworkSpec::default();
+        net.ports
+            .push(crate::model::PortSpec::parse("8080:80").unwrap());
+        let port = with(BoxOptions::new("b").network(net.clone())).unwrap_err();
+        let off = BoxOptions::new("b")
+            .network(net)
+            .auto_pause(std::time::Duration::ZERO)
+            .validate();
+
+        assert!(vol.to_string().contains("volumes"), "{vol}");
+        assert!(port.to_string().contains("published ports"), "{port}");
+        assert!(off.is_ok(), "{off:?}");
     }
 }

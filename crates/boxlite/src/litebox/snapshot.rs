@@ -19,7 +19,7 @@ use super::reconcile::settle_blocking;
 use super::{BoxError, LiteBox, Locked, now_secs};
 use crate::context::{Context, Home};
 use crate::layout::SocketPaths;
-use crate::model::{BoxRow, BoxState};
+use crate::model::{BoxRow, BoxState, VmBuild};
 use crate::util::{blocking, ms_since};
 use crate::vmm::qmp::{Qmp, QmpError};
 
@@ -83,6 +83,8 @@ pub enum SnapshotError {
         dir.display()
     )]
     DiskFull { id: String, dir: PathBuf },
+    #[error("box {id}: a client arrived while it was being auto-paused; it carries on")]
+    ClientArrived { id: String },
     #[error("box {id}: the agent did not freeze the workload")]
     Quiesce {
         id: String,
@@ -174,6 +176,16 @@ pub(crate) async fn current_build(ctx: &Context) -> Result<(String, String, Stri
     let engine = ctx.engine_version().await?;
     let sha = |name: &str| assets.recorded_sha256(name).unwrap_or_default().to_string();
     Ok((engine, sha("vmlinux"), sha("initramfs.cpio")))
+}
+
+/// [`current_build`] as a [`VmBuild`]: what a VM started now runs.
+pub(crate) async fn current_vm_build(ctx: &Context) -> Result<VmBuild, crate::Error> {
+    let (engine, kernel_sha256, initrd_sha256) = current_build(ctx).await?;
+    Ok(VmBuild {
+        engine,
+        kernel_sha256,
+        initrd_sha256,
+    })
 }
 
 /// Refuse a saved state this host cannot load: another engine build, kernel or initramfs.
@@ -426,56 +438,14 @@ impl LiteBox {
             }
         }
         self.check_savable(&l.row).await?;
-        let t0 = Instant::now();
-        self.transition(&mut l.row, BoxState::Pausing).await?;
-        let saved = self.save_running(&mut l).await;
-        match saved {
-            Ok(meta) => {
-                tracing::debug!(ms = ms_since(t0), ram = meta.ram_bytes, "state saved");
-                *self.client.lock().await = None;
-                self.ctx.forget_shared(&self.id);
-                let home = self.home().clone();
-                let mut r = l.row.clone();
-                let r = blocking::run(move || {
-                    settle_blocking(&home, &mut r);
-                    r
-                })
-                .await;
-                l.row.status = r.status;
-                l.row.status.paused_at = Some(now_secs());
-                l.row.status.last_error = None;
-                self.transition(&mut l.row, BoxState::Paused).await?;
-                tracing::info!(box_id = %self.id, ms = ms_since(t0), ram_bytes = meta.ram_bytes, "box paused");
-                Ok(())
-            }
-            Err(e) => {
-                // Nothing was saved: the VM carries on (or, if it cannot, is stopped).
-                tracing::warn!(box_id = %self.id, error = %crate::util::error_chain(&e), "pause failed; continuing the box");
-                let cont = continue_vm(self.home(), &l.row).await;
-                let h = self.home().clone();
-                let mut r = l.row.clone();
-                let to = match cont {
-                    Ok(()) => BoxState::Running,
-                    Err(ce) => {
-                        tracing::warn!(box_id = %self.id, error = %crate::util::error_chain(&ce), "the box could not be continued after a failed pause; stopping it");
-                        r = blocking::run(move || {
-                            settle_blocking(&h, &mut r);
-                            r
-                        })
-                        .await;
-                        r.status.last_error = Some(format!(
-                            "a pause failed ({}) and the VM could not be continued ({})",
-                            crate::util::error_chain(&e),
-                            crate::util::error_chain(&ce)
-                        ));
-                        BoxState::Stopped
-                    }
-                };
-                l.row.status = r.status;
-                self.transition(&mut l.row, to).await?;
-                Err(e)
-            }
+        let client = self.cached_client(&l.row).await?;
+        let meta = self.saved_meta(&l.row).await?;
+        let paused = pause_held(self.home(), &mut l, &client, meta, &PauseBy::Caller).await;
+        if l.row.status.state() == BoxState::Paused {
+            *self.client.lock().await = None;
+            self.ctx.forget_shared(&self.id);
         }
+        paused
     }
 
     /// Continue a paused box from its saved state (what [`LiteBox::start`] does for a
@@ -507,36 +477,137 @@ impl LiteBox {
         Ok(())
     }
 
-    /// Freeze the workload, stop the vCPUs and save the state into the box's `paused`
-    /// directory. The VM is left stopped (its state saved) on success.
-    async fn save_running(&self, l: &mut Locked) -> Result<SavedMeta, crate::Error> {
-        let client = self.cached_client(&l.row).await?;
-        let box_dir = self.home().box_paths(&self.id).dir;
-        let mut qmp = freeze_and_stop(&self.id, &box_dir, &client).await?;
-        let meta = self.saved_meta(&l.row).await?;
-        let ram = SocketPaths::for_box(&self.id).ram();
-        let ram_file = meta.ram_file;
-        let dir = self.home().box_paths(&self.id).paused_dir();
-        Ok(save_state(&self.id, &mut qmp, &ram, ram_file, &dir, meta, None).await?)
-    }
-
     /// What a state saved from this box now records about how to load it.
     pub(super) async fn saved_meta(&self, row: &BoxRow) -> Result<SavedMeta, crate::Error> {
-        let (engine, kernel, initrd) = current_build(&self.ctx).await?;
-        Ok(SavedMeta {
-            format: META_FORMAT,
-            engine,
-            machine: row.status.machine.clone(),
-            kernel_sha256: kernel,
-            initrd_sha256: initrd,
-            created_at: now_secs(),
-            ram_file: ram_is_own(row),
-            ram_bytes: 0,
-            state_bytes: 0,
-            snapshot: None,
-        })
+        let build = match &row.status.build {
+            Some(b) => b.clone(),
+            None => current_vm_build(&self.ctx).await?,
+        };
+        Ok(saved_meta_of(row, build))
     }
 }
+
+/// What a state saved from `row`'s VM, which runs `build`, records about how to load it.
+pub(crate) fn saved_meta_of(row: &BoxRow, build: VmBuild) -> SavedMeta {
+    SavedMeta {
+        format: META_FORMAT,
+        engine: build.engine,
+        machine: row.status.machine.clone(),
+        kernel_sha256: build.kernel_sha256,
+        initrd_sha256: build.initrd_sha256,
+        created_at: now_secs(),
+        ram_file: ram_is_own(row),
+        ram_bytes: 0,
+        state_bytes: 0,
+        snapshot: None,
+    }
+}
+
+/// Who pauses a box.
+pub(crate) enum PauseBy<'a> {
+    /// A caller of [`LiteBox::pause`].
+    Caller,
+    /// The box's own shim (`me`), after the box was idle for its auto-pause interval.
+    /// The shim is not ended with the VM (it exits once the VM is gone), and the pause
+    /// is abandoned, before the state is saved, if `cancelled` says a client came.
+    Shim {
+        me: crate::util::process::ProcessId,
+        cancelled: &'a (dyn Fn() -> bool + Send + Sync),
+    },
+}
+
+/// Pause the running box locked in `l`, reached through `client`: freeze its workload,
+/// stop the vCPUs, save the state into its `paused` directory and end its processes.
+/// On failure before the state is saved, the VM carries on (or, if it cannot, is
+/// stopped) and the error is returned.
+pub(crate) async fn pause_held(
+    home: &Home,
+    l: &mut Locked,
+    client: &crate::portal::AgentClient,
+    meta: SavedMeta,
+    by: &PauseBy<'_>,
+) -> Result<(), crate::Error> {
+    let id = l.row.id.clone();
+    let t0 = Instant::now();
+    super::set_state(home, &mut l.row, BoxState::Pausing).await?;
+    let box_dir = home.box_paths(&id).dir;
+    let saved = async {
+        let mut qmp = freeze_and_stop(&id, &box_dir, client).await?;
+        if let PauseBy::Shim { cancelled, .. } = by
+            && cancelled()
+        {
+            return Err(SnapshotError::ClientArrived { id: id.clone() }.into());
+        }
+        let ram = SocketPaths::for_box(&id).ram();
+        let ram_file = meta.ram_file;
+        let dir = home.box_paths(&id).paused_dir();
+        Ok::<_, crate::Error>(save_state(&id, &mut qmp, &ram, ram_file, &dir, meta, None).await?)
+    }
+    .await;
+    match saved {
+        Ok(meta) => {
+            tracing::debug!(ms = ms_since(t0), ram = meta.ram_bytes, "state saved");
+            let h = home.clone();
+            let mut r = l.row.clone();
+            let auto = match by {
+                PauseBy::Shim { me, .. } => {
+                    // The shim pausing its own box exits once the VM is gone.
+                    if r.status.monitor == Some(*me) {
+                        r.status.monitor = None;
+                    }
+                    true
+                }
+                PauseBy::Caller => false,
+            };
+            let r = blocking::run(move || {
+                settle_blocking(&h, &mut r);
+                r
+            })
+            .await;
+            l.row.status = r.status;
+            l.row.status.paused_at = Some(now_secs());
+            l.row.status.auto_paused = auto;
+            l.row.status.last_error = None;
+            super::set_state(home, &mut l.row, BoxState::Paused).await?;
+            tracing::info!(box_id = %id, ms = ms_since(t0), ram_bytes = meta.ram_bytes, auto, "box paused");
+            Ok(())
+        }
+        Err(e) => {
+            // Nothing was saved: the VM carries on (or, if it cannot, is stopped).
+            if !matches!(
+                e,
+                crate::Error::Snapshot(SnapshotError::ClientArrived { .. })
+            ) {
+                tracing::warn!(box_id = %id, error = %crate::util::error_chain(&e), "pause failed; continuing the box");
+            }
+            let cont = continue_vm(home, &l.row).await;
+            let h = home.clone();
+            let mut r = l.row.clone();
+            let to = match cont {
+                Ok(()) => BoxState::Running,
+                Err(ce) => {
+                    tracing::warn!(box_id = %id, error = %crate::util::error_chain(&ce), "the box could not be continued after a failed pause; stopping it");
+                    r = blocking::run(move || {
+                        settle_blocking(&h, &mut r);
+                        r
+                    })
+                    .await;
+                    r.status.last_error = Some(format!(
+                        "a pause failed ({}) and the VM could not be continued ({})",
+                        crate::util::error_chain(&e),
+                        crate::util::error_chain(&ce)
+                    ));
+                    BoxState::Stopped
+                }
+            };
+            l.row.status = r.status;
+            super::set_state(home, &mut l.row, to).await?;
+            Err(e)
+        }
+    }
+}
+
+impl LiteBox {}
 
 /// Whether the box's guest RAM is its own file, mapped shared (false for a fork, whose
 /// RAM is a snapshot's file mapped privately: its pages live in QEMU's memory).

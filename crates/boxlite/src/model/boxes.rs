@@ -79,6 +79,10 @@ pub struct BoxConfig {
     /// The box's labels (free metadata; the runtime never reads them).
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Seconds without activity (exec, attach, file transfer) after which the box's
+    /// shim pauses it; 0: never. See `docs/snapshots.md`, "Auto-pause".
+    #[serde(default)]
+    pub auto_pause_secs: u32,
 }
 
 /// [`BoxConfig::warm_start`]'s default.
@@ -103,6 +107,7 @@ impl Default for BoxConfig {
             warm_start: true,
             capabilities: Default::default(),
             labels: Default::default(),
+            auto_pause_secs: 0,
         }
     }
 }
@@ -168,6 +173,20 @@ pub struct BoxStatus {
     pub ram_private: bool,
     /// Unix seconds of the last pause.
     pub paused_at: Option<u64>,
+    /// Whether the last pause was the box's auto-pause (its shim), not a caller.
+    pub auto_paused: bool,
+    /// What the running VM was started from, which a state saved from it records.
+    pub build: Option<VmBuild>,
+}
+
+/// The engine and guest assets a VM runs: what a saved state of it can be loaded with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct VmBuild {
+    /// The engine's version line.
+    pub engine: String,
+    pub kernel_sha256: String,
+    pub initrd_sha256: String,
 }
 
 /// How a box's VM began.
@@ -230,6 +249,8 @@ struct StoredStatus {
     machine: Vec<String>,
     ram_private: bool,
     paused_at: Option<u64>,
+    auto_paused: bool,
+    build: Option<VmBuild>,
 }
 
 impl From<StoredStatus> for BoxStatus {
@@ -255,6 +276,8 @@ impl From<StoredStatus> for BoxStatus {
             machine: s.machine,
             ram_private: s.ram_private,
             paused_at: s.paused_at,
+            auto_paused: s.auto_paused,
+            build: s.build,
         }
     }
 }

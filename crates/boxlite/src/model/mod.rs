@@ -15,7 +15,7 @@ pub mod volume;
 
 pub use boxes::{
     BootTimings, BoxConfig, BoxRow, BoxStatus, Health, HealthOptions, HealthState, LEGACY_RECORD,
-    StartKind, default_warm_start, legacy_row,
+    StartKind, VmBuild, default_warm_start, legacy_row,
 };
 pub use caps::{Capabilities, CapabilityError};
 pub use image::{BuildReport, Compression, ImageBuilder, ImageRecord, Layer, RunConfig};

@@ -12,6 +12,11 @@
 //!   Every second the shim checks that its socket path still names its listener, and binds a
 //!   new one (recreating the directory, owner-checked) when it does not. Clients that find no
 //!   socket wait for it (`litebox::connect_agent`).
+//! - **The gate.** While the shim auto-pauses its box it closes the [`Gate`]: bytes a
+//!   client sends are held, never forwarded, and a client that sends any abandons the
+//!   pause before the state is saved. Clients that outlive a pause see their connection
+//!   close with nothing of theirs delivered. The shim's own connections (health checks,
+//!   the pause itself) pass.
 //! - **Bounded.** At most [`MAX_CLIENTS`] client connections are bridged at once, and a
 //!   bounded number wait for a slot; more are closed at once. Each stream's buffering is
 //!   bounded by the multiplexer's windows.
@@ -19,13 +24,14 @@
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use boxlite_protocol::channel::{HostLink, LinkState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::layout::SocketPaths;
 
@@ -45,6 +51,73 @@ const SOCKET_CHECK: Duration = Duration::from_secs(1);
 pub const PORT_CONNECT: Duration = Duration::from_secs(30);
 /// The lock file that keeps one shim per box, in the box directory.
 pub const SHIM_LOCK: &str = "shim.lock";
+
+/// Whether client bytes flow to the agent, and when they last did.
+#[derive(Debug, Default)]
+pub struct Gate {
+    closed: AtomicBool,
+    /// A client sent something while the gate was closed.
+    held: AtomicBool,
+    opened: Notify,
+    /// When a client's bytes were last forwarded.
+    last: Mutex<Option<Instant>>,
+}
+
+impl Gate {
+    /// Wait until the gate is open; a client waiting here marks the gate as having held
+    /// one.
+    async fn pass(&self) {
+        loop {
+            let opened = self.opened.notified();
+            tokio::pin!(opened);
+            opened.as_mut().enable();
+            if !self.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            self.held.store(true, Ordering::SeqCst);
+            opened.await;
+        }
+    }
+
+    fn forwarded(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// Hold every client's bytes from now on.
+    pub fn close(&self) {
+        self.held.store(false, Ordering::SeqCst);
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Let the held bytes go.
+    pub fn open(&self) {
+        self.closed.store(false, Ordering::SeqCst);
+        self.opened.notify_waiters();
+    }
+
+    /// Whether a client sent something since [`Gate::close`].
+    pub fn held_any(&self) -> bool {
+        self.held.load(Ordering::SeqCst)
+    }
+
+    /// How long since a client's bytes were last forwarded (`None`: never).
+    pub fn quiet_for(&self) -> Option<Duration> {
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|t| t.elapsed())
+    }
+}
+
+/// Whether the peer of `client` is this very process (its own health checks and
+/// pauses), which the gate never holds.
+fn is_own(client: &UnixStream) -> bool {
+    client
+        .peer_cred()
+        .ok()
+        .and_then(|c| c.pid())
+        .is_some_and(|pid| u32::try_from(pid).is_ok_and(|p| p == std::process::id()))
+}
 
 /// Connect to QEMU's end of the agent port, retrying while QEMU has not created it yet.
 pub async fn connect_port(path: &Path, within: Duration) -> io::Result<UnixStream> {
@@ -105,7 +178,12 @@ impl Bound {
 
 /// Serve host clients until an unrecoverable error. Each accepted connection is bridged to
 /// one stream of the link, opened once the agent serves.
-pub async fn serve_clients(link: HostLink, sockets: SocketPaths, home: PathBuf) -> io::Result<()> {
+pub async fn serve_clients(
+    link: HostLink,
+    sockets: SocketPaths,
+    home: PathBuf,
+    gate: Arc<Gate>,
+) -> io::Result<()> {
     let mut bound = bind(&sockets, &home)?;
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     let waiting = Arc::new(Semaphore::new(MAX_WAITING));
@@ -117,11 +195,12 @@ pub async fn serve_clients(link: HostLink, sockets: SocketPaths, home: PathBuf) 
                 Ok((client, _)) => match waiting.clone().try_acquire_owned() {
                     Ok(queued) => {
                         let (link, slots) = (link.clone(), slots.clone());
+                        let gate = (!is_own(&client)).then(|| gate.clone());
                         tokio::spawn(async move {
                             let slot = tokio::time::timeout(SLOT_WAIT, slots.acquire_owned()).await;
                             drop(queued);
                             if let Ok(Ok(slot)) = slot {
-                                bridge(link, client).await;
+                                bridge(link, client, gate).await;
                                 drop(slot);
                             }
                         });
@@ -156,13 +235,25 @@ pub async fn serve_clients(link: HostLink, sockets: SocketPaths, home: PathBuf) 
 /// The stream is opened when the client first sends something: the multiplexer announces a
 /// stream to the agent only with its first frame, so a stream opened for a client that
 /// closes without a word would never be known to the agent, and never be closed by it.
-async fn bridge(link: HostLink, mut client: UnixStream) {
+///
+/// Every chunk from the client passes `gate` (none: the shim's own connection) first.
+async fn bridge(link: HostLink, mut client: UnixStream, gate: Option<Arc<Gate>>) {
+    let pass = |gate: &Option<Arc<Gate>>| {
+        let gate = gate.clone();
+        async move {
+            if let Some(g) = gate {
+                g.pass().await;
+                g.forwarded();
+            }
+        }
+    };
     let mut first = vec![0u8; COPY_BUF];
     let n = match client.read(&mut first).await {
         Ok(0) | Err(_) => return,
         Ok(n) => n,
     };
     first.truncate(n);
+    pass(&gate).await;
     let (epoch, mut stream) = match link.open().await {
         Ok(s) => s,
         Err(e) => {
@@ -187,10 +278,22 @@ async fn bridge(link: HostLink, mut client: UnixStream) {
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = tokio::io::split(stream);
     let up = async {
-        let mut reader = tokio::io::BufReader::with_capacity(COPY_BUF, &mut cr);
-        let r = tokio::io::copy_buf(&mut reader, &mut sw).await;
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "client to agent");
+        let mut buf = first;
+        buf.resize(COPY_BUF, 0);
+        loop {
+            let n = match cr.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!(error = %e, "client to agent");
+                    break;
+                }
+            };
+            pass(&gate).await;
+            if let Err(e) = sw.write_all(&buf[..n]).await {
+                tracing::debug!(error = %e, "client to agent");
+                break;
+            }
         }
         let _ = sw.shutdown().await;
     };

@@ -13,12 +13,17 @@
 //!   as Stopped with the reason at once, and removes it if it was created with
 //!   `auto_remove`, so `--rm` holds even when nobody is watching.
 //!
+//! - **Auto-pause.** A box created with `auto_pause_secs` is paused by its shim once it
+//!   has been idle that long ([`idle`]); the shim exits with the VM.
+//!
 //! Its bookkeeping is not needed for correctness: reconciliation at runtime start and on
 //! every operation reaches the same states, only later.
 
 pub mod channel;
+pub mod idle;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use boxlite_protocol::channel::host_link;
@@ -91,10 +96,12 @@ pub async fn run(home_dir: &Path, id: &str, channel_only: bool) -> Result<(), cr
     let (link, driver) = host_link();
     let (r, w) = port.into_split();
     let link_done = driver.run(r, w);
+    let gate = Arc::new(channel::Gate::default());
     let serve = channel::serve_clients(
         link.clone(),
         SocketPaths::for_box(id),
         home_dir.to_path_buf(),
+        gate.clone(),
     );
     let channel = async {
         tokio::select! {
@@ -109,10 +116,16 @@ pub async fn run(home_dir: &Path, id: &str, channel_only: bool) -> Result<(), cr
     // Health checks end when the box stops or is restarted by someone else; the channel
     // is served until the VM's port closes either way.
     let settled = std::cell::Cell::new(false);
+    let pausing = std::cell::Cell::new(false);
     let checks = async {
-        match monitor(home_dir, id).await {
+        match monitor(home_dir, id, &gate, &pausing).await {
             // It recorded the VM's end, or someone else stopped or restarted the box.
-            Ok(()) => settled.set(true),
+            Ok(Ended::Settled) => settled.set(true),
+            // It paused the box: the VM is gone, and so is the shim's work.
+            Ok(Ended::Paused) => {
+                settled.set(true);
+                return;
+            }
             Err(e) => {
                 tracing::warn!(
                     box_id = id,
@@ -123,10 +136,20 @@ pub async fn run(home_dir: &Path, id: &str, channel_only: bool) -> Result<(), cr
         }
         std::future::pending::<()>().await;
     };
-    // `checks` never completes: this waits for the VM's port to close.
+    tokio::pin!(checks);
+    // `checks` completes only after an auto-pause: otherwise this waits for the VM's
+    // port to close. An auto-pause ends the VM (closing the port) halfway through; it is
+    // seen to its end.
     tokio::select! {
-        () = checks => {}
-        () = channel => {}
+        () = &mut checks => {}
+        () = channel => {
+            while pausing.get() {
+                tokio::select! {
+                    () = &mut checks => break,
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        }
     }
     if settled.get() {
         return Ok(());
@@ -147,8 +170,22 @@ pub async fn run(home_dir: &Path, id: &str, channel_only: bool) -> Result<(), cr
     }
 }
 
-/// Health checks and the VM's death, until the box stops or disappears.
-async fn monitor(home: &Path, id: &str) -> Result<(), crate::Error> {
+/// How the shim's checks ended.
+enum Ended {
+    /// The VM's end is recorded, or the box is someone else's concern now.
+    Settled,
+    /// The shim paused the box.
+    Paused,
+}
+
+/// Health checks, auto-pause and the VM's death, until the box stops or disappears.
+/// `pausing` is set while an auto-pause runs.
+async fn monitor(
+    home: &Path,
+    id: &str,
+    gate: &Arc<channel::Gate>,
+    pausing: &std::cell::Cell<bool>,
+) -> Result<Ended, crate::Error> {
     let home = Home::open(home)?;
     let get = |home: &Home| {
         let id = id.to_string();
@@ -156,7 +193,7 @@ async fn monitor(home: &Path, id: &str) -> Result<(), crate::Error> {
         async move { home.db(move |db| db.get(&id)).await }
     };
     let Some(row) = get(&home).await? else {
-        return Ok(());
+        return Ok(Ended::Settled);
     };
     // The shim starts while the box is still Starting; its VMM is recorded by then.
     let Some(vmm) = row
@@ -164,32 +201,63 @@ async fn monitor(home: &Path, id: &str) -> Result<(), crate::Error> {
         .vmm
         .filter(|_| matches!(row.status.state(), BoxState::Running | BoxState::Starting))
     else {
-        return Ok(());
+        return Ok(Ended::Settled);
     };
     let hc = row.config.health;
     let mut health = row.status.health.clone();
     let vm_gone = exited(vmm);
     tokio::pin!(vm_gone);
+    let health_every = (hc.interval_secs > 0).then(|| Duration::from_secs(hc.interval_secs.into()));
+    let mut next_health = health_every.map(|d| tokio::time::Instant::now() + d);
+    let mut auto_pause = (row.config.auto_pause_secs > 0)
+        .then(|| idle::AutoPause::new(Duration::from_secs(row.config.auto_pause_secs.into())));
+    let mut next_idle = auto_pause
+        .as_ref()
+        .map(|a| tokio::time::Instant::now() + a.interval);
     loop {
-        let tick = async {
-            if hc.interval_secs == 0 {
-                std::future::pending::<()>().await;
+        let due = |at: Option<tokio::time::Instant>| async move {
+            match at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending::<()>().await,
             }
-            tokio::time::sleep(Duration::from_secs(hc.interval_secs.into())).await;
         };
-        tokio::select! {
+        let health_due = tokio::select! {
             _ = &mut vm_gone => break,
-            _ = tick => {}
-        }
+            () = due(next_health) => true,
+            () = due(next_idle) => false,
+        };
         let Some(row) = get(&home).await? else {
-            return Ok(());
+            return Ok(Ended::Settled);
         };
         if row.status.vmm != Some(vmm)
             || !matches!(row.status.state(), BoxState::Running | BoxState::Starting)
         {
-            // Stopped or restarted by someone else; a restart has its own shim.
-            return Ok(());
+            // Stopped, paused or restarted by someone else; a restart has its own shim.
+            return Ok(Ended::Settled);
         }
+        if !health_due {
+            let Some(ap) = auto_pause.as_mut() else {
+                next_idle = None;
+                continue;
+            };
+            if row.status.state() == BoxState::Starting {
+                next_idle = Some(tokio::time::Instant::now() + idle::MAX_RECHECK);
+                continue;
+            }
+            pausing.set(true);
+            let checked = ap.check(&home, id, vmm, gate).await;
+            pausing.set(false);
+            match checked {
+                Ok(idle::Checked::Paused) => return Ok(Ended::Paused),
+                Ok(idle::Checked::Again(d)) => next_idle = Some(tokio::time::Instant::now() + d),
+                Err(e) => {
+                    tracing::warn!(box_id = id, error = %crate::util::error_chain(&e), "auto-pause check failed");
+                    next_idle = Some(tokio::time::Instant::now() + idle::MAX_RECHECK);
+                }
+            }
+            continue;
+        }
+        next_health = health_every.map(|d| tokio::time::Instant::now() + d);
         if row.status.state() == BoxState::Starting {
             continue;
         }
@@ -203,7 +271,8 @@ async fn monitor(home: &Path, id: &str) -> Result<(), crate::Error> {
         home.db(move |db| db.update_health(&bid, vmm.pid, &h))
             .await?;
     }
-    on_vm_exit(&home, id, vmm).await
+    on_vm_exit(&home, id, vmm).await?;
+    Ok(Ended::Settled)
 }
 
 /// The VM exited. Unless someone else is already handling it (a stop holds the lock and

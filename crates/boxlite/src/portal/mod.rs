@@ -127,6 +127,21 @@ pub enum Pipe {
     Stderr,
 }
 
+/// A guest's activity, as its agent reports it (`Ping`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Activity {
+    /// Calls in progress other than Ping and Stats.
+    pub calls_in_progress: u32,
+    /// Executions whose process still runs.
+    pub running_executions: u32,
+    /// Seconds since the last call or execution ended; 0 while one is in progress.
+    pub idle_secs: f64,
+    /// Busy CPU time of the whole guest since boot, in seconds.
+    pub cpu_busy_secs: f64,
+    /// Guest uptime, in seconds.
+    pub uptime_secs: f64,
+}
+
 /// A connection to one box's agent. Cheap to clone; clones share the HTTP/2 connection,
 /// on which every call is its own stream, so no call waits behind another.
 #[derive(Debug, Clone)]
@@ -196,6 +211,19 @@ impl AgentClient {
             .await
             .map(|r| r.into_inner())
             .map_err(|s| PortalError::rpc("Ping", s))
+    }
+
+    /// What the agent reports about its activity (a ping, which is not activity itself);
+    /// `None` from an agent too old to report it.
+    pub async fn activity(&self) -> Result<Option<Activity>, PortalError> {
+        let r = self.ping().await?;
+        Ok(r.reports_activity.then_some(Activity {
+            calls_in_progress: r.calls_in_progress,
+            running_executions: r.running_executions,
+            idle_secs: r.idle_secs,
+            cpu_busy_secs: r.cpu_busy_secs,
+            uptime_secs: r.uptime_secs,
+        }))
     }
 
     /// Start a process; returns its execution id.

@@ -120,6 +120,13 @@ impl Boxlite {
                 warm_start: opts.warm_start,
                 capabilities: opts.capabilities()?,
                 labels: opts.labels.clone(),
+                auto_pause_secs: opts.auto_pause_secs.unwrap_or(
+                    if opts.volumes.is_empty() && opts.network.ports.is_empty() {
+                        self.ctx.auto_pause_secs
+                    } else {
+                        0
+                    },
+                ),
             },
             status: BoxStatus::creating(),
         };

@@ -36,6 +36,11 @@ pub struct RuntimeOptions {
     /// Where image bases are built; default `$BOXLITE_IMAGE_BUILDER`, else
     /// [`ImageBuilder::Auto`](crate::model::ImageBuilder::Auto).
     pub image_builder: Option<crate::model::ImageBuilder>,
+    /// Auto-pause for every box whose options leave it unset (`BoxOptions::auto_pause`):
+    /// pause it after this long without an exec, attach or file transfer. Default:
+    /// `$BOXLITE_AUTO_PAUSE` (seconds, or with an `s`/`m`/`h` suffix), else never.
+    /// Boxes that cannot be paused (volumes, published ports) are left out.
+    pub auto_pause: Option<std::time::Duration>,
 }
 
 /// The default home: `$BOXLITE_HOME`, else `~/.boxlite`.
@@ -113,6 +118,9 @@ impl Boxlite {
         }
         if let Some(c) = opts.config {
             ctx.config_file = (c, true);
+        }
+        if let Some(d) = opts.auto_pause {
+            ctx.auto_pause_secs = crate::litebox::auto_pause_secs(d)?;
         }
         tracing::info!(accel = %ctx.accel.accel, reason = %ctx.accel.reason, "accelerator chosen");
         let rt = Boxlite {
