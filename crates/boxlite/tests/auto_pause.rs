@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use boxlite::{BoxCommand, BoxOptions, BoxState, LiteBox};
+use boxlite::{BoxCommand, BoxOptions, BoxState, ExitStatus, LiteBox};
 use boxlite_testkit::TestHome;
 
 /// Run `script` with `sh -c` and return its stdout; it must succeed.
@@ -141,8 +141,20 @@ async fn an_idle_box_pauses_itself_stays_paused_for_pings_and_resumes_on_exec_ac
     assert_eq!(resumed.state, BoxState::Running);
     assert!(!resumed.auto_paused);
 
-    // Resumed, it is idle again later and pauses again.
+    // An execution whose output nobody has read yet does not keep the box awake; its
+    // handle, used after the box paused itself, resumes it and gets everything.
+    let mut late = b
+        .exec(BoxCommand::new("sh").args(["-c", "echo late; exit 3"]))
+        .await
+        .unwrap();
     wait_state(&b, BoxState::Paused, 120).await;
+    let late_out = late.take_stdout().unwrap().read_to_end().await.unwrap();
+    let late_status = late.wait().await.unwrap();
+    let after_late = b.info().await.unwrap().state;
+
+    assert_eq!(late_out, b"late\n");
+    assert_eq!(late_status, ExitStatus::Code(3));
+    assert_eq!(after_late, BoxState::Running);
     b.remove(true).await.unwrap();
 }
 

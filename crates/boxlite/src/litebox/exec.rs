@@ -197,15 +197,6 @@ impl BoxCommand {
 
 /// Fill in what the command leaves unset from the image's config: its Env entries
 /// (the command's own variables win), WorkingDir and User.
-/// Whether a call failed because the connection to the agent went away (rather than
-/// an answer from the agent).
-fn lost_connection(e: &crate::portal::PortalError) -> bool {
-    matches!(
-        e.code(),
-        Some(tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled)
-    ) || matches!(e, crate::portal::PortalError::Connect { .. })
-}
-
 pub(crate) fn apply_image_defaults(spec: &mut ExecSpec, run: &RunConfig) {
     let mut env: Vec<(String, String)> = Vec::new();
     for kv in &run.env {
@@ -242,7 +233,7 @@ impl LiteBox {
             // The box paused itself between our look at it and the request: its shim
             // held the request and never delivered it, so asking again (which resumes
             // the box) cannot run the command twice.
-            Err(e) if lost_connection(&e) && self.auto_paused_meanwhile().await => {
+            Err(e) if super::execution::agent_lost(&e) && self.auto_paused_meanwhile().await => {
                 let client = self.client().await?;
                 let id = client.exec(&spec).await.map_err(ExecError::from_exec_rpc)?;
                 (client, id)
@@ -254,12 +245,13 @@ impl LiteBox {
             id,
             spec.stdin,
             Some(self.home().box_paths(&self.id).console_log()),
+            Some(super::execution::Resumer(self.clone())),
         ))
     }
 
     /// Whether the box is now paused by its own auto-pause (waiting for a pause in
     /// progress to finish).
-    async fn auto_paused_meanwhile(&self) -> bool {
+    pub(crate) async fn auto_paused_meanwhile(&self) -> bool {
         match self.lock(crate::util::lock::LockMode::Shared).await {
             Ok(l) => l.row.status.state() == BoxState::Paused && l.row.status.auto_paused,
             Err(_) => false,
@@ -301,6 +293,7 @@ impl LiteBox {
             client,
             exec_id.to_string(),
             Some(self.home().box_paths(&self.id).console_log()),
+            Some(super::execution::Resumer(self.clone())),
         ))
     }
 

@@ -31,6 +31,46 @@ pub struct Execution {
     status: Arc<OnceCell<ExitStatus>>,
     /// The box's console log, to explain an agent that went away.
     console_log: Option<PathBuf>,
+    /// The box, to resume it if it paused itself before a call of this handle.
+    owner: Option<Resumer>,
+}
+
+/// Resumes a box that paused itself (auto-pause) before a call of an execution's handle:
+/// the call is then made again, and its connection, which names the shim's socket,
+/// reaches the new shim by itself. A call in progress keeps a box awake, so only a call
+/// made after the pause meets one.
+#[derive(Clone)]
+pub(crate) struct Resumer(pub(crate) super::LiteBox);
+
+impl std::fmt::Debug for Resumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Resumer").field(&self.0.id()).finish()
+    }
+}
+
+/// Whether `owner`'s box had paused itself and is resumed now.
+async fn resumed(owner: Option<&Resumer>) -> bool {
+    match owner {
+        Some(r) if r.0.auto_paused_meanwhile().await => r.0.resume().await.is_ok(),
+        _ => false,
+    }
+}
+
+/// Make a call with `client`, and once more if the connection was lost because the box
+/// paused itself (resuming it first).
+async fn call<T, F, Fut>(
+    client: &AgentClient,
+    owner: Option<&Resumer>,
+    f: F,
+) -> Result<T, PortalError>
+where
+    F: Fn(AgentClient) -> Fut,
+    Fut: std::future::Future<Output = Result<T, PortalError>>,
+{
+    match f(client.clone()).await {
+        Err(e) if agent_lost(&e) && resumed(owner).await => f(client.clone()).await,
+        r => r,
+    }
 }
 
 #[derive(Debug, Default)]
@@ -46,11 +86,13 @@ impl Execution {
         id: String,
         stdin: bool,
         console_log: Option<PathBuf>,
+        owner: Option<Resumer>,
     ) -> Self {
+        let output = |pipe| ExecOutput::new(client.clone(), id.clone(), pipe, owner.clone());
         let streams = Streams {
             stdin: stdin.then(|| ExecStdin::new(client.clone(), id.clone())),
-            stdout: Some(ExecOutput::new(client.clone(), id.clone(), Pipe::Stdout)),
-            stderr: Some(ExecOutput::new(client.clone(), id.clone(), Pipe::Stderr)),
+            stdout: Some(output(Pipe::Stdout)),
+            stderr: Some(output(Pipe::Stderr)),
         };
         Execution {
             streams: Arc::new(Mutex::new(streams)),
@@ -58,13 +100,19 @@ impl Execution {
             client,
             id,
             console_log,
+            owner,
         }
     }
 
     /// A handle to an execution someone else started, for its remaining output and its
     /// exit status. It has no stdin: closing stdin is the starter's business.
-    pub(crate) fn attached(client: AgentClient, id: String, console_log: Option<PathBuf>) -> Self {
-        Execution::new(client, id, false, console_log)
+    pub(crate) fn attached(
+        client: AgentClient,
+        id: String,
+        console_log: Option<PathBuf>,
+        owner: Option<Resumer>,
+    ) -> Self {
+        Execution::new(client, id, false, console_log, owner)
     }
 
     fn streams(&self) -> std::sync::MutexGuard<'_, Streams> {
@@ -124,7 +172,12 @@ impl Execution {
     }
 
     async fn wait_agent(&self) -> Result<ExitStatus, ExecError> {
-        match self.client.wait(&self.id).await {
+        let id = &self.id;
+        match call(&self.client, self.owner.as_ref(), |c| async move {
+            c.wait(id).await
+        })
+        .await
+        {
             Ok(s) => Ok(s),
             Err(e) if agent_lost(&e) => {
                 // Give the console a moment to receive the kernel's last words.
@@ -146,40 +199,42 @@ impl Execution {
 
     /// Change the window size of the execution's terminal; the process gets SIGWINCH.
     pub async fn resize_tty(&self, rows: u16, cols: u16) -> Result<(), ExecError> {
-        self.client
-            .resize_tty(&self.id, rows.max(1), cols.max(1))
-            .await
-            .map_err(|e| match e.code() {
-                Some(tonic::Code::FailedPrecondition) => ExecError::NoTty {
-                    id: self.id.clone(),
-                },
-                _ => self.call_failed(e),
-            })
+        let id = &self.id;
+        call(&self.client, self.owner.as_ref(), |c| async move {
+            c.resize_tty(id, rows.max(1), cols.max(1)).await
+        })
+        .await
+        .map_err(|e| match e.code() {
+            Some(tonic::Code::FailedPrecondition) => ExecError::NoTty {
+                id: self.id.clone(),
+            },
+            _ => self.call_failed(e),
+        })
     }
 
     /// End the process and its process group for certain (SIGKILL).
     pub async fn kill(&self) -> Result<(), ExecError> {
-        self.client
-            .signal(&self.id, libc::SIGKILL, true)
-            .await
-            .map_err(|e| self.call_failed(e))
+        self.send_signal(libc::SIGKILL, true).await
     }
 
     /// Send a signal to the process.
     pub async fn signal(&self, signal: i32) -> Result<(), ExecError> {
-        self.client
-            .signal(&self.id, signal, false)
-            .await
-            .map_err(|e| self.call_failed(e))
+        self.send_signal(signal, false).await
     }
 
     /// Deliver `signal` to the process's whole process group (it and the children it
     /// started), as a terminal's Ctrl-C does.
     pub async fn signal_group(&self, signal: i32) -> Result<(), ExecError> {
-        self.client
-            .signal(&self.id, signal, true)
-            .await
-            .map_err(|e| self.call_failed(e))
+        self.send_signal(signal, true).await
+    }
+
+    async fn send_signal(&self, signal: i32, group: bool) -> Result<(), ExecError> {
+        let id = &self.id;
+        call(&self.client, self.owner.as_ref(), |c| async move {
+            c.signal(id, signal, group).await
+        })
+        .await
+        .map_err(|e| self.call_failed(e))
     }
 
     /// A call that failed because the box is gone (stopped, removed, its shim away) says
@@ -215,6 +270,7 @@ pub struct ExecOutput {
     id: String,
     pipe: Pipe,
     state: OutState,
+    owner: Option<Resumer>,
 }
 
 enum OutState {
@@ -234,12 +290,13 @@ impl std::fmt::Debug for ExecOutput {
 }
 
 impl ExecOutput {
-    fn new(client: AgentClient, id: String, pipe: Pipe) -> Self {
+    fn new(client: AgentClient, id: String, pipe: Pipe, owner: Option<Resumer>) -> Self {
         ExecOutput {
             client,
             id,
             pipe,
             state: OutState::Idle,
+            owner,
         }
     }
 
@@ -301,10 +358,14 @@ impl Stream for ExecOutput {
                 OutState::Done => return Poll::Ready(None),
                 OutState::Idle => {
                     let (client, id, pipe) = (this.client.clone(), this.id.clone(), this.pipe);
-                    this.state =
-                        OutState::Opening(Box::pin(
-                            async move { client.read_output(&id, pipe).await },
-                        ));
+                    let owner = this.owner.clone();
+                    this.state = OutState::Opening(Box::pin(async move {
+                        let id = &id;
+                        call(&client, owner.as_ref(), |c| async move {
+                            c.read_output(id, pipe).await
+                        })
+                        .await
+                    }));
                 }
                 OutState::Opening(fut) => match fut.as_mut().poll(cx) {
                     Poll::Pending => return Poll::Pending,
@@ -450,7 +511,7 @@ impl Drop for ExecStdin {
 
 /// Whether a failed call means the connection to the agent broke, rather than the
 /// agent answering with an error.
-fn agent_lost(e: &PortalError) -> bool {
+pub(super) fn agent_lost(e: &PortalError) -> bool {
     match e {
         PortalError::Rpc { code, message, .. } => {
             matches!(code, tonic::Code::Unavailable | tonic::Code::Cancelled)
