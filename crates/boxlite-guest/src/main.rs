@@ -182,16 +182,20 @@ async fn serve(
     let workload = workload_cgroup(pid1);
     let procs = exec::Processes::new(init::CONTAINER_ROOT, workload.clone(), container.clone());
 
+    // Reap on SIGCHLD only, never on a timer: an idle agent must not wake the guest (each
+    // wake-up costs host CPU under TCG; docs/environment.md, "Where an idle box's CPU
+    // goes"). No exit is missed: tokio's handler is installed here, before the first
+    // execution; signals that arrive together are one wake-up, and `reap` collects
+    // every exited child with `WNOHANG` until none is left. The first pass collects any
+    // child that exited before the handler existed.
     let reaper = procs.clone();
     let mut sigchld = signal(SignalKind::child())?;
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
-            tokio::select! {
-                _ = sigchld.recv() => {}
-                _ = tick.tick() => {}
-            }
             reaper.reap();
+            if sigchld.recv().await.is_none() {
+                break;
+            }
         }
     });
 

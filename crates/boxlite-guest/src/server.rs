@@ -295,7 +295,9 @@ impl Agent for AgentService {
         &self,
         req: Request<Streaming<v1::StdinChunk>>,
     ) -> Result<Response<v1::WriteStdinResponse>, Status> {
-        let _busy = activity::busy();
+        // Busy only while a chunk is written: an open stdin whose writer has nothing to
+        // send (a handle kept after its process exited) does not keep the box awake. A
+        // process that still runs does, as a running execution.
         let mut stream = req.into_inner();
         let Some(first) = stream.next().await.transpose()? else {
             return Ok(Response::new(v1::WriteStdinResponse { bytes_written: 0 }));
@@ -317,6 +319,7 @@ impl Agent for AgentService {
                 )));
             };
             if !m.data.is_empty() {
+                let _busy = activity::busy();
                 if let Err(e) = pipe.write_all(&m.data).await {
                     // The process closed its stdin or exited: stop feeding it.
                     *guard = None;
@@ -617,7 +620,7 @@ impl Agent for AgentService {
         &self,
         _req: Request<v1::QuiesceRequest>,
     ) -> Result<Response<v1::QuiesceResponse>, Status> {
-        let _busy = activity::busy();
+        // Not a use of the box (the pause machinery), so not activity.
         // The network thread writes /etc/hosts and /etc/resolv.conf: a snapshot taken
         // before it finished would publish them, with the old name, after a restore.
         self.net_ready.wait().await;
@@ -643,6 +646,8 @@ impl Agent for AgentService {
         &self,
         req: Request<v1::ResumeRequest>,
     ) -> Result<Response<v1::ResumeResponse>, Status> {
+        // A resume (after a restore, or after an abandoned pause, which a client's
+        // arrival caused) starts the idle clock again: the box is wanted.
         let _busy = activity::busy();
         let r = req.into_inner();
         let request = crate::resume::Request::new(r.wall_clock_ns, r.seed, r.hostname)?;

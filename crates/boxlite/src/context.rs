@@ -131,7 +131,7 @@ impl Context {
             jail: crate::jailer::Settings::from_env()
                 .map_err(|e| crate::Error::InvalidOption(e.to_string()))?,
             auto_pause_secs: match std::env::var("BOXLITE_AUTO_PAUSE") {
-                Ok(v) => crate::litebox::parse_auto_pause("BOXLITE_AUTO_PAUSE", &v)
+                Ok(v) => crate::model::pause::parse_auto_pause("BOXLITE_AUTO_PAUSE", &v)
                     .map_err(|e| crate::Error::InvalidOption(e.to_string()))?,
                 Err(_) => 0,
             },

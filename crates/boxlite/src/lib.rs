@@ -64,6 +64,7 @@ pub use litebox::{
     HealthState, HostDestination, HostSource, HostUnpackError, InBoxKind, LiteBox,
     MAX_AUTO_PAUSE_SECS, TarPlacement, parse_auto_pause,
 };
+pub use model::pause::AutoPauseError;
 pub use model::{ImageBuilder, Secret, SecretSource, SecretValue};
 pub use portal::{ExitStatus, PortalError};
 pub use runtime::{Boxlite, RemovedImage, RuntimeInfo, RuntimeOptions, VolumeInfo};

@@ -477,29 +477,44 @@ impl LiteBox {
     ) -> Result<CopyStats, crate::Error> {
         let host = host_path.as_ref();
         let what = format!("{} into box {} at {box_path}", host.display(), self.id);
-        let src = HostSource::new(host, opts)?;
-        let mode = match src.placement {
-            TarPlacement::Contents => v1::CopyInMode::Contents,
-            _ => v1::CopyInMode::Item,
-        };
-        let client = self.client().await?;
-        let (rx, packer) = src.spawn_pack();
-        let stream = tokio_stream::once(header_chunk(box_path, mode, opts.overwrite))
-            .chain(ReceiverStream::new(rx).map(|data| v1::CopyInChunk { header: None, data }));
-        let sent = client.copy_in(stream).await;
-        let packed = packer.await.map_err(|e| CopyError::Stream {
-            what: what.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        match (packed, sent) {
-            (Ok(()), Ok(r)) => Ok(CopyStats {
-                entries: r.entries,
-                bytes: r.bytes,
-            }),
-            // The guest's answer explains a stream it stopped reading.
-            (Err(ArchiveError::Write(_)), Err(e)) => Err(in_box_error(&what, e).into()),
-            (Err(source), _) => Err(CopyError::Archive { what, source }.into()),
-            (Ok(()), Err(e)) => Err(in_box_error(&what, e).into()),
+        // Checked before the box is started; planned afresh for a second attempt.
+        let mut first = Some(HostSource::new(host, opts)?);
+        let (mut client, seen) = self.client_seen().await?;
+        let mut again = true;
+        loop {
+            let src = match first.take() {
+                Some(src) => src,
+                None => HostSource::new(host, opts)?,
+            };
+            let mode = match src.placement {
+                TarPlacement::Contents => v1::CopyInMode::Contents,
+                _ => v1::CopyInMode::Item,
+            };
+            let (rx, packer) = src.spawn_pack();
+            let stream = tokio_stream::once(header_chunk(box_path, mode, opts.overwrite))
+                .chain(ReceiverStream::new(rx).map(|data| v1::CopyInChunk { header: None, data }));
+            let sent = client.copy_in(stream).await;
+            let packed = packer.await.map_err(|e| CopyError::Stream {
+                what: what.clone(),
+                source: std::io::Error::other(e),
+            })?;
+            return match (packed, sent) {
+                (Ok(()), Ok(r)) => Ok(CopyStats {
+                    entries: r.entries,
+                    bytes: r.bytes,
+                }),
+                // The guest's answer explains a stream it stopped reading; a box that
+                // paused itself meanwhile took nothing and is asked again.
+                (Ok(()) | Err(ArchiveError::Write(_)), Err(e)) => {
+                    if again && let Some((c, _)) = self.again_after_auto_pause(&e, seen).await? {
+                        client = c;
+                        again = false;
+                        continue;
+                    }
+                    Err(in_box_error(&what, e).into())
+                }
+                (Err(source), _) => Err(CopyError::Archive { what, source }.into()),
+            };
         }
     }
 
@@ -578,14 +593,14 @@ impl LiteBox {
         let host = host_path.as_ref();
         let what = format!("{box_path} out of box {} to {}", self.id, host.display());
         let dest = HostDestination::plan(box_path, host, opts)?;
-        let client = self.client().await?;
-        let stream = client
-            .copy_out(v1::CopyOutRequest {
-                path: dest.source().to_string(),
-                follow_symlinks: opts.follow_symlinks,
-                no_recursive: !opts.recursive,
-            })
-            .await
+        let req = v1::CopyOutRequest {
+            path: dest.source().to_string(),
+            follow_symlinks: opts.follow_symlinks,
+            no_recursive: !opts.recursive,
+        };
+        let stream = self
+            .copy_out_stream(req)
+            .await?
             .map_err(|e| in_box_error(&what, e))?;
         let chunks = stream.map(|m| {
             m.map(|chunk| chunk.data)
@@ -610,14 +625,14 @@ impl LiteBox {
         W: AsyncWrite + Unpin + ?Sized,
     {
         let what = format!("{box_path} out of box {} as a tar stream", self.id);
-        let client = self.client().await?;
-        let mut stream = client
-            .copy_out(v1::CopyOutRequest {
-                path: box_path.to_string(),
-                follow_symlinks: opts.follow_symlinks,
-                no_recursive: !opts.recursive,
-            })
-            .await
+        let req = v1::CopyOutRequest {
+            path: box_path.to_string(),
+            follow_symlinks: opts.follow_symlinks,
+            no_recursive: !opts.recursive,
+        };
+        let mut stream = self
+            .copy_out_stream(req)
+            .await?
             .map_err(|e| in_box_error(&what, e))?;
         let mut total = 0u64;
         while let Some(chunk) = stream
@@ -638,6 +653,21 @@ impl LiteBox {
             source,
         })?;
         Ok(total)
+    }
+
+    /// Start a CopyOut on the agent, once more if the box paused itself meanwhile.
+    async fn copy_out_stream(
+        &self,
+        req: v1::CopyOutRequest,
+    ) -> Result<Result<tonic::Streaming<v1::OutputChunk>, PortalError>, crate::Error> {
+        let (client, seen) = self.client_seen().await?;
+        Ok(match client.copy_out(req.clone()).await {
+            Err(e) => match self.again_after_auto_pause(&e, seen).await? {
+                Some((client, _)) => client.copy_out(req).await,
+                None => Err(e),
+            },
+            r => r,
+        })
     }
 
     /// Apply an image layer (a tar, compressed as `compression` says) onto the box's

@@ -222,40 +222,31 @@ impl LiteBox {
     pub async fn exec(&self, cmd: BoxCommand) -> Result<Execution, crate::Error> {
         cmd.validate()?;
         let config = self.config().await?;
-        let client = self.client().await?;
+        let (client, seen) = self.client_seen().await?;
         // The image's Env, WorkingDir and User, unless the command sets its own. PATH and
         // HOME when nobody sets them are the agent's business: it knows the image.
         let mut spec = cmd.spec;
         apply_image_defaults(&mut spec, &config.run);
         spec.capabilities = Some(config.capabilities.mask());
-        let (client, id) = match client.exec(&spec).await {
-            Ok(id) => (client, id),
-            // The box paused itself between our look at it and the request: its shim
-            // held the request and never delivered it, so asking again (which resumes
-            // the box) cannot run the command twice.
-            Err(e) if super::execution::agent_lost(&e) && self.auto_paused_meanwhile().await => {
-                let client = self.client().await?;
-                let id = client.exec(&spec).await.map_err(ExecError::from_exec_rpc)?;
-                (client, id)
-            }
-            Err(e) => return Err(ExecError::from_exec_rpc(e).into()),
+        let (client, id, seen) = match client.exec(&spec).await {
+            Ok(id) => (client, id, seen),
+            // The box paused itself between our look at it and the request (and may
+            // have been resumed by another caller since): asked again.
+            Err(e) => match self.again_after_auto_pause(&e, seen).await? {
+                Some((client, now)) => {
+                    let id = client.exec(&spec).await.map_err(ExecError::from_exec_rpc)?;
+                    (client, id, now)
+                }
+                None => return Err(ExecError::from_exec_rpc(e).into()),
+            },
         };
         Ok(Execution::new(
             client,
             id,
             spec.stdin,
             Some(self.home().box_paths(&self.id).console_log()),
-            Some(super::execution::Resumer(self.clone())),
+            Some(super::execution::Resumer::new(self.clone(), seen)),
         ))
-    }
-
-    /// Whether the box is now paused by its own auto-pause (waiting for a pause in
-    /// progress to finish).
-    pub(crate) async fn auto_paused_meanwhile(&self) -> bool {
-        match self.lock(crate::util::lock::LockMode::Shared).await {
-            Ok(l) => l.row.status.state() == BoxState::Paused && l.row.status.auto_paused,
-            Err(_) => false,
-        }
     }
 
     /// The image's default command with `args` in place of its `Cmd` when any are given:
@@ -282,6 +273,7 @@ impl LiteBox {
     /// never starts it.
     pub async fn attach(&self, exec_id: &str) -> Result<Execution, crate::Error> {
         let client = self.running_client().await?;
+        let seen = self.auto_paused_since(0).await.unwrap_or(0);
         client
             .signal(exec_id, 0, false)
             .await
@@ -293,7 +285,7 @@ impl LiteBox {
             client,
             exec_id.to_string(),
             Some(self.home().box_paths(&self.id).console_log()),
-            Some(super::execution::Resumer(self.clone())),
+            Some(super::execution::Resumer::new(self.clone(), seen)),
         ))
     }
 

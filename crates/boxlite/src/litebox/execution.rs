@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -40,19 +41,43 @@ pub struct Execution {
 /// reaches the new shim by itself. A call in progress keeps a box awake, so only a call
 /// made after the pause meets one.
 #[derive(Clone)]
-pub(crate) struct Resumer(pub(crate) super::LiteBox);
+pub(crate) struct Resumer {
+    lite: super::LiteBox,
+    /// The box's auto-pause count when this handle last saw it running.
+    seen: Arc<AtomicU64>,
+}
 
-impl std::fmt::Debug for Resumer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Resumer").field(&self.0.id()).finish()
+impl Resumer {
+    pub(crate) fn new(lite: super::LiteBox, seen: u64) -> Self {
+        Resumer {
+            lite,
+            seen: Arc::new(AtomicU64::new(seen)),
+        }
     }
 }
 
-/// Whether `owner`'s box had paused itself and is resumed now.
+impl std::fmt::Debug for Resumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Resumer").field(&self.lite.id()).finish()
+    }
+}
+
+/// Whether `owner`'s box paused itself since the handle last saw it, and runs again now
+/// (resumed here, or by another caller meanwhile).
 async fn resumed(owner: Option<&Resumer>) -> bool {
-    match owner {
-        Some(r) if r.0.auto_paused_meanwhile().await => r.0.resume().await.is_ok(),
-        _ => false,
+    let Some(r) = owner else {
+        return false;
+    };
+    match r
+        .lite
+        .auto_paused_since(r.seen.load(Ordering::SeqCst))
+        .await
+    {
+        Some(now) => {
+            r.seen.store(now, Ordering::SeqCst);
+            r.lite.running_client().await.is_ok()
+        }
+        None => false,
     }
 }
 

@@ -131,11 +131,15 @@ impl LiteBox {
             0 => DEFAULT_MAX_ENTRIES,
             n => n.min(MAX_ENTRIES),
         };
-        let client = self.client().await?;
-        let reply = client
-            .list_dir(path, cap)
-            .await
-            .map_err(|e| agent_error(&self.id, path, e))?;
+        let (client, seen) = self.client_seen().await?;
+        let reply = match client.list_dir(path, cap).await {
+            Err(e) => match self.again_after_auto_pause(&e, seen).await? {
+                Some((client, _)) => client.list_dir(path, cap).await,
+                None => Err(e),
+            },
+            r => r,
+        }
+        .map_err(|e| agent_error(&self.id, path, e))?;
         let (entries, truncated) = checked_entries(reply, cap).map_err(|reason| {
             tracing::debug!(box_id = %self.id, path, %reason, "malformed ListDir reply");
             ListError::BadReply {

@@ -369,6 +369,12 @@ impl LiteBox {
     /// The agent connection, reconnecting (for example from another process) if needed.
     /// A box that is not running is started first.
     async fn client(&self) -> Result<AgentClient, crate::Error> {
+        Ok(self.client_seen().await?.0)
+    }
+
+    /// [`Self::client`], with the box's auto-pause count as it was when the box was
+    /// last seen running (see [`crate::model::BoxStatus::auto_pauses`]).
+    async fn client_seen(&self) -> Result<(AgentClient, u64), crate::Error> {
         self.ctx.check_open()?;
         {
             let l = self.lock(LockMode::Shared).await?;
@@ -376,7 +382,8 @@ impl LiteBox {
                 && l.row.status.vmm_alive()
                 && shim_alive(&l.row)
             {
-                return self.cached_client(&l.row).await;
+                let seen = l.row.status.auto_pauses;
+                return Ok((self.cached_client(&l.row).await?, seen));
             }
         }
         let mut l = self.lock_reconciled().await?;
@@ -384,7 +391,35 @@ impl LiteBox {
             *self.client.lock().await = None;
             self.start_locked(&mut l).await?;
         }
-        self.cached_client(&l.row).await
+        let seen = l.row.status.auto_pauses;
+        Ok((self.cached_client(&l.row).await?, seen))
+    }
+
+    /// After call error `e` made with a client from [`Self::client_seen`] (count `seen`):
+    /// a client to make the call again with, and the new count, when the call failed
+    /// because the box paused itself meanwhile. The shim then held the call's bytes
+    /// and closed its connection with nothing delivered, so making it again (which
+    /// resumes the box if it is still paused) cannot run anything twice.
+    pub(crate) async fn again_after_auto_pause(
+        &self,
+        e: &crate::portal::PortalError,
+        seen: u64,
+    ) -> Result<Option<(AgentClient, u64)>, crate::Error> {
+        if !execution::agent_lost(e) {
+            return Ok(None);
+        }
+        let Some(now) = self.auto_paused_since(seen).await else {
+            return Ok(None);
+        };
+        Ok(Some((self.client().await?, now)))
+    }
+
+    /// The box's auto-pause count now, if it moved past `seen`: the box paused itself
+    /// since (waiting for a pause in progress to finish, whose lock it holds).
+    pub(crate) async fn auto_paused_since(&self, seen: u64) -> Option<u64> {
+        let l = self.lock(LockMode::Shared).await.ok()?;
+        let now = l.row.status.auto_pauses;
+        (now > seen).then_some(now)
     }
 
     /// The cached connection to a running box's agent, connecting on first use.

@@ -323,7 +323,8 @@ impl BoxOptions {
             ));
         }
         if let Some(n) = self.auto_pause_secs.filter(|n| *n > 0) {
-            check_auto_pause(n)?;
+            crate::model::pause::check_auto_pause("auto_pause", n)
+                .map_err(|e| BoxError::InvalidOption(e.to_string()))?;
             if !self.volumes.is_empty() {
                 return bad(format!(
                     "auto_pause ({n}s) cannot be used with volumes: a box with volumes cannot be paused"
@@ -346,57 +347,11 @@ impl BoxOptions {
     }
 }
 
-/// The longest auto-pause interval: 30 days.
-pub const MAX_AUTO_PAUSE_SECS: u32 = 30 * 24 * 3600;
-
-fn check_auto_pause(secs: u32) -> Result<(), BoxError> {
-    if secs > MAX_AUTO_PAUSE_SECS {
-        return Err(BoxError::InvalidOption(format!(
-            "auto_pause {secs}s is out of range (0 for never, or 1-{MAX_AUTO_PAUSE_SECS} seconds)"
-        )));
-    }
-    Ok(())
-}
+pub use crate::model::pause::{MAX_AUTO_PAUSE_SECS, parse_auto_pause};
 
 /// An auto-pause interval in whole seconds (rounded up), checked.
 pub fn auto_pause_secs(d: std::time::Duration) -> Result<u32, BoxError> {
-    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    let secs = u32::try_from(secs).unwrap_or(u32::MAX);
-    check_auto_pause(secs)?;
-    Ok(secs)
-}
-
-/// Parse an auto-pause interval named `what`: seconds, or a number with an `s`, `m` or
-/// `h` suffix; `0`, `off` or `never` for never.
-pub fn parse_auto_pause(what: &str, text: &str) -> Result<u32, BoxError> {
-    let t = text.trim();
-    let bad = || {
-        BoxError::InvalidOption(format!(
-            "{what} {text:?} is not an interval: give seconds (60), or 90s, 5m, 1h; 0 or off for never"
-        ))
-    };
-    if matches!(t, "off" | "never") {
-        return Ok(0);
-    }
-    let (num, unit) = match t.char_indices().last() {
-        Some((i, c @ ('s' | 'm' | 'h'))) => (&t[..i], c),
-        _ => (t, 's'),
-    };
-    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    let secs = n.saturating_mul(match unit {
-        'h' => 3600,
-        'm' => 60,
-        _ => 1,
-    });
-    match u32::try_from(secs) {
-        Ok(secs) if secs <= MAX_AUTO_PAUSE_SECS => Ok(secs),
-        _ => Err(BoxError::InvalidOption(format!(
-            "{what} {text:?} is out of range (0 for never, or at most {MAX_AUTO_PAUSE_SECS} seconds, 30 days)"
-        ))),
-    }
+    crate::model::pause::auto_pause_secs(d).map_err(|e| BoxError::InvalidOption(e.to_string()))
 }
 
 /// The most labels a box can carry.
@@ -539,36 +494,6 @@ mod tests {
         assert_eq!(caps.add, ["CAP_SYS_PTRACE"]);
         assert_eq!(caps.drop, ["ALL"]);
         assert_eq!(caps.mask(), 1 << 19);
-    }
-
-    #[test]
-    fn auto_pause_intervals_parse_with_units_and_bad_ones_name_the_input() {
-        let ok = |t: &str| parse_auto_pause("--auto-pause", t).unwrap();
-
-        assert_eq!(
-            [
-                ok("60"),
-                ok("90s"),
-                ok("5m"),
-                ok("1h"),
-                ok("0"),
-                ok("off"),
-                ok(" never ")
-            ],
-            [60, 90, 300, 3600, 0, 0, 0]
-        );
-        for bad in ["", "m", "-5", "1.5m", "5d", "ten", "99999999999"] {
-            let err = parse_auto_pause("--auto-pause", bad)
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("--auto-pause"), "{bad:?}: {err}");
-        }
-        let long = parse_auto_pause("X", "721h").unwrap_err().to_string();
-        assert!(long.contains("out of range"), "{long}");
-        assert_eq!(
-            auto_pause_secs(std::time::Duration::from_millis(1500)).unwrap(),
-            2
-        );
     }
 
     #[test]

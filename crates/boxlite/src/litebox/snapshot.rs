@@ -567,6 +567,7 @@ pub(crate) async fn pause_held(
             l.row.status = r.status;
             l.row.status.paused_at = Some(now_secs());
             l.row.status.auto_paused = auto;
+            l.row.status.auto_pauses += u64::from(auto);
             l.row.status.last_error = None;
             super::set_state(home, &mut l.row, BoxState::Paused).await?;
             tracing::info!(box_id = %id, ms = ms_since(t0), ram_bytes = meta.ram_bytes, auto, "box paused");

@@ -175,6 +175,11 @@ pub struct BoxStatus {
     pub paused_at: Option<u64>,
     /// Whether the last pause was the box's auto-pause (its shim), not a caller.
     pub auto_paused: bool,
+    /// How many times the box has paused itself. A call that lost its connection asks
+    /// whether this moved since it looked at the box: if so the shim held the call's
+    /// bytes and closed it undelivered, and the call can be made again even when
+    /// another client has resumed the box in the meantime.
+    pub auto_pauses: u64,
     /// What the running VM was started from, which a state saved from it records.
     pub build: Option<VmBuild>,
 }
@@ -250,6 +255,7 @@ struct StoredStatus {
     ram_private: bool,
     paused_at: Option<u64>,
     auto_paused: bool,
+    auto_pauses: u64,
     build: Option<VmBuild>,
 }
 
@@ -277,6 +283,7 @@ impl From<StoredStatus> for BoxStatus {
             ram_private: s.ram_private,
             paused_at: s.paused_at,
             auto_paused: s.auto_paused,
+            auto_pauses: s.auto_pauses,
             build: s.build,
         }
     }

@@ -7,6 +7,7 @@ pub mod boxes;
 pub mod caps;
 pub mod image;
 pub mod network;
+pub mod pause;
 pub mod platform;
 pub mod secret;
 pub mod state;

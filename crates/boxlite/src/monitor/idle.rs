@@ -38,6 +38,9 @@ pub const SAMPLE_GAP: Duration = Duration::from_secs(2);
 pub const CLIENT_QUIET: Duration = Duration::from_secs(2);
 /// The longest wait between two checks of a box that is not idle.
 pub const MAX_RECHECK: Duration = Duration::from_secs(30);
+/// The longest wait for the agent's activity report. The guest is untrusted: one that
+/// does not answer is not idle, and the box's lock and the gate are never held on it.
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A sample of the guest's busy CPU time.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -144,9 +147,11 @@ impl AutoPause {
         let again = Checked::Again(recheck(self.interval));
         let sockets = crate::layout::SocketPaths::for_box(id);
         let client = crate::portal::AgentClient::connect(&sockets.agent(), id).await?;
-        let Some(a) = client.activity().await? else {
-            // An agent too old to say: never paused by the shim.
-            return Ok(Checked::Again(MAX_RECHECK));
+        let a = match tokio::time::timeout(ASK_TIMEOUT, client.activity()).await {
+            Ok(Ok(Some(a))) => a,
+            // An agent too old to say, or one that does not answer: not paused now.
+            Ok(Ok(None)) | Err(_) => return Ok(Checked::Again(MAX_RECHECK)),
+            Ok(Err(e)) => return Err(e.into()),
         };
         match decide(self.interval, &a, &mut self.prev, gate.quiet_for()) {
             Next::CheckIn(d) => return Ok(Checked::Again(d)),
@@ -192,11 +197,10 @@ impl AutoPause {
         )?;
         // From here on no client byte reaches the agent; look once more.
         gate.close();
-        let still = client
-            .activity()
+        let still = tokio::time::timeout(ASK_TIMEOUT, client.activity())
             .await
-            .map(|a| a.is_some_and(|a| still_idle(self.interval, &a, gate.quiet_for())));
-        if !matches!(still, Ok(true)) || gate.held_any() {
+            .map(|r| r.map(|a| a.is_some_and(|a| still_idle(self.interval, &a, gate.quiet_for()))));
+        if !matches!(still, Ok(Ok(true))) || gate.held_any() {
             gate.open();
             return Ok(again);
         }
@@ -217,7 +221,9 @@ impl AutoPause {
                 self.prev = None;
                 if matches!(
                     e,
-                    crate::Error::Snapshot(crate::SnapshotError::ClientArrived { .. })
+                    crate::Error::Snapshot(
+                        crate::litebox::snapshot::SnapshotError::ClientArrived { .. }
+                    )
                 ) {
                     Ok(again)
                 } else if l.state() == BoxState::Running {

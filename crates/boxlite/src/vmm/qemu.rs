@@ -14,6 +14,14 @@ use crate::util::spawn::{HelperCommand, tool_command};
 
 const QEMU: &str = "qemu-system-x86_64";
 
+/// The CPU model under TCG: QEMU's default (`qemu64`) plus ARAT ("APIC timer always
+/// running"). Without ARAT the guest kernel flags its local APIC timer as stopping in deep
+/// idle states, finds no broadcast timer to cover for it on microvm, and so never leaves
+/// periodic mode: every vCPU then takes 250 timer interrupts a second while idle, each one
+/// a wake-up of QEMU's main loop and a vCPU thread (docs/environment.md, "Where an idle
+/// box's CPU goes"). TCG emulates an APIC timer that keeps running, so the flag is true.
+const TCG_CPU: &str = "qemu64,+arat";
+
 /// TCG translation cache size. QEMU's default (1 GiB) is touched as the guest runs, which
 /// costs RSS and page faults; 64 MiB holds a box's hot code and measured faster to boot
 /// (see docs/environment.md).
@@ -38,12 +46,19 @@ impl Qemu {
         &self.binary
     }
 
-    /// The full argument list for a config. Pure, so it is unit-testable.
-    pub fn args(&self, cfg: &VmConfig, tsc_khz: Option<u64>) -> Vec<OsString> {
+    /// The full argument list for a config on a host with this TSC. Pure, so it is
+    /// unit-testable.
+    pub fn args(&self, cfg: &VmConfig, tsc: HostTsc) -> Vec<OsString> {
+        let tcg = cfg.accel == Accel::Tcg;
         let mut a: Vec<OsString> = Vec::new();
         let mut push = |s: &str| a.push(s.into());
         push("-M");
-        push("microvm");
+        // Under TCG, no PIT: QEMU resets its channel 0 to a running square wave and a guest
+        // that never programs it (Linux does not, once it has the TSC frequency from
+        // `tsc_early_khz` and an always-running APIC timer) leaves it running, so QEMU's
+        // main loop woke 36 times a second to toggle an output nothing listens to. With
+        // neither, the kernel calibrates its APIC timer against the TSC.
+        push(if tcg { "microvm,pit=off" } else { "microvm" });
         push("-accel");
         match cfg.accel {
             Accel::Kvm => push("kvm"),
@@ -51,10 +66,8 @@ impl Qemu {
             // Multi-threaded TCG: one host thread per vCPU.
             Accel::Tcg => push(&format!("tcg,thread=multi,tb-size={TCG_TB_MIB}")),
         }
-        if matches!(cfg.accel, Accel::Kvm | Accel::Hvf) {
-            push("-cpu");
-            push("host");
-        }
+        push("-cpu");
+        push(if tcg { TCG_CPU } else { "host" });
         push("-smp");
         push(&cfg.cpus.to_string());
         push("-m");
@@ -165,11 +178,27 @@ impl Qemu {
             // userspace. Container processes are root in the guest already; the boundary
             // is the VM, which the host enforces. Saves about 0.1 s of boot under TCG.
             "mitigations=off".into(),
+            // Periodic guest work that nothing in a box uses, each a wake-up of an idle
+            // VM: the soft-lockup watchdog's timer on every vCPU (its reports are false
+            // alarms under TCG, where a vCPU thread can wait seconds for a host core), and
+            // proactive compaction, which wakes kcompactd twice a second to look at
+            // fragmentation (huge pages are not worth making in a box's small RAM).
+            "nowatchdog".into(),
+            "sysctl.vm.compaction_proactiveness=0".into(),
         ];
         // microvm has no reliable calibration source: without this, boots under TCG hang
-        // calibrating the TSC against the PIT.
-        if let Some(khz) = tsc_khz {
+        // calibrating the TSC against the PIT (which TCG boxes no longer have).
+        if let Some(khz) = tsc.khz {
             cmdline.push(format!("tsc_early_khz={khz}"));
+        }
+        // Under TCG the guest's TSC is the host's (QEMU reads it with RDTSC), so it is as
+        // synchronized and constant as the host's. The guest cannot tell: on qemu64 (an
+        // AMD model without an invariant TSC) with more than one vCPU it declares the
+        // TSCs unsynchronized and falls back to the jiffies clocksource, which cannot
+        // drive one-shot timers, so the tick never stops. Only on a host whose TSC is
+        // invariant.
+        if tcg && tsc.invariant {
+            cmdline.push("tsc=reliable".into());
         }
         cmdline.extend(cfg.cmdline.iter().cloned());
         push("-append");
@@ -219,24 +248,45 @@ fn nic_device(m: [u8; 6], mtu: u16) -> String {
     )
 }
 
-/// The host TSC frequency in kHz, from `/proc/cpuinfo` (x86 only).
-pub fn host_tsc_khz() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    parse_tsc_khz(&info)
+/// What the guest kernel is told about the host's TSC.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostTsc {
+    /// The frequency in kHz, when known.
+    pub khz: Option<u64>,
+    /// Constant rate and running in every power state (`constant_tsc` and `nonstop_tsc`):
+    /// what makes one TSC reading comparable with another, on any core, at any time.
+    pub invariant: bool,
 }
 
-fn parse_tsc_khz(cpuinfo: &str) -> Option<u64> {
-    let mhz: f64 = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("cpu MHz"))?
-        .split(':')
-        .nth(1)?
-        .trim()
-        .parse()
-        .ok()?;
-    // A positive frequency in kHz, far below u64::MAX: the cast loses nothing.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    (mhz > 0.0 && mhz < 1e9).then(|| (mhz * 1000.0).round() as u64)
+impl HostTsc {
+    /// The host's TSC, from `/proc/cpuinfo` (x86 only; unknown elsewhere).
+    pub fn probe() -> HostTsc {
+        std::fs::read_to_string("/proc/cpuinfo")
+            .map(|info| HostTsc::parse(&info))
+            .unwrap_or_default()
+    }
+
+    fn parse(cpuinfo: &str) -> HostTsc {
+        let field = |name: &str| {
+            cpuinfo
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim())
+        };
+        let khz = field("cpu MHz")
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|mhz| *mhz > 0.0 && *mhz < 1e9)
+            // A positive frequency in kHz, far below u64::MAX: the cast loses nothing.
+            .map(|mhz| {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let khz = (mhz * 1000.0).round() as u64;
+                khz
+            });
+        let flags: Vec<&str> = field("flags").unwrap_or("").split_whitespace().collect();
+        let invariant = flags.contains(&"constant_tsc") && flags.contains(&"nonstop_tsc");
+        HostTsc { khz, invariant }
+    }
 }
 
 impl Vmm for Qemu {
@@ -262,12 +312,12 @@ impl Vmm for Qemu {
     }
 
     fn machine(&self, cfg: &VmConfig) -> Vec<String> {
-        machine_of(&self.args(cfg, None))
+        machine_of(&self.args(cfg, HostTsc::default()))
     }
 
     fn command(&self, cfg: &VmConfig) -> HelperCommand {
         HelperCommand::new(&self.binary, &cfg.vmm_log)
-            .args(self.args(cfg, host_tsc_khz()))
+            .args(self.args(cfg, HostTsc::probe()))
             .envs(&cfg.marker)
             .current_dir(&cfg.dir)
     }
@@ -326,8 +376,17 @@ mod tests {
         assert!(args.contains("-chardev socket,id=fs1,path=/tmp/boxlite-0/x/fs1.sock -device vhost-user-fs-device,chardev=fs1,tag=bxvol1"), "{args}");
     }
 
+    const HOST: HostTsc = HostTsc {
+        khz: Some(2_445_426),
+        invariant: true,
+    };
+
     fn joined(q: &Qemu, c: &VmConfig) -> String {
-        q.args(c, Some(2_445_426))
+        joined_on(q, c, HOST)
+    }
+
+    fn joined_on(q: &Qemu, c: &VmConfig, tsc: HostTsc) -> String {
+        q.args(c, tsc)
             .iter()
             .map(|s| s.to_string_lossy().into_owned())
             .collect::<Vec<_>>()
@@ -341,13 +400,14 @@ mod tests {
         };
         let a = joined(&q, &cfg(Accel::Tcg));
         for want in [
-            "-M microvm",
-            "-accel tcg,thread=multi,tb-size=64",
+            "-M microvm,pit=off",
+            "-accel tcg,thread=multi,tb-size=64 -cpu qemu64,+arat",
             "-sandbox on",
             "memory-backend-file,id=mem,size=512M,mem-path=/dev/shm/boxlite-0/x.ram,share=on -machine memory-backend=mem",
             "-device virtio-serial-device,max_ports=2 -chardev socket,id=agent,path=port.sock,server=on,wait=off -device virtserialport,chardev=agent,name=boxlite.agent",
             "-serial file:/b/console.log",
-            "tsc_early_khz=2445426 boxlite.hostname=abc",
+            "nowatchdog sysctl.vm.compaction_proactiveness=0",
+            "tsc_early_khz=2445426 tsc=reliable boxlite.hostname=abc",
         ] {
             assert!(a.contains(want), "missing {want:?} in {a}");
         }
@@ -405,8 +465,9 @@ mod tests {
         assert_eq!(
             m,
             [
-                "-M microvm",
+                "-M microvm,pit=off",
                 "-accel tcg,thread=multi,tb-size=64",
+                "-cpu qemu64,+arat",
                 "-smp 2",
                 "-m 512M",
                 "-device virtio-serial-device,max_ports=2",
@@ -444,16 +505,43 @@ mod tests {
             binary: "qemu".into(),
         };
         let a = joined(&q, &cfg(Accel::Kvm));
-        assert!(a.contains("-accel kvm -cpu host"), "{a}");
+        assert!(a.contains("-M microvm -accel kvm -cpu host"), "{a}");
         assert!(!a.contains("vsock"), "{a}");
+        // The guest's TSC is not the host's under KVM: the guest decides for itself.
+        assert!(!a.contains("tsc=reliable"), "{a}");
     }
 
     #[test]
-    fn tsc_khz_is_read_from_cpuinfo() {
-        assert_eq!(
-            parse_tsc_khz("processor\t: 0\ncpu MHz\t\t: 2445.426\n"),
-            Some(2_445_426)
+    fn the_tsc_is_declared_reliable_only_when_the_host_s_is_invariant() {
+        let q = Qemu {
+            binary: "qemu".into(),
+        };
+        let variable = HostTsc {
+            invariant: false,
+            ..HOST
+        };
+        let a = joined_on(&q, &cfg(Accel::Tcg), variable);
+        assert!(!a.contains("tsc=reliable"), "{a}");
+        assert!(a.contains("tsc_early_khz=2445426"), "{a}");
+        let a = joined_on(&q, &cfg(Accel::Tcg), HostTsc::default());
+        assert!(
+            !a.contains("tsc_early_khz") && !a.contains("tsc=reliable"),
+            "{a}"
         );
-        assert_eq!(parse_tsc_khz("processor: 0\n"), None);
+    }
+
+    #[test]
+    fn the_host_tsc_is_read_from_cpuinfo() {
+        let info = "processor\t: 0\ncpu MHz\t\t: 2445.426\nflags\t\t: fpu tsc constant_tsc nonstop_tsc arat\n";
+        assert_eq!(
+            HostTsc::parse(info),
+            HostTsc {
+                khz: Some(2_445_426),
+                invariant: true
+            }
+        );
+        let info = "processor\t: 0\ncpu MHz\t\t: 2445.426\nflags\t\t: fpu tsc constant_tsc\n";
+        assert!(!HostTsc::parse(info).invariant);
+        assert_eq!(HostTsc::parse("processor: 0\n"), HostTsc::default());
     }
 }
