@@ -136,7 +136,7 @@ pub async fn run(home_dir: &Path, id: &str, channel_only: bool) -> Result<(), cr
         }
         std::future::pending::<()>().await;
     };
-    tokio::pin!(checks);
+    let mut checks = Box::pin(checks);
     // `checks` completes only after an auto-pause: otherwise this waits for the VM's
     // port to close. An auto-pause ends the VM (closing the port) halfway through; it is
     // seen to its end.
@@ -151,6 +151,11 @@ pub async fn run(home_dir: &Path, id: &str, channel_only: bool) -> Result<(), cr
             }
         }
     }
+    // Dropped now, not at the end: checks that saw the VM die at the moment its port
+    // closed may be recording its end, holding the box's lock; abandoned here, they
+    // release it, and the end is recorded below under the same lock. Kept alive, they
+    // would never run again and the wait for the lock below would never end.
+    drop(checks);
     if settled.get() {
         return Ok(());
     }
