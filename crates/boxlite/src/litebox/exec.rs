@@ -273,6 +273,7 @@ impl LiteBox {
     /// never starts it.
     pub async fn attach(&self, exec_id: &str) -> Result<Execution, crate::Error> {
         let client = self.running_client().await?;
+        // The box's auto-pause count now (0 when it never paused itself).
         let seen = self.auto_paused_since(0).await.unwrap_or(0);
         client
             .signal(exec_id, 0, false)
