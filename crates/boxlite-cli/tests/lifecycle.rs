@@ -480,3 +480,79 @@ fn killed_monitor_is_restarted_by_the_next_command() {
     );
     ok(&h, &["rm", "-f", "mon"]);
 }
+
+/// A QEMU that counts its boots in the test home and starts the first `stalls` of them
+/// with their vCPUs stopped (`-S`): a guest that never reaches its agent, as the rare
+/// early-boot stall of the guest kernel under TCG leaves one. The jail is off for it (a
+/// script cannot pass QEMU's exec rules).
+fn stalling_qemu(h: &TestHome, stalls: u32) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let qemu = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("qemu-system-x86_64"))
+        .find(|p| p.is_file())
+        .expect("qemu-system-x86_64 on PATH");
+    let count = h.home.join("qemu-boots");
+    let wrapper = h.home.join("qemu-stalls");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" -kernel \"*)\n  echo boot >> {count}\n  if [ \"$(wc -l < {count})\" -le {stalls} ]; then exec {qemu} \"$@\" -S; fi;;\nesac\nexec {qemu} \"$@\"\n",
+            count = count.display(),
+            qemu = qemu.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (wrapper, count)
+}
+
+fn boots(count: &std::path::Path) -> usize {
+    std::fs::read_to_string(count).map_or(0, |s| s.lines().count())
+}
+
+/// `stall`: seconds before a boot counts as stalled; a boot that comes up must fit in it
+/// on a busy host.
+fn run_with_stalls(h: &TestHome, wrapper: &std::path::Path, stall: u32) -> Output {
+    h.cli(BIN)
+        .env("BOXLITE_QEMU", wrapper)
+        .env("BOXLITE_JAIL", "off")
+        .env("BOXLITE_WARM_START", "0")
+        .env("BOXLITE_BOOT_STALL", stall.to_string())
+        .args(["run", "--rm", "boxlite/busybox", "echo", "hi"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_cold_boot_whose_guest_stalls_is_booted_once_more() {
+    let h = TestHome::new();
+    let (wrapper, count) = stalling_qemu(&h, 1);
+
+    let out = run_with_stalls(&h, &wrapper, 15);
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    assert_eq!(boots(&count), 2, "one stalled boot, then one that came up");
+    assert!(ls_all(&h).is_empty(), "--rm removed the box");
+}
+
+#[test]
+fn a_guest_that_stalls_on_every_boot_fails_naming_the_stall_after_one_retry() {
+    let h = TestHome::new();
+    let (wrapper, count) = stalling_qemu(&h, u32::MAX);
+
+    let out = run_with_stalls(&h, &wrapper, 3);
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("stalled before its agent ran"), "{stderr}");
+    assert!(stderr.contains("within 3s of a cold boot"), "{stderr}");
+    assert_eq!(boots(&count), 2, "booted once more, and no more");
+    // The `--rm` box goes after its last attempt; nothing is left (the home's leak check
+    // looks for processes and sockets on drop).
+    assert!(ls_all(&h).is_empty(), "{:?}", ls_all(&h));
+}

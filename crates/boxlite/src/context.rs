@@ -69,6 +69,9 @@ pub(crate) struct Context {
     pub accel: AccelChoice,
     pub vmm: Arc<dyn Vmm>,
     pub boot_timeout: Duration,
+    /// How long a cold boot may go without its agent answering before it is taken for
+    /// stalled, stopped and booted once more (`None`: never; see [`boot_stall`]).
+    pub boot_stall: Option<Duration>,
     /// Resolvers and the test guard for every box's network helper.
     pub net: crate::net::NetSettings,
     /// The runtime's settings file (`--config`, which must then exist, or
@@ -119,11 +122,18 @@ impl Context {
                 Accel::Tcg => 120,
                 Accel::Kvm | Accel::Hvf => 30,
             }));
+        let boot_stall = boot_stall(
+            accel.accel,
+            boot_timeout,
+            std::env::var("BOXLITE_BOOT_STALL").ok().as_deref(),
+        )
+        .map_err(crate::Error::InvalidOption)?;
         Ok(Context {
             home,
             accel,
             vmm: Arc::new(qemu),
             boot_timeout,
+            boot_stall,
             net: crate::net::NetSettings::from_env(),
             config_file,
             image_builder: crate::model::ImageBuilder::from_env()
@@ -290,4 +300,71 @@ fn sibling_binary(name: &str, env: &str) -> Option<PathBuf> {
         .into_iter()
         .find(|p| p.is_file())
         .or_else(|| find_binary(name, env))
+}
+
+/// How long a cold boot may go without an answer from its agent before it counts as
+/// stalled: `BOXLITE_BOOT_STALL` seconds (0: never), else 30 s under TCG and never on
+/// KVM or HVF, and never beyond the boot timeout.
+///
+/// Under TCG a cold boot of the tickless guest (docs/environment.md, "Where an idle box's
+/// CPU goes") stalls in the guest kernel about once in a hundred boots on a loaded host,
+/// before its agent runs: the boot CPU's local APIC timer left masked after calibration,
+/// or both vCPUs caught in the breakpoint handler while the kernel patches its code.
+/// Such a guest never recovers; booting again does. A healthy cold boot answers within
+/// a few seconds even on a busy 2-core host.
+pub(crate) fn boot_stall(
+    accel: crate::model::Accel,
+    timeout: Duration,
+    var: Option<&str>,
+) -> Result<Option<Duration>, String> {
+    let stall = match var {
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(0) => None,
+            Ok(secs) => Some(Duration::from_secs(secs)),
+            Err(_) => {
+                return Err(format!(
+                    "BOXLITE_BOOT_STALL={v:?} is not a number of seconds (0 turns the stall check off)"
+                ));
+            }
+        },
+        None => match accel {
+            crate::model::Accel::Tcg => Some(Duration::from_secs(30)),
+            crate::model::Accel::Kvm | crate::model::Accel::Hvf => None,
+        },
+    };
+    Ok(stall.filter(|s| *s < timeout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Accel;
+
+    #[test]
+    fn boot_stall_defaults_to_tcg_only_and_takes_the_variable() {
+        let t = Duration::from_secs(120);
+        assert_eq!(
+            boot_stall(Accel::Tcg, t, None),
+            Ok(Some(Duration::from_secs(30)))
+        );
+        assert_eq!(
+            boot_stall(Accel::Kvm, Duration::from_secs(30), None),
+            Ok(None)
+        );
+        assert_eq!(
+            boot_stall(Accel::Kvm, t, Some("12")),
+            Ok(Some(Duration::from_secs(12)))
+        );
+        assert_eq!(boot_stall(Accel::Tcg, t, Some("0")), Ok(None));
+        // Never at or past the boot's own deadline.
+        assert_eq!(
+            boot_stall(Accel::Tcg, Duration::from_secs(20), None),
+            Ok(None)
+        );
+        let e = boot_stall(Accel::Tcg, t, Some("soon")).unwrap_err();
+        assert!(
+            e.contains("BOXLITE_BOOT_STALL") && e.contains("\"soon\""),
+            "{e}"
+        );
+    }
 }

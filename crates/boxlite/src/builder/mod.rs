@@ -646,9 +646,22 @@ async fn build_in_vm(
         .map(|l| l.digest.clone())
         .unwrap_or_default();
     let applied = async {
-        let client = launch(ctx, &spec, &mut status, &mut guard, &ledger)
-            .await
-            .map_err(BuildError::Boot)?;
+        let client = match launch(ctx, &spec, &mut status, &mut guard, &ledger).await {
+            // A guest that stalls in its kernel's early boot (`context::boot_stall`) is
+            // stopped and booted once more, as a box's is.
+            Err(e @ crate::vm::BootError::Stalled { .. }) => {
+                tracing::warn!(error = %crate::util::error_chain(&e), "the build VM stalled during its boot; booting it again");
+                let stalled = std::mem::replace(&mut guard, BootGuard::new(sockets.clone()));
+                let _ = stalled.cleanup().await;
+                sockets
+                    .create(ctx.layout().home())
+                    .map_err(|e| BuildError::Boot(e.into()))?;
+                status = BoxStatus::default();
+                launch(ctx, &spec, &mut status, &mut guard, &ledger).await
+            }
+            other => other,
+        }
+        .map_err(BuildError::Boot)?;
         report.boot_ms = ms_since(t);
         let t_apply = Instant::now();
         let (reader, writer) = std::io::pipe().map_err(io_err("creating a pipe for", &disk))?;

@@ -81,12 +81,38 @@ impl LiteBox {
                     tracing::warn!(box_id = %self.id, template = %key, error = %crate::util::error_chain(&e), "warm start failed; removing the template and booting");
                     super::template::discard(&dir).await;
                     self.unfork_disk().await?;
-                    return self.start_attempt(l, None, false, true).await;
+                    return self.cold_start(l, true).await;
                 }
                 other => return other,
             }
         }
+        if saved.is_none() {
+            return self.cold_start(l, first_boot).await;
+        }
         self.start_attempt(l, saved, false, first_boot).await
+    }
+
+    /// Boot the kernel; a guest that stalls before its agent runs
+    /// ([`crate::vm::BootError::Stalled`], a rare hang of the guest kernel's early boot
+    /// under TCG) is stopped and booted once more.
+    async fn cold_start(&self, l: &mut Locked, first_boot: bool) -> Result<(), crate::Error> {
+        let Err(e) = self.start_attempt(l, None, true, first_boot).await else {
+            return Ok(());
+        };
+        if l.row.status.state() != BoxState::Failed {
+            return Err(e);
+        }
+        if let crate::Error::Box(BoxError::BootFailed { cause, .. }) = &e
+            && matches!(**cause, crate::vm::BootError::Stalled { .. })
+        {
+            tracing::warn!(box_id = %self.id, error = %crate::util::error_chain(&e), "the guest stalled during its boot; booting it again");
+            // The stalled guest never ran its agent, so never mounted its disk; the
+            // image's template is left to a later box all the same.
+            return self.start_attempt(l, None, false, false).await;
+        }
+        // The attempt ran as retryable: a `--rm` box goes now, as after any failed start.
+        self.remove_failed(l).await;
+        Err(e)
     }
 
     /// One start, from `saved` or by booting. `retryable`: a failure leaves the box
@@ -201,14 +227,8 @@ impl LiteBox {
             if let Err(te) = self.transition(&mut l.row, BoxState::Failed).await {
                 tracing::warn!(box_id = %self.id, error = %te, "recording a failed start");
             }
-            if l.row.config.auto_remove && !retryable {
-                let (home, row) = (self.home().clone(), l.row.clone());
-                match blocking::run(move || remove_blocking(&home, &row)).await {
-                    Ok(()) => l.lock.remove_file(),
-                    Err(re) => {
-                        tracing::warn!(box_id = %self.id, error = %crate::util::error_chain(&re), "removing a --rm box whose start failed")
-                    }
-                }
+            if !retryable {
+                self.remove_failed(l).await;
             }
             return Err(e);
         }
@@ -258,6 +278,20 @@ impl LiteBox {
     /// The error of a failed boot. What failed before anything ran (assets, binaries,
     /// the socket directory, the volume gate) keeps its own kind, as a check would; a
     /// VM that did not come up is `BootFailed`, with the console when QEMU had started.
+    /// Remove a box created with `auto_remove` whose start failed.
+    async fn remove_failed(&self, l: &mut Locked) {
+        if !l.row.config.auto_remove {
+            return;
+        }
+        let (home, row) = (self.home().clone(), l.row.clone());
+        match blocking::run(move || remove_blocking(&home, &row)).await {
+            Ok(()) => l.lock.remove_file(),
+            Err(re) => {
+                tracing::warn!(box_id = %self.id, error = %crate::util::error_chain(&re), "removing a --rm box whose start failed")
+            }
+        }
+    }
+
     fn boot_error(&self, cause: crate::vm::BootError, vmm_started: bool) -> crate::Error {
         use crate::vm::BootError as B;
         match cause {

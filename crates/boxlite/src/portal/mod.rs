@@ -43,6 +43,20 @@ impl PortalError {
         }
     }
 
+    /// Whether the connection failed rather than the agent: no connection was made, or
+    /// it broke (a call that ends with `Unavailable`, `Unknown` or `Cancelled` without an
+    /// answer from the agent; the agent's own errors carry other codes).
+    pub fn is_transport(&self) -> bool {
+        match self {
+            PortalError::Connect { .. } => true,
+            PortalError::Rpc { code, .. } => matches!(
+                code,
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+            ),
+            PortalError::Timeout { .. } => false,
+        }
+    }
+
     /// The gRPC code of a failed call, if this is one.
     pub fn code(&self) -> Option<tonic::Code> {
         match self {
@@ -490,5 +504,49 @@ impl AgentClient {
             .await
             .map(|_| ())
             .map_err(|s| PortalError::rpc("Shutdown", s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection the shim gives up on (or the HTTP/2 keep-alive does, when a shim
+    /// holds it for a guest that takes longer to boot than the keep-alive allows: 50 s,
+    /// the same `Unavailable` "http2 error") is a transport error the boot tries again,
+    /// not an answer of the agent's.
+    #[tokio::test]
+    async fn a_connection_that_breaks_before_an_answer_is_a_transport_error() {
+        let path = std::env::temp_dir().join(format!(
+            "bx-portal-broken-{}-{:x}.sock",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+        let peer = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.expect("accept");
+            // Take the client's preface and request, then drop the connection unanswered.
+            let mut buf = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut conn, &mut buf).await;
+        });
+        let client = AgentClient::connect(&path, "0123456789abcdef0123456789abcdef")
+            .await
+            .expect("connect");
+        let err = client.ping().await.expect_err("nobody answers");
+        let _ = std::fs::remove_file(&path);
+        peer.abort();
+        assert!(err.is_transport(), "{err:?}");
+        assert!(
+            matches!(err.code(), Some(tonic::Code::Unavailable)),
+            "{err:?}"
+        );
+        // What the agent itself answers is not a transport error, nor is a timeout.
+        let own = PortalError::rpc("Ping", tonic::Status::invalid_argument("no"));
+        assert!(!own.is_transport());
+        let timeout = PortalError::Timeout {
+            target: "t".into(),
+            after: Duration::from_secs(1),
+        };
+        assert!(!timeout.is_transport());
     }
 }

@@ -46,12 +46,25 @@ pub enum BootError {
         after: Duration,
     },
     #[error(
-        "the agent did not report ready within {}s (accelerator {accel}); raise BOXLITE_BOOT_TIMEOUT if the host is slow",
-        after.as_secs()
+        "the agent did not report ready within {}s (accelerator {accel}){}; raise BOXLITE_BOOT_TIMEOUT if the host is slow",
+        after.as_secs(),
+        last.as_ref().map(|e| format!("; the last attempt to reach it: {e}")).unwrap_or_default()
     )]
     Deadline {
         after: Duration,
         accel: crate::model::Accel,
+        /// Why the last ping through the shim failed, when one did.
+        last: Option<String>,
+    },
+    #[error(
+        "the guest's agent did not answer within {}s of a cold boot (accelerator {accel}){}; the guest stalled before its agent ran, and was stopped",
+        after.as_secs(),
+        last.as_ref().map(|e| format!("; the last attempt to reach it: {e}")).unwrap_or_default()
+    )]
+    Stalled {
+        after: Duration,
+        accel: crate::model::Accel,
+        last: Option<String>,
     },
     #[error("the agent did not answer through the shim's socket {}", socket.display())]
     Handshake {
@@ -472,13 +485,35 @@ pub(crate) async fn launch<L: ProcessLedger>(
 
     let socket = sockets.agent();
     let timeout = ctx.boot_timeout;
+    // Only a kernel boot stalls; a restored guest is past it.
+    let stall = ctx.boot_stall.filter(|_| spec.restore.is_none());
+    // Why the last attempt failed, for the deadline's message.
+    let last = std::sync::Mutex::new(None::<String>);
     let ready = async {
         // The first of many pings: the shim holds each connection until the agent serves.
         wait_listening(&socket).await;
         tracing::debug!(ms = ms_since(t0), "shim listening");
-        let client = AgentClient::connect(&socket, &id).await?;
-        client.ping().await?;
-        Ok::<_, PortalError>(client)
+        loop {
+            let attempt = async {
+                let client = AgentClient::connect(&socket, &id).await?;
+                client.ping().await?;
+                Ok::<_, PortalError>(client)
+            };
+            match attempt.await {
+                Ok(c) => return Ok(c),
+                // The connection broke while the guest was still coming up: the HTTP/2
+                // keep-alive gives up on a shim that holds it longer than the keep-alive
+                // allows (a guest slower than that to boot). The boot's own deadline
+                // decides when to stop, and the VM's or the shim's death ends it sooner.
+                Err(e) if e.is_transport() => {
+                    tracing::debug!(error = %crate::util::error_chain(&e), "the boot's ping broke; again");
+                    *last.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(crate::util::error_chain(&e));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     };
     let client = tokio::select! {
         r = ready => match r {
@@ -516,8 +551,20 @@ pub(crate) async fn launch<L: ProcessLedger>(
                 log: tail_file(&paths.monitor_log(), 1000),
             });
         }
+        // A cold boot that has not come up by then will not: see `context::boot_stall`.
+        _ = tokio::time::sleep(stall.unwrap_or(timeout)), if stall.is_some() => {
+            return Err(BootError::Stalled {
+                after: stall.unwrap_or(timeout),
+                accel: ctx.accel.accel,
+                last: last.lock().unwrap_or_else(|p| p.into_inner()).take(),
+            });
+        }
         _ = tokio::time::sleep(timeout) => {
-            return Err(BootError::Deadline { after: timeout, accel: ctx.accel.accel });
+            return Err(BootError::Deadline {
+                after: timeout,
+                accel: ctx.accel.accel,
+                last: last.lock().unwrap_or_else(|p| p.into_inner()).take(),
+            });
         }
     };
     timings.agent_ready_ms = ms_since(t0);
