@@ -255,6 +255,13 @@ fn main() {
         // /proc is not mounted yet; mount it just to read the command line.
         let _ = std::fs::create_dir_all("/proc");
         let _ = sys::mount("proc", Path::new("/proc"), "proc", 0, None);
+        // The first line of the agent on the console: the host's stall check
+        // (`context::boot_stall`) takes it as the sign that the guest's kernel booted.
+        let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+        eprintln!(
+            "boxlite-guest: started at {} s uptime",
+            uptime.split_whitespace().next().unwrap_or("?")
+        );
         std::fs::read_to_string("/proc/cmdline").unwrap_or_default()
     } else {
         std::fs::read_to_string("/proc/cmdline").unwrap_or_default()

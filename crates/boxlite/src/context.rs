@@ -69,7 +69,7 @@ pub(crate) struct Context {
     pub accel: AccelChoice,
     pub vmm: Arc<dyn Vmm>,
     pub boot_timeout: Duration,
-    /// How long a cold boot may go without its agent answering before it is taken for
+    /// How long a cold boot may go without its agent starting before it is taken for
     /// stalled, stopped and booted once more (`None`: never; see [`boot_stall`]).
     pub boot_stall: Option<Duration>,
     /// Resolvers and the test guard for every box's network helper.
@@ -302,16 +302,16 @@ fn sibling_binary(name: &str, env: &str) -> Option<PathBuf> {
         .or_else(|| find_binary(name, env))
 }
 
-/// How long a cold boot may go without an answer from its agent before it counts as
-/// stalled: `BOXLITE_BOOT_STALL` seconds (0: never), else 30 s under TCG and never on
-/// KVM or HVF, and never beyond the boot timeout.
+/// How long a cold boot may go without its agent starting (its first console line)
+/// before it counts as stalled: `BOXLITE_BOOT_STALL` seconds (0: never), else 30 s under
+/// TCG and never on KVM or HVF, and never beyond the boot timeout.
 ///
 /// Under TCG a cold boot of the tickless guest (docs/environment.md, "Where an idle box's
 /// CPU goes") stalls in the guest kernel about once in a hundred boots on a loaded host,
 /// before its agent runs: the boot CPU's local APIC timer left masked after calibration,
 /// or both vCPUs caught in the breakpoint handler while the kernel patches its code.
-/// Such a guest never recovers; booting again does. A healthy cold boot answers within
-/// a few seconds even on a busy 2-core host.
+/// Such a guest never recovers; booting again does. A healthy kernel starts the agent
+/// within a few seconds even on a busy 2-core host.
 pub(crate) fn boot_stall(
     accel: crate::model::Accel,
     timeout: Duration,

@@ -57,7 +57,7 @@ pub enum BootError {
         last: Option<String>,
     },
     #[error(
-        "the guest's agent did not answer within {}s of a cold boot (accelerator {accel}){}; the guest stalled before its agent ran, and was stopped",
+        "the guest's agent did not start within {}s of a cold boot (accelerator {accel}){}; the guest stalled before its agent ran, and was stopped",
         after.as_secs(),
         last.as_ref().map(|e| format!("; the last attempt to reach it: {e}")).unwrap_or_default()
     )]
@@ -515,56 +515,68 @@ pub(crate) async fn launch<L: ProcessLedger>(
             }
         }
     };
-    let client = tokio::select! {
-        r = ready => match r {
-            Ok(c) => c,
-            Err(source) => {
-                // A VM that dies takes the shim's link down first: report the death, not
-                // the broken ping, when that is what happened.
-                let grace = Duration::from_secs(2);
-                if let Ok(st) = tokio::time::timeout(grace, vm_child.wait()).await {
-                    return Err(BootError::VmmExited {
-                        status: status_text(st.ok()),
-                        qemu_log: tail_file(&paths.vmm_log(), 1000),
-                    });
+    tokio::pin!(ready);
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut stall_at = stall.map(|s| tokio::time::Instant::now() + s);
+    let client = loop {
+        tokio::select! {
+            r = &mut ready => match r {
+                Ok(c) => break c,
+                Err(source) => {
+                    // A VM that dies takes the shim's link down first: report the death,
+                    // not the broken ping, when that is what happened.
+                    let grace = Duration::from_secs(2);
+                    if let Ok(st) = tokio::time::timeout(grace, vm_child.wait()).await {
+                        return Err(BootError::VmmExited {
+                            status: status_text(st.ok()),
+                            qemu_log: tail_file(&paths.vmm_log(), 1000),
+                        });
+                    }
+                    if let Ok(Some(st)) = shim_child.try_wait() {
+                        return Err(BootError::HelperExited {
+                            helper: SHIM_HELPER,
+                            status: st.to_string(),
+                            log: tail_file(&paths.monitor_log(), 1000),
+                        });
+                    }
+                    return Err(BootError::Handshake { socket: socket.clone(), source });
                 }
-                if let Ok(Some(st)) = shim_child.try_wait() {
-                    return Err(BootError::HelperExited {
-                        helper: SHIM_HELPER,
-                        status: st.to_string(),
-                        log: tail_file(&paths.monitor_log(), 1000),
-                    });
-                }
-                return Err(BootError::Handshake { socket: socket.clone(), source });
+            },
+            st = vm_child.wait() => {
+                return Err(BootError::VmmExited {
+                    status: status_text(st.ok()),
+                    qemu_log: tail_file(&paths.vmm_log(), 1000),
+                });
             }
-        },
-        st = vm_child.wait() => {
-            return Err(BootError::VmmExited {
-                status: status_text(st.ok()),
-                qemu_log: tail_file(&paths.vmm_log(), 1000),
-            });
-        }
-        st = shim_child.wait() => {
-            return Err(BootError::HelperExited {
-                helper: SHIM_HELPER,
-                status: status_text(st.ok()),
-                log: tail_file(&paths.monitor_log(), 1000),
-            });
-        }
-        // A cold boot that has not come up by then will not: see `context::boot_stall`.
-        _ = tokio::time::sleep(stall.unwrap_or(timeout)), if stall.is_some() => {
-            return Err(BootError::Stalled {
-                after: stall.unwrap_or(timeout),
-                accel: ctx.accel.accel,
-                last: last.lock().unwrap_or_else(|p| p.into_inner()).take(),
-            });
-        }
-        _ = tokio::time::sleep(timeout) => {
-            return Err(BootError::Deadline {
-                after: timeout,
-                accel: ctx.accel.accel,
-                last: last.lock().unwrap_or_else(|p| p.into_inner()).take(),
-            });
+            st = shim_child.wait() => {
+                return Err(BootError::HelperExited {
+                    helper: SHIM_HELPER,
+                    status: status_text(st.ok()),
+                    log: tail_file(&paths.monitor_log(), 1000),
+                });
+            }
+            // A kernel that has not started the agent by then will not: see
+            // `context::boot_stall`. A guest whose agent has started is slow, not
+            // stalled, and gets the rest of the deadline.
+            () = tokio::time::sleep_until(stall_at.unwrap_or_else(tokio::time::Instant::now)), if stall_at.is_some() => {
+                if agent_started(&paths.console_log()).await {
+                    stall_at = None;
+                    continue;
+                }
+                return Err(BootError::Stalled {
+                    after: stall.unwrap_or(timeout),
+                    accel: ctx.accel.accel,
+                    last: last.lock().unwrap_or_else(|p| p.into_inner()).take(),
+                });
+            }
+            () = &mut deadline => {
+                return Err(BootError::Deadline {
+                    after: timeout,
+                    accel: ctx.accel.accel,
+                    last: last.lock().unwrap_or_else(|p| p.into_inner()).take(),
+                });
+            }
         }
     };
     timings.agent_ready_ms = ms_since(t0);
@@ -748,6 +760,26 @@ pub(crate) fn shim_command(
 }
 
 /// Wait until a unix socket listens. The caller bounds the wait.
+/// The agent's first console line (`boxlite-guest: started ...`), printed as it starts:
+/// the guest's kernel has booted.
+const AGENT_STARTED: &[u8] = b"boxlite-guest:";
+
+/// Whether the console log shows that the agent started (its first 1 MiB is read).
+async fn agent_started(console: &Path) -> bool {
+    let path = console.to_path_buf();
+    crate::util::blocking::run(move || {
+        use std::io::Read;
+        let mut head = Vec::new();
+        std::fs::File::open(&path)
+            .and_then(|f| f.take(1 << 20).read_to_end(&mut head))
+            .is_ok_and(|_| {
+                head.windows(AGENT_STARTED.len())
+                    .any(|w| w == AGENT_STARTED)
+            })
+    })
+    .await
+}
+
 async fn wait_listening(path: &Path) {
     let mut pause = Duration::from_millis(1);
     while !crate::util::fsutil::unix_socket_ready(path) {
@@ -960,6 +992,35 @@ fn vmm_rules(mut j: JailSpec, cfg: &VmConfig) -> JailSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The stall check reads the console for the agent's first line: a kernel's lines
+    /// alone, a missing file or an empty one are no sign of it.
+    #[tokio::test]
+    async fn the_agent_counts_as_started_once_its_first_line_is_on_the_console() {
+        let dir = std::env::temp_dir().join(format!(
+            "bx-console-{}-{:x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let console = dir.join("console.log");
+        assert!(!agent_started(&console).await, "no file yet");
+        std::fs::write(&console, "").unwrap();
+        assert!(!agent_started(&console).await, "empty");
+        std::fs::write(
+            &console,
+            "[    0.258081] PCI: Fatal: No config space access function found\n",
+        )
+        .unwrap();
+        assert!(!agent_started(&console).await, "the kernel only");
+        std::fs::write(
+            &console,
+            "[    0.258081] PCI: Fatal: No config space access function found\nboxlite-guest: started at 0.61 s uptime\n",
+        )
+        .unwrap();
+        assert!(agent_started(&console).await);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_ram_file_that_cannot_fit_is_refused_before_qemu_starts() {
